@@ -1,0 +1,123 @@
+"""A lean ASGI layer for the hot ingestion paths: read, decode, answer, map errors.
+
+The Hackle-compatible endpoints run here rather than behind a framework's request and
+routing objects, which would cost a third of the throughput (SPEC §7). Everything else
+(admin, docs, dashboard) is a Starlette app mounted behind this router.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+import msgspec
+
+from magpie.errors import InvalidRequest, MagpieError, PayloadTooLarge, RateLimited
+
+log = logging.getLogger("magpie.http")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+SUCCESS = b'{"message":"success"}'
+_decode = msgspec.json.decode
+_encode = msgspec.json.encode
+
+
+class Request:
+    """What a handler gets: the raw scope, headers by lower-case name, the body, the query."""
+
+    __slots__ = ("body", "headers", "path_params", "scope")
+
+    def __init__(self, scope: Scope, body: bytes, path_params: dict[str, str] | None = None) -> None:
+        self.scope = scope
+        self.body = body
+        self.headers: dict[bytes, bytes] = dict(scope["headers"])
+        self.path_params = path_params or {}
+
+    def header(self, name: bytes) -> str | None:
+        value = self.headers.get(name)
+        return None if value is None else value.decode("latin-1")
+
+    @property
+    def query(self) -> dict[str, str]:
+        raw = self.scope.get("query_string", b"").decode("latin-1")
+        return dict(parse_qsl(raw, keep_blank_values=True))
+
+    def json(self) -> Any:
+        """The body as JSON; a malformed body is a 400 ``INVALID_REQUEST``."""
+        if not self.body:
+            raise InvalidRequest("the request body must be a JSON object")
+        try:
+            return _decode(self.body)
+        except msgspec.DecodeError as exc:
+            raise InvalidRequest(f"malformed JSON: {exc}") from exc
+
+    def json_object(self) -> dict[str, Any]:
+        value = self.json()
+        if not isinstance(value, dict):
+            raise InvalidRequest("the request body must be a JSON object")
+        return value
+
+
+Response = tuple[int, bytes] | tuple[int, bytes, list[tuple[bytes, bytes]]]
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError as exc:
+                raise InvalidRequest("Content-Length is not a number") from exc
+            if declared > limit:
+                raise PayloadTooLarge(f"the request body is limited to {limit} bytes")
+            break
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"the request body is limited to {limit} bytes")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def send_response(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    all_headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    if headers:
+        all_headers.extend(headers)
+    await send({"type": "http.response.start", "status": status, "headers": all_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def error_body(exc: MagpieError) -> bytes:
+    return _encode({"code": exc.code, "message": exc.message})
+
+
+def error_headers(exc: MagpieError) -> list[tuple[bytes, bytes]]:
+    if isinstance(exc, RateLimited):
+        return [(b"retry-after", str(exc.retry_after).encode())]
+    return []
+
+
+async def send_error(send: Send, exc: MagpieError) -> None:
+    await send_response(send, exc.status, error_body(exc), error_headers(exc))
+
+
+def encode(value: Any) -> bytes:
+    return _encode(value)

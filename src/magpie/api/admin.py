@@ -1,0 +1,231 @@
+"""The admin API (``/admin/v1``, bearer admin token), health, metrics and the docs.
+
+These paths are not hot, so they use Starlette's routing and request objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from magpie.api.context import Context
+from magpie.api.openapi import docs_routes
+from magpie.errors import InvalidAdminToken, InvalidRequest, MagpieError, ServiceUnavailable
+from magpie.store import accounts, queries
+from magpie.store.accounts import check_admin_token
+from magpie.store.db import OPERATIONAL_ERRORS
+
+if TYPE_CHECKING:
+    from magpie.app import MagpieApp
+
+AdminHandler = Callable[[Context, Request], Awaitable[Any]]
+
+
+def _json(value: Any, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(value), status_code=status, media_type="application/json")
+
+
+def error_response(exc: MagpieError) -> Response:
+    headers = {"retry-after": str(getattr(exc, "retry_after", 1))} if exc.status == 429 else None
+    return _json({"code": exc.code, "message": exc.message}, exc.status) if headers is None else Response(
+        msgspec.json.encode({"code": exc.code, "message": exc.message}),
+        status_code=exc.status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+async def body_json(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return msgspec.json.decode(raw) if raw else {}
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"malformed JSON: {exc}") from exc
+
+
+def admin(app: MagpieApp, handler: AdminHandler, *, status: int = 200) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap an admin handler: check the bearer token, map errors, encode the result."""
+
+    async def endpoint(request: Request) -> Response:
+        ctx = app.ctx
+        assert ctx is not None
+        try:
+            header = request.headers.get("authorization", "")
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise InvalidAdminToken()
+            if not await ctx.read(lambda conn: check_admin_token(conn, ctx.db, token.strip())):
+                raise InvalidAdminToken()
+            result = await handler(ctx, request)
+        except MagpieError as exc:
+            return error_response(exc)
+        except OPERATIONAL_ERRORS:
+            return error_response(ServiceUnavailable())
+        if isinstance(result, Response):
+            return result
+        return _json(result, status)
+
+    return endpoint
+
+
+async def in_thread(fn: Callable[[], Any]) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(None, fn)
+
+
+# -- environments and keys --------------------------------------------------------------------
+
+
+async def list_environments(ctx: Context, request: Request) -> Any:
+    """List environments."""
+    envs = await in_thread(lambda: accounts.list_environments(ctx.db))
+    return {"environments": [msgspec.to_builtins(e) for e in envs]}
+
+
+async def create_environment(ctx: Context, request: Request) -> Any:
+    """Create an environment and its first API key."""
+    body = await body_json(request)
+    if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+        raise InvalidRequest("name is required")
+    tz = body.get("timezone", "Asia/Seoul")
+    env = await in_thread(lambda: accounts.create_environment(ctx.db, name=body["name"], timezone=tz))
+    key, info = await in_thread(lambda: accounts.create_api_key(ctx.db, environment=env.name, name="default"))
+    return {"environment": msgspec.to_builtins(env), "apiKey": key, "key": msgspec.to_builtins(info)}
+
+
+async def get_environment(ctx: Context, request: Request) -> Any:
+    """Show one environment with its settings."""
+    env = await in_thread(lambda: accounts.get_environment(ctx.db, request.path_params["env"]))
+    return msgspec.to_builtins(env)
+
+
+async def update_environment(ctx: Context, request: Request) -> Any:
+    """Replace an environment's settings (compliance, providers) and optionally its time zone."""
+    from magpie.domain.settings import parse_settings
+
+    body = await body_json(request)
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be an object")
+    settings = parse_settings(body.get("settings", {}))
+    env = await in_thread(
+        lambda: accounts.update_environment_settings(
+            ctx.db, name=request.path_params["env"], settings=settings, timezone=body.get("timezone")
+        )
+    )
+    return msgspec.to_builtins(env)
+
+
+async def list_keys(ctx: Context, request: Request) -> Any:
+    """List an environment's API keys (prefixes only)."""
+    name = request.path_params["env"]
+    await in_thread(lambda: accounts.get_environment(ctx.db, name))
+    keys = await in_thread(lambda: accounts.list_api_keys(ctx.db, environment=name))
+    return {"keys": [msgspec.to_builtins(k) for k in keys]}
+
+
+async def create_key(ctx: Context, request: Request) -> Any:
+    """Create an API key; the key is shown in this response only."""
+    body = await body_json(request)
+    label = body.get("name", "") if isinstance(body, dict) else ""
+    key, info = await in_thread(
+        lambda: accounts.create_api_key(ctx.db, environment=request.path_params["env"], name=str(label))
+    )
+    return {"apiKey": key, "key": msgspec.to_builtins(info)}
+
+
+async def revoke_key(ctx: Context, request: Request) -> Any:
+    """Revoke an API key by its prefix; it is rejected from the next request on."""
+    info = await in_thread(lambda: accounts.revoke_api_key(ctx.db, key_or_prefix=request.path_params["prefix"]))
+    ctx.auth.clear()
+    return msgspec.to_builtins(info)
+
+
+# -- users ----------------------------------------------------------------------------------------
+
+
+async def get_user(ctx: Context, request: Request) -> Any:
+    """Look up a user: properties, consents with times, masked phone number, devices and tokens."""
+    env, user_id = request.path_params["env"], request.path_params["user_id"]
+    return await ctx.read(
+        lambda conn: queries.user_view(
+            conn, ctx.db, ctx.cipher, env_id=queries.env_id_by_name(conn, ctx.db, env), user_id=user_id
+        )
+    )
+
+
+async def get_device(ctx: Context, request: Request) -> Any:
+    """Look up a device, and the user it is linked to."""
+    env, device_id = request.path_params["env"], request.path_params["device_id"]
+    return await ctx.read(
+        lambda conn: queries.device_view(
+            conn, ctx.db, ctx.cipher, env_id=queries.env_id_by_name(conn, ctx.db, env), device_id=device_id
+        )
+    )
+
+
+# -- health -----------------------------------------------------------------------------------------
+
+
+def _health_routes(app: MagpieApp) -> list[BaseRoute]:
+    async def healthz(request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        ctx = app.ctx
+        assert ctx is not None
+        try:
+            await ctx.read(lambda conn: ctx.db.fetchone(conn, "SELECT 1"))
+        except (MagpieError, *OPERATIONAL_ERRORS):
+            return error_response(ServiceUnavailable())
+        return _json({"status": "ready"})
+
+    async def metrics(request: Request) -> Response:
+        return Response(app.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+
+
+def admin_routes(app: MagpieApp) -> list[BaseRoute]:
+    a = "/admin/v1"
+    env = a + "/environments/{env}"
+    routes: list[BaseRoute] = [
+        Route(a + "/environments", admin(app, list_environments), methods=["GET"]),
+        Route(a + "/environments", admin(app, create_environment, status=201), methods=["POST"]),
+        Route(env, admin(app, get_environment), methods=["GET"]),
+        Route(env, admin(app, update_environment), methods=["PUT"]),
+        Route(env + "/keys", admin(app, list_keys), methods=["GET"]),
+        Route(env + "/keys", admin(app, create_key, status=201), methods=["POST"]),
+        Route(a + "/keys/{prefix}", admin(app, revoke_key), methods=["DELETE"]),
+        Route(env + "/users/{user_id}", admin(app, get_user), methods=["GET"]),
+        Route(env + "/devices/{device_id}", admin(app, get_device), methods=["GET"]),
+    ]
+    for extra in app.admin_extensions:
+        routes.extend(extra(app))
+    return routes
+
+
+def build_admin(app: MagpieApp) -> Starlette:
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "INVALID_REQUEST")
+        return _json({"code": code, "message": str(exc.detail)}, exc.status_code)
+
+    async def magpie_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, MagpieError)
+        return error_response(exc)
+
+    return Starlette(
+        routes=[*_health_routes(app), *admin_routes(app), *docs_routes(app)],
+        exception_handlers={HTTPException: http_error, MagpieError: magpie_error},
+    )

@@ -1,0 +1,129 @@
+"""API-key authentication with a per-process cache, and per-key rate limiting.
+
+A cached key saves a database read per request; it cannot outlive a revocation, because
+every write re-checks its key inside the writer's transaction (``Tx.key_env``) and a
+revoked key drops out of the cache there. Reads check the database directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from magpie.errors import ApiKeyNotFound, InvalidApiKey, RateLimited, ServiceUnavailable
+from magpie.store.accounts import lookup_api_key
+from magpie.store.crypto import hash_secret
+from magpie.store.db import OPERATIONAL_ERRORS, Database
+
+API_KEY_HEADER = b"x-hackle-api-key"
+SDK_KEY_HEADER = b"x-hackle-sdk-key"
+
+
+class _Bucket:
+    __slots__ = ("stamp", "tokens")
+
+    def __init__(self, tokens: float, stamp: float) -> None:
+        self.tokens = tokens
+        self.stamp = stamp
+
+
+class Authenticator:
+    """Turn a raw key into ``(key_hash, env_id)`` or raise the Hackle error for it."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        executor: ThreadPoolExecutor,
+        rate_per_key: float = 0.0,
+        burst: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.db = db
+        self.executor = executor
+        self.rate = rate_per_key
+        self.burst = float(burst or max(1.0, rate_per_key))
+        self.clock = clock
+        self._cache: dict[str, tuple[str, int]] = {}
+        self._buckets: dict[str, _Bucket] = {}
+
+    def forget_hash(self, key_hash: str) -> None:
+        for key, (cached_hash, _) in list(self._cache.items()):
+            if cached_hash == key_hash:
+                self._cache.pop(key, None)
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+    async def authenticate(self, headers: dict[bytes, bytes], *, sdk: bool = False) -> tuple[str, int]:
+        raw = headers.get(API_KEY_HEADER)
+        if sdk and raw is None:
+            raw = headers.get(SDK_KEY_HEADER)
+        if raw is None:
+            raise ApiKeyNotFound()
+        key = raw.decode("latin-1").strip()
+        if not key:
+            raise ApiKeyNotFound()
+        return await self.check(key)
+
+    async def check(self, key: str) -> tuple[str, int]:
+        found = self._cache.get(key)
+        if found is None:
+            env_id = await asyncio.get_running_loop().run_in_executor(self.executor, self._lookup, key)
+            if env_id is None:
+                raise InvalidApiKey()
+            found = (hash_secret(key), env_id)
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[key] = found
+        if self.rate > 0:
+            self._take(found[0])
+        return found
+
+    def _lookup(self, key: str) -> int | None:
+        try:
+            conn = self.db.reader()
+            env_id = lookup_api_key(conn, self.db, key)
+            if not self.db.is_sqlite:
+                conn.rollback()
+            return env_id
+        except OPERATIONAL_ERRORS as exc:
+            self.db._local.conn = None  # reconnect next time
+            raise ServiceUnavailable() from exc
+
+    def _take(self, key_hash: str) -> None:
+        now = self.clock()
+        bucket = self._buckets.get(key_hash)
+        if bucket is None:
+            bucket = self._buckets[key_hash] = _Bucket(self.burst, now)
+        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
+        bucket.stamp = now
+        if bucket.tokens < 1.0:
+            wait = (1.0 - bucket.tokens) / self.rate
+            raise RateLimited(retry_after=max(1, int(wait + 0.999)))
+        bucket.tokens -= 1.0
+
+
+def read_in(executor: ThreadPoolExecutor, db: Database, fn: Callable[[Any], Any]) -> Any:
+    """Run ``fn(conn)`` on a reader thread's connection (helper for read-only endpoints)."""
+
+    async def _run() -> Any:
+        def _call() -> Any:
+            conn = db.reader()
+            try:
+                if db.is_sqlite:
+                    conn.execute("BEGIN")
+                try:
+                    return fn(conn)
+                finally:
+                    conn.rollback() if not db.is_sqlite else conn.execute("ROLLBACK")
+            except OPERATIONAL_ERRORS as exc:
+                db._local.conn = None
+                raise ServiceUnavailable() from exc
+
+        return await asyncio.get_running_loop().run_in_executor(executor, _call)
+
+    return _run()

@@ -1,0 +1,201 @@
+"""The OpenAPI 3.1 document and an interactive docs page served from the package (no CDN)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+import magpie
+
+if TYPE_CHECKING:
+    from magpie.app import MagpieApp
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_SUCCESS = {"$ref": "#/components/schemas/Success"}
+_STATUS = {"type": ["string", "null"], "enum": ["SUBSCRIBED", "UNSUBSCRIBED", None]}
+_ID = {"type": ["string", "null"], "maxLength": 256}
+
+# Which error codes each status can carry, for the response descriptions.
+_ERRORS: dict[str, tuple[str, list[str]]] = {
+    "400": ("Invalid request", ["INVALID_REQUEST", "EMPTY_IDENTIFIER"]),
+    "401": ("Missing or invalid API key", ["API_KEY_NOT_FOUND", "INVALID_API_KEY"]),
+    "413": ("Body over the size limit (1 MiB by default)", ["PAYLOAD_TOO_LARGE"]),
+    "429": ("Rate limit for the key exceeded; see Retry-After", ["RATE_LIMITED"]),
+    "503": ("Storage unavailable; retry", ["SERVICE_UNAVAILABLE"]),
+}
+
+
+def _errors(extra400: list[str] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for status, (text, codes) in _ERRORS.items():
+        all_codes = codes + (extra400 or []) if status == "400" else codes
+        out[status] = {
+            "description": f"{text}. Codes: {', '.join(all_codes)}",
+            "content": {"application/json": {"schema": _ERROR}},
+        }
+    return out
+
+
+def _op(
+    summary: str,
+    *,
+    body: dict[str, Any] | None = None,
+    ok: dict[str, Any] | None = None,
+    extra400: list[str] | None = None,
+    params: list[dict[str, Any]] | None = None,
+    tag: str = "Hackle API",
+    security: str = "ApiKey",
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "tags": [tag],
+        "security": [{security: []}],
+        "responses": {
+            "200": {"description": "Success", "content": {"application/json": {"schema": ok or _SUCCESS}}},
+            **_errors(extra400),
+        },
+    }
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if params:
+        op["parameters"] = params
+    return op
+
+
+def _subscription(user_required: bool, night: bool = False) -> dict[str, Any]:
+    props: dict[str, Any] = {
+        "userId": _ID,
+        "marketingSubscriptionStatus": _STATUS,
+        "informationSubscriptionStatus": _STATUS,
+    }
+    if not user_required:
+        props["deviceId"] = _ID
+    if night:
+        props["nightSubscriptionStatus"] = {**_STATUS, "description": "magpie extension: night-time push consent"}
+    return {"type": "object", "properties": props, "required": ["userId"] if user_required else []}
+
+
+_PROPERTY_VALUE = {
+    "oneOf": [
+        {"type": "string", "maxLength": 1024},
+        {"type": "number"},
+        {"type": "boolean"},
+        {"type": "array", "items": {"oneOf": [{"type": "string"}, {"type": "number"}]}},
+    ]
+}
+_OPERATIONS = {
+    "type": "object",
+    "description": "Applied in this order: $set, $setOnce, $unset, $increment, $append, $appendOnce, "
+    "$prepend, $prependOnce, $remove, $clearAll. A key counts only in its first operation.",
+    "properties": {
+        op: {"type": "object", "additionalProperties": _PROPERTY_VALUE}
+        for op in (
+            "$set",
+            "$setOnce",
+            "$unset",
+            "$increment",
+            "$append",
+            "$appendOnce",
+            "$prepend",
+            "$prependOnce",
+            "$remove",
+            "$clearAll",
+        )
+    },
+    "additionalProperties": False,
+}
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/v1/properties": {
+        "post": _op(
+            "Update a user's properties",
+            body={
+                "type": "object",
+                "required": ["operations"],
+                "properties": {"userId": _ID, "deviceId": _ID, "operations": _OPERATIONS},
+            },
+        )
+    },
+    "/v1/properties/phone-numbers": {
+        "post": _op(
+            "Set a user's phone number",
+            body={
+                "type": "object",
+                "required": ["userId", "phoneNumber"],
+                "properties": {"userId": {"type": "string"}, "phoneNumber": {"type": "string", "example": "+821012345678"}},
+            },
+            extra400=["INVALID_PHONE_NUMBER"],
+        ),
+        "delete": _op(
+            "Delete a user's phone number",
+            params=[{"name": "userId", "in": "query", "required": True, "schema": {"type": "string"}}],
+        ),
+    },
+    "/v1/push-subscriptions": {"post": _op("Record push consent", body=_subscription(False, night=True))},
+    "/v1/kakao-subscriptions": {"post": _op("Record KakaoTalk consent", body=_subscription(True))},
+    "/v1/sms-subscriptions": {"post": _op("Record text-message consent", body=_subscription(True))},
+}
+
+
+def document(app: MagpieApp) -> dict[str, Any]:
+    paths = dict(PATHS)
+    for extra in app.openapi_extensions:
+        paths.update(extra())
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "magpie",
+            "version": magpie.__version__,
+            "description": "Self-hosted, Hackle-compatible user properties, consent, events and push campaigns.",
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "ApiKey": {"type": "apiKey", "in": "header", "name": "X-HACKLE-API-KEY"},
+                "SdkKey": {"type": "apiKey", "in": "header", "name": "X-HACKLE-SDK-KEY"},
+                "AdminToken": {"type": "http", "scheme": "bearer"},
+            },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                },
+                "Success": {
+                    "type": "object",
+                    "required": ["message"],
+                    "properties": {"message": {"type": "string", "const": "success"}},
+                },
+            },
+        },
+    }
+
+
+_DOCS_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>magpie API</title>
+<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
+<body><div id="ui"></div>
+<script src="/docs/static/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>
+</body></html>"""
+
+
+def docs_routes(app: MagpieApp) -> list[BaseRoute]:
+    from swagger_ui_bundle import swagger_ui_path
+
+    async def openapi(request: Request) -> Response:
+        return Response(msgspec.json.encode(document(app)), media_type="application/json")
+
+    async def docs(request: Request) -> Response:
+        return HTMLResponse(_DOCS_PAGE)
+
+    return [
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/docs", docs, methods=["GET"]),
+        Mount("/docs/static", app=StaticFiles(directory=str(swagger_ui_path)), name="docs-static"),
+    ]

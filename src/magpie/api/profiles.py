@@ -1,0 +1,119 @@
+"""The Hackle user-property endpoints: properties, phone numbers and the three consents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from magpie.api._http import SUCCESS, Request, Response
+from magpie.api.context import Context
+from magpie.domain import consent, phone
+from magpie.domain.identity import clean_id, require_identifier
+from magpie.domain.operations import parse_operations
+from magpie.errors import EmptyIdentifier, InvalidRequest
+from magpie.store.profiles import SetConsent, SetPhone, UpdateProperties
+
+
+def _identity(body: dict[str, Any], *, user_required: bool) -> tuple[str | None, str | None]:
+    user_id = clean_id(body.get("userId"), field="userId")
+    if user_required:
+        if user_id is None:
+            raise EmptyIdentifier("userId is required")
+        return user_id, None
+    device_id = clean_id(body.get("deviceId"), field="deviceId")
+    require_identifier(user_id, device_id)
+    return user_id, device_id
+
+
+async def update_properties(ctx: Context, request: Request) -> Response:
+    """Update a user's properties with $set, $setOnce, $unset and Hackle's other operations."""
+    key_hash, env_id = await ctx.auth.authenticate(request.headers)
+    body = request.json_object()
+    user_id, device_id = _identity(body, user_required=False)
+    if "operations" not in body:
+        raise InvalidRequest("operations is required")
+    job = UpdateProperties(
+        operations=parse_operations(body["operations"]),
+        key_hash=key_hash,
+        env_id=env_id,
+        user_id=user_id,
+        device_id=device_id,
+        on_revoked=ctx.auth.forget_hash,
+    )
+    await ctx.writer.submit(job)
+    return 200, SUCCESS
+
+
+async def set_phone_number(ctx: Context, request: Request) -> Response:
+    """Set a user's phone number (E.164; a number without country code is read as Korean)."""
+    key_hash, env_id = await ctx.auth.authenticate(request.headers)
+    body = request.json_object()
+    user_id, _ = _identity(body, user_required=True)
+    number = phone.normalize(body.get("phoneNumber"))
+    job = SetPhone(
+        phone=number, key_hash=key_hash, env_id=env_id, user_id=user_id, device_id=None, on_revoked=ctx.auth.forget_hash
+    )
+    await ctx.writer.submit(job)
+    return 200, SUCCESS
+
+
+async def delete_phone_number(ctx: Context, request: Request) -> Response:
+    """Delete a user's phone number."""
+    key_hash, env_id = await ctx.auth.authenticate(request.headers)
+    user_id = clean_id(request.query.get("userId"), field="userId")
+    if user_id is None:
+        raise EmptyIdentifier("userId is required")
+    job = SetPhone(
+        phone=None, key_hash=key_hash, env_id=env_id, user_id=user_id, device_id=None, on_revoked=ctx.auth.forget_hash
+    )
+    await ctx.writer.submit(job)
+    return 200, SUCCESS
+
+
+_FIELDS = (
+    ("marketingSubscriptionStatus", "marketing"),
+    ("informationSubscriptionStatus", "information"),
+    ("nightSubscriptionStatus", "night"),
+)
+
+
+def _changes(body: dict[str, Any], channel: str) -> dict[str, str]:
+    changes: dict[str, str] = {}
+    for field, purpose in _FIELDS:
+        if purpose == "night" and channel != "push":
+            continue
+        status = consent.parse_status(field, body.get(field))
+        if status is not None:
+            changes[purpose] = status
+    return changes
+
+
+async def _subscriptions(ctx: Context, request: Request, channel: str) -> Response:
+    key_hash, env_id = await ctx.auth.authenticate(request.headers)
+    body = request.json_object()
+    user_id, device_id = _identity(body, user_required=channel != "push")
+    job = SetConsent(
+        channel=channel,
+        changes=_changes(body, channel),
+        key_hash=key_hash,
+        env_id=env_id,
+        user_id=user_id,
+        device_id=device_id,
+        on_revoked=ctx.auth.forget_hash,
+    )
+    await ctx.writer.submit(job)
+    return 200, SUCCESS
+
+
+async def push_subscriptions(ctx: Context, request: Request) -> Response:
+    """Record push consent (marketing, information, and magpie's night-time flag)."""
+    return await _subscriptions(ctx, request, "push")
+
+
+async def kakao_subscriptions(ctx: Context, request: Request) -> Response:
+    """Record KakaoTalk message consent; userId is required."""
+    return await _subscriptions(ctx, request, "kakao")
+
+
+async def sms_subscriptions(ctx: Context, request: Request) -> Response:
+    """Record text-message consent; userId is required."""
+    return await _subscriptions(ctx, request, "sms")

@@ -1,0 +1,52 @@
+"""Messaging consent per channel and purpose, with the time each last changed. No I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from magpie.errors import InvalidRequest
+
+SUBSCRIBED: Final = "SUBSCRIBED"
+UNSUBSCRIBED: Final = "UNSUBSCRIBED"
+UNKNOWN: Final = "UNKNOWN"
+CHANNELS: Final = ("push", "sms", "kakao")
+# "night" is push-only: consent to marketing pushes between 21:00 and 08:00.
+PURPOSES: Final = ("marketing", "information", "night")
+_API_STATUSES: Final = frozenset((SUBSCRIBED, UNSUBSCRIBED))
+
+
+def parse_status(field: str, value: object, *, allow_unknown: bool = False) -> str | None:
+    """A status from a request: ``None`` when omitted, else SUBSCRIBED or UNSUBSCRIBED."""
+    if value is None:
+        return None
+    allowed = _API_STATUSES | ({UNKNOWN} if allow_unknown else set())
+    if not isinstance(value, str) or value not in allowed:
+        raise InvalidRequest(f"{field} must be one of {', '.join(sorted(allowed))}, got {value!r}")
+    return value
+
+
+def apply_consent(
+    *, crm: Mapping[str, Any], channel: str, changes: Mapping[str, str], now_ms: int
+) -> dict[str, Any]:
+    """Return ``crm`` with ``changes`` (purpose -> status) recorded for ``channel``.
+
+    ``changedAt`` moves only when the status changes; ``updatedAt`` on every confirmation,
+    so a two-year re-confirmation notice can be computed from either.
+    """
+    result = {c: dict(p) for c, p in crm.items()}
+    purposes = result.setdefault(channel, {})
+    for purpose, status in changes.items():
+        previous = purposes.get(purpose)
+        changed = previous is None or previous.get("status") != status
+        purposes[purpose] = {
+            "status": status,
+            "changedAt": now_ms if changed else previous["changedAt"],
+            "updatedAt": now_ms,
+        }
+    return result
+
+
+def status_of(crm: Mapping[str, Any], channel: str, purpose: str) -> str:
+    state = crm.get(channel, {}).get(purpose)
+    return UNKNOWN if state is None else str(state["status"])

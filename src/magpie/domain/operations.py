@@ -1,0 +1,190 @@
+"""Hackle's ten user-property operations: validation and application, with no I/O.
+
+>>> ops = parse_operations({"$set": {"grade": "GOLD"}, "$increment": {"visits": 1}})
+>>> apply_operations(properties={"visits": 2}, operations=ops)
+{'visits': 3, 'grade': 'GOLD'}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from magpie.errors import InvalidRequest
+
+Scalar = str | int | float | bool
+Value = Scalar | list[str | int | float]
+
+# The order operations apply in within one request.
+OPERATION_ORDER: Final = (
+    "$set",
+    "$setOnce",
+    "$unset",
+    "$increment",
+    "$append",
+    "$appendOnce",
+    "$prepend",
+    "$prependOnce",
+    "$remove",
+    "$clearAll",
+)
+_KNOWN: Final = frozenset(OPERATION_ORDER)
+# Operations whose values are ignored (Hackle sends "-").
+_VALUE_IGNORED: Final = frozenset(("$unset", "$clearAll"))
+_ARRAY_OPS: Final = frozenset(("$append", "$appendOnce", "$prepend", "$prependOnce", "$remove"))
+
+MAX_PROPERTIES: Final = 128
+MAX_KEY_LENGTH: Final = 128
+MAX_STRING_LENGTH: Final = 1024
+
+Operation = tuple[str, str, Any]
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_value(op: str, key: str, value: object) -> None:
+    if isinstance(value, str):
+        if len(value) > MAX_STRING_LENGTH:
+            raise InvalidRequest(
+                f"{op}.{key}: string values are limited to {MAX_STRING_LENGTH} characters "
+                f"(got {len(value)})"
+            )
+        return
+    if isinstance(value, bool) or is_number(value):
+        return
+    if isinstance(value, list):
+        for item in value:
+            if isinstance(item, bool) or not (isinstance(item, str) or is_number(item)):
+                raise InvalidRequest(f"{op}.{key}: arrays may hold only strings and numbers")
+            if isinstance(item, str) and len(item) > MAX_STRING_LENGTH:
+                raise InvalidRequest(
+                    f"{op}.{key}: string values are limited to {MAX_STRING_LENGTH} characters"
+                )
+        return
+    kind = "null" if value is None else type(value).__name__
+    raise InvalidRequest(
+        f"{op}.{key}: a property value must be a string, number, boolean or array, not {kind}"
+    )
+
+
+def check_key(key: str, *, where: str = "property") -> None:
+    if not 1 <= len(key) <= MAX_KEY_LENGTH:
+        raise InvalidRequest(f"{where} key '{key[:40]}' must be 1 to {MAX_KEY_LENGTH} characters long")
+    if key.startswith("$"):
+        raise InvalidRequest(f"{where} key '{key[:40]}' is reserved: keys starting with '$' are not allowed")
+
+
+def parse_operations(raw: object) -> list[Operation]:
+    """Validate an ``operations`` object and flatten it into ``(op, key, value)`` in apply order.
+
+    A key appearing in several operations keeps only its first in apply order.
+    """
+    if not isinstance(raw, Mapping):
+        raise InvalidRequest("operations must be an object")
+    for op, body in raw.items():
+        if op not in _KNOWN:
+            raise InvalidRequest(f"unknown operation '{op}'; expected one of {', '.join(OPERATION_ORDER)}")
+        if not isinstance(body, Mapping):
+            raise InvalidRequest(f"{op} must be an object of property keys to values")
+    seen: set[str] = set()
+    result: list[Operation] = []
+    for op in OPERATION_ORDER:
+        body = raw.get(op)
+        if not body:
+            continue
+        if op == "$clearAll":
+            result.append((op, "", None))
+            continue
+        for key, value in body.items():
+            check_key(key)
+            if op not in _VALUE_IGNORED:
+                _check_value(op, key, value)
+            if key in seen:
+                continue
+            seen.add(key)
+            result.append((op, key, None if op in _VALUE_IGNORED else value))
+    return result
+
+
+def _as_list(value: object) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return list(value)
+    return [value]
+
+
+def _identity(value: object) -> tuple[str, object]:
+    # Numbers compare by value (1 == 1.0); booleans and strings never equal a number.
+    if isinstance(value, bool):
+        return ("b", value)
+    if is_number(value):
+        return ("n", float(value))  # type: ignore[arg-type]
+    return ("s", value)
+
+
+def _apply_one(props: dict[str, Any], op: str, key: str, value: Any) -> None:
+    if op == "$set":
+        props[key] = value
+    elif op == "$setOnce":
+        props.setdefault(key, value)
+    elif op == "$unset":
+        props.pop(key, None)
+    elif op == "$increment":
+        current = props.get(key)
+        if not is_number(value):
+            return
+        if current is None:
+            props[key] = value
+        elif is_number(current):
+            props[key] = current + value
+    elif op in _ARRAY_OPS:
+        current = _as_list(props.get(key))
+        values = _as_list(value)
+        if op == "$append":
+            current.extend(values)
+        elif op == "$appendOnce":
+            present = {_identity(v) for v in current}
+            for v in values:
+                ident = _identity(v)
+                if ident not in present:
+                    present.add(ident)
+                    current.append(v)
+        elif op == "$prepend":
+            current = values + current
+        elif op == "$prependOnce":
+            present = {_identity(v) for v in current}
+            front: list[Any] = []
+            for v in values:
+                ident = _identity(v)
+                if ident not in present:
+                    present.add(ident)
+                    front.append(v)
+            current = front + current
+        else:  # $remove
+            gone = {_identity(v) for v in values}
+            current = [v for v in current if _identity(v) not in gone]
+        props[key] = current
+
+
+def apply_operations(*, properties: Mapping[str, Any], operations: list[Operation]) -> dict[str, Any]:
+    """Return the properties after ``operations``; the input mapping is left untouched.
+
+    Raises ``InvalidRequest`` when the result would exceed the per-profile limits.
+    """
+    props = dict(properties)
+    for op, key, value in operations:
+        if op == "$clearAll":
+            props.clear()
+        else:
+            _apply_one(props, op, key, value)
+    if len(props) > MAX_PROPERTIES:
+        raise InvalidRequest(
+            f"a profile may hold at most {MAX_PROPERTIES} properties; this update would leave {len(props)}"
+        )
+    for key, value in props.items():
+        if isinstance(value, str) and len(value) > MAX_STRING_LENGTH:
+            raise InvalidRequest(f"property '{key}' would exceed {MAX_STRING_LENGTH} characters")
+    return props

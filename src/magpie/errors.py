@@ -1,0 +1,132 @@
+"""The exception tree of magpie and the error codes it answers with.
+
+Every error a client can see is a ``MagpieError``; the HTTP layer maps it to
+``{"code": ..., "message": ...}`` in one place (``magpie.api._http``)::
+
+    MagpieError
+    ├── Unauthorized (401)
+    │   ├── ApiKeyNotFound        API_KEY_NOT_FOUND
+    │   ├── InvalidApiKey         INVALID_API_KEY
+    │   └── InvalidAdminToken     UNAUTHORIZED
+    ├── InvalidRequest (400)      INVALID_REQUEST
+    │   ├── EmptyIdentifier       EMPTY_IDENTIFIER
+    │   ├── ExceedUserMaxLength   EXCEED_USER_MAX_LENGTH
+    │   ├── CampaignNotFound      CAMPAIGN_NOT_FOUND
+    │   ├── InvalidPhoneNumber    INVALID_PHONE_NUMBER
+    │   └── InvalidCampaign       INVALID_CAMPAIGN
+    ├── NotFound (404)            NOT_FOUND
+    ├── MethodNotAllowed (405)    METHOD_NOT_ALLOWED
+    ├── Conflict (409)            CONFLICT
+    ├── PayloadTooLarge (413)     PAYLOAD_TOO_LARGE
+    ├── RateLimited (429)         RATE_LIMITED
+    └── ServiceUnavailable (503)  SERVICE_UNAVAILABLE
+
+Provider errors live apart (``magpie.providers.base``): they never reach a client,
+they become delivery outcomes.
+"""
+
+from __future__ import annotations
+
+
+class MagpieError(Exception):
+    """Base of every error magpie reports to a client."""
+
+    status = 500
+    code = "INTERNAL_ERROR"
+    default_message = "Internal error"
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or self.default_message
+        super().__init__(self.message)
+
+
+class Unauthorized(MagpieError):
+    status = 401
+    code = "UNAUTHORIZED"
+    default_message = "Unauthorized"
+
+
+class ApiKeyNotFound(Unauthorized):
+    code = "API_KEY_NOT_FOUND"
+    default_message = "The API key must be included in the header"
+
+
+class InvalidApiKey(Unauthorized):
+    code = "INVALID_API_KEY"
+    default_message = "Invalid API key"
+
+
+class InvalidAdminToken(Unauthorized):
+    code = "UNAUTHORIZED"
+    default_message = "A valid admin bearer token is required"
+
+
+class InvalidRequest(MagpieError):
+    status = 400
+    code = "INVALID_REQUEST"
+    default_message = "Invalid request"
+
+
+class EmptyIdentifier(InvalidRequest):
+    code = "EMPTY_IDENTIFIER"
+    default_message = "At least one identifier should be given"
+
+
+class ExceedUserMaxLength(InvalidRequest):
+    code = "EXCEED_USER_MAX_LENGTH"
+    default_message = "Max input length exceeded"
+
+
+class CampaignNotFound(InvalidRequest):
+    code = "CAMPAIGN_NOT_FOUND"
+    default_message = "Could not find push message campaign with the given key"
+
+
+class InvalidPhoneNumber(InvalidRequest):
+    code = "INVALID_PHONE_NUMBER"
+    default_message = "The phone number is not a valid E.164 number"
+
+
+class InvalidCampaign(InvalidRequest):
+    code = "INVALID_CAMPAIGN"
+    default_message = "The campaign definition is invalid"
+
+
+class NotFound(MagpieError):
+    status = 404
+    code = "NOT_FOUND"
+    default_message = "Not found"
+
+
+class MethodNotAllowed(MagpieError):
+    status = 405
+    code = "METHOD_NOT_ALLOWED"
+    default_message = "Method not allowed"
+
+
+class Conflict(MagpieError):
+    status = 409
+    code = "CONFLICT"
+    default_message = "Conflict"
+
+
+class PayloadTooLarge(MagpieError):
+    status = 413
+    code = "PAYLOAD_TOO_LARGE"
+    default_message = "The request body is too large"
+
+
+class RateLimited(MagpieError):
+    status = 429
+    code = "RATE_LIMITED"
+    default_message = "Too many requests for this API key"
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ServiceUnavailable(MagpieError):
+    status = 503
+    code = "SERVICE_UNAVAILABLE"
+    default_message = "Storage is unavailable, retry later"

@@ -1,0 +1,191 @@
+"""Environments, API keys and admin tokens. Secrets are kept only as hashes."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import msgspec
+
+from magpie.errors import Conflict, InvalidRequest, NotFound
+from magpie.store.crypto import hash_secret, new_admin_token, new_api_key
+from magpie.store.db import Database
+
+_ENV_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+class Environment(msgspec.Struct, frozen=True):
+    id: int
+    name: str
+    timezone: str
+    settings: dict[str, Any]
+    created_at: int
+
+
+def _environment(row: tuple[Any, ...]) -> Environment:
+    return Environment(
+        id=row[0], name=row[1], timezone=row[2], settings=msgspec.json.decode(row[3]), created_at=row[4]
+    )
+
+
+_ENV_COLUMNS = "id, name, timezone, settings, created_at"
+
+
+def create_environment(db: Database, *, name: str, timezone: str = "Asia/Seoul") -> Environment:
+    if not _ENV_NAME.match(name):
+        raise InvalidRequest("environment names are 1-64 lowercase letters, digits, '-' or '_'")
+    _check_timezone(timezone)
+    now = _now()
+    with db.transaction() as conn:
+        if db.fetchone(conn, "SELECT id FROM environments WHERE name = ?", (name,)):
+            raise Conflict(f"environment '{name}' already exists")
+        row = db.fetchone(
+            conn,
+            f"INSERT INTO environments (name, timezone, settings, created_at, updated_at) "
+            f"VALUES (?, ?, '{{}}', ?, ?) RETURNING {_ENV_COLUMNS}",
+            (name, timezone, now, now),
+        )
+    assert row is not None
+    return _environment(row)
+
+
+def _check_timezone(timezone: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise InvalidRequest(f"unknown time zone '{timezone}'") from exc
+
+
+def list_environments(db: Database) -> list[Environment]:
+    with db.transaction(write=False) as conn:
+        rows = db.fetchall(conn, f"SELECT {_ENV_COLUMNS} FROM environments ORDER BY id")
+    return [_environment(r) for r in rows]
+
+
+def get_environment(db: Database, name: str) -> Environment:
+    with db.transaction(write=False) as conn:
+        row = db.fetchone(conn, f"SELECT {_ENV_COLUMNS} FROM environments WHERE name = ?", (name,))
+    if row is None:
+        raise NotFound(f"no environment named '{name}'")
+    return _environment(row)
+
+
+def get_environment_by_id(db: Database, env_id: int) -> Environment:
+    with db.transaction(write=False) as conn:
+        row = db.fetchone(conn, f"SELECT {_ENV_COLUMNS} FROM environments WHERE id = ?", (env_id,))
+    if row is None:
+        raise NotFound(f"no environment with id {env_id}")
+    return _environment(row)
+
+
+def update_environment_settings(
+    db: Database, *, name: str, settings: dict[str, Any], timezone: str | None = None
+) -> Environment:
+    if timezone is not None:
+        _check_timezone(timezone)
+    with db.transaction() as conn:
+        row = db.fetchone(
+            conn,
+            f"UPDATE environments SET settings = ?, timezone = COALESCE(?, timezone), updated_at = ? "
+            f"WHERE name = ? RETURNING {_ENV_COLUMNS}",
+            (msgspec.json.encode(settings).decode(), timezone, _now(), name),
+        )
+    if row is None:
+        raise NotFound(f"no environment named '{name}'")
+    return _environment(row)
+
+
+class ApiKeyInfo(msgspec.Struct, frozen=True):
+    prefix: str
+    environment: str
+    name: str
+    created_at: int
+    revoked_at: int | None
+
+
+def create_api_key(db: Database, *, environment: str, name: str = "") -> tuple[str, ApiKeyInfo]:
+    """Create a key; the plain key is returned here once and never stored."""
+    key = new_api_key()
+    now = _now()
+    with db.transaction() as conn:
+        env = db.fetchone(conn, "SELECT id FROM environments WHERE name = ?", (environment,))
+        if env is None:
+            raise NotFound(f"no environment named '{environment}'")
+        db.execute(
+            conn,
+            "INSERT INTO api_keys (key_hash, env_id, prefix, name, created_at) VALUES (?, ?, ?, ?, ?)",
+            (hash_secret(key), env[0], key[:12], name, now),
+        )
+    return key, ApiKeyInfo(prefix=key[:12], environment=environment, name=name, created_at=now, revoked_at=None)
+
+
+def list_api_keys(db: Database, *, environment: str | None = None) -> list[ApiKeyInfo]:
+    sql = (
+        "SELECT k.prefix, e.name, k.name, k.created_at, k.revoked_at FROM api_keys k "
+        "JOIN environments e ON e.id = k.env_id"
+    )
+    params: tuple[Any, ...] = ()
+    if environment is not None:
+        sql += " WHERE e.name = ?"
+        params = (environment,)
+    with db.transaction(write=False) as conn:
+        rows = db.fetchall(conn, sql + " ORDER BY k.created_at, k.prefix", params)
+    return [ApiKeyInfo(prefix=r[0], environment=r[1], name=r[2], created_at=r[3], revoked_at=r[4]) for r in rows]
+
+
+def revoke_api_key(db: Database, *, key_or_prefix: str) -> ApiKeyInfo:
+    """Revoke by the full key or by the prefix that ``list`` shows."""
+    now = _now()
+    with db.transaction() as conn:
+        if len(key_or_prefix) > 12:
+            where, param = "key_hash = ?", hash_secret(key_or_prefix)
+        else:
+            where, param = "prefix = ?", key_or_prefix
+        rows = db.fetchall(conn, f"SELECT key_hash FROM api_keys WHERE {where}", (param,))
+        if not rows:
+            raise NotFound("no API key matches")
+        if len(rows) > 1:
+            raise Conflict("several keys share that prefix; pass the whole key")
+        db.execute(
+            conn,
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE key_hash = ?",
+            (now, rows[0][0]),
+        )
+    return next(k for k in list_api_keys(db) if k.prefix == key_or_prefix[:12])
+
+
+def lookup_api_key(conn: Any, db: Database, key: str) -> int | None:
+    row = db.fetchone(
+        conn, "SELECT env_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (hash_secret(key),)
+    )
+    return None if row is None else int(row[0])
+
+
+def create_admin_token(db: Database, *, name: str = "") -> str:
+    token = new_admin_token()
+    with db.transaction() as conn:
+        db.execute(
+            conn,
+            "INSERT INTO admin_tokens (token_hash, prefix, name, created_at) VALUES (?, ?, ?, ?)",
+            (hash_secret(token), token[:12], name, _now()),
+        )
+    return token
+
+
+def check_admin_token(conn: Any, db: Database, token: str) -> bool:
+    row = db.fetchone(
+        conn, "SELECT 1 FROM admin_tokens WHERE token_hash = ? AND revoked_at IS NULL", (hash_secret(token),)
+    )
+    return row is not None
+
+
+def is_empty(db: Database) -> bool:
+    with db.transaction(write=False) as conn:
+        return db.fetchone(conn, "SELECT 1 FROM environments LIMIT 1") is None

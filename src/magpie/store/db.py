@@ -1,0 +1,166 @@
+"""Connections to SQLite or PostgreSQL, one SQL dialect for both, and schema migrations.
+
+magpie writes its SQL once with ``?`` placeholders and the subset both engines share
+(``ON CONFLICT``, ``RETURNING``); this module adapts placeholders and locking clauses.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+Row = tuple[Any, ...]
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+# Errors that mean "the database is not reachable or not answering", not "your SQL is wrong".
+OPERATIONAL_ERRORS: tuple[type[BaseException], ...] = (sqlite3.OperationalError, psycopg.OperationalError)
+# Errors after which the same transaction, run again, may succeed.
+RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+)
+
+
+class Database:
+    """A database URL and how to talk to it.
+
+    >>> db = Database("sqlite:////tmp/example.db")
+    >>> db.is_sqlite
+    True
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        self._sql_cache: dict[str, str] = {}
+        self._local = threading.local()
+        if self.is_sqlite:
+            self.path = url.split("sqlite:///", 1)[1]
+            if self.path not in ("", ":memory:"):
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            self.conninfo = url.replace("postgresql+psycopg://", "postgresql://")
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.is_sqlite:
+            return self.url
+        return self.conninfo.replace("postgresql://", "postgresql+psycopg://", 1)
+
+    def sql(self, text: str) -> str:
+        """Adapt ``text`` to this engine: placeholders, and row locks on PostgreSQL."""
+        cached = self._sql_cache.get(text)
+        if cached is None:
+            if self.is_sqlite:
+                cached = text.replace(" FOR UPDATE SKIP LOCKED", "").replace(" FOR UPDATE", "")
+            else:
+                cached = text.replace("?", "%s")
+            self._sql_cache[text] = cached
+        return cached
+
+    def connect(self) -> Any:
+        """Open a new connection; the caller owns it. Transactions are explicit (see ``begin``)."""
+        if self.is_sqlite:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+            conn.execute("PRAGMA journal_mode=WAL")
+            # Durability contract: a 2xx means the commit reached the disk.
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA cache_size=-65536")
+            return conn
+        return psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10)
+
+    def begin(self, conn: Any, *, write: bool = True) -> None:
+        if self.is_sqlite:
+            # IMMEDIATE takes the write lock up front, serialising writers across processes.
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        else:
+            conn.execute("BEGIN")
+
+    def commit(self, conn: Any) -> None:
+        conn.execute("COMMIT")
+
+    def rollback(self, conn: Any) -> None:
+        try:
+            conn.execute("ROLLBACK")
+        except Exception:  # noqa: BLE001 - nothing to roll back is fine
+            pass
+
+    def execute(self, conn: Any, text: str, params: Sequence[Any] = ()) -> Any:
+        return conn.execute(self.sql(text), params)
+
+    def executemany(self, conn: Any, text: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        if self.is_sqlite:
+            conn.executemany(self.sql(text), rows)
+        else:
+            with conn.cursor() as cur:
+                cur.executemany(self.sql(text), rows)
+
+    def fetchone(self, conn: Any, text: str, params: Sequence[Any] = ()) -> Row | None:
+        row: Row | None = conn.execute(self.sql(text), params).fetchone()
+        return row
+
+    def fetchall(self, conn: Any, text: str, params: Sequence[Any] = ()) -> list[Row]:
+        rows: list[Row] = conn.execute(self.sql(text), params).fetchall()
+        return rows
+
+    @contextmanager
+    def transaction(self, *, write: bool = True) -> Iterator[Any]:
+        """A short-lived connection in one transaction: for the CLI and admin paths."""
+        conn = self.connect()
+        try:
+            self.begin(conn, write=write)
+            try:
+                yield conn
+            except BaseException:
+                self.rollback(conn)
+                raise
+            self.commit(conn)
+        finally:
+            conn.close()
+
+    def reader(self) -> Any:
+        """A connection kept per thread for reads outside the writer."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self.connect()
+            self._local.conn = conn
+        return conn
+
+    def upgrade(self) -> None:
+        """Bring the schema to the newest migration (Alembic)."""
+        from alembic import command
+        from alembic.config import Config
+        from sqlalchemy import create_engine, pool
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        engine = create_engine(self.sqlalchemy_url, poolclass=pool.NullPool)
+        try:
+            with engine.begin() as connection:
+                cfg.attributes["connection"] = connection
+                command.upgrade(cfg, "head")
+        finally:
+            engine.dispose()
+
+    def current_revision(self) -> str | None:
+        from sqlalchemy import create_engine, pool, text
+
+        engine = create_engine(self.sqlalchemy_url, poolclass=pool.NullPool)
+        try:
+            with engine.connect() as connection:
+                try:
+                    row = connection.execute(text("SELECT version_num FROM alembic_version")).first()
+                except Exception:  # noqa: BLE001 - no table yet means no revision
+                    return None
+                return None if row is None else str(row[0])
+        finally:
+            engine.dispose()

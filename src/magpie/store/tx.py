@@ -1,0 +1,235 @@
+"""One writer transaction: a cache of the profiles it touched and the changes to flush.
+
+Profiles are read once per batch (locked ``FOR UPDATE`` on PostgreSQL, in a stable order,
+so concurrent processes serialise per profile instead of losing updates), changed in memory
+by the jobs in order, and written back once at the end. Each job's changes are journalled,
+so a job that fails validation half-way is undone without touching the others.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgspec
+
+from magpie.store.db import Database, Row
+
+ProfileKey = tuple[int, str, str]
+
+_decode = msgspec.json.decode
+_encode = msgspec.json.encode
+
+_COLUMNS = "env_id, kind, ident, properties, crm, phone_enc, linked_user, created_at, updated_at"
+
+
+def dumps(value: Any) -> str:
+    return _encode(value).decode()
+
+
+class ProfileRow:
+    """A user (kind ``u``) or device (kind ``d``) profile as stored."""
+
+    __slots__ = (
+        "created_at",
+        "crm",
+        "dirty",
+        "env_id",
+        "exists",
+        "ident",
+        "kind",
+        "linked_user",
+        "phone_enc",
+        "placeholder",
+        "properties",
+        "updated_at",
+    )
+
+    def __init__(self, env_id: int, kind: str, ident: str, now_ms: int) -> None:
+        self.env_id = env_id
+        self.kind = kind
+        self.ident = ident
+        self.properties: dict[str, Any] = {}
+        self.crm: dict[str, Any] = {}
+        self.phone_enc: bytes | None = None
+        self.linked_user: str | None = None
+        self.created_at = now_ms
+        self.updated_at = now_ms
+        self.exists = False
+        self.placeholder = False
+        self.dirty = False
+
+    @classmethod
+    def from_row(cls, row: Row) -> ProfileRow:
+        self = cls(row[0], row[1], row[2], row[7])
+        self.properties = _decode(row[3])
+        self.crm = _decode(row[4])
+        self.phone_enc = bytes(row[5]) if row[5] is not None else None
+        self.linked_user = row[6]
+        self.updated_at = row[8]
+        self.exists = True
+        return self
+
+    @property
+    def key(self) -> ProfileKey:
+        return (self.env_id, self.kind, self.ident)
+
+
+_MUTABLE = ("properties", "crm", "phone_enc", "linked_user", "dirty")
+
+
+class Tx:
+    """The state of one writer transaction, handed to every job in the batch."""
+
+    def __init__(self, *, db: Database, conn: Any, secret: Any = None, now_ms: int | None = None) -> None:
+        self.db = db
+        self.conn = conn
+        self.secret = secret
+        self.now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        self.profiles: dict[ProfileKey, ProfileRow] = {}
+        self._keys: dict[str, int | None] = {}
+        self._journal: list[tuple[ProfileRow, tuple[Any, ...]]] | None = None
+        self.after_commit: list[Any] = []
+
+    # -- SQL pass-through ------------------------------------------------------------------
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.db.execute(self.conn, sql, params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.db.executemany(self.conn, sql, rows)
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        return self.db.fetchone(self.conn, sql, params)
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self.db.fetchall(self.conn, sql, params)
+
+    # -- authentication, re-checked inside the transaction ---------------------------------
+
+    def key_env(self, key_hash: str) -> int | None:
+        """The environment of a live API key, checked once per batch (revocations bite at once)."""
+        if key_hash not in self._keys:
+            row = self.fetchone("SELECT env_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (key_hash,))
+            self._keys[key_hash] = None if row is None else int(row[0])
+        return self._keys[key_hash]
+
+    # -- profiles ---------------------------------------------------------------------------
+
+    def prefetch(self, jobs: Iterable[Any]) -> None:
+        wanted: set[ProfileKey] = set()
+        for job in jobs:
+            keys = getattr(job, "profile_keys", None)
+            if keys:
+                wanted.update(keys)
+        if wanted:
+            self._load(sorted(wanted))
+
+    def _load(self, keys: list[ProfileKey]) -> None:
+        missing = [k for k in keys if k not in self.profiles]
+        if not missing:
+            return
+        if not self.db.is_sqlite:
+            # Create absent rows first, in a stable order, so that two processes creating the
+            # same profile block on each other instead of both writing from an empty state.
+            self.executemany(
+                "INSERT INTO profiles (env_id, kind, ident, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(e, k, i, self.now_ms, -1) for e, k, i in missing],
+            )
+        groups: dict[tuple[int, str], list[str]] = {}
+        for env_id, kind, ident in missing:
+            groups.setdefault((env_id, kind), []).append(ident)
+        for (env_id, kind), idents in groups.items():
+            for start in range(0, len(idents), 500):
+                chunk = idents[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self.fetchall(
+                    f"SELECT {_COLUMNS} FROM profiles WHERE env_id = ? AND kind = ? AND ident IN ({marks}) "
+                    "ORDER BY ident FOR UPDATE",
+                    (env_id, kind, *chunk),
+                )
+                for row in rows:
+                    profile = ProfileRow.from_row(row)
+                    if profile.updated_at == -1:
+                        # Our own placeholder (or another process's, now committed empty).
+                        profile.placeholder = True
+                        profile.updated_at = self.now_ms
+                    self.profiles[profile.key] = profile
+        for key in missing:
+            if key not in self.profiles:
+                self.profiles[key] = ProfileRow(key[0], key[1], key[2], self.now_ms)
+
+    def profile(self, env_id: int, kind: str, ident: str) -> ProfileRow:
+        key = (env_id, kind, ident)
+        row = self.profiles.get(key)
+        if row is None:
+            self._load([key])
+            row = self.profiles[key]
+        return row
+
+    def peek_profile(self, env_id: int, kind: str, ident: str) -> ProfileRow | None:
+        """A profile if it exists, without creating or locking anything for it."""
+        key = (env_id, kind, ident)
+        row = self.profiles.get(key)
+        if row is not None:
+            return row if (row.exists and not row.placeholder) or row.dirty else None
+        found = self.fetchone(
+            f"SELECT {_COLUMNS} FROM profiles WHERE env_id = ? AND kind = ? AND ident = ?", key
+        )
+        if found is None or found[8] == -1:
+            return None
+        return ProfileRow.from_row(found)
+
+    def update(self, row: ProfileRow, **changes: Any) -> None:
+        """Change a cached profile; journalled so a failing job can be undone."""
+        if self._journal is not None:
+            self._journal.append((row, tuple(getattr(row, name) for name in _MUTABLE)))
+        for name, value in changes.items():
+            setattr(row, name, value)
+        row.dirty = True
+
+    def begin_job(self) -> None:
+        self._journal = []
+
+    def undo_job(self) -> None:
+        journal = self._journal or []
+        for row, state in reversed(journal):
+            for name, value in zip(_MUTABLE, state, strict=True):
+                setattr(row, name, value)
+        self._journal = None
+
+    def end_job(self) -> None:
+        self._journal = None
+
+    def flush(self) -> None:
+        inserts: list[tuple[Any, ...]] = []
+        updates: list[tuple[Any, ...]] = []
+        deletes: list[tuple[Any, ...]] = []
+        for row in self.profiles.values():
+            if not row.dirty:
+                if row.placeholder:
+                    deletes.append(row.key)
+                continue
+            values = (dumps(row.properties), dumps(row.crm), row.phone_enc, row.linked_user, self.now_ms)
+            if row.exists:
+                updates.append((*values, *row.key))
+            else:
+                inserts.append((*row.key, *values[:4], row.created_at, self.now_ms))
+            row.exists = True
+            row.placeholder = False
+            row.dirty = False
+            row.updated_at = self.now_ms
+        self.executemany(
+            f"INSERT INTO profiles ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            inserts,
+        )
+        self.executemany(
+            "UPDATE profiles SET properties = ?, crm = ?, phone_enc = ?, linked_user = ?, updated_at = ? "
+            "WHERE env_id = ? AND kind = ? AND ident = ?",
+            updates,
+        )
+        self.executemany(
+            "DELETE FROM profiles WHERE env_id = ? AND kind = ? AND ident = ? AND updated_at = -1", deletes
+        )
