@@ -103,7 +103,8 @@ class MagpieApp:
             except Exception:
                 log.exception("shutdown hook failed")
         self.ctx.writer.stop()
-        self.ctx.executor.shutdown(wait=False)
+        self.ctx.executor.shutdown(wait=True)
+        self.db.close_readers()
         self._started = False
 
     # -- ASGI -------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""A fake FCM HTTP v1 server (OAuth2 token endpoint and ``messages:send``) on 127.0.0.1, for tests and benchmarks.
+"""A fake FCM HTTP v1 server (OAuth2 token endpoint, ``messages:send``) on 127.0.0.1 for tests and benchmarks.
 
 In tests: ``with FakeFcm() as fcm: ...`` runs it on a background thread with its own event loop.
 For benchmarks: ``python -m tests.fakes.fcm --port 0 --quiet`` prints ``READY <port>`` once it listens.
@@ -47,7 +47,18 @@ _DEFAULT_ERRORS: dict[int, tuple[str, str | None, str]] = {
     503: ("UNAVAILABLE", "UNAVAILABLE", "The service is currently unavailable."),
 }
 _MESSAGE_FIELDS = frozenset(
-    {"name", "token", "topic", "condition", "data", "notification", "android", "apns", "webpush", "fcm_options"}
+    {
+        "name",
+        "token",
+        "topic",
+        "condition",
+        "data",
+        "notification",
+        "android",
+        "apns",
+        "webpush",
+        "fcm_options",
+    }
 )
 _ANDROID_TTL = re.compile(r"\d+(\.\d{1,9})?s")
 
@@ -91,7 +102,9 @@ class Scripted:
 
 def error_body(status: int, *, error_code: str | None = None, message: str | None = None) -> dict[str, Any]:
     """A google.rpc error body as FCM sends it; ``error_code`` defaults from the HTTP status."""
-    rpc_status, default_code, default_message = _DEFAULT_ERRORS.get(status, ("UNKNOWN", None, "Unknown error."))
+    rpc_status, default_code, default_message = _DEFAULT_ERRORS.get(
+        status, ("UNKNOWN", None, "Unknown error.")
+    )
     code = error_code if error_code is not None else default_code
     error: dict[str, Any] = {"code": status, "message": message or default_message, "status": rpc_status}
     if code:
@@ -517,7 +530,9 @@ class FakeFcm:
             )
         return header, claims
 
-    def _record_token(self, form: dict[str, str], header: dict[str, Any], claims: dict[str, Any], status: int) -> None:
+    def _record_token(
+        self, form: dict[str, str], header: dict[str, Any], claims: dict[str, Any], status: int
+    ) -> None:
         with self._lock:
             self._counts["token_requests"] += 1
             if self.record:
@@ -578,10 +593,14 @@ class FakeFcm:
         if problem is not None:
             return 400, error_body(400, message=problem)
         if doc["message"]["token"] in self.invalid_tokens:
-            return 400, error_body(400, message="The registration token is not a valid FCM registration token")
+            return 400, error_body(
+                400, message="The registration token is not a valid FCM registration token"
+            )
         return 200, None
 
-    def _record(self, request: web.Request, doc: Any, status: int | None, delivered: str | None = None) -> None:
+    def _record(
+        self, request: web.Request, doc: Any, status: int | None, delivered: str | None = None
+    ) -> None:
         with self._lock:
             self._counts["send_requests"] += 1
             if status is None:

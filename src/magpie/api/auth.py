@@ -91,7 +91,7 @@ class Authenticator:
                 conn.rollback()
             return env_id
         except OPERATIONAL_ERRORS as exc:
-            self.db._local.conn = None  # reconnect next time
+            self.db.drop_reader()
             raise ServiceUnavailable() from exc
 
     def _take(self, key_hash: str) -> None:
@@ -121,7 +121,7 @@ def read_in(executor: ThreadPoolExecutor, db: Database, fn: Callable[[Any], Any]
                 finally:
                     conn.rollback() if not db.is_sqlite else conn.execute("ROLLBACK")
             except OPERATIONAL_ERRORS as exc:
-                db._local.conn = None
+                db.drop_reader()
                 raise ServiceUnavailable() from exc
 
         return await asyncio.get_running_loop().run_in_executor(executor, _call)

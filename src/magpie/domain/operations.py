@@ -121,7 +121,9 @@ def _identity(value: object) -> tuple[str, object]:
     if isinstance(value, bool):
         return ("b", value)
     if is_number(value):
-        return ("n", float(value))  # type: ignore[arg-type]
+        # Python's int/float comparison and hashing are exact (1 == 1.0, 2**53 + 1 != 2.0**53);
+        # float() would merge large ints and overflow on huge ones.
+        return ("n", value)
     return ("s", value)
 
 

@@ -173,9 +173,10 @@ class ApnsProvider:
 
     async def _post(self, url: str, payload: bytes, headers: dict[str, str], token: str) -> httpx.Response:
         try:
-            return await self._http().post(
-                url, content=payload, headers={**headers, "authorization": f"bearer {token}"}
-            )
+            # Encoded here because httpx encodes str header values as ASCII, and a collapse id may not be.
+            raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
+            raw_headers.append((b"authorization", f"bearer {token}".encode()))
+            return await self._http().post(url, content=payload, headers=raw_headers)
         except httpx.TimeoutException as exc:
             raise ProviderUnavailable("TIMEOUT", "APNs request timed out") from exc
         except (httpx.HTTPError, h2.exceptions.H2Error, OSError) as exc:

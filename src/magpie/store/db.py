@@ -40,6 +40,8 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         self._sql_cache: dict[str, str] = {}
         self._local = threading.local()
+        self._readers: list[Any] = []
+        self._readers_lock = threading.Lock()
         if self.is_sqlite:
             self.path = url.split("sqlite:///", 1)[1]
             if self.path not in ("", ":memory:"):
@@ -133,7 +135,23 @@ class Database:
         if conn is None:
             conn = self.connect()
             self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
         return conn
+
+    def drop_reader(self) -> None:
+        """Forget this thread's reader connection (after an error); it is closed with the rest."""
+        self._local.conn = None
+
+    def close_readers(self) -> None:
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection may fail; it is gone either way
+                pass
+        self._local = threading.local()
 
     def upgrade(self) -> None:
         """Bring the schema to the newest migration (Alembic)."""

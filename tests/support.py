@@ -1,0 +1,213 @@
+"""Test helpers: the app over ASGI from synchronous tests, real server processes, environments."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Coroutine, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from magpie.app import MagpieApp, create_app
+from magpie.config import Settings
+from magpie.store import accounts
+from magpie.store.db import Database
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Env:
+    name: str
+    id: int
+    key: str
+    admin_token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-HACKLE-API-KEY": self.key, "Content-Type": "application/json"}
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
+
+def make_env(db: Database, *, timezone: str = "Asia/Seoul") -> Env:
+    name = "t-" + uuid.uuid4().hex[:12]
+    environment = accounts.create_environment(db, name=name, timezone=timezone)
+    key, _ = accounts.create_api_key(db, environment=name)
+    token = accounts.create_admin_token(db)
+    return Env(name=name, id=environment.id, key=key, admin_token=token)
+
+
+class AppClient:
+    """The real ASGI app on its own event loop thread, called synchronously through httpx.
+
+    >>> with AppClient(settings) as c:  # doctest: +SKIP
+    ...     c.post("/v1/properties", json={...}, headers=env.headers)
+    """
+
+    def __init__(self, settings: Settings, app: MagpieApp | None = None) -> None:
+        self.settings = settings
+        self.app = app or create_app(settings)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.http: httpx.AsyncClient | None = None
+
+    def __enter__(self) -> AppClient:
+        self._thread.start()
+        self.run(self.app.startup())
+        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://magpie.test")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.http is not None
+        self.run(self.http.aclose())
+        self.run(self.app.shutdown())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def request(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        assert self.http is not None
+        return self.run(self.http.request(method, url, **kw))
+
+    def get(self, url: str, **kw: Any) -> httpx.Response:
+        return self.request("GET", url, **kw)
+
+    def post(self, url: str, **kw: Any) -> httpx.Response:
+        return self.request("POST", url, **kw)
+
+    def put(self, url: str, **kw: Any) -> httpx.Response:
+        return self.request("PUT", url, **kw)
+
+    def delete(self, url: str, **kw: Any) -> httpx.Response:
+        return self.request("DELETE", url, **kw)
+
+    def gather(self, calls: Iterable[tuple[str, str, dict[str, Any]]]) -> list[httpx.Response]:
+        """Send many requests concurrently on the app's loop."""
+        assert self.http is not None
+        http = self.http
+
+        async def _all() -> list[httpx.Response]:
+            return await asyncio.gather(*(http.request(m, u, **kw) for m, u, kw in calls))
+
+        return self.run(_all())
+
+    def user(self, env: Env, user_id: str) -> dict[str, Any]:
+        response = self.get(f"/admin/v1/environments/{env.name}/users/{user_id}", headers=env.admin)
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class ServerProcess:
+    """``magpie serve`` (or any magpie command) as a real process on a loopback port."""
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        database_url: str | None = None,
+        port: int | None = None,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.data_dir = data_dir
+        self.database_url = database_url
+        self.args = args or ["serve"]
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"server-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *, wait: bool = True) -> ServerProcess:
+        environ = dict(os.environ)
+        environ.update(
+            {
+                "MAGPIE_DATA_DIR": str(self.data_dir),
+                "MAGPIE_PORT": str(self.port),
+                "MAGPIE_HOST": "127.0.0.1",
+                **self.extra_env,
+            }
+        )
+        if self.database_url:
+            environ["MAGPIE_DATABASE_URL"] = self.database_url
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "magpie.cli", *self.args], env=environ, stdout=log, stderr=log, cwd=ROOT
+            )
+        if wait and self.args[0] == "serve":
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early: {self.log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server not ready: {self.log_path.read_text()[-2000:]}")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+    def output(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def magpie_cli(*args: str, data_dir: Path, database_url: str | None = None) -> subprocess.CompletedProcess[str]:
+    environ = dict(os.environ, MAGPIE_DATA_DIR=str(data_dir))
+    if database_url:
+        environ["MAGPIE_DATABASE_URL"] = database_url
+    return subprocess.run(
+        [sys.executable, "-m", "magpie.cli", *args], env=environ, capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
