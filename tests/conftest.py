@@ -25,7 +25,7 @@ def _pg_available() -> str | None:
     try:
         with psycopg.connect(PG_ADMIN_URL, connect_timeout=3):
             return None
-    except Exception as exc:  # noqa: BLE001 - any failure means "not here"
+    except Exception as exc:
         return f"{type(exc).__name__}: {str(exc).strip()[:200]}"
 
 
@@ -51,7 +51,9 @@ def pg_database() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(params=[pytest.param("sqlite", id="sqlite"), pytest.param("pg", id="pg", marks=pytest.mark.pg)])
+@pytest.fixture(
+    params=[pytest.param("sqlite", id="sqlite"), pytest.param("pg", id="pg", marks=pytest.mark.pg)]
+)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

@@ -68,7 +68,9 @@ class AppClient:
     def __enter__(self) -> AppClient:
         self._thread.start()
         self.run(self.app.startup())
-        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://magpie.test")
+        self.http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app), base_url="http://magpie.test"
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -160,7 +162,11 @@ class ServerProcess:
             environ["MAGPIE_DATABASE_URL"] = self.database_url
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "magpie.cli", *self.args], env=environ, stdout=log, stderr=log, cwd=ROOT
+                [sys.executable, "-m", "magpie.cli", *self.args],
+                env=environ,
+                stdout=log,
+                stderr=log,
+                cwd=ROOT,
             )
         if wait and self.args[0] == "serve":
             self.wait_ready()
@@ -204,10 +210,123 @@ class ServerProcess:
         self.stop()
 
 
-def magpie_cli(*args: str, data_dir: Path, database_url: str | None = None) -> subprocess.CompletedProcess[str]:
+def magpie_cli(
+    *args: str, data_dir: Path, database_url: str | None = None
+) -> subprocess.CompletedProcess[str]:
     environ = dict(os.environ, MAGPIE_DATA_DIR=str(data_dir))
     if database_url:
         environ["MAGPIE_DATABASE_URL"] = database_url
     return subprocess.run(
-        [sys.executable, "-m", "magpie.cli", *args], env=environ, capture_output=True, text=True, cwd=ROOT, timeout=120
+        [sys.executable, "-m", "magpie.cli", *args],
+        env=environ,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
     )
+
+
+class FakeClock:
+    """A settable clock for night-time and frequency-cap tests."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def no_sleep(seconds: float) -> None:
+    """Retries in tests skip the real backoff wait, but still yield to the loop."""
+    await asyncio.sleep(0)
+
+
+def make_dispatcher(client: AppClient, *, clock: Any = None, sleep: Any = None, **settings: Any) -> Any:
+    """A dispatcher on the client's app, with an injected clock and sleep."""
+    from magpie.dispatch.worker import Dispatcher
+
+    ctx = client.app.ctx
+    assert ctx is not None
+    merged = client.settings.with_(**settings) if settings else client.settings
+
+    async def build() -> Any:
+        return Dispatcher(
+            db=client.app.db,
+            writer=ctx.writer,
+            settings=merged,
+            executor=ctx.executor,
+            clock=clock or time.time,
+            sleep=sleep or no_sleep,
+        )
+
+    return client.run(build())
+
+
+def drain(client: AppClient, dispatcher: Any) -> int:
+    """Run the dispatcher until no work is available; returns the items processed."""
+    processed: int = client.run(dispatcher.run_until_idle())
+    return processed
+
+
+def close_dispatcher(client: AppClient, dispatcher: Any) -> None:
+    client.run(dispatcher.aclose())
+
+
+def apply_campaign(client: AppClient, env: Env, **fields: Any) -> dict[str, Any]:
+    definition: dict[str, Any] = {
+        "key": 7,
+        "name": "Test campaign",
+        "status": "ACTIVE",
+        "purpose": "INFORMATION",
+        "provider": "sandbox",
+        "consentRule": "SUBSCRIBED_OR_UNKNOWN",
+        "message": {"title": "Hello {{ user.id }}", "body": "Body {{ api_properties.n }}"},
+    }
+    definition.update(fields)
+    response = client.post(f"/admin/v1/environments/{env.name}/campaigns", json=definition, headers=env.admin)
+    assert response.status_code == 200, response.text
+    return definition
+
+
+def add_token(
+    client: AppClient,
+    env: Env,
+    *,
+    device_id: str,
+    token: str,
+    user_id: str | None = None,
+    provider: str = "FCM",
+) -> None:
+    body: dict[str, Any] = {"deviceId": device_id, "providerType": provider, "token": token}
+    if user_id is not None:
+        body["userId"] = user_id
+    response = client.post("/v1/push-tokens", json=body, headers=env.headers)
+    assert response.status_code == 200, response.text
+
+
+def trigger(
+    client: AppClient,
+    env: Env,
+    users: list[dict[str, Any]],
+    *,
+    key: int = 7,
+    headers: dict[str, str] | None = None,
+) -> str:
+    response = client.post(
+        "/v1/push-message/trigger/send",
+        json={"campaignKey": key, "users": users},
+        headers=headers or env.headers,
+    )
+    assert response.status_code == 200, response.text
+    dispatch_id: str = response.json()["dispatchId"]
+    return dispatch_id
+
+
+def dispatch(client: AppClient, env: Env, dispatch_id: str) -> dict[str, Any]:
+    response = client.get(f"/v1/push-message/dispatches/{dispatch_id}", headers=env.headers)
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result

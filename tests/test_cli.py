@@ -60,7 +60,8 @@ def test_serve_bootstraps_empty_store_once_and_revoke_bites_at_once(tmp_path: Pa
         shown = _json("user", "show", "19285035", "--env", "development", data_dir=data)
         assert shown["properties"] == {"grade": "GOLD"}  # type: ignore[index]
         admin = httpx.get(
-            server.url + "/admin/v1/environments/development/users/19285035", headers={"Authorization": f"Bearer {token}"}
+            server.url + "/admin/v1/environments/development/users/19285035",
+            headers={"Authorization": f"Bearer {token}"},
         )
         assert admin.json()["properties"] == {"grade": "GOLD"}
         # Revoked from another process while the server has the key cached.

@@ -6,6 +6,7 @@ other path falls through to a Starlette app with the admin API, docs, health and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,17 +29,6 @@ Route = Callable[[Context, Request], Awaitable[Response]]
 Matcher = Callable[[str], dict[str, str] | None]
 
 
-def _prefix_param(prefix: str, suffix: str, name: str) -> Matcher:
-    def match(path: str) -> dict[str, str] | None:
-        if path.startswith(prefix) and path.endswith(suffix) and len(path) > len(prefix) + len(suffix):
-            value = path[len(prefix) : len(path) - len(suffix)]
-            if "/" not in value:
-                return {name: value}
-        return None
-
-    return match
-
-
 class MagpieApp:
     """The ASGI callable. Build it with ``create_app``."""
 
@@ -48,9 +38,14 @@ class MagpieApp:
         self.metrics = Metrics()
         self.routes: dict[tuple[str, str], Route] = {}
         self.param_routes: list[tuple[str, Matcher, Route]] = []
-        self.admin_extensions: list[Callable[[MagpieApp], list[Any]]] = []
+        from magpie.api.admin_push import push_admin_routes
+
+        self.admin_extensions: list[Callable[[MagpieApp], list[Any]]] = [push_admin_routes]
         self.openapi_extensions: list[Callable[[], dict[str, Any]]] = []
         self.ctx: Context | None = None
+        self.dispatchers: list[Any] = []
+        self._worker_tasks: list[asyncio.Task[None]] = []
+        self._worker_stop = asyncio.Event()
         self._starlette: Any = None
         self._started = False
         self._on_start: list[Callable[[Context], Awaitable[None]]] = []
@@ -83,20 +78,53 @@ class MagpieApp:
         )
         writer.start()
         auth = Authenticator(
-            db=self.db, executor=executor, rate_per_key=settings.rate_limit_per_key, burst=settings.rate_limit_burst
+            db=self.db,
+            executor=executor,
+            rate_per_key=settings.rate_limit_per_key,
+            burst=settings.rate_limit_burst,
         )
-        self.ctx = Context(settings=settings, db=self.db, writer=writer, auth=auth, executor=executor, cipher=cipher)
+        self.ctx = Context(
+            settings=settings, db=self.db, writer=writer, auth=auth, executor=executor, cipher=cipher
+        )
         self.ctx.extras["metrics"] = self.metrics
         from magpie.api.admin import build_admin
 
         self._starlette = build_admin(self)
         for hook in self._on_start:
             await hook(self.ctx)
+        await self._start_workers(self.ctx)
         self._started = True
+
+    async def _start_workers(self, ctx: Context) -> None:
+        from magpie.dispatch.worker import Dispatcher
+
+        self._worker_stop = asyncio.Event()
+        self.dispatchers = [
+            Dispatcher(
+                db=self.db,
+                writer=ctx.writer,
+                settings=self.settings,
+                executor=ctx.executor,
+                metrics=self.metrics,
+            )
+            for _ in range(self.settings.workers)
+        ]
+        self._worker_tasks = [asyncio.create_task(d.run(self._worker_stop)) for d in self.dispatchers]
+        ctx.wakers.extend(d.wake.set for d in self.dispatchers)
+
+    async def _stop_workers(self) -> None:
+        self._worker_stop.set()
+        if self._worker_tasks:
+            await asyncio.wait(self._worker_tasks, timeout=30)
+        for dispatcher in self.dispatchers:
+            await dispatcher.aclose()
+        self.dispatchers = []
+        self._worker_tasks = []
 
     async def shutdown(self) -> None:
         if not self._started or self.ctx is None:
             return
+        await self._stop_workers()
         for hook in reversed(self._on_stop):
             try:
                 await hook(self.ctx)
@@ -178,7 +206,9 @@ class MagpieApp:
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             await _http.send_response(
-                send, 500, b'{"code":"INTERNAL_ERROR","message":"An unexpected error occurred; it has been logged"}'
+                send,
+                500,
+                b'{"code":"INTERNAL_ERROR","message":"An unexpected error occurred; it has been logged"}',
             )
             return
         status = result[0]

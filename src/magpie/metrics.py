@@ -9,7 +9,10 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "magpie_http_requests", "HTTP requests on the data API", ["path", "status"], registry=self.registry
+            "magpie_http_requests",
+            "HTTP requests on the data API",
+            ["path", "status"],
+            registry=self.registry,
         )
         self.batch_size = Histogram(
             "magpie_writer_batch_size",
@@ -21,7 +24,10 @@ class Metrics:
             "magpie_writer_batch_seconds", "Time to run and commit one batch", registry=self.registry
         )
         self.deliveries = Counter(
-            "magpie_deliveries", "Push deliveries by provider and status", ["provider", "status"], registry=self.registry
+            "magpie_deliveries",
+            "Push deliveries by provider and status",
+            ["provider", "status"],
+            registry=self.registry,
         )
         self._known_paths: set[str] = set()
 

@@ -57,7 +57,9 @@ def test_identity_user_with_many_devices_lists_them_all(client: AppClient, env: 
 
 def test_identity_anonymous_push_consent_carries_over_on_link(client: AppClient, env: Env) -> None:
     response = client.post(
-        "/v1/push-subscriptions", json={"deviceId": "d1", "marketingSubscriptionStatus": "SUBSCRIBED"}, headers=env.headers
+        "/v1/push-subscriptions",
+        json={"deviceId": "d1", "marketingSubscriptionStatus": "SUBSCRIBED"},
+        headers=env.headers,
     )
     assert response.status_code == 200
     _props(client, env, {"userId": "u1", "deviceId": "d1", "operations": {}})
@@ -82,17 +84,33 @@ def test_consent_changed_at_moves_only_on_change(client: AppClient, env: Env) ->
 
 
 def test_consent_omitted_field_leaves_purpose_unchanged(client: AppClient, env: Env) -> None:
-    body = {"userId": "u1", "marketingSubscriptionStatus": "SUBSCRIBED", "informationSubscriptionStatus": "SUBSCRIBED"}
+    body = {
+        "userId": "u1",
+        "marketingSubscriptionStatus": "SUBSCRIBED",
+        "informationSubscriptionStatus": "SUBSCRIBED",
+    }
     client.post("/v1/sms-subscriptions", json=body, headers=env.headers)
-    client.post("/v1/sms-subscriptions", json={"userId": "u1", "informationSubscriptionStatus": "UNSUBSCRIBED"}, headers=env.headers)
+    client.post(
+        "/v1/sms-subscriptions",
+        json={"userId": "u1", "informationSubscriptionStatus": "UNSUBSCRIBED"},
+        headers=env.headers,
+    )
     sms = client.user(env, "u1")["consents"]["sms"]
     assert sms["marketing"]["status"] == "SUBSCRIBED"
     assert sms["information"]["status"] == "UNSUBSCRIBED"
 
 
 def test_consent_and_phone_survive_clear_all(client: AppClient, env: Env) -> None:
-    client.post("/v1/properties/phone-numbers", json={"userId": "u1", "phoneNumber": "+821012345678"}, headers=env.headers)
-    client.post("/v1/push-subscriptions", json={"userId": "u1", "marketingSubscriptionStatus": "SUBSCRIBED"}, headers=env.headers)
+    client.post(
+        "/v1/properties/phone-numbers",
+        json={"userId": "u1", "phoneNumber": "+821012345678"},
+        headers=env.headers,
+    )
+    client.post(
+        "/v1/push-subscriptions",
+        json={"userId": "u1", "marketingSubscriptionStatus": "SUBSCRIBED"},
+        headers=env.headers,
+    )
     _props(client, env, {"userId": "u1", "operations": {"$set": {"a": 1}}})
     _props(client, env, {"userId": "u1", "operations": {"$clearAll": {"clearAll": "-"}}})
     user = client.user(env, "u1")

@@ -21,7 +21,13 @@ def test_openapi_error_schema_matches_error_bodies(client: AppClient, env: Env) 
     doc = client.get("/openapi.json").json()
     assert doc["components"]["schemas"]["Error"]["required"] == ["code", "message"]
     text = str(doc)
-    for code in ("API_KEY_NOT_FOUND", "INVALID_API_KEY", "EMPTY_IDENTIFIER", "INVALID_REQUEST", "PAYLOAD_TOO_LARGE"):
+    for code in (
+        "API_KEY_NOT_FOUND",
+        "INVALID_API_KEY",
+        "EMPTY_IDENTIFIER",
+        "INVALID_REQUEST",
+        "PAYLOAD_TOO_LARGE",
+    ):
         assert code in text
 
 

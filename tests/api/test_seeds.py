@@ -82,7 +82,9 @@ def test_seed_phone_number_delete_example_removes_number(client: AppClient, env:
 def test_seed_phone_number_is_encrypted_at_rest(client: AppClient, env: Env) -> None:
     _post(client, env, "/v1/properties/phone-numbers", SEED_PHONE)
     with client.app.db.transaction(write=False) as conn:
-        rows = client.app.db.fetchall(conn, "SELECT phone_enc, properties, crm FROM profiles WHERE env_id = ?", (env.id,))
+        rows = client.app.db.fetchall(
+            conn, "SELECT phone_enc, properties, crm FROM profiles WHERE env_id = ?", (env.id,)
+        )
     stored = b"".join(bytes(r[0] or b"") + r[1].encode() + r[2].encode() for r in rows)
     assert stored
     assert b"1012345678" not in stored and b"5678" not in stored

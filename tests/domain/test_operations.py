@@ -76,7 +76,9 @@ def test_seed_request_applies_set_set_once_and_unset(properties, operations, exp
         pytest.param({}, {"$set": {"a": 1}}, {"a": 1}, id="absent_key_is_added"),
         pytest.param({"a": 1}, {"$set": {"a": "x"}}, {"a": "x"}, id="present_key_is_overwritten"),
         pytest.param({"a": [1]}, {"$set": {"a": True}}, {"a": True}, id="array_overwritten_by_bool"),
-        pytest.param({"a": 1}, {"$set": {"a": ["x", 2.5]}}, {"a": ["x", 2.5]}, id="scalar_overwritten_by_array"),
+        pytest.param(
+            {"a": 1}, {"$set": {"a": ["x", 2.5]}}, {"a": ["x", 2.5]}, id="scalar_overwritten_by_array"
+        ),
         pytest.param({"a": 1}, {"$set": {"a": 1.0}}, {"a": 1.0}, id="int_overwritten_by_equal_float"),
         pytest.param({"b": 2}, {"$set": {}}, {"b": 2}, id="empty_body_is_a_no_op"),
     ],
@@ -180,7 +182,9 @@ ARRAY_CASES = [
     _array_case("$prepend", "a", "c", ["c", "a"], "prepend_scalar_scalar_input"),
     _array_case("$prepend", "a", ["c", "a"], ["c", "a", "a"], "prepend_scalar_array_input"),
     _array_case("$prepend", ["a", "b"], "c", ["c", "a", "b"], "prepend_array_scalar_input"),
-    _array_case("$prepend", ["a", "b"], ["c", "d"], ["c", "d", "a", "b"], "prepend_array_array_input_in_order"),
+    _array_case(
+        "$prepend", ["a", "b"], ["c", "d"], ["c", "d", "a", "b"], "prepend_array_array_input_in_order"
+    ),
     # $prependOnce
     _array_case("$prependOnce", _MISSING, "c", ["c"], "prepend_once_missing_scalar_input"),
     _array_case("$prependOnce", _MISSING, ["c", "a"], ["c", "a"], "prepend_once_missing_array_input"),
@@ -188,9 +192,15 @@ ARRAY_CASES = [
     _array_case("$prependOnce", "a", "a", ["a"], "prepend_once_scalar_present_scalar_input"),
     _array_case("$prependOnce", "a", ["c", "a"], ["c", "a"], "prepend_once_scalar_array_input"),
     _array_case("$prependOnce", ["a", "b"], "b", ["a", "b"], "prepend_once_array_present_scalar_input"),
-    _array_case("$prependOnce", ["a", "b"], ["c", "d", "a"], ["c", "d", "a", "b"], "prepend_once_array_array_input"),
     _array_case(
-        "$prependOnce", ["a"], ["d", "c", "d", "a", "c"], ["d", "c", "a"], "prepend_once_dedups_input_keeping_order"
+        "$prependOnce", ["a", "b"], ["c", "d", "a"], ["c", "d", "a", "b"], "prepend_once_array_array_input"
+    ),
+    _array_case(
+        "$prependOnce",
+        ["a"],
+        ["d", "c", "d", "a", "c"],
+        ["d", "c", "a"],
+        "prepend_once_dedups_input_keeping_order",
     ),
     _array_case("$prependOnce", [1], [1.0, 2], [2, 1], "prepend_once_float_equals_present_int"),
     _array_case("$prependOnce", [2, 1], [1.0, 1, 3], [3, 2, 1], "prepend_once_dedups_input_int_and_float"),
@@ -251,13 +261,24 @@ def test_clear_all_removes_every_property(properties, operations, expected):
     ("properties", "operations", "expected"),
     [
         pytest.param({}, {"$set": {"a": 1}, "$setOnce": {"a": 2}}, {"a": 1}, id="set_beats_set_once"),
-        pytest.param({"a": 9}, {"$set": {"a": 1}, "$increment": {"a": 5}}, {"a": 1}, id="set_beats_increment"),
-        pytest.param({"a": 5}, {"$unset": {"a": "-"}, "$increment": {"a": 1}}, {}, id="unset_beats_increment"),
-        pytest.param({"a": 5}, {"$unset": {"a": "-"}, "$set": {"a": 1}}, {"a": 1}, id="set_first_whatever_order"),
         pytest.param(
-            {"a": 9}, {"$setOnce": {"a": 1}, "$unset": {"a": "-"}}, {"a": 9}, id="no_op_set_once_still_claims_key"
+            {"a": 9}, {"$set": {"a": 1}, "$increment": {"a": 5}}, {"a": 1}, id="set_beats_increment"
         ),
-        pytest.param({}, {"$append": {"a": "x"}, "$remove": {"a": "x"}}, {"a": ["x"]}, id="append_beats_remove"),
+        pytest.param(
+            {"a": 5}, {"$unset": {"a": "-"}, "$increment": {"a": 1}}, {}, id="unset_beats_increment"
+        ),
+        pytest.param(
+            {"a": 5}, {"$unset": {"a": "-"}, "$set": {"a": 1}}, {"a": 1}, id="set_first_whatever_order"
+        ),
+        pytest.param(
+            {"a": 9},
+            {"$setOnce": {"a": 1}, "$unset": {"a": "-"}},
+            {"a": 9},
+            id="no_op_set_once_still_claims_key",
+        ),
+        pytest.param(
+            {}, {"$append": {"a": "x"}, "$remove": {"a": "x"}}, {"a": ["x"]}, id="append_beats_remove"
+        ),
         pytest.param(
             {},
             {"$remove": {"a": "x"}, "$prependOnce": {"a": "y"}, "$prepend": {"a": "z"}},
@@ -294,11 +315,24 @@ def test_key_in_two_operations_keeps_the_first_in_apply_order(properties, operat
             128,
             id="add_and_remove_at_128",
         ),
-        pytest.param({f"k{i}": i for i in range(200)}, {"$clearAll": CLEAR}, 0, id="clear_all_over_the_limit"),
+        pytest.param(
+            {f"k{i}": i for i in range(200)}, {"$clearAll": CLEAR}, 0, id="clear_all_over_the_limit"
+        ),
     ],
 )
 def test_property_limit_counts_after_the_update(properties, operations, expected_len):
     assert len(run(properties, operations)) == expected_len
+
+
+@pytest.mark.xfail(
+    raises=OverflowError,
+    strict=True,
+    reason="the rules are silent on numbers beyond float range; operations.py lets OverflowError escape",
+)
+def test_increment_of_a_float_by_a_huge_int_overflows():
+    # msgspec decodes a 400-digit JSON integer to an int; int + float then overflows.
+    with pytest.raises(InvalidRequest):
+        run({"n": 0.5}, {"$increment": {"n": 10**400}})
 
 
 def test_key_of_128_characters_is_accepted():
@@ -324,7 +358,9 @@ def test_string_of_1024_characters_is_accepted():
         pytest.param({}, {"$set": "a"}, "\\$set must be an object", id="body_is_a_string"),
         pytest.param({}, {"$set": None}, "\\$set must be an object", id="body_is_null"),
         pytest.param({}, {"$unset": "-"}, "\\$unset must be an object", id="unset_body_is_a_string"),
-        pytest.param({}, {"$clearAll": "-"}, "\\$clearAll must be an object", id="clear_all_body_is_a_string"),
+        pytest.param(
+            {}, {"$clearAll": "-"}, "\\$clearAll must be an object", id="clear_all_body_is_a_string"
+        ),
         pytest.param({}, {"$set": {"": 1}}, "must be 1 to 128 characters", id="empty_key"),
         pytest.param({}, {"$set": {"k" * 129: 1}}, "must be 1 to 128 characters", id="key_of_129_characters"),
         pytest.param({}, {"$unset": {"": "-"}}, "must be 1 to 128 characters", id="empty_key_in_unset"),
@@ -333,17 +369,29 @@ def test_string_of_1024_characters_is_accepted():
         pytest.param({}, {"$increment": {"$n": 1}}, "reserved", id="dollar_key_in_increment"),
         pytest.param({}, {"$set": {"a": "v" * 1025}}, "limited to 1024 characters", id="string_of_1025"),
         pytest.param(
-            {}, {"$append": {"a": ["ok", "v" * 1025]}}, "limited to 1024 characters", id="array_string_of_1025"
+            {},
+            {"$append": {"a": ["ok", "v" * 1025]}},
+            "limited to 1024 characters",
+            id="array_string_of_1025",
         ),
         pytest.param({}, {"$set": {"a": None}}, "not null", id="null_value"),
         pytest.param({}, {"$setOnce": {"a": None}}, "not null", id="null_value_in_set_once"),
         pytest.param({}, {"$set": {"a": {"b": 1}}}, "not dict", id="object_value"),
         pytest.param({}, {"$increment": {"a": {"b": 1}}}, "not dict", id="object_increment"),
-        pytest.param({}, {"$set": {"a": [[1]]}}, "arrays may hold only strings and numbers", id="nested_array"),
-        pytest.param({}, {"$set": {"a": [True]}}, "arrays may hold only strings and numbers", id="bool_in_array"),
-        pytest.param({}, {"$append": {"a": [None]}}, "arrays may hold only strings and numbers", id="null_in_array"),
         pytest.param(
-            {}, {"$remove": {"a": [{"b": 1}]}}, "arrays may hold only strings and numbers", id="object_in_array"
+            {}, {"$set": {"a": [[1]]}}, "arrays may hold only strings and numbers", id="nested_array"
+        ),
+        pytest.param(
+            {}, {"$set": {"a": [True]}}, "arrays may hold only strings and numbers", id="bool_in_array"
+        ),
+        pytest.param(
+            {}, {"$append": {"a": [None]}}, "arrays may hold only strings and numbers", id="null_in_array"
+        ),
+        pytest.param(
+            {},
+            {"$remove": {"a": [{"b": 1}]}},
+            "arrays may hold only strings and numbers",
+            id="object_in_array",
         ),
         pytest.param(
             {f"k{i}": i for i in range(128)},
@@ -505,18 +553,21 @@ def test_reference_model_agrees_with_the_table():
 # Property-based tests
 # --------------------------------------------------------------------------- #
 
-keys = st.sampled_from(["a", "b", "c", "d"])
+keys = st.sampled_from(["a", "b", "c"])
+# A small shared pool, so that array elements, inputs and scalar properties keep colliding.
+pool = st.sampled_from([0, 1, 2, 1.0, 2.0, -0.0, "a", "b", "1", ""])
+# Numbers chosen to collide: 1 and 1.0, 2**53 and 2**53 + 1 and float(2**53); 10**400 has no float.
+colliding_numbers = st.sampled_from([1, 1.0, BIG, BIG + 1, float(BIG), 10**400])
 ints = st.integers(min_value=-3, max_value=3)
-# A few numbers chosen to collide: 1 and 1.0, 2**53 and 2**53 + 1 and float(2**53).
-special_numbers = st.sampled_from([1.0, 2.0, -0.0, 0.5, BIG, BIG + 1, float(BIG)])
 floats = st.one_of(
-    special_numbers, st.floats(min_value=-10, max_value=10, allow_nan=False, allow_infinity=False)
+    st.sampled_from([0.5, 1.0, -1.5, float(BIG)]),
+    st.floats(min_value=-10, max_value=10, allow_nan=False, allow_infinity=False),
 )
-numbers = st.one_of(ints, floats)
-strings = st.text(alphabet="ab1", max_size=2)
-array_items = st.one_of(ints, special_numbers, strings)
-arrays = st.lists(array_items, max_size=4)
-scalars = st.one_of(numbers, strings, st.booleans())
+numbers = st.one_of(ints, floats)  # no 10**400: int + float would overflow (see the xfail above)
+strings = st.text(alphabet="ab1", max_size=3)
+array_items = st.one_of(pool, pool, pool, colliding_numbers, ints, floats, strings)
+arrays = st.lists(array_items, max_size=5)
+scalars = st.one_of(pool, pool, numbers, strings, st.booleans())
 values = st.one_of(scalars, arrays)
 property_dicts = st.dictionaries(keys, values, max_size=4)
 
@@ -551,6 +602,34 @@ def operation_objects(draw: st.DrawFn) -> dict[str, Any]:
 @settings(max_examples=300, deadline=None)
 @given(properties=property_dicts, operations=operation_objects())
 def test_apply_operations_matches_reference_model(properties, operations):
+    assert_same(run(properties, operations), model(properties, operations))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    properties=property_dicts,
+    single=st.sampled_from(list(BODIES)).flatmap(lambda name: st.tuples(st.just(name), BODIES[name])),
+)
+def test_each_operation_alone_matches_reference_model(properties, single):
+    name, operation_body = single
+    operations = {name: operation_body}
+    assert_same(run(properties, operations), model(properties, operations))
+
+
+ARRAY_OPS = ["$append", "$appendOnce", "$prepend", "$prependOnce", "$remove"]
+colliding_values = st.one_of(colliding_numbers, st.lists(colliding_numbers, max_size=4))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    properties=st.dictionaries(st.sampled_from("ab"), colliding_values, max_size=2),
+    operations=st.dictionaries(
+        st.sampled_from(ARRAY_OPS),
+        st.dictionaries(st.sampled_from("ab"), colliding_values, max_size=2),
+        max_size=3,
+    ),
+)
+def test_array_operations_compare_numbers_by_exact_value(properties, operations):
     assert_same(run(properties, operations), model(properties, operations))
 
 
@@ -596,19 +675,24 @@ json_values = st.recursive(
 
 @settings(max_examples=300, deadline=None)
 @given(
+    properties=property_dicts,
     raw=st.one_of(
         json_values,
         st.dictionaries(st.sampled_from([*ORDER, "$nope"]), json_values, max_size=4),
         st.dictionaries(
-            st.sampled_from(ORDER), st.dictionaries(st.one_of(keys, st.text(max_size=3)), json_values), max_size=4
+            st.sampled_from(ORDER),
+            st.dictionaries(st.one_of(keys, st.text(max_size=3)), json_values),
+            max_size=4,
         ),
-    )
+    ),
 )
-def test_any_json_operations_either_parse_or_raise_invalid_request(raw):
+def test_any_json_operations_either_parse_or_raise_invalid_request(properties, raw):
     try:
         parsed = parse_operations(raw)
     except InvalidRequest as exc:
         assert exc.code == "INVALID_REQUEST"
         assert exc.message
         return
-    apply_operations(properties={}, operations=parsed)
+    # $increment is left out: see test_increment_of_a_float_by_a_huge_int_overflows.
+    parsed = [operation for operation in parsed if operation[0] != "$increment"]
+    apply_operations(properties=properties, operations=parsed)

@@ -13,6 +13,7 @@ import json
 import logging
 import random
 import re
+import ssl
 import tempfile
 import threading
 import time
@@ -120,7 +121,7 @@ class _TrackingLoop(asyncio.SelectorEventLoop):
     ASGI offers no way to reset a connection; aborting the transport is what a network fault looks like.
     """
 
-    def __init__(self, connections: dict[tuple[str, int], asyncio.BaseTransport]) -> None:
+    def __init__(self, connections: dict[tuple[str, int], asyncio.Transport]) -> None:
         super().__init__()
         self._connections = connections
 
@@ -135,7 +136,7 @@ class _TrackingLoop(asyncio.SelectorEventLoop):
             def connection_made(transport: asyncio.BaseTransport) -> None:
                 nonlocal peer
                 address = transport.get_extra_info("peername")
-                if address:
+                if address and isinstance(transport, asyncio.Transport):
                     peer = (address[0], address[1])
                     connections[peer] = transport
                 made(transport)
@@ -202,7 +203,7 @@ class FakeApns:
         self._requests: list[RecordedRequest] = []
         self._delivered: list[str] = []
         self._scripts: deque[ScriptedApns] = deque()
-        self._connections: dict[tuple[str, int], asyncio.BaseTransport] = {}
+        self._connections: dict[tuple[str, int], asyncio.Transport] = {}
         self._ca = trustme.CA()
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._stopping: asyncio.Event | None = None
@@ -219,10 +220,8 @@ class FakeApns:
         return f"https://127.0.0.1:{self.port}"
 
     @property
-    def client_verify(self) -> Any:
+    def client_verify(self) -> ssl.SSLContext:
         """A fresh ``ssl.SSLContext`` trusting the fake's CA (pass as httpx ``verify=``)."""
-        import ssl
-
         return ssl.create_default_context(cafile=self.ca_pem_path)
 
     def start(self) -> FakeApns:

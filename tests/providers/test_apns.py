@@ -23,11 +23,7 @@ from magpie.providers.base import (
     SendResult,
     TokenInvalid,
 )
-
-try:
-    from tests.fakes.apns import FakeApns
-except ModuleNotFoundError:  # plain `pytest` puts tests/, not the project root, on sys.path
-    from fakes.apns import FakeApns  # type: ignore[no-redef]
+from tests.fakes.apns import FakeApns
 
 T = TypeVar("T")
 TOKEN = "a1" * 32

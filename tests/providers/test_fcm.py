@@ -25,11 +25,7 @@ from magpie.providers.base import (
     TokenInvalid,
 )
 from magpie.providers.fcm import FCM_SCOPE, FcmProvider, parse_retry_after
-
-try:
-    from tests.fakes.fcm import FakeFcm, http_date
-except ModuleNotFoundError:  # plain `pytest` puts tests/, not the project root, on sys.path
-    from fakes.fcm import FakeFcm, http_date  # type: ignore[no-redef]
+from tests.fakes.fcm import FakeFcm, http_date
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,7 +158,9 @@ def test_send_ttl_clamped_to_fcm_maximum(fcm: FakeFcm) -> None:
 # -- OAuth2 -------------------------------------------------------------------------------------------
 
 
-def test_token_request_is_signed_service_account_grant(fcm: FakeFcm, clock: Clock) -> None:
+def test_token_request_is_signed_service_account_grant(
+    fcm: FakeFcm, clock: Clock, rsa_key: rsa.RSAPrivateKey
+) -> None:
     send(fcm)
 
     [token_request] = fcm.token_requests
@@ -170,11 +168,12 @@ def test_token_request_is_signed_service_account_grant(fcm: FakeFcm, clock: Cloc
     assert token_request.form["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer"
     assertion = token_request.form["assertion"]
     assert jwt.get_unverified_header(assertion) == {"alg": "RS256", "kid": "fake-key-1", "typ": "JWT"}
-    public_key = serialization.load_pem_private_key(
-        fcm.service_account()["private_key"].encode(), password=None
-    ).public_key()
     claims = jwt.decode(
-        assertion, public_key, algorithms=["RS256"], audience=fcm.token_uri, options={"verify_exp": False}
+        assertion,
+        rsa_key.public_key(),
+        algorithms=["RS256"],
+        audience=fcm.token_uri,
+        options={"verify_exp": False},
     )
     assert claims == {
         "iss": fcm.client_email,
@@ -612,6 +611,47 @@ def test_fake_rejects_malformed_send(fcm: FakeFcm, payload: dict[str, Any], prob
     assert status == 400
     assert body["error"]["status"] == "INVALID_ARGUMENT"
     assert problem in body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("grant_type", "claim_changes", "error"),
+    [
+        pytest.param("client_credentials", {}, "unsupported_grant_type", id="grant-type"),
+        pytest.param(None, {"exp": NOW - 1}, "invalid_grant", id="expired"),
+        pytest.param(None, {"exp": NOW + 7200}, "invalid_grant", id="too-long-lived"),
+        pytest.param(None, {"aud": "https://oauth2.googleapis.com/token"}, "invalid_grant", id="audience"),
+        pytest.param(
+            None, {"scope": "https://www.googleapis.com/auth/cloud-platform"}, "invalid_scope", id="scope"
+        ),
+    ],
+)
+def test_fake_token_endpoint_refuses_bad_grants(
+    fcm: FakeFcm,
+    rsa_key: rsa.RSAPrivateKey,
+    grant_type: str | None,
+    claim_changes: dict[str, Any],
+    error: str,
+) -> None:
+    claims = {
+        "iss": fcm.client_email,
+        "scope": FCM_SCOPE,
+        "aud": fcm.token_uri,
+        "iat": NOW,
+        "exp": NOW + 3600,
+    }
+    claims.update(claim_changes)
+    assertion = jwt.encode(claims, rsa_key, algorithm="RS256", headers={"kid": fcm.private_key_id})
+    form = {"grant_type": grant_type or "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": assertion}
+
+    async def main() -> tuple[int, Any]:
+        async with aiohttp.ClientSession() as session, session.post(fcm.token_uri, data=form) as response:
+            return response.status, await response.json()
+
+    status, body = asyncio.run(main())
+
+    assert status == 400
+    assert body["error"] == error
+    assert fcm.issued_tokens == []
 
 
 def test_fake_cli_serves_benchmark_process(tmp_path: Path) -> None:

@@ -24,7 +24,11 @@ def test_increment_200_concurrent_requests_end_at_200(client: AppClient, env: En
 def test_increment_concurrent_with_link_and_set_keeps_every_update(client: AppClient, env: Env) -> None:
     calls = []
     for i in range(150):
-        body = {"userId": "u1", "deviceId": f"d{i % 7}", "operations": {"$increment": {"n": 1}, "$appendOnce": {"seen": i % 10}}}
+        body = {
+            "userId": "u1",
+            "deviceId": f"d{i % 7}",
+            "operations": {"$increment": {"n": 1}, "$appendOnce": {"seen": i % 10}},
+        }
         calls.append(("POST", "/v1/properties", {"json": body, "headers": env.headers}))
     assert {r.status_code for r in client.gather(calls)} == {200}
     props = client.user(env, "u1")["properties"]
@@ -35,17 +39,23 @@ def test_increment_concurrent_with_link_and_set_keeps_every_update(client: AppCl
 async def _blast(urls: list[str], headers: dict[str, str], total: int) -> list[int]:
     limits = httpx.Limits(max_connections=64)
     async with httpx.AsyncClient(limits=limits, timeout=30) as http:
-        tasks = [http.post(urls[i % len(urls)] + "/v1/properties", json=INCREMENT, headers=headers) for i in range(total)]
+        tasks = [
+            http.post(urls[i % len(urls)] + "/v1/properties", json=INCREMENT, headers=headers)
+            for i in range(total)
+        ]
         return [r.status_code for r in await asyncio.gather(*tasks)]
 
 
 @pytest.mark.pg
 @pytest.mark.slow
-def test_increment_200_concurrent_across_two_server_processes_on_postgres(pg_database: str, tmp_path: Path) -> None:
+def test_increment_200_concurrent_across_two_server_processes_on_postgres(
+    pg_database: str, tmp_path: Path
+) -> None:
     db = Database(pg_database)
     env = make_env(db)
     servers = [
-        ServerProcess(data_dir=tmp_path / "data", database_url=pg_database, env={"MAGPIE_WORKERS": "0"}) for _ in range(2)
+        ServerProcess(data_dir=tmp_path / "data", database_url=pg_database, env={"MAGPIE_WORKERS": "0"})
+        for _ in range(2)
     ]
     try:
         for server in servers:
@@ -56,7 +66,9 @@ def test_increment_200_concurrent_across_two_server_processes_on_postgres(pg_dat
         for server in servers:
             server.stop()
     with db.transaction(write=False) as conn:
-        row = db.fetchone(conn, "SELECT properties FROM profiles WHERE env_id = ? AND ident = 'counter'", (env.id,))
+        row = db.fetchone(
+            conn, "SELECT properties FROM profiles WHERE env_id = ? AND ident = 'counter'", (env.id,)
+        )
     assert row is not None and row[0] == '{"n":200}'
 
 
@@ -70,5 +82,7 @@ def test_increment_200_concurrent_on_server_process(settings: Settings, tmp_path
         statuses = asyncio.run(_blast([server.url], {"X-HACKLE-API-KEY": env.key}, 200))
     assert statuses == [200] * 200
     with db.transaction(write=False) as conn:
-        row = db.fetchone(conn, "SELECT properties FROM profiles WHERE env_id = ? AND ident = 'counter'", (env.id,))
+        row = db.fetchone(
+            conn, "SELECT properties FROM profiles WHERE env_id = ? AND ident = 'counter'", (env.id,)
+        )
     assert row is not None and row[0] == '{"n":200}'

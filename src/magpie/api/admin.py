@@ -13,7 +13,7 @@ import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from magpie.api.context import Context
@@ -35,11 +35,15 @@ def _json(value: Any, status: int = 200) -> Response:
 
 def error_response(exc: MagpieError) -> Response:
     headers = {"retry-after": str(getattr(exc, "retry_after", 1))} if exc.status == 429 else None
-    return _json({"code": exc.code, "message": exc.message}, exc.status) if headers is None else Response(
-        msgspec.json.encode({"code": exc.code, "message": exc.message}),
-        status_code=exc.status,
-        media_type="application/json",
-        headers=headers,
+    return (
+        _json({"code": exc.code, "message": exc.message}, exc.status)
+        if headers is None
+        else Response(
+            msgspec.json.encode({"code": exc.code, "message": exc.message}),
+            status_code=exc.status,
+            media_type="application/json",
+            headers=headers,
+        )
     )
 
 
@@ -51,7 +55,9 @@ async def body_json(request: Request) -> Any:
         raise InvalidRequest(f"malformed JSON: {exc}") from exc
 
 
-def admin(app: MagpieApp, handler: AdminHandler, *, status: int = 200) -> Callable[[Request], Awaitable[Response]]:
+def admin(
+    app: MagpieApp, handler: AdminHandler, *, status: int = 200
+) -> Callable[[Request], Awaitable[Response]]:
     """Wrap an admin handler: check the bearer token, map errors, encode the result."""
 
     async def endpoint(request: Request) -> Response:
@@ -142,7 +148,9 @@ async def create_key(ctx: Context, request: Request) -> Any:
 
 async def revoke_key(ctx: Context, request: Request) -> Any:
     """Revoke an API key by its prefix; it is rejected from the next request on."""
-    info = await in_thread(lambda: accounts.revoke_api_key(ctx.db, key_or_prefix=request.path_params["prefix"]))
+    info = await in_thread(
+        lambda: accounts.revoke_api_key(ctx.db, key_or_prefix=request.path_params["prefix"])
+    )
     ctx.auth.clear()
     return msgspec.to_builtins(info)
 

@@ -69,6 +69,17 @@ class Authenticator:
             raise ApiKeyNotFound()
         return await self.check(key)
 
+    async def check_read(self, headers: dict[bytes, bytes]) -> int:
+        """Authenticate a read straight against the database (no cache): returns the environment."""
+        raw = headers.get(API_KEY_HEADER)
+        key = raw.decode("latin-1").strip() if raw is not None else ""
+        if not key:
+            raise ApiKeyNotFound()
+        env_id = await asyncio.get_running_loop().run_in_executor(self.executor, self._lookup, key)
+        if env_id is None:
+            raise InvalidApiKey()
+        return env_id
+
     async def check(self, key: str) -> tuple[str, int]:
         found = self._cache.get(key)
         if found is None:

@@ -25,6 +25,12 @@ class Context:
     cipher: Cipher
     clock: Callable[[], float] = time.time
     extras: dict[str, Any] = field(default_factory=dict)
+    wakers: list[Callable[[], None]] = field(default_factory=list)
+
+    def wake_workers(self) -> None:
+        """Tell in-process workers new work is waiting, instead of letting them poll for it."""
+        for wake in self.wakers:
+            wake()
 
     async def read(self, fn: Callable[[Any], Any]) -> Any:
         """Run ``fn(conn)`` on a reader thread, inside one read transaction."""

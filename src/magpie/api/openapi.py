@@ -76,7 +76,10 @@ def _subscription(user_required: bool, night: bool = False) -> dict[str, Any]:
     if not user_required:
         props["deviceId"] = _ID
     if night:
-        props["nightSubscriptionStatus"] = {**_STATUS, "description": "magpie extension: night-time push consent"}
+        props["nightSubscriptionStatus"] = {
+            **_STATUS,
+            "description": "magpie extension: night-time push consent",
+        }
     return {"type": "object", "properties": props, "required": ["userId"] if user_required else []}
 
 
@@ -127,7 +130,10 @@ PATHS: dict[str, dict[str, Any]] = {
             body={
                 "type": "object",
                 "required": ["userId", "phoneNumber"],
-                "properties": {"userId": {"type": "string"}, "phoneNumber": {"type": "string", "example": "+821012345678"}},
+                "properties": {
+                    "userId": {"type": "string"},
+                    "phoneNumber": {"type": "string", "example": "+821012345678"},
+                },
             },
             extra400=["INVALID_PHONE_NUMBER"],
         ),

@@ -50,7 +50,12 @@ async def set_phone_number(ctx: Context, request: Request) -> Response:
     user_id, _ = _identity(body, user_required=True)
     number = phone.normalize(body.get("phoneNumber"))
     job = SetPhone(
-        phone=number, key_hash=key_hash, env_id=env_id, user_id=user_id, device_id=None, on_revoked=ctx.auth.forget_hash
+        phone=number,
+        key_hash=key_hash,
+        env_id=env_id,
+        user_id=user_id,
+        device_id=None,
+        on_revoked=ctx.auth.forget_hash,
     )
     await ctx.writer.submit(job)
     return 200, SUCCESS
@@ -63,7 +68,12 @@ async def delete_phone_number(ctx: Context, request: Request) -> Response:
     if user_id is None:
         raise EmptyIdentifier("userId is required")
     job = SetPhone(
-        phone=None, key_hash=key_hash, env_id=env_id, user_id=user_id, device_id=None, on_revoked=ctx.auth.forget_hash
+        phone=None,
+        key_hash=key_hash,
+        env_id=env_id,
+        user_id=user_id,
+        device_id=None,
+        on_revoked=ctx.auth.forget_hash,
     )
     await ctx.writer.submit(job)
     return 200, SUCCESS

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from magpie.api import profiles
+from magpie.api import profiles, push
 
 if TYPE_CHECKING:
     from magpie.app import MagpieApp
+
+Matcher = Callable[[str], dict[str, str] | None]
 
 
 def install(app: MagpieApp) -> None:
@@ -17,3 +20,24 @@ def install(app: MagpieApp) -> None:
     app.add_route("POST", "/v1/push-subscriptions", profiles.push_subscriptions)
     app.add_route("POST", "/v1/kakao-subscriptions", profiles.kakao_subscriptions)
     app.add_route("POST", "/v1/sms-subscriptions", profiles.sms_subscriptions)
+    app.add_route("POST", "/v1/push-message/trigger/send", push.trigger_send)
+    app.add_route("POST", "/v1/push-tokens", push.register_push_token)
+    app.add_param_route(
+        "GET", prefix_param("/v1/push-message/dispatches/", "", "dispatch_id"), push.get_dispatch
+    )
+    app.add_param_route(
+        "GET", prefix_param("/v1/push-message/campaigns/", "/stats", "campaign_key"), push.get_campaign_stats
+    )
+
+
+def prefix_param(prefix: str, suffix: str, name: str) -> Matcher:
+    """Match ``prefix<value>suffix`` where the value is one path segment."""
+
+    def match(path: str) -> dict[str, str] | None:
+        if path.startswith(prefix) and path.endswith(suffix) and len(path) > len(prefix) + len(suffix):
+            value = path[len(prefix) : len(path) - len(suffix)]
+            if "/" not in value:
+                return {name: value}
+        return None
+
+    return match

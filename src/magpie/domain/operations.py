@@ -48,8 +48,7 @@ def _check_value(op: str, key: str, value: object) -> None:
     if isinstance(value, str):
         if len(value) > MAX_STRING_LENGTH:
             raise InvalidRequest(
-                f"{op}.{key}: string values are limited to {MAX_STRING_LENGTH} characters "
-                f"(got {len(value)})"
+                f"{op}.{key}: string values are limited to {MAX_STRING_LENGTH} characters (got {len(value)})"
             )
         return
     if isinstance(value, bool) or is_number(value):

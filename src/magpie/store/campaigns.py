@@ -1,10 +1,162 @@
-"""Campaigns and static cohorts."""
+"""Campaigns (create or update by key) and static cohorts."""
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
+import msgspec
+
+from magpie.domain.campaigns import DEMO_CAMPAIGN, Campaign, parse_campaign
+from magpie.errors import InvalidRequest, NotFound
 from magpie.store.db import Database
+
+_decode = msgspec.json.decode
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+def apply_campaign(db: Database, *, env_id: int, raw: Any) -> tuple[Campaign, bool]:
+    """Validate and store a campaign, creating it or replacing the one with the same key.
+
+    Returns the campaign and whether it was created.
+    """
+    campaign = parse_campaign(raw)
+    definition = msgspec.json.encode(campaign.to_json()).decode()
+    now = _now()
+    with db.transaction() as conn:
+        existing = db.fetchone(
+            conn, "SELECT 1 FROM campaigns WHERE env_id = ? AND key = ? FOR UPDATE", (env_id, campaign.key)
+        )
+        if existing is None:
+            db.execute(
+                conn,
+                "INSERT INTO campaigns (env_id, key, name, status, definition, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (env_id, campaign.key, campaign.name, campaign.status, definition, now, now),
+            )
+        else:
+            db.execute(
+                conn,
+                "UPDATE campaigns SET name = ?, status = ?, definition = ?, updated_at = ? WHERE env_id = ? AND key = ?",
+                (campaign.name, campaign.status, definition, now, env_id, campaign.key),
+            )
+    return campaign, existing is None
+
+
+def _row_json(row: tuple[Any, ...]) -> dict[str, Any]:
+    definition: dict[str, Any] = _decode(row[0])
+    definition["createdAt"], definition["updatedAt"] = row[1], row[2]
+    return definition
+
+
+def list_campaigns(conn: Any, db: Database, *, env_id: int) -> list[dict[str, Any]]:
+    rows = db.fetchall(
+        conn,
+        "SELECT definition, created_at, updated_at FROM campaigns WHERE env_id = ? ORDER BY key",
+        (env_id,),
+    )
+    return [_row_json(r) for r in rows]
+
+
+def get_campaign_json(conn: Any, db: Database, *, env_id: int, key: int) -> dict[str, Any]:
+    row = db.fetchone(
+        conn,
+        "SELECT definition, created_at, updated_at FROM campaigns WHERE env_id = ? AND key = ?",
+        (env_id, key),
+    )
+    if row is None:
+        raise NotFound(f"no campaign with key {key}")
+    return _row_json(row)
+
+
+class CampaignCache:
+    """Parsed campaigns (with compiled templates) per process, refreshed when the row changes."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[int, int], tuple[int, Campaign]] = {}
+
+    def load(self, conn: Any, db: Database, *, env_id: int, key: int) -> Campaign | None:
+        row = db.fetchone(
+            conn, "SELECT definition, updated_at FROM campaigns WHERE env_id = ? AND key = ?", (env_id, key)
+        )
+        if row is None:
+            return None
+        cached = self._cache.get((env_id, key))
+        if cached is not None and cached[0] == row[1]:
+            return cached[1]
+        campaign = parse_campaign(_decode(row[0]))
+        self._cache[(env_id, key)] = (row[1], campaign)
+        return campaign
 
 
 def bootstrap_demo(db: Database, *, env_id: int) -> int | None:
-    del db, env_id
-    return None
+    """The demo campaign of a new store: key 1, ACTIVE, on the sandbox provider."""
+    campaign, _ = apply_campaign(db, env_id=env_id, raw=DEMO_CAMPAIGN)
+    return campaign.key
+
+
+# -- static cohorts ---------------------------------------------------------------------------------
+
+MAX_COHORT_MEMBERS = 1_000_000
+
+
+def set_cohort(db: Database, *, env_id: int, name: str, members: Any) -> int:
+    """Replace a static cohort's members (user ids or device ids)."""
+    if not isinstance(name, str) or not 1 <= len(name) <= 128:
+        raise InvalidRequest("a cohort name is 1 to 128 characters")
+    if not isinstance(members, list) or not all(isinstance(m, str) and 0 < len(m) <= 256 for m in members):
+        raise InvalidRequest("members must be a list of ids (non-empty strings of at most 256 characters)")
+    if len(members) > MAX_COHORT_MEMBERS:
+        raise InvalidRequest(f"a static cohort holds at most {MAX_COHORT_MEMBERS} ids")
+    unique = sorted(set(members))
+    with db.transaction() as conn:
+        db.execute(conn, "DELETE FROM cohort_members WHERE env_id = ? AND cohort = ?", (env_id, name))
+        db.executemany(
+            conn,
+            "INSERT INTO cohort_members (env_id, cohort, member) VALUES (?, ?, ?)",
+            [(env_id, name, m) for m in unique],
+        )
+    return len(unique)
+
+
+def cohort_view(conn: Any, db: Database, *, env_id: int, name: str, limit: int = 1000) -> dict[str, Any]:
+    count = db.fetchone(
+        conn, "SELECT COUNT(*) FROM cohort_members WHERE env_id = ? AND cohort = ?", (env_id, name)
+    )
+    total = int(count[0]) if count else 0
+    if total == 0:
+        raise NotFound(f"no cohort named '{name}'")
+    rows = db.fetchall(
+        conn,
+        "SELECT member FROM cohort_members WHERE env_id = ? AND cohort = ? ORDER BY member LIMIT ?",
+        (env_id, name, limit),
+    )
+    return {"name": name, "size": total, "members": [r[0] for r in rows]}
+
+
+def list_cohorts(conn: Any, db: Database, *, env_id: int) -> list[dict[str, Any]]:
+    rows = db.fetchall(
+        conn,
+        "SELECT cohort, COUNT(*) FROM cohort_members WHERE env_id = ? GROUP BY cohort ORDER BY cohort",
+        (env_id,),
+    )
+    return [{"name": r[0], "size": int(r[1])} for r in rows]
+
+
+def memberships(
+    conn: Any, db: Database, *, env_id: int, cohorts: set[str], ids: set[str]
+) -> set[tuple[str, str]]:
+    """Which of ``ids`` belong to which of ``cohorts``: a set of ``(cohort, id)``."""
+    if not cohorts or not ids:
+        return set()
+    id_list, cohort_list = sorted(ids), sorted(cohorts)
+    rows = db.fetchall(
+        conn,
+        f"SELECT cohort, member FROM cohort_members WHERE env_id = ? AND cohort IN ({','.join('?' * len(cohort_list))}) "
+        f"AND member IN ({','.join('?' * len(id_list))})",
+        (env_id, *cohort_list, *id_list),
+    )
+    return {(r[0], r[1]) for r in rows}

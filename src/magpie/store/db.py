@@ -91,7 +91,7 @@ class Database:
     def rollback(self, conn: Any) -> None:
         try:
             conn.execute("ROLLBACK")
-        except Exception:  # noqa: BLE001 - nothing to roll back is fine
+        except Exception:
             pass
 
     def execute(self, conn: Any, text: str, params: Sequence[Any] = ()) -> Any:
@@ -149,7 +149,7 @@ class Database:
         for conn in readers:
             try:
                 conn.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection may fail; it is gone either way
+            except Exception:
                 pass
         self._local = threading.local()
 
@@ -177,7 +177,7 @@ class Database:
             with engine.connect() as connection:
                 try:
                     row = connection.execute(text("SELECT version_num FROM alembic_version")).first()
-                except Exception:  # noqa: BLE001 - no table yet means no revision
+                except Exception:
                     return None
                 return None if row is None else str(row[0])
         finally:

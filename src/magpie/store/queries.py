@@ -43,7 +43,9 @@ def _tokens(conn: Any, db: Database, env_id: int, device_id: str) -> list[dict[s
 def user_view(conn: Any, db: Database, cipher: Cipher, *, env_id: int, user_id: str) -> dict[str, Any]:
     """Everything magpie knows about a user: properties, consents, masked phone, devices."""
     row = db.fetchone(
-        conn, f"SELECT {_PROFILE} FROM profiles WHERE env_id = ? AND kind = ? AND ident = ?", (env_id, USER, user_id)
+        conn,
+        f"SELECT {_PROFILE} FROM profiles WHERE env_id = ? AND kind = ? AND ident = ?",
+        (env_id, USER, user_id),
     )
     devices = db.fetchall(
         conn,

@@ -91,6 +91,8 @@ class Tx:
         self._keys: dict[str, int | None] = {}
         self._journal: list[tuple[ProfileRow, tuple[Any, ...]]] | None = None
         self.after_commit: list[Any] = []
+        # Per-transaction lookups jobs share (e.g. campaign status), valid until commit.
+        self.memo: dict[Any, Any] = {}
 
     # -- SQL pass-through ------------------------------------------------------------------
 
@@ -111,7 +113,9 @@ class Tx:
     def key_env(self, key_hash: str) -> int | None:
         """The environment of a live API key, checked once per batch (revocations bite at once)."""
         if key_hash not in self._keys:
-            row = self.fetchone("SELECT env_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (key_hash,))
+            row = self.fetchone(
+                "SELECT env_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (key_hash,)
+            )
             self._keys[key_hash] = None if row is None else int(row[0])
         return self._keys[key_hash]
 

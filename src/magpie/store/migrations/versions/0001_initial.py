@@ -94,6 +94,8 @@ def upgrade() -> None:
     op.create_table(
         "dispatches",
         sa.Column("id", sa.String(36), primary_key=True),
+        # A 52-bit number for the same dispatch: Hackle's SDKs carry execution ids as numbers.
+        sa.Column("exec_id", sa.BigInteger, nullable=False, unique=True),
         sa.Column("env_id", sa.Integer, nullable=False),
         sa.Column("campaign_key", sa.Integer, nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
@@ -132,7 +134,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "deliveries",
-        sa.Column("id", sa.String(36), primary_key=True),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("env_id", sa.Integer, nullable=False),
         sa.Column("dispatch_id", sa.String(36), nullable=False),
         sa.Column("recipient_idx", sa.Integer, nullable=False),
@@ -148,7 +150,9 @@ def upgrade() -> None:
         sa.Column("created_at", _ms, nullable=False),
         sa.Column("updated_at", _ms, nullable=False),
     )
-    op.create_index("ix_deliveries_dispatch", "deliveries", ["dispatch_id", "recipient_idx"])
+    op.create_index(
+        "ux_deliveries_target", "deliveries", ["dispatch_id", "recipient_idx", "token"], unique=True
+    )
     op.create_index("ix_deliveries_user", "deliveries", ["env_id", "user_key", "created_at"])
     # Marketing sends counted by the frequency caps.
     op.create_table(
@@ -165,7 +169,7 @@ def upgrade() -> None:
         "inbox",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("env_id", sa.Integer, nullable=False),
-        sa.Column("delivery_id", sa.String(36), nullable=False),
+        sa.Column("delivery_id", sa.BigInteger, nullable=False),
         sa.Column("token", sa.String(512), nullable=False),
         sa.Column("payload", sa.Text, nullable=False),
         sa.Column("created_at", _ms, nullable=False),
@@ -177,7 +181,7 @@ def upgrade() -> None:
         sa.Column("insert_id", sa.String(128), primary_key=True),
         sa.Column("campaign_key", sa.Integer, nullable=True),
         sa.Column("dispatch_id", sa.String(36), nullable=True),
-        sa.Column("delivery_id", sa.String(36), nullable=True),
+        sa.Column("delivery_id", sa.BigInteger, nullable=True),
         sa.Column("clicked_at", _ms, nullable=False),
     )
     op.create_index("ix_push_clicks_campaign", "push_clicks", ["env_id", "campaign_key", "clicked_at"])

@@ -1,0 +1,131 @@
+"""Admin API for campaigns, static cohorts, dispatches, statistics and the sandbox inbox."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.routing import BaseRoute, Route
+
+from magpie.api.admin import admin, body_json, in_thread
+from magpie.api.context import Context
+from magpie.api.push import parse_time
+from magpie.errors import InvalidRequest
+from magpie.store import campaigns, dispatches, queries
+
+if TYPE_CHECKING:
+    from magpie.app import MagpieApp
+
+
+async def _env_id(ctx: Context, request: Request) -> int:
+    name = request.path_params["env"]
+    env_id: int = await ctx.read(lambda conn: queries.env_id_by_name(conn, ctx.db, name))
+    return env_id
+
+
+def _key(request: Request) -> int:
+    raw = request.path_params["key"]
+    if not raw.isdigit():
+        raise InvalidRequest("a campaign key is a positive integer")
+    return int(raw)
+
+
+async def list_campaigns(ctx: Context, request: Request) -> Any:
+    """List an environment's campaigns."""
+    env_id = await _env_id(ctx, request)
+    return {"campaigns": await ctx.read(lambda conn: campaigns.list_campaigns(conn, ctx.db, env_id=env_id))}
+
+
+async def apply_campaign(ctx: Context, request: Request) -> Any:
+    """Create or update a campaign by its key (declarative apply)."""
+    env_id = await _env_id(ctx, request)
+    body = await body_json(request)
+    if "key" in request.path_params:
+        if not isinstance(body, dict):
+            raise InvalidRequest("a campaign must be an object")
+        body = {**body, "key": _key(request)}
+    campaign, created = await in_thread(lambda: campaigns.apply_campaign(ctx.db, env_id=env_id, raw=body))
+    return {"campaign": campaign.to_json(), "created": created}
+
+
+async def get_campaign(ctx: Context, request: Request) -> Any:
+    """Show one campaign."""
+    env_id = await _env_id(ctx, request)
+    key = _key(request)
+    return await ctx.read(lambda conn: campaigns.get_campaign_json(conn, ctx.db, env_id=env_id, key=key))
+
+
+async def campaign_stats(ctx: Context, request: Request) -> Any:
+    """Campaign statistics over ``from``..``to`` (epoch ms or ISO-8601; default the last 7 days)."""
+    env_id = await _env_id(ctx, request)
+    key = _key(request)
+    now = int(time.time() * 1000)
+    since = parse_time(request.query_params.get("from"), name="from", default=now - 7 * 86_400_000)
+    until = parse_time(request.query_params.get("to"), name="to", default=now + 1)
+    return await ctx.read(
+        lambda conn: dispatches.campaign_stats(
+            conn, ctx.db, env_id=env_id, campaign_key=key, since=since, until=until
+        )
+    )
+
+
+async def list_cohorts(ctx: Context, request: Request) -> Any:
+    """List static cohorts with their sizes."""
+    env_id = await _env_id(ctx, request)
+    return {"cohorts": await ctx.read(lambda conn: campaigns.list_cohorts(conn, ctx.db, env_id=env_id))}
+
+
+async def put_cohort(ctx: Context, request: Request) -> Any:
+    """Replace a static cohort's members: ``{"members": ["user-1", ...]}``."""
+    env_id = await _env_id(ctx, request)
+    body = await body_json(request)
+    members = body.get("members") if isinstance(body, dict) else None
+    name = request.path_params["name"]
+    size = await in_thread(lambda: campaigns.set_cohort(ctx.db, env_id=env_id, name=name, members=members))
+    return {"name": name, "size": size}
+
+
+async def get_cohort(ctx: Context, request: Request) -> Any:
+    """Show a static cohort (the first 1,000 members)."""
+    env_id = await _env_id(ctx, request)
+    name = request.path_params["name"]
+    return await ctx.read(lambda conn: campaigns.cohort_view(conn, ctx.db, env_id=env_id, name=name))
+
+
+async def get_dispatch(ctx: Context, request: Request) -> Any:
+    """Show a dispatch with per-recipient outcomes and deliveries."""
+    env_id = await _env_id(ctx, request)
+    dispatch_id = request.path_params["dispatch_id"]
+    return await ctx.read(
+        lambda conn: dispatches.dispatch_view(conn, ctx.db, env_id=env_id, dispatch_id=dispatch_id)
+    )
+
+
+async def get_inbox(ctx: Context, request: Request) -> Any:
+    """The sandbox inbox, newest first (``limit``, ``before`` for paging)."""
+    env_id = await _env_id(ctx, request)
+    limit = min(500, int(request.query_params.get("limit", "50") or 50))
+    before = request.query_params.get("before")
+    after = int(before) if before and before.isdigit() else None
+    return {
+        "messages": await ctx.read(
+            lambda conn: dispatches.inbox(conn, ctx.db, env_id=env_id, limit=limit, after=after)
+        )
+    }
+
+
+def push_admin_routes(app: MagpieApp) -> list[BaseRoute]:
+    env = "/admin/v1/environments/{env}"
+    return [
+        Route(env + "/campaigns", admin(app, list_campaigns), methods=["GET"]),
+        Route(env + "/campaigns", admin(app, apply_campaign), methods=["POST"]),
+        Route(env + "/campaigns/{key}", admin(app, get_campaign), methods=["GET"]),
+        Route(env + "/campaigns/{key}", admin(app, apply_campaign), methods=["PUT"]),
+        Route(env + "/campaigns/{key}/stats", admin(app, campaign_stats), methods=["GET"]),
+        Route(env + "/cohorts", admin(app, list_cohorts), methods=["GET"]),
+        Route(env + "/cohorts/{name}", admin(app, put_cohort), methods=["PUT"]),
+        Route(env + "/cohorts/{name}", admin(app, get_cohort), methods=["GET"]),
+        Route(env + "/dispatches/{dispatch_id}", admin(app, get_dispatch), methods=["GET"]),
+        Route(env + "/inbox", admin(app, get_inbox), methods=["GET"]),
+    ]

@@ -1,0 +1,158 @@
+"""Push endpoints: Hackle's trigger send, and magpie's push tokens and delivery statistics."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from magpie.api._http import SUCCESS, Request, Response, encode
+from magpie.api.context import Context
+from magpie.domain.identity import clean_id, require_identifier
+from magpie.errors import ExceedUserMaxLength, InvalidRequest
+from magpie.store.dispatches import AcceptTrigger, RegisterToken, campaign_stats, dispatch_view
+
+MAX_USERS = 50
+MAX_API_PROPERTIES = 64
+MAX_API_VALUE = 1024
+_IDEMPOTENCY_HEADER = b"idempotency-key"
+
+
+def _api_properties(raw: object, index: int) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise InvalidRequest(f"users[{index}].apiProperties must be an object")
+    if len(raw) > MAX_API_PROPERTIES:
+        raise InvalidRequest(f"users[{index}].apiProperties may hold at most {MAX_API_PROPERTIES} keys")
+    for key, value in raw.items():
+        if not isinstance(value, str | int | float | bool):
+            raise InvalidRequest(f"users[{index}].apiProperties.{key} must be a string, number or boolean")
+        if isinstance(value, str) and len(value) > MAX_API_VALUE:
+            raise InvalidRequest(
+                f"users[{index}].apiProperties.{key} is longer than {MAX_API_VALUE} characters"
+            )
+    return raw
+
+
+def parse_trigger(body: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
+    """Validate a trigger-send body exactly as Hackle does; returns the campaign key and users."""
+    key = body.get("campaignKey")
+    if isinstance(key, float) and key.is_integer():
+        key = int(key)
+    if not isinstance(key, int) or isinstance(key, bool):
+        raise InvalidRequest("campaignKey must be a number")
+    users = body.get("users")
+    if not isinstance(users, list):
+        raise InvalidRequest("users must be a list of 1 to 50 users")
+    if len(users) > MAX_USERS:
+        raise ExceedUserMaxLength()
+    if not users:
+        raise InvalidRequest("users must hold at least one user")
+    parsed: list[dict[str, Any]] = []
+    for index, user in enumerate(users):
+        if not isinstance(user, dict):
+            raise InvalidRequest(f"users[{index}] must be an object")
+        user_id = clean_id(user.get("userId"), field=f"users[{index}].userId")
+        device_id = clean_id(user.get("deviceId"), field=f"users[{index}].deviceId")
+        require_identifier(user_id, device_id)
+        entry: dict[str, Any] = {"userId": user_id, "deviceId": device_id}
+        props = _api_properties(user.get("apiProperties"), index)
+        if props:
+            entry["apiProperties"] = props
+        parsed.append(entry)
+    return key, parsed
+
+
+async def trigger_send(ctx: Context, request: Request) -> Response:
+    """Send an API-triggered push campaign to up to 50 users; delivery happens after the response."""
+    key_hash, env_id = await ctx.auth.authenticate(request.headers)
+    campaign_key, users = parse_trigger(request.json_object())
+    idempotency = request.header(_IDEMPOTENCY_HEADER)
+    if idempotency is not None and not 1 <= len(idempotency) <= 255:
+        raise InvalidRequest("Idempotency-Key must be 1 to 255 characters")
+    job = AcceptTrigger(
+        key_hash=key_hash,
+        env_id=env_id,
+        campaign_key=campaign_key,
+        users=encode(users).decode(),
+        requested=len(users),
+        idempotency_key=idempotency,
+        on_revoked=ctx.auth.forget_hash,
+    )
+    dispatch_id, created = await ctx.writer.submit(job)
+    if created:
+        ctx.wake_workers()
+    return 200, encode({"dispatchId": dispatch_id, "message": "success"})
+
+
+async def register_push_token(ctx: Context, request: Request) -> Response:
+    """Register a device's FCM or APNs token (magpie extension); optionally link it to a user."""
+    key_hash, env_id = await ctx.auth.authenticate(request.headers)
+    body = request.json_object()
+    device_id = clean_id(body.get("deviceId"), field="deviceId")
+    user_id = clean_id(body.get("userId"), field="userId")
+    if device_id is None:
+        raise InvalidRequest("deviceId is required: tokens belong to devices")
+    provider = body.get("providerType")
+    if provider not in ("FCM", "APN"):
+        raise InvalidRequest("providerType must be FCM or APN")
+    token = body.get("token")
+    if not isinstance(token, str) or not 1 <= len(token.strip()) <= 512:
+        raise InvalidRequest("token must be a non-empty string of at most 512 characters")
+    status = await ctx.writer.submit(
+        RegisterToken(
+            key_hash=key_hash,
+            env_id=env_id,
+            device_id=device_id,
+            user_id=user_id,
+            provider_type=provider,
+            token=token.strip(),
+            on_revoked=ctx.auth.forget_hash,
+        )
+    )
+    if status != "ACTIVE":
+        return 200, encode({"message": "success", "tokenStatus": status})
+    return 200, SUCCESS
+
+
+async def get_dispatch(ctx: Context, request: Request) -> Response:
+    """Show a dispatch: status, counts by outcome and reason, and per-recipient outcomes."""
+    key = await ctx.auth.check_read(request.headers)
+    dispatch_id = request.path_params["dispatch_id"]
+    view = await ctx.read(lambda conn: dispatch_view(conn, ctx.db, env_id=key, dispatch_id=dispatch_id))
+    return 200, encode(view)
+
+
+def parse_time(value: str | None, *, name: str, default: int) -> int:
+    """Epoch milliseconds, or an ISO-8601 time."""
+    if value is None or value == "":
+        return default
+    if value.lstrip("-").isdigit():
+        return int(value)
+    from datetime import datetime
+
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidRequest(f"{name} must be epoch milliseconds or an ISO-8601 time") from exc
+    return int(parsed.timestamp() * 1000)
+
+
+async def get_campaign_stats(ctx: Context, request: Request) -> Response:
+    """Campaign statistics over a time range: requested, sent, failed, excluded by reason, clicks, CTR."""
+    env_id = await ctx.auth.check_read(request.headers)
+    raw_key = request.path_params["campaign_key"]
+    if not raw_key.isdigit():
+        raise InvalidRequest("the campaign key must be a number")
+    now = int(time.time() * 1000)
+    query = request.query
+    since = parse_time(query.get("from"), name="from", default=now - 7 * 86_400_000)
+    until = parse_time(query.get("to"), name="to", default=now + 1)
+    if until <= since:
+        raise InvalidRequest("to must be after from")
+    stats = await ctx.read(
+        lambda conn: campaign_stats(
+            conn, ctx.db, env_id=env_id, campaign_key=int(raw_key), since=since, until=until
+        )
+    )
+    return 200, encode(stats)

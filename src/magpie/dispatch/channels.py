@@ -1,0 +1,131 @@
+"""Which provider delivers a push: built per environment from its settings, shared HTTP clients.
+
+Clients are injected into providers, so one aiohttp session (FCM, webhook) and one
+HTTP/2 client per CA bundle (APNs) serve every environment of the process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ssl
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import aiohttp
+import httpx
+import msgspec
+
+from magpie.providers.apns import ApnsProvider
+from magpie.providers.base import Provider, ProviderRejected
+from magpie.providers.fcm import FcmProvider
+from magpie.providers.sandbox import Record, SandboxProvider
+from magpie.providers.webhook import WebhookProvider
+
+
+class NotConfigured(ProviderRejected):
+    """The campaign asks for a provider the environment has no settings for."""
+
+
+class Channels:
+    """Providers per environment, rebuilt when the environment's provider settings change."""
+
+    def __init__(
+        self,
+        *,
+        record_sandbox: Record,
+        timeout: float = 10.0,
+        concurrency: int = 64,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._record = record_sandbox
+        self._timeout = timeout
+        self._concurrency = concurrency
+        self._clock = clock
+        self._session: aiohttp.ClientSession | None = None
+        self._http2: dict[str, httpx.AsyncClient] = {}
+        self._providers: dict[tuple[int, str], tuple[str, Provider]] = {}
+        self.sandbox = SandboxProvider(record=record_sandbox)
+
+    def _aiohttp(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._concurrency * 2, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
+    def _h2(self, ca_file: str | None) -> httpx.AsyncClient:
+        key = ca_file or ""
+        client = self._http2.get(key)
+        if client is None:
+            verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
+            client = httpx.AsyncClient(
+                http2=True,
+                verify=verify,
+                timeout=self._timeout,
+                limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
+            )
+            self._http2[key] = client
+        return client
+
+    def _build(self, name: str, config: Mapping[str, Any]) -> Provider:
+        clock_kw: dict[str, Any] = {"clock": self._clock} if self._clock is not None else {}
+        if name == "fcm":
+            kw: dict[str, Any] = {"base_url": config["baseUrl"]} if config.get("baseUrl") else {}
+            return FcmProvider(
+                project_id=config["projectId"],
+                service_account=config["serviceAccount"],
+                session=self._aiohttp(),
+                timeout=self._timeout,
+                **kw,
+                **clock_kw,
+            )
+        if name == "apns":
+            kw = {"base_url": config["baseUrl"]} if config.get("baseUrl") else {}
+            return ApnsProvider(
+                team_id=config["teamId"],
+                key_id=config["keyId"],
+                private_key=config["privateKey"],
+                topic=config["topic"],
+                client=self._h2(config.get("caFile")),
+                **kw,
+                **clock_kw,
+            )
+        return WebhookProvider(
+            url=config["url"],
+            secret=config["secret"],
+            session=self._aiohttp(),
+            timeout=self._timeout,
+            **clock_kw,
+        )
+
+    def provider(self, *, env_id: int, settings: Mapping[str, Any], name: str) -> Provider:
+        """The provider ``name`` (fcm, apns, webhook) of an environment, or ``NotConfigured``."""
+        config = settings.get("providers", {}).get(name)
+        if config is None:
+            raise NotConfigured("PROVIDER_NOT_CONFIGURED", f"the environment has no {name} settings")
+        digest = hashlib.sha256(msgspec.json.encode(config)).hexdigest()
+        cached = self._providers.get((env_id, name))
+        if cached is not None and cached[0] == digest:
+            return cached[1]
+        provider = self._build(name, config)
+        self._providers[(env_id, name)] = (digest, provider)
+        return provider
+
+    def for_token(
+        self, *, env_id: int, settings: Mapping[str, Any], campaign_provider: str, token_type: str
+    ) -> Provider:
+        if campaign_provider == "sandbox":
+            return self.sandbox
+        if campaign_provider == "webhook":
+            return self.provider(env_id=env_id, settings=settings, name="webhook")
+        return self.provider(env_id=env_id, settings=settings, name="fcm" if token_type == "FCM" else "apns")
+
+    async def aclose(self) -> None:
+        for _, provider in self._providers.values():
+            await provider.aclose()
+        self._providers.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        for client in self._http2.values():
+            await client.aclose()
+        self._http2.clear()

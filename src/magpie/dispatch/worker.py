@@ -1,0 +1,584 @@
+"""The dispatch worker: claim work items, decide each recipient, render, send, record.
+
+Every recipient ends with exactly one outcome: SENT, FAILED, or EXCLUDED with a reason
+(NOT_IN_AUDIENCE, NO_CONSENT, NIGHT_TIME_DROPPED, FREQUENCY_CAP, NO_PUSH_TOKEN,
+UNKNOWN_USER). Night-time marketing recipients are handed to a work item that becomes
+available when the night ends, and are decided again then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import msgspec
+from liquid.exceptions import LiquidError
+
+from magpie.config import Settings
+from magpie.dispatch.channels import Channels
+from magpie.dispatch.retry import backoff
+from magpie.domain import compliance
+from magpie.domain.audience import Recipient, cohort_names, matches
+from magpie.domain.campaigns import Campaign, parse_campaign
+from magpie.providers.base import ProviderError, ProviderUnavailable, PushMessage, TokenInvalid
+from magpie.store.db import Database
+from magpie.store.outbox import (
+    ClaimWork,
+    DeliveryResult,
+    ExtendLease,
+    FinishItem,
+    HoldRecipients,
+    InboxRecord,
+    Planned,
+    PrepareRecipients,
+    RecordRecipient,
+    Snapshot,
+    Target,
+    WorkItem,
+    load_snapshot,
+)
+from magpie.store.tx import dumps
+from magpie.store.writer import GroupCommitWriter
+
+log = logging.getLogger("magpie.worker")
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def hackle_payload(
+    *,
+    env_id: int,
+    campaign: Campaign,
+    exec_id: int,
+    delivery_id: int,
+    title: str,
+    body: str,
+    link: str | None,
+    provider_type: str,
+) -> dict[str, Any]:
+    """The object Hackle's mobile SDKs look for before they show a push."""
+    payload: dict[str, Any] = {
+        "workspaceId": 1,
+        "environmentId": env_id,
+        "pushMessageId": campaign.key,
+        "pushMessageKey": campaign.key,
+        "pushMessageExecutionId": exec_id,
+        "pushMessageDeliveryId": delivery_id,
+        "showForeground": True,
+        "title": title,
+        "body": body,
+        "clickAction": campaign.message.click_action,
+        "link": link or "",
+        "campaignType": "PUSH_MESSAGE",
+        "debug": False,
+    }
+    image = campaign.message.image_url
+    if provider_type == "FCM":
+        payload["thumbnailImageUrl"] = image
+        payload["largeImageUrl"] = image
+    else:
+        payload["imageUrl"] = image
+    return payload
+
+
+class Dispatcher:
+    """Claims and processes work items. One per worker task; many may share a database."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        writer: GroupCommitWriter,
+        settings: Settings,
+        executor: ThreadPoolExecutor,
+        channels: Channels | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Sleep = asyncio.sleep,
+        owner: str | None = None,
+        metrics: Any = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.db = db
+        self.writer = writer
+        self.settings = settings
+        self.executor = executor
+        self.clock = clock
+        self.sleep = sleep
+        self.owner = owner or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.metrics = metrics
+        self.rng = rng or random.Random()
+        self.channels = channels or Channels(
+            record_sandbox=self._record_sandbox,
+            timeout=settings.provider_timeout_seconds,
+            concurrency=settings.worker_concurrency,
+        )
+        self._send_slots = asyncio.Semaphore(settings.worker_concurrency)
+        self._campaigns: dict[tuple[int, int], tuple[int, Campaign]] = {}
+        self.wake = asyncio.Event()
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Claim and process work until ``stop`` is set."""
+        in_flight: set[asyncio.Task[None]] = set()
+        max_items = max(2, self.settings.worker_concurrency // 4)
+        while not stop.is_set():
+            free = max_items - len(in_flight)
+            items: list[WorkItem] = []
+            if free > 0:
+                try:
+                    items = await self._claim(free)
+                except Exception:
+                    log.exception("claiming work failed")
+                    await self._pause(stop, 1.0)
+                    continue
+            for item in items:
+                task = asyncio.create_task(self._process_guarded(item))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+            if not items:
+                self.wake.clear()
+                waiters = [asyncio.create_task(self.wake.wait()), asyncio.create_task(stop.wait())]
+                if in_flight and free <= 0:
+                    waiters.append(
+                        asyncio.create_task(asyncio.wait(set(in_flight), return_when=asyncio.FIRST_COMPLETED))
+                    )
+                done, pending = await asyncio.wait(
+                    waiters, timeout=self.settings.poll_interval, return_when=asyncio.FIRST_COMPLETED
+                )
+                for waiter in pending:
+                    waiter.cancel()
+            elif free - len(items) <= 0:
+                await asyncio.wait(set(in_flight), return_when=asyncio.FIRST_COMPLETED)
+        if in_flight:
+            await asyncio.wait(set(in_flight), timeout=30)
+
+    async def _pause(self, stop: asyncio.Event, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    async def _claim(self, limit: int) -> list[WorkItem]:
+        items: list[WorkItem] = await self.writer.submit(
+            ClaimWork(
+                owner=self.owner,
+                now_ms=self.now_ms(),
+                lease_ms=int(self.settings.lease_seconds * 1000),
+                limit=limit,
+            )
+        )
+        return items
+
+    async def run_until_idle(self, *, timeout: float = 60.0) -> int:
+        """Process every available item, then return how many were processed (tests, CLI)."""
+        processed = 0
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            items = await self._claim(16)
+            if not items:
+                return processed
+            await asyncio.gather(*(self._process_guarded(item) for item in items))
+            processed += len(items)
+        return processed
+
+    async def _process_guarded(self, item: WorkItem) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat(item))
+        try:
+            await self.process(item)
+        except Exception:
+            # The lease will lapse and another attempt will resume where this one stopped.
+            log.exception("work item %s of dispatch %s failed", item.id, item.dispatch_id)
+        finally:
+            heartbeat.cancel()
+
+    async def _heartbeat(self, item: WorkItem) -> None:
+        lease = self.settings.lease_seconds
+        while True:
+            await asyncio.sleep(lease / 3)
+            await self.writer.submit(
+                ExtendLease(item_ids=[item.id], owner=self.owner, until_ms=self.now_ms() + int(lease * 1000))
+            )
+
+    # -- one work item ------------------------------------------------------------------------------
+
+    def _campaign(self, snap: Snapshot) -> Campaign | None:
+        if snap.campaign_row is None:
+            return None
+        definition, updated = snap.campaign_row
+        cached = self._campaigns.get((snap.item.env_id, snap.campaign_key))
+        if cached is not None and cached[0] == updated:
+            return cached[1]
+        campaign = parse_campaign(msgspec.json.decode(definition))
+        self._campaigns[(snap.item.env_id, snap.campaign_key)] = (updated, campaign)
+        return campaign
+
+    async def _read(self, fn: Callable[[Any], Any]) -> Any:
+        db = self.db
+
+        def call() -> Any:
+            conn = db.reader()
+            try:
+                if db.is_sqlite:
+                    conn.execute("BEGIN")
+                return fn(conn)
+            finally:
+                if db.is_sqlite:
+                    conn.execute("ROLLBACK")
+
+        return await asyncio.get_running_loop().run_in_executor(self.executor, call)
+
+    async def process(self, item: WorkItem) -> None:
+        # Cohorts named by the campaign are needed for the snapshot: peek at the campaign first.
+        cohorts: set[str] = set()
+        snap: Snapshot = await self._read(lambda conn: load_snapshot(conn, self.db, item=item))
+        campaign = self._campaign(snap) if snap.exists else None
+        if campaign is not None:
+            cohorts = cohort_names(campaign.audience)
+            if cohorts:
+                snap = await self._read(lambda conn: load_snapshot(conn, self.db, item=item, cohorts=cohorts))
+        now = self.now_ms()
+        if not snap.exists:
+            await self.writer.submit(FinishItem(item_id=item.id, dispatch_id=item.dispatch_id, now_ms=now))
+            return
+        if campaign is None or campaign.status != "ACTIVE":
+            # Paused or removed after acceptance: the remaining recipients fail, visibly.
+            await self._prepare(snap, campaign, {}, [], now)
+            await self.writer.submit(
+                FinishItem(
+                    item_id=item.id, dispatch_id=item.dispatch_id, now_ms=now, fail_reason="CAMPAIGN_INACTIVE"
+                )
+            )
+            return
+        held_only = item.payload.get("held")
+        todo = [
+            idx
+            for idx in range(len(snap.users))
+            if snap.outcomes.get(idx) is None and (held_only is None or idx in held_only)
+        ]
+        excluded: dict[int, tuple[str, str]] = {}
+        planned: list[Planned] = []
+        rendered: dict[int, tuple[str, str, str | None]] = {}
+        hold: list[int] = []
+        release_at = 0
+        for idx in todo:
+            target = snap.targets.get(idx)
+            decision = self._decide(snap, campaign, target, now)
+            if decision[0] == "EXCLUDED" or decision[0] == "FAILED":
+                excluded[idx] = (decision[0], decision[1])
+                continue
+            if decision[0] == "HOLD":
+                hold.append(idx)
+                release_at = int(decision[1])
+                continue
+            assert target is not None
+            try:
+                rendered[idx] = self._render(snap, campaign, target, idx)
+            except LiquidError as exc:
+                log.warning("render error in campaign %s: %s", campaign.key, str(exc).splitlines()[0])
+                excluded[idx] = ("FAILED", "RENDER_ERROR")
+                continue
+            providers: dict[str, str] = {}
+            failed_provider = False
+            for _, token, token_type in target.tokens:
+                try:
+                    providers[token] = self.channels.for_token(
+                        env_id=item.env_id,
+                        settings=snap.settings,
+                        campaign_provider=campaign.provider,
+                        token_type=token_type,
+                    ).name
+                except ProviderError:
+                    failed_provider = True
+            if failed_provider and not providers:
+                excluded[idx] = ("FAILED", "PROVIDER_NOT_CONFIGURED")
+                continue
+            planned.append(
+                Planned(
+                    idx=idx,
+                    user_key=target.user_key,
+                    tokens=[t for t in target.tokens if t[1] in providers],
+                    marketing=campaign.is_marketing,
+                    provider_names=providers,
+                )
+            )
+        ids, capped = await self._prepare(snap, campaign, excluded, planned, now)
+        if hold:
+            await self.writer.submit(
+                HoldRecipients(
+                    env_id=item.env_id, dispatch_id=item.dispatch_id, idxs=hold, release_ms=release_at
+                )
+            )
+        await asyncio.gather(
+            *(
+                self._deliver_recipient(snap, campaign, plan, rendered[plan.idx], ids.get(plan.idx, {}))
+                for plan in planned
+                if plan.idx not in capped
+            )
+        )
+        await self.writer.submit(
+            FinishItem(item_id=item.id, dispatch_id=item.dispatch_id, now_ms=self.now_ms())
+        )
+
+    async def _prepare(
+        self,
+        snap: Snapshot,
+        campaign: Campaign | None,
+        excluded: dict[int, tuple[str, str]],
+        planned: list[Planned],
+        now: int,
+    ) -> tuple[dict[int, dict[str, int]], set[int]]:
+        caps = (
+            snap.settings.get("frequencyCaps", []) if campaign is not None and campaign.is_marketing else []
+        )
+        result: tuple[dict[int, dict[str, int]], set[int]] = await self.writer.submit(
+            PrepareRecipients(
+                env_id=snap.item.env_id,
+                dispatch_id=snap.item.dispatch_id,
+                campaign_key=snap.campaign_key,
+                users=snap.users,
+                excluded=excluded,
+                planned=planned,
+                caps=caps,
+                tags=list(campaign.tags) if campaign is not None else [],
+                now_ms=now,
+            )
+        )
+        return result
+
+    def _decide(self, snap: Snapshot, campaign: Campaign, target: Target | None, now: int) -> tuple[str, Any]:
+        if target is None:
+            return ("EXCLUDED", "UNKNOWN_USER")
+        recipient = Recipient(
+            user_id=target.user_id, device_ids=target.device_ids, properties=target.properties
+        )
+        members = snap.memberships
+        ids = {target.user_id, *target.device_ids} - {None}
+        if not matches(
+            audience=campaign.audience,
+            recipient=recipient,
+            in_cohort=lambda name: any((name, i) in members for i in ids),
+        ):
+            return ("EXCLUDED", "NOT_IN_AUDIENCE")
+        if not compliance.consent_allows(
+            crm=target.crm, purpose=campaign.purpose, rule=campaign.consent_rule
+        ):
+            return ("EXCLUDED", "NO_CONSENT")
+        if not target.tokens:
+            return ("EXCLUDED", "NO_PUSH_TOKEN")
+        if campaign.is_marketing and not compliance.has_night_consent(target.crm):
+            settings = snap.settings
+            release = compliance.night_release(
+                now_ms=now, timezone=snap.timezone, start=settings["nightStart"], end=settings["nightEnd"]
+            )
+            if release is not None:
+                if settings["nightPolicy"] == "DROP":
+                    return ("EXCLUDED", "NIGHT_TIME_DROPPED")
+                return ("HOLD", release)
+        return ("SEND", None)
+
+    def _render(
+        self, snap: Snapshot, campaign: Campaign, target: Target, idx: int
+    ) -> tuple[str, str, str | None]:
+        user = snap.users[idx]
+        context = {
+            "api_properties": user.get("apiProperties", {}),
+            "user_properties": target.properties,
+            "user": {"id": target.user_id or "", "deviceId": user.get("deviceId") or ""},
+        }
+        title, body, link = campaign.render(context)
+        if campaign.is_marketing:
+            title = compliance.marketing_title(title, sender=snap.settings.get("senderName", ""))
+            body = compliance.marketing_body(body, opt_out=snap.settings.get("optOutText", ""))
+        return title, body, link
+
+    async def _deliver_recipient(
+        self,
+        snap: Snapshot,
+        campaign: Campaign,
+        plan: Planned,
+        rendered: tuple[str, str, str | None],
+        delivery_ids: dict[str, int],
+    ) -> None:
+        title, body, link = rendered
+        sends = []
+        results: list[DeliveryResult] = []
+        for device_id, token, token_type in plan.tokens:
+            delivery_id = delivery_ids.get(token)
+            if delivery_id is None:
+                continue
+            previous = snap.deliveries.get((plan.idx, token))
+            if previous is not None and previous[1] != "PENDING":
+                # Already settled by an earlier attempt at this item: never send twice.
+                results.append(
+                    DeliveryResult(
+                        delivery_id, token, previous[1], plan.provider_names[token], None, None, previous[2]
+                    )
+                )
+                continue
+            message = PushMessage(
+                token=token,
+                provider_type="FCM" if token_type == "FCM" else "APN",
+                title=title,
+                body=body,
+                hackle=hackle_payload(
+                    env_id=snap.item.env_id,
+                    campaign=campaign,
+                    exec_id=snap.exec_id,
+                    delivery_id=delivery_id,
+                    title=title,
+                    body=body,
+                    link=link,
+                    provider_type=token_type,
+                ),
+                image_url=campaign.message.image_url,
+                link=link,
+                delivery_id=str(delivery_id),
+                collapse_id=f"{campaign.key}-{snap.exec_id}",
+                high_priority=not campaign.is_marketing,
+            )
+            sends.append(self._send_with_retry(snap, campaign, message, delivery_id, device_id))
+        results.extend(await asyncio.gather(*sends))
+        sent = any(r.status == "SENT" for r in results)
+        reason = None if sent else next((r.error_code for r in results if r.error_code), "DELIVERY_FAILED")
+        await self.writer.submit(
+            RecordRecipient(
+                env_id=snap.item.env_id,
+                dispatch_id=snap.item.dispatch_id,
+                idx=plan.idx,
+                results=[r for r in results],
+                outcome="SENT" if sent else "FAILED",
+                reason=reason,
+                user_key=plan.user_key,
+                now_ms=self.now_ms(),
+            )
+        )
+
+    async def _send_with_retry(
+        self, snap: Snapshot, campaign: Campaign, message: PushMessage, delivery_id: int, device_id: str
+    ) -> DeliveryResult:
+        provider = self.channels.for_token(
+            env_id=snap.item.env_id,
+            settings=snap.settings,
+            campaign_provider=campaign.provider,
+            token_type=message.provider_type,
+        )
+        attempts = 0
+        max_attempts = self.settings.max_delivery_attempts
+        while True:
+            attempts += 1
+            try:
+                async with self._send_slots:
+                    result = await provider.send(message)
+            except TokenInvalid as exc:
+                return self._result(
+                    delivery_id, message, provider.name, "FAILED", None, exc.code, attempts, retire=True
+                )
+            except ProviderUnavailable as exc:
+                if attempts >= max_attempts:
+                    return self._result(
+                        delivery_id, message, provider.name, "FAILED", None, exc.code, attempts
+                    )
+                await self.sleep(
+                    backoff(
+                        attempt=attempts,
+                        base=self.settings.retry_base_seconds,
+                        cap=self.settings.retry_max_seconds,
+                        retry_after=exc.retry_after,
+                        rng=self.rng,
+                    )
+                )
+                continue
+            except ProviderError as exc:
+                return self._result(delivery_id, message, provider.name, "FAILED", None, exc.code, attempts)
+            except Exception:
+                log.exception("provider %s raised an unexpected error", provider.name)
+                return self._result(
+                    delivery_id, message, provider.name, "FAILED", None, "INTERNAL_ERROR", attempts
+                )
+            return self._result(
+                delivery_id, message, provider.name, "SENT", result.provider_message_id, None, attempts
+            )
+
+    def _result(
+        self,
+        delivery_id: int,
+        message: PushMessage,
+        provider: str,
+        status: str,
+        message_id: str | None,
+        error: str | None,
+        attempts: int,
+        *,
+        retire: bool = False,
+    ) -> DeliveryResult:
+        if self.metrics is not None:
+            self.metrics.deliveries.labels(provider, status).inc()
+        return DeliveryResult(
+            delivery_id, message.token, status, provider, message_id, error, attempts, retire
+        )
+
+    # -- sandbox ---------------------------------------------------------------------------------------
+
+    async def _record_sandbox(self, message: PushMessage, payload: dict[str, object]) -> int:
+        env_id = int(message.hackle["environmentId"])
+        inbox_id: int = await self.writer.submit(
+            InboxRecord(
+                env_id=env_id,
+                delivery_id=int(message.delivery_id),
+                token=message.token,
+                payload=dumps(payload),
+                now_ms=self.now_ms(),
+            )
+        )
+        return inbox_id
+
+    async def aclose(self) -> None:
+        await self.channels.aclose()
+
+
+# -- process entry points --------------------------------------------------------------------------------
+
+
+def run_worker(settings: Settings) -> None:
+    """``magpie worker``: dispatch workers in their own process, until SIGTERM or SIGINT."""
+    import uvloop
+
+    from magpie.store.crypto import Cipher
+
+    async def main() -> None:
+        db = Database(settings.database_url)
+        cipher = Cipher.load(secret_key=settings.secret_key, data_dir=settings.data_dir)
+        writer = GroupCommitWriter(db=db, batch_max=settings.batch_max, secret=cipher)
+        writer.start()
+        executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="magpie-worker-read")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        dispatchers = [
+            Dispatcher(db=db, writer=writer, settings=settings, executor=executor)
+            for _ in range(max(1, settings.workers))
+        ]
+        log.info("worker started with %d dispatcher(s)", len(dispatchers))
+        try:
+            await asyncio.gather(*(d.run(stop) for d in dispatchers))
+        finally:
+            for d in dispatchers:
+                await d.aclose()
+            writer.stop()
+            executor.shutdown(wait=True)
+            db.close_readers()
+
+    uvloop.run(main())

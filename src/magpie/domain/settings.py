@@ -1,0 +1,120 @@
+"""Per-environment settings: marketing compliance, frequency caps and push providers. No I/O.
+
+>>> parse_settings({"senderName": "magpie shop"})["nightPolicy"]
+'HOLD'
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Final
+
+from magpie.errors import InvalidRequest
+
+DEFAULT_OPT_OUT: Final = "수신거부: 앱 설정 > 알림 설정"
+MAX_CAP_WINDOW_HOURS: Final = 30 * 24
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+DEFAULTS: Final[dict[str, Any]] = {
+    "senderName": "",
+    "optOutText": DEFAULT_OPT_OUT,
+    "nightPolicy": "HOLD",
+    "nightStart": "21:00",
+    "nightEnd": "08:00",
+    "frequencyCaps": [],
+    "providers": {},
+}
+
+_PROVIDER_FIELDS: Final = {
+    "fcm": ({"projectId", "serviceAccount"}, {"baseUrl"}),
+    "apns": ({"teamId", "keyId", "privateKey", "topic"}, {"baseUrl", "caFile"}),
+    "webhook": ({"url", "secret"}, set()),
+}
+
+
+def _str(raw: Mapping[str, Any], name: str, default: str) -> str:
+    value = raw.get(name, default)
+    if not isinstance(value, str):
+        raise InvalidRequest(f"settings.{name} must be a string")
+    return value
+
+
+def _caps(raw: object) -> list[dict[str, Any]]:
+    if not isinstance(raw, list):
+        raise InvalidRequest("settings.frequencyCaps must be a list")
+    caps: list[dict[str, Any]] = []
+    for i, cap in enumerate(raw):
+        if not isinstance(cap, Mapping):
+            raise InvalidRequest(f"settings.frequencyCaps[{i}] must be an object")
+        limit, hours, tag = cap.get("limit"), cap.get("windowHours"), cap.get("tag")
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise InvalidRequest(f"settings.frequencyCaps[{i}].limit must be a positive integer")
+        if (
+            not isinstance(hours, int | float)
+            or isinstance(hours, bool)
+            or not 0 < hours <= MAX_CAP_WINDOW_HOURS
+        ):
+            raise InvalidRequest(
+                f"settings.frequencyCaps[{i}].windowHours must be between 0 and {MAX_CAP_WINDOW_HOURS} (30 days)"
+            )
+        if tag is not None and (not isinstance(tag, str) or not tag):
+            raise InvalidRequest(f"settings.frequencyCaps[{i}].tag must be a non-empty string or absent")
+        caps.append({"limit": limit, "windowHours": hours, "tag": tag})
+    return caps
+
+
+def _providers(raw: object) -> dict[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise InvalidRequest("settings.providers must be an object")
+    result: dict[str, Any] = {}
+    for name, config in raw.items():
+        if name not in _PROVIDER_FIELDS:
+            raise InvalidRequest(f"settings.providers.{name}: unknown provider (fcm, apns or webhook)")
+        if not isinstance(config, Mapping):
+            raise InvalidRequest(f"settings.providers.{name} must be an object")
+        required, optional = _PROVIDER_FIELDS[name]
+        missing = required - set(config)
+        if missing:
+            raise InvalidRequest(f"settings.providers.{name} is missing {', '.join(sorted(missing))}")
+        unknown = set(config) - required - optional
+        if unknown:
+            raise InvalidRequest(f"settings.providers.{name} has unknown fields {', '.join(sorted(unknown))}")
+        if name == "fcm" and not isinstance(config["serviceAccount"], Mapping):
+            raise InvalidRequest(
+                "settings.providers.fcm.serviceAccount must be the service-account JSON object"
+            )
+        result[name] = dict(config)
+    return result
+
+
+def parse_settings(raw: object) -> dict[str, Any]:
+    """Validate settings and fill in defaults."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise InvalidRequest("settings must be an object")
+    unknown = set(raw) - set(DEFAULTS)
+    if unknown:
+        raise InvalidRequest(f"unknown settings: {', '.join(sorted(unknown))}")
+    policy = _str(raw, "nightPolicy", "HOLD")
+    if policy not in ("HOLD", "DROP"):
+        raise InvalidRequest("settings.nightPolicy must be HOLD or DROP")
+    result: dict[str, Any] = {
+        "senderName": _str(raw, "senderName", ""),
+        "optOutText": _str(raw, "optOutText", DEFAULT_OPT_OUT),
+        "nightPolicy": policy,
+        "nightStart": _str(raw, "nightStart", "21:00"),
+        "nightEnd": _str(raw, "nightEnd", "08:00"),
+        "frequencyCaps": _caps(raw.get("frequencyCaps", [])),
+        "providers": _providers(raw.get("providers", {})),
+    }
+    for name in ("nightStart", "nightEnd"):
+        if not _HHMM.match(result[name]):
+            raise InvalidRequest(f"settings.{name} must be HH:MM")
+    return result
+
+
+def effective(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """Stored settings with defaults for anything not set."""
+    return {**DEFAULTS, **stored}

@@ -1,0 +1,311 @@
+"""Trigger acceptance (dispatch + outbox in one transaction), push tokens, and dispatch reads."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from magpie.domain.identity import DEVICE
+from magpie.errors import CampaignNotFound, InvalidApiKey, NotFound
+from magpie.store.profiles import _check_key, link_device
+from magpie.store.tx import Tx
+
+_decode = msgspec.json.decode
+
+
+def new_dispatch_ids() -> tuple[str, int]:
+    """A dispatch UUID and the 52-bit number Hackle's SDKs carry for it."""
+    value = uuid.uuid4()
+    return str(value), value.int >> 76
+
+
+def _campaign_active(tx: Tx, env_id: int, key: int) -> bool:
+    memo_key = ("campaign-active", env_id, key)
+    found = tx.memo.get(memo_key)
+    if found is None:
+        row = tx.fetchone("SELECT status FROM campaigns WHERE env_id = ? AND key = ?", (env_id, key))
+        found = tx.memo[memo_key] = row is not None and row[0] == "ACTIVE"
+    return bool(found)
+
+
+class AcceptTrigger:
+    """Write a dispatch and its work item in the same transaction (the transactional outbox)."""
+
+    __slots__ = ("campaign_key", "env_id", "idempotency_key", "key_hash", "on_revoked", "requested", "users")
+    profile_keys = ()
+
+    def __init__(
+        self,
+        *,
+        key_hash: str,
+        env_id: int,
+        campaign_key: int,
+        users: str,
+        requested: int,
+        idempotency_key: str | None,
+        on_revoked: Callable[[str], None] | None = None,
+    ) -> None:
+        self.key_hash = key_hash
+        self.env_id = env_id
+        self.campaign_key = campaign_key
+        self.users = users
+        self.requested = requested
+        self.idempotency_key = idempotency_key
+        self.on_revoked = on_revoked
+
+    def run(self, tx: Tx) -> tuple[str, bool]:
+        """Returns ``(dispatch_id, created)``."""
+        _check_key(tx, self.key_hash, self.env_id, self.on_revoked)
+        if self.idempotency_key is not None:
+            row = tx.fetchone(
+                "SELECT id FROM dispatches WHERE env_id = ? AND idempotency_key = ?",
+                (self.env_id, self.idempotency_key),
+            )
+            if row is not None:
+                return str(row[0]), False
+        if not _campaign_active(tx, self.env_id, self.campaign_key):
+            raise CampaignNotFound()
+        dispatch_id, exec_id = new_dispatch_ids()
+        tx.execute(
+            "INSERT INTO dispatches (id, exec_id, env_id, campaign_key, status, users, requested, idempotency_key, "
+            "created_at) VALUES (?, ?, ?, ?, 'ACCEPTED', ?, ?, ?, ?)",
+            (
+                dispatch_id,
+                exec_id,
+                self.env_id,
+                self.campaign_key,
+                self.users,
+                self.requested,
+                self.idempotency_key,
+                tx.now_ms,
+            ),
+        )
+        tx.execute(
+            "INSERT INTO work_items (env_id, dispatch_id, payload, available_at, attempts, done) "
+            "VALUES (?, ?, '{}', ?, 0, 0)",
+            (self.env_id, dispatch_id, tx.now_ms),
+        )
+        return dispatch_id, True
+
+
+class RegisterToken:
+    """Attach a push token to a device (and the device to a user when given)."""
+
+    __slots__ = (
+        "device_id",
+        "env_id",
+        "key_hash",
+        "on_revoked",
+        "profile_keys",
+        "provider_type",
+        "token",
+        "user_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        key_hash: str | None,
+        env_id: int,
+        device_id: str,
+        user_id: str | None,
+        provider_type: str,
+        token: str,
+        on_revoked: Callable[[str], None] | None = None,
+    ) -> None:
+        self.key_hash = key_hash
+        self.env_id = env_id
+        self.device_id = device_id
+        self.user_id = user_id
+        self.provider_type = provider_type
+        self.token = token
+        self.on_revoked = on_revoked
+        keys = [(env_id, DEVICE, device_id)]
+        if user_id is not None:
+            keys.append((env_id, "u", user_id))
+        self.profile_keys = tuple(keys)
+
+    def run(self, tx: Tx) -> str:
+        """Returns the token's status: ACTIVE, or RETIRED for a token a provider rejected for good."""
+        if self.key_hash is not None and tx.key_env(self.key_hash) != self.env_id:
+            raise InvalidApiKey()
+        device = tx.profile(self.env_id, DEVICE, self.device_id)
+        if self.user_id is not None:
+            link_device(tx, user=tx.profile(self.env_id, "u", self.user_id), device_id=self.device_id)
+        elif not device.exists or device.placeholder:
+            tx.update(device)
+        return register_token_row(
+            tx,
+            env_id=self.env_id,
+            device_id=self.device_id,
+            provider_type=self.provider_type,
+            token=self.token,
+        )
+
+
+def register_token_row(tx: Tx, *, env_id: int, device_id: str, provider_type: str, token: str) -> str:
+    row = tx.fetchone(
+        "SELECT device_id, provider_type, status FROM push_tokens WHERE env_id = ? AND token = ?",
+        (env_id, token),
+    )
+    if row is None:
+        tx.execute(
+            "INSERT INTO push_tokens (env_id, token, device_id, provider_type, status, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, 'ACTIVE', ?, ?)",
+            (env_id, token, device_id, provider_type, tx.now_ms, tx.now_ms),
+        )
+        return "ACTIVE"
+    if row[2] == "RETIRED":
+        return "RETIRED"  # a provider said this token is dead: it is never used again
+    if row[0] != device_id or row[1] != provider_type:
+        # The same token now reported by another device (reinstall, restore): it moves.
+        tx.execute(
+            "UPDATE push_tokens SET device_id = ?, provider_type = ?, updated_at = ? WHERE env_id = ? AND token = ?",
+            (device_id, provider_type, tx.now_ms, env_id, token),
+        )
+    return "ACTIVE"
+
+
+# -- reads ---------------------------------------------------------------------------------------------
+
+
+def dispatch_view(
+    conn: Any, db: Any, *, env_id: int, dispatch_id: str, recipients: bool = True
+) -> dict[str, Any]:
+    """A dispatch: status, counts by outcome and reason, and each recipient's outcome and deliveries."""
+    row = db.fetchone(
+        conn,
+        "SELECT id, exec_id, campaign_key, status, requested, created_at, completed_at, users FROM dispatches "
+        "WHERE id = ? AND env_id = ?",
+        (dispatch_id, env_id),
+    )
+    if row is None:
+        raise NotFound(f"no dispatch {dispatch_id} in this environment")
+    outcome_rows = db.fetchall(
+        conn,
+        "SELECT idx, user_id, device_id, outcome, reason, updated_at FROM recipients WHERE dispatch_id = ? ORDER BY idx",
+        (dispatch_id,),
+    )
+    delivery_rows = db.fetchall(
+        conn,
+        "SELECT recipient_idx, id, device_id, provider, status, provider_message_id, error_code, attempts, updated_at "
+        "FROM deliveries WHERE dispatch_id = ? ORDER BY recipient_idx, id",
+        (dispatch_id,),
+    )
+    users = _decode(row[7])
+    counts = {"SENT": 0, "FAILED": 0, "EXCLUDED": 0, "PENDING": 0}
+    excluded: dict[str, int] = {}
+    by_idx = {r[0]: r for r in outcome_rows}
+    deliveries: dict[int, list[dict[str, Any]]] = {}
+    for d in delivery_rows:
+        deliveries.setdefault(d[0], []).append(
+            {
+                "deliveryId": d[1],
+                "deviceId": d[2],
+                "provider": d[3],
+                "status": d[4],
+                "providerMessageId": d[5],
+                "errorCode": d[6],
+                "attempts": d[7],
+                "updatedAt": d[8],
+            }
+        )
+    listed: list[dict[str, Any]] = []
+    for idx, user in enumerate(users):
+        outcome_row = by_idx.get(idx)
+        outcome = outcome_row[3] if outcome_row is not None and outcome_row[3] else "PENDING"
+        reason = outcome_row[4] if outcome_row is not None else None
+        counts[outcome] += 1
+        if outcome == "EXCLUDED" and reason:
+            excluded[reason] = excluded.get(reason, 0) + 1
+        if recipients:
+            listed.append(
+                {
+                    "userId": user.get("userId"),
+                    "deviceId": user.get("deviceId"),
+                    "outcome": outcome,
+                    "reason": reason,
+                    "deliveries": deliveries.get(idx, []),
+                }
+            )
+    view: dict[str, Any] = {
+        "dispatchId": row[0],
+        "executionId": row[1],
+        "campaignKey": row[2],
+        "status": row[3],
+        "requested": row[4],
+        "createdAt": row[5],
+        "completedAt": row[6],
+        "counts": counts,
+        "excluded": excluded,
+    }
+    if recipients:
+        view["recipients"] = listed
+    return view
+
+
+def campaign_stats(
+    conn: Any, db: Any, *, env_id: int, campaign_key: int, since: int, until: int
+) -> dict[str, Any]:
+    """Requested, sent, failed, excluded by reason, clicks and CTR for dispatches in ``[since, until)``."""
+    requested = db.fetchone(
+        conn,
+        "SELECT COUNT(*), COALESCE(SUM(requested), 0) FROM dispatches WHERE env_id = ? AND campaign_key = ? "
+        "AND created_at >= ? AND created_at < ?",
+        (env_id, campaign_key, since, until),
+    )
+    outcome_rows = db.fetchall(
+        conn,
+        "SELECT r.outcome, r.reason, COUNT(*) FROM recipients r JOIN dispatches d ON d.id = r.dispatch_id "
+        "WHERE d.env_id = ? AND d.campaign_key = ? AND d.created_at >= ? AND d.created_at < ? "
+        "GROUP BY r.outcome, r.reason",
+        (env_id, campaign_key, since, until),
+    )
+    clicks = db.fetchone(
+        conn,
+        "SELECT COUNT(*) FROM push_clicks WHERE env_id = ? AND campaign_key = ? AND clicked_at >= ? AND clicked_at < ?",
+        (env_id, campaign_key, since, until),
+    )
+    sent = failed = 0
+    excluded: dict[str, int] = {}
+    for outcome, reason, count in outcome_rows:
+        if outcome == "SENT":
+            sent += int(count)
+        elif outcome == "FAILED":
+            failed += int(count)
+        elif outcome == "EXCLUDED":
+            excluded[reason or "UNKNOWN"] = excluded.get(reason or "UNKNOWN", 0) + int(count)
+    total_requested = int(requested[1]) if requested else 0
+    click_count = int(clicks[0]) if clicks else 0
+    return {
+        "campaignKey": campaign_key,
+        "from": since,
+        "to": until,
+        "dispatches": int(requested[0]) if requested else 0,
+        "requested": total_requested,
+        "sent": sent,
+        "failed": failed,
+        "excluded": excluded,
+        "excludedTotal": sum(excluded.values()),
+        "pending": max(0, total_requested - sent - failed - sum(excluded.values())),
+        "clicks": click_count,
+        "ctr": round(click_count / sent, 4) if sent else 0.0,
+    }
+
+
+def inbox(
+    conn: Any, db: Any, *, env_id: int, limit: int = 50, after: int | None = None
+) -> list[dict[str, Any]]:
+    sql = "SELECT id, delivery_id, token, payload, created_at FROM inbox WHERE env_id = ?"
+    params: list[Any] = [env_id]
+    if after is not None:
+        sql += " AND id < ?"
+        params.append(after)
+    rows = db.fetchall(conn, sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
+    return [
+        {"id": r[0], "deliveryId": r[1], "token": r[2], "message": _decode(r[3]), "createdAt": r[4]}
+        for r in rows
+    ]

@@ -1,0 +1,528 @@
+"""The worker side of the outbox: claiming work with leases, and recording outcomes.
+
+Work items are claimed with a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; the
+writer's ``BEGIN IMMEDIATE`` on SQLite). A worker that dies stops renewing its lease;
+once it expires another worker claims the item and finishes it: recipients with an
+outcome are skipped and deliveries already SENT are not sent again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from magpie.domain import compliance
+from magpie.domain.identity import DEVICE, USER
+from magpie.domain.settings import effective
+from magpie.store.db import Database
+from magpie.store.tx import Tx, dumps
+
+_decode = msgspec.json.decode
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    id: int
+    env_id: int
+    dispatch_id: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+class ClaimWork:
+    profile_keys = ()
+
+    def __init__(self, *, owner: str, now_ms: int, lease_ms: int, limit: int) -> None:
+        self.owner = owner
+        self.now_ms = now_ms
+        self.lease_ms = lease_ms
+        self.limit = limit
+
+    def run(self, tx: Tx) -> list[WorkItem]:
+        rows = tx.fetchall(
+            "UPDATE work_items SET lease_owner = ?, lease_until = ?, attempts = attempts + 1 WHERE id IN ("
+            "SELECT id FROM work_items WHERE done = 0 AND available_at <= ? "
+            "AND (lease_until IS NULL OR lease_until < ?) ORDER BY available_at, id LIMIT ? FOR UPDATE SKIP LOCKED) "
+            "RETURNING id, env_id, dispatch_id, payload, attempts",
+            (self.owner, self.now_ms + self.lease_ms, self.now_ms, self.now_ms, self.limit),
+        )
+        return sorted(
+            (
+                WorkItem(id=r[0], env_id=r[1], dispatch_id=r[2], payload=_decode(r[3]), attempts=r[4])
+                for r in rows
+            ),
+            key=lambda item: item.id,
+        )
+
+
+class ExtendLease:
+    profile_keys = ()
+
+    def __init__(self, *, item_ids: list[int], owner: str, until_ms: int) -> None:
+        self.item_ids = item_ids
+        self.owner = owner
+        self.until_ms = until_ms
+
+    def run(self, tx: Tx) -> None:
+        tx.executemany(
+            "UPDATE work_items SET lease_until = ? WHERE id = ? AND lease_owner = ? AND done = 0",
+            [(self.until_ms, i, self.owner) for i in self.item_ids],
+        )
+
+
+# -- what a worker reads before deciding ---------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """A recipient resolved against the store as it is now."""
+
+    user_key: str
+    user_id: str | None
+    device_ids: tuple[str, ...]
+    properties: dict[str, Any]
+    crm: dict[str, Any]
+    tokens: list[tuple[str, str, str]]  # (device_id, token, provider_type)
+
+
+@dataclass
+class Snapshot:
+    item: WorkItem
+    exists: bool = False
+    exec_id: int = 0
+    campaign_key: int = 0
+    users: list[dict[str, Any]] = field(default_factory=list)
+    timezone: str = "Asia/Seoul"
+    settings: dict[str, Any] = field(default_factory=dict)
+    campaign_row: tuple[str, int] | None = None
+    outcomes: dict[int, str | None] = field(default_factory=dict)
+    deliveries: dict[tuple[int, str], tuple[int, str, int]] = field(default_factory=dict)
+    targets: dict[int, Target | None] = field(default_factory=dict)
+    memberships: set[tuple[str, str]] = field(default_factory=set)
+
+
+def _in(values: Iterable[str]) -> tuple[str, list[str]]:
+    items = sorted(set(values))
+    return ",".join("?" * len(items)), items
+
+
+def load_snapshot(conn: Any, db: Database, *, item: WorkItem, cohorts: set[str] | None = None) -> Snapshot:
+    """Everything a worker needs to decide one work item, in a handful of batched queries."""
+    snap = Snapshot(item=item)
+    row = db.fetchone(
+        conn,
+        "SELECT exec_id, campaign_key, users FROM dispatches WHERE id = ? AND env_id = ?",
+        (item.dispatch_id, item.env_id),
+    )
+    if row is None:
+        return snap
+    snap.exists = True
+    snap.exec_id, snap.campaign_key, snap.users = row[0], row[1], _decode(row[2])
+    env = db.fetchone(conn, "SELECT timezone, settings FROM environments WHERE id = ?", (item.env_id,))
+    if env is not None:
+        snap.timezone, snap.settings = env[0], effective(_decode(env[1]))
+    campaign = db.fetchone(
+        conn,
+        "SELECT definition, updated_at FROM campaigns WHERE env_id = ? AND key = ?",
+        (item.env_id, snap.campaign_key),
+    )
+    snap.campaign_row = None if campaign is None else (campaign[0], campaign[1])
+    for idx, outcome in db.fetchall(
+        conn, "SELECT idx, outcome FROM recipients WHERE dispatch_id = ?", (item.dispatch_id,)
+    ):
+        snap.outcomes[idx] = outcome
+    for d in db.fetchall(
+        conn,
+        "SELECT id, recipient_idx, token, status, attempts FROM deliveries WHERE dispatch_id = ?",
+        (item.dispatch_id,),
+    ):
+        snap.deliveries[(d[1], d[2])] = (d[0], d[3], d[4])
+    _resolve_targets(conn, db, snap)
+    if cohorts:
+        ids = {t.user_id for t in snap.targets.values() if t and t.user_id} | {
+            d for t in snap.targets.values() if t for d in t.device_ids
+        }
+        from magpie.store.campaigns import memberships
+
+        snap.memberships = memberships(
+            conn, db, env_id=item.env_id, cohorts=cohorts, ids={i for i in ids if i}
+        )
+    return snap
+
+
+def _resolve_targets(conn: Any, db: Database, snap: Snapshot) -> None:
+    env_id = snap.item.env_id
+    user_ids = {u["userId"] for u in snap.users if u.get("userId")}
+    device_ids = {u["deviceId"] for u in snap.users if u.get("deviceId") and not u.get("userId")}
+    devices: dict[str, tuple[dict[str, Any], dict[str, Any], str | None]] = {}
+    if device_ids:
+        marks, params = _in(device_ids)
+        for ident, props, crm, linked in db.fetchall(
+            conn,
+            f"SELECT ident, properties, crm, linked_user FROM profiles WHERE env_id = ? AND kind = ? AND ident IN ({marks}) "
+            "AND updated_at <> -1",
+            (env_id, DEVICE, *params),
+        ):
+            devices[ident] = (_decode(props), _decode(crm), linked)
+            if linked:
+                user_ids.add(linked)
+    users: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    linked_devices: dict[str, list[str]] = {}
+    if user_ids:
+        marks, params = _in(user_ids)
+        for ident, props, crm in db.fetchall(
+            conn,
+            f"SELECT ident, properties, crm FROM profiles WHERE env_id = ? AND kind = ? AND ident IN ({marks}) "
+            "AND updated_at <> -1",
+            (env_id, USER, *params),
+        ):
+            users[ident] = (_decode(props), _decode(crm))
+        for ident, linked in db.fetchall(
+            conn,
+            f"SELECT ident, linked_user FROM profiles WHERE env_id = ? AND kind = ? AND linked_user IN ({marks}) "
+            "ORDER BY ident",
+            (env_id, DEVICE, *params),
+        ):
+            linked_devices.setdefault(linked, []).append(ident)
+    all_devices = set(devices) | {d for ds in linked_devices.values() for d in ds}
+    tokens: dict[str, list[tuple[str, str, str]]] = {}
+    if all_devices:
+        marks, params = _in(all_devices)
+        for device_id, token, provider_type in db.fetchall(
+            conn,
+            f"SELECT device_id, token, provider_type FROM push_tokens WHERE env_id = ? AND status = 'ACTIVE' "
+            f"AND device_id IN ({marks}) ORDER BY created_at, token",
+            (env_id, *params),
+        ):
+            tokens.setdefault(device_id, []).append((device_id, token, provider_type))
+    for idx, user in enumerate(snap.users):
+        user_id = user.get("userId")
+        device_id = user.get("deviceId")
+        if not user_id and device_id in devices and devices[device_id][2]:
+            user_id = devices[device_id][2]
+        if user_id:
+            owned = linked_devices.get(user_id, [])
+            if user_id not in users and not owned:
+                snap.targets[idx] = None
+                continue
+            props, crm = users.get(user_id, ({}, {}))
+            snap.targets[idx] = Target(
+                user_key=f"{USER}:{user_id}",
+                user_id=user_id,
+                device_ids=tuple(owned),
+                properties=props,
+                crm=crm,
+                tokens=[t for d in owned for t in tokens.get(d, [])],
+            )
+        elif device_id in devices:
+            props, crm, _ = devices[device_id]
+            snap.targets[idx] = Target(
+                user_key=f"{DEVICE}:{device_id}",
+                user_id=None,
+                device_ids=(device_id,),
+                properties=props,
+                crm=crm,
+                tokens=tokens.get(device_id, []),
+            )
+        else:
+            snap.targets[idx] = None
+
+
+# -- recording decisions and results ------------------------------------------------------------------
+
+
+@dataclass
+class Planned:
+    """A recipient the worker wants to send to: tokens to deliver and the rendered message."""
+
+    idx: int
+    user_key: str
+    tokens: list[tuple[str, str, str]]
+    marketing: bool
+    provider_names: dict[str, str]  # token -> provider name
+
+
+class PrepareRecipients:
+    """Record exclusions, apply frequency caps (reserving sends), and create delivery rows.
+
+    Returns ``{idx: {token: delivery_id}}`` for recipients still to send, and the set of
+    recipients excluded by a frequency cap.
+    """
+
+    profile_keys = ()
+
+    def __init__(
+        self,
+        *,
+        env_id: int,
+        dispatch_id: str,
+        campaign_key: int,
+        users: list[dict[str, Any]],
+        excluded: dict[int, tuple[str, str]],
+        planned: list[Planned],
+        caps: list[dict[str, Any]],
+        tags: list[str],
+        now_ms: int,
+    ) -> None:
+        self.env_id = env_id
+        self.dispatch_id = dispatch_id
+        self.campaign_key = campaign_key
+        self.users = users
+        self.excluded = excluded
+        self.planned = planned
+        self.caps = caps
+        self.tags = tags
+        self.now_ms = now_ms
+
+    def run(self, tx: Tx) -> tuple[dict[int, dict[str, int]], set[int]]:
+        tx.executemany(
+            "INSERT INTO recipients (dispatch_id, idx, env_id, user_id, device_id, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [
+                (self.dispatch_id, i, self.env_id, u.get("userId"), u.get("deviceId"), self.now_ms)
+                for i, u in enumerate(self.users)
+            ],
+        )
+        tx.execute(
+            "UPDATE dispatches SET status = 'RUNNING' WHERE id = ? AND status = 'ACCEPTED'",
+            (self.dispatch_id,),
+        )
+        excluded = dict(self.excluded)
+        capped: set[int] = set()
+        window = compliance.longest_window_ms(self.caps)
+        sending: list[Planned] = []
+        for plan in self.planned:
+            if plan.marketing and self.caps:
+                if self._capped(tx, plan.user_key, window):
+                    excluded[plan.idx] = ("EXCLUDED", "FREQUENCY_CAP")
+                    capped.add(plan.idx)
+                    continue
+                tx.execute(
+                    "INSERT INTO marketing_sends (env_id, user_key, dispatch_id, campaign_key, tags, sent_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (
+                        self.env_id,
+                        plan.user_key,
+                        self.dispatch_id,
+                        self.campaign_key,
+                        dumps(self.tags),
+                        self.now_ms,
+                    ),
+                )
+            elif plan.marketing:
+                tx.execute(
+                    "INSERT INTO marketing_sends (env_id, user_key, dispatch_id, campaign_key, tags, sent_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (
+                        self.env_id,
+                        plan.user_key,
+                        self.dispatch_id,
+                        self.campaign_key,
+                        dumps(self.tags),
+                        self.now_ms,
+                    ),
+                )
+            sending.append(plan)
+        tx.executemany(
+            "UPDATE recipients SET outcome = ?, reason = ?, updated_at = ? WHERE dispatch_id = ? AND idx = ? "
+            "AND outcome IS NULL",
+            [
+                (outcome, reason, self.now_ms, self.dispatch_id, idx)
+                for idx, (outcome, reason) in excluded.items()
+            ],
+        )
+        tx.executemany(
+            "INSERT INTO deliveries (env_id, dispatch_id, recipient_idx, campaign_key, user_key, device_id, token, "
+            "provider, status, attempts, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', 0, ?, ?) "
+            "ON CONFLICT DO NOTHING",
+            [
+                (
+                    self.env_id,
+                    self.dispatch_id,
+                    p.idx,
+                    self.campaign_key,
+                    p.user_key,
+                    device,
+                    token,
+                    p.provider_names[token],
+                    self.now_ms,
+                    self.now_ms,
+                )
+                for p in sending
+                for device, token, _ in p.tokens
+            ],
+        )
+        ids: dict[int, dict[str, int]] = {}
+        if sending:
+            for delivery_id, idx, token in tx.fetchall(
+                "SELECT id, recipient_idx, token FROM deliveries WHERE dispatch_id = ?", (self.dispatch_id,)
+            ):
+                ids.setdefault(idx, {})[token] = delivery_id
+        return ids, capped
+
+    def _capped(self, tx: Tx, user_key: str, window: int) -> bool:
+        kind, _, ident = user_key.partition(":")
+        # Serialise cap checks per user across workers (PostgreSQL); SQLite's writer already is.
+        tx.fetchone(
+            "SELECT 1 FROM profiles WHERE env_id = ? AND kind = ? AND ident = ? FOR UPDATE",
+            (self.env_id, kind, ident),
+        )
+        rows = tx.fetchall(
+            "SELECT sent_at, tags FROM marketing_sends WHERE env_id = ? AND user_key = ? AND sent_at > ? "
+            "AND dispatch_id <> ?",
+            (self.env_id, user_key, self.now_ms - window, self.dispatch_id),
+        )
+        return compliance.cap_exceeded(
+            caps=self.caps,
+            campaign_tags=self.tags,
+            sends=[(r[0], _decode(r[1])) for r in rows],
+            now_ms=self.now_ms,
+        )
+
+
+@dataclass
+class DeliveryResult:
+    delivery_id: int
+    token: str
+    status: str  # SENT | FAILED
+    provider: str
+    provider_message_id: str | None
+    error_code: str | None
+    attempts: int
+    retire: bool = False
+
+
+class RecordRecipient:
+    """Store one recipient's delivery results and its single outcome."""
+
+    profile_keys = ()
+
+    def __init__(
+        self,
+        *,
+        env_id: int,
+        dispatch_id: str,
+        idx: int,
+        results: list[DeliveryResult],
+        outcome: str,
+        reason: str | None,
+        user_key: str,
+        now_ms: int,
+    ) -> None:
+        self.env_id = env_id
+        self.dispatch_id = dispatch_id
+        self.idx = idx
+        self.results = results
+        self.outcome = outcome
+        self.reason = reason
+        self.user_key = user_key
+        self.now_ms = now_ms
+
+    def run(self, tx: Tx) -> None:
+        tx.executemany(
+            "UPDATE deliveries SET status = ?, provider = ?, provider_message_id = ?, error_code = ?, attempts = ?, "
+            "updated_at = ? WHERE id = ?",
+            [
+                (
+                    r.status,
+                    r.provider,
+                    r.provider_message_id,
+                    r.error_code,
+                    r.attempts,
+                    self.now_ms,
+                    r.delivery_id,
+                )
+                for r in self.results
+            ],
+        )
+        retired = [r for r in self.results if r.retire]
+        tx.executemany(
+            "UPDATE push_tokens SET status = 'RETIRED', retired_reason = ?, updated_at = ? WHERE env_id = ? AND token = ?",
+            [(r.error_code, self.now_ms, self.env_id, r.token) for r in retired],
+        )
+        tx.execute(
+            "UPDATE recipients SET outcome = ?, reason = ?, updated_at = ? WHERE dispatch_id = ? AND idx = ? "
+            "AND outcome IS NULL",
+            (self.outcome, self.reason, self.now_ms, self.dispatch_id, self.idx),
+        )
+        if self.outcome != "SENT":
+            # A push that never arrived does not count against the user's frequency caps.
+            tx.execute(
+                "DELETE FROM marketing_sends WHERE env_id = ? AND user_key = ? AND dispatch_id = ?",
+                (self.env_id, self.user_key, self.dispatch_id),
+            )
+
+
+class HoldRecipients:
+    """Night time: hand these recipients to a new work item that becomes available at release."""
+
+    profile_keys = ()
+
+    def __init__(self, *, env_id: int, dispatch_id: str, idxs: list[int], release_ms: int) -> None:
+        self.env_id = env_id
+        self.dispatch_id = dispatch_id
+        self.idxs = idxs
+        self.release_ms = release_ms
+
+    def run(self, tx: Tx) -> None:
+        tx.execute(
+            "INSERT INTO work_items (env_id, dispatch_id, payload, available_at, attempts, done) VALUES (?, ?, ?, ?, 0, 0)",
+            (self.env_id, self.dispatch_id, dumps({"held": sorted(self.idxs)}), self.release_ms),
+        )
+        tx.execute("UPDATE dispatches SET status = 'SCHEDULED' WHERE id = ?", (self.dispatch_id,))
+
+
+class FinishItem:
+    profile_keys = ()
+
+    def __init__(
+        self, *, item_id: int, dispatch_id: str, now_ms: int, fail_reason: str | None = None
+    ) -> None:
+        self.item_id = item_id
+        self.dispatch_id = dispatch_id
+        self.now_ms = now_ms
+        self.fail_reason = fail_reason
+
+    def run(self, tx: Tx) -> str:
+        if self.fail_reason is not None:
+            tx.execute(
+                "UPDATE recipients SET outcome = 'FAILED', reason = ?, updated_at = ? WHERE dispatch_id = ? "
+                "AND outcome IS NULL",
+                (self.fail_reason, self.now_ms, self.dispatch_id),
+            )
+        tx.execute("UPDATE work_items SET done = 1, lease_owner = NULL WHERE id = ?", (self.item_id,))
+        pending = tx.fetchone(
+            "SELECT COUNT(*) FROM work_items WHERE dispatch_id = ? AND done = 0", (self.dispatch_id,)
+        )
+        open_recipients = tx.fetchone(
+            "SELECT COUNT(*) FROM recipients WHERE dispatch_id = ? AND outcome IS NULL", (self.dispatch_id,)
+        )
+        if (pending and pending[0]) or (open_recipients and open_recipients[0]):
+            return "RUNNING"
+        tx.execute(
+            "UPDATE dispatches SET status = 'COMPLETED', completed_at = ? WHERE id = ? AND completed_at IS NULL",
+            (self.now_ms, self.dispatch_id),
+        )
+        return "COMPLETED"
+
+
+class InboxRecord:
+    profile_keys = ()
+
+    def __init__(self, *, env_id: int, delivery_id: int, token: str, payload: str, now_ms: int) -> None:
+        self.env_id = env_id
+        self.delivery_id = delivery_id
+        self.token = token
+        self.payload = payload
+        self.now_ms = now_ms
+
+    def run(self, tx: Tx) -> int:
+        row = tx.fetchone(
+            "INSERT INTO inbox (env_id, delivery_id, token, payload, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
+            (self.env_id, self.delivery_id, self.token, self.payload, self.now_ms),
+        )
+        assert row is not None
+        return int(row[0])
