@@ -345,6 +345,13 @@ def test_exists_values_may_be_omitted():
             cond("STARTS_WITH", key="USER_ID", name=None, values=["test-"]), "test-7", True, id="prefix"
         ),
         pytest.param(cond("EXISTS", key="USER_ID", name=None, values=[]), "u1", True, id="exists"),
+        pytest.param(cond("EXISTS", key="USER_ID", name=None, values=[]), "", False, id="exists_empty_id"),
+        pytest.param(
+            cond(key="USER_ID", name=None, values=["u1"], match="NOT_MATCH"),
+            "",
+            False,
+            id="not_match_empty_id",
+        ),
         pytest.param(
             cond("EXISTS", key="USER_ID", name=None, values=[], match="NOT_MATCH"), None, True, id="anonymous"
         ),

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -36,6 +37,8 @@ _ARRAY_OPS: Final = frozenset(("$append", "$appendOnce", "$prepend", "$prependOn
 MAX_PROPERTIES: Final = 128
 MAX_KEY_LENGTH: Final = 128
 MAX_STRING_LENGTH: Final = 1024
+# Numbers are 64-bit: JSON allows any size, but stores and SDKs do not.
+MAX_INT: Final = 2**63 - 1
 
 Operation = tuple[str, str, Any]
 
@@ -51,12 +54,17 @@ def _check_value(op: str, key: str, value: object) -> None:
                 f"{op}.{key}: string values are limited to {MAX_STRING_LENGTH} characters (got {len(value)})"
             )
         return
-    if isinstance(value, bool) or is_number(value):
+    if isinstance(value, bool):
+        return
+    if is_number(value):
+        _check_number(op, key, value)
         return
     if isinstance(value, list):
         for item in value:
             if isinstance(item, bool) or not (isinstance(item, str) or is_number(item)):
                 raise InvalidRequest(f"{op}.{key}: arrays may hold only strings and numbers")
+            if is_number(item):
+                _check_number(op, key, item)
             if isinstance(item, str) and len(item) > MAX_STRING_LENGTH:
                 raise InvalidRequest(
                     f"{op}.{key}: string values are limited to {MAX_STRING_LENGTH} characters"
@@ -66,6 +74,13 @@ def _check_value(op: str, key: str, value: object) -> None:
     raise InvalidRequest(
         f"{op}.{key}: a property value must be a string, number, boolean or array, not {kind}"
     )
+
+
+def _check_number(op: str, key: str, value: object) -> None:
+    if isinstance(value, int) and not -MAX_INT - 1 <= value <= MAX_INT:
+        raise InvalidRequest(f"{op}.{key}: integers are limited to 64 bits")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidRequest(f"{op}.{key}: numbers must be finite")
 
 
 def check_key(key: str, *, where: str = "property") -> None:
@@ -91,10 +106,12 @@ def parse_operations(raw: object) -> list[Operation]:
     result: list[Operation] = []
     for op in OPERATION_ORDER:
         body = raw.get(op)
-        if not body:
-            continue
         if op == "$clearAll":
-            result.append((op, "", None))
+            # Its presence is the instruction; Hackle's SDKs send {"clearAll": "-"}.
+            if body is not None:
+                result.append((op, "", None))
+            continue
+        if not body:
             continue
         for key, value in body.items():
             check_key(key)
