@@ -41,7 +41,9 @@ class MagpieApp:
         from magpie.api.admin_push import push_admin_routes
 
         self.admin_extensions: list[Callable[[MagpieApp], list[Any]]] = [push_admin_routes]
-        self.openapi_extensions: list[Callable[[], dict[str, Any]]] = []
+        from magpie.api.openapi_push import push_paths
+
+        self.openapi_extensions: list[Callable[[], dict[str, Any]]] = [push_paths]
         self.ctx: Context | None = None
         self.dispatchers: list[Any] = []
         self._worker_tasks: list[asyncio.Task[None]] = []
