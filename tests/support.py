@@ -68,9 +68,7 @@ class AppClient:
     def __enter__(self) -> AppClient:
         self._thread.start()
         self.run(self.app.startup())
-        self.http = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=self.app), base_url="http://magpie.test"
-        )
+        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://magpie.test")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -210,9 +208,7 @@ class ServerProcess:
         self.stop()
 
 
-def magpie_cli(
-    *args: str, data_dir: Path, database_url: str | None = None
-) -> subprocess.CompletedProcess[str]:
+def magpie_cli(*args: str, data_dir: Path, database_url: str | None = None) -> subprocess.CompletedProcess[str]:
     environ = dict(os.environ, MAGPIE_DATA_DIR=str(data_dir))
     if database_url:
         environ["MAGPIE_DATABASE_URL"] = database_url

@@ -45,7 +45,16 @@ def test_cli_errors_are_reported_with_codes(tmp_path: Path) -> None:
 
 
 def test_cli_db_upgrade_reports_revision(tmp_path: Path) -> None:
-    assert _json("db", "upgrade", data_dir=tmp_path / "data") == {"revision": "0001"}
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    import magpie.store.db as store_db
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(store_db.__file__).parent / "migrations"))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    assert _json("db", "upgrade", data_dir=tmp_path / "data") == {"revision": head}
 
 
 def test_serve_bootstraps_empty_store_once_and_revoke_bites_at_once(tmp_path: Path) -> None:

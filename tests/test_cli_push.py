@@ -65,15 +65,31 @@ def test_serve_demo_campaign_takes_the_seed_trigger_verbatim(tmp_path: Path) -> 
         headers = {"X-HACKLE-API-KEY": key, "Content-Type": "application/json"}
         # A device of that user with a token, so the demo push reaches the sandbox inbox.
         user = "eb24b2d8-21a3-4e95-b801-626ba0904e01"
-        assert _ok("token", "add", "--device-id", "demo-phone", "--user-id", user, "--provider", "FCM",
-                   "--token", "demo-token", data_dir=data)["status"] == "ACTIVE"
+        assert (
+            _ok(
+                "token",
+                "add",
+                "--device-id",
+                "demo-phone",
+                "--user-id",
+                user,
+                "--provider",
+                "FCM",
+                "--token",
+                "demo-token",
+                data_dir=data,
+            )["status"]
+            == "ACTIVE"
+        )
         response = httpx.post(server.url + "/v1/push-message/trigger/send", content=SEED_TRIGGER, headers=headers)
         assert response.status_code == 200
         dispatch_id = response.json()["dispatchId"]
         view = _wait_completed(server.url, key, dispatch_id)
         assert view["counts"]["SENT"] == 1, view
-        inbox = httpx.get(server.url + "/admin/v1/environments/development/inbox",
-                          headers={"Authorization": f"Bearer {token}"}).json()["messages"]
+        inbox = httpx.get(
+            server.url + "/admin/v1/environments/development/inbox",
+            headers={"Authorization": f"Bearer {token}"},
+        ).json()["messages"]
         assert inbox[0]["message"]["title"] == "고객님, 기다리던 상품이 입고됐어요"
         assert inbox[0]["message"]["link"] == "magpie-demo://products/123"
         shown = _ok("stats", "dispatch", dispatch_id, data_dir=data)
@@ -102,8 +118,10 @@ def test_cli_campaign_apply_rejects_template_errors_at_apply_time(tmp_path: Path
     data = tmp_path / "data"
     _ok("env", "create", "development", data_dir=data)
     path = tmp_path / "bad.yaml"
-    path.write_text(CAMPAIGN_YAML.replace("{{ api_properties.productNumber }}\"", "{{ api_properties.productNumber | nope }}\""),
-                    encoding="utf-8")
+    path.write_text(
+        CAMPAIGN_YAML.replace('{{ api_properties.productNumber }}"', '{{ api_properties.productNumber | nope }}"'),
+        encoding="utf-8",
+    )
     result = magpie_cli("campaign", "apply", "-f", str(path), data_dir=data)
     assert result.returncode == 1
     assert "INVALID_CAMPAIGN" in result.stderr and "template" in result.stderr

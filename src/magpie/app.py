@@ -85,9 +85,7 @@ class MagpieApp:
             rate_per_key=settings.rate_limit_per_key,
             burst=settings.rate_limit_burst,
         )
-        self.ctx = Context(
-            settings=settings, db=self.db, writer=writer, auth=auth, executor=executor, cipher=cipher
-        )
+        self.ctx = Context(settings=settings, db=self.db, writer=writer, auth=auth, executor=executor, cipher=cipher)
         self.ctx.extras["metrics"] = self.metrics
         from magpie.api.admin import build_admin
 
@@ -215,7 +213,7 @@ class MagpieApp:
             return
         status = result[0]
         self.metrics.count(scope["path"], status)
-        await _http.send_response(send, status, result[1], result[2] if len(result) > 2 else None)  # type: ignore[misc]
+        await _http.send_response(send, status, result[1], result[2] if len(result) == 3 else None)
 
 
 def create_app(settings: Settings) -> MagpieApp:

@@ -130,9 +130,7 @@ def cmd_key_create(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_key_list(args: argparse.Namespace, settings: Settings) -> None:
     keys = accounts.list_api_keys(_db(settings), environment=args.env)
-    lines = [
-        f"{k.prefix}…\t{k.environment}\t{k.name}\t{'revoked' if k.revoked_at else 'active'}" for k in keys
-    ]
+    lines = [f"{k.prefix}…\t{k.environment}\t{k.name}\t{'revoked' if k.revoked_at else 'active'}" for k in keys]
     _emit(args, keys, "\n".join(lines) or "(no keys)")
 
 
@@ -176,9 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output")
     common.add_argument("--data-dir", help="data directory (default ./.magpie or MAGPIE_DATA_DIR)")
-    common.add_argument(
-        "--database-url", help="e.g. postgresql://user@host/db (default: SQLite in the data dir)"
-    )
+    common.add_argument("--database-url", help="e.g. postgresql://user@host/db (default: SQLite in the data dir)")
 
     parser = argparse.ArgumentParser(prog="magpie", description=__doc__.splitlines()[0], parents=[common])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -192,23 +188,17 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", parents=[common], help="run a dispatch worker process")
     worker.set_defaults(fn=cmd_worker)
 
-    db = sub.add_parser("db", parents=[common], help="database schema").add_subparsers(
-        dest="db_cmd", required=True
-    )
+    db = sub.add_parser("db", parents=[common], help="database schema").add_subparsers(dest="db_cmd", required=True)
     db.add_parser("upgrade", parents=[common], help="apply migrations").set_defaults(fn=cmd_db_upgrade)
 
-    env = sub.add_parser("env", parents=[common], help="environments").add_subparsers(
-        dest="env_cmd", required=True
-    )
+    env = sub.add_parser("env", parents=[common], help="environments").add_subparsers(dest="env_cmd", required=True)
     create = env.add_parser("create", parents=[common], help="create an environment and its first key")
     create.add_argument("name")
     create.add_argument("--timezone", default="Asia/Seoul")
     create.set_defaults(fn=cmd_env_create)
     env.add_parser("list", parents=[common], help="list environments").set_defaults(fn=cmd_env_list)
 
-    key = sub.add_parser("key", parents=[common], help="API keys").add_subparsers(
-        dest="key_cmd", required=True
-    )
+    key = sub.add_parser("key", parents=[common], help="API keys").add_subparsers(dest="key_cmd", required=True)
     kc = key.add_parser("create", parents=[common], help="create an API key")
     kc.add_argument("--env", required=True)
     kc.add_argument("--name", default="")
@@ -224,9 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_argument("--name", default="")
     admin.set_defaults(fn=cmd_admin_token)
 
-    user = sub.add_parser("user", parents=[common], help="users").add_subparsers(
-        dest="user_cmd", required=True
-    )
+    user = sub.add_parser("user", parents=[common], help="users").add_subparsers(dest="user_cmd", required=True)
     us = user.add_parser("show", parents=[common], help="show a user (or --device) with recent events")
     us.add_argument("id")
     us.add_argument("--env", default="development")

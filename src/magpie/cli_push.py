@@ -41,9 +41,7 @@ def cmd_campaign_apply(args: argparse.Namespace, settings: Settings) -> None:
     results = []
     for document in documents:
         campaign, created = campaigns.apply_campaign(db, env_id=env_id, raw=document)
-        results.append(
-            {"key": campaign.key, "name": campaign.name, "status": campaign.status, "created": created}
-        )
+        results.append({"key": campaign.key, "name": campaign.name, "status": campaign.status, "created": created})
     _emit(
         args,
         results,
@@ -84,9 +82,7 @@ def cmd_token_add(args: argparse.Namespace, settings: Settings) -> None:
 
     db = _db(settings)
     env_id = _env_id(db, args.env)
-    writer = GroupCommitWriter(
-        db=db, secret=Cipher.load(secret_key=settings.secret_key, data_dir=settings.data_dir)
-    )
+    writer = GroupCommitWriter(db=db, secret=Cipher.load(secret_key=settings.secret_key, data_dir=settings.data_dir))
     writer.start()
     try:
         status = writer.run_sync(
@@ -168,9 +164,7 @@ def _register(sub: Any, common: argparse.ArgumentParser) -> None:
     campaign = sub.add_parser("campaign", parents=[common], help="push campaigns").add_subparsers(
         dest="campaign_cmd", required=True
     )
-    apply = campaign.add_parser(
-        "apply", parents=[common], help="create or update campaigns from a YAML/JSON file"
-    )
+    apply = campaign.add_parser("apply", parents=[common], help="create or update campaigns from a YAML/JSON file")
     apply.add_argument("-f", "--file", required=True)
     apply.add_argument("--env", default="development")
     apply.set_defaults(fn=cmd_campaign_apply)
@@ -181,9 +175,7 @@ def _register(sub: Any, common: argparse.ArgumentParser) -> None:
     cohort = sub.add_parser("cohort", parents=[common], help="static cohorts").add_subparsers(
         dest="cohort_cmd", required=True
     )
-    cs = cohort.add_parser(
-        "set", parents=[common], help="replace a cohort with the ids in a file (one per line)"
-    )
+    cs = cohort.add_parser("set", parents=[common], help="replace a cohort with the ids in a file (one per line)")
     cs.add_argument("name")
     cs.add_argument("-f", "--file", required=True)
     cs.add_argument("--env", default="development")
@@ -200,9 +192,7 @@ def _register(sub: Any, common: argparse.ArgumentParser) -> None:
     ta.add_argument("--token", required=True)
     ta.set_defaults(fn=cmd_token_add)
 
-    env_settings = sub.add_parser(
-        "settings", parents=[common], help="set an environment's settings from a file"
-    )
+    env_settings = sub.add_parser("settings", parents=[common], help="set an environment's settings from a file")
     env_settings.add_argument("-f", "--file", required=True)
     env_settings.add_argument("--env", default="development")
     env_settings.add_argument("--timezone")

@@ -46,6 +46,8 @@ class Settings:
     retry_max_seconds: float = 60.0
     provider_timeout_seconds: float = 10.0
     event_retention_days: int = 365
+    # How often each API process purges events older than the retention (0 or less days: never).
+    event_purge_interval_seconds: float = 3600.0
     secret_key: str | None = None
     log_level: str = "info"
     bootstrap: bool = True
@@ -85,6 +87,7 @@ class Settings:
             retry_max_seconds=_float(e, "MAGPIE_RETRY_MAX_SECONDS", 60.0),
             provider_timeout_seconds=_float(e, "MAGPIE_PROVIDER_TIMEOUT", 10.0),
             event_retention_days=_int(e, "MAGPIE_EVENT_RETENTION_DAYS", 365),
+            event_purge_interval_seconds=_float(e, "MAGPIE_EVENT_PURGE_INTERVAL", 3600.0),
             secret_key=e.get("MAGPIE_SECRET_KEY") or None,
             log_level=e.get("MAGPIE_LOG_LEVEL", "info"),
             bootstrap=e.get("MAGPIE_BOOTSTRAP", "1") not in ("0", "false", "no"),

@@ -10,12 +10,8 @@ from magpie.store import accounts
 from tests.support import AppClient, Env
 
 ENDPOINTS = [
-    pytest.param(
-        "POST", "/v1/properties", {"userId": "u1", "operations": {"$set": {"a": 1}}}, id="properties"
-    ),
-    pytest.param(
-        "POST", "/v1/properties/phone-numbers", {"userId": "u1", "phoneNumber": "+821012345678"}, id="phone"
-    ),
+    pytest.param("POST", "/v1/properties", {"userId": "u1", "operations": {"$set": {"a": 1}}}, id="properties"),
+    pytest.param("POST", "/v1/properties/phone-numbers", {"userId": "u1", "phoneNumber": "+821012345678"}, id="phone"),
     pytest.param(
         "POST",
         "/v1/push-subscriptions",
@@ -62,9 +58,7 @@ def test_auth_missing_header_is_api_key_not_found(
 
 
 @pytest.mark.parametrize(("method", "path", "body"), ENDPOINTS)
-def test_auth_unknown_key_is_invalid_api_key(
-    client: AppClient, env: Env, method: str, path: str, body: Any
-) -> None:
+def test_auth_unknown_key_is_invalid_api_key(client: AppClient, env: Env, method: str, path: str, body: Any) -> None:
     response = client.request(method, path, json=body, headers={"X-HACKLE-API-KEY": "mgp_not-a-key"})
     _assert_error(response, 401, "INVALID_API_KEY")
     assert response.json()["message"] == "Invalid API key"
@@ -94,12 +88,8 @@ def test_auth_key_of_other_environment_sees_nothing(client: AppClient, env: Env)
     from tests.support import make_env
 
     other = make_env(client.app.db)
-    client.post(
-        "/v1/properties", json={"userId": "u1", "operations": {"$set": {"a": 1}}}, headers=env.headers
-    )
-    client.post(
-        "/v1/properties", json={"userId": "u1", "operations": {"$set": {"a": 2}}}, headers=other.headers
-    )
+    client.post("/v1/properties", json={"userId": "u1", "operations": {"$set": {"a": 1}}}, headers=env.headers)
+    client.post("/v1/properties", json={"userId": "u1", "operations": {"$set": {"a": 2}}}, headers=other.headers)
     assert client.user(env, "u1")["properties"] == {"a": 1}
     assert client.user(other, "u1")["properties"] == {"a": 2}
 
@@ -108,12 +98,8 @@ def test_auth_key_of_other_environment_sees_nothing(client: AppClient, env: Env)
     ("path", "body"),
     [
         pytest.param("/v1/properties", {"operations": {"$set": {"a": 1}}}, id="properties-none"),
-        pytest.param(
-            "/v1/properties", {"userId": "", "deviceId": "  ", "operations": {}}, id="properties-blank"
-        ),
-        pytest.param(
-            "/v1/properties", {"userId": None, "deviceId": None, "operations": {}}, id="properties-null"
-        ),
+        pytest.param("/v1/properties", {"userId": "", "deviceId": "  ", "operations": {}}, id="properties-blank"),
+        pytest.param("/v1/properties", {"userId": None, "deviceId": None, "operations": {}}, id="properties-null"),
         pytest.param("/v1/push-subscriptions", {"marketingSubscriptionStatus": "SUBSCRIBED"}, id="push-none"),
         pytest.param(
             "/v1/kakao-subscriptions",
@@ -140,20 +126,12 @@ BAD_REQUESTS = [
     pytest.param("/v1/properties", b'{"userId": 42, "operations": {"$set": {"a": 1}}}', id="userid-number"),
     pytest.param("/v1/properties", b'{"userId": "u1"}', id="operations-missing"),
     pytest.param("/v1/properties", b'{"userId": "u1", "operations": []}', id="operations-array"),
-    pytest.param(
-        "/v1/properties", b'{"userId": "u1", "operations": {"$rename": {"a": "b"}}}', id="unknown-operation"
-    ),
+    pytest.param("/v1/properties", b'{"userId": "u1", "operations": {"$rename": {"a": "b"}}}', id="unknown-operation"),
     pytest.param("/v1/properties", b'{"userId": "u1", "operations": {"$set": [1]}}', id="set-not-object"),
     pytest.param("/v1/properties", b'{"userId": "u1", "operations": {"$set": {"a": null}}}', id="null-value"),
-    pytest.param(
-        "/v1/properties", b'{"userId": "u1", "operations": {"$set": {"a": {"b": 1}}}}', id="object-value"
-    ),
-    pytest.param(
-        "/v1/properties", b'{"userId": "u1", "operations": {"$set": {"a": [[1]]}}}', id="nested-array"
-    ),
-    pytest.param(
-        "/v1/properties", b'{"userId": "u1", "operations": {"$set": {"a": [true]}}}', id="bool-in-array"
-    ),
+    pytest.param("/v1/properties", b'{"userId": "u1", "operations": {"$set": {"a": {"b": 1}}}}', id="object-value"),
+    pytest.param("/v1/properties", b'{"userId": "u1", "operations": {"$set": {"a": [[1]]}}}', id="nested-array"),
+    pytest.param("/v1/properties", b'{"userId": "u1", "operations": {"$set": {"a": [true]}}}', id="bool-in-array"),
     pytest.param("/v1/properties", b'{"userId": "u1", "operations": {"$set": {"$a": 1}}}', id="reserved-key"),
     pytest.param("/v1/properties", b'{"userId": "u1", "operations": {"$set": {"": 1}}}', id="empty-key"),
     pytest.param(
@@ -168,22 +146,16 @@ BAD_REQUESTS = [
     ),
     pytest.param(
         "/v1/properties",
-        (
-            '{"userId": "u1", "operations": {"$set": {%s}}}' % ",".join(f'"k{i}": {i}' for i in range(129))
-        ).encode(),
+        ('{"userId": "u1", "operations": {"$set": {' + ",".join(f'"k{i}": {i}' for i in range(129)) + "}}}").encode(),
         id="129-properties",
     ),
-    pytest.param(
-        "/v1/properties", ('{"userId": "%s", "operations": {}}' % ("u" * 257)).encode(), id="userid-too-long"
-    ),
+    pytest.param("/v1/properties", ('{"userId": "%s", "operations": {}}' % ("u" * 257)).encode(), id="userid-too-long"),
     pytest.param(
         "/v1/push-subscriptions",
         b'{"userId": "u1", "marketingSubscriptionStatus": "YES"}',
         id="status-invalid",
     ),
-    pytest.param(
-        "/v1/push-subscriptions", b'{"userId": "u1", "informationSubscriptionStatus": 1}', id="status-number"
-    ),
+    pytest.param("/v1/push-subscriptions", b'{"userId": "u1", "informationSubscriptionStatus": 1}', id="status-number"),
     pytest.param(
         "/v1/sms-subscriptions",
         b'{"userId": "u1", "marketingSubscriptionStatus": "subscribed"}',
@@ -204,9 +176,7 @@ BAD_REQUESTS = [
 
 
 @pytest.mark.parametrize(("path", "raw"), BAD_REQUESTS)
-def test_bad_input_is_invalid_request_and_stores_nothing(
-    client: AppClient, env: Env, path: str, raw: bytes
-) -> None:
+def test_bad_input_is_invalid_request_and_stores_nothing(client: AppClient, env: Env, path: str, raw: bytes) -> None:
     _assert_error(client.post(path, content=raw, headers=env.headers), 400, "INVALID_REQUEST")
     _assert_nothing_stored(client, env)
 
@@ -263,10 +233,7 @@ def test_rejected_request_in_a_batch_leaves_the_others_applied(client: AppClient
     for i, response in enumerate(responses):
         assert response.status_code == (400 if i % 4 == 0 else 200)
     with client.app.db.transaction(write=False) as conn:
-        idents = {
-            r[0]
-            for r in client.app.db.fetchall(conn, "SELECT ident FROM profiles WHERE env_id = ?", (env.id,))
-        }
+        idents = {r[0] for r in client.app.db.fetchall(conn, "SELECT ident FROM profiles WHERE env_id = ?", (env.id,))}
     assert idents == {f"u{i}" for i in range(40) if i % 4}
 
 

@@ -11,8 +11,10 @@ def test_openapi_describes_every_data_route(client: AppClient, env: Env) -> None
     described = {(method.upper(), path) for path, ops in doc["paths"].items() for method in ops}
     routes = set(client.app.routes)
     assert routes <= described, routes - described
-    for method, path in (("GET", "/v1/push-message/dispatches/{dispatchId}"),
-                         ("GET", "/v1/push-message/campaigns/{campaignKey}/stats")):
+    for method, path in (
+        ("GET", "/v1/push-message/dispatches/{dispatchId}"),
+        ("GET", "/v1/push-message/campaigns/{campaignKey}/stats"),
+    ):
         assert (method, path) in described
     assert len(client.app.param_routes) <= len([p for p in doc["paths"] if "{" in p])
     for path, ops in doc["paths"].items():

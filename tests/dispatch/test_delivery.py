@@ -38,20 +38,35 @@ def apns() -> Iterator[FakeApns]:
         yield fake
 
 
-def _configure(client: AppClient, env: Env, *, fcm: FakeFcm | None = None, apns: FakeApns | None = None,
-               webhook: dict[str, str] | None = None) -> None:
+def _configure(
+    client: AppClient,
+    env: Env,
+    *,
+    fcm: FakeFcm | None = None,
+    apns: FakeApns | None = None,
+    webhook: dict[str, str] | None = None,
+) -> None:
     providers: dict[str, Any] = {}
     if fcm is not None:
-        providers["fcm"] = {"projectId": fcm.project_id, "serviceAccount": fcm.service_account(), "baseUrl": fcm.base_url}
+        providers["fcm"] = {
+            "projectId": fcm.project_id,
+            "serviceAccount": fcm.service_account(),
+            "baseUrl": fcm.base_url,
+        }
     if apns is not None:
         providers["apns"] = {
-            "teamId": apns.team_id, "keyId": apns.key_id, "privateKey": apns.private_key_pem, "topic": apns.topic,
-            "baseUrl": apns.base_url, "caFile": apns.ca_pem_path,
+            "teamId": apns.team_id,
+            "keyId": apns.key_id,
+            "privateKey": apns.private_key_pem,
+            "topic": apns.topic,
+            "baseUrl": apns.base_url,
+            "caFile": apns.ca_pem_path,
         }
     if webhook is not None:
         providers["webhook"] = webhook
-    response = client.put(f"/admin/v1/environments/{env.name}", json={"settings": {"providers": providers}},
-                          headers=env.admin)
+    response = client.put(
+        f"/admin/v1/environments/{env.name}", json={"settings": {"providers": providers}}, headers=env.admin
+    )
     assert response.status_code == 200, response.text
 
 
@@ -69,9 +84,18 @@ def _outcomes(view: dict[str, Any]) -> list[tuple[str, str | None]]:
 
 def test_delivery_fcm_request_is_exactly_what_fcm_expects(client: AppClient, env: Env, fcm: FakeFcm) -> None:
     _configure(client, env, fcm=fcm)
-    apply_campaign(client, env, provider="push", message={
-        "title": "Hi {{ user.id }}", "body": "Order {{ api_properties.no }}", "clickAction": "DEEP_LINK",
-        "link": "shop://o/{{ api_properties.no }}", "imageUrl": "https://img.example/p.png"})
+    apply_campaign(
+        client,
+        env,
+        provider="push",
+        message={
+            "title": "Hi {{ user.id }}",
+            "body": "Order {{ api_properties.no }}",
+            "clickAction": "DEEP_LINK",
+            "link": "shop://o/{{ api_properties.no }}",
+            "imageUrl": "https://img.example/p.png",
+        },
+    )
     add_token(client, env, device_id="d1", user_id="u1", token="fcm-token-1")
     dispatch_id = trigger(client, env, [{"userId": "u1", "apiProperties": {"no": 77}}])
     _run(client)
@@ -103,11 +127,21 @@ def test_delivery_fcm_request_is_exactly_what_fcm_expects(client: AppClient, env
 
 def test_delivery_apns_request_is_exactly_what_apns_expects(client: AppClient, env: Env, apns: FakeApns) -> None:
     _configure(client, env, apns=apns)
-    apply_campaign(client, env, provider="push", purpose="MARKETING", consentRule="SUBSCRIBED_OR_UNKNOWN",
-                   message={"title": "Sale", "body": "Now", "imageUrl": "https://img.example/i.png"})
+    apply_campaign(
+        client,
+        env,
+        provider="push",
+        purpose="MARKETING",
+        consentRule="SUBSCRIBED_OR_UNKNOWN",
+        message={"title": "Sale", "body": "Now", "imageUrl": "https://img.example/i.png"},
+    )
     token = "ab" * 32
     add_token(client, env, device_id="iphone", user_id="u1", token=token, provider="APN")
-    client.post("/v1/push-subscriptions", json={"userId": "u1", "nightSubscriptionStatus": "SUBSCRIBED"}, headers=env.headers)
+    client.post(
+        "/v1/push-subscriptions",
+        json={"userId": "u1", "nightSubscriptionStatus": "SUBSCRIBED"},
+        headers=env.headers,
+    )
     dispatch_id = trigger(client, env, [{"userId": "u1"}])
     _run(client)
     view = dispatch(client, env, dispatch_id)
@@ -156,8 +190,11 @@ def test_delivery_unregistered_token_is_retired_and_never_used_again(client: App
     statuses = {t["status"] for d in user["devices"] for t in d["pushTokens"] if d["deviceId"] == "d1"}
     assert statuses == {"RETIRED"}
     # Re-registering a retired token does not bring it back.
-    response = client.post("/v1/push-tokens", json={"deviceId": "d1", "providerType": "FCM", "token": "dead-token"},
-                           headers=env.headers)
+    response = client.post(
+        "/v1/push-tokens",
+        json={"deviceId": "d1", "providerType": "FCM", "token": "dead-token"},
+        headers=env.headers,
+    )
     assert response.json()["tokenStatus"] == "RETIRED"
     fcm.clear()
     second = trigger(client, env, [{"userId": "u1"}])
@@ -166,7 +203,9 @@ def test_delivery_unregistered_token_is_retired_and_never_used_again(client: App
     assert _outcomes(dispatch(client, env, second)) == [("SENT", None)]
 
 
-def test_delivery_only_dead_token_leaves_recipient_failed_then_no_token(client: AppClient, env: Env, fcm: FakeFcm) -> None:
+def test_delivery_only_dead_token_leaves_recipient_failed_then_no_token(
+    client: AppClient, env: Env, fcm: FakeFcm
+) -> None:
     _configure(client, env, fcm=fcm)
     apply_campaign(client, env, provider="push")
     fcm.unregistered.add("dead")
@@ -269,10 +308,18 @@ def test_delivery_webhook_is_signed(client: AppClient, env: Env) -> None:
     finally:
         client.run(runner.cleanup())
     (headers, body) = received[0]
-    assert verify_signature(secret="s3cret", timestamp=headers["X-Magpie-Timestamp"], body=body,
-                            signature=headers["X-Magpie-Signature"])
-    assert not verify_signature(secret="wrong", timestamp=headers["X-Magpie-Timestamp"], body=body,
-                                signature=headers["X-Magpie-Signature"])
+    assert verify_signature(
+        secret="s3cret",
+        timestamp=headers["X-Magpie-Timestamp"],
+        body=body,
+        signature=headers["X-Magpie-Signature"],
+    )
+    assert not verify_signature(
+        secret="wrong",
+        timestamp=headers["X-Magpie-Timestamp"],
+        body=body,
+        signature=headers["X-Magpie-Signature"],
+    )
     assert json.loads(body)["title"] == "Hello u1"
     view = dispatch(client, env, dispatch_id)
     assert view["recipients"][0]["deliveries"][0]["providerMessageId"] == "hook-1"

@@ -40,9 +40,7 @@ def _consent(client: AppClient, env: Env, user_id: str, **statuses: str) -> None
 
 
 def _settings(client: AppClient, env: Env, **settings: Any) -> None:
-    response = client.put(
-        f"/admin/v1/environments/{env.name}", json={"settings": settings}, headers=env.admin
-    )
+    response = client.put(f"/admin/v1/environments/{env.name}", json={"settings": settings}, headers=env.admin)
     assert response.status_code == 200, response.text
 
 
@@ -147,16 +145,10 @@ def test_pipeline_each_exclusion_reason(client: AppClient, env: Env) -> None:
     [
         pytest.param("MARKETING", "SUBSCRIBED_ONLY", None, None, "NO_CONSENT", id="mkt-only-unknown"),
         pytest.param("MARKETING", "SUBSCRIBED_OR_UNKNOWN", None, None, "SENT", id="mkt-or-unknown-unknown"),
-        pytest.param(
-            "MARKETING", "SUBSCRIBED_OR_UNKNOWN", "UNSUBSCRIBED", None, "NO_CONSENT", id="mkt-unsubscribed"
-        ),
-        pytest.param(
-            "MARKETING", "SUBSCRIBED_ONLY", "SUBSCRIBED", "UNSUBSCRIBED", "SENT", id="mkt-ignores-info"
-        ),
+        pytest.param("MARKETING", "SUBSCRIBED_OR_UNKNOWN", "UNSUBSCRIBED", None, "NO_CONSENT", id="mkt-unsubscribed"),
+        pytest.param("MARKETING", "SUBSCRIBED_ONLY", "SUBSCRIBED", "UNSUBSCRIBED", "SENT", id="mkt-ignores-info"),
         pytest.param("INFORMATION", "SUBSCRIBED_ONLY", "UNSUBSCRIBED", None, "SENT", id="info-ignores-mkt"),
-        pytest.param(
-            "INFORMATION", "SUBSCRIBED_ONLY", None, "UNSUBSCRIBED", "NO_CONSENT", id="info-unsubscribed"
-        ),
+        pytest.param("INFORMATION", "SUBSCRIBED_ONLY", None, "UNSUBSCRIBED", "NO_CONSENT", id="info-unsubscribed"),
     ],
 )
 def test_pipeline_consent_rules(
@@ -228,9 +220,7 @@ def test_pipeline_night_marketing_is_held_until_eight(client: AppClient, env: En
     add_token(client, env, device_id="d1", user_id="u1", token="t1")
     add_token(client, env, device_id="d2", user_id="owl", token="t2")
     _consent(client, env, "u1", marketingSubscriptionStatus="SUBSCRIBED")
-    _consent(
-        client, env, "owl", marketingSubscriptionStatus="SUBSCRIBED", nightSubscriptionStatus="SUBSCRIBED"
-    )
+    _consent(client, env, "owl", marketingSubscriptionStatus="SUBSCRIBED", nightSubscriptionStatus="SUBSCRIBED")
     clock = FakeClock(_at(23, 10))
     dispatch_id = trigger(client, env, [{"userId": "u1"}, {"userId": "owl"}])
     _run(client, clock)

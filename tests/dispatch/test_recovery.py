@@ -10,9 +10,9 @@ import pytest
 from magpie.config import Settings
 from magpie.domain.settings import parse_settings
 from magpie.store import accounts, campaigns
+from magpie.store.crypto import hash_secret
 from magpie.store.db import Database
 from magpie.store.dispatches import AcceptTrigger, RegisterToken, dispatch_view
-from magpie.store.crypto import hash_secret
 from magpie.store.writer import GroupCommitWriter
 from tests.fakes.fcm import FakeFcm
 from tests.support import ServerProcess, make_env
@@ -34,31 +34,72 @@ def test_recovery_worker_kill9_mid_dispatch_finishes_every_recipient_once(settin
         accounts.update_environment_settings(
             db,
             name=env.name,
-            settings=parse_settings({"providers": {"fcm": {
-                "projectId": fcm.project_id, "serviceAccount": fcm.service_account(), "baseUrl": fcm.base_url}}}),
+            settings=parse_settings(
+                {
+                    "providers": {
+                        "fcm": {
+                            "projectId": fcm.project_id,
+                            "serviceAccount": fcm.service_account(),
+                            "baseUrl": fcm.base_url,
+                        }
+                    }
+                }
+            ),
         )
-        campaigns.apply_campaign(db, env_id=env.id, raw={
-            "key": 3, "name": "recovery", "status": "ACTIVE", "purpose": "INFORMATION", "provider": "push",
-            "message": {"title": "t {{ user.id }}", "body": "b"}})
+        campaigns.apply_campaign(
+            db,
+            env_id=env.id,
+            raw={
+                "key": 3,
+                "name": "recovery",
+                "status": "ACTIVE",
+                "purpose": "INFORMATION",
+                "provider": "push",
+                "message": {"title": "t {{ user.id }}", "body": "b"},
+            },
+        )
         writer = GroupCommitWriter(db=db)
         writer.start()
         try:
             for i in range(USERS):
-                writer.run_sync(RegisterToken(key_hash=None, env_id=env.id, device_id=f"d{i}", user_id=f"u{i}",
-                                              provider_type="FCM", token=f"tok-{i}"))
+                writer.run_sync(
+                    RegisterToken(
+                        key_hash=None,
+                        env_id=env.id,
+                        device_id=f"d{i}",
+                        user_id=f"u{i}",
+                        provider_type="FCM",
+                        token=f"tok-{i}",
+                    )
+                )
             ids = []
             for start in range(0, USERS, 50):
                 users = "[" + ",".join(f'{{"userId":"u{i}"}}' for i in range(start, start + 50)) + "]"
-                dispatch_id, _ = writer.run_sync(AcceptTrigger(key_hash=hash_secret(env.key), env_id=env.id,
-                                                               campaign_key=3, users=users, requested=50,
-                                                               idempotency_key=None))
+                dispatch_id, _ = writer.run_sync(
+                    AcceptTrigger(
+                        key_hash=hash_secret(env.key),
+                        env_id=env.id,
+                        campaign_key=3,
+                        users=users,
+                        requested=50,
+                        idempotency_key=None,
+                    )
+                )
                 ids.append(dispatch_id)
         finally:
             writer.stop()
 
-        worker_env = {"MAGPIE_LEASE_SECONDS": "2", "MAGPIE_WORKER_CONCURRENCY": "4", "MAGPIE_POLL_INTERVAL": "0.05"}
-        first = ServerProcess(data_dir=settings.data_dir, database_url=settings.database_url_override,
-                              args=["worker"], env=worker_env)
+        worker_env = {
+            "MAGPIE_LEASE_SECONDS": "2",
+            "MAGPIE_WORKER_CONCURRENCY": "4",
+            "MAGPIE_POLL_INTERVAL": "0.05",
+        }
+        first = ServerProcess(
+            data_dir=settings.data_dir,
+            database_url=settings.database_url_override,
+            args=["worker"],
+            env=worker_env,
+        )
         first.start(wait=False)
         deadline = time.monotonic() + 60
         while len(fcm.delivered) < 15 and time.monotonic() < deadline:
@@ -67,8 +108,12 @@ def test_recovery_worker_kill9_mid_dispatch_finishes_every_recipient_once(settin
         delivered_before = len(fcm.delivered)
         assert 15 <= delivered_before < USERS, first.output()
 
-        second = ServerProcess(data_dir=settings.data_dir, database_url=settings.database_url_override,
-                               args=["worker"], env=worker_env)
+        second = ServerProcess(
+            data_dir=settings.data_dir,
+            database_url=settings.database_url_override,
+            args=["worker"],
+            env=worker_env,
+        )
         second.start(wait=False)
         try:
             deadline = time.monotonic() + 90
@@ -89,7 +134,11 @@ def test_recovery_worker_kill9_mid_dispatch_finishes_every_recipient_once(settin
         assert len(fcm.delivered) - USERS <= 4
     with db.transaction(write=False) as conn:
         open_items = db.fetchone(conn, "SELECT COUNT(*) FROM work_items WHERE env_id = ? AND done = 0", (env.id,))
-        outcomes = db.fetchall(conn, "SELECT outcome, COUNT(*) FROM recipients r JOIN dispatches d ON d.id = r.dispatch_id "
-                                     "WHERE d.env_id = ? GROUP BY outcome", (env.id,))
+        outcomes = db.fetchall(
+            conn,
+            "SELECT outcome, COUNT(*) FROM recipients r JOIN dispatches d ON d.id = r.dispatch_id "
+            "WHERE d.env_id = ? GROUP BY outcome",
+            (env.id,),
+        )
     assert open_items == (0,)
     assert outcomes == [("SENT", USERS)]

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from magpie.store import campaigns
 from magpie.domain.campaigns import DEMO_CAMPAIGN
+from magpie.store import campaigns
 from tests.support import AppClient, Env, apply_campaign, make_env, trigger
 
 SEED_TRIGGER = """{
@@ -39,9 +39,7 @@ def _rows(client: AppClient, sql: str, params: tuple[Any, ...]) -> list[tuple[An
 
 def test_trigger_seed_example_against_demo_campaign_is_accepted(client: AppClient, env: Env) -> None:
     campaigns.apply_campaign(client.app.db, env_id=env.id, raw=DEMO_CAMPAIGN)
-    response = client.post(
-        "/v1/push-message/trigger/send", content=SEED_TRIGGER.encode(), headers=env.headers
-    )
+    response = client.post("/v1/push-message/trigger/send", content=SEED_TRIGGER.encode(), headers=env.headers)
     assert response.status_code == 200
     body = response.json()
     assert body["message"] == "success"
@@ -52,13 +50,9 @@ def test_trigger_seed_example_against_demo_campaign_is_accepted(client: AppClien
 def test_trigger_acceptance_writes_dispatch_and_work_item_together(client: AppClient, env: Env) -> None:
     apply_campaign(client, env)
     dispatch_id = trigger(client, env, [{"userId": "u1"}, {"deviceId": "d1"}])
-    (row,) = _rows(
-        client, "SELECT campaign_key, status, requested FROM dispatches WHERE id = ?", (dispatch_id,)
-    )
+    (row,) = _rows(client, "SELECT campaign_key, status, requested FROM dispatches WHERE id = ?", (dispatch_id,))
     assert row == (7, "ACCEPTED", 2)
-    items = _rows(
-        client, "SELECT done, available_at > 0 FROM work_items WHERE dispatch_id = ?", (dispatch_id,)
-    )
+    items = _rows(client, "SELECT done, available_at > 0 FROM work_items WHERE dispatch_id = ?", (dispatch_id,))
     assert [tuple(bool(v) for v in i) for i in items] == [(False, True)]
 
 
@@ -116,9 +110,7 @@ def test_trigger_campaign_of_another_environment_is_campaign_not_found(client: A
         pytest.param({"userId": "", "apiProperties": {"a": "1"}}, id="blank"),
     ],
 )
-def test_trigger_user_without_identifier_is_empty_identifier(
-    client: AppClient, env: Env, user: dict[str, Any]
-) -> None:
+def test_trigger_user_without_identifier_is_empty_identifier(client: AppClient, env: Env, user: dict[str, Any]) -> None:
     apply_campaign(client, env)
     response = client.post(
         "/v1/push-message/trigger/send",
@@ -157,20 +149,14 @@ def test_trigger_auth_errors(client: AppClient, env: Env) -> None:
             {"campaignKey": 7, "users": [{"userId": "u", "apiProperties": {"a": {"b": 1}}}]},
             id="nested-api-prop",
         ),
-        pytest.param(
-            {"campaignKey": 7, "users": [{"userId": "u", "apiProperties": {"a": [1]}}]}, id="array-api-prop"
-        ),
-        pytest.param(
-            {"campaignKey": 7, "users": [{"userId": "u", "apiProperties": "x"}]}, id="api-props-string"
-        ),
+        pytest.param({"campaignKey": 7, "users": [{"userId": "u", "apiProperties": {"a": [1]}}]}, id="array-api-prop"),
+        pytest.param({"campaignKey": 7, "users": [{"userId": "u", "apiProperties": "x"}]}, id="api-props-string"),
         pytest.param({"campaignKey": 7, "users": [{"userId": 5}]}, id="user-id-number"),
     ],
 )
 def test_trigger_malformed_body_is_invalid_request(client: AppClient, env: Env, body: dict[str, Any]) -> None:
     apply_campaign(client, env)
-    _error(
-        client.post("/v1/push-message/trigger/send", json=body, headers=env.headers), 400, "INVALID_REQUEST"
-    )
+    _error(client.post("/v1/push-message/trigger/send", json=body, headers=env.headers), 400, "INVALID_REQUEST")
     assert _rows(client, "SELECT id FROM dispatches WHERE env_id = ?", (env.id,)) == []
 
 
@@ -184,9 +170,7 @@ def test_trigger_idempotency_key_returns_original_response(client: AppClient, en
     headers = {**env.headers, "Idempotency-Key": "order-42"}
     first = trigger(client, env, [{"userId": "u1"}], headers=headers)
     again = trigger(client, env, [{"userId": "u1"}], headers=headers)
-    different = trigger(
-        client, env, [{"userId": "u1"}], headers={**env.headers, "Idempotency-Key": "order-43"}
-    )
+    different = trigger(client, env, [{"userId": "u1"}], headers={**env.headers, "Idempotency-Key": "order-43"})
     assert first == again != different
     assert len(_rows(client, "SELECT id FROM dispatches WHERE env_id = ?", (env.id,))) == 2
     assert len(_rows(client, "SELECT id FROM work_items WHERE env_id = ?", (env.id,))) == 2
@@ -196,9 +180,7 @@ def test_trigger_idempotency_key_concurrent_repeats_make_one_dispatch(client: Ap
     apply_campaign(client, env)
     headers = {**env.headers, "Idempotency-Key": "same"}
     body = {"campaignKey": 7, "users": [{"userId": "u1"}]}
-    responses = client.gather(
-        [("POST", "/v1/push-message/trigger/send", {"json": body, "headers": headers})] * 20
-    )
+    responses = client.gather([("POST", "/v1/push-message/trigger/send", {"json": body, "headers": headers})] * 20)
     assert {r.status_code for r in responses} == {200}
     assert len({r.json()["dispatchId"] for r in responses}) == 1
 

@@ -204,9 +204,7 @@ VERSION_ORDER = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("lower", "higher"), [pytest.param(lo, hi, id=f"{lo}<{hi}") for lo, hi in VERSION_ORDER]
-)
+@pytest.mark.parametrize(("lower", "higher"), [pytest.param(lo, hi, id=f"{lo}<{hi}") for lo, hi in VERSION_ORDER])
 def test_version_order_is_semantic(lower, higher):
     assert check(cond("LT", "VERSION", [higher]), lower)
     assert check(cond("GT", "VERSION", [lower]), higher)
@@ -255,12 +253,8 @@ def test_not_match_negates_operator_result(condition, user_value, expected):
     [
         pytest.param(cond("IN", "STRING", ["b"]), ["a", "b"], True, id="match_any_element"),
         pytest.param(cond("IN", "STRING", ["z"]), ["a", "b"], False, id="match_no_element"),
-        pytest.param(
-            cond("IN", "STRING", ["b"], match="NOT_MATCH"), ["a", "b"], False, id="not_match_one_hits"
-        ),
-        pytest.param(
-            cond("IN", "STRING", ["z"], match="NOT_MATCH"), ["a", "b"], True, id="not_match_none_hit"
-        ),
+        pytest.param(cond("IN", "STRING", ["b"], match="NOT_MATCH"), ["a", "b"], False, id="not_match_one_hits"),
+        pytest.param(cond("IN", "STRING", ["z"], match="NOT_MATCH"), ["a", "b"], True, id="not_match_none_hit"),
         pytest.param(cond("GT", "NUMBER", [10]), [1, "20"], True, id="number_any_element"),
         pytest.param(cond("GT", "NUMBER", [10]), [None, "x", 11], True, id="skips_null_and_wrong_type"),
         pytest.param(cond("IN", "STRING", ["a"]), [["a"]], False, id="nested_array_does_not_match"),
@@ -310,9 +304,9 @@ def test_exists_values_may_be_omitted():
     del condition["match"]["values"]
     assert check(condition, 1)
     assert (
-        audience_to_json(parse_audience([{"conditions": [condition]}]))["targets"][0]["conditions"][0][
-            "match"
-        ]["values"]
+        audience_to_json(parse_audience([{"conditions": [condition]}]))["targets"][0]["conditions"][0]["match"][
+            "values"
+        ]
         == []
     )
 
@@ -341,9 +335,7 @@ def test_exists_values_may_be_omitted():
             False,
             id="not_match_anonymous",
         ),
-        pytest.param(
-            cond("STARTS_WITH", key="USER_ID", name=None, values=["test-"]), "test-7", True, id="prefix"
-        ),
+        pytest.param(cond("STARTS_WITH", key="USER_ID", name=None, values=["test-"]), "test-7", True, id="prefix"),
         pytest.param(cond("EXISTS", key="USER_ID", name=None, values=[]), "u1", True, id="exists"),
         pytest.param(cond("EXISTS", key="USER_ID", name=None, values=[]), "", False, id="exists_empty_id"),
         pytest.param(
@@ -364,9 +356,7 @@ def test_user_id_condition_reads_the_recipient_user_id(condition, user_id, expec
 @pytest.mark.parametrize(
     ("condition", "device_ids", "expected"),
     [
-        pytest.param(
-            cond(key="DEVICE_ID", name=None, values=["d2"]), ("d1", "d2", "d3"), True, id="in_any_device"
-        ),
+        pytest.param(cond(key="DEVICE_ID", name=None, values=["d2"]), ("d1", "d2", "d3"), True, id="in_any_device"),
         pytest.param(cond(key="DEVICE_ID", name=None, values=["d9"]), ("d1", "d2"), False, id="in_no_device"),
         pytest.param(
             cond(key="DEVICE_ID", name=None, values=["d2"], match="NOT_MATCH"),
@@ -411,9 +401,7 @@ def test_device_id_condition_matches_any_of_the_recipient_devices(condition, dev
     ],
 )
 def test_cohort_condition_asks_the_callback(match, member_of, expected):
-    audience = parse_audience(
-        [{"conditions": [cond(key="COHORT", name=None, values=["vip", "beta"], match=match)]}]
-    )
+    audience = parse_audience([{"conditions": [cond(key="COHORT", name=None, values=["vip", "beta"], match=match)]}])
     asked: list[str] = []
 
     def in_cohort(name: str) -> bool:
@@ -474,9 +462,9 @@ KOREA = cond("IN", "STRING", ["KR"], name="country")
 )
 def test_targets_are_ored_and_conditions_anded(properties, expected):
     audience = parse_audience({"targets": [{"conditions": [GOLD, ADULT]}, {"conditions": [KOREA]}]})
-    assert matches(
-        audience=audience, recipient=Recipient(properties=properties), in_cohort=never_in_cohort
-    ) is (expected)
+    assert matches(audience=audience, recipient=Recipient(properties=properties), in_cohort=never_in_cohort) is (
+        expected
+    )
 
 
 @pytest.mark.parametrize(
@@ -523,12 +511,8 @@ def without_match_field(field: str) -> dict[str, Any]:
     ("raw", "message"),
     [
         pytest.param("GOLD", "audience must be null, an object with a 'targets' list", id="audience_string"),
-        pytest.param(
-            {"targets": {}}, "audience must be null, an object with a 'targets' list", id="targets_object"
-        ),
-        pytest.param(
-            ["x"], "audience target 0: a target must be an object with a 'conditions' list", id="target"
-        ),
+        pytest.param({"targets": {}}, "audience must be null, an object with a 'targets' list", id="targets_object"),
+        pytest.param(["x"], "audience target 0: a target must be an object with a 'conditions' list", id="target"),
         pytest.param([{}], "audience target 0: a target must be an object", id="target_without_conditions"),
         pytest.param(
             [{"conditions": [cond()]}, {"conditions": []}],
@@ -731,9 +715,7 @@ def test_recipient_defaults_to_anonymous_without_devices_or_properties():
 # --------------------------------------------------------------------------- #
 
 versions = st.builds(
-    lambda core, pre, build: (
-        ".".join(map(str, core)) + (f"-{pre}" if pre else "") + (f"+{build}" if build else "")
-    ),
+    lambda core, pre, build: ".".join(map(str, core)) + (f"-{pre}" if pre else "") + (f"+{build}" if build else ""),
     st.lists(st.integers(0, 30), min_size=1, max_size=3),
     st.sampled_from(["", "alpha", "alpha.1", "beta.2", "rc.1", "0", "x-y"]),
     st.sampled_from(["", "build.5"]),
@@ -754,9 +736,7 @@ scalars = (
     | st.sampled_from(["true", "false", "1.2", "1.2.0", "1.0.0-beta"])
     | versions
 )
-present_values = (
-    scalars | st.lists(scalars | st.none(), max_size=4) | st.dictionaries(st.text(max_size=2), scalars)
-)
+present_values = scalars | st.lists(scalars | st.none(), max_size=4) | st.dictionaries(st.text(max_size=2), scalars)
 
 
 @st.composite

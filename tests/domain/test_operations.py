@@ -76,9 +76,7 @@ def test_seed_request_applies_set_set_once_and_unset(properties, operations, exp
         pytest.param({}, {"$set": {"a": 1}}, {"a": 1}, id="absent_key_is_added"),
         pytest.param({"a": 1}, {"$set": {"a": "x"}}, {"a": "x"}, id="present_key_is_overwritten"),
         pytest.param({"a": [1]}, {"$set": {"a": True}}, {"a": True}, id="array_overwritten_by_bool"),
-        pytest.param(
-            {"a": 1}, {"$set": {"a": ["x", 2.5]}}, {"a": ["x", 2.5]}, id="scalar_overwritten_by_array"
-        ),
+        pytest.param({"a": 1}, {"$set": {"a": ["x", 2.5]}}, {"a": ["x", 2.5]}, id="scalar_overwritten_by_array"),
         pytest.param({"a": 1}, {"$set": {"a": 1.0}}, {"a": 1.0}, id="int_overwritten_by_equal_float"),
         pytest.param({"b": 2}, {"$set": {}}, {"b": 2}, id="empty_body_is_a_no_op"),
     ],
@@ -182,9 +180,7 @@ ARRAY_CASES = [
     _array_case("$prepend", "a", "c", ["c", "a"], "prepend_scalar_scalar_input"),
     _array_case("$prepend", "a", ["c", "a"], ["c", "a", "a"], "prepend_scalar_array_input"),
     _array_case("$prepend", ["a", "b"], "c", ["c", "a", "b"], "prepend_array_scalar_input"),
-    _array_case(
-        "$prepend", ["a", "b"], ["c", "d"], ["c", "d", "a", "b"], "prepend_array_array_input_in_order"
-    ),
+    _array_case("$prepend", ["a", "b"], ["c", "d"], ["c", "d", "a", "b"], "prepend_array_array_input_in_order"),
     # $prependOnce
     _array_case("$prependOnce", _MISSING, "c", ["c"], "prepend_once_missing_scalar_input"),
     _array_case("$prependOnce", _MISSING, ["c", "a"], ["c", "a"], "prepend_once_missing_array_input"),
@@ -192,9 +188,7 @@ ARRAY_CASES = [
     _array_case("$prependOnce", "a", "a", ["a"], "prepend_once_scalar_present_scalar_input"),
     _array_case("$prependOnce", "a", ["c", "a"], ["c", "a"], "prepend_once_scalar_array_input"),
     _array_case("$prependOnce", ["a", "b"], "b", ["a", "b"], "prepend_once_array_present_scalar_input"),
-    _array_case(
-        "$prependOnce", ["a", "b"], ["c", "d", "a"], ["c", "d", "a", "b"], "prepend_once_array_array_input"
-    ),
+    _array_case("$prependOnce", ["a", "b"], ["c", "d", "a"], ["c", "d", "a", "b"], "prepend_once_array_array_input"),
     _array_case(
         "$prependOnce",
         ["a"],
@@ -260,24 +254,16 @@ def test_clear_all_removes_every_property(properties, operations, expected):
     ("properties", "operations", "expected"),
     [
         pytest.param({}, {"$set": {"a": 1}, "$setOnce": {"a": 2}}, {"a": 1}, id="set_beats_set_once"),
-        pytest.param(
-            {"a": 9}, {"$set": {"a": 1}, "$increment": {"a": 5}}, {"a": 1}, id="set_beats_increment"
-        ),
-        pytest.param(
-            {"a": 5}, {"$unset": {"a": "-"}, "$increment": {"a": 1}}, {}, id="unset_beats_increment"
-        ),
-        pytest.param(
-            {"a": 5}, {"$unset": {"a": "-"}, "$set": {"a": 1}}, {"a": 1}, id="set_first_whatever_order"
-        ),
+        pytest.param({"a": 9}, {"$set": {"a": 1}, "$increment": {"a": 5}}, {"a": 1}, id="set_beats_increment"),
+        pytest.param({"a": 5}, {"$unset": {"a": "-"}, "$increment": {"a": 1}}, {}, id="unset_beats_increment"),
+        pytest.param({"a": 5}, {"$unset": {"a": "-"}, "$set": {"a": 1}}, {"a": 1}, id="set_first_whatever_order"),
         pytest.param(
             {"a": 9},
             {"$setOnce": {"a": 1}, "$unset": {"a": "-"}},
             {"a": 9},
             id="no_op_set_once_still_claims_key",
         ),
-        pytest.param(
-            {}, {"$append": {"a": "x"}, "$remove": {"a": "x"}}, {"a": ["x"]}, id="append_beats_remove"
-        ),
+        pytest.param({}, {"$append": {"a": "x"}, "$remove": {"a": "x"}}, {"a": ["x"]}, id="append_beats_remove"),
         pytest.param(
             {},
             {"$remove": {"a": "x"}, "$prependOnce": {"a": "y"}, "$prepend": {"a": "z"}},
@@ -314,9 +300,7 @@ def test_key_in_two_operations_keeps_the_first_in_apply_order(properties, operat
             128,
             id="add_and_remove_at_128",
         ),
-        pytest.param(
-            {f"k{i}": i for i in range(200)}, {"$clearAll": CLEAR}, 0, id="clear_all_over_the_limit"
-        ),
+        pytest.param({f"k{i}": i for i in range(200)}, {"$clearAll": CLEAR}, 0, id="clear_all_over_the_limit"),
     ],
 )
 def test_property_limit_counts_after_the_update(properties, operations, expected_len):
@@ -361,9 +345,7 @@ def test_string_of_1024_characters_is_accepted():
         pytest.param({}, {"$set": "a"}, "\\$set must be an object", id="body_is_a_string"),
         pytest.param({}, {"$set": None}, "\\$set must be an object", id="body_is_null"),
         pytest.param({}, {"$unset": "-"}, "\\$unset must be an object", id="unset_body_is_a_string"),
-        pytest.param(
-            {}, {"$clearAll": "-"}, "\\$clearAll must be an object", id="clear_all_body_is_a_string"
-        ),
+        pytest.param({}, {"$clearAll": "-"}, "\\$clearAll must be an object", id="clear_all_body_is_a_string"),
         pytest.param({}, {"$set": {"": 1}}, "must be 1 to 128 characters", id="empty_key"),
         pytest.param({}, {"$set": {"k" * 129: 1}}, "must be 1 to 128 characters", id="key_of_129_characters"),
         pytest.param({}, {"$unset": {"": "-"}}, "must be 1 to 128 characters", id="empty_key_in_unset"),
@@ -381,15 +363,9 @@ def test_string_of_1024_characters_is_accepted():
         pytest.param({}, {"$setOnce": {"a": None}}, "not null", id="null_value_in_set_once"),
         pytest.param({}, {"$set": {"a": {"b": 1}}}, "not dict", id="object_value"),
         pytest.param({}, {"$increment": {"a": {"b": 1}}}, "not dict", id="object_increment"),
-        pytest.param(
-            {}, {"$set": {"a": [[1]]}}, "arrays may hold only strings and numbers", id="nested_array"
-        ),
-        pytest.param(
-            {}, {"$set": {"a": [True]}}, "arrays may hold only strings and numbers", id="bool_in_array"
-        ),
-        pytest.param(
-            {}, {"$append": {"a": [None]}}, "arrays may hold only strings and numbers", id="null_in_array"
-        ),
+        pytest.param({}, {"$set": {"a": [[1]]}}, "arrays may hold only strings and numbers", id="nested_array"),
+        pytest.param({}, {"$set": {"a": [True]}}, "arrays may hold only strings and numbers", id="bool_in_array"),
+        pytest.param({}, {"$append": {"a": [None]}}, "arrays may hold only strings and numbers", id="null_in_array"),
         pytest.param(
             {},
             {"$remove": {"a": [{"b": 1}]}},

@@ -339,9 +339,7 @@ class FakeApns:
         The body defaults to ``{"reason": reason}`` (reason defaulting from the status; 410 adds a
         ``timestamp``); ``body`` replaces it (a str/bytes body is sent verbatim).
         """
-        entry = ScriptedApns(
-            token, status, count, reason, retry_after, body, dict(headers or {}), drop, delay
-        )
+        entry = ScriptedApns(token, status, count, reason, retry_after, body, dict(headers or {}), drop, delay)
         with self._lock:
             self._scripts.append(entry)
 
@@ -393,9 +391,7 @@ class FakeApns:
         except ValueError:
             doc = None
         token = path.rsplit("/", 1)[-1]
-        request = RecordedRequest(
-            scope["method"], path, {**pseudo, **headers}, doc, None, scope["http_version"]
-        )
+        request = RecordedRequest(scope["method"], path, {**pseudo, **headers}, doc, None, scope["http_version"])
 
         if scope["http_version"] != "2":
             # Apple speaks HTTP/2 only; an HTTP/1.1 client gets nowhere.
@@ -413,9 +409,7 @@ class FakeApns:
                     reply_headers["retry-after"] = str(scripted.retry_after)
                 if scripted.body is not None:
                     return await self._answer(send, request, scripted.status, scripted.body, reply_headers)
-                raise _Answer(
-                    scripted.status, scripted.reason or _DEFAULT_REASONS.get(scripted.status, "Error")
-                )
+                raise _Answer(scripted.status, scripted.reason or _DEFAULT_REASONS.get(scripted.status, "Error"))
             if self.drop_rate and self._rng.random() < self.drop_rate:
                 return await self._drop(request, scope, receive)
             if self.fail_503_rate and self._rng.random() < self.fail_503_rate:

@@ -103,9 +103,7 @@ class Scripted:
 
 def error_body(status: int, *, error_code: str | None = None, message: str | None = None) -> dict[str, Any]:
     """A google.rpc error body as FCM sends it; ``error_code`` defaults from the HTTP status."""
-    rpc_status, default_code, default_message = _DEFAULT_ERRORS.get(
-        status, ("UNKNOWN", None, "Unknown error.")
-    )
+    rpc_status, default_code, default_message = _DEFAULT_ERRORS.get(status, ("UNKNOWN", None, "Unknown error."))
     code = error_code if error_code is not None else default_code
     error: dict[str, Any] = {"code": status, "message": message or default_message, "status": rpc_status}
     if code:
@@ -412,9 +410,7 @@ class FakeFcm:
         The body defaults to FCM's google.rpc error for the status; ``error_code`` overrides its
         FcmError code, ``body`` replaces it entirely (a str/bytes body is sent verbatim).
         """
-        entry = Scripted(
-            token, status, count, retry_after, error_code, message, body, dict(headers or {}), drop, delay
-        )
+        entry = Scripted(token, status, count, retry_after, error_code, message, body, dict(headers or {}), drop, delay)
         with self._lock:
             self._scripts.append(entry)
 
@@ -531,9 +527,7 @@ class FakeFcm:
         if not isinstance(iat, int | float) or not isinstance(exp, int | float):
             raise jwt.InvalidTokenError("iat and exp must be numbers")
         if exp <= now or iat > now + 300 or exp - iat > 3600:
-            raise jwt.InvalidTokenError(
-                "Token must be a short-lived token (60 minutes) and in a reasonable timeframe."
-            )
+            raise jwt.InvalidTokenError("Token must be a short-lived token (60 minutes) and in a reasonable timeframe.")
         return header, claims
 
     def _record_token(
@@ -602,14 +596,10 @@ class FakeFcm:
         if problem is not None:
             return 400, error_body(400, message=problem)
         if doc["message"]["token"] in self.invalid_tokens:
-            return 400, error_body(
-                400, message="The registration token is not a valid FCM registration token"
-            )
+            return 400, error_body(400, message="The registration token is not a valid FCM registration token")
         return 200, None
 
-    def _record(
-        self, request: web.Request, doc: Any, status: int | None, delivered: str | None = None
-    ) -> None:
+    def _record(self, request: web.Request, doc: Any, status: int | None, delivered: str | None = None) -> None:
         with self._lock:
             self._counts["send_requests"] += 1
             if status is None:

@@ -227,9 +227,7 @@ def test_expired_provider_token_regenerated_and_retried(apns: FakeApns) -> None:
     assert first.headers["authorization"] != second.headers["authorization"]
 
 
-def test_provider_token_older_than_an_hour_at_apns_rejected_after_one_retry(
-    apns: FakeApns, clock: Clock
-) -> None:
+def test_provider_token_older_than_an_hour_at_apns_rejected_after_one_retry(apns: FakeApns, clock: Clock) -> None:
     # The provider's clock lags Apple's by more than an hour, so every token it makes looks expired.
     error = send_error(apns, clock=Clock(NOW - 3700))
 
@@ -249,9 +247,7 @@ def test_provider_token_signed_by_wrong_key_rejected(apns: FakeApns) -> None:
 @pytest.mark.parametrize("ttl", [pytest.param(60, id="too-short"), pytest.param(7200, id="too-long")])
 def test_constructor_token_ttl_out_of_range_raises(apns: FakeApns, ttl: float) -> None:
     with pytest.raises(ValueError, match="token_ttl_seconds"):
-        ApnsProvider(
-            team_id="T", key_id="K", private_key=apns.private_key_pem, topic="t", token_ttl_seconds=ttl
-        )
+        ApnsProvider(team_id="T", key_id="K", private_key=apns.private_key_pem, topic="t", token_ttl_seconds=ttl)
 
 
 @pytest.mark.parametrize(
@@ -294,9 +290,7 @@ def test_constructor_wrong_key_type_raises(key: Callable[[], Any]) -> None:
             5.0,
             id="429",
         ),
-        pytest.param(
-            lambda f: f.script(status=503), ProviderUnavailable, "ServiceUnavailable", None, id="503"
-        ),
+        pytest.param(lambda f: f.script(status=503), ProviderUnavailable, "ServiceUnavailable", None, id="503"),
         pytest.param(
             lambda f: f.script(status=500, retry_after=2),
             ProviderUnavailable,
@@ -304,9 +298,7 @@ def test_constructor_wrong_key_type_raises(key: Callable[[], Any]) -> None:
             2.0,
             id="500",
         ),
-        pytest.param(
-            lambda f: f.script(status=502, body="<html>"), ProviderUnavailable, "HTTP_502", None, id="502"
-        ),
+        pytest.param(lambda f: f.script(status=502, body="<html>"), ProviderUnavailable, "HTTP_502", None, id="502"),
         pytest.param(
             lambda f: f.script(status=400, reason="BadCollapseId"),
             ProviderRejected,
@@ -321,9 +313,7 @@ def test_constructor_wrong_key_type_raises(key: Callable[[], Any]) -> None:
             None,
             id="413-payload-too-large",
         ),
-        pytest.param(
-            lambda f: f.script(status=403, reason="Forbidden"), ProviderRejected, "Forbidden", None, id="403"
-        ),
+        pytest.param(lambda f: f.script(status=403, reason="Forbidden"), ProviderRejected, "Forbidden", None, id="403"),
     ],
 )
 def test_send_error_mapped(
@@ -471,9 +461,7 @@ def _valid_headers(apns: FakeApns, **changes: str | None) -> dict[str, str]:
         pytest.param({"headers": {"apns-id": "nope"}}, 400, "BadMessageId", id="apns-id"),
         pytest.param({"content": b""}, 400, "PayloadEmpty", id="empty"),
         pytest.param({"content": b'{"hackle":{}}'}, 400, "BadPayload", id="no-aps"),
-        pytest.param(
-            {"content": b'{"aps":{},"x":"' + b"y" * 4096 + b'"}'}, 413, "PayloadTooLarge", id="large"
-        ),
+        pytest.param({"content": b'{"aps":{},"x":"' + b"y" * 4096 + b'"}'}, 413, "PayloadTooLarge", id="large"),
     ],
 )
 def test_fake_checks_what_apns_checks(

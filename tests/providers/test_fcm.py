@@ -158,9 +158,7 @@ def test_send_ttl_clamped_to_fcm_maximum(fcm: FakeFcm) -> None:
 # -- OAuth2 -------------------------------------------------------------------------------------------
 
 
-def test_token_request_is_signed_service_account_grant(
-    fcm: FakeFcm, clock: Clock, rsa_key: rsa.RSAPrivateKey
-) -> None:
+def test_token_request_is_signed_service_account_grant(fcm: FakeFcm, clock: Clock, rsa_key: rsa.RSAPrivateKey) -> None:
     send(fcm)
 
     [token_request] = fcm.token_requests
@@ -306,9 +304,7 @@ def test_token_endpoint_dropped_connection_unavailable(fcm: FakeFcm) -> None:
 @pytest.mark.parametrize(
     ("setup", "expected", "code", "retry_after"),
     [
-        pytest.param(
-            lambda f: f.unregistered.add(TOKEN), TokenInvalid, "UNREGISTERED", None, id="unregistered"
-        ),
+        pytest.param(lambda f: f.unregistered.add(TOKEN), TokenInvalid, "UNREGISTERED", None, id="unregistered"),
         pytest.param(
             lambda f: f.script(TOKEN, status=403, error_code="SENDER_ID_MISMATCH"),
             TokenInvalid,
@@ -316,9 +312,7 @@ def test_token_endpoint_dropped_connection_unavailable(fcm: FakeFcm) -> None:
             None,
             id="sender-id-mismatch",
         ),
-        pytest.param(
-            lambda f: f.invalid_tokens.add(TOKEN), TokenInvalid, "INVALID_ARGUMENT", None, id="invalid-token"
-        ),
+        pytest.param(lambda f: f.invalid_tokens.add(TOKEN), TokenInvalid, "INVALID_ARGUMENT", None, id="invalid-token"),
         pytest.param(
             lambda f: f.script(status=400, message="Invalid value at 'message.data[0].value'"),
             ProviderRejected,
@@ -340,9 +334,7 @@ def test_token_endpoint_dropped_connection_unavailable(fcm: FakeFcm) -> None:
             None,
             id="429-without-details",
         ),
-        pytest.param(
-            lambda f: f.script(status=503, retry_after=7), ProviderUnavailable, "UNAVAILABLE", 7.0, id="503"
-        ),
+        pytest.param(lambda f: f.script(status=503, retry_after=7), ProviderUnavailable, "UNAVAILABLE", 7.0, id="503"),
         pytest.param(lambda f: f.script(status=500), ProviderUnavailable, "INTERNAL", None, id="500"),
         pytest.param(
             lambda f: f.script(status=502, body="<html>Bad Gateway</html>", retry_after=1),
@@ -512,9 +504,7 @@ def test_constructor_missing_service_account_field_raises() -> None:
 def test_constructor_non_rsa_key_raises() -> None:
     pem = (
         ec.generate_private_key(ec.SECP256R1())
-        .private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
         .decode()
     )
     account = {"client_email": "a", "private_key": pem, "private_key_id": "i", "token_uri": "http://x/token"}
@@ -525,9 +515,7 @@ def test_constructor_non_rsa_key_raises() -> None:
 def test_aclose_leaves_injected_session_open(fcm: FakeFcm) -> None:
     async def main() -> None:
         async with aiohttp.ClientSession() as session:
-            provider = FcmProvider(
-                project_id=fcm.project_id, service_account=fcm.service_account(), session=session
-            )
+            provider = FcmProvider(project_id=fcm.project_id, service_account=fcm.service_account(), session=session)
             await provider.aclose()
             assert not session.closed
 
@@ -574,16 +562,10 @@ def test_parse_retry_after_forms(value: str | None, expected: float | None) -> N
     ("payload", "problem"),
     [
         pytest.param({"message": {"data": {"hackle": "{}"}}}, "Recipient", id="no-token"),
-        pytest.param(
-            {"message": {"token": "t", "data": {"hackle": "{}", "n": 1}}}, "TYPE_STRING", id="non-string"
-        ),
+        pytest.param({"message": {"token": "t", "data": {"hackle": "{}", "n": 1}}}, "TYPE_STRING", id="non-string"),
         pytest.param({"message": {"token": "t", "data": {}}}, "hackle", id="no-hackle"),
-        pytest.param(
-            {"message": {"token": "t", "data": {"hackle": "[1]"}}}, "JSON object", id="hackle-array"
-        ),
-        pytest.param(
-            {"message": {"token": "t", "data": {"hackle": "{}"}, "x": 1}}, "Unknown name", id="unknown"
-        ),
+        pytest.param({"message": {"token": "t", "data": {"hackle": "[1]"}}}, "JSON object", id="hackle-array"),
+        pytest.param({"message": {"token": "t", "data": {"hackle": "{}"}, "x": 1}}, "Unknown name", id="unknown"),
         pytest.param(
             {"message": {"token": "t", "data": {"hackle": "{}"}, "android": {"ttl": "60"}}},
             "ttl",
@@ -620,9 +602,7 @@ def test_fake_rejects_malformed_send(fcm: FakeFcm, payload: dict[str, Any], prob
         pytest.param(None, {"exp": NOW - 1}, "invalid_grant", id="expired"),
         pytest.param(None, {"exp": NOW + 7200}, "invalid_grant", id="too-long-lived"),
         pytest.param(None, {"aud": "https://oauth2.googleapis.com/token"}, "invalid_grant", id="audience"),
-        pytest.param(
-            None, {"scope": "https://www.googleapis.com/auth/cloud-platform"}, "invalid_scope", id="scope"
-        ),
+        pytest.param(None, {"scope": "https://www.googleapis.com/auth/cloud-platform"}, "invalid_scope", id="scope"),
     ],
 )
 def test_fake_token_endpoint_refuses_bad_grants(

@@ -82,9 +82,7 @@ def message(**changes: Any) -> PushMessage:
     return PushMessage(**fields)
 
 
-def with_webhook(
-    receiver: Receiver, body: Callable[[WebhookProvider], Awaitable[T]], *, timeout: float = 10.0
-) -> T:
+def with_webhook(receiver: Receiver, body: Callable[[WebhookProvider], Awaitable[T]], *, timeout: float = 10.0) -> T:
     async def main() -> T:
         async with serving(receiver), aiohttp.ClientSession() as session:
             provider = WebhookProvider(
@@ -150,9 +148,7 @@ def test_send_without_message_id_header() -> None:
         ),
         pytest.param(400, {}, ProviderRejected, "HTTP_400", None, id="400"),
         pytest.param(404, {}, ProviderRejected, "HTTP_404", None, id="404"),
-        pytest.param(
-            302, {"Location": "http://127.0.0.1:1/"}, ProviderRejected, "HTTP_302", None, id="redirect"
-        ),
+        pytest.param(302, {"Location": "http://127.0.0.1:1/"}, ProviderRejected, "HTTP_302", None, id="redirect"),
     ],
 )
 def test_send_status_mapped(
@@ -226,9 +222,7 @@ GOOD = compute_signature(secret=SECRET, timestamp="1700000000", body=BODY)
         pytest.param("1700000000", BODY + b" ", GOOD, False, id="tampered-body"),
         pytest.param("1700000001", BODY, GOOD, False, id="tampered-timestamp"),
         pytest.param("1700000000", BODY, GOOD.removeprefix("sha256="), False, id="no-scheme"),
-        pytest.param(
-            "1700000000", BODY, GOOD[:-1] + ("0" if GOOD[-1] != "0" else "1"), False, id="one-digit"
-        ),
+        pytest.param("1700000000", BODY, GOOD[:-1] + ("0" if GOOD[-1] != "0" else "1"), False, id="one-digit"),
         pytest.param("1700000000", BODY, "sha256=ü", False, id="non-ascii"),
         pytest.param("1700000000", BODY, "", False, id="empty"),
     ],

@@ -40,17 +40,14 @@ async def _blast(urls: list[str], headers: dict[str, str], total: int) -> list[i
     limits = httpx.Limits(max_connections=64)
     async with httpx.AsyncClient(limits=limits, timeout=30) as http:
         tasks = [
-            http.post(urls[i % len(urls)] + "/v1/properties", json=INCREMENT, headers=headers)
-            for i in range(total)
+            http.post(urls[i % len(urls)] + "/v1/properties", json=INCREMENT, headers=headers) for i in range(total)
         ]
         return [r.status_code for r in await asyncio.gather(*tasks)]
 
 
 @pytest.mark.pg
 @pytest.mark.slow
-def test_increment_200_concurrent_across_two_server_processes_on_postgres(
-    pg_database: str, tmp_path: Path
-) -> None:
+def test_increment_200_concurrent_across_two_server_processes_on_postgres(pg_database: str, tmp_path: Path) -> None:
     db = Database(pg_database)
     env = make_env(db)
     servers = [
@@ -66,9 +63,7 @@ def test_increment_200_concurrent_across_two_server_processes_on_postgres(
         for server in servers:
             server.stop()
     with db.transaction(write=False) as conn:
-        row = db.fetchone(
-            conn, "SELECT properties FROM profiles WHERE env_id = ? AND ident = 'counter'", (env.id,)
-        )
+        row = db.fetchone(conn, "SELECT properties FROM profiles WHERE env_id = ? AND ident = 'counter'", (env.id,))
     assert row is not None and row[0] == '{"n":200}'
 
 
@@ -82,7 +77,5 @@ def test_increment_200_concurrent_on_server_process(settings: Settings, tmp_path
         statuses = asyncio.run(_blast([server.url], {"X-HACKLE-API-KEY": env.key}, 200))
     assert statuses == [200] * 200
     with db.transaction(write=False) as conn:
-        row = db.fetchone(
-            conn, "SELECT properties FROM profiles WHERE env_id = ? AND ident = 'counter'", (env.id,)
-        )
+        row = db.fetchone(conn, "SELECT properties FROM profiles WHERE env_id = ? AND ident = 'counter'", (env.id,))
     assert row is not None and row[0] == '{"n":200}'

@@ -22,9 +22,7 @@ async def _load(url: str, key: str, seconds: float, acked: list[int]) -> None:
             n = next(counter)
             body = {"userId": f"user-{n}", "operations": {"$set": {"n": n}, "$increment": {"hits": 1}}}
             try:
-                response = await http.post(
-                    url + "/v1/properties", json=body, headers={"X-HACKLE-API-KEY": key}
-                )
+                response = await http.post(url + "/v1/properties", json=body, headers={"X-HACKLE-API-KEY": key})
             except httpx.HTTPError:
                 return  # the server died under us: unacknowledged, so it may or may not be there
             if response.status_code == 200:
@@ -60,10 +58,8 @@ def test_durability_kill9_mid_load_loses_no_acknowledged_update(settings: Settin
     with ServerProcess(data_dir=settings.data_dir, database_url=settings.database_url_override) as restarted:
         assert httpx.get(restarted.url + "/readyz").status_code == 200
     with db.transaction(write=False) as conn:
-        rows = db.fetchall(
-            conn, "SELECT ident, properties FROM profiles WHERE env_id = ? AND kind = 'u'", (env.id,)
-        )
-    stored = {ident: props for ident, props in rows}
+        rows = db.fetchall(conn, "SELECT ident, properties FROM profiles WHERE env_id = ? AND kind = 'u'", (env.id,))
+    stored = dict(rows)
     missing = [n for n in acked if f"user-{n}" not in stored]
     assert missing == []
     for n in acked[:200]:

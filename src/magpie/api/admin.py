@@ -55,9 +55,7 @@ async def body_json(request: Request) -> Any:
         raise InvalidRequest(f"malformed JSON: {exc}") from exc
 
 
-def admin(
-    app: MagpieApp, handler: AdminHandler, *, status: int = 200
-) -> Callable[[Request], Awaitable[Response]]:
+def admin(app: MagpieApp, handler: AdminHandler, *, status: int = 200) -> Callable[[Request], Awaitable[Response]]:
     """Wrap an admin handler: check the bearer token, map errors, encode the result."""
 
     async def endpoint(request: Request) -> Response:
@@ -148,9 +146,7 @@ async def create_key(ctx: Context, request: Request) -> Any:
 
 async def revoke_key(ctx: Context, request: Request) -> Any:
     """Revoke an API key by its prefix; it is rejected from the next request on."""
-    info = await in_thread(
-        lambda: accounts.revoke_api_key(ctx.db, key_or_prefix=request.path_params["prefix"])
-    )
+    info = await in_thread(lambda: accounts.revoke_api_key(ctx.db, key_or_prefix=request.path_params["prefix"]))
     ctx.auth.clear()
     return msgspec.to_builtins(info)
 
@@ -190,7 +186,9 @@ def _health_routes(app: MagpieApp) -> list[BaseRoute]:
         assert ctx is not None
         try:
             await ctx.read(lambda conn: ctx.db.fetchone(conn, "SELECT 1"))
-        except (MagpieError, *OPERATIONAL_ERRORS):
+        except MagpieError:
+            return error_response(ServiceUnavailable())
+        except OPERATIONAL_ERRORS:
             return error_response(ServiceUnavailable())
         return _json({"status": "ready"})
 

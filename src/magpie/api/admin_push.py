@@ -64,9 +64,7 @@ async def campaign_stats(ctx: Context, request: Request) -> Any:
     since = parse_time(request.query_params.get("from"), name="from", default=now - 7 * 86_400_000)
     until = parse_time(request.query_params.get("to"), name="to", default=now + 1)
     return await ctx.read(
-        lambda conn: dispatches.campaign_stats(
-            conn, ctx.db, env_id=env_id, campaign_key=key, since=since, until=until
-        )
+        lambda conn: dispatches.campaign_stats(conn, ctx.db, env_id=env_id, campaign_key=key, since=since, until=until)
     )
 
 
@@ -97,9 +95,7 @@ async def get_dispatch(ctx: Context, request: Request) -> Any:
     """Show a dispatch with per-recipient outcomes and deliveries."""
     env_id = await _env_id(ctx, request)
     dispatch_id = request.path_params["dispatch_id"]
-    return await ctx.read(
-        lambda conn: dispatches.dispatch_view(conn, ctx.db, env_id=env_id, dispatch_id=dispatch_id)
-    )
+    return await ctx.read(lambda conn: dispatches.dispatch_view(conn, ctx.db, env_id=env_id, dispatch_id=dispatch_id))
 
 
 async def get_inbox(ctx: Context, request: Request) -> Any:
@@ -109,9 +105,7 @@ async def get_inbox(ctx: Context, request: Request) -> Any:
     before = request.query_params.get("before")
     after = int(before) if before and before.isdigit() else None
     return {
-        "messages": await ctx.read(
-            lambda conn: dispatches.inbox(conn, ctx.db, env_id=env_id, limit=limit, after=after)
-        )
+        "messages": await ctx.read(lambda conn: dispatches.inbox(conn, ctx.db, env_id=env_id, limit=limit, after=after))
     }
 
 

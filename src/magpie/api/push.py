@@ -28,9 +28,7 @@ def _api_properties(raw: object, index: int) -> dict[str, Any]:
         if not isinstance(value, str | int | float | bool):
             raise InvalidRequest(f"users[{index}].apiProperties.{key} must be a string, number or boolean")
         if isinstance(value, str) and len(value) > MAX_API_VALUE:
-            raise InvalidRequest(
-                f"users[{index}].apiProperties.{key} is longer than {MAX_API_VALUE} characters"
-            )
+            raise InvalidRequest(f"users[{index}].apiProperties.{key} is longer than {MAX_API_VALUE} characters")
     return raw
 
 
@@ -151,8 +149,6 @@ async def get_campaign_stats(ctx: Context, request: Request) -> Response:
     if until <= since:
         raise InvalidRequest("to must be after from")
     stats = await ctx.read(
-        lambda conn: campaign_stats(
-            conn, ctx.db, env_id=env_id, campaign_key=int(raw_key), since=since, until=until
-        )
+        lambda conn: campaign_stats(conn, ctx.db, env_id=env_id, campaign_key=int(raw_key), since=since, until=until)
     )
     return 200, encode(stats)

@@ -25,4 +25,4 @@ def backoff(
     delay = min(cap, base * (2 ** (attempt - 1))) * rand
     if retry_after is not None:
         delay = max(delay, min(retry_after, cap))
-    return delay
+    return float(delay)

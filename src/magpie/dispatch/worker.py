@@ -89,6 +89,11 @@ def hackle_payload(
     return payload
 
 
+async def _first_done(tasks: set[asyncio.Task[None]]) -> bool:
+    await asyncio.wait(set(tasks), return_when=asyncio.FIRST_COMPLETED)
+    return True
+
+
 class Dispatcher:
     """Claims and processes work items. One per worker task; many may share a database."""
 
@@ -149,12 +154,13 @@ class Dispatcher:
                 task.add_done_callback(in_flight.discard)
             if not items:
                 self.wake.clear()
-                waiters = [asyncio.create_task(self.wake.wait()), asyncio.create_task(stop.wait())]
+                waiters: list[asyncio.Task[Any]] = [
+                    asyncio.create_task(self.wake.wait()),
+                    asyncio.create_task(stop.wait()),
+                ]
                 if in_flight and free <= 0:
-                    waiters.append(
-                        asyncio.create_task(asyncio.wait(set(in_flight), return_when=asyncio.FIRST_COMPLETED))
-                    )
-                done, pending = await asyncio.wait(
+                    waiters.append(asyncio.create_task(_first_done(in_flight)))
+                _, pending = await asyncio.wait(
                     waiters, timeout=self.settings.poll_interval, return_when=asyncio.FIRST_COMPLETED
                 )
                 for waiter in pending:
@@ -256,9 +262,7 @@ class Dispatcher:
             # Paused or removed after acceptance: the remaining recipients fail, visibly.
             await self._prepare(snap, campaign, {}, [], now)
             await self.writer.submit(
-                FinishItem(
-                    item_id=item.id, dispatch_id=item.dispatch_id, now_ms=now, fail_reason="CAMPAIGN_INACTIVE"
-                )
+                FinishItem(item_id=item.id, dispatch_id=item.dispatch_id, now_ms=now, fail_reason="CAMPAIGN_INACTIVE")
             )
             return
         held_only = item.payload.get("held")
@@ -316,9 +320,7 @@ class Dispatcher:
         ids, capped = await self._prepare(snap, campaign, excluded, planned, now)
         if hold:
             await self.writer.submit(
-                HoldRecipients(
-                    env_id=item.env_id, dispatch_id=item.dispatch_id, idxs=hold, release_ms=release_at
-                )
+                HoldRecipients(env_id=item.env_id, dispatch_id=item.dispatch_id, idxs=hold, release_ms=release_at)
             )
         await asyncio.gather(
             *(
@@ -327,9 +329,7 @@ class Dispatcher:
                 if plan.idx not in capped
             )
         )
-        await self.writer.submit(
-            FinishItem(item_id=item.id, dispatch_id=item.dispatch_id, now_ms=self.now_ms())
-        )
+        await self.writer.submit(FinishItem(item_id=item.id, dispatch_id=item.dispatch_id, now_ms=self.now_ms()))
 
     async def _prepare(
         self,
@@ -339,9 +339,7 @@ class Dispatcher:
         planned: list[Planned],
         now: int,
     ) -> tuple[dict[int, dict[str, int]], set[int]]:
-        caps = (
-            snap.settings.get("frequencyCaps", []) if campaign is not None and campaign.is_marketing else []
-        )
+        caps = snap.settings.get("frequencyCaps", []) if campaign is not None and campaign.is_marketing else []
         result: tuple[dict[int, dict[str, int]], set[int]] = await self.writer.submit(
             PrepareRecipients(
                 env_id=snap.item.env_id,
@@ -360,9 +358,7 @@ class Dispatcher:
     def _decide(self, snap: Snapshot, campaign: Campaign, target: Target | None, now: int) -> tuple[str, Any]:
         if target is None:
             return ("EXCLUDED", "UNKNOWN_USER")
-        recipient = Recipient(
-            user_id=target.user_id, device_ids=target.device_ids, properties=target.properties
-        )
+        recipient = Recipient(user_id=target.user_id, device_ids=target.device_ids, properties=target.properties)
         members = snap.memberships
         ids = {target.user_id, *target.device_ids} - {None}
         if not matches(
@@ -371,9 +367,7 @@ class Dispatcher:
             in_cohort=lambda name: any((name, i) in members for i in ids),
         ):
             return ("EXCLUDED", "NOT_IN_AUDIENCE")
-        if not compliance.consent_allows(
-            crm=target.crm, purpose=campaign.purpose, rule=campaign.consent_rule
-        ):
+        if not compliance.consent_allows(crm=target.crm, purpose=campaign.purpose, rule=campaign.consent_rule):
             return ("EXCLUDED", "NO_CONSENT")
         if not target.tokens:
             return ("EXCLUDED", "NO_PUSH_TOKEN")
@@ -388,9 +382,7 @@ class Dispatcher:
                 return ("HOLD", release)
         return ("SEND", None)
 
-    def _render(
-        self, snap: Snapshot, campaign: Campaign, target: Target, idx: int
-    ) -> tuple[str, str, str | None]:
+    def _render(self, snap: Snapshot, campaign: Campaign, target: Target, idx: int) -> tuple[str, str, str | None]:
         user = snap.users[idx]
         context = {
             "api_properties": user.get("apiProperties", {}),
@@ -414,7 +406,7 @@ class Dispatcher:
         title, body, link = rendered
         sends = []
         results: list[DeliveryResult] = []
-        for device_id, token, token_type in plan.tokens:
+        for _, token, token_type in plan.tokens:
             delivery_id = delivery_ids.get(token)
             if delivery_id is None:
                 continue
@@ -422,9 +414,7 @@ class Dispatcher:
             if previous is not None and previous[1] != "PENDING":
                 # Already settled by an earlier attempt at this item: never send twice.
                 results.append(
-                    DeliveryResult(
-                        delivery_id, token, previous[1], plan.provider_names[token], None, None, previous[2]
-                    )
+                    DeliveryResult(delivery_id, token, previous[1], plan.provider_names[token], None, None, previous[2])
                 )
                 continue
             message = PushMessage(
@@ -448,7 +438,7 @@ class Dispatcher:
                 collapse_id=f"{campaign.key}-{snap.exec_id}",
                 high_priority=not campaign.is_marketing,
             )
-            sends.append(self._send_with_retry(snap, campaign, message, delivery_id, device_id))
+            sends.append(self._send_with_retry(snap, campaign, message, delivery_id))
         results.extend(await asyncio.gather(*sends))
         sent = any(r.status == "SENT" for r in results)
         reason = None if sent else next((r.error_code for r in results if r.error_code), "DELIVERY_FAILED")
@@ -457,7 +447,7 @@ class Dispatcher:
                 env_id=snap.item.env_id,
                 dispatch_id=snap.item.dispatch_id,
                 idx=plan.idx,
-                results=[r for r in results],
+                results=list(results),
                 outcome="SENT" if sent else "FAILED",
                 reason=reason,
                 user_key=plan.user_key,
@@ -466,7 +456,7 @@ class Dispatcher:
         )
 
     async def _send_with_retry(
-        self, snap: Snapshot, campaign: Campaign, message: PushMessage, delivery_id: int, device_id: str
+        self, snap: Snapshot, campaign: Campaign, message: PushMessage, delivery_id: int
     ) -> DeliveryResult:
         provider = self.channels.for_token(
             env_id=snap.item.env_id,
@@ -487,9 +477,7 @@ class Dispatcher:
                 )
             except ProviderUnavailable as exc:
                 if attempts >= max_attempts:
-                    return self._result(
-                        delivery_id, message, provider.name, "FAILED", None, exc.code, attempts
-                    )
+                    return self._result(delivery_id, message, provider.name, "FAILED", None, exc.code, attempts)
                 await self.sleep(
                     backoff(
                         attempt=attempts,
@@ -504,12 +492,8 @@ class Dispatcher:
                 return self._result(delivery_id, message, provider.name, "FAILED", None, exc.code, attempts)
             except Exception:
                 log.exception("provider %s raised an unexpected error", provider.name)
-                return self._result(
-                    delivery_id, message, provider.name, "FAILED", None, "INTERNAL_ERROR", attempts
-                )
-            return self._result(
-                delivery_id, message, provider.name, "SENT", result.provider_message_id, None, attempts
-            )
+                return self._result(delivery_id, message, provider.name, "FAILED", None, "INTERNAL_ERROR", attempts)
+            return self._result(delivery_id, message, provider.name, "SENT", result.provider_message_id, None, attempts)
 
     def _result(
         self,
@@ -525,9 +509,7 @@ class Dispatcher:
     ) -> DeliveryResult:
         if self.metrics is not None:
             self.metrics.deliveries.labels(provider, status).inc()
-        return DeliveryResult(
-            delivery_id, message.token, status, provider, message_id, error, attempts, retire
-        )
+        return DeliveryResult(delivery_id, message.token, status, provider, message_id, error, attempts, retire)
 
     # -- sandbox ---------------------------------------------------------------------------------------
 

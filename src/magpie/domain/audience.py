@@ -374,8 +374,7 @@ def _parse_condition(raw: object, where: str) -> Condition:
     if not raw_values and operator is not Operator.EXISTS:
         raise AudienceError(f"{where}: 'values' must not be empty for {operator}")
     values = tuple(
-        _normalise_value(value_type, value, f"{where}, value {index}")
-        for index, value in enumerate(raw_values)
+        _normalise_value(value_type, value, f"{where}, value {index}") for index, value in enumerate(raw_values)
     )
     return Condition(
         key_type=key_type,
@@ -397,8 +396,7 @@ def _parse_target(raw: object, where: str) -> Target:
         raise AudienceError(f"{where}: a target needs at least one condition")
     return Target(
         conditions=tuple(
-            _parse_condition(condition, f"{where}, condition {index}")
-            for index, condition in enumerate(conditions)
+            _parse_condition(condition, f"{where}, condition {index}") for index, condition in enumerate(conditions)
         )
     )
 
@@ -419,9 +417,7 @@ def parse_audience(raw: object) -> Audience:
     if not isinstance(targets, list | tuple):
         raise AudienceError("audience must be null, an object with a 'targets' list, or a list of targets")
     return Audience(
-        targets=tuple(
-            _parse_target(target, f"audience target {index}") for index, target in enumerate(targets)
-        )
+        targets=tuple(_parse_target(target, f"audience target {index}") for index, target in enumerate(targets))
     )
 
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from liquid import Environment, Template
+from liquid import BoundTemplate, Environment
 from liquid.exceptions import LiquidError
 
 from magpie.domain.audience import Audience, audience_to_json, parse_audience
@@ -52,7 +52,7 @@ def _sample_context() -> dict[str, Any]:
     return {"api_properties": {}, "user_properties": {}, "user": {"id": "", "deviceId": ""}}
 
 
-def compile_template(source: str, *, field_name: str) -> Template:
+def compile_template(source: str, *, field_name: str) -> BoundTemplate:
     """Parse a Liquid template and render it once on empty data, so errors surface at apply time."""
     try:
         template = _liquid.from_string(source)
@@ -84,7 +84,7 @@ class Campaign:
     message: Message
     audience: Audience
     description: str = ""
-    _templates: dict[str, Template] = field(default_factory=dict, compare=False, repr=False)
+    _templates: dict[str, BoundTemplate] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def is_marketing(self) -> bool:
@@ -153,7 +153,7 @@ def parse_campaign(raw: object) -> Campaign:
     unknown = set(message_raw) - _MESSAGE_FIELDS
     if unknown:
         raise InvalidCampaign(f"unknown message fields: {', '.join(sorted(unknown))}")
-    templates: dict[str, Template] = {}
+    templates: dict[str, BoundTemplate] = {}
     for part in ("title", "body"):
         text = message_raw.get(part)
         if not isinstance(text, str) or not text.strip():

@@ -26,9 +26,7 @@ def parse_status(field: str, value: object, *, allow_unknown: bool = False) -> s
     return value
 
 
-def apply_consent(
-    *, crm: Mapping[str, Any], channel: str, changes: Mapping[str, str], now_ms: int
-) -> dict[str, Any]:
+def apply_consent(*, crm: Mapping[str, Any], channel: str, changes: Mapping[str, str], now_ms: int) -> dict[str, Any]:
     """Return ``crm`` with ``changes`` (purpose -> status) recorded for ``channel``.
 
     ``changedAt`` moves only when the status changes; ``updatedAt`` on every confirmation,
@@ -38,10 +36,10 @@ def apply_consent(
     purposes = result.setdefault(channel, {})
     for purpose, status in changes.items():
         previous = purposes.get(purpose)
-        changed = previous is None or previous.get("status") != status
+        unchanged = previous is not None and previous.get("status") == status
         purposes[purpose] = {
             "status": status,
-            "changedAt": now_ms if changed else previous["changedAt"],
+            "changedAt": previous["changedAt"] if unchanged and previous is not None else now_ms,
             "updatedAt": now_ms,
         }
     return result

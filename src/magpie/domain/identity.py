@@ -31,9 +31,7 @@ def require_identifier(user_id: str | None, device_id: str | None) -> None:
         raise EmptyIdentifier()
 
 
-def merge_anonymous(
-    *, user_properties: Mapping[str, Any], device_properties: Mapping[str, Any]
-) -> dict[str, Any]:
+def merge_anonymous(*, user_properties: Mapping[str, Any], device_properties: Mapping[str, Any]) -> dict[str, Any]:
     """The user's properties after inheriting an anonymous device's: the user's values win."""
     merged = dict(user_properties)
     for key, value in device_properties.items():

@@ -66,14 +66,10 @@ def _check_value(op: str, key: str, value: object) -> None:
             if is_number(item):
                 _check_number(op, key, item)
             if isinstance(item, str) and len(item) > MAX_STRING_LENGTH:
-                raise InvalidRequest(
-                    f"{op}.{key}: string values are limited to {MAX_STRING_LENGTH} characters"
-                )
+                raise InvalidRequest(f"{op}.{key}: string values are limited to {MAX_STRING_LENGTH} characters")
         return
     kind = "null" if value is None else type(value).__name__
-    raise InvalidRequest(
-        f"{op}.{key}: a property value must be a string, number, boolean or array, not {kind}"
-    )
+    raise InvalidRequest(f"{op}.{key}: a property value must be a string, number, boolean or array, not {kind}")
 
 
 def _check_number(op: str, key: str, value: object) -> None:

@@ -50,11 +50,7 @@ def _caps(raw: object) -> list[dict[str, Any]]:
         limit, hours, tag = cap.get("limit"), cap.get("windowHours"), cap.get("tag")
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise InvalidRequest(f"settings.frequencyCaps[{i}].limit must be a positive integer")
-        if (
-            not isinstance(hours, int | float)
-            or isinstance(hours, bool)
-            or not 0 < hours <= MAX_CAP_WINDOW_HOURS
-        ):
+        if not isinstance(hours, int | float) or isinstance(hours, bool) or not 0 < hours <= MAX_CAP_WINDOW_HOURS:
             raise InvalidRequest(
                 f"settings.frequencyCaps[{i}].windowHours must be between 0 and {MAX_CAP_WINDOW_HOURS} (30 days)"
             )
@@ -81,9 +77,7 @@ def _providers(raw: object) -> dict[str, Any]:
         if unknown:
             raise InvalidRequest(f"settings.providers.{name} has unknown fields {', '.join(sorted(unknown))}")
         if name == "fcm" and not isinstance(config["serviceAccount"], Mapping):
-            raise InvalidRequest(
-                "settings.providers.fcm.serviceAccount must be the service-account JSON object"
-            )
+            raise InvalidRequest("settings.providers.fcm.serviceAccount must be the service-account JSON object")
         result[name] = dict(config)
     return result
 

@@ -155,9 +155,7 @@ class ApnsProvider:
             "apns-push-type": "alert",
             "apns-priority": "10" if message.high_priority else "5",
             # 0 tells APNs to try once and not store the push, which is what a zero TTL means.
-            "apns-expiration": str(int(self._clock()) + message.ttl_seconds)
-            if message.ttl_seconds > 0
-            else "0",
+            "apns-expiration": str(int(self._clock()) + message.ttl_seconds) if message.ttl_seconds > 0 else "0",
         }
         if message.collapse_id:
             headers["apns-collapse-id"] = _truncate_utf8(message.collapse_id, _MAX_COLLAPSE_ID_BYTES)

@@ -204,9 +204,7 @@ class FcmProvider:
 
     async def _post(self, url: str, what: str, **kwargs: Any) -> _Reply:
         try:
-            async with self._http().post(
-                url, timeout=self._timeout, allow_redirects=False, **kwargs
-            ) as response:
+            async with self._http().post(url, timeout=self._timeout, allow_redirects=False, **kwargs) as response:
                 body = await response.read()
                 return _Reply(response.status, response.headers, body)
         except TimeoutError as exc:

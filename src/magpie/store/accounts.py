@@ -28,9 +28,7 @@ class Environment(msgspec.Struct, frozen=True):
 
 
 def _environment(row: tuple[Any, ...]) -> Environment:
-    return Environment(
-        id=row[0], name=row[1], timezone=row[2], settings=msgspec.json.decode(row[3]), created_at=row[4]
-    )
+    return Environment(id=row[0], name=row[1], timezone=row[2], settings=msgspec.json.decode(row[3]), created_at=row[4])
 
 
 _ENV_COLUMNS = "id, name, timezone, settings, created_at"
@@ -123,9 +121,7 @@ def create_api_key(db: Database, *, environment: str, name: str = "") -> tuple[s
             "INSERT INTO api_keys (key_hash, env_id, prefix, name, created_at) VALUES (?, ?, ?, ?, ?)",
             (hash_secret(key), env[0], key[:12], name, now),
         )
-    return key, ApiKeyInfo(
-        prefix=key[:12], environment=environment, name=name, created_at=now, revoked_at=None
-    )
+    return key, ApiKeyInfo(prefix=key[:12], environment=environment, name=name, created_at=now, revoked_at=None)
 
 
 def list_api_keys(db: Database, *, environment: str | None = None) -> list[ApiKeyInfo]:
@@ -139,9 +135,7 @@ def list_api_keys(db: Database, *, environment: str | None = None) -> list[ApiKe
         params = (environment,)
     with db.transaction(write=False) as conn:
         rows = db.fetchall(conn, sql + " ORDER BY k.created_at, k.prefix", params)
-    return [
-        ApiKeyInfo(prefix=r[0], environment=r[1], name=r[2], created_at=r[3], revoked_at=r[4]) for r in rows
-    ]
+    return [ApiKeyInfo(prefix=r[0], environment=r[1], name=r[2], created_at=r[3], revoked_at=r[4]) for r in rows]
 
 
 def revoke_api_key(db: Database, *, key_or_prefix: str) -> ApiKeyInfo:

@@ -40,7 +40,8 @@ def apply_campaign(db: Database, *, env_id: int, raw: Any) -> tuple[Campaign, bo
         else:
             db.execute(
                 conn,
-                "UPDATE campaigns SET name = ?, status = ?, definition = ?, updated_at = ? WHERE env_id = ? AND key = ?",
+                "UPDATE campaigns SET name = ?, status = ?, definition = ?, updated_at = ? "
+                "WHERE env_id = ? AND key = ?",
                 (campaign.name, campaign.status, definition, now, env_id, campaign.key),
             )
     return campaign, existing is None
@@ -123,9 +124,7 @@ def set_cohort(db: Database, *, env_id: int, name: str, members: Any) -> int:
 
 
 def cohort_view(conn: Any, db: Database, *, env_id: int, name: str, limit: int = 1000) -> dict[str, Any]:
-    count = db.fetchone(
-        conn, "SELECT COUNT(*) FROM cohort_members WHERE env_id = ? AND cohort = ?", (env_id, name)
-    )
+    count = db.fetchone(conn, "SELECT COUNT(*) FROM cohort_members WHERE env_id = ? AND cohort = ?", (env_id, name))
     total = int(count[0]) if count else 0
     if total == 0:
         raise NotFound(f"no cohort named '{name}'")
@@ -146,16 +145,15 @@ def list_cohorts(conn: Any, db: Database, *, env_id: int) -> list[dict[str, Any]
     return [{"name": r[0], "size": int(r[1])} for r in rows]
 
 
-def memberships(
-    conn: Any, db: Database, *, env_id: int, cohorts: set[str], ids: set[str]
-) -> set[tuple[str, str]]:
+def memberships(conn: Any, db: Database, *, env_id: int, cohorts: set[str], ids: set[str]) -> set[tuple[str, str]]:
     """Which of ``ids`` belong to which of ``cohorts``: a set of ``(cohort, id)``."""
     if not cohorts or not ids:
         return set()
     id_list, cohort_list = sorted(ids), sorted(cohorts)
     rows = db.fetchall(
         conn,
-        f"SELECT cohort, member FROM cohort_members WHERE env_id = ? AND cohort IN ({','.join('?' * len(cohort_list))}) "
+        "SELECT cohort, member FROM cohort_members "
+        f"WHERE env_id = ? AND cohort IN ({','.join('?' * len(cohort_list))}) "
         f"AND member IN ({','.join('?' * len(id_list))})",
         (env_id, *cohort_list, *id_list),
     )

@@ -172,9 +172,7 @@ def register_token_row(tx: Tx, *, env_id: int, device_id: str, provider_type: st
 # -- reads ---------------------------------------------------------------------------------------------
 
 
-def dispatch_view(
-    conn: Any, db: Any, *, env_id: int, dispatch_id: str, recipients: bool = True
-) -> dict[str, Any]:
+def dispatch_view(conn: Any, db: Any, *, env_id: int, dispatch_id: str, recipients: bool = True) -> dict[str, Any]:
     """A dispatch: status, counts by outcome and reason, and each recipient's outcome and deliveries."""
     row = db.fetchone(
         conn,
@@ -186,7 +184,8 @@ def dispatch_view(
         raise NotFound(f"no dispatch {dispatch_id} in this environment")
     outcome_rows = db.fetchall(
         conn,
-        "SELECT idx, user_id, device_id, outcome, reason, updated_at FROM recipients WHERE dispatch_id = ? ORDER BY idx",
+        "SELECT idx, user_id, device_id, outcome, reason, updated_at FROM recipients "
+        "WHERE dispatch_id = ? ORDER BY idx",
         (dispatch_id,),
     )
     delivery_rows = db.fetchall(
@@ -247,9 +246,7 @@ def dispatch_view(
     return view
 
 
-def campaign_stats(
-    conn: Any, db: Any, *, env_id: int, campaign_key: int, since: int, until: int
-) -> dict[str, Any]:
+def campaign_stats(conn: Any, db: Any, *, env_id: int, campaign_key: int, since: int, until: int) -> dict[str, Any]:
     """Requested, sent, failed, excluded by reason, clicks and CTR for dispatches in ``[since, until)``."""
     requested = db.fetchone(
         conn,
@@ -296,16 +293,11 @@ def campaign_stats(
     }
 
 
-def inbox(
-    conn: Any, db: Any, *, env_id: int, limit: int = 50, after: int | None = None
-) -> list[dict[str, Any]]:
+def inbox(conn: Any, db: Any, *, env_id: int, limit: int = 50, after: int | None = None) -> list[dict[str, Any]]:
     sql = "SELECT id, delivery_id, token, payload, created_at FROM inbox WHERE env_id = ?"
     params: list[Any] = [env_id]
     if after is not None:
         sql += " AND id < ?"
         params.append(after)
     rows = db.fetchall(conn, sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
-    return [
-        {"id": r[0], "deliveryId": r[1], "token": r[2], "message": _decode(r[3]), "createdAt": r[4]}
-        for r in rows
-    ]
+    return [{"id": r[0], "deliveryId": r[1], "token": r[2], "message": _decode(r[3]), "createdAt": r[4]} for r in rows]

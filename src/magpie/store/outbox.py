@@ -50,10 +50,7 @@ class ClaimWork:
             (self.owner, self.now_ms + self.lease_ms, self.now_ms, self.now_ms, self.limit),
         )
         return sorted(
-            (
-                WorkItem(id=r[0], env_id=r[1], dispatch_id=r[2], payload=_decode(r[3]), attempts=r[4])
-                for r in rows
-            ),
+            (WorkItem(id=r[0], env_id=r[1], dispatch_id=r[2], payload=_decode(r[3]), attempts=r[4]) for r in rows),
             key=lambda item: item.id,
         )
 
@@ -147,9 +144,7 @@ def load_snapshot(conn: Any, db: Database, *, item: WorkItem, cohorts: set[str] 
         }
         from magpie.store.campaigns import memberships
 
-        snap.memberships = memberships(
-            conn, db, env_id=item.env_id, cohorts=cohorts, ids={i for i in ids if i}
-        )
+        snap.memberships = memberships(conn, db, env_id=item.env_id, cohorts=cohorts, ids={i for i in ids if i})
     return snap
 
 
@@ -162,7 +157,8 @@ def _resolve_targets(conn: Any, db: Database, snap: Snapshot) -> None:
         marks, params = _in(device_ids)
         for ident, props, crm, linked in db.fetchall(
             conn,
-            f"SELECT ident, properties, crm, linked_user FROM profiles WHERE env_id = ? AND kind = ? AND ident IN ({marks}) "
+            "SELECT ident, properties, crm, linked_user FROM profiles "
+            f"WHERE env_id = ? AND kind = ? AND ident IN ({marks}) "
             "AND updated_at <> -1",
             (env_id, DEVICE, *params),
         ):
@@ -329,10 +325,7 @@ class PrepareRecipients:
         tx.executemany(
             "UPDATE recipients SET outcome = ?, reason = ?, updated_at = ? WHERE dispatch_id = ? AND idx = ? "
             "AND outcome IS NULL",
-            [
-                (outcome, reason, self.now_ms, self.dispatch_id, idx)
-                for idx, (outcome, reason) in excluded.items()
-            ],
+            [(outcome, reason, self.now_ms, self.dispatch_id, idx) for idx, (outcome, reason) in excluded.items()],
         )
         tx.executemany(
             "INSERT INTO deliveries (env_id, dispatch_id, recipient_idx, campaign_key, user_key, device_id, token, "
@@ -440,7 +433,8 @@ class RecordRecipient:
         )
         retired = [r for r in self.results if r.retire]
         tx.executemany(
-            "UPDATE push_tokens SET status = 'RETIRED', retired_reason = ?, updated_at = ? WHERE env_id = ? AND token = ?",
+            "UPDATE push_tokens SET status = 'RETIRED', retired_reason = ?, updated_at = ? "
+            "WHERE env_id = ? AND token = ?",
             [(r.error_code, self.now_ms, self.env_id, r.token) for r in retired],
         )
         tx.execute(
@@ -469,7 +463,8 @@ class HoldRecipients:
 
     def run(self, tx: Tx) -> None:
         tx.execute(
-            "INSERT INTO work_items (env_id, dispatch_id, payload, available_at, attempts, done) VALUES (?, ?, ?, ?, 0, 0)",
+            "INSERT INTO work_items (env_id, dispatch_id, payload, available_at, attempts, done) "
+            "VALUES (?, ?, ?, ?, 0, 0)",
             (self.env_id, self.dispatch_id, dumps({"held": sorted(self.idxs)}), self.release_ms),
         )
         tx.execute("UPDATE dispatches SET status = 'SCHEDULED' WHERE id = ?", (self.dispatch_id,))
@@ -478,9 +473,7 @@ class HoldRecipients:
 class FinishItem:
     profile_keys = ()
 
-    def __init__(
-        self, *, item_id: int, dispatch_id: str, now_ms: int, fail_reason: str | None = None
-    ) -> None:
+    def __init__(self, *, item_id: int, dispatch_id: str, now_ms: int, fail_reason: str | None = None) -> None:
         self.item_id = item_id
         self.dispatch_id = dispatch_id
         self.now_ms = now_ms
@@ -494,9 +487,7 @@ class FinishItem:
                 (self.fail_reason, self.now_ms, self.dispatch_id),
             )
         tx.execute("UPDATE work_items SET done = 1, lease_owner = NULL WHERE id = ?", (self.item_id,))
-        pending = tx.fetchone(
-            "SELECT COUNT(*) FROM work_items WHERE dispatch_id = ? AND done = 0", (self.dispatch_id,)
-        )
+        pending = tx.fetchone("SELECT COUNT(*) FROM work_items WHERE dispatch_id = ? AND done = 0", (self.dispatch_id,))
         open_recipients = tx.fetchone(
             "SELECT COUNT(*) FROM recipients WHERE dispatch_id = ? AND outcome IS NULL", (self.dispatch_id,)
         )

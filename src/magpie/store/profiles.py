@@ -100,9 +100,7 @@ class UpdateProperties(ProfileJob):
 
     def apply(self, tx: Tx, target: ProfileRow) -> None:
         if self.operations:
-            tx.update(
-                target, properties=apply_operations(properties=target.properties, operations=self.operations)
-            )
+            tx.update(target, properties=apply_operations(properties=target.properties, operations=self.operations))
 
 
 class SetConsent(ProfileJob):
@@ -117,9 +115,7 @@ class SetConsent(ProfileJob):
         if self.changes:
             tx.update(
                 target,
-                crm=consent.apply_consent(
-                    crm=target.crm, channel=self.channel, changes=self.changes, now_ms=tx.now_ms
-                ),
+                crm=consent.apply_consent(crm=target.crm, channel=self.channel, changes=self.changes, now_ms=tx.now_ms),
             )
 
 

@@ -113,9 +113,7 @@ class Tx:
     def key_env(self, key_hash: str) -> int | None:
         """The environment of a live API key, checked once per batch (revocations bite at once)."""
         if key_hash not in self._keys:
-            row = self.fetchone(
-                "SELECT env_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (key_hash,)
-            )
+            row = self.fetchone("SELECT env_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (key_hash,))
             self._keys[key_hash] = None if row is None else int(row[0])
         return self._keys[key_hash]
 
@@ -179,9 +177,7 @@ class Tx:
         row = self.profiles.get(key)
         if row is not None:
             return row if (row.exists and not row.placeholder) or row.dirty else None
-        found = self.fetchone(
-            f"SELECT {_COLUMNS} FROM profiles WHERE env_id = ? AND kind = ? AND ident = ?", key
-        )
+        found = self.fetchone(f"SELECT {_COLUMNS} FROM profiles WHERE env_id = ? AND kind = ? AND ident = ?", key)
         if found is None or found[8] == -1:
             return None
         return ProfileRow.from_row(found)

@@ -172,9 +172,7 @@ class GroupCommitWriter:
                 # Deadlock or serialisation failure between processes: the batch rolled back whole.
                 time.sleep(0.001 * (2**attempt))
             except Exception as exc:
-                log.warning(
-                    "batch of %d failed (%s); retrying jobs one by one", len(jobs), type(exc).__name__
-                )
+                log.warning("batch of %d failed (%s); retrying jobs one by one", len(jobs), type(exc).__name__)
                 self._drop_connection()
                 if len(jobs) == 1:
                     return [(self._unavailable(exc), True)]

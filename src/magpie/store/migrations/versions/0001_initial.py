@@ -150,9 +150,7 @@ def upgrade() -> None:
         sa.Column("created_at", _ms, nullable=False),
         sa.Column("updated_at", _ms, nullable=False),
     )
-    op.create_index(
-        "ux_deliveries_target", "deliveries", ["dispatch_id", "recipient_idx", "token"], unique=True
-    )
+    op.create_index("ux_deliveries_target", "deliveries", ["dispatch_id", "recipient_idx", "token"], unique=True)
     op.create_index("ix_deliveries_user", "deliveries", ["env_id", "user_key", "created_at"])
     # Marketing sends counted by the frequency caps.
     op.create_table(

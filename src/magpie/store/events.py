@@ -1,0 +1,408 @@
+"""The event store: one writer job per SDK batch, reads for the admin API, and retention.
+
+**Snapshot.** Each stored event carries ``user_properties``: the properties of the profile
+it resolved to, as stored at the moment magpie accepted the event: after the earlier events
+of the same batch and after the event's own ``$properties`` operations, before anything
+later. Later updates never touch a stored event, which is what "updated properties are not
+applied retroactively" means. The properties the SDK itself attached to the event
+(``userProperties``, ``hackleProperties``) are kept apart, as sent, in ``context``.
+
+**Once per insertId.** An event already stored (or repeated in its batch) is skipped with
+its effects. Rows are claimed with ``INSERT ... ON CONFLICT DO NOTHING RETURNING``, which on
+PostgreSQL waits for another process inserting the same id; should that process win, the
+job undoes its in-memory changes and runs again without the ids it lost.
+
+**Nothing partial.** Everything that can reject an event (limits, identity rules) runs on the
+in-memory profiles before the first SQL write of the job, so a rejected batch leaves nothing.
+
+**Retention** counts from ``received_at`` (magpie's clock, not the client's) and is purged in
+chunks through the writer, so a purge never holds the write lock for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import msgspec
+
+from magpie.domain import consent
+from magpie.domain.events import (
+    USER_ONLY,
+    ConsentUpdate,
+    Event,
+    PhoneUpdate,
+    PropertyUpdate,
+    PushClick,
+    PushTokenUpdate,
+    event_type_id,
+    is_system_key,
+)
+from magpie.domain.identity import DEVICE, USER
+from magpie.domain.operations import apply_operations
+from magpie.errors import EmptyIdentifier, InvalidRequest, NotFound, ServiceUnavailable
+from magpie.store.db import Database
+from magpie.store.dispatches import register_token_row
+from magpie.store.profiles import _check_key, resolve
+from magpie.store.tx import ProfileRow, Tx, dumps
+from magpie.store.writer import FnJob, GroupCommitWriter
+
+log = logging.getLogger("magpie.events")
+
+_decode = msgspec.json.decode
+_COLUMNS = (
+    "env_id, insert_id, kind, ident, event_key, ts, received_at, value, properties, user_properties, "
+    "identifiers, context"
+)
+_ROW_MARKS = "(" + ", ".join("?" * 12) + ")"
+_CHUNK = 200
+_CLAIM_ATTEMPTS = 3
+PURGE_CHUNK = 5000
+
+
+class KnownEventTypes:
+    """Event types this process has written already, so a batch skips re-inserting them."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self._seen: set[tuple[int, str]] = set()
+
+    def __contains__(self, item: tuple[int, str]) -> bool:
+        return item in self._seen
+
+    def add_all(self, items: Iterable[tuple[int, str]]) -> None:
+        if len(self._seen) > self.limit:
+            self._seen.clear()
+        self._seen.update(items)
+
+
+def _profile_keys(events: Sequence[Event], env_id: int) -> tuple[tuple[int, str, str], ...]:
+    keys: set[tuple[int, str, str]] = set()
+    for event in events:
+        if event.user_id is not None:
+            keys.add((env_id, USER, event.user_id))
+        if event.device_id is not None:
+            keys.add((env_id, DEVICE, event.device_id))
+    return tuple(keys)
+
+
+class StoreEvents:
+    """Apply and store a batch of events in the group commit; returns how many were new.
+
+    >>> await writer.submit(StoreEvents(key_hash=h, env_id=1, events=events))  # doctest: +SKIP
+    2
+    """
+
+    __slots__ = ("env_id", "events", "key_hash", "known_types", "on_revoked", "profile_keys")
+
+    def __init__(
+        self,
+        *,
+        key_hash: str,
+        env_id: int,
+        events: list[Event],
+        known_types: KnownEventTypes | None = None,
+        on_revoked: Callable[[str], None] | None = None,
+    ) -> None:
+        self.key_hash = key_hash
+        self.env_id = env_id
+        self.events = events
+        self.known_types = known_types
+        self.on_revoked = on_revoked
+        self.profile_keys = _profile_keys(events, env_id)
+
+    def run(self, tx: Tx) -> int:
+        _check_key(tx, self.key_hash, self.env_id, self.on_revoked)
+        stored = _stored_ids(tx, self.env_id, [e.insert_id for e in self.events])
+        for _ in range(_CLAIM_ATTEMPTS):
+            fresh = [e for e in self.events if e.insert_id not in stored]
+            rows = [self._apply(tx, event) for event in fresh]
+            claimed = _claim(tx, rows)
+            if len(claimed) == len(rows):
+                break
+            # Another process stored some of these ids after we looked: start over without them.
+            tx.undo_job()
+            tx.begin_job()
+            _release(tx, self.env_id, claimed)
+            stored.update(e.insert_id for e in fresh if e.insert_id not in claimed)
+        else:
+            raise ServiceUnavailable("events kept being stored concurrently; retry the batch")
+        self._side_effects(tx, fresh)
+        return len(fresh)
+
+    def _apply(self, tx: Tx, event: Event) -> tuple[Any, ...]:
+        """Apply the event's profile change in memory and return its row (validation lives here)."""
+        target = resolve(tx, env_id=self.env_id, user_id=event.user_id, device_id=event.device_id)
+        effect = event.effect
+        if effect is not None and event.key in USER_ONLY and target.kind != USER:
+            raise EmptyIdentifier(f"{event.where}: {event.key} needs a $userId (or a device linked to a user)")
+        if isinstance(effect, PropertyUpdate):
+            if effect.operations:
+                tx.update(
+                    target,
+                    properties=apply_operations(properties=target.properties, operations=effect.operations),
+                )
+        elif isinstance(effect, ConsentUpdate):
+            if effect.changes:
+                tx.update(
+                    target,
+                    crm=consent.apply_consent(
+                        crm=target.crm, channel=effect.channel, changes=effect.changes, now_ms=tx.now_ms
+                    ),
+                )
+        elif isinstance(effect, PhoneUpdate):
+            if effect.phone is None:
+                if target.phone_enc is not None:
+                    tx.update(target, phone_enc=None)
+            else:
+                tx.update(target, phone_enc=tx.secret.encrypt(effect.phone))
+        elif isinstance(effect, PushTokenUpdate):
+            assert event.device_id is not None
+            _touch(tx, tx.profile(self.env_id, DEVICE, event.device_id))
+        _touch(tx, target)
+        return (
+            self.env_id,
+            event.insert_id,
+            target.kind,
+            target.ident,
+            event.key,
+            event.timestamp,
+            tx.now_ms,
+            event.value,
+            event.properties,
+            dumps(target.properties),
+            event.identifiers,
+            event.context,
+        )
+
+    def _side_effects(self, tx: Tx, fresh: list[Event]) -> None:
+        """SQL writes beyond the event rows; they run once the batch can no longer be rejected."""
+        new_types: list[tuple[int, str]] = []
+        for event in fresh:
+            effect = event.effect
+            if isinstance(effect, PushTokenUpdate):
+                assert event.device_id is not None
+                register_token_row(
+                    tx,
+                    env_id=self.env_id,
+                    device_id=event.device_id,
+                    provider_type=effect.provider_type,
+                    token=effect.token,
+                )
+            elif isinstance(effect, PushClick):
+                _record_click(tx, self.env_id, event, effect)
+            if not is_system_key(event.key):
+                item = (self.env_id, event.key)
+                if (self.known_types is None or item not in self.known_types) and item not in new_types:
+                    new_types.append(item)
+        if new_types:
+            tx.executemany(
+                "INSERT INTO event_types (env_id, key, id, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(env_id, key, event_type_id(key), tx.now_ms) for env_id, key in new_types],
+            )
+            known = self.known_types
+            if known is not None:
+                tx.after_commit.append(lambda: known.add_all(new_types))
+
+
+def _touch(tx: Tx, profile: ProfileRow) -> None:
+    """Make sure a profile that sent an event exists, without rewriting one that does."""
+    if (not profile.exists or profile.placeholder) and not profile.dirty:
+        tx.update(profile)
+
+
+def _stored_ids(tx: Tx, env_id: int, ids: list[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        marks = ",".join("?" * len(chunk))
+        rows = tx.fetchall(f"SELECT insert_id FROM events WHERE env_id = ? AND insert_id IN ({marks})", (env_id, *chunk))
+        found.update(str(r[0]) for r in rows)
+    return found
+
+
+def _claim(tx: Tx, rows: list[tuple[Any, ...]]) -> set[str]:
+    """Insert event rows unless their id is taken; returns the ids this transaction inserted."""
+    claimed: set[str] = set()
+    # A stable order, so that two processes inserting overlapping ids wait instead of deadlocking.
+    ordered = sorted(rows, key=lambda row: str(row[1]))
+    for start in range(0, len(ordered), _CHUNK):
+        chunk = ordered[start : start + _CHUNK]
+        values = ", ".join([_ROW_MARKS] * len(chunk))
+        params = [value for row in chunk for value in row]
+        found = tx.fetchall(
+            f"INSERT INTO events ({_COLUMNS}) VALUES {values} ON CONFLICT DO NOTHING RETURNING insert_id", params
+        )
+        claimed.update(str(r[0]) for r in found)
+    return claimed
+
+
+def _release(tx: Tx, env_id: int, ids: set[str]) -> None:
+    tx.executemany("DELETE FROM events WHERE env_id = ? AND insert_id = ?", [(env_id, i) for i in sorted(ids)])
+
+
+def _record_click(tx: Tx, env_id: int, event: Event, click: PushClick) -> None:
+    if click.debug:
+        return  # test sends from a console are not campaign traffic
+    campaign_key = click.campaign_key
+    dispatch_id: str | None = None
+    delivery_id = click.delivery_id
+    if click.exec_id is not None:
+        row = tx.fetchone("SELECT id FROM dispatches WHERE exec_id = ? AND env_id = ?", (click.exec_id, env_id))
+        dispatch_id = None if row is None else str(row[0])
+    if delivery_id is not None:
+        row = tx.fetchone(
+            "SELECT dispatch_id, campaign_key FROM deliveries WHERE id = ? AND env_id = ?", (delivery_id, env_id)
+        )
+        if row is None:
+            delivery_id = None
+        else:
+            dispatch_id = dispatch_id or str(row[0])
+            campaign_key = campaign_key if campaign_key is not None else int(row[1])
+    tx.execute(
+        "INSERT INTO push_clicks (env_id, insert_id, campaign_key, dispatch_id, delivery_id, clicked_at) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        (env_id, event.insert_id, campaign_key, dispatch_id, delivery_id, min(event.timestamp, tx.now_ms)),
+    )
+
+
+# -- reads --------------------------------------------------------------------------------------------
+
+
+def event_types(conn: Any, db: Database, *, env_id: int) -> tuple[list[dict[str, Any]], int]:
+    """The environment's event types for the workspace document, and when the list last changed."""
+    rows = db.fetchall(conn, "SELECT key, id, created_at FROM event_types WHERE env_id = ? ORDER BY key", (env_id,))
+    env = db.fetchone(conn, "SELECT created_at FROM environments WHERE id = ?", (env_id,))
+    if env is None:
+        raise NotFound("the environment of this key no longer exists")
+    changed = max([int(env[0]), *(int(r[2]) for r in rows)])
+    return [{"id": int(r[1]), "key": r[0]} for r in rows], changed
+
+
+def _cursor(value: str | None) -> tuple[int, str] | None:
+    if not value:
+        return None
+    ts, sep, insert_id = value.partition(":")
+    if not sep or not ts.lstrip("-").isdigit():
+        raise InvalidRequest("cursor is not one this API returned")
+    return int(ts), insert_id
+
+
+def list_events(
+    conn: Any,
+    db: Database,
+    *,
+    env_id: int,
+    kind: str,
+    ident: str,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """A profile's stored events, newest first; ``nextCursor`` continues the list."""
+    sql = (
+        "SELECT insert_id, event_key, ts, received_at, value, properties, user_properties, identifiers, context "
+        "FROM events WHERE env_id = ? AND kind = ? AND ident = ?"
+    )
+    params: list[Any] = [env_id, kind, ident]
+    after = _cursor(cursor)
+    if after is not None:
+        sql += " AND (ts < ? OR (ts = ? AND insert_id < ?))"
+        params.extend((after[0], after[0], after[1]))
+    rows = db.fetchall(conn, sql + " ORDER BY ts DESC, insert_id DESC LIMIT ?", (*params, limit + 1))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    events = [
+        {
+            "insertId": r[0],
+            "key": r[1],
+            "timestamp": r[2],
+            "receivedAt": r[3],
+            "value": r[4],
+            "properties": _decode(r[5]),
+            "userProperties": _decode(r[6]),
+            "identifiers": _decode(r[7]),
+            "context": _decode(r[8]),
+        }
+        for r in rows
+    ]
+    next_cursor = f"{rows[-1][2]}:{rows[-1][0]}" if more and rows else None
+    return {"events": events, "nextCursor": next_cursor}
+
+
+# -- retention --------------------------------------------------------------------------------------
+
+
+def _purge_chunk(tx: Tx, *, before_ms: int, limit: int) -> int:
+    deleted = 0
+    for (env_id,) in tx.fetchall("SELECT id FROM environments ORDER BY id"):
+        cursor = tx.execute(
+            "DELETE FROM events WHERE env_id = ? AND insert_id IN "
+            "(SELECT insert_id FROM events WHERE env_id = ? AND received_at < ? LIMIT ?)",
+            (env_id, env_id, before_ms, limit),
+        )
+        deleted += max(0, int(cursor.rowcount))
+    return deleted
+
+
+async def purge_expired(
+    *, writer: GroupCommitWriter, retention_days: int, now_ms: int, chunk: int = PURGE_CHUNK
+) -> int:
+    """Delete events received more than ``retention_days`` before ``now_ms``; returns how many."""
+    if retention_days <= 0:
+        return 0
+    before = now_ms - retention_days * 86_400_000
+    total = 0
+    while True:
+        deleted: int = await writer.submit(FnJob(lambda tx: _purge_chunk(tx, before_ms=before, limit=chunk)))
+        total += deleted
+        if deleted < chunk:
+            return total
+
+
+class Retention:
+    """The periodic purge, owned by the app's lifespan (``start`` / ``stop``)."""
+
+    def __init__(
+        self,
+        *,
+        writer: GroupCommitWriter,
+        retention_days: int,
+        interval: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.writer = writer
+        self.retention_days = retention_days
+        self.interval = interval
+        self.clock = clock
+        self.purged = 0
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self.retention_days > 0 and self._task is None:
+            self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await asyncio.wait([self._task], timeout=30)
+            self._task = None
+
+    async def _run(self) -> None:
+        # The first purge waits too: short-lived processes (tests, CLI) should not pay for it.
+        while not await self._wait(self.interval):
+            try:
+                self.purged += await purge_expired(
+                    writer=self.writer, retention_days=self.retention_days, now_ms=int(self.clock() * 1000)
+                )
+            except Exception as exc:  # storage trouble: try again next round
+                log.warning("event retention purge failed: %s", type(exc).__name__)
+
+    async def _wait(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
