@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -80,10 +82,17 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
             )
             sys.stdout.flush()
     app = create_app(settings)
+    listen: dict[str, Any] = {"host": settings.host, "port": settings.port}
+    if os.environ.get("MAGPIE_REUSE_PORT") == "1":
+        # Several `magpie serve` processes on one port, balanced by the kernel.
+        sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((settings.host, settings.port))
+        listen = {"fd": sock.fileno()}
     uvicorn.run(
         app,
-        host=settings.host,
-        port=settings.port,
+        **listen,
         loop="uvloop",
         http="httptools",
         access_log=False,

@@ -1,19 +1,35 @@
-"""Prometheus metrics, one registry per app (no import-time globals)."""
+"""Prometheus metrics, one registry per app (no import-time globals).
+
+Request counts are kept in a plain dict on the hot path and turned into a Prometheus
+counter only when ``/metrics`` is scraped: a labelled ``Counter.inc()`` per request costs
+more than the rest of the request's bookkeeping.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+
+class _RequestCounts(Collector):
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, int], int] = {}
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily("magpie_http_requests", "HTTP requests on the data API", labels=["path", "status"])
+        for (path, status), value in sorted(self.counts.items()):
+            family.add_metric([path, str(status)], value)
+        yield family
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "magpie_http_requests",
-            "HTTP requests on the data API",
-            ["path", "status"],
-            registry=self.registry,
-        )
+        self._requests = _RequestCounts()
+        self.registry.register(self._requests)
         self.batch_size = Histogram(
             "magpie_writer_batch_size",
             "Requests per group commit",
@@ -29,16 +45,16 @@ class Metrics:
             ["provider", "status"],
             registry=self.registry,
         )
-        self._known_paths: set[str] = set()
 
     def count(self, path: str, status: int) -> None:
-        # Bound label cardinality: unknown paths share one label.
-        if path not in self._known_paths:
-            if len(self._known_paths) >= 64:
-                path = "other"
-            else:
-                self._known_paths.add(path)
-        self.requests.labels(path, str(status)).inc()
+        counts = self._requests.counts
+        key = (path, status)
+        if key in counts:
+            counts[key] += 1
+        elif len(counts) < 256:  # bound label cardinality: unknown paths share one label
+            counts[key] = 1
+        else:
+            counts[("other", status)] = counts.get(("other", status), 0) + 1
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

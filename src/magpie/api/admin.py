@@ -18,10 +18,12 @@ from starlette.routing import BaseRoute, Route
 
 from magpie.api.context import Context
 from magpie.api.openapi import docs_routes
+from magpie.domain.identity import USER
 from magpie.errors import InvalidAdminToken, InvalidRequest, MagpieError, ServiceUnavailable
 from magpie.store import accounts, queries
 from magpie.store.accounts import check_admin_token
 from magpie.store.db import OPERATIONAL_ERRORS
+from magpie.store.events import list_events
 
 if TYPE_CHECKING:
     from magpie.app import MagpieApp
@@ -164,6 +166,26 @@ async def get_user(ctx: Context, request: Request) -> Any:
     )
 
 
+async def get_user_events(ctx: Context, request: Request) -> Any:
+    """List a user's stored events, newest first, each with the property snapshot it was stored with."""
+    env, user_id = request.path_params["env"], request.path_params["user_id"]
+    raw_limit = request.query_params.get("limit", "50")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
+        raise InvalidRequest("limit must be a number from 1 to 500")
+    cursor = request.query_params.get("cursor")
+    return await ctx.read(
+        lambda conn: list_events(
+            conn,
+            ctx.db,
+            env_id=queries.env_id_by_name(conn, ctx.db, env),
+            kind=USER,
+            ident=user_id,
+            limit=int(raw_limit),
+            cursor=cursor,
+        )
+    )
+
+
 async def get_device(ctx: Context, request: Request) -> Any:
     """Look up a device, and the user it is linked to."""
     env, device_id = request.path_params["env"], request.path_params["device_id"]
@@ -214,6 +236,7 @@ def admin_routes(app: MagpieApp) -> list[BaseRoute]:
         Route(env + "/keys", admin(app, create_key, status=201), methods=["POST"]),
         Route(a + "/keys/{prefix}", admin(app, revoke_key), methods=["DELETE"]),
         Route(env + "/users/{user_id}", admin(app, get_user), methods=["GET"]),
+        Route(env + "/users/{user_id}/events", admin(app, get_user_events), methods=["GET"]),
         Route(env + "/devices/{device_id}", admin(app, get_device), methods=["GET"]),
     ]
     for extra in app.admin_extensions:

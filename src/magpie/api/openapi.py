@@ -113,6 +113,106 @@ _OPERATIONS = {
     "additionalProperties": False,
 }
 
+_SDK_TAG = "Hackle SDK"
+_IDENTIFIERS = {
+    "type": "object",
+    "description": "$userId is the user, $deviceId the device; without either, $id (or userId) is the user",
+    "additionalProperties": {"type": "string"},
+}
+_SDK_EVENT = {
+    "type": "object",
+    "required": ["insertId", "timestamp"],
+    "properties": {
+        "insertId": {"type": "string", "maxLength": 128, "description": "an event is stored once per insertId"},
+        "timestamp": {"type": "integer", "description": "epoch milliseconds"},
+        "userId": _ID,
+        "identifiers": _IDENTIFIERS,
+        "userProperties": {"type": "object"},
+        "hackleProperties": {"type": "object"},
+        "properties": {"type": "object"},
+    },
+}
+_TRACK_EVENT = {
+    "allOf": [
+        _SDK_EVENT,
+        {
+            "type": "object",
+            "required": ["eventTypeKey"],
+            "properties": {
+                "eventTypeId": {"type": "integer"},
+                "eventTypeKey": {
+                    "type": "string",
+                    "maxLength": 256,
+                    "description": "system events: $properties, $secured_properties, $push_subscriptions, "
+                    "$sms_subscriptions, $kakao_subscriptions, $push_token, $push_click",
+                },
+                "value": {"type": ["number", "null"]},
+            },
+        },
+    ]
+}
+_WORKSPACE_OP = _op(
+    "Download the workspace document an SDK initialises from",
+    ok={"type": "object", "description": "Hackle's workspace document: event types, no experiments"},
+    tag=_SDK_TAG,
+    security="SdkKey",
+    params=[
+        {"name": "sdkKey", "in": "path", "required": True, "schema": {"type": "string"}},
+        {"name": "If-Modified-Since", "in": "header", "required": False, "schema": {"type": "string"}},
+    ],
+)
+_WORKSPACE_OP["responses"]["304"] = {"description": "Not modified since If-Modified-Since"}
+_SDK_PATHS: dict[str, dict[str, Any]] = {
+    "/api/v2/workspaces/{sdkKey}/config": {"get": _WORKSPACE_OP},
+    "/api/v2/events": {
+        "post": _op(
+            "Accept a Hackle SDK event batch; each insertId is stored and applied once",
+            body={
+                "type": "object",
+                "properties": {
+                    "exposureEvents": {"type": "array", "items": _SDK_EVENT},
+                    "trackEvents": {"type": "array", "items": _TRACK_EVENT},
+                    "remoteConfigEvents": {"type": "array", "items": _SDK_EVENT},
+                },
+            },
+            tag=_SDK_TAG,
+            security="SdkKey",
+        )
+    },
+    "/v1/track": {
+        "post": _op(
+            "Track one event for a user",
+            body={
+                "type": "object",
+                "required": ["event", "user"],
+                "properties": {
+                    "event": {
+                        "type": "object",
+                        "required": ["key"],
+                        "properties": {
+                            "key": {"type": "string", "maxLength": 256},
+                            "value": {"type": ["number", "null"]},
+                            "properties": {"type": "object"},
+                        },
+                    },
+                    "user": {
+                        "type": "object",
+                        "properties": {
+                            "id": _ID,
+                            "userId": _ID,
+                            "deviceId": _ID,
+                            "identifiers": _IDENTIFIERS,
+                            "properties": {"type": "object"},
+                        },
+                    },
+                    "insertId": {"type": "string", "maxLength": 128, "description": "magpie extension"},
+                    "timestamp": {"type": "integer", "description": "magpie extension: epoch milliseconds"},
+                },
+            },
+            tag=_SDK_TAG,
+        )
+    },
+}
 PATHS: dict[str, dict[str, Any]] = {
     "/v1/properties": {
         "post": _op(
@@ -145,6 +245,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/v1/push-subscriptions": {"post": _op("Record push consent", body=_subscription(False, night=True))},
     "/v1/kakao-subscriptions": {"post": _op("Record KakaoTalk consent", body=_subscription(True))},
     "/v1/sms-subscriptions": {"post": _op("Record text-message consent", body=_subscription(True))},
+    **_SDK_PATHS,
 }
 
 

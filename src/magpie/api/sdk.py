@@ -29,7 +29,9 @@ from magpie.domain.events import (
     USER_ID,
     Event,
     check_event_key,
+    check_insert_id,
     check_properties,
+    check_value,
     identity,
     system_effect,
 )
@@ -44,7 +46,8 @@ _SETTLE_MS = 5_000
 _CONFIG_PATH = "/api/v2/workspaces/{sdkKey}/config"
 
 InsertId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_INSERT_ID_LENGTH)]
-Millis = Annotated[int, msgspec.Meta(ge=0)]
+# Epoch milliseconds, within what both engines' BIGINT and JavaScript's numbers hold exactly.
+Millis = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
 
 
 class _SdkEvent(msgspec.Struct, kw_only=True):
@@ -136,6 +139,8 @@ def _event(
     context: Mapping[str, Any],
 ) -> Event:
     check_event_key(key, where=where)
+    check_insert_id(insert_id, where=where)
+    check_value(value, where=where)
     check_properties(properties, where=where)
     user_id, device_id = identity(identifiers, fallback_user_id=fallback_user_id, where=where)
     effect, stored = system_effect(key, properties, device_id=device_id, where=where)
@@ -194,9 +199,7 @@ def parse_batch(body: bytes) -> list[Event]:
     return _first_of_each(parsed)
 
 
-def _sdk_event(
-    where: str, item: _SdkEvent, key: str, value: float | None, details: dict[str, Any]
-) -> Event:
+def _sdk_event(where: str, item: _SdkEvent, key: str, value: float | None, details: dict[str, Any]) -> Event:
     properties = item.properties or {}
     if details:
         properties = {**{k: v for k, v in details.items() if v is not None}, **properties}
@@ -347,4 +350,3 @@ async def stop_retention(ctx: Context) -> None:
     retention = ctx.extras.pop("event_retention", None)
     if isinstance(retention, store.Retention):
         await retention.stop()
-

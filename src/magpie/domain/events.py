@@ -29,6 +29,7 @@ PropertyUpdate(operations=[('$set', 'grade', 'GOLD')])
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -130,25 +131,37 @@ def is_system_key(key: str) -> bool:
 
 
 def check_event_key(key: str, *, where: str) -> None:
-    if not 1 <= len(key) <= MAX_EVENT_KEY_LENGTH or not key.strip():
+    if not 1 <= len(key) <= MAX_EVENT_KEY_LENGTH or not key.strip() or "\x00" in key:
         raise InvalidRequest(f"{where}: the event key must be 1 to {MAX_EVENT_KEY_LENGTH} characters")
 
 
 def check_insert_id(insert_id: str, *, where: str) -> None:
-    if not 1 <= len(insert_id) <= MAX_INSERT_ID_LENGTH:
+    if not 1 <= len(insert_id) <= MAX_INSERT_ID_LENGTH or "\x00" in insert_id:
         raise InvalidRequest(f"{where}: insertId must be 1 to {MAX_INSERT_ID_LENGTH} characters")
+
+
+def check_value(value: float | None, *, where: str) -> None:
+    if value is not None and not math.isfinite(value):
+        raise InvalidRequest(f"{where}: value must be a finite number")
+
+
+def _clean(value: object, field: str) -> str | None:
+    cleaned = clean_id(value, field=field)
+    if cleaned is not None and "\x00" in cleaned:
+        raise InvalidRequest(f"{field} must not contain NUL characters")
+    return cleaned
 
 
 def identity(
     identifiers: Mapping[str, str], *, fallback_user_id: str | None, where: str
 ) -> tuple[str | None, str | None]:
     """``(user_id, device_id)`` of an event; ``EMPTY_IDENTIFIER`` when it names nobody."""
-    user_id = clean_id(identifiers.get(USER_ID), field=f"{where}.identifiers.{USER_ID}")
-    device_id = clean_id(identifiers.get(DEVICE_ID), field=f"{where}.identifiers.{DEVICE_ID}")
+    user_id = _clean(identifiers.get(USER_ID), f"{where}.identifiers.{USER_ID}")
+    device_id = _clean(identifiers.get(DEVICE_ID), f"{where}.identifiers.{DEVICE_ID}")
     if user_id is None and device_id is None:
-        user_id = clean_id(identifiers.get(HACKLE_ID), field=f"{where}.identifiers.{HACKLE_ID}")
+        user_id = _clean(identifiers.get(HACKLE_ID), f"{where}.identifiers.{HACKLE_ID}")
         if user_id is None:
-            user_id = clean_id(fallback_user_id, field=f"{where}.userId")
+            user_id = _clean(fallback_user_id, f"{where}.userId")
     if user_id is None and device_id is None:
         raise EmptyIdentifier(f"{where}: the event names no user: give $userId, $deviceId or an id")
     return user_id, device_id
@@ -166,8 +179,7 @@ def _check_value(key: str, value: object, where: str) -> None:
     ):
         return
     raise InvalidRequest(
-        f"{where}.properties.{key[:40]}: a value must be a string, number, boolean or an array of "
-        "strings and numbers"
+        f"{where}.properties.{key[:40]}: a value must be a string, number, boolean or an array of strings and numbers"
     )
 
 
@@ -182,18 +194,20 @@ def check_properties(properties: Mapping[str, Any], *, where: str) -> None:
             _check_value(key, value, where)
 
 
-def _int_or_none(value: object, name: str, where: str) -> int | None:
+def _int_or_none(value: object, name: str, where: str, *, bits: int = 64) -> int | None:
+    """An id the SDKs send as a number or a numeric string, within its column's range."""
     if value is None or value == "":
         return None
-    if isinstance(value, bool):
-        raise InvalidRequest(f"{where}.properties.{name} must be a number")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.lstrip("-").isdigit():
-        return int(value)
-    raise InvalidRequest(f"{where}.properties.{name} must be a number")
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and value.isascii() and value.lstrip("-").isdigit() and len(value) <= 20:
+        number = int(value)
+    if number is None or not -(2 ** (bits - 1)) <= number < 2 ** (bits - 1):
+        raise InvalidRequest(f"{where}.properties.{name} must be a {bits}-bit integer")
+    return number
 
 
 def _secured(properties: Mapping[str, Any], where: str) -> tuple[PhoneUpdate, dict[str, Any]]:
@@ -248,9 +262,9 @@ def _push_token(
 
 
 def _push_click(properties: Mapping[str, Any], where: str) -> PushClick:
-    key = _int_or_none(properties.get("push_message_key"), "push_message_key", where)
+    key = _int_or_none(properties.get("push_message_key"), "push_message_key", where, bits=32)
     if key is None:
-        key = _int_or_none(properties.get("push_message_id"), "push_message_id", where)
+        key = _int_or_none(properties.get("push_message_id"), "push_message_id", where, bits=32)
     exec_id = _int_or_none(properties.get("push_message_execution_id"), "push_message_execution_id", where)
     delivery = _int_or_none(properties.get("push_message_delivery_id"), "push_message_delivery_id", where)
     if key is None and delivery is None:

@@ -30,6 +30,7 @@ OPERATION_ORDER: Final = (
     "$clearAll",
 )
 _KNOWN: Final = frozenset(OPERATION_ORDER)
+_ORDER_INDEX: Final = {op: i for i, op in enumerate(OPERATION_ORDER)}
 # Operations whose values are ignored (Hackle sends "-").
 _VALUE_IGNORED: Final = frozenset(("$unset", "$clearAll"))
 _ARRAY_OPS: Final = frozenset(("$append", "$appendOnce", "$prepend", "$prependOnce", "$remove"))
@@ -44,7 +45,8 @@ Operation = tuple[str, str, Any]
 
 
 def is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    kind = type(value)
+    return kind is int or kind is float or (isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
 def _check_value(op: str, key: str, value: object) -> None:
@@ -91,17 +93,20 @@ def parse_operations(raw: object) -> list[Operation]:
 
     A key appearing in several operations keeps only its first in apply order.
     """
-    if not isinstance(raw, Mapping):
+    # Plain dicts (what JSON decodes to) are checked with type(), which is much cheaper than an ABC
+    # isinstance check on this hot path; other mappings still work through the slow path.
+    if type(raw) is not dict and not isinstance(raw, Mapping):
         raise InvalidRequest("operations must be an object")
     for op, body in raw.items():
         if op not in _KNOWN:
             raise InvalidRequest(f"unknown operation '{op}'; expected one of {', '.join(OPERATION_ORDER)}")
-        if not isinstance(body, Mapping):
+        if type(body) is not dict and not isinstance(body, Mapping):
             raise InvalidRequest(f"{op} must be an object of property keys to values")
     seen: set[str] = set()
     result: list[Operation] = []
-    for op in OPERATION_ORDER:
-        body = raw.get(op)
+    present = sorted(raw, key=_ORDER_INDEX.__getitem__) if len(raw) > 1 else list(raw)
+    for op in present:
+        body = raw[op]
         if op == "$clearAll":
             # Its presence is the instruction; Hackle's SDKs send {"clearAll": "-"}.
             if body is not None:

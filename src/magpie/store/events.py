@@ -218,7 +218,9 @@ def _stored_ids(tx: Tx, env_id: int, ids: list[str]) -> set[str]:
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
         marks = ",".join("?" * len(chunk))
-        rows = tx.fetchall(f"SELECT insert_id FROM events WHERE env_id = ? AND insert_id IN ({marks})", (env_id, *chunk))
+        rows = tx.fetchall(
+            f"SELECT insert_id FROM events WHERE env_id = ? AND insert_id IN ({marks})", (env_id, *chunk)
+        )
         found.update(str(r[0]) for r in rows)
     return found
 
@@ -379,6 +381,10 @@ class Retention:
         self.purged = 0
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
 
     def start(self) -> None:
         if self.retention_days > 0 and self._task is None:

@@ -29,11 +29,18 @@ def dumps(value: Any) -> str:
 
 
 class ProfileRow:
-    """A user (kind ``u``) or device (kind ``d``) profile as stored."""
+    """A user (kind ``u``) or device (kind ``d``) profile as stored.
+
+    JSON columns are decoded on first use and re-encoded only when changed: most rows a
+    batch touches (e.g. an already-linked device) are read for one field or not at all.
+    """
 
     __slots__ = (
+        "_crm",
+        "_crm_raw",
+        "_properties",
+        "_props_raw",
         "created_at",
-        "crm",
         "dirty",
         "env_id",
         "exists",
@@ -42,7 +49,6 @@ class ProfileRow:
         "linked_user",
         "phone_enc",
         "placeholder",
-        "properties",
         "updated_at",
     )
 
@@ -50,8 +56,10 @@ class ProfileRow:
         self.env_id = env_id
         self.kind = kind
         self.ident = ident
-        self.properties: dict[str, Any] = {}
-        self.crm: dict[str, Any] = {}
+        self._properties: dict[str, Any] | None = {}
+        self._props_raw: str | None = "{}"
+        self._crm: dict[str, Any] | None = {}
+        self._crm_raw: str | None = "{}"
         self.phone_enc: bytes | None = None
         self.linked_user: str | None = None
         self.created_at = now_ms
@@ -63,8 +71,8 @@ class ProfileRow:
     @classmethod
     def from_row(cls, row: Row) -> ProfileRow:
         self = cls(row[0], row[1], row[2], row[7])
-        self.properties = _decode(row[3])
-        self.crm = _decode(row[4])
+        self._properties, self._props_raw = None, row[3]
+        self._crm, self._crm_raw = None, row[4]
         self.phone_enc = bytes(row[5]) if row[5] is not None else None
         self.linked_user = row[6]
         self.updated_at = row[8]
@@ -72,11 +80,39 @@ class ProfileRow:
         return self
 
     @property
+    def properties(self) -> dict[str, Any]:
+        if self._properties is None:
+            self._properties = _decode(self._props_raw or "{}")
+        return self._properties
+
+    @properties.setter
+    def properties(self, value: dict[str, Any]) -> None:
+        self._properties, self._props_raw = value, None
+
+    @property
+    def crm(self) -> dict[str, Any]:
+        if self._crm is None:
+            self._crm = _decode(self._crm_raw or "{}")
+        return self._crm
+
+    @crm.setter
+    def crm(self, value: dict[str, Any]) -> None:
+        self._crm, self._crm_raw = value, None
+
+    def encoded(self) -> tuple[str, str]:
+        """The JSON columns, encoding only what changed since the row was read."""
+        if self._props_raw is None:
+            self._props_raw = dumps(self._properties)
+        if self._crm_raw is None:
+            self._crm_raw = dumps(self._crm)
+        return self._props_raw, self._crm_raw
+
+    @property
     def key(self) -> ProfileKey:
         return (self.env_id, self.kind, self.ident)
 
 
-_MUTABLE = ("properties", "crm", "phone_enc", "linked_user", "dirty")
+_MUTABLE = ("_properties", "_props_raw", "_crm", "_crm_raw", "phone_enc", "linked_user", "dirty")
 
 
 class Tx:
@@ -212,7 +248,8 @@ class Tx:
                 if row.placeholder:
                     deletes.append(row.key)
                 continue
-            values = (dumps(row.properties), dumps(row.crm), row.phone_enc, row.linked_user, self.now_ms)
+            props_json, crm_json = row.encoded()
+            values = (props_json, crm_json, row.phone_enc, row.linked_user, self.now_ms)
             if row.exists:
                 updates.append((*values, *row.key))
             else:

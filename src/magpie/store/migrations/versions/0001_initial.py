@@ -61,8 +61,17 @@ def upgrade() -> None:
         sa.Column("linked_user", sa.String(256), nullable=True),
         sa.Column("created_at", _ms, nullable=False),
         sa.Column("updated_at", _ms, nullable=False),
+        # On SQLite the primary key is the table: one B-tree to search and write instead of two.
+        sqlite_with_rowid=False,
     )
-    op.create_index("ix_profiles_linked_user", "profiles", ["env_id", "linked_user"])
+    # Only device rows carry a link; user rows stay out of this index.
+    op.create_index(
+        "ix_profiles_linked_user",
+        "profiles",
+        ["env_id", "linked_user"],
+        sqlite_where=sa.text("linked_user IS NOT NULL"),
+        postgresql_where=sa.text("linked_user IS NOT NULL"),
+    )
     op.create_table(
         "push_tokens",
         sa.Column("env_id", sa.Integer, primary_key=True),

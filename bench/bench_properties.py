@@ -1,0 +1,183 @@
+"""Benchmarks 1, 2 and 6: property updates on SQLite and PostgreSQL, and peak memory.
+
+The seed's ``POST /v1/properties`` body (plus ``$increment: {bench_hits: 1}``, so the run can
+prove every 200 was stored), 100k distinct users, 64 connections, load from wrk in a separate
+process. Baseline: ``bench/baseline_app.py`` on the same server software, parsing the same JSON.
+
+    python -m bench.bench_properties [sqlite|pg|all]
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from bench._harness import (
+    Proc,
+    Report,
+    baseline,
+    free_port,
+    magpie_cli,
+    magpie_serve,
+    median,
+    rounds,
+    seconds,
+    workdir,
+    wrk,
+)
+
+USERS = 100_000
+PG_ADMIN = os.environ.get("MAGPIE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _alternate(base: Proc, servers: list[Proc], key: str, *, label: str) -> tuple[list[dict[str, Any]], int]:
+    """Alternate baseline and magpie runs; returns per-round results and magpie's acknowledged count."""
+    runs: list[dict[str, Any]] = []
+    acked = 0
+    env = {"BENCH_KEY": key, "BENCH_USERS": str(USERS)}
+    for i in range(rounds()):
+        b = wrk(base.url + "/v1/properties", script="properties.lua", seconds=seconds(), env=env)
+        m = wrk(servers[0].url + "/v1/properties", script="properties.lua", seconds=seconds(), env=env)
+        acked += m.requests - m.non_2xx
+        ratio = m.requests_per_second / b.requests_per_second
+        runs.append({"round": i + 1, "baseline": asdict(b), "magpie": asdict(m), "ratio": ratio})
+        print(
+            f"  [{label}] round {i + 1}: baseline {b.requests_per_second:,.0f}/s, magpie "
+            f"{m.requests_per_second:,.0f}/s (ratio {ratio:.2f}), p50 {m.p50_ms:.1f} ms, p99 {m.p99_ms:.1f} ms, "
+            f"non-2xx {m.non_2xx}",
+            flush=True,
+        )
+    return runs, acked
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "ratio_median": round(median([r["ratio"] for r in runs]), 3),
+        "magpie_rps_median": round(median([r["magpie"]["requests_per_second"] for r in runs])),
+        "baseline_rps_median": round(median([r["baseline"]["requests_per_second"] for r in runs])),
+        "p50_ms_median": round(median([r["magpie"]["p50_ms"] for r in runs]), 2),
+        "p99_ms_median": round(median([r["magpie"]["p99_ms"] for r in runs]), 2),
+        "non_2xx": sum(r["magpie"]["non_2xx"] for r in runs),
+    }
+
+
+def bench_sqlite() -> tuple[Report, Report]:
+    with workdir("sqlite") as tmp:
+        data = tmp / "data"
+        key = magpie_cli("env", "create", "bench", data_dir=data)["apiKey"]
+        base = baseline(free_port())
+        server = magpie_serve(data_dir=data, port=free_port())
+        try:
+            runs, acked = _alternate(base, [server], key, label="sqlite")
+            peak = server.peak_rss_mb()
+        finally:
+            server.stop()
+            base.stop()
+        stored = (
+            sqlite3.connect(data / "magpie.db")
+            .execute("SELECT COALESCE(SUM(json_extract(properties, '$.bench_hits')), 0) FROM profiles WHERE kind = 'u'")
+            .fetchone()[0]
+        )
+    summary = _summary(runs)
+    # Requests still in flight when wrk stopped may be stored without being counted: at most 64.
+    summary.update({"acknowledged": acked, "stored_increments": stored, "durable": acked <= stored <= acked + 64})
+    met = summary["ratio_median"] >= 0.5 and summary["p99_ms_median"] <= 25 and summary["durable"]
+    command = "python -m bench.bench_properties sqlite"
+    properties = Report(
+        name="properties_sqlite",
+        command=command,
+        target=">= 0.5x baseline throughput, p99 <= 25 ms, every 200 durable",
+        met=bool(met and summary["non_2xx"] == 0),
+        summary=summary,
+        runs=runs,
+    )
+    memory = Report(
+        name="memory",
+        command=command,
+        target="peak RSS of magpie serve during benchmark 1 <= 200 MB",
+        met=peak <= 200,
+        summary={"peak_rss_mb": round(peak, 1)},
+    )
+    return properties, memory
+
+
+def _pg_database() -> str:
+    name = f"magpie_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+
+
+def _drop_pg(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def bench_pg(processes: int) -> Report:
+    url = _pg_database()
+    try:
+        with workdir("pg") as tmp:
+            data = tmp / "data"
+            env = {"MAGPIE_DATABASE_URL": url, "MAGPIE_SECRET_KEY": "A" * 43}
+            key = magpie_cli("env", "create", "bench", data_dir=data, env=env)["apiKey"]
+            base = baseline(free_port())
+            port = free_port()
+            serve_env = {**env, "MAGPIE_REUSE_PORT": "1"} if processes > 1 else env
+            servers = [magpie_serve(data_dir=data, port=port, env=serve_env) for _ in range(processes)]
+            try:
+                runs, acked = _alternate(base, servers, key, label=f"pg x{processes}")
+            finally:
+                for server in servers:
+                    server.stop()
+                base.stop()
+        with psycopg.connect(url) as conn:
+            row = conn.execute(
+                "SELECT COALESCE(SUM((properties::jsonb ->> 'bench_hits')::int), 0) FROM profiles WHERE kind = 'u'"
+            ).fetchone()
+        stored = int(row[0]) if row else 0
+    finally:
+        _drop_pg(url)
+    summary = _summary(runs)
+    summary.update(
+        {
+            "processes": processes,
+            "acknowledged": acked,
+            "stored_increments": stored,
+            "durable": acked <= stored <= acked + 64,
+        }
+    )
+    return Report(
+        name=f"properties_pg_{processes}proc",
+        command=f"python -m bench.bench_properties pg{processes}",
+        target=">= 0.4x baseline throughput, every 200 durable",
+        met=bool(summary["ratio_median"] >= 0.4 and summary["durable"] and summary["non_2xx"] == 0),
+        summary=summary,
+        runs=runs,
+    )
+
+
+def main(argv: list[str]) -> list[Report]:
+    which = argv[0] if argv else "all"
+    reports: list[Report] = []
+    if which in ("sqlite", "all"):
+        reports.extend(bench_sqlite())
+    if which in ("pg", "pg1", "all"):
+        reports.append(bench_pg(1))
+    if which in ("pg", "pg2", "all"):
+        reports.append(bench_pg(2))
+    for report in reports:
+        path = report.save()
+        print(f"{report.name}: {'MET' if report.met else 'MISSED'} {report.summary} -> {path.relative_to(Path.cwd())}")
+    return reports
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
