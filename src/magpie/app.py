@@ -22,7 +22,7 @@ from magpie.errors import MagpieError, MethodNotAllowed, NotFound, ServiceUnavai
 from magpie.metrics import Metrics
 from magpie.store.crypto import Cipher
 from magpie.store.db import OPERATIONAL_ERRORS, Database
-from magpie.store.writer import GroupCommitWriter
+from magpie.store.writer import GroupCommitWriter, ProcessWriter, Writer
 
 log = logging.getLogger("magpie.app")
 
@@ -76,9 +76,15 @@ class MagpieApp:
         self.db.upgrade()
         cipher = Cipher.load(secret_key=settings.secret_key, data_dir=settings.data_dir)
         executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="magpie-read")
-        writer = GroupCommitWriter(
-            db=self.db, batch_max=settings.batch_max, secret=cipher, on_batch=self.metrics.observe_batch
-        )
+        writer: Writer
+        if settings.writer == "process":
+            writer = ProcessWriter(
+                db=self.db, batch_max=settings.batch_max, secret_key=cipher.key, on_batch=self.metrics.observe_batch
+            )
+        else:
+            writer = GroupCommitWriter(
+                db=self.db, batch_max=settings.batch_max, secret=cipher, on_batch=self.metrics.observe_batch
+            )
         writer.start()
         auth = Authenticator(
             db=self.db,
@@ -86,6 +92,7 @@ class MagpieApp:
             rate_per_key=settings.rate_limit_per_key,
             burst=settings.rate_limit_burst,
         )
+        writer.on_invalid_key = auth.forget_hash
         self.ctx = Context(settings=settings, db=self.db, writer=writer, auth=auth, executor=executor, cipher=cipher)
         self.ctx.extras["metrics"] = self.metrics
         from magpie.api.admin import build_admin

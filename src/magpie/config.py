@@ -51,6 +51,9 @@ class Settings:
     secret_key: str | None = None
     log_level: str = "info"
     bootstrap: bool = True
+    # "process": the group-commit writer runs in a child process (what `magpie serve` uses);
+    # "thread": on a thread of this process (embedding, tests, CLI).
+    writer: str = "thread"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -91,4 +94,5 @@ class Settings:
             secret_key=e.get("MAGPIE_SECRET_KEY") or None,
             log_level=e.get("MAGPIE_LOG_LEVEL", "info"),
             bootstrap=e.get("MAGPIE_BOOTSTRAP", "1") not in ("0", "false", "no"),
+            writer=e.get("MAGPIE_WRITER", "process"),
         )

@@ -129,9 +129,10 @@ def test_recovery_worker_kill9_mid_dispatch_finishes_every_recipient_once(settin
             assert view["counts"] == {"SENT": 50, "FAILED": 0, "EXCLUDED": 0, "PENDING": 0}
             for recipient in view["recipients"]:  # type: ignore[attr-defined]
                 assert len(recipient["deliveries"]) == 1
-        # Every token got its push; at most the sends in flight at the kill went out twice.
+        # Every token got its push. Sends in flight at the kill (at most 4, the concurrency) and sends
+        # answered but not yet recorded (at most 4 more) may go out twice: delivery is at least once.
         assert set(fcm.delivered) == {f"tok-{i}" for i in range(USERS)}
-        assert len(fcm.delivered) - USERS <= 4
+        assert len(fcm.delivered) - USERS <= 8
     with db.transaction(write=False) as conn:
         open_items = db.fetchone(conn, "SELECT COUNT(*) FROM work_items WHERE env_id = ? AND done = 0", (env.id,))
         outcomes = db.fetchall(

@@ -40,18 +40,37 @@ def test_snapshot_not_retroactive_through_http_api(client: AppClient, env: Env) 
     assert client.user(env, "u1")["properties"] == {"grade": "GOLD"}
 
 
-def test_snapshot_not_retroactive_within_one_sdk_batch(client: AppClient, env: Env) -> None:
+@pytest.mark.parametrize("same_millisecond", [pytest.param(False, id="ascending"), pytest.param(True, id="same-ms")])
+def test_snapshot_not_retroactive_within_one_sdk_batch(client: AppClient, env: Env, same_millisecond: bool) -> None:
+    at = int(time.time() * 1000) if same_millisecond else None
     send(
         client,
         env,
-        track_event("$properties", user_id="u1", properties={"$set": {"grade": "SILVER"}}),
-        track_event("A", user_id="u1"),
-        track_event("$properties", user_id="u1", properties={"$set": {"grade": "GOLD"}}),
-        track_event("B", user_id="u1"),
+        track_event("$properties", user_id="u1", properties={"$set": {"grade": "SILVER"}}, timestamp=at),
+        track_event("A", user_id="u1", timestamp=at),
+        track_event("$properties", user_id="u1", properties={"$set": {"grade": "GOLD"}}, timestamp=at),
+        track_event("B", user_id="u1", timestamp=at),
     )
     events = by_key(events_of(client, env, "u1"))
     assert events["A"]["userProperties"] == {"grade": "SILVER"}
     assert events["B"]["userProperties"] == {"grade": "GOLD"}
+
+
+def test_snapshot_follows_event_time_across_the_three_lists(client: AppClient, env: Env) -> None:
+    base = int(time.time() * 1000)
+
+    def decision(insert_id: str, timestamp: int) -> dict[str, Any]:
+        common = {"insertId": insert_id, "timestamp": timestamp, "userId": None, "identifiers": {"$userId": "u1"}}
+        return {**common, "userProperties": {}, "hackleProperties": {}, "properties": {}}
+
+    body = {
+        "exposureEvents": [decision("before", base), decision("after", base + 20)],
+        "trackEvents": [track_event("$properties", user_id="u1", properties={"$set": {"g": 1}}, timestamp=base + 10)],
+        "remoteConfigEvents": [decision("later", base + 30)],
+    }
+    assert client.post("/api/v2/events", json=body, headers=sdk_headers(env)).status_code == 200
+    snapshots = {e["insertId"]: e["userProperties"] for e in events_of(client, env, "u1")["events"]}
+    assert (snapshots["before"], snapshots["after"], snapshots["later"]) == ({}, {"g": 1}, {"g": 1})
 
 
 def test_snapshot_survives_later_updates_and_clear_all(client: AppClient, env: Env) -> None:
@@ -347,14 +366,17 @@ def test_retention_purge_deletes_only_events_past_retention(client: AppClient, e
     assert client.user(env, "u1")["userId"] == "u1"  # the profile is not an event: it stays
 
 
-def test_retention_runs_periodically_in_the_server(settings: Settings) -> None:
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_retention_runs_periodically_in_the_server(settings: Settings, writer: str) -> None:
     from tests.support import make_env
 
-    with AppClient(settings.with_(event_retention_days=1, event_purge_interval_seconds=0.05)) as client:
+    configured = settings.with_(event_retention_days=1, event_purge_interval_seconds=0.05, writer=writer)
+    with AppClient(configured) as client:
         env = make_env(client.app.db)
         send(client, env, track_event("old", user_id="u1"))
         ctx = client.app.ctx
         assert ctx is not None
+        assert ctx.extras["event_retention"].running
         time.sleep(0.2)
         assert len(events_of(client, env, "u1")["events"]) == 1  # younger than a day: kept
         ctx.clock = lambda: time.time() + 2 * 86_400

@@ -42,7 +42,8 @@ def test_workspace_lists_event_types_the_environment_has_seen(client: AppClient,
         track_event("view", user_id="u1"),
         track_event("$properties", user_id="u1", properties={"$set": {"a": 1}}),
     )
-    assert client.post("/v1/track", json={"event": {"key": "signup"}, "user": {"userId": "u2"}}, headers=env.headers)
+    tracked = client.post("/v1/track", json={"event": {"key": "signup"}, "user": {"userId": "u2"}}, headers=env.headers)
+    assert tracked.status_code == 200
     workspace = Workspace(_config(client, env)[1])
     assert set(workspace.event_type_key_map) == {"purchase", "view", "signup"}
     purchase = workspace.get_event_type_or_none("purchase")

@@ -12,14 +12,14 @@ from magpie.api.auth import Authenticator
 from magpie.config import Settings
 from magpie.store.crypto import Cipher
 from magpie.store.db import Database
-from magpie.store.writer import GroupCommitWriter
+from magpie.store.writer import Writer
 
 
 @dataclass
 class Context:
     settings: Settings
     db: Database
-    writer: GroupCommitWriter
+    writer: Writer
     auth: Authenticator
     executor: ThreadPoolExecutor
     cipher: Cipher

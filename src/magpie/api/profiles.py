@@ -7,39 +7,19 @@ from typing import Any
 from magpie.api._http import SUCCESS, Request, Response
 from magpie.api.context import Context
 from magpie.domain import consent, phone
-from magpie.domain.identity import clean_id, require_identifier
-from magpie.domain.operations import parse_operations
-from magpie.errors import EmptyIdentifier, InvalidRequest
-from magpie.store.profiles import SetConsent, SetPhone, UpdateProperties
+from magpie.domain.identity import clean_id
+from magpie.domain.requests import identity
+from magpie.errors import EmptyIdentifier
+from magpie.store.profiles import SetConsent, SetPhone, UpdatePropertiesRequest
 
-
-def _identity(body: dict[str, Any], *, user_required: bool) -> tuple[str | None, str | None]:
-    user_id = clean_id(body.get("userId"), field="userId")
-    if user_required:
-        if user_id is None:
-            raise EmptyIdentifier("userId is required")
-        return user_id, None
-    device_id = clean_id(body.get("deviceId"), field="deviceId")
-    require_identifier(user_id, device_id)
-    return user_id, device_id
+_identity = identity
 
 
 async def update_properties(ctx: Context, request: Request) -> Response:
     """Update a user's properties with $set, $setOnce, $unset and Hackle's other operations."""
     key_hash, env_id = await ctx.auth.authenticate(request.headers)
-    body = request.json_object()
-    user_id, device_id = _identity(body, user_required=False)
-    if "operations" not in body:
-        raise InvalidRequest("operations is required")
-    job = UpdateProperties(
-        operations=parse_operations(body["operations"]),
-        key_hash=key_hash,
-        env_id=env_id,
-        user_id=user_id,
-        device_id=device_id,
-        on_revoked=ctx.auth.forget_hash,
-    )
-    await ctx.writer.submit(job)
+    # The body is decoded and validated by the writer (see UpdatePropertiesRequest).
+    await ctx.writer.submit(UpdatePropertiesRequest(key_hash=key_hash, env_id=env_id, body=request.body))
     return 200, SUCCESS
 
 
@@ -55,7 +35,6 @@ async def set_phone_number(ctx: Context, request: Request) -> Response:
         env_id=env_id,
         user_id=user_id,
         device_id=None,
-        on_revoked=ctx.auth.forget_hash,
     )
     await ctx.writer.submit(job)
     return 200, SUCCESS
@@ -73,7 +52,6 @@ async def delete_phone_number(ctx: Context, request: Request) -> Response:
         env_id=env_id,
         user_id=user_id,
         device_id=None,
-        on_revoked=ctx.auth.forget_hash,
     )
     await ctx.writer.submit(job)
     return 200, SUCCESS
@@ -108,7 +86,6 @@ async def _subscriptions(ctx: Context, request: Request, channel: str) -> Respon
         env_id=env_id,
         user_id=user_id,
         device_id=device_id,
-        on_revoked=ctx.auth.forget_hash,
     )
     await ctx.writer.submit(job)
     return 200, SUCCESS

@@ -75,7 +75,6 @@ async def trigger_send(ctx: Context, request: Request) -> Response:
         users=encode(users).decode(),
         requested=len(users),
         idempotency_key=idempotency,
-        on_revoked=ctx.auth.forget_hash,
     )
     dispatch_id, created = await ctx.writer.submit(job)
     if created:
@@ -105,8 +104,7 @@ async def register_push_token(ctx: Context, request: Request) -> Response:
             user_id=user_id,
             provider_type=provider,
             token=token.strip(),
-            on_revoked=ctx.auth.forget_hash,
-        )
+            )
     )
     if status != "ACTIVE":
         return 200, encode({"message": "success", "tokenStatus": status})

@@ -192,10 +192,9 @@ def parse_batch(body: bytes) -> list[Event]:
             "$decision_reason": remote.decisionReason,
         }
         parsed.append(_sdk_event(f"remoteConfigEvents[{index}]", remote, "$remote_config", None, details))
-    if total > len(batch.trackEvents):
-        # Exposures and remote-config decisions interleave with tracks by time; a stable sort
-        # keeps the SDK's order among events of the same millisecond.
-        parsed.sort(key=lambda e: e.timestamp)
+    # The three lists interleave in time; a stable sort keeps the SDK's own order among events
+    # of the same millisecond (a property update and the track right after it).
+    parsed.sort(key=lambda e: e.timestamp)
     return _first_of_each(parsed)
 
 
@@ -252,25 +251,9 @@ def parse_track(body: bytes, *, now_ms: int) -> Event:
     )
 
 
-def _known_types(ctx: Context) -> store.KnownEventTypes:
-    known = ctx.extras.get("event_types")
-    if known is None:
-        known = ctx.extras["event_types"] = store.KnownEventTypes()
-    assert isinstance(known, store.KnownEventTypes)
-    return known
-
-
 async def _store(ctx: Context, key_hash: str, env_id: int, events: list[Event]) -> None:
     if events:
-        await ctx.writer.submit(
-            store.StoreEvents(
-                key_hash=key_hash,
-                env_id=env_id,
-                events=events,
-                known_types=_known_types(ctx),
-                on_revoked=ctx.auth.forget_hash,
-            )
-        )
+        await ctx.writer.submit(store.StoreEvents(key_hash=key_hash, env_id=env_id, events=events))
 
 
 async def ingest_events(ctx: Context, request: Request) -> Response:

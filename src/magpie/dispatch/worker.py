@@ -46,7 +46,7 @@ from magpie.store.outbox import (
     load_snapshot,
 )
 from magpie.store.tx import dumps
-from magpie.store.writer import GroupCommitWriter
+from magpie.store.writer import GroupCommitWriter, Writer
 
 log = logging.getLogger("magpie.worker")
 
@@ -101,7 +101,7 @@ class Dispatcher:
         self,
         *,
         db: Database,
-        writer: GroupCommitWriter,
+        writer: Writer,
         settings: Settings,
         executor: ThreadPoolExecutor,
         channels: Channels | None = None,

@@ -33,6 +33,7 @@ class Cipher:
     """
 
     def __init__(self, key: bytes) -> None:
+        self.key = key
         self._aead = AESGCM(key)
 
     def encrypt(self, text: str) -> bytes:

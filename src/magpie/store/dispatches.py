@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -34,7 +33,7 @@ def _campaign_active(tx: Tx, env_id: int, key: int) -> bool:
 class AcceptTrigger:
     """Write a dispatch and its work item in the same transaction (the transactional outbox)."""
 
-    __slots__ = ("campaign_key", "env_id", "idempotency_key", "key_hash", "on_revoked", "requested", "users")
+    __slots__ = ("campaign_key", "env_id", "idempotency_key", "key_hash", "requested", "users")
     profile_keys = ()
 
     def __init__(
@@ -46,7 +45,6 @@ class AcceptTrigger:
         users: str,
         requested: int,
         idempotency_key: str | None,
-        on_revoked: Callable[[str], None] | None = None,
     ) -> None:
         self.key_hash = key_hash
         self.env_id = env_id
@@ -54,11 +52,10 @@ class AcceptTrigger:
         self.users = users
         self.requested = requested
         self.idempotency_key = idempotency_key
-        self.on_revoked = on_revoked
 
     def run(self, tx: Tx) -> tuple[str, bool]:
         """Returns ``(dispatch_id, created)``."""
-        _check_key(tx, self.key_hash, self.env_id, self.on_revoked)
+        _check_key(tx, self.key_hash, self.env_id)
         if self.idempotency_key is not None:
             row = tx.fetchone(
                 "SELECT id FROM dispatches WHERE env_id = ? AND idempotency_key = ?",
@@ -98,7 +95,6 @@ class RegisterToken:
         "device_id",
         "env_id",
         "key_hash",
-        "on_revoked",
         "profile_keys",
         "provider_type",
         "token",
@@ -114,7 +110,6 @@ class RegisterToken:
         user_id: str | None,
         provider_type: str,
         token: str,
-        on_revoked: Callable[[str], None] | None = None,
     ) -> None:
         self.key_hash = key_hash
         self.env_id = env_id
@@ -122,7 +117,6 @@ class RegisterToken:
         self.user_id = user_id
         self.provider_type = provider_type
         self.token = token
-        self.on_revoked = on_revoked
         keys = [(env_id, DEVICE, device_id)]
         if user_id is not None:
             keys.append((env_id, "u", user_id))

@@ -15,6 +15,11 @@ job undoes its in-memory changes and runs again without the ids it lost.
 **Nothing partial.** Everything that can reject an event (limits, identity rules) runs on the
 in-memory profiles before the first SQL write of the job, so a rejected batch leaves nothing.
 
+**Jobs cross a process boundary.** ``magpie serve`` runs the writer in a child process, so
+jobs are plain picklable data. A batch arrives here already parsed and validated by the API
+process (``magpie.domain.events``): parsing costs several times what unpickling does, and
+the writer is the one serial stage every request shares.
+
 **Retention** counts from ``received_at`` (magpie's clock, not the client's) and is purged in
 chunks through the writer, so a purge never holds the write lock for long.
 """
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -47,7 +52,7 @@ from magpie.store.db import Database
 from magpie.store.dispatches import register_token_row
 from magpie.store.profiles import _check_key, resolve
 from magpie.store.tx import ProfileRow, Tx, dumps
-from magpie.store.writer import FnJob, GroupCommitWriter
+from magpie.store.writer import Writer
 
 log = logging.getLogger("magpie.events")
 
@@ -60,22 +65,6 @@ _ROW_MARKS = "(" + ", ".join("?" * 12) + ")"
 _CHUNK = 200
 _CLAIM_ATTEMPTS = 3
 PURGE_CHUNK = 5000
-
-
-class KnownEventTypes:
-    """Event types this process has written already, so a batch skips re-inserting them."""
-
-    def __init__(self, limit: int = 100_000) -> None:
-        self.limit = limit
-        self._seen: set[tuple[int, str]] = set()
-
-    def __contains__(self, item: tuple[int, str]) -> bool:
-        return item in self._seen
-
-    def add_all(self, items: Iterable[tuple[int, str]]) -> None:
-        if len(self._seen) > self.limit:
-            self._seen.clear()
-        self._seen.update(items)
 
 
 def _profile_keys(events: Sequence[Event], env_id: int) -> tuple[tuple[int, str, str], ...]:
@@ -95,26 +84,16 @@ class StoreEvents:
     2
     """
 
-    __slots__ = ("env_id", "events", "key_hash", "known_types", "on_revoked", "profile_keys")
+    __slots__ = ("env_id", "events", "key_hash", "profile_keys")
 
-    def __init__(
-        self,
-        *,
-        key_hash: str,
-        env_id: int,
-        events: list[Event],
-        known_types: KnownEventTypes | None = None,
-        on_revoked: Callable[[str], None] | None = None,
-    ) -> None:
+    def __init__(self, *, key_hash: str, env_id: int, events: list[Event]) -> None:
         self.key_hash = key_hash
         self.env_id = env_id
         self.events = events
-        self.known_types = known_types
-        self.on_revoked = on_revoked
         self.profile_keys = _profile_keys(events, env_id)
 
     def run(self, tx: Tx) -> int:
-        _check_key(tx, self.key_hash, self.env_id, self.on_revoked)
+        _check_key(tx, self.key_hash, self.env_id)
         stored = _stored_ids(tx, self.env_id, [e.insert_id for e in self.events])
         for _ in range(_CLAIM_ATTEMPTS):
             fresh = [e for e in self.events if e.insert_id not in stored]
@@ -179,7 +158,7 @@ class StoreEvents:
 
     def _side_effects(self, tx: Tx, fresh: list[Event]) -> None:
         """SQL writes beyond the event rows; they run once the batch can no longer be rejected."""
-        new_types: list[tuple[int, str]] = []
+        new_types: list[tuple[int, str, int, int]] = []
         for event in fresh:
             effect = event.effect
             if isinstance(effect, PushTokenUpdate):
@@ -193,18 +172,15 @@ class StoreEvents:
                 )
             elif isinstance(effect, PushClick):
                 _record_click(tx, self.env_id, event, effect)
-            if not is_system_key(event.key):
-                item = (self.env_id, event.key)
-                if (self.known_types is None or item not in self.known_types) and item not in new_types:
-                    new_types.append(item)
-        if new_types:
-            tx.executemany(
-                "INSERT INTO event_types (env_id, key, id, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [(env_id, key, event_type_id(key), tx.now_ms) for env_id, key in new_types],
-            )
-            known = self.known_types
-            if known is not None:
-                tx.after_commit.append(lambda: known.add_all(new_types))
+            memo = ("event-type", self.env_id, event.key)
+            if not is_system_key(event.key) and memo not in tx.memo:
+                tx.memo[memo] = True
+                new_types.append((self.env_id, event.key, event_type_id(event.key), tx.now_ms))
+        # Known types conflict and change nothing, so the workspace's Last-Modified stays put.
+        tx.executemany(
+            "INSERT INTO event_types (env_id, key, id, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            new_types,
+        )
 
 
 def _touch(tx: Tx, profile: ProfileRow) -> None:
@@ -336,28 +312,36 @@ def list_events(
 # -- retention --------------------------------------------------------------------------------------
 
 
-def _purge_chunk(tx: Tx, *, before_ms: int, limit: int) -> int:
-    deleted = 0
-    for (env_id,) in tx.fetchall("SELECT id FROM environments ORDER BY id"):
-        cursor = tx.execute(
-            "DELETE FROM events WHERE env_id = ? AND insert_id IN "
-            "(SELECT insert_id FROM events WHERE env_id = ? AND received_at < ? LIMIT ?)",
-            (env_id, env_id, before_ms, limit),
-        )
-        deleted += max(0, int(cursor.rowcount))
-    return deleted
+class PurgeEvents:
+    """Delete up to ``limit`` events per environment received before ``before_ms``; returns how many."""
+
+    __slots__ = ("before_ms", "limit")
+    profile_keys = ()
+
+    def __init__(self, *, before_ms: int, limit: int) -> None:
+        self.before_ms = before_ms
+        self.limit = limit
+
+    def run(self, tx: Tx) -> int:
+        deleted = 0
+        for (env_id,) in tx.fetchall("SELECT id FROM environments ORDER BY id"):
+            cursor = tx.execute(
+                "DELETE FROM events WHERE env_id = ? AND insert_id IN "
+                "(SELECT insert_id FROM events WHERE env_id = ? AND received_at < ? LIMIT ?)",
+                (env_id, env_id, self.before_ms, self.limit),
+            )
+            deleted += max(0, int(cursor.rowcount))
+        return deleted
 
 
-async def purge_expired(
-    *, writer: GroupCommitWriter, retention_days: int, now_ms: int, chunk: int = PURGE_CHUNK
-) -> int:
+async def purge_expired(*, writer: Writer, retention_days: int, now_ms: int, chunk: int = PURGE_CHUNK) -> int:
     """Delete events received more than ``retention_days`` before ``now_ms``; returns how many."""
     if retention_days <= 0:
         return 0
     before = now_ms - retention_days * 86_400_000
     total = 0
     while True:
-        deleted: int = await writer.submit(FnJob(lambda tx: _purge_chunk(tx, before_ms=before, limit=chunk)))
+        deleted: int = await writer.submit(PurgeEvents(before_ms=before, limit=chunk))
         total += deleted
         if deleted < chunk:
             return total
@@ -369,7 +353,7 @@ class Retention:
     def __init__(
         self,
         *,
-        writer: GroupCommitWriter,
+        writer: Writer,
         retention_days: int,
         interval: float,
         clock: Callable[[], float],

@@ -7,12 +7,12 @@ profile of a batch in one ordered query.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from magpie.domain import consent
 from magpie.domain.identity import DEVICE, USER, merge_anonymous, merge_crm
 from magpie.domain.operations import Operation, apply_operations
+from magpie.domain.requests import parse_properties
 from magpie.errors import InvalidApiKey
 from magpie.store.tx import ProfileRow, Tx
 
@@ -54,17 +54,17 @@ def resolve(tx: Tx, *, env_id: int, user_id: str | None, device_id: str | None) 
     return device
 
 
-def _check_key(tx: Tx, key_hash: str, env_id: int, revoked: Callable[[str], None] | None) -> None:
+def _check_key(tx: Tx, key_hash: str, env_id: int, revoked: object = None) -> None:
+    """Re-check a cached key inside the transaction; the writer drops a revoked key from caches."""
+    del revoked  # kept for callers written before the writer took over cache invalidation
     if tx.key_env(key_hash) != env_id:
-        if revoked is not None:
-            tx.after_commit.append(lambda: revoked(key_hash))
         raise InvalidApiKey()
 
 
 class ProfileJob:
     """Base for jobs acting on one resolved profile."""
 
-    __slots__ = ("device_id", "env_id", "key_hash", "on_revoked", "profile_keys", "user_id")
+    __slots__ = ("device_id", "env_id", "key_hash", "profile_keys", "user_id")
 
     def __init__(
         self,
@@ -73,17 +73,15 @@ class ProfileJob:
         env_id: int,
         user_id: str | None,
         device_id: str | None,
-        on_revoked: Callable[[str], None] | None = None,
     ) -> None:
         self.key_hash = key_hash
         self.env_id = env_id
         self.user_id = user_id
         self.device_id = device_id
-        self.on_revoked = on_revoked
         self.profile_keys = _keys(env_id, user_id, device_id)
 
     def run(self, tx: Tx) -> Any:
-        _check_key(tx, self.key_hash, self.env_id, self.on_revoked)
+        _check_key(tx, self.key_hash, self.env_id)
         target = resolve(tx, env_id=self.env_id, user_id=self.user_id, device_id=self.device_id)
         return self.apply(tx, target)
 
@@ -101,6 +99,24 @@ class UpdateProperties(ProfileJob):
     def apply(self, tx: Tx, target: ProfileRow) -> None:
         if self.operations:
             tx.update(target, properties=apply_operations(properties=target.properties, operations=self.operations))
+
+
+class UpdatePropertiesRequest(UpdateProperties):
+    """``POST /v1/properties`` from its raw body: decoded and validated in ``prepare``, by the writer."""
+
+    __slots__ = ("body",)
+
+    def __init__(self, *, key_hash: str, env_id: int, body: bytes) -> None:
+        super().__init__(operations=[], key_hash=key_hash, env_id=env_id, user_id=None, device_id=None)
+        self.body: bytes | None = body
+        self.profile_keys = ()
+
+    def prepare(self) -> None:
+        """Decode and validate; a ``MagpieError`` here fails this request alone, before any read."""
+        if self.body is not None:
+            self.user_id, self.device_id, self.operations = parse_properties(self.body)
+            self.profile_keys = _keys(self.env_id, self.user_id, self.device_id)
+            self.body = None
 
 
 class SetConsent(ProfileJob):

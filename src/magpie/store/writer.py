@@ -1,23 +1,34 @@
 """The group-commit writer: many requests, one transaction, one fsync.
 
-Requests hand the writer a ``Job``; a dedicated thread gathers whatever jobs are waiting
-(up to ``batch_max``), runs them in order inside one transaction, commits once, and only
-then answers every caller, with one event-loop wake-up per batch. A job that raises a
+Requests hand the writer a ``Job``; the writer gathers whatever jobs are waiting (up to
+``batch_max``), runs them in order inside one transaction, commits once, and only then
+answers every caller, with one event-loop wake-up per batch. A job that raises a
 ``MagpieError`` fails alone: jobs stage their changes in the ``Tx`` only after validating,
 so a rejected request leaves nothing behind.
+
+Two writers share that ``BatchRunner``:
+
+- ``GroupCommitWriter`` runs it on a thread of the calling process (the CLI, tests, workers).
+- ``ProcessWriter`` runs it in a child process, which `magpie serve` uses: the child's Python
+  work then never competes with the event loop for the GIL. Jobs and results cross a pipe,
+  pickled once per batch in each direction.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import multiprocessing
+import pickle
 import queue
 import threading
 import time
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
-from magpie.errors import MagpieError, ServiceUnavailable
+from magpie.errors import InvalidApiKey, MagpieError, ServiceUnavailable
 from magpie.store.db import RETRYABLE_ERRORS, Database
 from magpie.store.tx import Tx
 
@@ -31,7 +42,7 @@ class Job(Protocol):
 
 
 class FnJob:
-    """Wrap a plain function of the transaction as a job."""
+    """Wrap a plain function of the transaction as a job (thread writer only: it cannot be pickled)."""
 
     __slots__ = ("fn",)
 
@@ -42,7 +53,145 @@ class FnJob:
         return self.fn(tx)
 
 
-_Entry = tuple[Job, asyncio.AbstractEventLoop | None, Any]
+Outcome = tuple[Any, bool]  # (value or exception, failed)
+
+
+class _Checkpointer:
+    """Checkpoints SQLite's WAL on its own connection and thread, off the commit path.
+
+    With automatic checkpoints, every thousandth commit also copies the WAL into the
+    database and fsyncs it, and the requests of that batch wait for it: a latency spike.
+    """
+
+    def __init__(self, db: Database, interval: float = 0.5) -> None:
+        self._db = db
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="magpie-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        conn = self._db.connect()
+        try:
+            while not self._stop.wait(self._interval):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except Exception as exc:
+                    log.warning("WAL checkpoint failed: %s", exc)
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except Exception as exc:
+            log.warning("final WAL checkpoint failed: %s", exc)
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+class BatchRunner:
+    """Runs batches of jobs in one transaction each, on one connection it owns."""
+
+    def __init__(self, *, db: Database, secret: Any = None) -> None:
+        self.db = db
+        self.secret = secret
+        self._conn: Any = None
+        self._checkpointer: _Checkpointer | None = None
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            self._conn = self.db.connect()
+            if self.db.is_sqlite:
+                self._conn.execute("PRAGMA wal_autocheckpoint=0")
+                if self._checkpointer is None:
+                    self._checkpointer = _Checkpointer(self.db)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:
+                pass
+            self._conn = None
+
+    def shutdown(self) -> None:
+        self.close()
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
+
+    def run_batch(self, jobs: list[Job]) -> list[Outcome]:
+        for attempt in range(5):
+            try:
+                return self._run_once(jobs)
+            except RETRYABLE_ERRORS:
+                # Deadlock or serialisation failure between processes: the batch rolled back whole.
+                time.sleep(0.001 * (2**attempt))
+            except Exception as exc:
+                log.warning("batch of %d failed (%s); retrying jobs one by one", len(jobs), type(exc).__name__)
+                self.close()
+                if len(jobs) == 1:
+                    return [(self._unavailable(exc), True)]
+                return [self._run_single(job) for job in jobs]
+        return [(ServiceUnavailable("the database kept aborting the transaction"), True) for _ in jobs]
+
+    def _run_single(self, job: Job) -> Outcome:
+        for attempt in range(5):
+            try:
+                return self._run_once([job])[0]
+            except RETRYABLE_ERRORS:
+                time.sleep(0.001 * (2**attempt))
+            except Exception as exc:
+                self.close()
+                return (self._unavailable(exc), True)
+        return (ServiceUnavailable("the database kept aborting the transaction"), True)
+
+    @staticmethod
+    def _unavailable(exc: BaseException) -> MagpieError:
+        log.error("storage error: %s: %s", type(exc).__name__, exc)
+        return ServiceUnavailable()
+
+    def _run_once(self, jobs: list[Job]) -> list[Outcome]:
+        # Jobs that carry a raw request validate it first; a bad one is answered without a read.
+        rejected: dict[int, MagpieError] = {}
+        for index, job in enumerate(jobs):
+            prepare = getattr(job, "prepare", None)
+            if prepare is not None:
+                try:
+                    prepare()
+                except MagpieError as exc:
+                    rejected[index] = exc
+        conn = self._connection()
+        db = self.db
+        db.begin(conn)
+        try:
+            tx = Tx(db=db, conn=conn, secret=self.secret)
+            tx.prefetch(job for index, job in enumerate(jobs) if index not in rejected)
+            outcomes: list[Outcome] = []
+            for index, job in enumerate(jobs):
+                if index in rejected:
+                    outcomes.append((rejected[index], True))
+                    continue
+                tx.begin_job()
+                try:
+                    outcomes.append((job.run(tx), False))
+                except MagpieError as exc:
+                    tx.undo_job()
+                    outcomes.append((exc, True))
+                else:
+                    tx.end_job()
+            tx.flush()
+            db.commit(conn)
+        except BaseException:
+            db.rollback(conn)
+            raise
+        for callback in tx.after_commit:
+            try:
+                callback()
+            except Exception:
+                log.exception("after-commit callback failed")
+        return outcomes
 
 
 def _deliver(pairs: list[tuple[asyncio.Future[Any], Any, bool]]) -> None:
@@ -53,6 +202,41 @@ def _deliver(pairs: list[tuple[asyncio.Future[Any], Any, bool]]) -> None:
             future.set_exception(value)
         else:
             future.set_result(value)
+
+
+class _Answers:
+    """Hands outcomes back to their callers: futures on event loops, or waiting threads."""
+
+    def __init__(self, on_invalid_key: Callable[[str], None] | None) -> None:
+        self.on_invalid_key = on_invalid_key
+
+    def answer(self, targets: list[tuple[Job, Any, Any]], outcomes: list[Outcome]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, bool]]] = {}
+        for (job, loop, target), (value, failed) in zip(targets, outcomes, strict=True):
+            if failed and isinstance(value, InvalidApiKey) and self.on_invalid_key is not None:
+                key_hash = getattr(job, "key_hash", None)
+                if key_hash:
+                    self.on_invalid_key(key_hash)  # a revoked key must leave every cache at once
+            if loop is None:
+                done, box = target
+                box.extend((value, failed))
+                done.set()
+            else:
+                by_loop.setdefault(loop, []).append((target, value, failed))
+        for loop, pairs in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, pairs)
+            except RuntimeError:  # the loop closed while we were committing
+                pass
+
+
+def _wait_box(done: threading.Event, box: list[Any], timeout: float) -> Any:
+    if not done.wait(timeout):
+        raise ServiceUnavailable("the writer did not answer in time")
+    value, failed = box
+    if failed:
+        raise value
+    return value
 
 
 class GroupCommitWriter:
@@ -69,14 +253,23 @@ class GroupCommitWriter:
         batch_max: int = 512,
         secret: Any = None,
         on_batch: Callable[[int, float], None] | None = None,
+        on_invalid_key: Callable[[str], None] | None = None,
     ) -> None:
         self.db = db
         self.batch_max = batch_max
-        self.secret = secret
+        self._runner = BatchRunner(db=db, secret=secret)
+        self._answers = _Answers(on_invalid_key)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._conn: Any = None
         self._on_batch = on_batch
+
+    @property
+    def on_invalid_key(self) -> Callable[[str], None] | None:
+        return self._answers.on_invalid_key
+
+    @on_invalid_key.setter
+    def on_invalid_key(self, callback: Callable[[str], None] | None) -> None:
+        self._answers.on_invalid_key = callback
 
     def start(self) -> None:
         if self._thread is None:
@@ -101,35 +294,15 @@ class GroupCommitWriter:
         done = threading.Event()
         box: list[Any] = []
         self._queue.put((job, None, (done, box)))
-        if not done.wait(timeout):
-            raise ServiceUnavailable("the writer did not answer in time")
-        value, failed = box
-        if failed:
-            raise value
-        return value
-
-    # -- the writer thread -------------------------------------------------------------
-
-    def _connection(self) -> Any:
-        if self._conn is None:
-            self._conn = self.db.connect()
-        return self._conn
-
-    def _drop_connection(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except Exception:
-                pass
-            self._conn = None
+        return _wait_box(done, box, timeout)
 
     def _loop(self) -> None:
         while True:
             first = self._queue.get()
             if first is _STOP:
-                self._drop_connection()
+                self._runner.shutdown()
                 return
-            batch: list[_Entry] = [first]
+            batch = [first]
             stop_after = False
             while len(batch) < self.batch_max:
                 try:
@@ -141,85 +314,199 @@ class GroupCommitWriter:
                     break
                 batch.append(item)
             started = time.perf_counter()
-            outcomes = self._run_batch([job for job, _, _ in batch])
+            outcomes = self._runner.run_batch([job for job, _, _ in batch])
             if self._on_batch is not None:
                 self._on_batch(len(batch), time.perf_counter() - started)
-            self._answer(batch, outcomes)
+            self._answers.answer(batch, outcomes)
             if stop_after:
-                self._drop_connection()
+                self._runner.shutdown()
                 return
 
-    def _answer(self, batch: list[_Entry], outcomes: list[tuple[Any, bool]]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, bool]]] = {}
-        for (_, loop, target), (value, failed) in zip(batch, outcomes, strict=True):
-            if loop is None:
-                done, box = target
-                box.extend((value, failed))
-                done.set()
-            else:
-                by_loop.setdefault(loop, []).append((target, value, failed))
-        for loop, pairs in by_loop.items():
+
+# -- the writer in a child process -----------------------------------------------------------------
+
+
+def _child_main(conn: Connection, url: str, batch_max: int, secret_key: bytes | None) -> None:
+    """The child process: receive pickled jobs, group-commit them, send back outcomes."""
+    import signal
+
+    from magpie.store.crypto import Cipher
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    runner = BatchRunner(db=Database(url), secret=Cipher(secret_key) if secret_key else None)
+    try:
+        while True:
             try:
-                loop.call_soon_threadsafe(_deliver, pairs)
-            except RuntimeError:  # the loop closed while we were committing
-                pass
-
-    def _run_batch(self, jobs: list[Job]) -> list[tuple[Any, bool]]:
-        for attempt in range(5):
+                data = conn.recv_bytes()
+            except (EOFError, OSError):
+                return  # the parent is gone
+            if not data:
+                return
+            items: list[tuple[int, Job]] = pickle.loads(data)
+            stop_after = False
+            while len(items) < batch_max and conn.poll():
+                more = conn.recv_bytes()
+                if not more:
+                    stop_after = True
+                    break
+                items.extend(pickle.loads(more))
+            started = time.perf_counter()
+            outcomes = runner.run_batch([job for _, job in items])
+            elapsed = time.perf_counter() - started
+            answer = [(seq, value, failed) for (seq, _), (value, failed) in zip(items, outcomes, strict=True)]
             try:
-                return self._run_once(jobs)
-            except RETRYABLE_ERRORS:
-                # Deadlock or serialisation failure between processes: the batch rolled back whole.
-                time.sleep(0.001 * (2**attempt))
-            except Exception as exc:
-                log.warning("batch of %d failed (%s); retrying jobs one by one", len(jobs), type(exc).__name__)
-                self._drop_connection()
-                if len(jobs) == 1:
-                    return [(self._unavailable(exc), True)]
-                return [self._run_single(job) for job in jobs]
-        return [(ServiceUnavailable("the database kept aborting the transaction"), True) for _ in jobs]
+                conn.send_bytes(pickle.dumps((answer, elapsed), protocol=pickle.HIGHEST_PROTOCOL))
+            except (BrokenPipeError, OSError):
+                return
+            if stop_after:
+                return
+    finally:
+        runner.shutdown()
 
-    def _run_single(self, job: Job) -> tuple[Any, bool]:
-        for attempt in range(5):
-            try:
-                return self._run_once([job])[0]
-            except RETRYABLE_ERRORS:
-                time.sleep(0.001 * (2**attempt))
-            except Exception as exc:
-                self._drop_connection()
-                return (self._unavailable(exc), True)
-        return (ServiceUnavailable("the database kept aborting the transaction"), True)
 
-    @staticmethod
-    def _unavailable(exc: BaseException) -> MagpieError:
-        log.error("storage error: %s: %s", type(exc).__name__, exc)
-        return ServiceUnavailable()
+class ProcessWriter:
+    """The group-commit writer in a child process; the same interface as ``GroupCommitWriter``.
 
-    def _run_once(self, jobs: list[Job]) -> list[tuple[Any, bool]]:
-        conn = self._connection()
-        db = self.db
-        db.begin(conn)
+    Jobs submitted during one turn of the event loop travel to the child in one message;
+    the child drains every message waiting, commits them together, and answers in one message.
+    """
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        batch_max: int = 512,
+        secret_key: bytes | None = None,
+        on_batch: Callable[[int, float], None] | None = None,
+        on_invalid_key: Callable[[str], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.batch_max = batch_max
+        self._secret_key = secret_key
+        self._on_batch = on_batch
+        self._answers = _Answers(on_invalid_key)
+        self._seq = itertools.count()
+        self._waiting: dict[int, tuple[Job, Any, Any]] = {}
+        self._outbox: list[tuple[int, Job]] = []
+        self._flush_scheduled = False
+        self._send_lock = threading.Lock()
+        self._conn: Connection | None = None
+        self._process: Any = None
+        self._reader: threading.Thread | None = None
+        self._stopping = False
+
+    @property
+    def on_invalid_key(self) -> Callable[[str], None] | None:
+        return self._answers.on_invalid_key
+
+    @on_invalid_key.setter
+    def on_invalid_key(self, callback: Callable[[str], None] | None) -> None:
+        self._answers.on_invalid_key = callback
+
+    def start(self) -> None:
+        if self._process is not None:
+            return
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe(duplex=True)
+        self._process = context.Process(
+            target=_child_main,
+            args=(child, self.db.url, self.batch_max, self._secret_key),
+            name="magpie-writer",
+            daemon=True,
+        )
+        self._process.start()
+        child.close()
+        self._conn = parent
+        self._stopping = False
+        self._reader = threading.Thread(target=self._read_answers, name="magpie-writer-answers", daemon=True)
+        self._reader.start()
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        self._stopping = True
         try:
-            tx = Tx(db=db, conn=conn, secret=self.secret)
-            tx.prefetch(jobs)
-            outcomes: list[tuple[Any, bool]] = []
-            for job in jobs:
-                tx.begin_job()
-                try:
-                    outcomes.append((job.run(tx), False))
-                except MagpieError as exc:
-                    tx.undo_job()
-                    outcomes.append((exc, True))
-                else:
-                    tx.end_job()
-            tx.flush()
-            db.commit(conn)
-        except BaseException:
-            db.rollback(conn)
-            raise
-        for callback in tx.after_commit:
+            with self._send_lock:
+                if self._conn is not None:
+                    self._conn.send_bytes(b"")
+        except OSError:
+            pass
+        self._process.join(timeout=30)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(timeout=5)
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        if self._conn is not None:
+            self._conn.close()
+        self._process = None
+        self._conn = None
+        self._fail_waiting()
+
+    def submit(self, job: Job) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        seq = next(self._seq)
+        self._waiting[seq] = (job, loop, future)
+        self._outbox.append((seq, job))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._outbox = self._outbox, []
+        if batch:
+            self._send(batch)
+
+    def _send(self, batch: list[tuple[int, Job]]) -> None:
+        data = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            with self._send_lock:
+                if self._conn is None:
+                    raise OSError("the writer is not running")
+                self._conn.send_bytes(data)
+        except OSError:
+            self._fail([seq for seq, _ in batch])
+
+    def run_sync(self, job: Job, timeout: float = 60.0) -> Any:
+        done = threading.Event()
+        box: list[Any] = []
+        seq = next(self._seq)
+        self._waiting[seq] = (job, None, (done, box))
+        self._send([(seq, job)])
+        return _wait_box(done, box, timeout)
+
+    def _read_answers(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        while True:
             try:
-                callback()
-            except Exception:
-                log.exception("after-commit callback failed")
-        return outcomes
+                data = conn.recv_bytes()
+            except (EOFError, OSError):
+                break
+            answer, elapsed = pickle.loads(data)
+            targets: list[tuple[Job, Any, Any]] = []
+            outcomes: list[Outcome] = []
+            for seq, value, failed in answer:
+                target = self._waiting.pop(seq, None)
+                if target is not None:
+                    targets.append(target)
+                    outcomes.append((value, failed))
+            if self._on_batch is not None:
+                self._on_batch(len(answer), elapsed)
+            self._answers.answer(targets, outcomes)
+        if not self._stopping:
+            log.error("the writer process exited unexpectedly; pending requests fail with 503")
+        self._fail_waiting()
+
+    def _fail(self, seqs: list[int]) -> None:
+        targets = [t for t in (self._waiting.pop(s, None) for s in seqs) if t is not None]
+        self._answers.answer(targets, [(ServiceUnavailable(), True) for _ in targets])
+
+    def _fail_waiting(self) -> None:
+        self._fail(list(self._waiting))
+
+
+Writer = GroupCommitWriter | ProcessWriter
