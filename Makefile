@@ -24,7 +24,8 @@ check: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.run_all
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python -m bench.run_all $(BENCH)
 
 lock:
 	$(BIN)/python -m pip freeze --all --exclude-editable | grep -v "^pip==" | sed '1i # Exact pins for reproducible installs: regenerate with `make lock`.' > requirements.lock

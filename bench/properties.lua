@@ -4,6 +4,7 @@ local users = tonumber(os.getenv("BENCH_USERS") or "100000")
 local key = os.getenv("BENCH_KEY") or "none"
 local path = os.getenv("BENCH_PATH") or "/v1/properties"
 local spread = tonumber(os.getenv("BENCH_SPREAD") or "0")
+local pad = os.getenv("BENCH_PAD") == "1"
 local threads = {}
 local counter = 0
 local thread_id = 0
@@ -30,7 +31,8 @@ request = function()
   else
     n = ((counter * thread_count) + thread_id) % users
   end
-  local body = '{"userId": "user-' .. n .. '", "deviceId": "device-' .. n .. '", "operations": {'
+  local id = pad and string.format("%09d", n) or tostring(n)
+  local body = '{"userId": "user-' .. id .. '", "deviceId": "device-' .. id .. '", "operations": {'
     .. '"$set": {"age": 42, "grade": "GOLD"}, "$setOnce": {"sign_up_date": "2020-01-01"}, '
     .. '"$unset": {"membership_type": "-"}, "$increment": {"bench_hits": 1}}}'
   return wrk.format("POST", path, headers, body)

@@ -1,0 +1,263 @@
+"""Benchmark 4: delivery, end to end, from accepted dispatches to the fake FCM server's receipt.
+
+magpie: `magpie worker` processes (one per core) claim the dispatches' work items, resolve
+recipients, render, send through FCM HTTP v1 (OAuth2 included) and record every outcome.
+Baseline: a minimal client (magpie's FCM provider alone, on aiohttp) blasting the same fake
+server with the same concurrency. The fake runs as its own process.
+
+    python -m bench.bench_delivery
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import httpx
+
+from bench._harness import PYTHON, ROOT, Report, median, rounds, workdir
+from magpie.domain.settings import parse_settings
+from magpie.providers.base import PushMessage
+from magpie.providers.fcm import FcmProvider
+from magpie.store import accounts, campaigns
+from magpie.store.crypto import hash_secret
+from magpie.store.db import Database
+from magpie.store.dispatches import AcceptTrigger
+from magpie.store.writer import FnJob, GroupCommitWriter
+
+RECIPIENTS = int(os.environ.get("BENCH_RECIPIENTS", "10000"))
+CONCURRENCY = 64
+WORKER_PROCESSES = 2
+
+
+@dataclass
+class Fake:
+    proc: subprocess.Popen[str]
+    port: int
+    service_account: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def delivered(self) -> int:
+        stats: dict[str, int] = httpx.get(self.url + "/__fake/stats", timeout=5).json()
+        return stats["delivered"]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def start_fake(tmp: Path) -> Fake:
+    out = tmp / "service-account.json"
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "tests.fakes.fcm", "--port", "0", "--quiet", "--service-account-out", str(out)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("READY"):
+        raise RuntimeError(f"the fake FCM server did not start: {line!r}")
+    return Fake(proc, int(line.split()[1]), json.loads(out.read_text()))
+
+
+def _message(i: int) -> PushMessage:
+    return PushMessage(
+        token=f"token-{i}",
+        provider_type="FCM",
+        title="재입고 알림",
+        body=f"상품 {i}",
+        hackle={"pushMessageKey": 1, "pushMessageDeliveryId": i, "title": "재입고 알림", "body": f"상품 {i}"},
+    )
+
+
+async def _blast(fake: Fake, count: int) -> float:
+    """The baseline: the FCM provider alone, ``CONCURRENCY`` sends in flight."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONCURRENCY * 2)) as session:
+        provider = FcmProvider(
+            project_id="magpie-test", service_account=fake.service_account, session=session, base_url=fake.url
+        )
+        await provider.send(_message(-1))  # the OAuth token, as magpie's workers already hold one
+        slots = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(i: int) -> None:
+            async with slots:
+                await provider.send(_message(i))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(count)))
+        elapsed = time.perf_counter() - started
+        await provider.aclose()
+    return count / elapsed
+
+
+def _seed(db: Database, env_id: int, users: int) -> None:
+    """Users, linked devices and FCM tokens, inserted in bulk."""
+    now = int(time.time() * 1000)
+    with db.transaction() as conn:
+        db.executemany(
+            conn,
+            "INSERT INTO profiles (env_id, kind, ident, properties, crm, linked_user, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, '{}', ?, ?, ?)",
+            [(env_id, "u", f"user-{i}", json.dumps({"name": f"고객{i}"}), None, now, now) for i in range(users)]
+            + [(env_id, "d", f"device-{i}", "{}", f"user-{i}", now, now) for i in range(users)],
+        )
+        db.executemany(
+            conn,
+            "INSERT INTO push_tokens (env_id, token, device_id, provider_type, status, created_at, updated_at) "
+            "VALUES (?, ?, ?, 'FCM', 'ACTIVE', ?, ?)",
+            [(env_id, f"token-{i}", f"device-{i}", now, now) for i in range(users)],
+        )
+
+
+def _accept_all(writer: GroupCommitWriter, key: str, env_id: int, users: int, round_no: int) -> list[str]:
+    jobs = []
+    for start_at in range(0, users, 50):
+        batch = [
+            {"userId": f"user-{i}", "apiProperties": {"productNumber": str(i)}} for i in range(start_at, start_at + 50)
+        ]
+        jobs.append(
+            AcceptTrigger(
+                key_hash=hash_secret(key),
+                env_id=env_id,
+                campaign_key=1,
+                users=json.dumps(batch),
+                requested=len(batch),
+                idempotency_key=f"bench-{round_no}-{start_at}",
+            )
+        )
+    # All dispatches of the round in one transaction: the clock starts at its commit.
+    return [dispatch_id for dispatch_id, _ in writer.run_sync(FnJob(lambda tx: [job.run(tx) for job in jobs]))]
+
+
+def main() -> Report:
+    runs = []
+    with workdir("delivery") as tmp:
+        fake = start_fake(tmp)
+        data = tmp / "data"
+        db = Database(f"sqlite:///{data / 'magpie.db'}")
+        db.upgrade()
+        env = accounts.create_environment(db, name="bench")
+        key, _ = accounts.create_api_key(db, environment="bench")
+        accounts.update_environment_settings(
+            db,
+            name="bench",
+            settings=parse_settings(
+                {
+                    "providers": {
+                        "fcm": {"projectId": "magpie-test", "serviceAccount": fake.service_account, "baseUrl": fake.url}
+                    }
+                }
+            ),
+        )
+        campaigns.apply_campaign(
+            db,
+            env_id=env.id,
+            raw={
+                "key": 1,
+                "name": "bench",
+                "status": "ACTIVE",
+                "purpose": "INFORMATION",
+                "provider": "push",
+                "message": {
+                    "title": "{{ user_properties.name }}님, 재입고 알림",
+                    "body": "상품 {{ api_properties.productNumber }}",
+                },
+            },
+        )
+        _seed(db, env.id, RECIPIENTS)
+        worker_env = {
+            "MAGPIE_DATA_DIR": str(data),
+            "MAGPIE_WORKER_CONCURRENCY": str(CONCURRENCY // WORKER_PROCESSES),
+            "MAGPIE_POLL_INTERVAL": "0.05",
+        }
+        workers = [
+            subprocess.Popen(
+                [PYTHON, "-m", "magpie.cli", "worker"],
+                cwd=ROOT,
+                env={**os.environ, **worker_env},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for _ in range(WORKER_PROCESSES)
+        ]
+        writer = GroupCommitWriter(db=db)
+        writer.start()
+        try:
+            time.sleep(3)  # the workers are up and polling
+            for round_no in range(1, rounds() + 1):
+                base_rate = asyncio.run(_blast(fake, RECIPIENTS))
+                before = fake.delivered()
+                started = time.perf_counter()
+                ids = _accept_all(writer, key, env.id, RECIPIENTS, round_no)
+                deadline = time.monotonic() + 300
+                while fake.delivered() - before < RECIPIENTS and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                elapsed = time.perf_counter() - started
+                rate = (fake.delivered() - before) / elapsed
+                with db.transaction(write=False) as conn:
+                    sent = db.fetchone(
+                        conn,
+                        f"SELECT COUNT(*) FROM recipients WHERE outcome = 'SENT' AND dispatch_id IN "
+                        f"({','.join('?' * len(ids))})",
+                        ids,
+                    )
+                runs.append(
+                    {
+                        "round": round_no,
+                        "baseline_per_second": base_rate,
+                        "magpie_per_second": rate,
+                        "ratio": rate / base_rate,
+                        "recipients": RECIPIENTS,
+                    }
+                )
+                print(
+                    f"  [delivery] round {round_no}: baseline {base_rate:,.0f}/s, magpie {rate:,.0f}/s "
+                    f"(ratio {rate / base_rate:.2f}); recipients SENT so far {sent[0] if sent else 0}",
+                    flush=True,
+                )
+        finally:
+            writer.stop()
+            for worker in workers:
+                worker.terminate()
+            for worker in workers:
+                worker.wait(timeout=30)
+            fake.stop()
+        with db.transaction(write=False) as conn:
+            outcomes = dict(
+                db.fetchall(conn, "SELECT COALESCE(outcome, 'PENDING'), COUNT(*) FROM recipients GROUP BY 1")
+            )
+    summary = {
+        "ratio_median": round(median([r["ratio"] for r in runs]), 3),
+        "magpie_per_second_median": round(median([r["magpie_per_second"] for r in runs])),
+        "baseline_per_second_median": round(median([r["baseline_per_second"] for r in runs])),
+        "recipients_per_round": RECIPIENTS,
+        "worker_processes": WORKER_PROCESSES,
+        "concurrency": CONCURRENCY,
+        "outcomes": outcomes,
+    }
+    report = Report(
+        name="delivery_fcm",
+        command="python -m bench.bench_delivery",
+        target=">= 0.7x the baseline client's rate against the same fake FCM server",
+        met=bool(summary["ratio_median"] >= 0.7 and outcomes.get("SENT") == RECIPIENTS * len(runs)),
+        summary=summary,
+        runs=runs,
+    )
+    report.save()
+    print(f"delivery_fcm: {'MET' if report.met else 'MISSED'} {summary}")
+    return report
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
