@@ -104,7 +104,7 @@ async def register_push_token(ctx: Context, request: Request) -> Response:
             user_id=user_id,
             provider_type=provider,
             token=token.strip(),
-            )
+        )
     )
     if status != "ACTIVE":
         return 200, encode({"message": "success", "tokenStatus": status})
