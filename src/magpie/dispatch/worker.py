@@ -46,7 +46,7 @@ from magpie.store.outbox import (
     load_snapshot,
 )
 from magpie.store.tx import dumps
-from magpie.store.writer import GroupCommitWriter, Writer
+from magpie.store.writer import GroupCommitWriter, ProcessWriter, Writer
 
 log = logging.getLogger("magpie.worker")
 
@@ -542,7 +542,12 @@ def run_worker(settings: Settings) -> None:
     async def main() -> None:
         db = Database(settings.database_url)
         cipher = Cipher.load(secret_key=settings.secret_key, data_dir=settings.data_dir)
-        writer = GroupCommitWriter(db=db, batch_max=settings.batch_max, secret=cipher)
+        writer: Writer
+        if settings.writer == "process":
+            # As in `magpie serve`: the database work runs beside the sending loop, not under its GIL.
+            writer = ProcessWriter(db=db, batch_max=settings.batch_max, secret_key=cipher.key)
+        else:
+            writer = GroupCommitWriter(db=db, batch_max=settings.batch_max, secret=cipher)
         writer.start()
         executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="magpie-worker-read")
         stop = asyncio.Event()
