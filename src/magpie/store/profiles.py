@@ -111,12 +111,22 @@ class UpdatePropertiesRequest(UpdateProperties):
         self.body: bytes | None = body
         self.profile_keys = ()
 
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        # Crossing to the writer process: three fields, not the whole slot state.
+        if self.body is None:
+            return object.__reduce_ex__(self, 2)
+        return (_rebuild_request, (self.key_hash, self.env_id, self.body))
+
     def prepare(self) -> None:
         """Decode and validate; a ``MagpieError`` here fails this request alone, before any read."""
         if self.body is not None:
             self.user_id, self.device_id, self.operations = parse_properties(self.body)
             self.profile_keys = _keys(self.env_id, self.user_id, self.device_id)
             self.body = None
+
+
+def _rebuild_request(key_hash: str, env_id: int, body: bytes) -> UpdatePropertiesRequest:
+    return UpdatePropertiesRequest(key_hash=key_hash, env_id=env_id, body=body)
 
 
 class SetConsent(ProfileJob):

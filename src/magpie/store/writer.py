@@ -364,6 +364,11 @@ def _child_main(conn: Connection, url: str, batch_max: int, secret_key: bytes | 
         runner.shutdown()
 
 
+def _fail_future(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(ServiceUnavailable())
+
+
 class ProcessWriter:
     """The group-commit writer in a child process; the same interface as ``GroupCommitWriter``.
 
@@ -392,7 +397,7 @@ class ProcessWriter:
         self._send_lock = threading.Lock()
         self._conn: Connection | None = None
         self._process: Any = None
-        self._reader: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
 
     @property
@@ -404,8 +409,10 @@ class ProcessWriter:
         self._answers.on_invalid_key = callback
 
     def start(self) -> None:
+        """Start the child; call it on the event loop that will submit jobs (answers are read there)."""
         if self._process is not None:
             return
+        self._loop = asyncio.get_running_loop()
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe(duplex=True)
         self._process = context.Process(
@@ -418,8 +425,8 @@ class ProcessWriter:
         child.close()
         self._conn = parent
         self._stopping = False
-        self._reader = threading.Thread(target=self._read_answers, name="magpie-writer-answers", daemon=True)
-        self._reader.start()
+        # Answers are read on the event loop itself: no thread handing futures over, no GIL ping-pong.
+        self._loop.add_reader(parent.fileno(), self._read_answers)
 
     def stop(self) -> None:
         if self._process is None:
@@ -431,13 +438,18 @@ class ProcessWriter:
                     self._conn.send_bytes(b"")
         except OSError:
             pass
-        self._process.join(timeout=30)
+        # Drain the answers of the last batches while the child finishes them.
+        deadline = time.monotonic() + 30
+        while self._waiting and self._process.is_alive() and time.monotonic() < deadline:
+            if self._conn is not None and self._conn.poll(0.05):
+                self._read_answers()
+        self._process.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._process.is_alive():
             self._process.kill()
             self._process.join(timeout=5)
-        if self._reader is not None:
-            self._reader.join(timeout=5)
         if self._conn is not None:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(self._conn.fileno())
             self._conn.close()
         self._process = None
         self._conn = None
@@ -471,39 +483,51 @@ class ProcessWriter:
             self._fail([seq for seq, _ in batch])
 
     def run_sync(self, job: Job, timeout: float = 60.0) -> Any:
-        done = threading.Event()
-        box: list[Any] = []
-        seq = next(self._seq)
-        self._waiting[seq] = (job, None, (done, box))
-        self._send([(seq, job)])
-        return _wait_box(done, box, timeout)
+        """Run ``job`` from a thread other than the writer's event loop."""
+        loop = self._loop
+        if loop is None:
+            raise ServiceUnavailable("the writer is not running")
+
+        async def submit() -> Any:
+            return await self.submit(job)
+
+        return asyncio.run_coroutine_threadsafe(submit(), loop).result(timeout)
 
     def _read_answers(self) -> None:
         conn = self._conn
-        assert conn is not None
-        while True:
-            try:
-                data = conn.recv_bytes()
-            except (EOFError, OSError):
-                break
-            answer, elapsed = pickle.loads(data)
-            targets: list[tuple[Job, Any, Any]] = []
-            outcomes: list[Outcome] = []
-            for seq, value, failed in answer:
-                target = self._waiting.pop(seq, None)
-                if target is not None:
-                    targets.append(target)
-                    outcomes.append((value, failed))
-            if self._on_batch is not None:
-                self._on_batch(len(answer), elapsed)
-            self._answers.answer(targets, outcomes)
-        if not self._stopping:
-            log.error("the writer process exited unexpectedly; pending requests fail with 503")
-        self._fail_waiting()
+        if conn is None:
+            return
+        try:
+            while conn.poll():
+                answer, elapsed = pickle.loads(conn.recv_bytes())
+                for seq, value, failed in answer:
+                    target = self._waiting.pop(seq, None)
+                    if target is None:
+                        continue
+                    job, _, future = target
+                    if failed and isinstance(value, InvalidApiKey) and self._answers.on_invalid_key is not None:
+                        key_hash = getattr(job, "key_hash", None)
+                        if key_hash:
+                            self._answers.on_invalid_key(key_hash)
+                    if not future.done():
+                        if failed:
+                            future.set_exception(value)
+                        else:
+                            future.set_result(value)
+                if self._on_batch is not None:
+                    self._on_batch(len(answer), elapsed)
+        except (EOFError, OSError):
+            if self._loop is not None:
+                self._loop.remove_reader(conn.fileno())
+            if not self._stopping:
+                log.error("the writer process exited unexpectedly; pending requests fail with 503")
+            self._fail_waiting()
 
     def _fail(self, seqs: list[int]) -> None:
-        targets = [t for t in (self._waiting.pop(s, None) for s in seqs) if t is not None]
-        self._answers.answer(targets, [(ServiceUnavailable(), True) for _ in targets])
+        for seq in seqs:
+            target = self._waiting.pop(seq, None)
+            if target is not None and not target[2].done():
+                target[1].call_soon_threadsafe(_fail_future, target[2])
 
     def _fail_waiting(self) -> None:
         self._fail(list(self._waiting))
