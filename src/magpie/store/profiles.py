@@ -107,9 +107,14 @@ class UpdatePropertiesRequest(UpdateProperties):
     __slots__ = ("body",)
 
     def __init__(self, *, key_hash: str, env_id: int, body: bytes) -> None:
-        super().__init__(operations=[], key_hash=key_hash, env_id=env_id, user_id=None, device_id=None)
+        # Built once per request on the event loop: set the fields directly, no __init__ chain.
+        self.key_hash = key_hash
+        self.env_id = env_id
+        self.user_id: str | None = None
+        self.device_id: str | None = None
+        self.operations: list[Operation] = []
         self.body: bytes | None = body
-        self.profile_keys = ()
+        self.profile_keys: tuple[tuple[int, str, str], ...] = ()
 
     def __reduce__(self) -> str | tuple[Any, ...]:
         # Crossing to the writer process: three fields, not the whole slot state.
