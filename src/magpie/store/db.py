@@ -20,10 +20,17 @@ Row = tuple[Any, ...]
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # Errors that mean "the database is not reachable or not answering", not "your SQL is wrong".
 OPERATIONAL_ERRORS: tuple[type[BaseException], ...] = (sqlite3.OperationalError, psycopg.OperationalError)
+
+
+class ConcurrentCreation(Exception):
+    """Another process created a row this transaction meant to create: run the batch again."""
+
+
 # Errors after which the same transaction, run again, may succeed.
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
     psycopg.errors.DeadlockDetected,
     psycopg.errors.SerializationFailure,
+    ConcurrentCreation,
 )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from magpie.store.db import Database, Row
+from magpie.store.db import ConcurrentCreation, Database, Row
 
 ProfileKey = tuple[int, str, str]
 
@@ -168,26 +168,28 @@ class Tx:
         missing = [k for k in keys if k not in self.profiles]
         if not missing:
             return
-        if not self.db.is_sqlite:
-            # Create absent rows first, in a stable order, so that two processes creating the
-            # same profile block on each other instead of both writing from an empty state.
-            self.executemany(
-                "INSERT INTO profiles (env_id, kind, ident, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [(e, k, i, self.now_ms, -1) for e, k, i in missing],
-            )
         groups: dict[tuple[int, str], list[str]] = {}
         for env_id, kind, ident in missing:
             groups.setdefault((env_id, kind), []).append(ident)
         for (env_id, kind), idents in groups.items():
             for start in range(0, len(idents), 500):
                 chunk = idents[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                rows = self.fetchall(
-                    f"SELECT {_COLUMNS} FROM profiles WHERE env_id = ? AND kind = ? AND ident IN ({marks}) "
-                    "ORDER BY ident FOR UPDATE",
-                    (env_id, kind, *chunk),
-                )
+                if self.db.is_sqlite:
+                    marks = ",".join("?" * len(chunk))
+                    rows = self.fetchall(
+                        f"SELECT {_COLUMNS} FROM profiles WHERE env_id = ? AND kind = ? AND ident IN ({marks})",
+                        (env_id, kind, *chunk),
+                    )
+                else:
+                    # One primary-key probe per id, locked in the sorted order of the ids: the plan
+                    # does not depend on table statistics (a young table has none), and concurrent
+                    # batches take their locks in the same order.
+                    rows = self.fetchall(
+                        f"SELECT p.* FROM unnest(?::text[]) AS v(ident) CROSS JOIN LATERAL ("
+                        f"SELECT {_COLUMNS} FROM profiles WHERE env_id = ? AND kind = ? AND ident = v.ident "
+                        "FOR UPDATE) AS p",
+                        (chunk, env_id, kind),
+                    )
                 for row in rows:
                     profile = ProfileRow.from_row(row)
                     if profile.updated_at == -1:
@@ -258,15 +260,44 @@ class Tx:
             row.placeholder = False
             row.dirty = False
             row.updated_at = self.now_ms
-        self.executemany(
-            f"INSERT INTO profiles ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            inserts,
-        )
-        self.executemany(
-            "UPDATE profiles SET properties = ?, crm = ?, phone_enc = ?, linked_user = ?, updated_at = ? "
-            "WHERE env_id = ? AND kind = ? AND ident = ?",
-            updates,
-        )
-        self.executemany(
-            "DELETE FROM profiles WHERE env_id = ? AND kind = ? AND ident = ? AND updated_at = -1", deletes
-        )
+        if self.db.is_sqlite:
+            self.executemany(f"INSERT INTO profiles ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", inserts)
+            self.executemany(
+                "UPDATE profiles SET properties = ?, crm = ?, phone_enc = ?, linked_user = ?, updated_at = ? "
+                "WHERE env_id = ? AND kind = ? AND ident = ?",
+                updates,
+            )
+            self.executemany(
+                "DELETE FROM profiles WHERE env_id = ? AND kind = ? AND ident = ? AND updated_at = -1", deletes
+            )
+            return
+        if inserts:
+            # New profiles are created here, optimistically: if another process created one of
+            # them since we looked, ON CONFLICT skips it and the whole batch runs again, this
+            # time reading (and locking) what the other process wrote. Nothing is overwritten.
+            columns = list(zip(*inserts, strict=True))
+            created = self.fetchall(
+                f"INSERT INTO profiles ({_COLUMNS}) SELECT * FROM unnest(?::int[], ?::text[], ?::text[], "
+                "?::text[], ?::text[], ?::bytea[], ?::text[], ?::bigint[], ?::bigint[]) ON CONFLICT DO NOTHING "
+                "RETURNING ident",
+                [list(c) for c in columns],
+            )
+            if len(created) != len(inserts):
+                raise ConcurrentCreation(f"{len(inserts) - len(created)} profile(s) were created concurrently")
+        if updates:
+            columns = list(zip(*updates, strict=True))
+            self.execute(
+                "UPDATE profiles AS p SET properties = v.properties, crm = v.crm, phone_enc = v.phone_enc, "
+                "linked_user = v.linked_user, updated_at = v.updated_at "
+                "FROM unnest(?::text[], ?::text[], ?::bytea[], ?::text[], ?::bigint[], ?::int[], ?::text[], ?::text[]) "
+                "AS v(properties, crm, phone_enc, linked_user, updated_at, env_id, kind, ident) "
+                "WHERE p.env_id = v.env_id AND p.kind = v.kind AND p.ident = v.ident",
+                [list(c) for c in columns],
+            )
+        if deletes:
+            columns = list(zip(*deletes, strict=True))
+            self.execute(
+                "DELETE FROM profiles AS p USING unnest(?::int[], ?::text[], ?::text[]) AS v(env_id, kind, ident) "
+                "WHERE p.env_id = v.env_id AND p.kind = v.kind AND p.ident = v.ident AND p.updated_at = -1",
+                [list(c) for c in columns],
+            )
