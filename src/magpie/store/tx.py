@@ -28,6 +28,22 @@ def dumps(value: Any) -> str:
     return _encode(value).decode()
 
 
+# Rows travel to PostgreSQL as one JSON document: building it is one C call (msgspec), where
+# array parameters are adapted element by element in Python.
+_RECORD = "x(e int, k text, i text, p text, c text, h text, l text, ca bigint, ua bigint)"
+_RECORD_KEYS = ("e", "k", "i", "p", "c", "h", "l", "ca", "ua")
+
+
+def _records(rows: Sequence[Sequence[Any]]) -> str:
+    """``(env_id, kind, ident, properties, crm, phone_enc, linked_user, created_at, updated_at)`` rows."""
+    return dumps(
+        [
+            dict(zip(_RECORD_KEYS, (*r[:5], None if r[5] is None else bytes(r[5]).hex(), *r[6:]), strict=True))
+            for r in rows
+        ]
+    )
+
+
 class ProfileRow:
     """A user (kind ``u``) or device (kind ``d``) profile as stored.
 
@@ -275,24 +291,19 @@ class Tx:
             # New profiles are created here, optimistically: if another process created one of
             # them since we looked, ON CONFLICT skips it and the whole batch runs again, this
             # time reading (and locking) what the other process wrote. Nothing is overwritten.
-            columns = list(zip(*inserts, strict=True))
             created = self.fetchall(
-                f"INSERT INTO profiles ({_COLUMNS}) SELECT * FROM unnest(?::int[], ?::text[], ?::text[], "
-                "?::text[], ?::text[], ?::bytea[], ?::text[], ?::bigint[], ?::bigint[]) ON CONFLICT DO NOTHING "
-                "RETURNING ident",
-                [list(c) for c in columns],
+                f"INSERT INTO profiles ({_COLUMNS}) SELECT e, k, i, p, c, decode(h, 'hex'), l, ca, ua "
+                f"FROM json_to_recordset(?::json) AS {_RECORD} ON CONFLICT DO NOTHING RETURNING ident",
+                (_records(inserts),),
             )
             if len(created) != len(inserts):
                 raise ConcurrentCreation(f"{len(inserts) - len(created)} profile(s) were created concurrently")
         if updates:
-            columns = list(zip(*updates, strict=True))
             self.execute(
-                "UPDATE profiles AS p SET properties = v.properties, crm = v.crm, phone_enc = v.phone_enc, "
-                "linked_user = v.linked_user, updated_at = v.updated_at "
-                "FROM unnest(?::text[], ?::text[], ?::bytea[], ?::text[], ?::bigint[], ?::int[], ?::text[], ?::text[]) "
-                "AS v(properties, crm, phone_enc, linked_user, updated_at, env_id, kind, ident) "
-                "WHERE p.env_id = v.env_id AND p.kind = v.kind AND p.ident = v.ident",
-                [list(c) for c in columns],
+                "UPDATE profiles AS t SET properties = x.p, crm = x.c, phone_enc = decode(x.h, 'hex'), "
+                f"linked_user = x.l, updated_at = x.ua FROM json_to_recordset(?::json) AS {_RECORD} "
+                "WHERE t.env_id = x.e AND t.kind = x.k AND t.ident = x.i",
+                (_records([(*u[5:], *u[:4], 0, u[4]) for u in updates]),),
             )
         if deletes:
             columns = list(zip(*deletes, strict=True))
