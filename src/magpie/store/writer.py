@@ -17,11 +17,15 @@ Two writers share that ``BatchRunner``:
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import multiprocessing
+import os
 import pickle
 import queue
+import select
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -326,7 +330,9 @@ class GroupCommitWriter:
 # -- the writer in a child process -----------------------------------------------------------------
 
 
-def _child_main(conn: Connection, url: str, batch_max: int, secret_key: bytes | None) -> None:
+def _child_main(
+    jobs_in: Connection, answers_out: Connection, url: str, batch_max: int, secret_key: bytes | None
+) -> None:
     """The child process: receive pickled jobs, group-commit them, send back outcomes."""
     import signal
 
@@ -337,15 +343,15 @@ def _child_main(conn: Connection, url: str, batch_max: int, secret_key: bytes | 
     try:
         while True:
             try:
-                data = conn.recv_bytes()
+                data = jobs_in.recv_bytes()
             except (EOFError, OSError):
                 return  # the parent is gone
             if not data:
                 return
             items: list[tuple[int, Job]] = pickle.loads(data)
             stop_after = False
-            while len(items) < batch_max and conn.poll():
-                more = conn.recv_bytes()
+            while len(items) < batch_max and jobs_in.poll():
+                more = jobs_in.recv_bytes()
                 if not more:
                     stop_after = True
                     break
@@ -355,13 +361,20 @@ def _child_main(conn: Connection, url: str, batch_max: int, secret_key: bytes | 
             elapsed = time.perf_counter() - started
             answer = [(seq, value, failed) for (seq, _), (value, failed) in zip(items, outcomes, strict=True)]
             try:
-                conn.send_bytes(pickle.dumps((answer, elapsed), protocol=pickle.HIGHEST_PROTOCOL))
+                answers_out.send_bytes(pickle.dumps((answer, elapsed), protocol=pickle.HIGHEST_PROTOCOL))
             except (BrokenPipeError, OSError):
                 return
             if stop_after:
                 return
     finally:
         runner.shutdown()
+
+
+def _frame(data: bytes) -> bytes:
+    """multiprocessing.Connection's framing, so the child reads with ``recv_bytes``."""
+    if len(data) > 0x7FFFFFFF:
+        return struct.pack("!iQ", -1, len(data)) + data
+    return struct.pack("!i", len(data)) + data
 
 
 def _fail_future(future: asyncio.Future[Any]) -> None:
@@ -372,8 +385,10 @@ def _fail_future(future: asyncio.Future[Any]) -> None:
 class ProcessWriter:
     """The group-commit writer in a child process; the same interface as ``GroupCommitWriter``.
 
-    Jobs submitted during one turn of the event loop travel to the child in one message;
-    the child drains every message waiting, commits them together, and answers in one message.
+    Jobs submitted during one turn of the event loop travel to the child in one message; the
+    child drains every message waiting, commits them together, and answers in one message.
+    Both pipes are driven by the event loop without blocking it: outgoing frames are buffered
+    until the pipe takes them, incoming bytes are reassembled into frames.
     """
 
     def __init__(
@@ -394,10 +409,12 @@ class ProcessWriter:
         self._waiting: dict[int, tuple[Job, Any, Any]] = {}
         self._outbox: list[tuple[int, Job]] = []
         self._flush_scheduled = False
-        self._send_lock = threading.Lock()
-        self._conn: Connection | None = None
         self._process: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._send_fd = -1
+        self._recv_fd = -1
+        self._pending_out: collections.deque[bytes] = collections.deque()
+        self._in = bytearray()
         self._stopping = False
 
     @property
@@ -412,48 +429,62 @@ class ProcessWriter:
         """Start the child; call it on the event loop that will submit jobs (answers are read there)."""
         if self._process is not None:
             return
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         context = multiprocessing.get_context("spawn")
-        parent, child = context.Pipe(duplex=True)
+        jobs_in, jobs_out = context.Pipe(duplex=False)
+        answers_in, answers_out = context.Pipe(duplex=False)
         self._process = context.Process(
             target=_child_main,
-            args=(child, self.db.url, self.batch_max, self._secret_key),
+            args=(jobs_in, answers_out, self.db.url, self.batch_max, self._secret_key),
             name="magpie-writer",
             daemon=True,
         )
         self._process.start()
-        child.close()
-        self._conn = parent
+        jobs_in.close()
+        answers_out.close()
+        # Keep the descriptors; the Connection objects would close them when collected.
+        self._send_fd = os.dup(jobs_out.fileno())
+        self._recv_fd = os.dup(answers_in.fileno())
+        jobs_out.close()
+        answers_in.close()
+        os.set_blocking(self._send_fd, False)
+        os.set_blocking(self._recv_fd, False)
+        self._pending_out.clear()
+        self._in.clear()
         self._stopping = False
-        # Answers are read on the event loop itself: no thread handing futures over, no GIL ping-pong.
-        self._loop.add_reader(parent.fileno(), self._read_answers)
+        loop.add_reader(self._recv_fd, self._on_readable)
 
     def stop(self) -> None:
         if self._process is None:
             return
         self._stopping = True
-        try:
-            with self._send_lock:
-                if self._conn is not None:
-                    self._conn.send_bytes(b"")
-        except OSError:
-            pass
+        self._flush()
+        self._write(_frame(b""))
         # Drain the answers of the last batches while the child finishes them.
         deadline = time.monotonic() + 30
-        while self._waiting and self._process.is_alive() and time.monotonic() < deadline:
-            if self._conn is not None and self._conn.poll(0.05):
-                self._read_answers()
+        while self._process.is_alive() and time.monotonic() < deadline:
+            if self._pending_out:
+                self._drain()
+            readable, _, _ = select.select([self._recv_fd], [], [], 0.05)
+            if readable and not self._on_readable():
+                break
         self._process.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._process.is_alive():
             self._process.kill()
             self._process.join(timeout=5)
-        if self._conn is not None:
-            if self._loop is not None and not self._loop.is_closed():
-                self._loop.remove_reader(self._conn.fileno())
-            self._conn.close()
+        self._close_fds()
         self._process = None
-        self._conn = None
         self._fail_waiting()
+
+    def _close_fds(self) -> None:
+        loop = self._loop
+        for fd, remove in ((self._recv_fd, "reader"), (self._send_fd, "writer")):
+            if fd < 0:
+                continue
+            if loop is not None and not loop.is_closed():
+                loop.remove_reader(fd) if remove == "reader" else loop.remove_writer(fd)
+            os.close(fd)
+        self._recv_fd = self._send_fd = -1
 
     def submit(self, job: Job) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
@@ -466,22 +497,6 @@ class ProcessWriter:
             loop.call_soon(self._flush)
         return future
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        batch, self._outbox = self._outbox, []
-        if batch:
-            self._send(batch)
-
-    def _send(self, batch: list[tuple[int, Job]]) -> None:
-        data = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
-        try:
-            with self._send_lock:
-                if self._conn is None:
-                    raise OSError("the writer is not running")
-                self._conn.send_bytes(data)
-        except OSError:
-            self._fail([seq for seq, _ in batch])
-
     def run_sync(self, job: Job, timeout: float = 60.0) -> Any:
         """Run ``job`` from a thread other than the writer's event loop."""
         loop = self._loop
@@ -493,35 +508,111 @@ class ProcessWriter:
 
         return asyncio.run_coroutine_threadsafe(submit(), loop).result(timeout)
 
-    def _read_answers(self) -> None:
-        conn = self._conn
-        if conn is None:
+    # -- sending --------------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._outbox = self._outbox, []
+        if batch:
+            if self._send_fd < 0:
+                self._fail([seq for seq, _ in batch])
+                return
+            self._write(_frame(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)))
+
+    def _write(self, frame: bytes) -> None:
+        if self._send_fd < 0:
             return
+        if not self._pending_out:
+            try:
+                written = os.write(self._send_fd, frame)
+            except BlockingIOError:
+                written = 0
+            except OSError:
+                return  # the child is gone: the reader side notices and fails the waiting jobs
+            if written == len(frame):
+                return
+            frame = frame[written:]
+            assert self._loop is not None
+            self._loop.add_writer(self._send_fd, self._drain)
+        self._pending_out.append(frame)
+
+    def _drain(self) -> None:
+        while self._pending_out:
+            chunk = self._pending_out[0]
+            try:
+                written = os.write(self._send_fd, chunk)
+            except BlockingIOError:
+                return
+            except OSError:
+                self._pending_out.clear()
+                break
+            if written < len(chunk):
+                self._pending_out[0] = chunk[written:]
+                return
+            self._pending_out.popleft()
+        if self._loop is not None and self._send_fd >= 0:
+            self._loop.remove_writer(self._send_fd)
+
+    # -- receiving ------------------------------------------------------------------------------
+
+    def _on_readable(self) -> bool:
+        """Read what the child sent; returns False once the pipe is closed."""
         try:
-            while conn.poll():
-                answer, elapsed = pickle.loads(conn.recv_bytes())
-                for seq, value, failed in answer:
-                    target = self._waiting.pop(seq, None)
-                    if target is None:
-                        continue
-                    job, _, future = target
-                    if failed and isinstance(value, InvalidApiKey) and self._answers.on_invalid_key is not None:
-                        key_hash = getattr(job, "key_hash", None)
-                        if key_hash:
-                            self._answers.on_invalid_key(key_hash)
-                    if not future.done():
-                        if failed:
-                            future.set_exception(value)
-                        else:
-                            future.set_result(value)
-                if self._on_batch is not None:
-                    self._on_batch(len(answer), elapsed)
-        except (EOFError, OSError):
-            if self._loop is not None:
-                self._loop.remove_reader(conn.fileno())
-            if not self._stopping:
-                log.error("the writer process exited unexpectedly; pending requests fail with 503")
-            self._fail_waiting()
+            data = os.read(self._recv_fd, 1 << 20)
+        except BlockingIOError:
+            return True
+        except OSError:
+            data = b""
+        if not data:
+            self._child_gone()
+            return False
+        buffer = self._in
+        buffer += data
+        while len(buffer) >= 4:
+            (size,) = struct.unpack_from("!i", buffer)
+            header = 4
+            if size == -1:
+                if len(buffer) < 12:
+                    break
+                (size,) = struct.unpack_from("!Q", buffer, 4)
+                header = 12
+            if len(buffer) < header + size:
+                break
+            payload = bytes(buffer[header : header + size])
+            del buffer[: header + size]
+            self._handle(payload)
+        return True
+
+    def _handle(self, payload: bytes) -> None:
+        answer, elapsed = pickle.loads(payload)
+        for seq, value, failed in answer:
+            target = self._waiting.pop(seq, None)
+            if target is None:
+                continue
+            job, _, future = target
+            if failed and isinstance(value, InvalidApiKey) and self._answers.on_invalid_key is not None:
+                key_hash = getattr(job, "key_hash", None)
+                if key_hash:
+                    self._answers.on_invalid_key(key_hash)  # a revoked key leaves every cache at once
+            if not future.done():
+                if failed:
+                    future.set_exception(value)
+                else:
+                    future.set_result(value)
+        if self._on_batch is not None:
+            self._on_batch(len(answer), elapsed)
+
+    def _child_gone(self) -> None:
+        self._close_fds()
+        self._fail_waiting()
+        if not self._stopping:
+            # Whatever it was committing is either committed or rolled back; its callers got a
+            # 503 and may retry. A new child takes over at once.
+            log.error("the writer process exited unexpectedly; pending requests failed with 503; restarting it")
+            if self._process is not None:
+                self._process.join(timeout=5)
+            self._process = None
+            self.start()
 
     def _fail(self, seqs: list[int]) -> None:
         for seq in seqs:
