@@ -62,6 +62,16 @@ class Proc:
         match = re.search(r"VmHWM:\s+(\d+) kB", status)
         return int(match.group(1)) / 1024 if match else 0.0
 
+    def child_peak_rss_mb(self) -> float:
+        """Peak RSS of the process's children (the writer process of ``magpie serve``), in MB."""
+        total = 0.0
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            for pid in (task / "children").read_text().split():
+                status = Path(f"/proc/{pid}/status").read_text()
+                match = re.search(r"VmHWM:\s+(\d+) kB", status)
+                total += int(match.group(1)) / 1024 if match else 0.0
+        return total
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

@@ -77,6 +77,7 @@ def bench_sqlite() -> tuple[Report, Report]:
         try:
             runs, acked = _alternate(base, [server], key, label="sqlite")
             peak = server.peak_rss_mb()
+            writer_peak = server.child_peak_rss_mb()
         finally:
             server.stop()
             base.stop()
@@ -104,8 +105,13 @@ def bench_sqlite() -> tuple[Report, Report]:
         name="memory",
         command=command,
         target="peak RSS of magpie serve during benchmark 1 <= 200 MB",
-        met=peak <= 200,
-        summary={"peak_rss_mb": round(peak, 1)},
+        # Counted with its writer process: together they are what `magpie serve` costs.
+        met=peak + writer_peak <= 200,
+        summary={
+            "peak_rss_mb": round(peak + writer_peak, 1),
+            "server_process_mb": round(peak, 1),
+            "writer_process_mb": round(writer_peak, 1),
+        },
     )
     return properties, memory
 

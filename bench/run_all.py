@@ -51,7 +51,8 @@ def _result_text(name: str, s: dict[str, Any]) -> str:
             f"profiles vs {s['small_rps_median']:,} with {s['small_profiles']:,})"
         )
     if name == "memory":
-        return f"{s['peak_rss_mb']} MB"
+        return (f"{s['peak_rss_mb']} MB ({s.get('server_process_mb', s['peak_rss_mb'])} MB server process + "
+                f"{s.get('writer_process_mb', 0)} MB writer process)")
     return json.dumps(s)
 
 
@@ -92,8 +93,8 @@ PostgreSQL 15 local. Written by `python -m bench.run_all` on {time.strftime("%Y-
 
 1. **Property updates** — the seed's `POST /v1/properties` body (with `"$increment": {{"bench_hits": 1}}`
    added, so that the run can prove durability: the stored sum of `bench_hits` must be at least the
-   number of 200s wrk counted, and exceed it by no more than the 64 requests in flight when wrk
-   stopped), 100k distinct users and devices. Baseline: `bench/baseline_app.py`, a minimal ASGI app on
+   number of 200s wrk counted, and exceed it by no more than the 64 requests in flight each time
+   wrk stopped), 100k distinct users and devices. Baseline: `bench/baseline_app.py`, a minimal ASGI app on
    the same server software that parses the same JSON and answers 200 without storing.
 2. **The same on PostgreSQL**, one `magpie serve` process, then two sharing the port (`SO_REUSEPORT`).
 3. **Trigger-send acceptance** — Hackle's trigger body with 50 users each; acceptance only (the
@@ -104,8 +105,8 @@ PostgreSQL 15 local. Written by `python -m bench.run_all` on {time.strftime("%Y-
    the same concurrency (64).
 5. **Growth** — property updates on stores filled with 10k and with 10M users (and as many devices),
    users drawn at random over the whole store.
-6. **Memory** — peak RSS (VmHWM) of the `magpie serve` process during benchmark 1 (the writer runs in a
-   child process of its own, reported with benchmark 1's JSON).
+6. **Memory** — peak RSS (VmHWM) of `magpie serve` during benchmark 1: the server process plus its
+   writer process, added up.
 
 ## Runs
 

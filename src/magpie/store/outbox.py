@@ -291,35 +291,16 @@ class PrepareRecipients:
         window = compliance.longest_window_ms(self.caps)
         sending: list[Planned] = []
         for plan in self.planned:
-            if plan.marketing and self.caps:
-                if self._capped(tx, plan.user_key, window):
+            if plan.marketing:
+                if self.caps and self._capped(tx, plan.user_key, window):
                     excluded[plan.idx] = ("EXCLUDED", "FREQUENCY_CAP")
                     capped.add(plan.idx)
                     continue
+                # Reserved now, in the same transaction as the cap check; released if the push fails.
                 tx.execute(
                     "INSERT INTO marketing_sends (env_id, user_key, dispatch_id, campaign_key, tags, sent_at) "
                     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    (
-                        self.env_id,
-                        plan.user_key,
-                        self.dispatch_id,
-                        self.campaign_key,
-                        dumps(self.tags),
-                        self.now_ms,
-                    ),
-                )
-            elif plan.marketing:
-                tx.execute(
-                    "INSERT INTO marketing_sends (env_id, user_key, dispatch_id, campaign_key, tags, sent_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    (
-                        self.env_id,
-                        plan.user_key,
-                        self.dispatch_id,
-                        self.campaign_key,
-                        dumps(self.tags),
-                        self.now_ms,
-                    ),
+                    (self.env_id, plan.user_key, self.dispatch_id, self.campaign_key, dumps(self.tags), self.now_ms),
                 )
             sending.append(plan)
         tx.executemany(

@@ -119,31 +119,12 @@ def recent_events(
     user_id: str | None,
     device_id: str | None = None,
     limit: int = 20,
-    before: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Stored events of a profile, newest first, with the property snapshot each carried."""
+    """Stored events of a user (else of a device), newest first, with their property snapshots."""
+    from magpie.store.events import list_events
+
     kind, ident = (USER, user_id) if user_id is not None else (DEVICE, device_id)
     if ident is None:
         return []
-    sql = (
-        "SELECT insert_id, event_key, ts, received_at, value, properties, user_properties, identifiers "
-        "FROM events WHERE env_id = ? AND kind = ? AND ident = ?"
-    )
-    params: list[Any] = [env_id, kind, ident]
-    if before is not None:
-        sql += " AND ts < ?"
-        params.append(before)
-    rows = db.fetchall(conn, sql + " ORDER BY ts DESC, insert_id DESC LIMIT ?", (*params, limit))
-    return [
-        {
-            "insertId": r[0],
-            "key": r[1],
-            "timestamp": r[2],
-            "receivedAt": r[3],
-            "value": r[4],
-            "properties": _decode(r[5]),
-            "userProperties": _decode(r[6]),
-            "identifiers": _decode(r[7]),
-        }
-        for r in rows
-    ]
+    events: list[dict[str, Any]] = list_events(conn, db, env_id=env_id, kind=kind, ident=ident, limit=limit)["events"]
+    return events

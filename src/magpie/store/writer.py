@@ -243,7 +243,21 @@ def _wait_box(done: threading.Event, box: list[Any], timeout: float) -> Any:
     return value
 
 
-class GroupCommitWriter:
+class _WriterBase:
+    """What both writers share: the hook that drops a revoked key from the callers' caches."""
+
+    _answers: _Answers
+
+    @property
+    def on_invalid_key(self) -> Callable[[str], None] | None:
+        return self._answers.on_invalid_key
+
+    @on_invalid_key.setter
+    def on_invalid_key(self, callback: Callable[[str], None] | None) -> None:
+        self._answers.on_invalid_key = callback
+
+
+class GroupCommitWriter(_WriterBase):
     """One writer thread owning one connection.
 
     >>> writer = GroupCommitWriter(db=Database("sqlite:////tmp/w.db"))  # doctest: +SKIP
@@ -266,14 +280,6 @@ class GroupCommitWriter:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._on_batch = on_batch
-
-    @property
-    def on_invalid_key(self) -> Callable[[str], None] | None:
-        return self._answers.on_invalid_key
-
-    @on_invalid_key.setter
-    def on_invalid_key(self, callback: Callable[[str], None] | None) -> None:
-        self._answers.on_invalid_key = callback
 
     def start(self) -> None:
         if self._thread is None:
@@ -382,7 +388,7 @@ def _fail_future(future: asyncio.Future[Any]) -> None:
         future.set_exception(ServiceUnavailable())
 
 
-class ProcessWriter:
+class ProcessWriter(_WriterBase):
     """The group-commit writer in a child process; the same interface as ``GroupCommitWriter``.
 
     Jobs submitted during one turn of the event loop travel to the child in one message; the
@@ -416,14 +422,6 @@ class ProcessWriter:
         self._pending_out: collections.deque[bytes] = collections.deque()
         self._in = bytearray()
         self._stopping = False
-
-    @property
-    def on_invalid_key(self) -> Callable[[str], None] | None:
-        return self._answers.on_invalid_key
-
-    @on_invalid_key.setter
-    def on_invalid_key(self, callback: Callable[[str], None] | None) -> None:
-        self._answers.on_invalid_key = callback
 
     def start(self) -> None:
         """Start the child; call it on the event loop that will submit jobs (answers are read there)."""
