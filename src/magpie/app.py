@@ -104,8 +104,9 @@ class MagpieApp:
         self._started = True
         # Everything loaded so far (SQLAlchemy, Alembic, templates...) lives for the whole process:
         # move it out of the collector's sight, so that collections on the hot path stay short.
-        gc.collect()
-        gc.freeze()
+        if self.settings.freeze_gc:
+            gc.collect()
+            gc.freeze()
 
     async def _start_workers(self, ctx: Context) -> None:
         from magpie.dispatch.worker import Dispatcher

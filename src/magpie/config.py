@@ -54,6 +54,9 @@ class Settings:
     # "process": the group-commit writer runs in a child process (what `magpie serve` uses);
     # "thread": on a thread of this process (embedding, tests, CLI).
     writer: str = "thread"
+    # Freeze what start-up allocated out of the garbage collector's sight (a server process does
+    # this once; an embedding process that builds many apps should not).
+    freeze_gc: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -95,4 +98,5 @@ class Settings:
             log_level=e.get("MAGPIE_LOG_LEVEL", "info"),
             bootstrap=e.get("MAGPIE_BOOTSTRAP", "1") not in ("0", "false", "no"),
             writer=e.get("MAGPIE_WRITER", "process"),
+            freeze_gc=True,
         )
