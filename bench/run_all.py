@@ -51,8 +51,10 @@ def _result_text(name: str, s: dict[str, Any]) -> str:
             f"profiles vs {s['small_rps_median']:,} with {s['small_profiles']:,})"
         )
     if name == "memory":
-        return (f"{s['peak_rss_mb']} MB ({s.get('server_process_mb', s['peak_rss_mb'])} MB server process + "
-                f"{s.get('writer_process_mb', 0)} MB writer process)")
+        return (
+            f"{s['peak_rss_mb']} MB ({s.get('server_process_mb', s['peak_rss_mb'])} MB server process + "
+            f"{s.get('writer_process_mb', 0)} MB writer process)"
+        )
     return json.dumps(s)
 
 

@@ -23,14 +23,21 @@ def process_client(settings: Settings) -> Iterator[AppClient]:
 def test_process_writer_applies_and_rejects_like_the_thread_writer(process_client: AppClient) -> None:
     env = make_env(process_client.app.db)
     assert isinstance(process_client.app.ctx.writer, ProcessWriter)  # type: ignore[union-attr]
-    ok = process_client.post("/v1/properties", json={"userId": "u1", "operations": {"$increment": {"n": 2}}},
-                             headers=env.headers)
+    ok = process_client.post(
+        "/v1/properties", json={"userId": "u1", "operations": {"$increment": {"n": 2}}}, headers=env.headers
+    )
     bad = process_client.post("/v1/properties", json={"userId": "u1", "operations": {"$nope": {}}}, headers=env.headers)
     assert ok.status_code == 200
     assert (bad.status_code, bad.json()["code"]) == (400, "INVALID_REQUEST")
     responses = process_client.gather(
-        [("POST", "/v1/properties", {"json": {"userId": "u1", "operations": {"$increment": {"n": 1}}},
-                                     "headers": env.headers})] * 50
+        [
+            (
+                "POST",
+                "/v1/properties",
+                {"json": {"userId": "u1", "operations": {"$increment": {"n": 1}}}, "headers": env.headers},
+            )
+        ]
+        * 50
     )
     assert {r.status_code for r in responses} == {200}
     assert process_client.user(env, "u1")["properties"] == {"n": 52}
