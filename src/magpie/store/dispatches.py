@@ -129,7 +129,7 @@ class RegisterToken:
         device = tx.profile(self.env_id, DEVICE, self.device_id)
         if self.user_id is not None:
             link_device(tx, user=tx.profile(self.env_id, "u", self.user_id), device_id=self.device_id)
-        elif not device.exists or device.placeholder:
+        elif not device.exists:
             tx.update(device)
         return register_token_row(
             tx,

@@ -185,7 +185,7 @@ class StoreEvents:
 
 def _touch(tx: Tx, profile: ProfileRow) -> None:
     """Make sure a profile that sent an event exists, without rewriting one that does."""
-    if (not profile.exists or profile.placeholder) and not profile.dirty:
+    if not profile.exists and not profile.dirty:
         tx.update(profile)
 
 

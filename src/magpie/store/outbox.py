@@ -158,8 +158,7 @@ def _resolve_targets(conn: Any, db: Database, snap: Snapshot) -> None:
         for ident, props, crm, linked in db.fetchall(
             conn,
             "SELECT ident, properties, crm, linked_user FROM profiles "
-            f"WHERE env_id = ? AND kind = ? AND ident IN ({marks}) "
-            "AND updated_at <> -1",
+            f"WHERE env_id = ? AND kind = ? AND ident IN ({marks})",
             (env_id, DEVICE, *params),
         ):
             devices[ident] = (_decode(props), _decode(crm), linked)
@@ -171,8 +170,7 @@ def _resolve_targets(conn: Any, db: Database, snap: Snapshot) -> None:
         marks, params = _in(user_ids)
         for ident, props, crm in db.fetchall(
             conn,
-            f"SELECT ident, properties, crm FROM profiles WHERE env_id = ? AND kind = ? AND ident IN ({marks}) "
-            "AND updated_at <> -1",
+            f"SELECT ident, properties, crm FROM profiles WHERE env_id = ? AND kind = ? AND ident IN ({marks})",
             (env_id, USER, *params),
         ):
             users[ident] = (_decode(props), _decode(crm))

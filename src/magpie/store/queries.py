@@ -52,13 +52,13 @@ def user_view(conn: Any, db: Database, cipher: Cipher, *, env_id: int, user_id: 
         f"SELECT ident, {_PROFILE} FROM profiles WHERE env_id = ? AND kind = ? AND linked_user = ? ORDER BY ident",
         (env_id, DEVICE, user_id),
     )
-    if (row is None or row[5] == -1) and not devices:
+    if row is None and not devices:
         raise NotFound(f"no user '{user_id}' in this environment")
     properties: dict[str, Any] = {}
     crm: dict[str, Any] = {}
     phone = None
     created = updated = None
-    if row is not None and row[5] != -1:
+    if row is not None:
         properties, crm = _decode(row[0]), _decode(row[1])
         phone = mask(cipher.decrypt(bytes(row[2]))) if row[2] is not None else None
         created, updated = row[4], row[5]
@@ -88,7 +88,7 @@ def device_view(conn: Any, db: Database, cipher: Cipher, *, env_id: int, device_
         f"SELECT {_PROFILE} FROM profiles WHERE env_id = ? AND kind = ? AND ident = ?",
         (env_id, DEVICE, device_id),
     )
-    if row is None or row[5] == -1:
+    if row is None:
         raise NotFound(f"no device '{device_id}' in this environment")
     view: dict[str, Any] = {
         "deviceId": device_id,

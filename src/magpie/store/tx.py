@@ -64,7 +64,6 @@ class ProfileRow:
         "kind",
         "linked_user",
         "phone_enc",
-        "placeholder",
         "updated_at",
     )
 
@@ -81,7 +80,6 @@ class ProfileRow:
         self.created_at = now_ms
         self.updated_at = now_ms
         self.exists = False
-        self.placeholder = False
         self.dirty = False
 
     @classmethod
@@ -208,10 +206,6 @@ class Tx:
                     )
                 for row in rows:
                     profile = ProfileRow.from_row(row)
-                    if profile.updated_at == -1:
-                        # Our own placeholder (or another process's, now committed empty).
-                        profile.placeholder = True
-                        profile.updated_at = self.now_ms
                     self.profiles[profile.key] = profile
         for key in missing:
             if key not in self.profiles:
@@ -230,9 +224,9 @@ class Tx:
         key = (env_id, kind, ident)
         row = self.profiles.get(key)
         if row is not None:
-            return row if (row.exists and not row.placeholder) or row.dirty else None
+            return row if row.exists or row.dirty else None
         found = self.fetchone(f"SELECT {_COLUMNS} FROM profiles WHERE env_id = ? AND kind = ? AND ident = ?", key)
-        if found is None or found[8] == -1:
+        if found is None:
             return None
         return ProfileRow.from_row(found)
 
@@ -260,11 +254,8 @@ class Tx:
     def flush(self) -> None:
         inserts: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
-        deletes: list[tuple[Any, ...]] = []
         for row in self.profiles.values():
             if not row.dirty:
-                if row.placeholder:
-                    deletes.append(row.key)
                 continue
             props_json, crm_json = row.encoded()
             values = (props_json, crm_json, row.phone_enc, row.linked_user, self.now_ms)
@@ -273,7 +264,6 @@ class Tx:
             else:
                 inserts.append((*row.key, *values[:4], row.created_at, self.now_ms))
             row.exists = True
-            row.placeholder = False
             row.dirty = False
             row.updated_at = self.now_ms
         if self.db.is_sqlite:
@@ -282,9 +272,6 @@ class Tx:
                 "UPDATE profiles SET properties = ?, crm = ?, phone_enc = ?, linked_user = ?, updated_at = ? "
                 "WHERE env_id = ? AND kind = ? AND ident = ?",
                 updates,
-            )
-            self.executemany(
-                "DELETE FROM profiles WHERE env_id = ? AND kind = ? AND ident = ? AND updated_at = -1", deletes
             )
             return
         if inserts:
@@ -304,11 +291,4 @@ class Tx:
                 f"linked_user = x.l, updated_at = x.ua FROM json_to_recordset(?::json) AS {_RECORD} "
                 "WHERE t.env_id = x.e AND t.kind = x.k AND t.ident = x.i",
                 (_records([(*u[5:], *u[:4], 0, u[4]) for u in updates]),),
-            )
-        if deletes:
-            columns = list(zip(*deletes, strict=True))
-            self.execute(
-                "DELETE FROM profiles AS p USING unnest(?::int[], ?::text[], ?::text[]) AS v(env_id, kind, ident) "
-                "WHERE p.env_id = v.env_id AND p.kind = v.kind AND p.ident = v.ident AND p.updated_at = -1",
-                [list(c) for c in columns],
             )
