@@ -11,6 +11,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 import magpie
+from magpie.domain.operations import OPERATION_ORDER
 
 if TYPE_CHECKING:
     from magpie.app import MagpieApp
@@ -93,23 +94,8 @@ _PROPERTY_VALUE = {
 }
 _OPERATIONS = {
     "type": "object",
-    "description": "Applied in this order: $set, $setOnce, $unset, $increment, $append, $appendOnce, "
-    "$prepend, $prependOnce, $remove, $clearAll. A key counts only in its first operation.",
-    "properties": {
-        op: {"type": "object", "additionalProperties": _PROPERTY_VALUE}
-        for op in (
-            "$set",
-            "$setOnce",
-            "$unset",
-            "$increment",
-            "$append",
-            "$appendOnce",
-            "$prepend",
-            "$prependOnce",
-            "$remove",
-            "$clearAll",
-        )
-    },
+    "description": f"Applied in this order: {', '.join(OPERATION_ORDER)}. A key counts only in its first operation.",
+    "properties": {op: {"type": "object", "additionalProperties": _PROPERTY_VALUE} for op in OPERATION_ORDER},
     "additionalProperties": False,
 }
 
