@@ -58,6 +58,71 @@ def _result_text(name: str, s: dict[str, Any]) -> str:
     return json.dumps(s)
 
 
+CPU_ROWS = [
+    ("properties_sqlite", "SQLite, 1 process"),
+    ("properties_pg_1proc", "PostgreSQL, 1 process"),
+    ("properties_pg_2proc", "PostgreSQL, 2 processes"),
+]
+
+
+def _us(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def cpu_section() -> str:
+    """The CPU-per-request table of the property-update runs, magpie next to its baseline."""
+    rows = []
+    commands = []
+    magpie: dict[str, float] = {}
+    for name, title in CPU_ROWS:
+        path = RESULTS / f"{name}.json"
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        s = data["summary"]
+        cpu = s.get("cpu_us_per_request")
+        base = s.get("baseline_cpu_us_per_request")
+        if not cpu or not base:
+            continue
+        magpie[name] = cpu["magpie"]
+        pairs = (("magpie", cpu, s["magpie_rps_median"]), ("baseline", base, s["baseline_rps_median"]))
+        for who, figures, rps in pairs:
+            rows.append(
+                f"| {title}, {who} | {rps:,} | {_us(figures['server'])} | {_us(figures['writer'])} | "
+                f"{_us(figures['postgres'])} | {_us(figures['wrk'])} | **{_us(figures['total'])}** | "
+                f"{_us(figures['other'])} |"
+            )
+        commands.append(f"`{data['command']}` ({data['when']})")
+    if not rows:
+        return ""
+    verdict = ""
+    if "properties_sqlite" in magpie and "properties_pg_1proc" in magpie:
+        ratio = magpie["properties_pg_1proc"] / magpie["properties_sqlite"]
+        verdict = (
+            f"\nmagpie's own CPU per request (server + writer) on PostgreSQL, one process: "
+            f"{_us(magpie['properties_pg_1proc'])} µs against {_us(magpie['properties_sqlite'])} µs on SQLite, "
+            f"{ratio:.2f}× (target: within 1.25×: {'met' if ratio <= 1.25 else '**missed**'}).\n"
+        )
+    return f"""
+## CPU time per request (property updates)
+
+Microseconds of CPU per request, by process, median of the runs above: `utime + stime` of each
+process and its threads read from `/proc/<pid>/stat` before and after every wrk run, divided by
+the requests wrk completed. *server*: the `magpie serve` process(es) or the baseline app; *writer*:
+their writer child processes; *PostgreSQL*: the backends connected to the benchmark's database
+(`pg_stat_activity`); *wrk*: the load generator; *total*: the sum of those four. *Others*: CPU the
+rest of the machine used during the same runs (PostgreSQL's shared background processes, and
+anything else running), for context only. On a CPU-bound machine, throughput is the CPU available
+divided by *total*; that figure, not req/s, is what carries to a machine with more cores.
+
+| set-up | req/s | server | writer | PostgreSQL | wrk | total | others |
+|---|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+{verdict}
+Commands: {"; ".join(commands)}.
+"""
+
+
 def write_docs() -> Path:
     rows = []
     details = []
@@ -109,7 +174,7 @@ PostgreSQL 15 local. Written by `python -m bench.run_all` on {time.strftime("%Y-
    users drawn at random over the whole store.
 6. **Memory** — peak RSS (VmHWM) of `magpie serve` during benchmark 1: the server process plus its
    writer process, added up.
-
+{cpu_section()}
 ## Runs
 
 {chr(10).join(details)}
