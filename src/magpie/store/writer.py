@@ -168,10 +168,9 @@ class BatchRunner:
                     rejected[index] = exc
         conn = self._connection()
         db = self.db
-        db.begin(conn)
         try:
             tx = Tx(db=db, conn=conn, secret=self.secret)
-            tx.prefetch(job for index, job in enumerate(jobs) if index not in rejected)
+            tx.open(job for index, job in enumerate(jobs) if index not in rejected)
             outcomes: list[Outcome] = []
             for index, job in enumerate(jobs):
                 if index in rejected:
@@ -185,8 +184,7 @@ class BatchRunner:
                     outcomes.append((exc, True))
                 else:
                     tx.end_job()
-            tx.flush()
-            db.commit(conn)
+            tx.commit()
         except BaseException:
             db.rollback(conn)
             raise
