@@ -20,7 +20,7 @@ from magpie.api.context import Context
 from magpie.api.openapi import docs_routes
 from magpie.domain.identity import USER
 from magpie.errors import InvalidAdminToken, InvalidRequest, MagpieError, ServiceUnavailable
-from magpie.store import accounts, queries
+from magpie.store import accounts, profiles
 from magpie.store.accounts import check_admin_token
 from magpie.store.db import OPERATIONAL_ERRORS
 from magpie.store.events import list_events
@@ -114,7 +114,7 @@ async def get_environment(ctx: Context, request: Request) -> Any:
 
 async def update_environment(ctx: Context, request: Request) -> Any:
     """Replace an environment's settings (compliance, providers) and optionally its time zone."""
-    from magpie.domain.settings import parse_settings
+    from magpie.domain.environment import parse_settings
 
     body = await body_json(request)
     if not isinstance(body, dict):
@@ -160,8 +160,8 @@ async def get_user(ctx: Context, request: Request) -> Any:
     """Look up a user: properties, consents with times, masked phone number, devices and tokens."""
     env, user_id = request.path_params["env"], request.path_params["user_id"]
     return await ctx.read(
-        lambda conn: queries.user_view(
-            conn, ctx.db, ctx.cipher, env_id=queries.env_id_by_name(conn, ctx.db, env), user_id=user_id
+        lambda conn: profiles.user_view(
+            conn, ctx.db, ctx.cipher, env_id=accounts.env_id_by_name(conn, ctx.db, env), user_id=user_id
         )
     )
 
@@ -177,7 +177,7 @@ async def get_user_events(ctx: Context, request: Request) -> Any:
         lambda conn: list_events(
             conn,
             ctx.db,
-            env_id=queries.env_id_by_name(conn, ctx.db, env),
+            env_id=accounts.env_id_by_name(conn, ctx.db, env),
             kind=USER,
             ident=user_id,
             limit=int(raw_limit),
@@ -190,8 +190,8 @@ async def get_device(ctx: Context, request: Request) -> Any:
     """Look up a device, and the user it is linked to."""
     env, device_id = request.path_params["env"], request.path_params["device_id"]
     return await ctx.read(
-        lambda conn: queries.device_view(
-            conn, ctx.db, ctx.cipher, env_id=queries.env_id_by_name(conn, ctx.db, env), device_id=device_id
+        lambda conn: profiles.device_view(
+            conn, ctx.db, ctx.cipher, env_id=accounts.env_id_by_name(conn, ctx.db, env), device_id=device_id
         )
     )
 
