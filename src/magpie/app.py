@@ -18,10 +18,10 @@ from magpie.api.asgi import Receive, Request, Response, Scope, Send
 from magpie.api.auth import Authenticator
 from magpie.api.context import Context
 from magpie.config import Settings
-from magpie.errors import MagpieError, MethodNotAllowed, NotFound, ServiceUnavailable
+from magpie.errors import MethodNotAllowed, NotFound
 from magpie.metrics import Metrics
 from magpie.store.crypto import Cipher
-from magpie.store.db import OPERATIONAL_ERRORS, Database
+from magpie.store.db import Database
 from magpie.store.writer import GroupCommitWriter, ProcessWriter, Writer
 
 log = logging.getLogger("magpie.app")
@@ -202,27 +202,19 @@ class MagpieApp:
             elif path.startswith(("/v1/", "/api/v2/")):
                 await asgi.send_error(send, NotFound(f"no route for {scope['method']} {path}"))
             else:
-                await self._starlette(scope, receive, send)
+                try:
+                    await self._starlette(scope, receive, send)
+                except Exception:
+                    # Starlette answered it already (its catch-all handler maps and logs every error)
+                    # and re-raises it for servers that log; it has been logged, so stop here.
+                    pass
             return
         handler, params = found
         try:
             body = await asgi.read_body(scope, receive, self.settings.max_body_bytes)
             result = await handler(ctx, Request(scope, body, params))
-        except MagpieError as exc:
-            self.metrics.count(scope["path"], exc.status)
-            await asgi.send_error(send, exc)
-            return
-        except OPERATIONAL_ERRORS as exc:
-            log.error("storage unavailable: %s", type(exc).__name__)
-            await asgi.send_error(send, ServiceUnavailable())
-            return
-        except Exception:
-            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            await asgi.send_response(
-                send,
-                500,
-                b'{"code":"INTERNAL_ERROR","message":"An unexpected error occurred; it has been logged"}',
-            )
+        except Exception as exc:
+            self.metrics.count(scope["path"], await asgi.send_error(send, exc))
             return
         status = result[0]
         self.metrics.count(scope["path"], status)
