@@ -39,6 +39,8 @@ from bench._harness import (
 )
 
 USERS = 100_000
+# SQLite's ratio is judged on more runs than the others: its target bounds the worst run too.
+SQLITE_ROUNDS = int(os.environ.get("BENCH_SQLITE_ROUNDS", "5"))
 PG_ADMIN = os.environ.get("MAGPIE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -60,7 +62,7 @@ def _cpu_line(cpu: dict[str, float]) -> str:
 
 
 def _alternate(
-    base: Proc, servers: list[Proc], key: str, *, label: str, database: str | None = None
+    base: Proc, servers: list[Proc], key: str, *, label: str, database: str | None = None, count: int | None = None
 ) -> tuple[list[dict[str, Any]], int]:
     """Alternate baseline and magpie runs; returns per-round results and magpie's acknowledged count.
 
@@ -69,7 +71,7 @@ def _alternate(
     runs: list[dict[str, Any]] = []
     acked = 0
     env = {"BENCH_KEY": key, "BENCH_USERS": str(USERS)}
-    for i in range(rounds()):
+    for i in range(count or rounds()):
         with CpuMeter(lambda: {"server": base.pids()}) as base_cpu:
             b = wrk(base.url + "/v1/properties", script="properties.lua", seconds=seconds(), env=env)
         with CpuMeter(lambda: _groups(servers, database)) as magpie_cpu:
@@ -127,7 +129,7 @@ def bench_sqlite() -> tuple[Report, Report]:
         base = baseline(free_port())
         server = magpie_serve(data_dir=data, port=free_port())
         try:
-            runs, acked = _alternate(base, [server], key, label="sqlite")
+            runs, acked = _alternate(base, [server], key, label="sqlite", count=SQLITE_ROUNDS)
             peak = server.peak_rss_mb()
             writer_peak = server.child_peak_rss_mb()
         finally:
@@ -141,14 +143,25 @@ def bench_sqlite() -> tuple[Report, Report]:
     summary = _summary(runs)
     # Requests still in flight when wrk stopped may be stored without being counted: at most 64.
     summary.update(
-        {"acknowledged": acked, "stored_increments": stored, "durable": acked <= stored <= acked + 64 * rounds()}
+        {
+            "acknowledged": acked,
+            "stored_increments": stored,
+            "durable": acked <= stored <= acked + 64 * len(runs),
+            "ratio_min": round(min(r["ratio"] for r in runs), 3),
+        }
     )
-    met = summary["ratio_median"] >= 0.5 and summary["p99_ms_median"] <= 25 and summary["durable"]
+    met = (
+        summary["ratio_median"] >= 0.5
+        and summary["ratio_min"] >= 0.45
+        and summary["p99_ms_median"] <= 25
+        and summary["durable"]
+    )
     command = "python -m bench.bench_properties sqlite"
     properties = Report(
         name="properties_sqlite",
         command=command,
-        target=">= 0.5x baseline throughput, p99 <= 25 ms, every 200 durable",
+        target=f">= 0.5x baseline throughput in the median of {SQLITE_ROUNDS} runs, none below 0.45x, p99 <= 25 ms, "
+        "every 200 durable",
         met=bool(met and summary["non_2xx"] == 0),
         summary=summary,
         runs=runs,

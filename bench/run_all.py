@@ -15,6 +15,7 @@ from typing import Any
 
 from bench import bench_delivery, bench_growth, bench_properties, bench_trigger
 from bench._harness import RESULTS, ROOT, machine, rounds, seconds
+from bench.bench_properties import SQLITE_ROUNDS
 
 ORDER = [
     ("properties_sqlite", "1. Property updates, SQLite", "ratio_median"),
@@ -29,8 +30,10 @@ ORDER = [
 
 def _result_text(name: str, s: dict[str, Any]) -> str:
     if name.startswith("properties"):
+        worst = f" (lowest run {s['ratio_min']:.2f}×)" if "ratio_min" in s else ""
         return (
-            f"{s['ratio_median']:.2f}× baseline ({s['magpie_rps_median']:,} vs {s['baseline_rps_median']:,} req/s), "
+            f"{s['ratio_median']:.2f}× baseline{worst} "
+            f"({s['magpie_rps_median']:,} vs {s['baseline_rps_median']:,} req/s), "
             f"p50 {s['p50_ms_median']} ms, p99 {s['p99_ms_median']} ms; {s['acknowledged']:,} acknowledged, "
             f"{s['stored_increments']:,} stored"
         )
@@ -54,6 +57,11 @@ def _result_text(name: str, s: dict[str, Any]) -> str:
         return (
             f"{s['ratio_large_to_small']:.2f} ({s['large_rps_median']:,} req/s with {s['large_profiles']:,} "
             f"profiles vs {s['small_rps_median']:,} with {s['small_profiles']:,})"
+            + (
+                f"; magpie CPU {s['large_cpu_us_median']:.0f} vs {s['small_cpu_us_median']:.0f} µs/request"
+                if "large_cpu_us_median" in s
+                else ""
+            )
         )
     if name == "memory":
         return (
@@ -108,6 +116,24 @@ def cpu_section() -> str:
             f"{_us(magpie['properties_pg_1proc'])} µs against {_us(magpie['properties_sqlite'])} µs on SQLite, "
             f"{ratio:.2f}× (target: within 1.25×: {'met' if ratio <= 1.25 else '**missed**'}).\n"
         )
+    projection = ""
+    pg = _cpu_figures("properties_pg_1proc")
+    if pg is not None:
+        api_cores, db_cores = 16, 8
+        magpie_us, pg_us = pg["magpie"], pg["postgres"]
+        api_rps = api_cores / (magpie_us * 1e-6)
+        db_rps = db_cores / (pg_us * 1e-6) if pg_us else float("inf")
+        projection = f"""
+### Projection: a 16-core API host and an 8-core database host
+
+**A projection from the table above, not a measurement** (its assumptions are in
+[scaling.md](scaling.md#sizing-from-the-cpu-table)). With PostgreSQL, one process: the API host
+spends {_us(magpie_us)} µs of CPU per request (server + writer), so its {api_cores} cores carry about
+{api_rps:,.0f} requests/s ({api_cores // 2} `magpie serve` processes); the database host spends
+{_us(pg_us)} µs per request in PostgreSQL backends, so its {db_cores} cores carry about {db_rps:,.0f}
+requests/s. The projected ceiling is the lower: **about {min(api_rps, db_rps):,.0f} property updates per
+second**, bound by the {"API" if api_rps <= db_rps else "database"} host.
+"""
     return f"""
 ## CPU time per request (property updates)
 
@@ -125,7 +151,15 @@ divided by *total*; that figure, not req/s, is what carries to a machine with mo
 {chr(10).join(rows)}
 {verdict}
 Commands: {"; ".join(commands)}.
-"""
+{projection}"""
+
+
+def _cpu_figures(name: str) -> dict[str, float] | None:
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return None
+    figures: dict[str, float] | None = json.loads(path.read_text())["summary"].get("cpu_us_per_request")
+    return figures
 
 
 def write_docs() -> Path:
@@ -147,11 +181,12 @@ def write_docs() -> Path:
     m = machine()
     text = f"""# Benchmarks
 
-Every figure is the median of {rounds()} runs, measured as a ratio against a baseline run in the
-same invocation on the same machine, alternating baseline and magpie runs (these machines are shared
-and noisy; absolute numbers drift). Load comes from `wrk` in a separate process (2 threads,
-64 connections, {seconds()} s per run). Reproduce with `make bench` (after `make run`'s install;
-it installs `wrk` from Debian if missing), or one benchmark with the command in its row.
+Every figure is the median of {rounds()} runs (SQLite property updates: {SQLITE_ROUNDS}), measured as a
+ratio against a baseline run in the same invocation on the same machine, alternating baseline and
+magpie runs (these machines are shared and noisy; absolute numbers drift). Load comes from `wrk` in
+a separate process (2 threads, 64 connections, {seconds()} s per run). Reproduce with `make bench`
+(after `make run`'s install; it installs `wrk` from Debian if missing), or one benchmark with the
+command in its row.
 
 Machine: {m["cpus"]} cores ({m["cpu"]}), {m["memory_mb"]:,} MB, Python {m["python"]}, Linux {m["kernel"]};
 magpie and the baselines on uvicorn (httptools, uvloop), SQLite in WAL mode with `synchronous=FULL`,
@@ -179,7 +214,8 @@ PostgreSQL 15 local. Written by `python -m bench.run_all` on {time.strftime("%Y-
    magpie's FCM provider alone, driven the same way, is the second figure: what the provider costs
    apart from the rest of delivery.
 5. **Growth** — property updates on stores filled with 10k and with 10M users (and as many devices),
-   users drawn at random over the whole store.
+   users drawn at random over the whole store; both stores served side by side, their runs
+   alternated. magpie's CPU per request (server + writer) for each is reported beside req/s.
 6. **Memory** — peak RSS (VmHWM) of `magpie serve` during benchmark 1: the server process plus its
    writer process, added up.
 {cpu_section()}
