@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -240,8 +241,21 @@ async def no_sleep(seconds: float) -> None:
     await asyncio.sleep(0)
 
 
-def make_dispatcher(client: AppClient, *, clock: Any = None, sleep: Any = None, **settings: Any) -> Any:
-    """A dispatcher on the client's app, with an injected clock and sleep."""
+class FixedJitter(random.Random):
+    """A jitter source that always draws ``value``."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__(0)
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+def make_dispatcher(
+    client: AppClient, *, clock: Any = None, sleep: Any = None, rng: Any = None, **settings: Any
+) -> Any:
+    """A dispatcher on the client's app, with an injected clock, sleep and jitter source."""
     from magpie.dispatch.worker import Dispatcher
 
     ctx = client.app.ctx
@@ -256,6 +270,7 @@ def make_dispatcher(client: AppClient, *, clock: Any = None, sleep: Any = None, 
             executor=ctx.executor,
             clock=clock or time.time,
             sleep=sleep or no_sleep,
+            rng=rng,
         )
 
     return client.run(build())

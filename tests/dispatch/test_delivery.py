@@ -16,6 +16,7 @@ from tests.fakes.fcm import FakeFcm
 from tests.support import (
     AppClient,
     Env,
+    FixedJitter,
     add_token,
     apply_campaign,
     close_dispatcher,
@@ -238,6 +239,30 @@ def test_delivery_retries_429_honouring_retry_after(client: AppClient, env: Env,
     statuses = [r.status for r in fcm.requests]
     assert statuses == [429, 429, 200]
     assert dispatch(client, env, dispatch_id)["recipients"][0]["deliveries"][0]["attempts"] == 3
+
+
+def test_delivery_retries_503_with_exponential_backoff(client: AppClient, env: Env, fcm: FakeFcm) -> None:
+    _configure(client, env, fcm=fcm)
+    apply_campaign(client, env, provider="push")
+    add_token(client, env, device_id="d1", user_id="u1", token="t1")
+    fcm.script("t1", status=503, count=3)
+    waits: list[float] = []
+
+    async def record_sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    dispatch_id = trigger(client, env, [{"userId": "u1"}])
+    dispatcher = make_dispatcher(
+        client, sleep=record_sleep, rng=FixedJitter(0.75), retry_base_seconds=1.0, retry_max_seconds=3.0
+    )
+    try:
+        drain(client, dispatcher)
+    finally:
+        close_dispatcher(client, dispatcher)
+    # 0.75 of 1 s, 2 s, then 4 s capped at 3 s.
+    assert waits == [0.75, 1.5, 2.25]
+    assert [r.status for r in fcm.requests] == [503, 503, 503, 200]
+    assert dispatch(client, env, dispatch_id)["recipients"][0]["deliveries"][0]["attempts"] == 4
 
 
 def test_delivery_permanent_error_is_not_retried(client: AppClient, env: Env, fcm: FakeFcm) -> None:
