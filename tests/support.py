@@ -286,6 +286,28 @@ def close_dispatcher(client: AppClient, dispatcher: Any) -> None:
     client.run(dispatcher.aclose())
 
 
+def run_dispatcher(client: AppClient, **options: Any) -> None:
+    """Build a dispatcher (``make_dispatcher`` options), process all available work, close it."""
+    dispatcher = make_dispatcher(client, **options)
+    try:
+        drain(client, dispatcher)
+    finally:
+        close_dispatcher(client, dispatcher)
+
+
+def outcomes(view: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """``(outcome, reason)`` of each recipient of a dispatch view."""
+    return [(r["outcome"], r["reason"]) for r in view["recipients"]]
+
+
+def inbox(client: AppClient, env: Env) -> list[dict[str, Any]]:
+    """The environment's sandbox inbox, newest first."""
+    response = client.get(f"/admin/v1/environments/{env.name}/inbox", headers=env.admin)
+    assert response.status_code == 200, response.text
+    messages: list[dict[str, Any]] = response.json()["messages"]
+    return messages
+
+
 def apply_campaign(client: AppClient, env: Env, **fields: Any) -> dict[str, Any]:
     definition: dict[str, Any] = {
         "key": 7,
