@@ -24,13 +24,16 @@ from magpie.providers.base import (
     SendResult,
     TokenInvalid,
 )
-from magpie.providers.fcm import FCM_SCOPE, FcmProvider, parse_retry_after
+from magpie.providers.fcm import FcmProvider, parse_retry_after
 from tests.fakes.fcm import FakeFcm, http_date
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "fcm-device-token-1"
 NOW = 1_700_000_000.0
+
+# The OAuth 2.0 scope Google documents for the FCM HTTP v1 API.
+MESSAGING_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 
 
 class Clock:
@@ -175,7 +178,7 @@ def test_token_request_is_signed_service_account_grant(fcm: FakeFcm, clock: Cloc
     )
     assert claims == {
         "iss": fcm.client_email,
-        "scope": FCM_SCOPE,
+        "scope": MESSAGING_SCOPE,
         "aud": fcm.token_uri,
         "iat": int(clock()),
         "exp": int(clock()) + 3600,
@@ -614,7 +617,7 @@ def test_fake_token_endpoint_refuses_bad_grants(
 ) -> None:
     claims = {
         "iss": fcm.client_email,
-        "scope": FCM_SCOPE,
+        "scope": MESSAGING_SCOPE,
         "aud": fcm.token_uri,
         "iat": NOW,
         "exp": NOW + 3600,
