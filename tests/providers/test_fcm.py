@@ -25,7 +25,8 @@ from magpie.providers.base import (
     TokenInvalid,
 )
 from magpie.providers.fcm import FcmProvider, parse_retry_after
-from tests.fakes.fcm import FakeFcm, http_date
+from tests.fakes.fcm import FakeFcm
+from tests.fakes.server import http_date
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
