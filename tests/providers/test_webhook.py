@@ -9,7 +9,7 @@ import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import aiohttp
@@ -69,19 +69,20 @@ async def serving(receiver: Receiver) -> AsyncIterator[Receiver]:
         sock.close()
 
 
+MESSAGE = PushMessage(
+    token="device-1",
+    provider_type="FCM",
+    title="Hello",
+    body="Wörld",
+    hackle={"campaignId": 7},
+    image_url="https://example.com/i.png",
+    link="app://home",
+    delivery_id="d-1",
+)
+
+
 def message(**changes: Any) -> PushMessage:
-    fields: dict[str, Any] = {
-        "token": "device-1",
-        "provider_type": "FCM",
-        "title": "Hello",
-        "body": "Wörld",
-        "hackle": {"campaignId": 7},
-        "image_url": "https://example.com/i.png",
-        "link": "app://home",
-        "delivery_id": "d-1",
-    }
-    fields.update(changes)
-    return PushMessage(**fields)
+    return replace(MESSAGE, **changes)
 
 
 def with_webhook(receiver: Receiver, body: Callable[[WebhookProvider], Awaitable[T]], *, timeout: float = 10.0) -> T:
