@@ -16,8 +16,8 @@ from magpie.domain.events import (
     check_insert_id,
     check_properties,
     check_value,
+    event_ids,
     event_type_id,
-    identity,
     system_effect,
 )
 from magpie.errors import EmptyIdentifier, InvalidPhoneNumber, InvalidRequest
@@ -32,22 +32,22 @@ from magpie.errors import EmptyIdentifier, InvalidPhoneNumber, InvalidRequest
         pytest.param({}, "batch-user", ("batch-user", None), id="batch-user-id-last"),
     ],
 )
-def test_identity_of_event(
+def test_event_ids_of_event(
     identifiers: dict[str, str], fallback: str | None, expected: tuple[str | None, str | None]
 ) -> None:
-    assert identity(identifiers, fallback_user_id=fallback, where="e") == expected
+    assert event_ids(identifiers, fallback_user_id=fallback, where="e") == expected
 
 
-def test_identity_nobody_named_is_empty_identifier() -> None:
+def test_event_ids_nobody_named_is_empty_identifier() -> None:
     with pytest.raises(EmptyIdentifier) as caught:
-        identity({"$userId": "  "}, fallback_user_id=None, where="trackEvents[2]")
+        event_ids({"$userId": "  "}, fallback_user_id=None, where="trackEvents[2]")
     assert caught.value.code == "EMPTY_IDENTIFIER"
     assert caught.value.message.startswith("trackEvents[2]: the event names no user")
 
 
-def test_identity_nul_in_id_rejected() -> None:
+def test_event_ids_nul_in_id_rejected() -> None:
     with pytest.raises(InvalidRequest, match="must not contain NUL"):
-        identity({"$userId": "u\x001"}, fallback_user_id=None, where="e")
+        event_ids({"$userId": "u\x001"}, fallback_user_id=None, where="e")
 
 
 @pytest.mark.parametrize(
