@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -57,6 +58,17 @@ Sleep = Callable[[float], Awaitable[None]]
 async def _first_done(tasks: set[asyncio.Task[None]]) -> bool:
     await asyncio.wait(set(tasks), return_when=asyncio.FIRST_COMPLETED)
     return True
+
+
+@dataclass
+class _Sorted:
+    """One work item's open recipients, sorted by the domain's answers."""
+
+    excluded: dict[int, tuple[str, str]] = field(default_factory=dict)  # idx -> (outcome, reason)
+    planned: list[Planned] = field(default_factory=list)
+    rendered: dict[int, Rendered] = field(default_factory=dict)
+    hold: list[int] = field(default_factory=list)
+    release_at: int = 0
 
 
 class Dispatcher:
@@ -230,12 +242,27 @@ class Dispatcher:
                 FinishItem(item_id=item.id, dispatch_id=item.dispatch_id, now_ms=now, fail_reason="CAMPAIGN_INACTIVE")
             )
             return
-        held_only = item.payload.get("held")
-        excluded: dict[int, tuple[str, str]] = {}
-        planned: list[Planned] = []
-        rendered: dict[int, Rendered] = {}
-        hold: list[int] = []
-        release_at = 0
+        todo = self._sort(snap, campaign, now)
+        ids, capped = await self._prepare(snap, campaign, todo.excluded, todo.planned, now)
+        if todo.hold:
+            await self.writer.submit(
+                HoldRecipients(
+                    env_id=item.env_id, dispatch_id=item.dispatch_id, idxs=todo.hold, release_ms=todo.release_at
+                )
+            )
+        await asyncio.gather(
+            *(
+                self._deliver_recipient(snap, campaign, plan, todo.rendered[plan.idx], ids.get(plan.idx, {}))
+                for plan in todo.planned
+                if plan.idx not in capped
+            )
+        )
+        await self.writer.submit(FinishItem(item_id=item.id, dispatch_id=item.dispatch_id, now_ms=self.now_ms()))
+
+    def _sort(self, snap: Snapshot, campaign: Campaign, now: int) -> _Sorted:
+        """Ask the domain about each recipient still open in this item and sort them by the answer."""
+        held_only = snap.item.payload.get("held")
+        todo = _Sorted()
         night = NightRule.from_settings(snap.settings, timezone=snap.timezone)
         for idx in range(len(snap.users)):
             if snap.outcomes.get(idx) is not None or (held_only is not None and idx not in held_only):
@@ -243,31 +270,19 @@ class Dispatcher:
             target = snap.targets.get(idx)
             match self._decide(snap, campaign, target, night, now):
                 case Exclude(reason=reason):
-                    excluded[idx] = ("EXCLUDED", reason)
+                    todo.excluded[idx] = ("EXCLUDED", reason)
                 case Hold(until_ms=until_ms):
-                    hold.append(idx)
-                    release_at = until_ms
+                    todo.hold.append(idx)
+                    todo.release_at = until_ms
                 case Send():
                     assert target is not None
                     plan = self._plan(snap, campaign, target, idx)
                     if isinstance(plan, str):
-                        excluded[idx] = ("FAILED", plan)
+                        todo.excluded[idx] = ("FAILED", plan)
                     else:
-                        rendered[idx], planned_one = plan
-                        planned.append(planned_one)
-        ids, capped = await self._prepare(snap, campaign, excluded, planned, now)
-        if hold:
-            await self.writer.submit(
-                HoldRecipients(env_id=item.env_id, dispatch_id=item.dispatch_id, idxs=hold, release_ms=release_at)
-            )
-        await asyncio.gather(
-            *(
-                self._deliver_recipient(snap, campaign, plan, rendered[plan.idx], ids.get(plan.idx, {}))
-                for plan in planned
-                if plan.idx not in capped
-            )
-        )
-        await self.writer.submit(FinishItem(item_id=item.id, dispatch_id=item.dispatch_id, now_ms=self.now_ms()))
+                        todo.rendered[idx], planned = plan
+                        todo.planned.append(planned)
+        return todo
 
     async def _prepare(
         self,
