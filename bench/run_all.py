@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import bench_delivery, bench_growth, bench_properties, bench_trigger
-from bench._harness import RESULTS, ROOT, machine, rounds, seconds
+from bench._harness import RESULTS, ROOT, machine, median, rounds, seconds
 from bench.bench_properties import SQLITE_ROUNDS
 
 ORDER = [
@@ -100,10 +100,14 @@ def cpu_section() -> str:
         magpie[name] = cpu["magpie"]
         pairs = (("magpie", cpu, s["magpie_rps_median"]), ("baseline", base, s["baseline_rps_median"]))
         for who, figures, rps in pairs:
+            # How busy the rest of the machine was: its CPU per request times the request rate.
+            busy = median(
+                [r[f"{who}_cpu_us"].get("other", 0.0) * r[who]["requests_per_second"] / 1e6 for r in data["runs"]]
+            )
             rows.append(
                 f"| {title}, {who} | {rps:,} | {_us(figures['server'])} | {_us(figures['writer'])} | "
                 f"{_us(figures['postgres'])} | {_us(figures['wrk'])} | **{_us(figures['total'])}** | "
-                f"{_us(figures['other'])} |"
+                f"{_us(figures['other'])} ({busy:.1f} cores) |"
             )
         commands.append(f"`{data['command']}` ({data['when']})")
     if not rows:
@@ -129,9 +133,9 @@ def cpu_section() -> str:
 **A projection from the table above, not a measurement** (its assumptions are in
 [scaling.md](scaling.md#sizing-from-the-cpu-table)). With PostgreSQL, one process: the API host
 spends {_us(magpie_us)} µs of CPU per request (server + writer), so its {api_cores} cores carry about
-{api_rps:,.0f} requests/s ({api_cores // 2} `magpie serve` processes); the database host spends
-{_us(pg_us)} µs per request in PostgreSQL backends, so its {db_cores} cores carry about {db_rps:,.0f}
-requests/s. The projected ceiling is the lower: **about {min(api_rps, db_rps):,.0f} property updates per
+{_round(api_rps)} requests/s ({api_cores // 2} `magpie serve` processes); the database host spends
+{_us(pg_us)} µs per request in PostgreSQL backends, so its {db_cores} cores carry about {_round(db_rps)}
+requests/s. The projected ceiling is the lower: **about {_round(min(api_rps, db_rps))} property updates per
 second**, bound by the {"API" if api_rps <= db_rps else "database"} host.
 """
     return f"""
@@ -143,15 +147,21 @@ the requests wrk completed. *server*: the `magpie serve` process(es) or the base
 their writer child processes; *PostgreSQL*: the backends connected to the benchmark's database
 (`pg_stat_activity`); *wrk*: the load generator; *total*: the sum of those four. *Others*: CPU the
 rest of the machine used during the same runs (PostgreSQL's shared background processes, and
-anything else running), for context only. On a CPU-bound machine, throughput is the CPU available
+anything else running), per request and in cores busy on average, for context: of the machine's
+cores, that much was not available to the run. On a CPU-bound machine, throughput is the CPU available
 divided by *total*; that figure, not req/s, is what carries to a machine with more cores.
 
-| set-up | req/s | server | writer | PostgreSQL | wrk | total | others |
+| set-up | req/s | server | writer | PostgreSQL | wrk | total | others (machine load) |
 |---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 {verdict}
 Commands: {"; ".join(commands)}.
 {projection}"""
+
+
+def _round(value: float) -> str:
+    """Two significant figures: a projection has no more."""
+    return f"{float(f'{value:.2g}'):,.0f}"
 
 
 def _cpu_figures(name: str) -> dict[str, float] | None:
