@@ -54,8 +54,8 @@ def _records(rows: Sequence[Sequence[Any]]) -> str:
 # The row's ctid comes along: the batch holds the row's lock until it commits, so the update
 # finds the row again by ctid, with no index descent and no join to plan.
 _LOCK_PROFILES = (
-    "SELECT p.* FROM unnest(?::int[], ?::text[], ?::text[]) AS v(env_id, kind, ident) CROSS JOIN LATERAL ("
-    f"SELECT {_COLUMNS}, ctid::text FROM profiles WHERE env_id = v.env_id AND kind = v.kind AND ident = v.ident "
+    "SELECT p.* FROM json_to_recordset(?::json) AS v(e int, k text, i text) CROSS JOIN LATERAL ("
+    f"SELECT {_COLUMNS}, ctid::text FROM profiles WHERE env_id = v.e AND kind = v.k AND ident = v.i "
     "FOR UPDATE) AS p"
 )
 _PG_LOCK_PROFILES = _LOCK_PROFILES.replace("?", "%s")
@@ -223,13 +223,13 @@ class Tx:
         # One round trip: BEGIN, the keys and the profiles travel together.
         with conn.pipeline():
             self.db.begin(conn)
-            keys_cursor = conn.execute(_PG_KEYS, (sorted(key_hashes),)) if key_hashes else None
+            keys_cursor = conn.execute(_PG_KEYS, (_array(sorted(key_hashes)),)) if key_hashes else None
             profiles_cursor = None
             if wanted:
                 ordered = sorted(wanted)  # every batch locks in the same order: no deadlocks between processes
                 profiles_cursor = conn.execute(
                     _PG_LOCK_PROFILES,
-                    ([k[0] for k in ordered], [k[1] for k in ordered], [k[2] for k in ordered]),
+                    (_keys_json(ordered),),
                 )
             if keys_cursor is not None:
                 self._remember_keys(key_hashes, keys_cursor.fetchall())
@@ -266,7 +266,7 @@ class Tx:
                 self.db.fetchall(
                     self.conn,
                     _LOCK_PROFILES,
-                    ([k[0] for k in missing], [k[1] for k in missing], [k[2] for k in missing]),
+                    (_keys_json(missing),),
                 ),
             )
             return
@@ -374,7 +374,16 @@ class Tx:
             # while the table was young would scan the whole table for ever, as nothing
             # invalidates it without ANALYZE.
             records = dumps([_update_record(r, self.now_ms) for r in updates])
-            conn.execute(_PG_UPDATE, (records, [r.ctid for r in updates]), prepare=False)
+            conn.execute(_PG_UPDATE, (records, _array([r.ctid for r in updates])), prepare=False)
+
+
+def _keys_json(keys: list[ProfileKey]) -> str:
+    return dumps([{"e": e, "k": k, "i": i} for e, k, i in keys])
+
+
+def _array(items: list[Any]) -> str:
+    """A PostgreSQL array literal: one text parameter, where a list would be adapted item by item."""
+    return "{" + ",".join('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in items) + "}"
 
 
 def _update_record(row: ProfileRow, now_ms: int) -> dict[str, Any]:
