@@ -12,9 +12,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from magpie.api.profiles import PropertiesBody
 from magpie.store.crypto import hash_secret
 from magpie.store.db import Database
-from magpie.store.profiles import UpdatePropertiesRequest
 from magpie.store.transaction import Tx
 from magpie.store.writer import BatchRunner
 from tests.support import Env, make_env
@@ -29,12 +29,9 @@ def db(pg_database: str) -> Database:
     return Database(pg_database)
 
 
-def _increments(env: Env, users: range, *, by: int = 1) -> list[UpdatePropertiesRequest]:
+def _increments(env: Env, users: range, *, by: int = 1) -> list[PropertiesBody]:
     body = '{{"userId": "p-{}", "operations": {{"$increment": {{"hits": {}}}}}}}'
-    return [
-        UpdatePropertiesRequest(key_hash=hash_secret(env.key), env_id=env.id, body=body.format(i, by).encode())
-        for i in users
-    ]
+    return [PropertiesBody(hash_secret(env.key), env.id, body.format(i, by).encode()) for i in users]
 
 
 def _run(runner: BatchRunner, jobs: list[Any]) -> None:
@@ -114,7 +111,7 @@ def test_updates_of_stored_profiles_stay_heap_only(db: Database) -> None:
     assert hot >= 0.95 * updated, f"only {hot} of {updated} updates were heap-only"
 
 
-class _CreatedMeanwhile(UpdatePropertiesRequest):
+class _CreatedMeanwhile(PropertiesBody):
     """An increment whose first run lets another connection create its profile before the batch commits."""
 
     __slots__ = ("attempts", "url")
@@ -128,9 +125,9 @@ class _CreatedMeanwhile(UpdatePropertiesRequest):
         return super().run(tx)
 
 
-def _increments_for(env_id: int, key_hash: str, user: str, *, by: int) -> list[UpdatePropertiesRequest]:
+def _increments_for(env_id: int, key_hash: str, user: str, *, by: int) -> list[PropertiesBody]:
     body = f'{{"userId": "{user}", "operations": {{"$increment": {{"hits": {by}}}}}}}'.encode()
-    return [UpdatePropertiesRequest(key_hash=key_hash, env_id=env_id, body=body)]
+    return [PropertiesBody(key_hash, env_id, body)]
 
 
 def test_a_profile_created_by_another_process_during_the_batch_is_not_overwritten(
@@ -138,7 +135,7 @@ def test_a_profile_created_by_another_process_during_the_batch_is_not_overwritte
 ) -> None:
     env = make_env(db)
     body = b'{"userId": "p-race", "operations": {"$increment": {"hits": 1}}}'
-    job = _CreatedMeanwhile(key_hash=hash_secret(env.key), env_id=env.id, body=body)
+    job = _CreatedMeanwhile(hash_secret(env.key), env.id, body)
     job.attempts, job.url = 0, db.url
     runner = BatchRunner(db=db)
     _run(runner, [job, *_increments(env, range(0, 5))])

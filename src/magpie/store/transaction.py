@@ -19,7 +19,8 @@ from typing import Any
 import msgspec
 import psycopg
 
-from magpie.store.db import ConcurrentCreation, Database, Row
+from magpie.errors import InvalidApiKey
+from magpie.store.db import ConcurrentCreation, Connection, Cursor, Database, Row
 
 ProfileKey = tuple[int, str, str]
 
@@ -164,7 +165,7 @@ _MUTABLE = ("_properties", "_props_raw", "_crm", "_crm_raw", "phone_enc", "linke
 class Tx:
     """The state of one writer transaction, handed to every job in the batch."""
 
-    def __init__(self, *, db: Database, conn: Any, secret: Any = None, now_ms: int | None = None) -> None:
+    def __init__(self, *, db: Database, conn: Connection, secret: Any = None, now_ms: int | None = None) -> None:
         self.db = db
         self.conn = conn
         self.secret = secret
@@ -178,7 +179,7 @@ class Tx:
 
     # -- SQL pass-through ------------------------------------------------------------------
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         return self.db.execute(self.conn, sql, params)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -199,9 +200,20 @@ class Tx:
             self._keys[key_hash] = None if row is None else int(row[0])
         return self._keys[key_hash]
 
+    def check_key(self, key_hash: str, env_id: int) -> None:
+        """Re-check a cached key inside the transaction; the writer then drops a revoked key from caches."""
+        if self.key_env(key_hash) != env_id:
+            raise InvalidApiKey()
+
     # -- profiles ---------------------------------------------------------------------------
 
-    def open(self, jobs: Iterable[Any]) -> None:
+    def _pg(self) -> psycopg.Connection[Any]:
+        """The connection as psycopg's: the PostgreSQL path pipelines and chooses what to prepare."""
+        conn = self.conn
+        assert isinstance(conn, psycopg.Connection)
+        return conn
+
+    def open(self, jobs: Iterable[object]) -> None:
         """Begin the transaction and read what ``jobs`` declare up front: API keys and profiles."""
         wanted: set[ProfileKey] = set()
         key_hashes: set[str] = set()
@@ -219,7 +231,7 @@ class Tx:
             if wanted:
                 self._load(sorted(wanted))
             return
-        conn = self.conn
+        conn = self._pg()
         # One round trip: BEGIN, the keys and the profiles travel together.
         with conn.pipeline():
             self.db.begin(conn)
@@ -333,7 +345,7 @@ class Tx:
             self.db.commit(self.conn)
             return
         try:
-            with self.conn.pipeline():
+            with self._pg().pipeline():
                 self.flush()
                 self.db.commit(self.conn)
         except psycopg.errors.UniqueViolation as exc:
@@ -364,7 +376,7 @@ class Tx:
                 [(*r.encoded(), r.phone_enc, r.linked_user, self.now_ms, *r.key) for r in updates],
             )
             return
-        conn = self.conn
+        conn = self._pg()
         if inserts:
             # New profiles are created here, optimistically: if another process created one of
             # them since we looked, the primary key refuses it and ``commit`` runs the batch again.
