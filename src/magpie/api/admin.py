@@ -79,6 +79,7 @@ def admin(app: MagpieApp, handler: AdminHandler, *, status: int = 200) -> Callab
             return result
         return _json(result, status)
 
+    endpoint.__doc__ = handler.__doc__  # the summary of the operation in the admin OpenAPI document
     return endpoint
 
 
@@ -254,7 +255,8 @@ def build_admin(app: MagpieApp) -> Starlette:
         assert isinstance(exc, MagpieError)
         return error_response(exc)
 
+    admin_api = admin_routes(app)
     return Starlette(
-        routes=[*_health_routes(app), *admin_routes(app), *docs_routes(app)],
+        routes=[*_health_routes(app), *admin_api, *docs_routes(app, admin_api=admin_api)],
         exception_handlers={HTTPException: http_error, MagpieError: magpie_error},
     )

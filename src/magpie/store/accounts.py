@@ -177,6 +177,40 @@ def create_admin_token(db: Database, *, name: str = "") -> str:
     return token
 
 
+class AdminTokenInfo(msgspec.Struct, frozen=True):
+    prefix: str
+    name: str
+    created_at: int
+    revoked_at: int | None
+
+
+def list_admin_tokens(db: Database) -> list[AdminTokenInfo]:
+    with db.transaction(write=False) as conn:
+        rows = db.fetchall(conn, "SELECT prefix, name, created_at, revoked_at FROM admin_tokens ORDER BY created_at")
+    return [AdminTokenInfo(prefix=r[0], name=r[1], created_at=r[2], revoked_at=r[3]) for r in rows]
+
+
+def revoke_admin_token(db: Database, *, token_or_prefix: str) -> AdminTokenInfo:
+    """Revoke by the whole token or by the prefix that ``list_admin_tokens`` shows."""
+    if len(token_or_prefix) > 12:
+        where, param = "token_hash = ?", hash_secret(token_or_prefix)
+    else:
+        where, param = "prefix = ?", token_or_prefix
+    with db.transaction() as conn:
+        rows = db.fetchall(conn, f"SELECT token_hash, prefix FROM admin_tokens WHERE {where}", (param,))
+        if not rows:
+            raise NotFound("no admin token matches")
+        if len(rows) > 1:
+            raise Conflict("several admin tokens share that prefix; pass the whole token")
+        db.execute(
+            conn,
+            "UPDATE admin_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE token_hash = ?",
+            (_now(), rows[0][0]),
+        )
+        prefix = rows[0][1]
+    return next(t for t in list_admin_tokens(db) if t.prefix == prefix)
+
+
 def check_admin_token(conn: Any, db: Database, token: str) -> bool:
     row = db.fetchone(
         conn, "SELECT 1 FROM admin_tokens WHERE token_hash = ? AND revoked_at IS NULL", (hash_secret(token),)

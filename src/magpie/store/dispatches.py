@@ -191,6 +191,7 @@ def dispatch_view(conn: Any, db: Any, *, env_id: int, dispatch_id: str, recipien
     users = _decode(row[7])
     counts = {"SENT": 0, "FAILED": 0, "EXCLUDED": 0, "PENDING": 0}
     excluded: dict[str, int] = {}
+    failures: dict[str, int] = {}
     by_idx = {r[0]: r for r in outcome_rows}
     deliveries: dict[int, list[dict[str, Any]]] = {}
     for d in delivery_rows:
@@ -214,6 +215,8 @@ def dispatch_view(conn: Any, db: Any, *, env_id: int, dispatch_id: str, recipien
         counts[outcome] += 1
         if outcome == "EXCLUDED" and reason:
             excluded[reason] = excluded.get(reason, 0) + 1
+        elif outcome == "FAILED":
+            failures[reason or "UNKNOWN"] = failures.get(reason or "UNKNOWN", 0) + 1
         if recipients:
             listed.append(
                 {
@@ -234,6 +237,7 @@ def dispatch_view(conn: Any, db: Any, *, env_id: int, dispatch_id: str, recipien
         "completedAt": row[6],
         "counts": counts,
         "excluded": excluded,
+        "failures": failures,
     }
     if recipients:
         view["recipients"] = listed
@@ -262,11 +266,13 @@ def campaign_stats(conn: Any, db: Any, *, env_id: int, campaign_key: int, since:
     )
     sent = failed = 0
     excluded: dict[str, int] = {}
+    failures: dict[str, int] = {}
     for outcome, reason, count in outcome_rows:
         if outcome == "SENT":
             sent += int(count)
         elif outcome == "FAILED":
             failed += int(count)
+            failures[reason or "UNKNOWN"] = failures.get(reason or "UNKNOWN", 0) + int(count)
         elif outcome == "EXCLUDED":
             excluded[reason or "UNKNOWN"] = excluded.get(reason or "UNKNOWN", 0) + int(count)
     total_requested = int(requested[1]) if requested else 0
@@ -279,6 +285,7 @@ def campaign_stats(conn: Any, db: Any, *, env_id: int, campaign_key: int, since:
         "requested": total_requested,
         "sent": sent,
         "failed": failed,
+        "failures": failures,
         "excluded": excluded,
         "excludedTotal": sum(excluded.values()),
         "pending": max(0, total_requested - sent - failed - sum(excluded.values())),

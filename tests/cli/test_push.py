@@ -104,7 +104,7 @@ def test_cli_campaign_apply_list_and_stats(tmp_path: Path) -> None:
     path = tmp_path / "campaign.yaml"
     path.write_text(CAMPAIGN_YAML, encoding="utf-8")
     assert _ok("campaign", "apply", "-f", str(path), data_dir=data) == [
-        {"key": 12, "name": "Restock alert", "status": "ACTIVE", "created": True}
+        {"key": 12, "name": "Restock alert", "status": "ACTIVE", "created": True, "warnings": []}
     ]
     path.write_text(CAMPAIGN_YAML.replace("status: ACTIVE", "status: PAUSED"), encoding="utf-8")
     assert _ok("campaign", "apply", "-f", str(path), data_dir=data)[0]["created"] is False
