@@ -2,14 +2,13 @@
 
 ``Settings`` is the one table of what is configurable: each field carries its environment
 variable, default and description, and both ``Settings.from_env`` and the generated
-``docs/configuration.md`` (``python -m magpie.config``) are read from it.
+``docs/configuration.md`` (``make docs``) are read from it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import typing
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -183,7 +182,7 @@ def configuration_markdown() -> str:
     lines = [
         "# Configuration",
         "",
-        "<!-- Generated from the table in src/magpie/config.py by `python -m magpie.config > docs/configuration.md`;",
+        "<!-- Generated from the table in src/magpie/config.py by `make docs`;",
         "     tests/test_config.py fails when this file is stale. -->",
         "",
         "magpie reads its settings once, at start, from environment variables. Unset or empty variables keep",
@@ -202,6 +201,3 @@ def configuration_markdown() -> str:
         lines.append(f"| `{f.metadata['env']}` | {type_name} | {_shown(f.default)} | {f.metadata['description']} |")
     return "\n".join(lines) + "\n"
 
-
-if __name__ == "__main__":
-    sys.stdout.write(configuration_markdown())

@@ -315,9 +315,11 @@ def admin_document(admin_api: list[BaseRoute]) -> dict[str, Any]:
             for name in re.findall(r"{(\w+)}", route.path)
         ]
         for method in sorted((route.methods or set()) - {"HEAD"}):
-            summary = (route.endpoint.__doc__ or route.name or "").strip().splitlines()[0]
+            summary = (route.endpoint.__doc__ or route.name or "").strip().splitlines()[0].replace("``", "`")
+            parts = route.path.split("/")[3:]
             op: dict[str, Any] = {
                 "summary": summary,
+                "tags": [parts[2] if len(parts) > 2 and parts[1] == "{env}" else parts[0]],
                 "security": [{"AdminToken": []}],
                 "responses": {
                     "200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},

@@ -37,7 +37,10 @@ def cmd_key_create(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_key_list(args: argparse.Namespace, settings: Settings) -> None:
-    keys = accounts.list_api_keys(open_db(settings), environment=args.env)
+    db = open_db(settings)
+    if args.env is not None:
+        accounts.get_environment(db, args.env)  # an unknown environment is an error, not an empty list
+    keys = accounts.list_api_keys(db, environment=args.env)
     lines = [f"{k.prefix}…\t{k.environment}\t{k.name}\t{_state(k.revoked_at)}" for k in keys]
     emit(args, keys, "\n".join(lines) or "(no keys)")
 

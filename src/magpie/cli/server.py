@@ -81,6 +81,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     from magpie.logs import configure_logging
 
     configure_logging(settings.log_level)
+    sock = listening_socket(settings)  # first: a port in use fails before anything is created
     db = open_db(settings)
     if settings.bootstrap:
         created = bootstrap(db)
@@ -95,8 +96,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
                 f"  (shown once: magpie keeps only their hashes; {RECOVERY_HINT})",
             )
             sys.stdout.flush()
-    app = create_app(settings)
-    serve_app(app, settings, role=_roles(settings))
+    serve_app(create_app(settings), settings, sock=sock, role=_roles(settings))
 
 
 def listening_socket(settings: Settings) -> socket.socket:
@@ -117,13 +117,12 @@ def listening_socket(settings: Settings) -> socket.socket:
     return sock
 
 
-def serve_app(app: Any, settings: Settings, *, role: str) -> None:
-    """Run ``app`` under uvicorn on the configured address, with the start and shutdown lines."""
+def serve_app(app: Any, settings: Settings, *, sock: socket.socket, role: str) -> None:
+    """Run ``app`` under uvicorn on ``sock``, with the start and shutdown lines."""
     import uvicorn
 
     from magpie.api.access_log import AccessLog
 
-    sock = listening_socket(settings)
     host, port = sock.getsockname()[:2]
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     asgi = AccessLog(app) if settings.access_log else app
