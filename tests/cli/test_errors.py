@@ -63,7 +63,7 @@ def test_subcommand_with_bad_input_fails_in_one_line(
     path: tuple[str, ...], parser: argparse.ArgumentParser, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = tmp_path / "data"
-    assert main(["env", "create", "development"] + ["--data-dir", str(data)]) == 0
+    assert main(["env", "create", "development", "--data-dir", str(data)]) == 0
     capsys.readouterr()
     argv = [*_bad_argv(path, parser), "--data-dir", str(data)]
     status = main(argv)
