@@ -137,28 +137,24 @@ def serve_app(app: Any, settings: Settings, *, sock: socket.socket, role: str) -
     )
 
     class Server(uvicorn.Server):
-        drained: dict[str, int] = {}  # noqa: RUF012  (one server per process)
+        started_at = 0.0
 
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets=sockets)
             if self.started:
+                self.started_at = time.monotonic()
                 announce(settings, role=role, url=url)
 
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-            Server.drained = {
-                "connections": len(self.server_state.connections),
-                "requests": len(self.server_state.tasks),
-            }
+            drained = {"connections": len(self.server_state.connections), "requests": len(self.server_state.tasks)}
             await super().shutdown(sockets=sockets)
+            # Said here: after a signal, uvicorn re-raises it once serving ends, and the process exits.
+            say_stopped(role=role, uptime=time.monotonic() - self.started_at, drained=drained)
 
-    started = time.monotonic()
     # The socket object itself, not its descriptor: uvicorn then knows it is TCP, and the loop sets
     # TCP_NODELAY on each accepted connection (a bare descriptor is taken for a Unix socket, and small
     # responses wait ~40 ms for Nagle's algorithm and delayed ACKs).
-    server = Server(config)
-    server.run(sockets=[sock])
-    if server.started:
-        say_stopped(role=role, uptime=time.monotonic() - started, drained=Server.drained)
+    Server(config).run(sockets=[sock])
 
 
 def say_stopped(*, role: str, uptime: float, drained: dict[str, int]) -> None:
