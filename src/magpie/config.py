@@ -200,4 +200,3 @@ def configuration_markdown() -> str:
         type_name = {Path: "path", str: "text", int: "integer", float: "number", bool: "boolean"}[base]
         lines.append(f"| `{f.metadata['env']}` | {type_name} | {_shown(f.default)} | {f.metadata['description']} |")
     return "\n".join(lines) + "\n"
-

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.routing import Match
 
-from magpie.api._http import Receive, Scope, Send
+from magpie.api.asgi import Receive, Scope, Send
 from magpie.api.auth import API_KEY_HEADER, SDK_KEY_HEADER
 from magpie.store import accounts
 

@@ -291,7 +291,7 @@ nav a{{color:#ddd;margin-right:18px;text-decoration:none}} nav a[aria-current]{{
 <nav>{links}</nav>
 <div id="ui"></div>
 <script src="/docs/static/swagger-ui-bundle.js"></script>
-<script>window.ui = SwaggerUIBundle({{url: "{url}", dom_id: "#ui", deepLinking: true}});</script>
+<script>window.ui = SwaggerUIBundle({{url: "{url}", dom_id: "#ui", deepLinking: true, validatorUrl: null}});</script>
 </body></html>"""
 
 

@@ -14,7 +14,7 @@ import yaml
 
 from magpie.config import Settings
 from magpie.errors import InvalidRequest
-from magpie.store import queries
+from magpie.store import accounts
 from magpie.store.db import Database
 
 Command = Callable[[argparse.Namespace, Settings], Any]
@@ -45,7 +45,7 @@ def open_db(settings: Settings) -> Database:
 
 def env_id(db: Database, name: str) -> int:
     with db.transaction(write=False) as conn:
-        return queries.env_id_by_name(conn, db, name)
+        return accounts.env_id_by_name(conn, db, name)
 
 
 def read_text(path: str) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 from magpie.cli._common import DEFAULT_ENV, ENV_HELP, emit, open_db
 from magpie.config import Settings
-from magpie.store import accounts, queries
+from magpie.store import accounts, events, profiles
 from magpie.store.crypto import Cipher
 
 
@@ -70,12 +70,12 @@ def cmd_user_show(args: argparse.Namespace, settings: Settings) -> None:
     db = open_db(settings)
     cipher = Cipher.load(secret_key=settings.secret_key, data_dir=settings.data_dir)
     with db.transaction(write=False) as conn:
-        env_id = queries.env_id_by_name(conn, db, args.env)
+        env_id = accounts.env_id_by_name(conn, db, args.env)
         if args.device:
-            view = queries.device_view(conn, db, cipher, env_id=env_id, device_id=args.id)
+            view = profiles.device_view(conn, db, cipher, env_id=env_id, device_id=args.id)
         else:
-            view = queries.user_view(conn, db, cipher, env_id=env_id, user_id=args.id)
-        events = queries.recent_events(
+            view = profiles.user_view(conn, db, cipher, env_id=env_id, user_id=args.id)
+        recent = events.recent_events(
             conn,
             db,
             env_id=env_id,
@@ -83,7 +83,7 @@ def cmd_user_show(args: argparse.Namespace, settings: Settings) -> None:
             device_id=args.id if args.device else None,
             limit=args.events,
         )
-    view["recentEvents"] = events
+    view["recentEvents"] = recent
     emit(args, view)
 
 

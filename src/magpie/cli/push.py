@@ -10,9 +10,9 @@ from typing import Any
 
 from magpie.cli._common import UsageError, add_env, emit, env_id, load_document, open_db, read_lines
 from magpie.config import Settings
-from magpie.domain.settings import DEFAULTS, parse_settings
+from magpie.domain.environment import DEFAULTS, parse_settings
 from magpie.errors import InvalidRequest, NotFound
-from magpie.store import accounts, campaigns, queries
+from magpie.store import accounts, campaigns, tokens
 from magpie.store.dispatches import campaign_stats, dispatch_view
 
 TIME_HELP = "epoch milliseconds or ISO-8601 (2026-11-01 or 2026-11-01T09:00:00+09:00)"
@@ -107,7 +107,6 @@ def cmd_cohort_show(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_token_add(args: argparse.Namespace, settings: Settings) -> None:
     from magpie.store.crypto import Cipher
-    from magpie.store.dispatches import RegisterToken
     from magpie.store.writer import GroupCommitWriter
 
     db = open_db(settings)
@@ -116,7 +115,7 @@ def cmd_token_add(args: argparse.Namespace, settings: Settings) -> None:
     writer.start()
     try:
         status = writer.run_sync(
-            RegisterToken(
+            tokens.RegisterToken(
                 key_hash=None,
                 env_id=env,
                 device_id=args.device_id,
@@ -134,11 +133,11 @@ def cmd_token_add(args: argparse.Namespace, settings: Settings) -> None:
     )
 
 
-def _token_lines(tokens: list[dict[str, Any]]) -> str:
+def _token_lines(listed: list[dict[str, Any]]) -> str:
     return "\n".join(
         f"{t['deviceId']}\t{t['userId'] or '-'}\t{t['providerType']}\t{t['token']}\t{t['status']}"
         + (f" ({t['retiredReason']})" if t["retiredReason"] else "")
-        for t in tokens
+        for t in listed
     )
 
 
@@ -146,18 +145,18 @@ def cmd_token_list(args: argparse.Namespace, settings: Settings) -> None:
     db = open_db(settings)
     env = env_id(db, args.env)
     with db.transaction(write=False) as conn:
-        tokens = queries.list_push_tokens(conn, db, env_id=env, user_id=args.user_id, limit=args.limit)
-    emit(args, tokens, _token_lines(tokens) or "(no push tokens)")
+        listed = tokens.list_push_tokens(conn, db, env_id=env, user_id=args.user_id, limit=args.limit)
+    emit(args, listed, _token_lines(listed) or "(no push tokens)")
 
 
 def cmd_token_show(args: argparse.Namespace, settings: Settings) -> None:
     db = open_db(settings)
     env = env_id(db, args.env)
     with db.transaction(write=False) as conn:
-        tokens = queries.list_push_tokens(conn, db, env_id=env, device_id=args.device_id)
-    if not tokens:
+        listed = tokens.list_push_tokens(conn, db, env_id=env, device_id=args.device_id)
+    if not listed:
         raise NotFound(f"no push token for device '{args.device_id}' in {args.env}")
-    emit(args, tokens, _token_lines(tokens))
+    emit(args, listed, _token_lines(listed))
 
 
 def _shown_settings(env: accounts.Environment) -> dict[str, Any]:
@@ -214,10 +213,10 @@ def cmd_settings_list(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_provider_check(args: argparse.Namespace, settings: Settings) -> None:
-    from magpie.dispatch.channels import Channels
     from magpie.providers.apns import ApnsProvider
     from magpie.providers.base import ProviderError
     from magpie.providers.fcm import FcmProvider
+    from magpie.providers.registry import ProviderRegistry
 
     env = accounts.get_environment(open_db(settings), args.env)
     configured = sorted(name for name in env.settings.get("providers", {}) if name in ("fcm", "apns"))
@@ -229,7 +228,7 @@ def cmd_provider_check(args: argparse.Namespace, settings: Settings) -> None:
         async def record(*_: Any) -> int:
             return 0
 
-        channels = Channels(record_sandbox=record, timeout=settings.provider_timeout_seconds)
+        channels = ProviderRegistry(record_sandbox=record, timeout=settings.provider_timeout_seconds)
         results = []
         try:
             for name in names:
