@@ -65,3 +65,15 @@ def test_settings_read_each_type_from_the_environment(variable: str, raw: str, f
 def test_settings_name_the_variable_that_does_not_parse(variable: str, raw: str) -> None:
     with pytest.raises(ValueError, match=variable):
         Settings.from_env({variable: raw})
+
+
+def test_operations_guide_documents_every_environment_setting_key() -> None:
+    from magpie.domain.environment import _PROVIDER_FIELDS, DEFAULTS
+
+    guide = (DOC.parent / "operations.md").read_text(encoding="utf-8")
+    for key in DEFAULTS:
+        assert f"`{key}`" in guide, key
+    for provider, (required, optional) in _PROVIDER_FIELDS.items():
+        assert f"  {provider}:" in guide, provider
+        for field in required | optional:
+            assert f"{field}:" in guide, (provider, field)

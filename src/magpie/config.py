@@ -96,7 +96,7 @@ class Settings:
     secret_key: str | None = setting(
         None,
         "MAGPIE_SECRET_KEY",
-        "Base64 of 32 bytes encrypting phone numbers and provider credentials. Unset: read from (or generated "
+        "Base64 of 32 bytes encrypting phone numbers (AES-GCM). Unset: read from (or generated "
         "into) `secret.key` in the data directory. Every process sharing a PostgreSQL database needs the same key.",
     )
     log_level: str = setting("info", "MAGPIE_LOG_LEVEL", "`debug`, `info`, `warning` or `error`.")

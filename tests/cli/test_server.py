@@ -119,3 +119,42 @@ def test_small_requests_answer_without_the_nagle_delay(tmp_path: Path, reuse: st
                 timings.append(time.perf_counter() - started)
                 assert response.status_code == 200
     assert statistics.median(timings[10:]) < 0.020, sorted(timings)
+
+
+def test_sigterm_to_the_whole_process_group_stops_cleanly(tmp_path: Path) -> None:
+    """A service manager or Ctrl-C signals every process of the group: the writer process waits for the server."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support import ROOT, free_port
+
+    port = free_port()
+    log = tmp_path / "serve.log"
+    env = {**os.environ, "MAGPIE_DATA_DIR": str(tmp_path / "data"), "MAGPIE_PORT": str(port), "MAGPIE_WORKERS": "0"}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "magpie.cli", "serve"],
+            env=env,
+            stdout=out,
+            stderr=out,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "listening on" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        key, _ = _credentials(log.read_text())
+        body = {"userId": "u", "operations": {"$set": {"a": 1}}}
+        url = f"http://127.0.0.1:{port}/v1/properties"
+        assert httpx.post(url, json=body, headers={"X-HACKLE-API-KEY": key}).status_code == 200
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    out_text = log.read_text()
+    assert "magpie stopped after" in out_text
+    assert "exited unexpectedly" not in out_text, out_text

@@ -239,7 +239,7 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> None:
         {"backup": str(target), **manifest},
         f"backed up {source} to {target} ({manifest['bytes']} bytes, schema {manifest['revision']}, "
         f"{manifest['seconds']} s)\n"
-        f"  {key_path} decrypts phone numbers and provider credentials: keep the backup as secret as the store",
+        f"  {key_path} decrypts the stored phone numbers: keep the backup as secret as the store",
     )
 
 
