@@ -77,3 +77,15 @@ def test_operations_guide_documents_every_environment_setting_key() -> None:
         assert f"  {provider}:" in guide, provider
         for field in required | optional:
             assert f"{field}:" in guide, (provider, field)
+
+
+def test_every_magpie_variable_the_code_reads_is_documented() -> None:
+    import re
+
+    root = DOC.parent.parent
+    sources = [*root.glob("src/**/*.py"), *root.glob("tests/**/*.py"), *root.glob("bench/**/*.py"), root / "Makefile"]
+    read = {
+        name for path in sources for name in re.findall(r"\bMAGPIE_[A-Z_]+[A-Z]\b", path.read_text(encoding="utf-8"))
+    }
+    documented = set(re.findall(r"`(MAGPIE_[A-Z_]+)`", DOC.read_text(encoding="utf-8")))
+    assert read - documented == set()

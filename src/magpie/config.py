@@ -176,6 +176,24 @@ def _shown(value: Any) -> str:
     return f"`{value}`"
 
 
+# Variables read by the test suite and the benchmarks, never by a magpie process.
+DEVELOPMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
+    (
+        "MAGPIE_TEST_POSTGRES_URL",
+        "`postgresql://postgres@127.0.0.1:5432/postgres`",
+        "PostgreSQL server the tests create their databases on.",
+    ),
+    ("MAGPIE_REQUIRE_POSTGRES", "(unset)", "`1`: the PostgreSQL tests fail instead of skipping without a server (CI)."),
+    ("MAGPIE_REQUIRE_BROWSER", "(unset)", "`1`: the page tests fail instead of skipping without Chromium (CI)."),
+    ("MAGPIE_CHROMIUM", "`chromium` on the PATH", "Chromium binary the page tests drive."),
+    (
+        "MAGPIE_BENCH_POSTGRES_URL",
+        "`postgresql://postgres@127.0.0.1:5432/postgres`",
+        "PostgreSQL server of the benchmarks (`make bench`).",
+    ),
+)
+
+
 def configuration_markdown() -> str:
     """``docs/configuration.md``: every environment variable, its type, default and meaning."""
     hints = typing.get_type_hints(Settings)
@@ -199,4 +217,6 @@ def configuration_markdown() -> str:
         base = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
         type_name = {Path: "path", str: "text", int: "integer", float: "number", bool: "boolean"}[base]
         lines.append(f"| `{f.metadata['env']}` | {type_name} | {_shown(f.default)} | {f.metadata['description']} |")
+    lines += ["", "## For tests and benchmarks", "", "| Variable | Default | Meaning |", "|---|---|---|"]
+    lines += [f"| `{name}` | {default} | {meaning} |" for name, default, meaning in DEVELOPMENT_VARIABLES]
     return "\n".join(lines) + "\n"
