@@ -61,8 +61,7 @@ def test_serve_bootstraps_empty_store_once_and_revoke_bites_at_once(tmp_path: Pa
     data = tmp_path / "data"
     with ServerProcess(data_dir=data) as server:
         out = server.output()
-        key = next(line.split()[-1] for line in out.splitlines() if "API key:" in line)
-        token = next(line.split()[-1] for line in out.splitlines() if "admin token:" in line)
+        key, token = server.credentials()
         # How to recover lost credentials, said when they are shown.
         assert "magpie key create" in out and "magpie admin-token" in out
         body = {"userId": "19285035", "operations": {"$set": {"grade": "GOLD"}}}

@@ -17,7 +17,7 @@ from tests.support import ServerProcess, magpie_cli
 def test_backup_under_write_load_holds_every_write_acknowledged_before_it_began(tmp_path: Path) -> None:
     data, backup, restored = tmp_path / "data", tmp_path / "backup", tmp_path / "restored"
     with ServerProcess(data_dir=data, env={"MAGPIE_WORKERS": "0"}) as server:
-        key = next(line.split()[-1] for line in server.output().splitlines() if "API key:" in line)
+        key, _ = server.credentials()
         headers = {"X-HACKLE-API-KEY": key}
         phone = httpx.post(
             server.url + "/v1/properties/phone-numbers",

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from tests.support import ServerProcess, magpie_cli
+from tests.support import ServerProcess, magpie_cli, provider_settings
 
 SEED_TRIGGER = """{
     "campaignKey": 1,
@@ -59,9 +59,7 @@ def _wait_completed(url: str, key: str, dispatch_id: str) -> dict[str, Any]:
 def test_serve_demo_campaign_takes_the_seed_trigger_verbatim(tmp_path: Path) -> None:
     data = tmp_path / "data"
     with ServerProcess(data_dir=data) as server:
-        out = server.output()
-        key = next(line.split()[-1] for line in out.splitlines() if "API key:" in line)
-        token = next(line.split()[-1] for line in out.splitlines() if "admin token:" in line)
+        key, token = server.credentials()
         headers = {"X-HACKLE-API-KEY": key, "Content-Type": "application/json"}
         # A device of that user with a token, so the demo push reaches the sandbox inbox.
         user = "eb24b2d8-21a3-4e95-b801-626ba0904e01"
@@ -159,11 +157,8 @@ message:
 def test_undeliverable_campaign_warns_strict_refuses_and_failures_show_their_reason(tmp_path: Path) -> None:
     data = tmp_path / "data"
     with ServerProcess(data_dir=data, env={"MAGPIE_WORKERS": "1"}) as server:
-        out = server.output()
-        key = next(line.split()[-1] for line in out.splitlines() if "API key:" in line)
-        admin = {
-            "Authorization": "Bearer " + next(line.split()[-1] for line in out.splitlines() if "admin token:" in line)
-        }
+        key, token = server.credentials()
+        admin = {"Authorization": f"Bearer {token}"}
         path = tmp_path / "restock.yaml"
         path.write_text(PUSH_YAML, encoding="utf-8")
 
@@ -274,17 +269,7 @@ def test_provider_check_validates_credentials_against_the_providers_without_deli
     data = tmp_path / "data"
     _ok("env", "create", "development", data_dir=data)
     with FakeFcm() as fcm, FakeApns() as apns:
-        providers = {
-            "fcm": {"projectId": fcm.project_id, "serviceAccount": fcm.service_account(), "baseUrl": fcm.base_url},
-            "apns": {
-                "teamId": apns.team_id,
-                "keyId": apns.key_id,
-                "privateKey": apns.private_key_pem,
-                "topic": apns.topic,
-                "baseUrl": apns.base_url,
-                "caFile": apns.ca_pem_path,
-            },
-        }
+        providers = provider_settings(fcm=fcm, apns=apns)
         settings = tmp_path / "settings.json"
         settings.write_text(json.dumps({"providers": providers}))
         _ok("settings", "-f", str(settings), data_dir=data)

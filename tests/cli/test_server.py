@@ -28,13 +28,6 @@ def _records(output: str) -> list[dict[str, Any]]:
     return found
 
 
-def _credentials(output: str) -> tuple[str, str]:
-    lines = output.splitlines()
-    key = next(line.split()[-1] for line in lines if "API key:" in line)
-    token = next(line.split()[-1] for line in lines if "admin token:" in line)
-    return key, token
-
-
 def test_serve_says_where_it_listens_and_what_it_drained(tmp_path: Path) -> None:
     data = tmp_path / "data"
     server = ServerProcess(data_dir=data).start()
@@ -68,7 +61,7 @@ def test_start_line_never_shows_a_database_password() -> None:
 def test_access_log_names_route_templates_and_never_keys_or_bodies(tmp_path: Path) -> None:
     data = tmp_path / "data"
     with ServerProcess(data_dir=data, env={"MAGPIE_ACCESS_LOG": "1", "MAGPIE_WORKERS": "0"}) as server:
-        key, token = _credentials(server.output())
+        key, token = server.credentials()
         headers = {"X-HACKLE-API-KEY": key}
         body = {"userId": "user-4417", "operations": {"$set": {"grade": "PLATINUM-SECRET"}}}
         assert httpx.post(server.url + "/v1/properties", json=body, headers=headers).status_code == 200
@@ -109,7 +102,7 @@ def test_small_requests_answer_without_the_nagle_delay(tmp_path: Path, reuse: st
     """Through the SO_REUSEPORT path too, accepted connections get TCP_NODELAY (no ~40 ms stalls)."""
     env = {"MAGPIE_REUSE_PORT": reuse, "MAGPIE_WORKERS": "0"}
     with ServerProcess(data_dir=tmp_path / "data", env=env) as server:
-        key, _ = _credentials(server.output())
+        key, _ = server.credentials()
         headers = {"X-HACKLE-API-KEY": key}
         with httpx.Client(base_url=server.url, headers=headers) as client:  # one keep-alive connection
             timings = []
@@ -128,7 +121,7 @@ def test_sigterm_to_the_whole_process_group_stops_cleanly(tmp_path: Path) -> Non
     import subprocess
     import sys
 
-    from tests.support import ROOT, free_port
+    from tests.support import ROOT, first_run_credentials, free_port
 
     port = free_port()
     log = tmp_path / "serve.log"
@@ -146,7 +139,7 @@ def test_sigterm_to_the_whole_process_group_stops_cleanly(tmp_path: Path) -> Non
         deadline = time.monotonic() + 30
         while "listening on" not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.05)
-        key, _ = _credentials(log.read_text())
+        key, _ = first_run_credentials(log.read_text())
         body = {"userId": "u", "operations": {"$set": {"a": 1}}}
         url = f"http://127.0.0.1:{port}/v1/properties"
         assert httpx.post(url, json=body, headers={"X-HACKLE-API-KEY": key}).status_code == 200

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sqlite3
 import sys
 import traceback
@@ -111,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args, "DATABASE_UNAVAILABLE", _database_error(exc, settings))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `magpie … | head`: the reader has gone, which is no error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:  # the last resort: one line, with the traceback only in the debug log
         from sqlalchemy.exc import DBAPIError
 

@@ -78,5 +78,11 @@ def read_lines(path: str) -> list[str]:
     return [line.strip() for line in read_text(path).splitlines() if line.strip()]
 
 
-def add_env(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--env", default=DEFAULT_ENV, metavar="NAME", help=ENV_HELP)
+def add_env(parser: argparse.ArgumentParser, *, nested: bool = False) -> None:
+    """``--env NAME``; under a command that takes it too (``settings show``), the outer value is kept."""
+    if nested:
+        parser.add_argument(
+            "--env", default=argparse.SUPPRESS, metavar="NAME", help=f"environment name (default: {DEFAULT_ENV})"
+        )
+    else:
+        parser.add_argument("--env", default=DEFAULT_ENV, metavar="NAME", help=ENV_HELP)

@@ -117,7 +117,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     admin.set_defaults(fn=cmd_admin_token_create)
     tokens = admin.add_subparsers(dest="admin_cmd")
     ac = tokens.add_parser("create", parents=[common], help="create an admin token (shown once)")
-    ac.add_argument("--name", default="", help="a label shown by admin-token list (default: none)")
+    ac.add_argument("--name", default=argparse.SUPPRESS, help="a label shown by admin-token list (default: none)")
     ac.set_defaults(fn=cmd_admin_token_create)
     tokens.add_parser("list", parents=[common], help="list admin tokens (prefixes only)").set_defaults(
         fn=cmd_admin_token_list

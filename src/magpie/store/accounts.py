@@ -138,25 +138,30 @@ def list_api_keys(db: Database, *, environment: str | None = None) -> list[ApiKe
     return [ApiKeyInfo(prefix=r[0], environment=r[1], name=r[2], created_at=r[3], revoked_at=r[4]) for r in rows]
 
 
-def revoke_api_key(db: Database, *, key_or_prefix: str) -> ApiKeyInfo:
-    """Revoke by the full key or by the prefix that ``list`` shows."""
-    now = _now()
+def _revoke(db: Database, *, table: str, hash_column: str, secret_or_prefix: str, what: str) -> str:
+    """Revoke one row of ``table`` by its whole secret or the prefix listings show; returns the prefix."""
+    if len(secret_or_prefix) > 12:
+        where, param = f"{hash_column} = ?", hash_secret(secret_or_prefix)
+    else:
+        where, param = "prefix = ?", secret_or_prefix
     with db.transaction() as conn:
-        if len(key_or_prefix) > 12:
-            where, param = "key_hash = ?", hash_secret(key_or_prefix)
-        else:
-            where, param = "prefix = ?", key_or_prefix
-        rows = db.fetchall(conn, f"SELECT key_hash FROM api_keys WHERE {where}", (param,))
+        rows = db.fetchall(conn, f"SELECT {hash_column}, prefix FROM {table} WHERE {where}", (param,))
         if not rows:
-            raise NotFound("no API key matches")
+            raise NotFound(f"no {what} matches")
         if len(rows) > 1:
-            raise Conflict("several keys share that prefix; pass the whole key")
+            raise Conflict(f"several {what}s share that prefix; pass the whole {what}")
         db.execute(
             conn,
-            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE key_hash = ?",
-            (now, rows[0][0]),
+            f"UPDATE {table} SET revoked_at = COALESCE(revoked_at, ?) WHERE {hash_column} = ?",
+            (_now(), rows[0][0]),
         )
-    return next(k for k in list_api_keys(db) if k.prefix == key_or_prefix[:12])
+    return str(rows[0][1])
+
+
+def revoke_api_key(db: Database, *, key_or_prefix: str) -> ApiKeyInfo:
+    """Revoke by the full key or by the prefix that ``list`` shows."""
+    prefix = _revoke(db, table="api_keys", hash_column="key_hash", secret_or_prefix=key_or_prefix, what="API key")
+    return next(k for k in list_api_keys(db) if k.prefix == prefix)
 
 
 def lookup_api_key(conn: Any, db: Database, key: str) -> int | None:
@@ -192,22 +197,9 @@ def list_admin_tokens(db: Database) -> list[AdminTokenInfo]:
 
 def revoke_admin_token(db: Database, *, token_or_prefix: str) -> AdminTokenInfo:
     """Revoke by the whole token or by the prefix that ``list_admin_tokens`` shows."""
-    if len(token_or_prefix) > 12:
-        where, param = "token_hash = ?", hash_secret(token_or_prefix)
-    else:
-        where, param = "prefix = ?", token_or_prefix
-    with db.transaction() as conn:
-        rows = db.fetchall(conn, f"SELECT token_hash, prefix FROM admin_tokens WHERE {where}", (param,))
-        if not rows:
-            raise NotFound("no admin token matches")
-        if len(rows) > 1:
-            raise Conflict("several admin tokens share that prefix; pass the whole token")
-        db.execute(
-            conn,
-            "UPDATE admin_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE token_hash = ?",
-            (_now(), rows[0][0]),
-        )
-        prefix = rows[0][1]
+    prefix = _revoke(
+        db, table="admin_tokens", hash_column="token_hash", secret_or_prefix=token_or_prefix, what="admin token"
+    )
     return next(t for t in list_admin_tokens(db) if t.prefix == prefix)
 
 
