@@ -39,9 +39,13 @@ DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the test session."""
+    """One headless Chromium per test module.
+
+    Not per session: while Playwright's sync API is open, the main thread counts as running an
+    event loop, and every later ``asyncio.run`` in the session (the provider tests) would fail.
+    """
     if not Path(CHROMIUM).exists():
         message = f"Chromium not found at {CHROMIUM} (run `make browser` to install Debian's chromium)"
         if REQUIRE_BROWSER:
