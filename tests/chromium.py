@@ -43,8 +43,8 @@ PHONE = {"width": 390, "height": 844}
 def browser() -> Iterator[Any]:
     """One headless Chromium per test module.
 
-    Not per session: while Playwright's sync API is open, the main thread counts as running an
-    event loop, and every later ``asyncio.run`` in the session (the provider tests) would fail.
+    Playwright's synchronous API keeps an asyncio loop running in the calling thread while it is
+    open, so it must be closed before other modules' tests call ``asyncio.run``.
     """
     if not Path(CHROMIUM).exists():
         message = f"Chromium not found at {CHROMIUM} (run `make browser` to install Debian's chromium)"

@@ -77,11 +77,19 @@ def _roles(settings: Settings) -> str:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
-    from magpie.app import create_app
     from magpie.logs import configure_logging
 
     configure_logging(settings.log_level)
     sock = listening_socket(settings)  # first: a port in use fails before anything is created
+    try:
+        _serve(args, settings, sock)
+    finally:
+        sock.close()
+
+
+def _serve(args: argparse.Namespace, settings: Settings, sock: socket.socket) -> None:
+    from magpie.app import create_app
+
     db = open_db(settings)
     if settings.bootstrap:
         created = bootstrap(db)
