@@ -151,3 +151,21 @@ def test_sigterm_to_the_whole_process_group_stops_cleanly(tmp_path: Path) -> Non
     out_text = log.read_text()
     assert "magpie stopped after" in out_text
     assert "exited unexpectedly" not in out_text, out_text
+
+
+@pytest.mark.pg
+def test_start_line_on_postgresql_names_the_host_without_the_password(pg_database: str, tmp_path: Path) -> None:
+    import psycopg
+
+    url = pg_database.replace("postgresql://postgres@", "postgresql://postgres:start-line-secret@", 1)
+    try:
+        psycopg.connect(url, connect_timeout=5).close()
+    except psycopg.Error:
+        url = pg_database  # the server checks passwords: keep the URL as the tests were given it
+    with ServerProcess(data_dir=tmp_path / "data", database_url=url, env={"MAGPIE_WORKERS": "0"}) as server:
+        out = server.output()
+    start = next(line for line in out.splitlines() if "listening on" in line and not line.startswith("{"))
+    assert " · postgresql at postgresql://" in start and pg_database.rsplit("/", 1)[1] in start
+    record = next(r for r in _records(out) if r.get("event") == "started")
+    assert record["engine"] == "postgresql" and record["role"] == "api"
+    assert "start-line-secret" not in out
