@@ -54,7 +54,7 @@ def test_backup_under_write_load_holds_every_write_acknowledged_before_it_began(
     manifest = json.loads(result.stdout)
     assert manifest["bytes"] > 0 and manifest["revision"]
     assert len(before) > 50 and during > 0, (len(before), during)  # the store was written to meanwhile
-    assert (backup / "secret.key").stat().st_mode & 0o077 == 0
+    assert (backup / "secret.key").stat().st_mode & 0o077 == 0 and (backup / "magpie.db").stat().st_mode & 0o077 == 0
 
     refused = magpie_cli("restore", str(backup), data_dir=data)  # never over a store in use
     assert refused.returncode == 2 and "not empty" in refused.stderr

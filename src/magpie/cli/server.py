@@ -228,6 +228,7 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> None:
         src.close()
     if check != "ok":
         raise UsageError(f"the copy failed its integrity check: {check}")
+    os.chmod(target / "magpie.db", 0o600)
     import base64
 
     key_path = target / "secret.key"
