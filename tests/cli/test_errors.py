@@ -86,3 +86,27 @@ def test_subcommand_with_a_refused_database_fails_in_one_line(
     assert "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1 and err.startswith("magpie: "), err
     assert "nobody" not in err or "password" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "content", "expected"),
+    [
+        pytest.param(["campaign", "apply", "-f"], b"key: [unclosed\n", "cannot parse", id="campaign-bad-yaml"),
+        pytest.param(["settings", "-f"], b"senderName: {\n", "cannot parse", id="settings-bad-yaml"),
+        pytest.param(["settings", "set", "-f"], b"- a\n- b\n", "settings must be an object", id="settings-not-object"),
+        pytest.param(["campaign", "apply", "-f"], b"key: 1\nname: x\n", "INVALID_CAMPAIGN", id="campaign-incomplete"),
+        pytest.param(["cohort", "set", "vip", "-f"], b"\xff\xfe\x00u1\n", "not UTF-8 text", id="cohort-binary"),
+    ],
+)
+def test_bad_files_are_one_line_errors(
+    argv: list[str], content: bytes, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    assert main(["env", "create", "development", "--data-dir", str(data)]) == 0
+    capsys.readouterr()
+    path = tmp_path / "input.yaml"
+    path.write_bytes(content)
+    status = main([*argv, str(path), "--data-dir", str(data)])
+    err = capsys.readouterr().err
+    assert status != 0 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and expected in err, err
