@@ -172,7 +172,10 @@ def say_stopped(*, role: str, uptime: float, drained: dict[str, int]) -> None:
         for k, n in drained.items()
     ]
     done = f"drained {', '.join(parts)}; " if parts else ""
-    print(f"magpie stopped after {uptime:.0f} s: {done}pending writes committed, dispatch work released", flush=True)
+    print(
+        f"magpie stopped after {uptime:.0f} s: {done}pending writes committed, in-flight dispatch work finished",
+        flush=True,
+    )
     log.info("magpie stopped", extra={"fields": facts})
 
 
