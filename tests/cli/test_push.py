@@ -281,6 +281,13 @@ def test_provider_check_validates_credentials_against_the_providers_without_deli
         assert apns.requests and all(r.headers["apns-push-type"] == "background" for r in apns.requests)
         assert all(r.json == {"aps": {"content-available": 1}} for r in apns.requests)
 
+        # Real FCM refuses the placeholder token (validation still passed the credentials): that is ok too.
+        from magpie.providers.fcm import CHECK_TOKEN
+
+        fcm.invalid_tokens.add(CHECK_TOKEN)
+        again = {r["provider"]: r for r in _ok("provider", "check", "--provider", "fcm", data_dir=data)}
+        assert again["fcm"]["ok"] and "refused, as expected" in again["fcm"]["detail"]
+
         # Wrong credentials: the check fails, names the provider's answer, and exits 1.
         providers["apns"]["topic"] = "com.example.other"
         providers["fcm"]["projectId"] = "another-project"

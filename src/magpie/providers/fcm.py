@@ -119,7 +119,6 @@ def _parse_google_error(body: bytes) -> _GoogleError | None:
 
 # A token no device has: a check send with it can reach no one.
 CHECK_TOKEN = "magpie-provider-check"
-_TOKEN_CODES = ("INVALID_ARGUMENT", "UNREGISTERED", "SENDER_ID_MISMATCH")
 
 
 class FcmProvider:
@@ -176,13 +175,24 @@ class FcmProvider:
         Without a device ``token`` a placeholder is sent; FCM refusing it as a token (and not the
         credentials or the project) means the credentials work.
         """
-        message = {"token": token or CHECK_TOKEN, "data": {"check": "1"}}
+        # Shaped like every message magpie sends (a data message carrying Hackle's payload), so the
+        # check covers what sends would be refused for; validate_only means it is never delivered.
+        probe = PushMessage(
+            token=token or CHECK_TOKEN,
+            provider_type="FCM",
+            title="",
+            body="",
+            hackle={},
+            ttl_seconds=0,
+            high_priority=False,
+        )
+        message = self._message_object(probe)
         access = await self._access_token()
         reply = await self._post_message(_dumps({"validate_only": True, "message": message}), access)
         if 200 <= reply.status < 300:
             return f"project {self.project_id}: credentials accepted, validate_only send accepted"
         error = self._send_error(reply)
-        if token is None and isinstance(error, TokenInvalid | ProviderRejected) and error.code in _TOKEN_CODES:
+        if token is None and isinstance(error, TokenInvalid):
             return f"project {self.project_id}: credentials accepted (the placeholder token was refused, as expected)"
         raise error
 
