@@ -28,6 +28,20 @@ T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Hackle's trigger-send seed request, byte for byte (the stray spaces included).
+SEED_TRIGGER = """{
+    "campaignKey": 1,
+    "users": [
+      {  
+        "userId": "eb24b2d8-21a3-4e95-b801-626ba0904e01",
+        "apiProperties": {
+          "productNumber": "123"
+        }
+      }
+    ]
+  }"""
+
+
 @dataclass
 class Env:
     name: str

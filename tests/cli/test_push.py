@@ -9,19 +9,7 @@ from typing import Any
 
 import httpx
 
-from tests.support import ServerProcess, magpie_cli, provider_settings
-
-SEED_TRIGGER = """{
-    "campaignKey": 1,
-    "users": [
-      {  
-        "userId": "eb24b2d8-21a3-4e95-b801-626ba0904e01",
-        "apiProperties": {
-          "productNumber": "123"
-        }
-      }
-    ]
-  }"""
+from tests.support import SEED_TRIGGER, ServerProcess, magpie_cli, provider_settings
 
 CAMPAIGN_YAML = """
 key: 12
