@@ -28,6 +28,7 @@ check: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo
 
 # docs/configuration.md is generated from the settings table in src/magpie/config.py.
 docs: $(STAMP)

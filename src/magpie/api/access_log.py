@@ -7,29 +7,41 @@ tokens, query strings and bodies are never logged.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Protocol
 
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Match
 
 from magpie.api.asgi import Receive, Scope, Send
 from magpie.api.auth import API_KEY_HEADER, SDK_KEY_HEADER
+from magpie.api.context import Context
+from magpie.api.fallback import build_fallback
+from magpie.api.routes import Matcher
 from magpie.store import accounts
-
-if TYPE_CHECKING:
-    from magpie.app import MagpieApp
 
 log = logging.getLogger("magpie.access")
 
 
-class AccessLog:
-    """ASGI middleware around ``MagpieApp`` that logs each HTTP request once it is answered."""
+class RoutedApp(Protocol):
+    """What the access log reads of the app it wraps (``magpie.app.MagpieApp``)."""
 
-    def __init__(self, app: MagpieApp) -> None:
+    routes: dict[tuple[str, str], Any]
+    param_routes: list[tuple[str, Matcher, Any]]
+    admin_extensions: list[Callable[[Context], list[BaseRoute]]]
+    ctx: Context | None
+
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]: ...
+
+
+class AccessLog:
+    """ASGI middleware that logs each HTTP request once it is answered."""
+
+    def __init__(self, app: RoutedApp) -> None:
         self.app = app
         self._env_names: dict[int, str] = {}
+        self._fallback_routes: list[BaseRoute] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -38,7 +50,7 @@ class AccessLog:
         started = time.perf_counter()
         status = 0
 
-        async def send_status(message: dict[str, Any]) -> None:
+        async def send_status(message: MutableMapping[str, Any]) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
@@ -47,8 +59,8 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            method, path = scope["method"], scope["path"]
-            route, params = self.route(method, path)
+            method = scope["method"]
+            route, params = self.route(method, scope["path"])
             fields: dict[str, Any] = {
                 "event": "request",
                 "method": method,
@@ -63,22 +75,26 @@ class AccessLog:
 
     def route(self, method: str, path: str) -> tuple[str, dict[str, str]]:
         """The route template a request matched, and its path parameters (``unmatched`` if none)."""
-        app = self.app
-        if (method, path) in app.routes:
+        if (method, path) in self.app.routes:
             return path, {}
-        for route_method, matcher, _ in app.param_routes:
+        for route_method, matcher, _ in self.app.param_routes:
             params = matcher(path) if route_method == method else None
             if params:
                 ((name, value),) = params.items()
                 return "/".join("{" + name + "}" if part == value else part for part in path.split("/")), {}
-        starlette = app._starlette
-        if starlette is not None:
-            probe = {"type": "http", "path": path, "method": method, "root_path": ""}
-            for candidate in starlette.routes:
-                match, child = candidate.matches(probe)
-                if match != Match.NONE:
-                    return str(getattr(candidate, "path", path)), dict(child.get("path_params", {}))
+        probe = {"type": "http", "path": path, "method": method, "root_path": ""}
+        for candidate in self._fallback():
+            match, child = candidate.matches(probe)
+            if match != Match.NONE:
+                return str(getattr(candidate, "path", path)), dict(child.get("path_params", {}))
         return "unmatched", {}
+
+    def _fallback(self) -> list[BaseRoute]:
+        ctx = self.app.ctx
+        if self._fallback_routes is None and ctx is not None:
+            extra = [r for extension in self.app.admin_extensions for r in extension(ctx)]
+            self._fallback_routes = list(build_fallback(ctx, extra_routes=extra).routes)
+        return self._fallback_routes or []
 
     async def _key_env(self, scope: Scope) -> str | None:
         ctx = self.app.ctx
@@ -91,7 +107,7 @@ class AccessLog:
             return None
         name = self._env_names.get(env_id)
         if name is None:
-            envs = await asyncio.get_running_loop().run_in_executor(ctx.executor, accounts.list_environments, ctx.db)
+            envs = await ctx.runtime.reader.call(lambda: accounts.list_environments(ctx.db))
             self._env_names = {e.id: e.name for e in envs}
             name = self._env_names.get(env_id, str(env_id))
         return name

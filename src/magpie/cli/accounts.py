@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from magpie.api import views
 from magpie.cli._common import DEFAULT_ENV, ENV_HELP, emit, open_db
 from magpie.config import Settings
 from magpie.store import accounts, events, profiles
@@ -72,9 +73,9 @@ def cmd_user_show(args: argparse.Namespace, settings: Settings) -> None:
     with db.transaction(write=False) as conn:
         env_id = accounts.env_id_by_name(conn, db, args.env)
         if args.device:
-            view = profiles.device_view(conn, db, cipher, env_id=env_id, device_id=args.id)
+            view = views.device(profiles.device_view(conn, db, cipher, env_id=env_id, device_id=args.id))
         else:
-            view = profiles.user_view(conn, db, cipher, env_id=env_id, user_id=args.id)
+            view = views.row(profiles.user_view(conn, db, cipher, env_id=env_id, user_id=args.id))
         recent = events.recent_events(
             conn,
             db,
@@ -83,7 +84,7 @@ def cmd_user_show(args: argparse.Namespace, settings: Settings) -> None:
             device_id=args.id if args.device else None,
             limit=args.events,
         )
-    view["recentEvents"] = recent
+    view["recentEvents"] = views.rows(recent)
     emit(args, view)
 
 

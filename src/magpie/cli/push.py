@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Any
 
+from magpie.api import views
 from magpie.cli._common import UsageError, add_env, emit, env_id, load_document, open_db, read_lines
 from magpie.config import Settings
 from magpie.domain.environment import DEFAULTS, parse_settings
@@ -60,7 +61,7 @@ def cmd_campaign_list(args: argparse.Namespace, settings: Settings) -> None:
     db = open_db(settings)
     env = env_id(db, args.env)
     with db.transaction(write=False) as conn:
-        listed = campaigns.list_campaigns(conn, db, env_id=env)
+        listed = [views.campaign(row) for row in campaigns.list_campaigns(conn, db, env_id=env)]
     if not args.all:
         listed = [c for c in listed if c["status"] != "ARCHIVED"]
     lines = [f"{c['key']}\t{c['status']}\t{c['purpose']}\t{c['provider']}\t{c['name']}" for c in listed]
@@ -71,7 +72,7 @@ def cmd_campaign_show(args: argparse.Namespace, settings: Settings) -> None:
     db = open_db(settings)
     env = env_id(db, args.env)
     with db.transaction(write=False) as conn:
-        emit(args, campaigns.get_campaign_json(conn, db, env_id=env, key=args.key))
+        emit(args, views.campaign(campaigns.get_campaign(conn, db, env_id=env, key=args.key)))
 
 
 def cmd_campaign_archive(args: argparse.Namespace, settings: Settings) -> None:
@@ -91,7 +92,7 @@ def cmd_cohort_list(args: argparse.Namespace, settings: Settings) -> None:
     db = open_db(settings)
     env = env_id(db, args.env)
     with db.transaction(write=False) as conn:
-        listed = campaigns.list_cohorts(conn, db, env_id=env)
+        listed = views.rows(campaigns.list_cohorts(conn, db, env_id=env))
     emit(args, listed, "\n".join(f"{c['name']}\t{c['size']}" for c in listed) or "(no cohorts)")
 
 
@@ -99,7 +100,7 @@ def cmd_cohort_show(args: argparse.Namespace, settings: Settings) -> None:
     db = open_db(settings)
     env = env_id(db, args.env)
     with db.transaction(write=False) as conn:
-        view = campaigns.cohort_view(conn, db, env_id=env, name=args.name, limit=args.limit)
+        view = views.row(campaigns.cohort_view(conn, db, env_id=env, name=args.name, limit=args.limit))
     more = view["size"] - len(view["members"])
     text = f"cohort {view['name']}: {view['size']} members\n" + "\n".join(view["members"])
     emit(args, view, text + (f"\n… and {more} more" if more > 0 else ""))
@@ -270,7 +271,7 @@ def cmd_stats_dispatch(args: argparse.Namespace, settings: Settings) -> None:
     db = open_db(settings)
     env = env_id(db, args.env)
     with db.transaction(write=False) as conn:
-        view = dispatch_view(conn, db, env_id=env, dispatch_id=args.dispatch_id)
+        view = views.dispatch(dispatch_view(conn, db, env_id=env, dispatch_id=args.dispatch_id))
     counts = view["counts"]
     text = (
         f"dispatch {view['dispatchId']} (campaign {view['campaignKey']}): {view['status']}\n"
@@ -291,7 +292,9 @@ def cmd_stats_campaign(args: argparse.Namespace, settings: Settings) -> None:
     since = parse_time(args.since, name="--from", default=now - 7 * 86_400_000)
     until = parse_time(args.until, name="--to", default=now + 1)
     with db.transaction(write=False) as conn:
-        stats = campaign_stats(conn, db, env_id=env, campaign_key=args.key, since=since, until=until)
+        stats = views.campaign_stats(
+            campaign_stats(conn, db, env_id=env, campaign_key=args.key, since=since, until=until)
+        )
     text = (
         f"campaign {args.key}: requested {stats['requested']} in {stats['dispatches']} dispatches, "
         f"sent {stats['sent']}, failed {stats['failed']}, excluded {stats['excludedTotal']}, "

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from magpie.domain.identity import DEVICE
-from magpie.errors import InvalidApiKey
-from magpie.store.db import Database
+from magpie.store.db import Connection, Database
 from magpie.store.profiles import link_device
 from magpie.store.transaction import Tx
 
@@ -47,8 +46,8 @@ class RegisterToken:
 
     def run(self, tx: Tx) -> str:
         """Returns the token's status: ACTIVE, or RETIRED for a token a provider rejected for good."""
-        if self.key_hash is not None and tx.key_env(self.key_hash) != self.env_id:
-            raise InvalidApiKey()
+        if self.key_hash is not None:
+            tx.check_key(self.key_hash, self.env_id)
         device = tx.profile(self.env_id, DEVICE, self.device_id)
         if self.user_id is not None:
             link_device(tx, user=tx.profile(self.env_id, "u", self.user_id), device_id=self.device_id)
@@ -87,7 +86,7 @@ def register_token_row(tx: Tx, *, env_id: int, device_id: str, provider_type: st
 
 
 def list_push_tokens(
-    conn: Any,
+    conn: Connection,
     db: Database,
     *,
     env_id: int,
