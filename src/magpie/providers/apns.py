@@ -139,7 +139,7 @@ class ApnsProvider:
             "apns-priority": "5",
             "apns-expiration": "0",
         }
-        payload = _dumps({"aps": {"content-available": 1}})
+        payload = compact_json({"aps": {"content-available": 1}})
         response = await self._post(
             f"{self._base_url}/3/device/{CHECK_TOKEN}", payload, headers, self._provider_token()
         )

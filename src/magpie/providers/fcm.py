@@ -182,7 +182,7 @@ class FcmProvider:
         )
         message = self._message_object(probe)
         access = await self._access_token()
-        reply = await self._post_message(_dumps({"validate_only": True, "message": message}), access)
+        reply = await self._post_message(compact_json({"validate_only": True, "message": message}), access)
         if 200 <= reply.status < 300:
             return f"project {self.project_id}: credentials accepted, validate_only send accepted"
         error = self._send_error(reply)
