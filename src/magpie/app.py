@@ -91,6 +91,7 @@ class MagpieApp:
             executor=executor,
             rate_per_key=settings.rate_limit_per_key,
             burst=settings.rate_limit_burst,
+            cache_seconds=settings.key_cache_seconds,
         )
         writer.on_invalid_key = auth.forget_hash
         self.ctx = Context(settings=settings, db=self.db, writer=writer, auth=auth, executor=executor, cipher=cipher)

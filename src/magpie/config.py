@@ -36,6 +36,18 @@ class Settings:
     # Requests per second per API key; 0 disables rate limiting.
     rate_limit_per_key: float = 0.0
     rate_limit_burst: int = 0
+    # A revoked API key stops working on every endpoint within this many seconds.
+    key_cache_seconds: float = 5.0
+    # Slow clients: the request head must arrive within header_timeout seconds, the body within
+    # body_timeout seconds; at most max_connections connections are served at once (more get 503).
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
+    max_connections: int = 2048
+    # Failed authentications per client address per second (burst 4x); 0 disables the throttle.
+    auth_failures_per_second: float = 5.0
+    # Dispatch: a work item failing for a reason retrying cannot fix is given up after this
+    # many attempts; its remaining recipients end FAILED (reason PROCESSING_ERROR).
+    max_item_attempts: int = 3
     # In-process dispatch workers started by `magpie serve` (0: the API only).
     workers: int = 1
     worker_concurrency: int = 64
@@ -84,6 +96,12 @@ class Settings:
             batch_max=_int(e, "MAGPIE_BATCH_MAX", 512),
             rate_limit_per_key=_float(e, "MAGPIE_RATE_LIMIT", 0.0),
             rate_limit_burst=_int(e, "MAGPIE_RATE_LIMIT_BURST", 0),
+            key_cache_seconds=_float(e, "MAGPIE_KEY_CACHE_SECONDS", 5.0),
+            header_timeout_seconds=_float(e, "MAGPIE_HEADER_TIMEOUT", 10.0),
+            body_timeout_seconds=_float(e, "MAGPIE_BODY_TIMEOUT", 30.0),
+            max_connections=_int(e, "MAGPIE_MAX_CONNECTIONS", 2048),
+            auth_failures_per_second=_float(e, "MAGPIE_AUTH_FAILURES_PER_SECOND", 5.0),
+            max_item_attempts=_int(e, "MAGPIE_MAX_ITEM_ATTEMPTS", 3),
             workers=_int(e, "MAGPIE_WORKERS", 1),
             worker_concurrency=_int(e, "MAGPIE_WORKER_CONCURRENCY", 64),
             lease_seconds=_float(e, "MAGPIE_LEASE_SECONDS", 30.0),

@@ -13,7 +13,9 @@ Every error a client can see is a ``MagpieError``; the HTTP layer maps it to
     │   ├── ExceedUserMaxLength   EXCEED_USER_MAX_LENGTH
     │   ├── CampaignNotFound      CAMPAIGN_NOT_FOUND
     │   ├── InvalidPhoneNumber    INVALID_PHONE_NUMBER
-    │   └── InvalidCampaign       INVALID_CAMPAIGN
+    │   ├── InvalidCampaign       INVALID_CAMPAIGN
+    │   ├── IncompleteBody        INCOMPLETE_BODY (shorter than its Content-Length)
+    │   └── StorageRefused        INVALID_REQUEST (the database refused the data)
     ├── NotFound (404)            NOT_FOUND
     ├── MethodNotAllowed (405)    METHOD_NOT_ALLOWED
     ├── Conflict (409)            CONFLICT
@@ -90,6 +92,19 @@ class InvalidPhoneNumber(InvalidRequest):
 class InvalidCampaign(InvalidRequest):
     code = "INVALID_CAMPAIGN"
     default_message = "The campaign definition is invalid"
+
+
+class IncompleteBody(InvalidRequest):
+    """The body ended (the client disconnected) before its declared length: it is never applied."""
+
+    code = "INCOMPLETE_BODY"
+    default_message = "The request body is shorter than its Content-Length"
+
+
+class StorageRefused(InvalidRequest):
+    """The database refused a request's data; retrying the same data cannot succeed."""
+
+    default_message = "The request holds data the storage cannot keep"
 
 
 class NotFound(MagpieError):

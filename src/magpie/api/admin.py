@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Route
 from magpie.api.context import Context
 from magpie.api.openapi import docs_routes
 from magpie.domain.identity import USER
+from magpie.domain.requests import decode_json
 from magpie.errors import InvalidAdminToken, InvalidRequest, MagpieError, ServiceUnavailable
 from magpie.store import accounts, queries
 from magpie.store.accounts import check_admin_token
@@ -51,10 +52,7 @@ def error_response(exc: MagpieError) -> Response:
 
 async def body_json(request: Request) -> Any:
     raw = await request.body()
-    try:
-        return msgspec.json.decode(raw) if raw else {}
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"malformed JSON: {exc}") from exc
+    return decode_json(raw) if raw else {}
 
 
 def admin(app: MagpieApp, handler: AdminHandler, *, status: int = 200) -> Callable[[Request], Awaitable[Response]]:

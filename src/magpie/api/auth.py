@@ -1,8 +1,10 @@
 """API-key authentication with a per-process cache, and per-key rate limiting.
 
-A cached key saves a database read per request; it cannot outlive a revocation, because
-every write re-checks its key inside the writer's transaction (``Tx.key_env``) and a
-revoked key drops out of the cache there. Reads check the database directly.
+A cached key saves a database read per request. It cannot outlive a revocation by more
+than ``key_cache_seconds`` (default 5 s) on any endpoint: each entry is looked up again once
+that old, every write re-checks its key inside the writer's transaction (``Tx.key_env``),
+where a revoked key drops out of the cache at once, and statistics reads check the
+database directly.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class Authenticator:
         executor: ThreadPoolExecutor,
         rate_per_key: float = 0.0,
         burst: int = 0,
+        cache_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.db = db
@@ -47,7 +50,9 @@ class Authenticator:
         self.rate = rate_per_key
         self.burst = float(burst or max(1.0, rate_per_key))
         self.clock = clock
+        self.cache_seconds = cache_seconds
         self._cache: dict[str, tuple[str, int]] = {}
+        self._expires: dict[str, float] = {}
         self._buckets: dict[str, _Bucket] = {}
 
     def forget_hash(self, key_hash: str) -> None:
@@ -57,13 +62,15 @@ class Authenticator:
 
     def clear(self) -> None:
         self._cache.clear()
+        self._expires.clear()
 
     async def authenticate(self, headers: dict[bytes, bytes], *, sdk: bool = False) -> tuple[str, int]:
         raw = headers.get(API_KEY_HEADER)
         if raw is not None and self.rate <= 0:
             # The hot path: a known key, no rate limit, answered without another coroutine.
-            found = self._cache.get(raw.decode("latin-1"))
-            if found is not None:
+            key = raw.decode("latin-1")
+            found = self._cache.get(key)
+            if found is not None and self._expires[key] > self.clock():
                 return found
         if sdk and raw is None:
             raw = headers.get(SDK_KEY_HEADER)
@@ -87,14 +94,17 @@ class Authenticator:
 
     async def check(self, key: str) -> tuple[str, int]:
         found = self._cache.get(key)
-        if found is None:
+        if found is None or self._expires[key] <= self.clock():
             env_id = await asyncio.get_running_loop().run_in_executor(self.executor, self._lookup, key)
             if env_id is None:
+                self._cache.pop(key, None)
                 raise InvalidApiKey()
             found = (hash_secret(key), env_id)
             if len(self._cache) > 10_000:
                 self._cache.clear()
+                self._expires.clear()
             self._cache[key] = found
+            self._expires[key] = self.clock() + self.cache_seconds
         if self.rate > 0:
             self._take(found[0])
         return found

@@ -36,6 +36,7 @@ from magpie.domain.events import (
     system_effect,
 )
 from magpie.domain.identity import clean_id
+from magpie.domain.requests import decode_json
 from magpie.errors import InvalidApiKey, InvalidRequest
 from magpie.store import events as store
 
@@ -115,17 +116,6 @@ _batch_decoder = msgspec.json.Decoder(_Batch)
 _track_decoder = msgspec.json.Decoder(_TrackRequest)
 
 
-def _decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
-    if not body:
-        raise InvalidRequest("the request body must be a JSON object")
-    try:
-        return decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise InvalidRequest(str(exc)) from exc
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"malformed JSON: {exc}") from exc
-
-
 def _event(
     *,
     where: str,
@@ -165,7 +155,7 @@ def _sdk_context(item: _SdkEvent) -> dict[str, Any]:
 
 def parse_batch(body: bytes) -> list[Event]:
     """Every event of an SDK batch, validated, in event-time order, each insertId once."""
-    batch: _Batch = _decode(_batch_decoder, body)
+    batch: _Batch = decode_json(body, _batch_decoder)
     total = len(batch.exposureEvents) + len(batch.trackEvents) + len(batch.remoteConfigEvents)
     if total > MAX_BATCH_EVENTS:
         raise InvalidRequest(f"a batch may hold at most {MAX_BATCH_EVENTS} events, got {total}")
@@ -227,7 +217,7 @@ def _first_of_each(events: list[Event]) -> list[Event]:
 
 def parse_track(body: bytes, *, now_ms: int) -> Event:
     """The one event of a ``POST /v1/track`` body."""
-    request: _TrackRequest = _decode(_track_decoder, body)
+    request: _TrackRequest = decode_json(body, _track_decoder)
     user = request.user
     identifiers = dict(user.identifiers)
     for name, value, field in (

@@ -22,6 +22,15 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 OPERATIONAL_ERRORS: tuple[type[BaseException], ...] = (sqlite3.OperationalError, psycopg.OperationalError)
 
 
+# Errors that mean "the database refuses this data": the same statement fails every time.
+DATA_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.DataError,
+    psycopg.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.IntegrityError,
+)
+
+
 class ConcurrentCreation(Exception):
     """Another process created a row this transaction meant to create: run the batch again."""
 

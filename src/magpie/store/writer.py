@@ -32,8 +32,8 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
-from magpie.errors import InvalidApiKey, MagpieError, ServiceUnavailable
-from magpie.store.db import RETRYABLE_ERRORS, Database
+from magpie.errors import InvalidApiKey, InvalidRequest, MagpieError, ServiceUnavailable, StorageRefused
+from magpie.store.db import DATA_ERRORS, RETRYABLE_ERRORS, Database
 from magpie.store.tx import Tx
 
 log = logging.getLogger("magpie.writer")
@@ -153,6 +153,10 @@ class BatchRunner:
 
     @staticmethod
     def _unavailable(exc: BaseException) -> MagpieError:
+        if isinstance(exc, DATA_ERRORS):
+            # The database refused this job's data: running it again cannot succeed.
+            log.error("storage refused the data: %s: %s", type(exc).__name__, exc)
+            return StorageRefused()
         log.error("storage error: %s: %s", type(exc).__name__, exc)
         return ServiceUnavailable()
 
@@ -166,6 +170,10 @@ class BatchRunner:
                     prepare()
                 except MagpieError as exc:
                     rejected[index] = exc
+                except Exception as exc:
+                    # Never let one request's body fail the batch it was gathered into.
+                    log.warning("request rejected while decoding: %s: %s", type(exc).__name__, exc)
+                    rejected[index] = InvalidRequest("the request body could not be decoded")
         conn = self._connection()
         db = self.db
         db.begin(conn)
