@@ -15,8 +15,14 @@ $(STAMP): requirements.lock pyproject.toml
 run: $(STAMP)
 	$(BIN)/magpie serve
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Debian's Chromium (with CJK fonts for Korean text) for the page tests; Playwright drives this binary.
+browser:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null; \
+	  else echo "Chromium is missing: run 'sudo apt-get install chromium fonts-noto-cjk' for the page tests"; fi; }
 
 check: $(STAMP)
 	$(BIN)/ruff check src tests bench

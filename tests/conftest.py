@@ -17,6 +17,8 @@ import pytest
 from magpie.config import Settings
 from tests.support import AppClient, Env, make_env
 
+pytest_plugins = ["tests.chromium"]
+
 PG_ADMIN_URL = os.environ.get("MAGPIE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REQUIRE_PG = os.environ.get("MAGPIE_REQUIRE_POSTGRES") == "1"
 
