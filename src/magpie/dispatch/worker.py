@@ -28,6 +28,7 @@ from magpie.dispatch.retry import backoff
 from magpie.domain import compliance
 from magpie.domain.audience import Recipient, cohort_names, matches
 from magpie.domain.campaigns import Campaign, parse_campaign
+from magpie.errors import MagpieError, ServiceUnavailable
 from magpie.providers.base import ProviderError, ProviderUnavailable, PushMessage, TokenInvalid
 from magpie.store.db import Database
 from magpie.store.outbox import (
@@ -40,6 +41,7 @@ from magpie.store.outbox import (
     Planned,
     PrepareRecipients,
     RecordRecipient,
+    RetryItem,
     Snapshot,
     Target,
     WorkItem,
@@ -51,6 +53,8 @@ from magpie.store.writer import GroupCommitWriter, ProcessWriter, Writer
 log = logging.getLogger("magpie.worker")
 
 Sleep = Callable[[float], Awaitable[None]]
+# The reason recipients fail with when their work item is given up.
+PROCESSING_ERROR = "PROCESSING_ERROR"
 
 
 def hackle_payload(
@@ -203,11 +207,55 @@ class Dispatcher:
         heartbeat = asyncio.create_task(self._heartbeat(item))
         try:
             await self.process(item)
-        except Exception:
-            # The lease will lapse and another attempt will resume where this one stopped.
-            log.exception("work item %s of dispatch %s failed", item.id, item.dispatch_id)
+        except ServiceUnavailable:
+            # Storage is down: the lease lapses and the item is resumed once storage is back,
+            # however long that takes (an outage is not the item's fault).
+            log.warning("work item %s of dispatch %s paused: storage unavailable", item.id, item.dispatch_id)
+        except Exception as exc:
+            heartbeat.cancel()
+            await self._failed(item, exc)
         finally:
             heartbeat.cancel()
+
+    async def _failed(self, item: WorkItem, exc: Exception) -> None:
+        """A work item failed for its own reason: retry it a bounded number of times, then give up.
+
+        Giving up ends its remaining recipients ``FAILED`` (``PROCESSING_ERROR``), so that no
+        dispatch can stay pending forever because of one item.
+        """
+        limit = self.settings.max_item_attempts
+        give_up = item.attempts >= limit
+        log.error(
+            "work item %s of dispatch %s failed (attempt %d of %d): %s: %s%s",
+            item.id,
+            item.dispatch_id,
+            item.attempts,
+            limit,
+            type(exc).__name__,
+            exc,
+            "; giving up: its remaining recipients fail with PROCESSING_ERROR" if give_up else "",
+            exc_info=not isinstance(exc, MagpieError),
+        )
+        if self.metrics is not None:
+            self.metrics.work_item_failures.labels("given_up" if give_up else "retried").inc()
+        try:
+            if give_up:
+                await self.writer.submit(
+                    FinishItem(
+                        item_id=item.id,
+                        dispatch_id=item.dispatch_id,
+                        now_ms=self.now_ms(),
+                        fail_reason=PROCESSING_ERROR,
+                    )
+                )
+            else:
+                delay = backoff(attempt=item.attempts, base=1.0, cap=self.settings.lease_seconds, rng=self.rng)
+                await self.writer.submit(
+                    RetryItem(item_id=item.id, owner=self.owner, available_ms=self.now_ms() + int(delay * 1000))
+                )
+        except Exception:
+            # Could not record it: the lease lapses and the next claim counts another attempt.
+            log.exception("could not record the failure of work item %s", item.id)
 
     async def _heartbeat(self, item: WorkItem) -> None:
         lease = self.settings.lease_seconds
