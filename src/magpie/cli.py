@@ -90,11 +90,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((settings.host, settings.port))
         listen = {"fd": sock.fileno()}
+    from magpie.api.protocol import server_options
+
     uvicorn.run(
         app,
         **listen,
-        loop="uvloop",
-        http="httptools",
+        **server_options(settings),
         access_log=False,
         log_level="warning",
         lifespan="on",

@@ -18,6 +18,7 @@ Every error a client can see is a ``MagpieError``; the HTTP layer maps it to
     │   └── StorageRefused        INVALID_REQUEST (the database refused the data)
     ├── NotFound (404)            NOT_FOUND
     ├── MethodNotAllowed (405)    METHOD_NOT_ALLOWED
+    ├── RequestTimeout (408)      REQUEST_TIMEOUT
     ├── Conflict (409)            CONFLICT
     ├── PayloadTooLarge (413)     PAYLOAD_TOO_LARGE
     ├── RateLimited (429)         RATE_LIMITED
@@ -117,6 +118,12 @@ class MethodNotAllowed(MagpieError):
     status = 405
     code = "METHOD_NOT_ALLOWED"
     default_message = "Method not allowed"
+
+
+class RequestTimeout(MagpieError):
+    status = 408
+    code = "REQUEST_TIMEOUT"
+    default_message = "The request did not arrive in time"
 
 
 class Conflict(MagpieError):
