@@ -19,7 +19,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from magpie.api._http import error_body
+from magpie.api.failures import failure
 from magpie.config import Settings
 from magpie.errors import InvalidRequest, MagpieError, RequestTimeout, ServiceUnavailable
 
@@ -89,7 +89,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._disarm()
         if self.transport.is_closing():
             return
-        body = error_body(exc)
+        body = failure(exc).body
         self.transport.write(
             b"".join(
                 (

@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from magpie.api._http import SUCCESS, Request, Response, encode
+from magpie.api.asgi import SUCCESS, Request, Response, encode
+from magpie.api.bodies import INT64_MAX, INT64_MIN, parse_int
 from magpie.api.context import Context
 from magpie.domain.identity import check_identifier, clean_id, require_identifier
-from magpie.domain.requests import INT64_MAX, INT64_MIN, parse_int
 from magpie.errors import ExceedUserMaxLength, InvalidRequest
-from magpie.store.dispatches import AcceptTrigger, RegisterToken, campaign_stats, dispatch_view
+from magpie.store.dispatches import AcceptTrigger, campaign_stats, dispatch_view
+from magpie.store.tokens import RegisterToken
 
 MAX_USERS = 50
 MAX_API_PROPERTIES = 64

@@ -18,8 +18,9 @@ from typing import Annotated, Any
 
 import msgspec
 
-from magpie.api._http import SUCCESS, Request, Response, encode
+from magpie.api.asgi import SUCCESS, Request, Response, encode
 from magpie.api.auth import API_KEY_HEADER, SDK_KEY_HEADER
+from magpie.api.bodies import decode_json
 from magpie.api.context import Context
 from magpie.domain.events import (
     DEVICE_ID,
@@ -32,11 +33,10 @@ from magpie.domain.events import (
     check_insert_id,
     check_properties,
     check_value,
-    identity,
+    event_ids,
     system_effect,
 )
 from magpie.domain.identity import clean_id
-from magpie.domain.requests import decode_json
 from magpie.errors import InvalidApiKey, InvalidRequest
 from magpie.store import events as store
 
@@ -132,7 +132,7 @@ def _event(
     check_insert_id(insert_id, where=where)
     check_value(value, where=where)
     check_properties(properties, where=where)
-    user_id, device_id = identity(identifiers, fallback_user_id=fallback_user_id, where=where)
+    user_id, device_id = event_ids(identifiers, fallback_user_id=fallback_user_id, where=where)
     effect, stored = system_effect(key, properties, device_id=device_id, where=where)
     return Event(
         insert_id=insert_id,
