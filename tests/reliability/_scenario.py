@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from magpie.store.db import Database
 
@@ -80,3 +85,49 @@ def stored_users(db: Database, env_id: int, ids: list[str]) -> int:
     with db.transaction(write=False) as conn:
         rows = db.fetchall(conn, "SELECT ident FROM profiles WHERE env_id = ? AND kind = 'u'", (env_id,))
     return len(wanted & {r[0] for r in rows})
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of the test's own (initdb + pg_ctl as ``postgres``) on a free loopback port.
+
+    Tests that stop the database use this one, never the shared server on 5432.
+    """
+
+    def __init__(self, directory: Path, port: int) -> None:
+        self.directory = directory
+        self.data = directory / "pgdata"
+        self.port = port
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+        if not bins:
+            pytest.skip("Debian's PostgreSQL server package (pg_ctl, initdb) is not installed")
+        self.bin = bins[-1].parent
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _as_postgres(self, *args: str) -> None:
+        command = [str(self.bin / args[0]), *args[1:]]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
+
+    def init(self) -> PrivatePostgres:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.directory, "postgres", "postgres")
+        self._as_postgres("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        return self
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=on"
+        self._as_postgres(
+            "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.directory / "pg.log"), "-w", "start"
+        )
+
+    def stop(self, mode: str = "immediate") -> None:
+        self._as_postgres("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def log(self) -> str:
+        path = self.directory / "pg.log"
+        return path.read_text(errors="replace") if path.exists() else ""

@@ -19,9 +19,11 @@ import msgspec
 from starlette.exceptions import HTTPException
 
 from magpie.errors import MagpieError, RateLimited, ServiceUnavailable
+from magpie.logs import Throttle
 from magpie.store.db import OPERATIONAL_ERRORS
 
 log = logging.getLogger("magpie.http")
+_outage_log = Throttle(interval=1.0)
 
 _encode = msgspec.json.encode
 _STARLETTE_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
@@ -55,7 +57,9 @@ def failure(exc: BaseException) -> Failure:
             headers = ((b"retry-after", str(exc.retry_after).encode()),)
         return Failure(exc.status, exc.code, exc.message, headers)
     if isinstance(exc, OPERATIONAL_ERRORS):
-        log.error("storage unavailable: %s", type(exc).__name__)
+        suppressed = _outage_log.ready()
+        if suppressed is not None:
+            log.error("storage unavailable: %s (%d more since the last line)", type(exc).__name__, suppressed)
         return failure(ServiceUnavailable())
     if isinstance(exc, HTTPException):
         extra = tuple((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (exc.headers or {}).items())

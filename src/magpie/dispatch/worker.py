@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 from liquid.exceptions import LiquidError
 
+from magpie.api.auth import read_in
 from magpie.config import Settings
 from magpie.dispatch.retry import backoff
 from magpie.domain import compliance
@@ -148,6 +149,9 @@ class Dispatcher:
             if free > 0:
                 try:
                     items = await self._claim(free)
+                except ServiceUnavailable:
+                    await self._pause(stop, 1.0)  # the writer and the store log the outage, once a second
+                    continue
                 except Exception:
                     log.exception("claiming work failed")
                     await self._pause(stop, 1.0)
@@ -261,9 +265,12 @@ class Dispatcher:
         lease = self.settings.lease_seconds
         while True:
             await asyncio.sleep(lease / 3)
-            await self.writer.submit(
-                ExtendLease(item_ids=[item.id], owner=self.owner, until_ms=self.now_ms() + int(lease * 1000))
-            )
+            try:
+                await self.writer.submit(
+                    ExtendLease(item_ids=[item.id], owner=self.owner, until_ms=self.now_ms() + int(lease * 1000))
+                )
+            except ServiceUnavailable:
+                continue  # storage is down: try again at the next beat, the lease may still hold
 
     # -- one work item ------------------------------------------------------------------------------
 
@@ -279,19 +286,8 @@ class Dispatcher:
         return campaign
 
     async def _read(self, fn: Callable[[Any], Any]) -> Any:
-        db = self.db
-
-        def call() -> Any:
-            conn = db.reader()
-            try:
-                if db.is_sqlite:
-                    conn.execute("BEGIN")
-                return fn(conn)
-            finally:
-                if db.is_sqlite:
-                    conn.execute("ROLLBACK")
-
-        return await asyncio.get_running_loop().run_in_executor(self.executor, call)
+        # The API's read path: one read transaction, and an outage is a ServiceUnavailable.
+        return await read_in(self.executor, self.db, fn)
 
     async def process(self, item: WorkItem) -> None:
         # Cohorts named by the campaign are needed for the snapshot: peek at the campaign first.

@@ -33,10 +33,12 @@ from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
 from magpie.errors import InvalidApiKey, InvalidRequest, MagpieError, ServiceUnavailable, StorageRefused
-from magpie.store.db import DATA_ERRORS, RETRYABLE_ERRORS, Database
+from magpie.logs import Throttle, configure_logging
+from magpie.store.db import DATA_ERRORS, OPERATIONAL_ERRORS, RETRYABLE_ERRORS, Database
 from magpie.store.transaction import Tx
 
 log = logging.getLogger("magpie.writer")
+_outage_log = Throttle(interval=1.0)
 
 _STOP = object()
 
@@ -132,6 +134,10 @@ class BatchRunner:
             except RETRYABLE_ERRORS:
                 # Deadlock or serialisation failure between processes: the batch rolled back whole.
                 time.sleep(0.001 * (2**attempt))
+            except OPERATIONAL_ERRORS as exc:
+                # The database is unreachable: every job would fail the same way, one by one.
+                self.close()
+                return [(self._unavailable(exc), True) for _ in jobs]
             except Exception as exc:
                 log.warning("batch of %d failed (%s); retrying jobs one by one", len(jobs), type(exc).__name__)
                 self.close()
@@ -157,7 +163,9 @@ class BatchRunner:
             # The database refused this job's data: running it again cannot succeed.
             log.error("storage refused the data: %s: %s", type(exc).__name__, exc)
             return StorageRefused()
-        log.error("storage error: %s: %s", type(exc).__name__, exc)
+        suppressed = _outage_log.ready()
+        if suppressed is not None:
+            log.error("storage error: %s: %s (%d more since the last line)", type(exc).__name__, exc, suppressed)
         return ServiceUnavailable()
 
     def _run_once(self, jobs: list[Job]) -> list[Outcome]:
@@ -345,7 +353,12 @@ class GroupCommitWriter(_WriterBase):
 
 
 def _child_main(
-    jobs_in: Connection, answers_out: Connection, url: str, batch_max: int, secret_key: bytes | None
+    jobs_in: Connection,
+    answers_out: Connection,
+    url: str,
+    batch_max: int,
+    secret_key: bytes | None,
+    log_level: int = logging.INFO,
 ) -> None:
     """The child process: receive pickled jobs, group-commit them, send back outcomes."""
     import signal
@@ -353,6 +366,7 @@ def _child_main(
     from magpie.store.crypto import Cipher
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    configure_logging(log_level)  # the same JSON lines as the parent
     runner = BatchRunner(db=Database(url), secret=Cipher(secret_key) if secret_key else None)
     try:
         while True:
@@ -441,7 +455,14 @@ class ProcessWriter(_WriterBase):
         answers_in, answers_out = context.Pipe(duplex=False)
         self._process = context.Process(
             target=_child_main,
-            args=(jobs_in, answers_out, self.db.url, self.batch_max, self._secret_key),
+            args=(
+                jobs_in,
+                answers_out,
+                self.db.url,
+                self.batch_max,
+                self._secret_key,
+                logging.getLogger("magpie").getEffectiveLevel(),
+            ),
             name="magpie-writer",
             daemon=True,
         )
