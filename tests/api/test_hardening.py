@@ -221,3 +221,86 @@ def test_key_revoked_elsewhere_is_refused_within_the_bound(
     accounts.revoke_api_key(client.app.db, key_or_prefix=env.key)
     time.sleep(0.6)
     _error(client.request(method, url, **kwargs), 401, "INVALID_API_KEY")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        pytest.param("POST", "/admin/v1/environments", {"name": "tz-int", "timezone": 123}, id="timezone-number"),
+        pytest.param("POST", "/admin/v1/environments", {"name": "tz-bad", "timezone": "\x00"}, id="timezone-nul"),
+        pytest.param("POST", "/admin/v1/environments", NOT_UTF8, id="not-utf8"),
+        pytest.param("POST", "/admin/v1/environments", DEEP, id="deep"),
+        pytest.param("PUT", "/admin/v1/environments/{env}", {"settings": {}, "timezone": 123}, id="update-timezone"),
+        pytest.param(
+            "GET",
+            "/admin/v1/environments/{env}/users/u/events?cursor=99999999999999999999999:abc",
+            None,
+            id="cursor-huge",
+        ),
+        pytest.param("GET", "/admin/v1/environments/{env}/users/u/events?cursor=1:a%00b", None, id="cursor-nul"),
+        pytest.param("GET", "/admin/v1/environments/{env}/users/u/events?limit=%C2%B2", None, id="events-limit"),
+        pytest.param(
+            "GET", "/admin/v1/environments/{env}/campaigns/17197166650435091859277946377836953600", None, id="key-huge"
+        ),
+        pytest.param("GET", "/admin/v1/environments/{env}/campaigns/%C2%B2", None, id="key-superscript"),
+        pytest.param("GET", "/admin/v1/environments/{env}/campaigns/7/stats?from=%C2%B2", None, id="stats-from"),
+        pytest.param("GET", "/admin/v1/environments/{env}/inbox?limit=abc", None, id="inbox-limit"),
+        pytest.param("GET", "/admin/v1/environments/{env}/inbox?before=-1", None, id="inbox-before"),
+    ],
+)
+def test_admin_bad_input_is_a_json_400(client: AppClient, env: Env, method: str, path: str, body: Any) -> None:
+    kwargs: dict[str, Any] = {"headers": env.admin}
+    if isinstance(body, bytes):
+        kwargs["content"] = body
+    elif body is not None:
+        kwargs["json"] = body
+    _error(client.request(method, path.format(env=env.name), **kwargs), 400)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param("/admin/v1/environments/{env}/users/a%00b", id="user"),
+        pytest.param("/admin/v1/environments/{env}/devices/a%00b", id="device"),
+        pytest.param("/admin/v1/environments/a%00b/campaigns", id="env-name"),
+        pytest.param("/admin/v1/environments/{env}/dispatches/a%00b", id="admin-dispatch"),
+        pytest.param("/admin/v1/environments/{env}/cohorts/a%00b", id="cohort"),
+    ],
+)
+def test_admin_nul_in_path_is_a_4xx(client: AppClient, env: Env, path: str) -> None:
+    response = client.get(path.format(env=env.name), headers=env.admin)
+    assert response.status_code in (400, 404), response.text
+    assert set(response.json()) == {"code", "message"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param("/v1/push-message/dispatches/a%00b", id="nul"),
+        pytest.param("/v1/push-message/dispatches/x", id="short"),
+    ],
+)
+def test_unknown_dispatch_id_is_not_found(client: AppClient, env: Env, path: str) -> None:
+    _error(client.get(path, headers=env.headers), 404, "NOT_FOUND")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param("/v1/push-message/dispatches/5e72c80d-8f18-432c-a5c2-614c5f0b0cba", id="dispatch"),
+        pytest.param("/v1/push-message/campaigns/7/stats", id="stats"),
+        pytest.param("/api/v2/workspaces/abc/config", id="sdk-config"),
+    ],
+)
+def test_wrong_method_on_a_route_with_parameters_is_405(client: AppClient, env: Env, path: str) -> None:
+    _error(client.post(path, json={}, headers=env.headers), 405, "METHOD_NOT_ALLOWED")
+
+
+def test_metrics_label_requests_by_route_template(client: AppClient, env: Env) -> None:
+    for n in range(300):
+        client.get(f"/v1/push-message/dispatches/{n}-not-a-dispatch", headers=env.headers)
+        client.get(f"/v1/no-such-route-{n}", headers=env.headers)
+    metrics = client.get("/metrics").text
+    assert 'path="/v1/push-message/dispatches/{dispatchId}",status="404"} 300.0' in metrics
+    assert 'path="unmatched",status="404"} 300.0' in metrics
+    assert "not-a-dispatch" not in metrics and "no-such-route" not in metrics

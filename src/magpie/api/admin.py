@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from magpie.api.bodies import decode_json
+from magpie.api.bodies import decode_json, parse_int
 from magpie.api.context import Context
 from magpie.api.failures import failure
 from magpie.api.openapi import docs_routes
@@ -155,9 +155,7 @@ async def get_user(ctx: Context, request: Request) -> Any:
 async def get_user_events(ctx: Context, request: Request) -> Any:
     """List a user's stored events, newest first, each with the property snapshot it was stored with."""
     env, user_id = request.path_params["env"], request.path_params["user_id"]
-    raw_limit = request.query_params.get("limit", "50")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
-        raise InvalidRequest("limit must be a number from 1 to 500")
+    limit = parse_int(request.query_params.get("limit"), name="limit", default=50, low=1, high=500)
     cursor = request.query_params.get("cursor")
     return await ctx.read(
         lambda conn: list_events(
@@ -166,7 +164,7 @@ async def get_user_events(ctx: Context, request: Request) -> Any:
             env_id=accounts.env_id_by_name(conn, ctx.db, env),
             kind=USER,
             ident=user_id,
-            limit=int(raw_limit),
+            limit=limit,
             cursor=cursor,
         )
     )

@@ -4,7 +4,9 @@ The lean router, the Starlette side (admin API, docs, health) and pages that ren
 error for a person all ask ``failure(exc)``:
 
 - a ``MagpieError`` answers with its own status, code and message (``429`` adds ``Retry-After``);
-- a storage outage (the database unreachable or not answering) is ``503 SERVICE_UNAVAILABLE``;
+- a storage outage (the database unreachable or not answering) is ``503 SERVICE_UNAVAILABLE``,
+  logged at most once a second;
+- data the database refuses (a NUL, a number out of its range) came from the request: ``400``;
 - Starlette's own routing errors keep their status (``404``, ``405`` with ``Allow``);
 - anything else is logged with its traceback and answered ``500 INTERNAL_ERROR``, never a
   plain-text body.
@@ -18,9 +20,9 @@ from dataclasses import dataclass
 import msgspec
 from starlette.exceptions import HTTPException
 
-from magpie.errors import MagpieError, RateLimited, ServiceUnavailable
+from magpie.errors import MagpieError, RateLimited, ServiceUnavailable, StorageRefused
 from magpie.logs import Throttle
-from magpie.store.db import OPERATIONAL_ERRORS
+from magpie.store.db import DATA_ERRORS, OPERATIONAL_ERRORS
 
 log = logging.getLogger("magpie.http")
 _outage_log = Throttle(interval=1.0)
@@ -61,6 +63,9 @@ def failure(exc: BaseException) -> Failure:
         if suppressed is not None:
             log.error("storage unavailable: %s (%d more since the last line)", type(exc).__name__, suppressed)
         return failure(ServiceUnavailable())
+    if isinstance(exc, DATA_ERRORS):
+        # What the database cannot hold or compare (a NUL, a number out of range) came from the request.
+        return failure(StorageRefused())
     if isinstance(exc, HTTPException):
         extra = tuple((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (exc.headers or {}).items())
         code = _STARLETTE_CODES.get(exc.status_code, "INVALID_REQUEST")

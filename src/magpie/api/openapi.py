@@ -51,6 +51,7 @@ def _op(
     params: list[dict[str, Any]] | None = None,
     tag: str = "Hackle API",
     security: str = "ApiKey",
+    not_found: str | None = None,
 ) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": summary,
@@ -61,6 +62,11 @@ def _op(
             **_errors(extra400),
         },
     }
+    if not_found is not None:
+        op["responses"]["404"] = {
+            "description": f"{not_found}. Code: NOT_FOUND",
+            "content": {"application/json": {"schema": _ERROR}},
+        }
     if body is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
     if params:

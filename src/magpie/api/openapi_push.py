@@ -105,6 +105,7 @@ def push_paths() -> dict[str, dict[str, Any]]:
                 ok=_DISPATCH,
                 params=[{"name": "dispatchId", "in": "path", "required": True, "schema": {"type": "string"}}],
                 tag="magpie extensions",
+                not_found="No dispatch with that id in this environment",
             )
         },
         "/v1/push-message/campaigns/{campaignKey}/stats": {

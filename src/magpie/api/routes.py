@@ -22,14 +22,27 @@ def install(app: MagpieApp) -> None:
     app.add_route("POST", "/v1/sms-subscriptions", profiles.sms_subscriptions)
     app.add_route("POST", "/v1/push-message/trigger/send", push.trigger_send)
     app.add_route("POST", "/v1/push-tokens", push.register_push_token)
-    app.add_param_route("GET", prefix_param("/v1/push-message/dispatches/", "", "dispatch_id"), push.get_dispatch)
     app.add_param_route(
-        "GET", prefix_param("/v1/push-message/campaigns/", "/stats", "campaign_key"), push.get_campaign_stats
+        "GET",
+        prefix_param("/v1/push-message/dispatches/", "", "dispatch_id"),
+        push.get_dispatch,
+        "/v1/push-message/dispatches/{dispatchId}",
+    )
+    app.add_param_route(
+        "GET",
+        prefix_param("/v1/push-message/campaigns/", "/stats", "campaign_key"),
+        push.get_campaign_stats,
+        "/v1/push-message/campaigns/{campaignKey}/stats",
     )
     # Hackle's SDKs (sdk_url / event_url pointed at magpie) and Hackle's HTTP tracking call.
     app.add_route("POST", "/api/v2/events", sdk.ingest_events)
     app.add_route("POST", "/v1/track", sdk.track)
-    app.add_param_route("GET", prefix_param("/api/v2/workspaces/", "/config", "sdk_key"), sdk.workspace_config)
+    app.add_param_route(
+        "GET",
+        prefix_param("/api/v2/workspaces/", "/config", "sdk_key"),
+        sdk.workspace_config,
+        "/api/v2/workspaces/{sdkKey}/config",
+    )
     app.on_start(sdk.start_retention)
     app.on_stop(sdk.stop_retention)
 

@@ -96,6 +96,10 @@ class AcceptTrigger:
 
 def dispatch_view(conn: Any, db: Any, *, env_id: int, dispatch_id: str, recipients: bool = True) -> dict[str, Any]:
     """A dispatch: status, counts by outcome and reason, and each recipient's outcome and deliveries."""
+    try:
+        uuid.UUID(dispatch_id)
+    except ValueError:
+        raise NotFound(f"no dispatch {dispatch_id[:64]!r} in this environment") from None
     row = db.fetchone(
         conn,
         "SELECT id, exec_id, campaign_key, status, requested, created_at, completed_at, users FROM dispatches "
