@@ -17,6 +17,11 @@ if TYPE_CHECKING:
     from magpie.app import MagpieApp
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["code", "message"],
+    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+}
 _SUCCESS = {"$ref": "#/components/schemas/Success"}
 _STATUS = {"type": ["string", "null"], "enum": ["SUBSCRIBED", "UNSUBSCRIBED", None]}
 _ID = {"type": ["string", "null"], "maxLength": 256}
@@ -250,7 +255,8 @@ def document(app: MagpieApp) -> dict[str, Any]:
         "info": {
             "title": "magpie",
             "version": magpie.__version__,
-            "description": "Self-hosted, Hackle-compatible user properties, consent, events and push campaigns.",
+            "description": "Self-hosted, Hackle-compatible user properties, consent, events and push campaigns. "
+            "The admin API (bearer admin token) is described in its own document, /admin/openapi.json.",
         },
         "paths": paths,
         "components": {
@@ -260,11 +266,7 @@ def document(app: MagpieApp) -> dict[str, Any]:
                 "AdminToken": {"type": "http", "scheme": "bearer"},
             },
             "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["code", "message"],
-                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-                },
+                "Error": ERROR_SCHEMA,
                 "Success": {
                     "type": "object",
                     "required": ["message"],
@@ -293,8 +295,14 @@ def docs_routes(app: MagpieApp) -> list[BaseRoute]:
     async def docs(request: Request) -> Response:
         return HTMLResponse(_DOCS_PAGE)
 
+    async def admin_openapi(request: Request) -> Response:
+        from magpie.api.openapi_admin import admin_document
+
+        return Response(msgspec.json.encode(admin_document()), media_type="application/json")
+
     return [
         Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/admin/openapi.json", admin_openapi, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),
         Mount("/docs/static", app=StaticFiles(directory=str(swagger_ui_path)), name="docs-static"),
     ]
