@@ -142,7 +142,8 @@ def test_fuzz_public_and_admin_documents(target: Target) -> None:
         target, admin, {"Authorization": f"Bearer {target.env.admin_token}"}, per_operation
     )
     print(
-        f"[fuzz] public: {len(public)} operations, {public_calls} cases; admin: {len(admin)} operations, {admin_calls} cases"
+        f"[fuzz] public: {len(public)} operations, {public_calls} cases; "
+        f"admin: {len(admin)} operations, {admin_calls} cases"
     )
     assert public_failures + admin_failures == []
     assert public_calls + admin_calls >= TOTAL_CASES
