@@ -20,6 +20,7 @@ Every error a client can see is a ``MagpieError``; the HTTP layer maps it to
     ├── MethodNotAllowed (405)    METHOD_NOT_ALLOWED
     ├── RequestTimeout (408)      REQUEST_TIMEOUT
     ├── Conflict (409)            CONFLICT
+    ├── IdempotencyKeyReused (422) IDEMPOTENCY_KEY_REUSED
     ├── PayloadTooLarge (413)     PAYLOAD_TOO_LARGE
     ├── RateLimited (429)         RATE_LIMITED
     └── ServiceUnavailable (503)  SERVICE_UNAVAILABLE
@@ -130,6 +131,14 @@ class Conflict(MagpieError):
     status = 409
     code = "CONFLICT"
     default_message = "Conflict"
+
+
+class IdempotencyKeyReused(MagpieError):
+    """An ``Idempotency-Key`` already used for a different trigger body."""
+
+    status = 422
+    code = "IDEMPOTENCY_KEY_REUSED"
+    default_message = "This Idempotency-Key was already used with a different request body"
 
 
 class PayloadTooLarge(MagpieError):

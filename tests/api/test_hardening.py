@@ -304,3 +304,58 @@ def test_metrics_label_requests_by_route_template(client: AppClient, env: Env) -
     assert 'path="/v1/push-message/dispatches/{dispatchId}",status="404"} 300.0' in metrics
     assert 'path="unmatched",status="404"} 300.0' in metrics
     assert "not-a-dispatch" not in metrics and "no-such-route" not in metrics
+
+
+def test_idempotency_key_reused_with_another_body_is_422(client: AppClient, env: Env) -> None:
+    apply_campaign(client, env)
+    headers = {**env.headers, "Idempotency-Key": "order-42"}
+    body = {"campaignKey": 7, "users": [{"userId": "u1", "apiProperties": {"n": 1}}]}
+    first = client.post("/v1/push-message/trigger/send", json=body, headers=headers)
+    assert first.status_code == 200
+    again = client.post("/v1/push-message/trigger/send", json=body, headers=headers)
+    assert again.status_code == 200 and again.json() == first.json()
+    changed = {"campaignKey": 7, "users": [{"userId": "u2", "apiProperties": {"n": 1}}]}
+    _error(client.post("/v1/push-message/trigger/send", json=changed, headers=headers), 422, "IDEMPOTENCY_KEY_REUSED")
+    with client.app.db.transaction(write=False) as conn:
+        rows = client.app.db.fetchall(conn, "SELECT id FROM dispatches WHERE env_id = ?", (env.id,))
+    assert [r[0] for r in rows] == [first.json()["dispatchId"]]
+
+
+def test_idempotency_key_belongs_to_one_environment(client: AppClient, env: Env) -> None:
+    from tests.support import make_env
+
+    other = make_env(client.app.db)
+    apply_campaign(client, env)
+    apply_campaign(client, other)
+    body = {"campaignKey": 7, "users": [{"userId": "u1"}]}
+    ids = [
+        client.post(
+            "/v1/push-message/trigger/send", json=body, headers={**e.headers, "Idempotency-Key": "shared"}
+        ).json()["dispatchId"]
+        for e in (env, other)
+    ]
+    assert ids[0] != ids[1]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "named"),
+    [
+        pytest.param(
+            "/v1/push-subscriptions",
+            {"userId": "a", "marketingStatus": "SUBSCRIBED"},
+            "marketingStatus",
+            id="misspelled",
+        ),
+        pytest.param("/v1/sms-subscriptions", {"userId": "a"}, "marketingSubscriptionStatus", id="nothing"),
+        pytest.param(
+            "/v1/properties", {"users": [{"userId": "a", "operations": {"$set": {"a": 1}}}]}, "users", id="users"
+        ),
+        pytest.param("/v1/properties", {"userId": "a", "$set": {"a": 1}}, "$set", id="operation-at-top"),
+    ],
+)
+def test_body_with_nothing_to_act_on_names_the_fields(
+    client: AppClient, env: Env, path: str, body: Any, named: str
+) -> None:
+    message = _error(client.post(path, json=body, headers=env.headers), 400)
+    assert named in message and "expected" in message
+    assert _profiles(client, env) == []

@@ -74,9 +74,28 @@ def request_ids(body: dict[str, Any], *, user_required: bool) -> tuple[str | Non
     return user_id, device_id
 
 
+def require_action(body: dict[str, Any], *, acts_on: tuple[str, ...], known: tuple[str, ...]) -> None:
+    """A body must name at least one field the endpoint acts on; if not, say what was expected.
+
+    Fields the endpoint does not know are named too: a misspelled field (``marketingStatus``) or
+    a body meant for another endpoint (``users``) would otherwise be a silent no-op.
+    """
+    if any(name in body for name in acts_on):
+        return
+    message = f"the body has nothing to act on: expected {' or '.join(acts_on)}"
+    unknown = [str(name)[:64] for name in body if name not in known]
+    if unknown:
+        message += f"; unknown fields: {', '.join(unknown[:10])} (known: {', '.join(known)})"
+    raise InvalidRequest(message)
+
+
+_PROPERTY_FIELDS = ("userId", "deviceId", "operations")
+
+
 def parse_properties(raw: bytes) -> tuple[str | None, str | None, list[Operation]]:
     """A ``POST /v1/properties`` body: identifiers and the flattened operations."""
     body = decode_object(raw)
+    require_action(body, acts_on=("operations",), known=_PROPERTY_FIELDS)
     user_id, device_id = request_ids(body, user_required=False)
     if "operations" not in body:
         raise InvalidRequest("operations is required")

@@ -63,22 +63,29 @@ _STATS = {
 
 
 def push_paths() -> dict[str, dict[str, Any]]:
+    trigger = _op(
+        "Send an API-triggered push campaign to up to 50 users",
+        body=_TRIGGER,
+        ok=_DISPATCH_ID,
+        extra400=["EXCEED_USER_MAX_LENGTH", "CAMPAIGN_NOT_FOUND"],
+    )
+    trigger["responses"]["422"] = {
+        "description": "The Idempotency-Key was used before with a different body. Code: IDEMPOTENCY_KEY_REUSED",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
     return {
         "/v1/push-message/trigger/send": {
             "post": {
-                **_op(
-                    "Send an API-triggered push campaign to up to 50 users",
-                    body=_TRIGGER,
-                    ok=_DISPATCH_ID,
-                    extra400=["EXCEED_USER_MAX_LENGTH", "CAMPAIGN_NOT_FOUND"],
-                ),
+                **trigger,
                 "parameters": [
                     {
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": False,
                         "schema": {"type": "string", "maxLength": 255},
-                        "description": "A repeated key returns the original response",
+                        "description": "A repeated key with the same body returns the original response; "
+                        "with a different body it is refused (422 IDEMPOTENCY_KEY_REUSED). Keys are kept as long "
+                        "as their dispatch (magpie does not delete dispatches).",
                     }
                 ],
             }

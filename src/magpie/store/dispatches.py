@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from magpie.errors import CampaignNotFound, NotFound
+from magpie.errors import CampaignNotFound, IdempotencyKeyReused, NotFound
 from magpie.store.profiles import _check_key
 from magpie.store.transaction import Tx
 
@@ -61,10 +61,13 @@ class AcceptTrigger:
         _check_key(tx, self.key_hash, self.env_id)
         if self.idempotency_key is not None:
             row = tx.fetchone(
-                "SELECT id FROM dispatches WHERE env_id = ? AND idempotency_key = ?",
+                "SELECT id, campaign_key, users FROM dispatches WHERE env_id = ? AND idempotency_key = ?",
                 (self.env_id, self.idempotency_key),
             )
             if row is not None:
+                # Kept as long as the dispatch: a repeat answers the original, a different body is refused.
+                if row[1] != self.campaign_key or row[2] != self.users:
+                    raise IdempotencyKeyReused()
                 return str(row[0]), False
         if not _campaign_active(tx, self.env_id, self.campaign_key):
             raise CampaignNotFound()
