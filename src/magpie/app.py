@@ -18,7 +18,7 @@ from magpie.api.asgi import Receive, Request, Response, Scope, Send
 from magpie.api.auth import Authenticator
 from magpie.api.context import Context
 from magpie.config import Settings
-from magpie.errors import MethodNotAllowed, NotFound
+from magpie.errors import MethodNotAllowed, NotFound, Unauthorized
 from magpie.metrics import Metrics
 from magpie.store.crypto import Cipher
 from magpie.store.db import Database
@@ -93,6 +93,7 @@ class MagpieApp:
             rate_per_key=settings.rate_limit_per_key,
             burst=settings.rate_limit_burst,
             cache_seconds=settings.key_cache_seconds,
+            failures_per_second=settings.auth_failures_per_second,
         )
         writer.on_invalid_key = auth.forget_hash
         self.ctx = Context(settings=settings, db=self.db, writer=writer, auth=auth, executor=executor, cipher=cipher)
@@ -226,10 +227,15 @@ class MagpieApp:
                     pass
             return
         handler, params, template = found
+        client = scope.get("client")
+        address = client[0] if client else None
         try:
+            ctx.auth.failures.check(address)
             body = await asgi.read_body(scope, receive, self.settings.max_body_bytes)
             result = await handler(ctx, Request(scope, body, params))
         except Exception as exc:
+            if isinstance(exc, Unauthorized):
+                ctx.auth.failures.failed(address)
             self.metrics.count(template, await asgi.send_error(send, exc))
             return
         status = result[0]

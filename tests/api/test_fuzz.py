@@ -65,7 +65,17 @@ def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         },
     )
     campaigns.set_cohort(db, env_id=env.id, name="vip", members=["u"])
-    server = ServerProcess(data_dir=data_dir, database_url=url, env={"MAGPIE_BOOTSTRAP": "0", "MAGPIE_WORKERS": "1"})
+    server = ServerProcess(
+        data_dir=data_dir,
+        database_url=url,
+        env={
+            "MAGPIE_BOOTSTRAP": "0",
+            "MAGPIE_WORKERS": "1",
+            # Generated SDK keys in paths fail authentication; without this the throttle would answer
+            # (documented) 429s to every later case and the search would stop reaching the handlers.
+            "MAGPIE_AUTH_FAILURES_PER_SECOND": "0",
+        },
+    )
     with server:
         headers = {"X-HACKLE-API-KEY": env.key}
         httpx.post(

@@ -359,3 +359,41 @@ def test_body_with_nothing_to_act_on_names_the_fields(
     message = _error(client.post(path, json=body, headers=env.headers), 400)
     assert named in message and "expected" in message
     assert _profiles(client, env) == []
+
+
+@pytest.mark.parametrize(
+    "number", ["not-a-phone-01099990000x", "01099990000x", "call 010-1234-5678", "010-1234-5678 ext 5"]
+)
+def test_text_that_is_not_a_phone_number_is_refused(client: AppClient, env: Env, number: str) -> None:
+    body = {"userId": "u", "phoneNumber": number}
+    _error(client.post("/v1/properties/phone-numbers", json=body, headers=env.headers), 400, "INVALID_PHONE_NUMBER")
+    assert _profiles(client, env) == []
+
+
+def test_failed_authentication_is_throttled_per_address(client: AppClient, env: Env) -> None:
+    body = {"userId": "u", "operations": {"$set": {"a": 1}}}
+    bad = {"X-HACKLE-API-KEY": "mgp_guessing-a-key"}
+    statuses = [client.post("/v1/properties", json=body, headers=bad).status_code for _ in range(40)]
+    # The burst (4 x 5 a second) is answered 401; guessing on is 429 with Retry-After, for the right key too.
+    assert statuses[:20] == [401] * 20 and statuses[-1] == 429, statuses
+    limited = client.post("/v1/properties", json=body, headers=env.headers)
+    assert _error(limited, 429, "RATE_LIMITED") and int(limited.headers["retry-after"]) >= 1
+    admin = client.get("/admin/v1/environments", headers={"Authorization": "Bearer nope"})
+    _error(admin, 429, "RATE_LIMITED")
+    time.sleep(1.1)
+    assert client.post("/v1/properties", json=body, headers=env.headers).status_code == 200
+
+
+def test_failed_authentication_throttle_is_per_address() -> None:
+    from magpie.api.auth import FailedAuthThrottle
+    from magpie.errors import RateLimited
+
+    now = [0.0]
+    throttle = FailedAuthThrottle(rate=1.0, clock=lambda: now[0])
+    for _ in range(5):
+        throttle.failed("10.0.0.1")
+    with pytest.raises(RateLimited):
+        throttle.check("10.0.0.1")
+    throttle.check("10.0.0.2")
+    now[0] += 1.0
+    throttle.check("10.0.0.1")  # a token came back

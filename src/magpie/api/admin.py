@@ -54,11 +54,15 @@ def admin(app: MagpieApp, handler: AdminHandler, *, status: int = 200) -> Callab
     async def endpoint(request: Request) -> Response:
         ctx = app.ctx
         assert ctx is not None
+        address = request.client.host if request.client else None
+        ctx.auth.failures.check(address)
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
+            ctx.auth.failures.failed(address)
             raise InvalidAdminToken()
         if not await ctx.read(lambda conn: check_admin_token(conn, ctx.db, token.strip())):
+            ctx.auth.failures.failed(address)
             raise InvalidAdminToken()
         result = await handler(ctx, request)
         if isinstance(result, Response):

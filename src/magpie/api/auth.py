@@ -43,6 +43,7 @@ class Authenticator:
         rate_per_key: float = 0.0,
         burst: int = 0,
         cache_seconds: float = 5.0,
+        failures_per_second: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.db = db
@@ -51,6 +52,7 @@ class Authenticator:
         self.burst = float(burst or max(1.0, rate_per_key))
         self.clock = clock
         self.cache_seconds = cache_seconds
+        self.failures = FailedAuthThrottle(rate=failures_per_second, clock=clock)
         self._cache: dict[str, tuple[str, int]] = {}
         self._expires: dict[str, float] = {}
         self._buckets: dict[str, _Bucket] = {}
@@ -130,6 +132,53 @@ class Authenticator:
         if bucket.tokens < 1.0:
             wait = (1.0 - bucket.tokens) / self.rate
             raise RateLimited(retry_after=max(1, int(wait + 0.999)))
+        bucket.tokens -= 1.0
+
+
+class FailedAuthThrottle:
+    """Failed authentications per client address, as a token bucket: guessing keys gets a 429.
+
+    Each failure takes a token; tokens come back at ``rate`` a second up to ``4 * rate``. An
+    address without tokens is answered ``429 RATE_LIMITED`` on every authenticated request,
+    right key or not, until it has one again. ``rate`` 0 turns the throttle off.
+
+    >>> throttle = FailedAuthThrottle(rate=1.0, clock=lambda: 0.0)
+    >>> for _ in range(4): throttle.failed("10.0.0.1")
+    >>> throttle.check("10.0.0.2")  # other addresses are not affected
+    """
+
+    def __init__(self, *, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = 4.0 * rate
+        self.clock = clock
+        self._buckets: dict[str, _Bucket] = {}
+
+    def _refilled(self, address: str) -> _Bucket | None:
+        bucket = self._buckets.get(address)
+        if bucket is not None:
+            now = self.clock()
+            bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
+            bucket.stamp = now
+        return bucket
+
+    def check(self, address: str | None) -> None:
+        if not self._buckets or address is None:
+            return  # the hot path: nobody failed lately
+        bucket = self._refilled(address)
+        if bucket is not None and bucket.tokens < 1.0:
+            wait = (1.0 - bucket.tokens) / self.rate
+            raise RateLimited(
+                "too many failed authentications from this address", retry_after=max(1, int(wait + 0.999))
+            )
+
+    def failed(self, address: str | None) -> None:
+        if self.rate <= 0 or address is None:
+            return
+        bucket = self._refilled(address)
+        if bucket is None:
+            if len(self._buckets) > 10_000:
+                self._buckets.clear()
+            bucket = self._buckets[address] = _Bucket(self.burst, self.clock())
         bucket.tokens -= 1.0
 
 

@@ -17,6 +17,7 @@ _ERRORS = {
     "401": "Missing or invalid admin token (UNAUTHORIZED)",
     "404": "No such environment, key, user, device, campaign, cohort or dispatch (NOT_FOUND)",
     "409": "Conflict with what exists (CONFLICT)",
+    "429": "Too many failed authentications from this address; see Retry-After (RATE_LIMITED)",
     "503": "Storage unavailable; retry (SERVICE_UNAVAILABLE)",
 }
 _TIME = {"type": "integer", "description": "epoch milliseconds"}
@@ -165,7 +166,7 @@ def _op(
     status: str = "200",
     params: list[dict[str, Any]] | None = None,
     body: dict[str, Any] | None = None,
-    errors: tuple[str, ...] = ("400", "401", "404", "503"),
+    errors: tuple[str, ...] = ("400", "401", "404", "429", "503"),
 ) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": summary,
@@ -197,7 +198,7 @@ _E = "/admin/v1/environments/{env}"
 
 PATHS: dict[str, dict[str, Any]] = {
     "/admin/v1/environments": {
-        "get": _op("List environments", _list("environments", _ENVIRONMENT), errors=("401", "503")),
+        "get": _op("List environments", _list("environments", _ENVIRONMENT), errors=("401", "429", "503")),
         "post": _op(
             "Create an environment and its first API key",
             {
@@ -211,7 +212,7 @@ PATHS: dict[str, dict[str, Any]] = {
                 "required": ["name"],
                 "properties": {"name": _ENV_NAME, "timezone": {"type": "string", "example": "Asia/Seoul"}},
             },
-            errors=("400", "401", "409", "503"),
+            errors=("400", "401", "409", "429", "503"),
         ),
     },
     _E: {
@@ -242,7 +243,7 @@ PATHS: dict[str, dict[str, Any]] = {
             "Revoke an API key by its prefix; every server refuses it within 5 seconds",
             _KEY,
             params=[_path("prefix")],
-            errors=("400", "401", "404", "409", "503"),
+            errors=("400", "401", "404", "409", "429", "503"),
         )
     },
     _E + "/users/{userId}": {
