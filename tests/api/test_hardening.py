@@ -395,5 +395,5 @@ def test_failed_authentication_throttle_is_per_address() -> None:
     with pytest.raises(RateLimited):
         throttle.check("10.0.0.1")
     throttle.check("10.0.0.2")
-    now[0] += 1.0
-    throttle.check("10.0.0.1")  # a token came back
+    now[0] += 2.0  # five failures on a burst of four: two seconds until one token is back
+    throttle.check("10.0.0.1")
