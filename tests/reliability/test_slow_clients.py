@@ -118,3 +118,23 @@ def test_connections_past_the_cap_get_a_json_503(settings: Settings) -> None:
     assert json.loads(refused[0].split(b"\r\n\r\n", 1)[1])["code"] == "SERVICE_UNAVAILABLE"
     assert json.loads(timed_out[0].split(b"\r\n\r\n", 1)[1])["code"] == "REQUEST_TIMEOUT"
     assert after == 200
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_unreadable_http_is_a_json_400(settings: Settings) -> None:
+    Database(settings.database_url).upgrade()
+    with ServerProcess(
+        data_dir=settings.data_dir, database_url=settings.database_url_override, env={"MAGPIE_WORKERS": "0"}
+    ) as server:
+
+        async def run() -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(4096), timeout=5)
+            writer.close()
+            return answer
+
+        answer = asyncio.run(run())
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and b"application/json" in head, answer
+    assert json.loads(body)["code"] == "INVALID_REQUEST"
