@@ -29,7 +29,7 @@ from schemathesis.specs.openapi.checks import (
 from magpie.config import Settings
 from magpie.store import campaigns
 from magpie.store.db import Database
-from tests.support import Env, ServerProcess, make_env
+from tests.support import Env, ServerProcess, make_env, store_campaign
 
 # At least 3,000 generated requests per run (MAGPIE_FUZZ_CASES raises it for a longer search).
 TOTAL_CASES = max(3000, int(os.environ.get("MAGPIE_FUZZ_CASES", "3000")))
@@ -52,18 +52,7 @@ def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     db = Database(Settings(data_dir=data_dir, database_url_override=url).database_url)
     db.upgrade()
     env = make_env(db)
-    campaigns.apply_campaign(
-        db,
-        env_id=env.id,
-        raw={
-            "key": 7,
-            "name": "fuzz",
-            "status": "ACTIVE",
-            "purpose": "INFORMATION",
-            "provider": "sandbox",
-            "message": {"title": "Hi {{ user.id }}", "body": "b"},
-        },
-    )
+    store_campaign(db, env)
     campaigns.set_cohort(db, env_id=env.id, name="vip", members=["u"])
     server = ServerProcess(
         data_dir=data_dir,

@@ -14,7 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
+from magpie.config import Settings
 from magpie.store.db import Database
+from tests.support import Env, ServerProcess, make_env
 
 
 @dataclass
@@ -131,3 +133,19 @@ class PrivatePostgres:
     def log(self) -> str:
         path = self.directory / "pg.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+
+def prepared_store(settings: Settings) -> tuple[Database, Env]:
+    """The test's store, migrated, with a fresh environment and key."""
+    db = Database(settings.database_url)
+    db.upgrade()
+    return db, make_env(db)
+
+
+def server_for(settings: Settings, **env: str) -> ServerProcess:
+    """``magpie serve`` on the test's store, without in-process workers unless ``env`` asks for them."""
+    return ServerProcess(
+        data_dir=settings.data_dir,
+        database_url=settings.database_url_override,
+        env={"MAGPIE_WORKERS": "0", "MAGPIE_BOOTSTRAP": "0", **env},
+    )

@@ -12,10 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from magpie.store import campaigns
 from magpie.store.db import Database
 from tests.reliability._scenario import PrivatePostgres, Tally, property_load, stored_users
-from tests.support import ServerProcess, free_port, make_env
+from tests.support import ServerProcess, free_port, make_env, store_campaign
 
 LOAD_SECONDS = 9.0
 OUTAGE_AT = 2.0
@@ -66,18 +65,7 @@ def test_postgres_outage_loses_nothing_and_backs_off(tmp_path: Path) -> None:
         db = Database(pg.url)
         db.upgrade()
         env = make_env(db)
-        campaigns.apply_campaign(
-            db,
-            env_id=env.id,
-            raw={
-                "key": 7,
-                "name": "outage",
-                "status": "ACTIVE",
-                "purpose": "INFORMATION",
-                "provider": "sandbox",
-                "message": {"title": "t", "body": "b"},
-            },
-        )
+        store_campaign(db, env)
         server = ServerProcess(
             data_dir=tmp_path / "data", database_url=pg.url, env={"MAGPIE_WORKERS": "1", "MAGPIE_BOOTSTRAP": "0"}
         )

@@ -9,9 +9,7 @@ import httpx
 import pytest
 
 from magpie.config import Settings
-from magpie.store.db import Database
-from tests.reliability._scenario import Tally, property_load, stored_users
-from tests.support import ServerProcess, make_env
+from tests.reliability._scenario import Tally, prepared_store, property_load, server_for, stored_users
 
 BOUND_SECONDS = 5.0  # MAGPIE_KEY_CACHE_SECONDS' default, documented in docs/reliability.md
 
@@ -34,12 +32,8 @@ def _probes(url: str, key: str, *, writes: bool) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_key_revoked_on_another_server_is_refused_within_the_bound(settings: Settings) -> None:
-    db = Database(settings.database_url)
-    db.upgrade()
-    env = make_env(db)
-    extra = {"MAGPIE_WORKERS": "0"}
-    common = {"data_dir": settings.data_dir, "database_url": settings.database_url_override, "env": extra}
-    with ServerProcess(**common) as first, ServerProcess(**common) as second:  # type: ignore[arg-type]
+    db, env = prepared_store(settings)
+    with server_for(settings) as first, server_for(settings) as second:
         tally = Tally()
         assert set(_probes(first.url, env.key, writes=True).values()) == {200}  # now cached by the first server
         asyncio.run(property_load(first.url, env.key, seconds=1, tally=tally, prefix="before", workers=4))

@@ -9,9 +9,7 @@ import time
 import pytest
 
 from magpie.config import Settings
-from magpie.store.db import Database
-from tests.reliability._scenario import Tally, property_load, stored_users
-from tests.support import ServerProcess, make_env
+from tests.reliability._scenario import Tally, prepared_store, property_load, server_for, stored_users
 
 SLOW = 300
 
@@ -54,11 +52,8 @@ async def _slow_client(port: int, *, body: bool, interval: float, give_up: float
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_slow_clients_are_cut_off_and_normal_traffic_flows(settings: Settings) -> None:
-    db = Database(settings.database_url)
-    db.upgrade()
-    env = make_env(db)
-    extra = {"MAGPIE_WORKERS": "0", "MAGPIE_HEADER_TIMEOUT": "2", "MAGPIE_BODY_TIMEOUT": "2"}
-    with ServerProcess(data_dir=settings.data_dir, database_url=settings.database_url_override, env=extra) as server:
+    db, env = prepared_store(settings)
+    with server_for(settings, MAGPIE_HEADER_TIMEOUT="2", MAGPIE_BODY_TIMEOUT="2") as server:
         tally = Tally()
 
         async def run() -> list[tuple[int | None, float]]:
@@ -84,11 +79,8 @@ def test_slow_clients_are_cut_off_and_normal_traffic_flows(settings: Settings) -
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_connections_past_the_cap_get_a_json_503(settings: Settings) -> None:
-    db = Database(settings.database_url)
-    db.upgrade()
-    env = make_env(db)
-    extra = {"MAGPIE_WORKERS": "0", "MAGPIE_MAX_CONNECTIONS": "20", "MAGPIE_HEADER_TIMEOUT": "1"}
-    with ServerProcess(data_dir=settings.data_dir, database_url=settings.database_url_override, env=extra) as server:
+    _, env = prepared_store(settings)
+    with server_for(settings, MAGPIE_MAX_CONNECTIONS="20", MAGPIE_HEADER_TIMEOUT="1") as server:
 
         async def run() -> tuple[list[bytes], int]:
             idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(25)]
@@ -122,10 +114,8 @@ def test_connections_past_the_cap_get_a_json_503(settings: Settings) -> None:
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_unreadable_http_is_a_json_400(settings: Settings) -> None:
-    Database(settings.database_url).upgrade()
-    with ServerProcess(
-        data_dir=settings.data_dir, database_url=settings.database_url_override, env={"MAGPIE_WORKERS": "0"}
-    ) as server:
+    prepared_store(settings)
+    with server_for(settings) as server:
 
         async def run() -> bytes:
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)

@@ -9,9 +9,7 @@ import httpx
 import pytest
 
 from magpie.config import Settings
-from magpie.store.db import Database
-from tests.reliability._scenario import Tally, stored_users
-from tests.support import ServerProcess, make_env
+from tests.reliability._scenario import Tally, prepared_store, server_for, stored_users
 
 ROUNDS = 50
 
@@ -36,12 +34,8 @@ async def _truncated(port: int, key: str, user_id: str) -> bytes:
 
 @pytest.mark.slow
 def test_truncated_bodies_are_never_applied(settings: Settings) -> None:
-    db = Database(settings.database_url)
-    db.upgrade()
-    env = make_env(db)
-    with ServerProcess(
-        data_dir=settings.data_dir, database_url=settings.database_url_override, env={"MAGPIE_WORKERS": "0"}
-    ) as server:
+    db, env = prepared_store(settings)
+    with server_for(settings) as server:
         tally = Tally()
 
         async def run() -> list[bytes]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import magpie
 from magpie.api.openapi import ERROR_SCHEMA
+from magpie.api.openapi_push import DISPATCH, STATS
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _ERRORS = {
@@ -112,38 +113,6 @@ _CAMPAIGN = {
     "type": "object",
     "required": ["key", "name", "status", "purpose", "message"],
     "properties": {"key": {"type": "integer"}, "name": {"type": "string"}, "status": {"type": "string"}},
-}
-_STATS = {
-    "type": "object",
-    "required": ["campaignKey", "requested", "sent", "failed", "excluded", "pending", "clicks", "ctr"],
-    "properties": {
-        "campaignKey": {"type": "integer"},
-        "from": _TIME,
-        "to": _TIME,
-        "dispatches": {"type": "integer"},
-        "requested": {"type": "integer"},
-        "sent": {"type": "integer"},
-        "failed": {"type": "integer"},
-        "excluded": {"type": "object", "additionalProperties": {"type": "integer"}},
-        "excludedTotal": {"type": "integer"},
-        "pending": {"type": "integer"},
-        "clicks": {"type": "integer"},
-        "ctr": {"type": "number"},
-    },
-}
-_DISPATCH = {
-    "type": "object",
-    "required": ["dispatchId", "campaignKey", "status", "requested", "counts", "recipients"],
-    "properties": {
-        "dispatchId": {"type": "string"},
-        "executionId": {"type": "integer"},
-        "campaignKey": {"type": "integer"},
-        "status": {"enum": ["ACCEPTED", "RUNNING", "SCHEDULED", "COMPLETED"]},
-        "requested": {"type": "integer"},
-        "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
-        "excluded": {"type": "object", "additionalProperties": {"type": "integer"}},
-        "recipients": {"type": "array", "items": _OBJECT},
-    },
 }
 
 
@@ -302,7 +271,7 @@ PATHS: dict[str, dict[str, Any]] = {
         ),
     },
     _E + "/campaigns/{key}/stats": {
-        "get": _op("Campaign statistics over a time range", _STATS, params=[_ENV, _CAMPAIGN_KEY, *_FROM_TO])
+        "get": _op("Campaign statistics over a time range", STATS, params=[_ENV, _CAMPAIGN_KEY, *_FROM_TO])
     },
     _E + "/cohorts": {
         "get": _op(
@@ -331,7 +300,7 @@ PATHS: dict[str, dict[str, Any]] = {
     _E + "/dispatches/{dispatchId}": {
         "get": _op(
             "Show a dispatch with per-recipient outcomes and deliveries",
-            _DISPATCH,
+            DISPATCH,
             params=[_ENV, _path("dispatchId")],
         )
     },

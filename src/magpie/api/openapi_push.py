@@ -36,8 +36,11 @@ _DISPATCH_ID = {
     "properties": {"dispatchId": {"type": "string", "format": "uuid"}, "message": {"const": "success"}},
 }
 _COUNTS = {"type": "object", "additionalProperties": {"type": "integer"}}
-_DISPATCH = {
+_TIME = {"type": "integer", "description": "epoch milliseconds"}
+# The dispatch view and campaign statistics, the same on the public and the admin API.
+DISPATCH: dict[str, Any] = {
     "type": "object",
+    "required": ["dispatchId", "campaignKey", "status", "requested", "counts", "recipients"],
     "properties": {
         "dispatchId": {"type": "string"},
         "executionId": {"type": "integer"},
@@ -49,13 +52,20 @@ _DISPATCH = {
         "recipients": {"type": "array", "items": {"type": "object"}},
     },
 }
-_STATS = {
+STATS: dict[str, Any] = {
     "type": "object",
+    "required": ["campaignKey", "requested", "sent", "failed", "excluded", "pending", "clicks", "ctr"],
     "properties": {
+        "campaignKey": {"type": "integer"},
+        "from": _TIME,
+        "to": _TIME,
+        "dispatches": {"type": "integer"},
         "requested": {"type": "integer"},
         "sent": {"type": "integer"},
         "failed": {"type": "integer"},
         "excluded": _COUNTS,
+        "excludedTotal": {"type": "integer"},
+        "pending": {"type": "integer"},
         "clicks": {"type": "integer"},
         "ctr": {"type": "number"},
     },
@@ -109,7 +119,7 @@ def push_paths() -> dict[str, dict[str, Any]]:
         "/v1/push-message/dispatches/{dispatchId}": {
             "get": _op(
                 "Show a dispatch: status, counts by outcome and reason, per-recipient outcomes",
-                ok=_DISPATCH,
+                ok=DISPATCH,
                 params=[{"name": "dispatchId", "in": "path", "required": True, "schema": {"type": "string"}}],
                 tag="magpie extensions",
                 not_found="No dispatch with that id in this environment",
@@ -118,7 +128,7 @@ def push_paths() -> dict[str, dict[str, Any]]:
         "/v1/push-message/campaigns/{campaignKey}/stats": {
             "get": _op(
                 "Campaign statistics over a time range (from/to: epoch ms or ISO-8601)",
-                ok=_STATS,
+                ok=STATS,
                 params=[
                     {"name": "campaignKey", "in": "path", "required": True, "schema": {"type": "integer"}},
                     {"name": "from", "in": "query", "required": False, "schema": {"type": "string"}},
