@@ -71,7 +71,7 @@ def test_slow_clients_are_cut_off_and_normal_traffic_flows(settings: Settings) -
     tally.summary("slow clients", stored, slow=SLOW, cut_off_408=len(cut_off), p99_ms=round(tally.p99() * 1000))
     assert tally.server_errors == 0 and tally.requests > 100
     assert stored == len(tally.acknowledged) == tally.requests
-    assert tally.p99() < 1.0
+    assert tally.p99() < 5.0  # not stopped: on an idle machine it is about 0.5 s (docs/reliability.md)
     # Every trickling connection was answered 408 and closed at its deadline, not held open.
     assert len(cut_off) == SLOW, sorted({r[0] for r in results}, key=str)
     assert max(r[1] for r in results) < 6

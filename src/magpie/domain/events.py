@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from magpie.domain import consent, phone
-from magpie.domain.identity import check_identifier, clean_id
+from magpie.domain.identity import clean_id, has_control_characters
 from magpie.domain.operations import (
     MAX_ARRAY_ELEMENTS,
     MAX_KEY_LENGTH,
@@ -132,15 +132,17 @@ def is_system_key(key: str) -> bool:
 
 
 def check_event_key(key: str, *, where: str) -> None:
-    if not key.strip():
-        raise InvalidRequest(f"{where}: the event key must be 1 to {MAX_EVENT_KEY_LENGTH} characters")
-    check_identifier(key, field=f"{where}: the event key", max_length=MAX_EVENT_KEY_LENGTH)
+    if not 1 <= len(key) <= MAX_EVENT_KEY_LENGTH or not key.strip() or has_control_characters(key):
+        raise InvalidRequest(
+            f"{where}: the event key must be 1 to {MAX_EVENT_KEY_LENGTH} characters, without control characters"
+        )
 
 
 def check_insert_id(insert_id: str, *, where: str) -> None:
-    if not insert_id:
-        raise InvalidRequest(f"{where}: insertId must be 1 to {MAX_INSERT_ID_LENGTH} characters")
-    check_identifier(insert_id, field=f"{where}: insertId", max_length=MAX_INSERT_ID_LENGTH)
+    if not 1 <= len(insert_id) <= MAX_INSERT_ID_LENGTH or has_control_characters(insert_id):
+        raise InvalidRequest(
+            f"{where}: insertId must be 1 to {MAX_INSERT_ID_LENGTH} characters, without control characters"
+        )
 
 
 def check_value(value: float | None, *, where: str) -> None:

@@ -17,12 +17,16 @@ MAX_ID_LENGTH: Final = 256
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
+def has_control_characters(value: str) -> bool:
+    return _CONTROL.search(value) is not None
+
+
 def check_identifier(value: str, *, field: str, max_length: int = MAX_ID_LENGTH) -> str:
     """The identifier rule: at most ``max_length`` characters, no control characters."""
     if len(value) > max_length:
         raise InvalidRequest(f"{field} must be at most {max_length} characters")
-    if _CONTROL.search(value) is not None:
-        raise InvalidRequest(f"{field} must not contain control characters (such as NUL)")
+    if has_control_characters(value):
+        raise InvalidRequest(f"{field} must not contain NUL or other control characters")
     return value
 
 

@@ -23,7 +23,9 @@ def normalize(raw: object) -> str:
     if not isinstance(raw, str) or not raw.strip():
         raise InvalidRequest("phoneNumber must be a non-empty string")
     if _PHONE_TEXT.fullmatch(raw.strip()) is None:
-        raise InvalidPhoneNumber("phoneNumber may hold only digits, spaces, '+', '-', '(', ')' and '.'")
+        raise InvalidPhoneNumber(
+            f"phoneNumber '{raw[:32]}' is not a phone number: only digits, spaces, '+', '-', '(', ')' and '.'"
+        )
     try:
         parsed = phonenumbers.parse(raw, DEFAULT_REGION)
     except phonenumbers.NumberParseException as exc:
