@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from magpie.api.openapi import _ID, _op
+from magpie.api.schema import ID, operation
 
 _TRIGGER = {
     "type": "object",
@@ -18,8 +18,8 @@ _TRIGGER = {
             "items": {
                 "type": "object",
                 "properties": {
-                    "userId": _ID,
-                    "deviceId": _ID,
+                    "userId": ID,
+                    "deviceId": ID,
                     "apiProperties": {
                         "type": "object",
                         "additionalProperties": {"type": ["string", "number", "boolean"]},
@@ -30,7 +30,7 @@ _TRIGGER = {
         },
     },
 }
-_DISPATCH_ID = {
+_DISPATCHID = {
     "type": "object",
     "required": ["dispatchId", "message"],
     "properties": {"dispatchId": {"type": "string", "format": "uuid"}, "message": {"const": "success"}},
@@ -73,10 +73,10 @@ STATS: dict[str, Any] = {
 
 
 def push_paths() -> dict[str, dict[str, Any]]:
-    trigger = _op(
+    trigger = operation(
         "Send an API-triggered push campaign to up to 50 users",
         body=_TRIGGER,
-        ok=_DISPATCH_ID,
+        ok=_DISPATCHID,
         extra400=["EXCEED_USER_MAX_LENGTH", "CAMPAIGN_NOT_FOUND"],
     )
     trigger["responses"]["422"] = {
@@ -101,14 +101,14 @@ def push_paths() -> dict[str, dict[str, Any]]:
             }
         },
         "/v1/push-tokens": {
-            "post": _op(
+            "post": operation(
                 "Register a device's push token (magpie extension)",
                 body={
                     "type": "object",
                     "required": ["deviceId", "providerType", "token"],
                     "properties": {
                         "deviceId": {"type": "string"},
-                        "userId": _ID,
+                        "userId": ID,
                         "providerType": {"enum": ["FCM", "APN"]},
                         "token": {"type": "string", "maxLength": 512},
                     },
@@ -117,7 +117,7 @@ def push_paths() -> dict[str, dict[str, Any]]:
             )
         },
         "/v1/push-message/dispatches/{dispatchId}": {
-            "get": _op(
+            "get": operation(
                 "Show a dispatch: status, counts by outcome and reason, per-recipient outcomes",
                 ok=DISPATCH,
                 params=[{"name": "dispatchId", "in": "path", "required": True, "schema": {"type": "string"}}],
@@ -126,7 +126,7 @@ def push_paths() -> dict[str, dict[str, Any]]:
             )
         },
         "/v1/push-message/campaigns/{campaignKey}/stats": {
-            "get": _op(
+            "get": operation(
                 "Campaign statistics over a time range (from/to: epoch ms or ISO-8601)",
                 ok=STATS,
                 params=[
