@@ -6,9 +6,9 @@ be fuzzed like the public one (schemathesis in the test suite).
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from typing import Any
 
-import magpie
 from magpie.api.openapi_push import DISPATCH, STATS
 from magpie.api.schema import ERROR_SCHEMA
 
@@ -320,7 +320,7 @@ def admin_document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {
             "title": "magpie admin API",
-            "version": magpie.__version__,
+            "version": version("magpie"),
             "description": "Environments, API keys, campaigns, cohorts, users, dispatches and the sandbox inbox. "
             "Every error answers {code, message}.",
         },
