@@ -90,6 +90,9 @@ def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
             "deviceId": "d",
             "name": "vip",
             "sdkKey": env.key,
+            "dispatch_id": sent.json()["dispatchId"],
+            "user_id": "u",
+            "device_id": "d",
         }
         yield Target(server, env, real)
 

@@ -215,14 +215,14 @@ PATHS: dict[str, dict[str, Any]] = {
             errors=("400", "401", "404", "409", "429", "503"),
         )
     },
-    _E + "/users/{userId}": {
+    _E + "/users/{user_id}": {
         "get": _op(
             "Look up a user: properties, consents, masked phone number, devices and tokens",
             _USER,
-            params=[_ENV, _path("userId")],
+            params=[_ENV, _path("user_id")],
         )
     },
-    _E + "/users/{userId}/events": {
+    _E + "/users/{user_id}/events": {
         "get": _op(
             "List a user's stored events, newest first",
             {
@@ -235,14 +235,14 @@ PATHS: dict[str, dict[str, Any]] = {
             },
             params=[
                 _ENV,
-                _path("userId"),
+                _path("user_id"),
                 _LIMIT,
                 _query("cursor", {"type": "string"}, "nextCursor of a previous page"),
             ],
         )
     },
-    _E + "/devices/{deviceId}": {
-        "get": _op("Look up a device, and the user it is linked to", _DEVICE, params=[_ENV, _path("deviceId")])
+    _E + "/devices/{device_id}": {
+        "get": _op("Look up a device, and the user it is linked to", _DEVICE, params=[_ENV, _path("device_id")])
     },
     _E + "/campaigns": {
         "get": _op("List an environment's campaigns", _list("campaigns", _CAMPAIGN), params=[_ENV]),
@@ -297,11 +297,11 @@ PATHS: dict[str, dict[str, Any]] = {
             },
         ),
     },
-    _E + "/dispatches/{dispatchId}": {
+    _E + "/dispatches/{dispatch_id}": {
         "get": _op(
             "Show a dispatch with per-recipient outcomes and deliveries",
             DISPATCH,
-            params=[_ENV, _path("dispatchId")],
+            params=[_ENV, _path("dispatch_id")],
         )
     },
     _E + "/inbox": {

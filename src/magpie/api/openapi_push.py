@@ -49,6 +49,7 @@ DISPATCH: dict[str, Any] = {
         "requested": {"type": "integer"},
         "counts": _COUNTS,
         "excluded": _COUNTS,
+        "failures": {**_COUNTS, "description": "FAILED recipients by reason"},
         "recipients": {"type": "array", "items": {"type": "object"}},
     },
 }
@@ -63,6 +64,7 @@ STATS: dict[str, Any] = {
         "requested": {"type": "integer"},
         "sent": {"type": "integer"},
         "failed": {"type": "integer"},
+        "failures": {**_COUNTS, "description": "FAILED recipients by reason"},
         "excluded": _COUNTS,
         "excludedTotal": {"type": "integer"},
         "pending": {"type": "integer"},
