@@ -142,7 +142,7 @@ def cmd_stats_dispatch(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_stats_campaign(args: argparse.Namespace, settings: Settings) -> None:
     from magpie.api.push import parse_time
     from magpie.cli import _db, _emit
-    from magpie.store.dispatches import campaign_stats
+    from magpie.store.stats import campaign_stats
 
     db = _db(settings)
     env_id = _env_id(db, args.env)
@@ -154,7 +154,7 @@ def cmd_stats_campaign(args: argparse.Namespace, settings: Settings) -> None:
     text = (
         f"campaign {args.key}: requested {stats['requested']} in {stats['dispatches']} dispatches, "
         f"sent {stats['sent']}, failed {stats['failed']}, excluded {stats['excludedTotal']}, "
-        f"clicks {stats['clicks']} (CTR {stats['ctr']:.2%})"
+        f"clicks {stats['uniqueClicks']} unique / {stats['totalClicks']} total (CTR {stats['ctr']:.2%})"
         + "".join(f"\n  excluded {reason}: {n}" for reason, n in sorted(stats["excluded"].items()))
     )
     _emit(args, stats, text)

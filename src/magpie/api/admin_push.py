@@ -12,7 +12,7 @@ from magpie.api.admin import admin, body_json, in_thread
 from magpie.api.context import Context
 from magpie.api.push import parse_time
 from magpie.errors import InvalidRequest
-from magpie.store import campaigns, dispatches, queries
+from magpie.store import campaigns, dispatches, queries, stats
 
 if TYPE_CHECKING:
     from magpie.app import MagpieApp
@@ -64,7 +64,7 @@ async def campaign_stats(ctx: Context, request: Request) -> Any:
     since = parse_time(request.query_params.get("from"), name="from", default=now - 7 * 86_400_000)
     until = parse_time(request.query_params.get("to"), name="to", default=now + 1)
     return await ctx.read(
-        lambda conn: dispatches.campaign_stats(conn, ctx.db, env_id=env_id, campaign_key=key, since=since, until=until)
+        lambda conn: stats.campaign_stats(conn, ctx.db, env_id=env_id, campaign_key=key, since=since, until=until)
     )
 
 

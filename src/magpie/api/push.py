@@ -9,7 +9,8 @@ from magpie.api._http import SUCCESS, Request, Response, encode
 from magpie.api.context import Context
 from magpie.domain.identity import clean_id, require_identifier
 from magpie.errors import ExceedUserMaxLength, InvalidRequest
-from magpie.store.dispatches import AcceptTrigger, RegisterToken, campaign_stats, dispatch_view
+from magpie.store.dispatches import AcceptTrigger, RegisterToken, dispatch_view
+from magpie.store.stats import campaign_stats
 
 MAX_USERS = 50
 MAX_API_PROPERTIES = 64

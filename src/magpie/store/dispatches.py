@@ -10,6 +10,7 @@ import msgspec
 from magpie.domain.identity import DEVICE
 from magpie.errors import CampaignNotFound, InvalidApiKey, NotFound
 from magpie.store.profiles import _check_key, link_device
+from magpie.store.stats import add_count
 from magpie.store.tx import Tx
 
 _decode = msgspec.json.decode
@@ -84,6 +85,14 @@ class AcceptTrigger:
             "INSERT INTO work_items (env_id, dispatch_id, payload, available_at, attempts, done) "
             "VALUES (?, ?, '{}', ?, 0, 0)",
             (self.env_id, dispatch_id, tx.now_ms),
+        )
+        add_count(
+            tx,
+            env_id=self.env_id,
+            campaign_key=self.campaign_key,
+            at_ms=tx.now_ms,
+            metric="REQUESTED",
+            n=self.requested,
         )
         return dispatch_id, True
 
@@ -238,53 +247,6 @@ def dispatch_view(conn: Any, db: Any, *, env_id: int, dispatch_id: str, recipien
     if recipients:
         view["recipients"] = listed
     return view
-
-
-def campaign_stats(conn: Any, db: Any, *, env_id: int, campaign_key: int, since: int, until: int) -> dict[str, Any]:
-    """Requested, sent, failed, excluded by reason, clicks and CTR for dispatches in ``[since, until)``."""
-    requested = db.fetchone(
-        conn,
-        "SELECT COUNT(*), COALESCE(SUM(requested), 0) FROM dispatches WHERE env_id = ? AND campaign_key = ? "
-        "AND created_at >= ? AND created_at < ?",
-        (env_id, campaign_key, since, until),
-    )
-    outcome_rows = db.fetchall(
-        conn,
-        "SELECT r.outcome, r.reason, COUNT(*) FROM recipients r JOIN dispatches d ON d.id = r.dispatch_id "
-        "WHERE d.env_id = ? AND d.campaign_key = ? AND d.created_at >= ? AND d.created_at < ? "
-        "GROUP BY r.outcome, r.reason",
-        (env_id, campaign_key, since, until),
-    )
-    clicks = db.fetchone(
-        conn,
-        "SELECT COUNT(*) FROM push_clicks WHERE env_id = ? AND campaign_key = ? AND clicked_at >= ? AND clicked_at < ?",
-        (env_id, campaign_key, since, until),
-    )
-    sent = failed = 0
-    excluded: dict[str, int] = {}
-    for outcome, reason, count in outcome_rows:
-        if outcome == "SENT":
-            sent += int(count)
-        elif outcome == "FAILED":
-            failed += int(count)
-        elif outcome == "EXCLUDED":
-            excluded[reason or "UNKNOWN"] = excluded.get(reason or "UNKNOWN", 0) + int(count)
-    total_requested = int(requested[1]) if requested else 0
-    click_count = int(clicks[0]) if clicks else 0
-    return {
-        "campaignKey": campaign_key,
-        "from": since,
-        "to": until,
-        "dispatches": int(requested[0]) if requested else 0,
-        "requested": total_requested,
-        "sent": sent,
-        "failed": failed,
-        "excluded": excluded,
-        "excludedTotal": sum(excluded.values()),
-        "pending": max(0, total_requested - sent - failed - sum(excluded.values())),
-        "clicks": click_count,
-        "ctr": round(click_count / sent, 4) if sent else 0.0,
-    }
 
 
 def inbox(conn: Any, db: Any, *, env_id: int, limit: int = 50, after: int | None = None) -> list[dict[str, Any]]:

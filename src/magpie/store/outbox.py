@@ -18,6 +18,7 @@ from magpie.domain import compliance
 from magpie.domain.identity import DEVICE, USER
 from magpie.domain.settings import effective
 from magpie.store.db import Database
+from magpie.store.stats import count_outcome
 from magpie.store.tx import Tx, dumps
 
 _decode = msgspec.json.decode
@@ -301,11 +302,13 @@ class PrepareRecipients:
                     (self.env_id, plan.user_key, self.dispatch_id, self.campaign_key, dumps(self.tags), self.now_ms),
                 )
             sending.append(plan)
-        tx.executemany(
-            "UPDATE recipients SET outcome = ?, reason = ?, updated_at = ? WHERE dispatch_id = ? AND idx = ? "
-            "AND outcome IS NULL",
-            [(outcome, reason, self.now_ms, self.dispatch_id, idx) for idx, (outcome, reason) in excluded.items()],
-        )
+        for idx, (outcome, reason) in excluded.items():
+            if tx.fetchone(
+                "UPDATE recipients SET outcome = ?, reason = ?, updated_at = ? WHERE dispatch_id = ? AND idx = ? "
+                "AND outcome IS NULL RETURNING idx",
+                (outcome, reason, self.now_ms, self.dispatch_id, idx),
+            ):
+                count_outcome(tx, dispatch_id=self.dispatch_id, outcome=outcome, reason=reason)
         tx.executemany(
             "INSERT INTO deliveries (env_id, dispatch_id, recipient_idx, campaign_key, user_key, device_id, token, "
             "provider, status, attempts, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', 0, ?, ?) "
@@ -416,11 +419,12 @@ class RecordRecipient:
             "WHERE env_id = ? AND token = ?",
             [(r.error_code, self.now_ms, self.env_id, r.token) for r in retired],
         )
-        tx.execute(
+        if tx.fetchone(
             "UPDATE recipients SET outcome = ?, reason = ?, updated_at = ? WHERE dispatch_id = ? AND idx = ? "
-            "AND outcome IS NULL",
+            "AND outcome IS NULL RETURNING idx",
             (self.outcome, self.reason, self.now_ms, self.dispatch_id, self.idx),
-        )
+        ):
+            count_outcome(tx, dispatch_id=self.dispatch_id, outcome=self.outcome, reason=self.reason)
         if self.outcome != "SENT":
             # A push that never arrived does not count against the user's frequency caps.
             tx.execute(
@@ -460,11 +464,12 @@ class FinishItem:
 
     def run(self, tx: Tx) -> str:
         if self.fail_reason is not None:
-            tx.execute(
+            failed = tx.fetchall(
                 "UPDATE recipients SET outcome = 'FAILED', reason = ?, updated_at = ? WHERE dispatch_id = ? "
-                "AND outcome IS NULL",
+                "AND outcome IS NULL RETURNING idx",
                 (self.fail_reason, self.now_ms, self.dispatch_id),
             )
+            count_outcome(tx, dispatch_id=self.dispatch_id, outcome="FAILED", reason=self.fail_reason, n=len(failed))
         tx.execute("UPDATE work_items SET done = 1, lease_owner = NULL WHERE id = ?", (self.item_id,))
         pending = tx.fetchone("SELECT COUNT(*) FROM work_items WHERE dispatch_id = ? AND done = 0", (self.dispatch_id,))
         open_recipients = tx.fetchone(
