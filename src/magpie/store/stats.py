@@ -55,7 +55,7 @@ def dispatch_campaign(tx: Tx, dispatch_id: str) -> tuple[int, int]:
         row = tx.fetchone("SELECT env_id, campaign_key FROM dispatches WHERE id = ?", (dispatch_id,))
         assert row is not None, dispatch_id
         found = tx.memo[memo] = (int(row[0]), int(row[1]))
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def count_outcome(tx: Tx, *, dispatch_id: str, outcome: str, reason: str | None, n: int = 1) -> None:
