@@ -40,8 +40,9 @@ class MagpieApp:
         self.routes: dict[tuple[str, str], Route] = {}
         self.param_routes: list[tuple[str, Matcher, Route]] = []
         from magpie.api.admin_push import push_admin_routes
+        from magpie.dashboard.pages import dashboard_routes
 
-        self.admin_extensions: list[Callable[[MagpieApp], list[Any]]] = [push_admin_routes]
+        self.admin_extensions: list[Callable[[MagpieApp], list[Any]]] = [push_admin_routes, dashboard_routes]
         from magpie.api.openapi_push import push_paths
 
         self.openapi_extensions: list[Callable[[], dict[str, Any]]] = [push_paths]

@@ -389,11 +389,7 @@ class Dispatcher:
             "user_properties": target.properties,
             "user": {"id": target.user_id or "", "deviceId": user.get("deviceId") or ""},
         }
-        title, body, link = campaign.render(context)
-        if campaign.is_marketing:
-            title = compliance.marketing_title(title, sender=snap.settings.get("senderName", ""))
-            body = compliance.marketing_body(body, opt_out=snap.settings.get("optOutText", ""))
-        return title, body, link
+        return campaign.render_for(context, settings=snap.settings)
 
     async def _deliver_recipient(
         self,
