@@ -122,3 +122,15 @@ def test_stats_counts_match_the_recipients_they_summarise(client: AppClient, env
     stats = _stats(client, env, 7)
     assert dict(recipients) == {"SENT": stats["sent"], "EXCLUDED": stats["excludedTotal"]}
     assert (stats["requested"], stats["pending"], stats["excluded"]) == (3, 0, {"UNKNOWN_USER": 2})
+
+
+def test_stats_click_properties_are_documented_in_openapi(client: AppClient) -> None:
+    document = client.get("/openapi.json").json()
+    track = document["paths"]["/api/v2/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    text = str(track)
+    for name in ("push_message_delivery_id", "push_message_key", "push_message_execution_id", "debug"):
+        assert name in text, name
+    stats = document["paths"]["/v1/push-message/campaigns/{campaignKey}/stats"]["get"]
+    schema = stats["responses"]["200"]["content"]["application/json"]["schema"]
+    assert {"uniqueClicks", "totalClicks", "ctr"} <= set(schema["properties"])
+    assert "CAMPAIGN_NOT_FOUND" in str(stats["responses"]["400"])

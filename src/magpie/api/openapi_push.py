@@ -51,13 +51,21 @@ _DISPATCH = {
 }
 _STATS = {
     "type": "object",
+    "description": "Counts over the hours that start in [from, to) (from is rounded down to its hour)",
     "properties": {
-        "requested": {"type": "integer"},
-        "sent": {"type": "integer"},
+        "campaignKey": {"type": "integer"},
+        "dispatches": {"type": "integer", "description": "dispatches accepted in the range"},
+        "requested": {"type": "integer", "description": "recipients named in triggers accepted in the range"},
+        "sent": {"type": "integer", "description": "recipients whose push a provider accepted"},
         "failed": {"type": "integer"},
-        "excluded": _COUNTS,
-        "clicks": {"type": "integer"},
-        "ctr": {"type": "number"},
+        "failedByReason": _COUNTS,
+        "excluded": {**_COUNTS, "description": "excluded recipients by magpie's reason"},
+        "excludedTotal": {"type": "integer"},
+        "pending": {"type": "integer", "description": "requested minus sent, failed and excluded (at least 0)"},
+        "uniqueClicks": {"type": "integer", "description": "deliveries with at least one attributed click"},
+        "totalClicks": {"type": "integer", "description": "every attributed click, repeated clicks included"},
+        "clicks": {"type": "integer", "description": "the same as uniqueClicks"},
+        "ctr": {"type": "number", "description": "uniqueClicks / sent, never above 1"},
     },
 }
 
@@ -111,6 +119,7 @@ def push_paths() -> dict[str, dict[str, Any]]:
             "get": _op(
                 "Campaign statistics over a time range (from/to: epoch ms or ISO-8601)",
                 ok=_STATS,
+                extra400=["CAMPAIGN_NOT_FOUND"],
                 params=[
                     {"name": "campaignKey", "in": "path", "required": True, "schema": {"type": "integer"}},
                     {"name": "from", "in": "query", "required": False, "schema": {"type": "string"}},

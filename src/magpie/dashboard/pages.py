@@ -239,17 +239,19 @@ class Dashboard:
 
         def load(conn: Any) -> dict[str, Any]:
             db, env_id = self.ctx.db, view.env.id
+            # One read of the month's hourly counts serves every period, the chart and the alerts.
+            series = stats.series(conn, db, env_id=env_id, since=month_ago, until=now + 1)
             periods = {
-                "Today": stats.totals(conn, db, env_id=env_id, since=midnight, until=now + 1),
-                "7 days": stats.totals(conn, db, env_id=env_id, since=now - 7 * stats.DAY_MS, until=now + 1),
-                "30 days": stats.totals(conn, db, env_id=env_id, since=month_ago, until=now + 1),
+                "Today": stats.totals_of(series, since=midnight, until=now + 1),
+                "7 days": stats.totals_of(series, since=now - 7 * stats.DAY_MS, until=now + 1),
+                "30 days": stats.totals_of(series, since=month_ago, until=now + 1),
             }
             busiest = stats.per_campaign(conn, db, env_id=env_id, since=now - 7 * stats.DAY_MS, until=now + 1)
             names = {c["key"]: c["name"] for c in campaigns.list_campaigns(conn, db, env_id=env_id)}
-            last_hour = stats.totals(conn, db, env_id=env_id, since=now - stats.HOUR_MS, until=now + 1)
+            last_hour = stats.totals_of(series, since=now - stats.HOUR_MS, until=now + 1)
             return {
                 "periods": periods,
-                "series": stats.series(conn, db, env_id=env_id, since=month_ago, until=now + 1),
+                "series": series,
                 "busiest": sorted(busiest.items(), key=lambda kv: -kv[1].requested)[:5],
                 "names": names,
                 "latest": browse.latest_dispatches(conn, db, env_id=env_id, limit=10),
@@ -307,10 +309,11 @@ class Dashboard:
         def load(conn: Any) -> dict[str, Any]:
             db, env_id = self.ctx.db, view.env.id
             definition = campaigns.get_campaign_json(conn, db, env_id=env_id, key=key)
+            series = stats.series(conn, db, env_id=env_id, since=since, until=until, campaign_key=key)
             return {
                 "c": definition,
-                "totals": stats.totals(conn, db, env_id=env_id, since=since, until=until, campaign_key=key),
-                "series": stats.series(conn, db, env_id=env_id, since=since, until=until, campaign_key=key),
+                "totals": stats.totals_of(series, since=since, until=until),
+                "series": series,
                 "latest": browse.latest_dispatches(conn, db, env_id=env_id, campaign_key=key, limit=10),
                 "audit": browse.audit(conn, db, env_id=env_id, target=f"campaign:{key}"),
             }

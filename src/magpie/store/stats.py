@@ -115,6 +115,16 @@ class Totals:
         return round(self.sent / done, 4) if done else 0.0
 
 
+def totals_of(rows: list[tuple[int, str, int]], *, since: int, until: int) -> Totals:
+    """Sum ``series`` rows whose hour starts in ``[since, until)`` (``since`` rounded down to its hour)."""
+    result = Totals()
+    start = hour_of(since)
+    for hour, metric, n in rows:
+        if start <= hour < until:
+            result.add(metric, n)
+    return result
+
+
 def campaign_exists(conn: Any, db: Database, *, env_id: int, campaign_key: int) -> bool:
     return db.fetchone(conn, "SELECT 1 FROM campaigns WHERE env_id = ? AND key = ?", (env_id, campaign_key)) is not None
 

@@ -35,7 +35,8 @@ def upgrade() -> None:
         sa.Column("metric", sa.String(48), primary_key=True),
         sa.Column("n", sa.BigInteger, nullable=False),
     )
-    op.create_index("ix_campaign_counts_hour", "campaign_counts", ["env_id", "hour"])
+    # Covers the environment-wide reads (overview, campaign list) without touching the table.
+    op.create_index("ix_campaign_counts_hour", "campaign_counts", ["env_id", "hour", "campaign_key", "metric", "n"])
     op.add_column("push_clicks", sa.Column("attributed", sa.Integer, nullable=False, server_default="0"))
     op.create_index("ix_push_clicks_delivery", "push_clicks", ["env_id", "delivery_id"])
     op.create_index("ix_dispatches_env_time", "dispatches", ["env_id", "created_at"])
