@@ -23,7 +23,7 @@ import aiohttp
 import httpx
 
 from bench._harness import PYTHON, ROOT, Report, median, rounds, workdir
-from magpie.domain.settings import parse_settings
+from magpie.domain.environment import parse_settings
 from magpie.providers.base import PushMessage
 from magpie.providers.fcm import FcmProvider
 from magpie.store import accounts, campaigns

@@ -1,6 +1,6 @@
 """``create_app(settings)``: the ASGI application, its routes and the lifespan that owns resources.
 
-The Hackle-compatible endpoints are served by a lean router (``magpie.api._http``); any
+The Hackle-compatible endpoints are served by a lean router (``magpie.api.asgi``); any
 other path falls through to a Starlette app with the admin API, docs, health and metrics.
 """
 
@@ -13,15 +13,15 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from magpie.api import _http, routes
-from magpie.api._http import Receive, Request, Response, Scope, Send
+from magpie.api import asgi, routes
+from magpie.api.asgi import Receive, Request, Response, Scope, Send
 from magpie.api.auth import Authenticator
 from magpie.api.context import Context
 from magpie.config import Settings
-from magpie.errors import MagpieError, MethodNotAllowed, NotFound, ServiceUnavailable
+from magpie.errors import MethodNotAllowed, NotFound
 from magpie.metrics import Metrics
 from magpie.store.crypto import Cipher
-from magpie.store.db import OPERATIONAL_ERRORS, Database
+from magpie.store.db import Database
 from magpie.store.writer import GroupCommitWriter, ProcessWriter, Writer
 
 log = logging.getLogger("magpie.app")
@@ -199,35 +199,27 @@ class MagpieApp:
         if found is None:
             path = scope["path"]
             if any(known == path for (_, known) in self.routes):
-                await _http.send_error(send, MethodNotAllowed(f"{scope['method']} is not allowed on {path}"))
+                await asgi.send_error(send, MethodNotAllowed(f"{scope['method']} is not allowed on {path}"))
             elif path.startswith(("/v1/", "/api/v2/")):
-                await _http.send_error(send, NotFound(f"no route for {scope['method']} {path}"))
+                await asgi.send_error(send, NotFound(f"no route for {scope['method']} {path}"))
             else:
-                await self._starlette(scope, receive, send)
+                try:
+                    await self._starlette(scope, receive, send)
+                except Exception:
+                    # Starlette answered it already (its catch-all handler maps and logs every error)
+                    # and re-raises it for servers that log; it has been logged, so stop here.
+                    pass
             return
         handler, params = found
         try:
-            body = await _http.read_body(scope, receive, self.settings.max_body_bytes)
+            body = await asgi.read_body(scope, receive, self.settings.max_body_bytes)
             result = await handler(ctx, Request(scope, body, params))
-        except MagpieError as exc:
-            self.metrics.count(scope["path"], exc.status)
-            await _http.send_error(send, exc)
-            return
-        except OPERATIONAL_ERRORS as exc:
-            log.error("storage unavailable: %s", type(exc).__name__)
-            await _http.send_error(send, ServiceUnavailable())
-            return
-        except Exception:
-            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            await _http.send_response(
-                send,
-                500,
-                b'{"code":"INTERNAL_ERROR","message":"An unexpected error occurred; it has been logged"}',
-            )
+        except Exception as exc:
+            self.metrics.count(scope["path"], await asgi.send_error(send, exc))
             return
         status = result[0]
         self.metrics.count(scope["path"], status)
-        await _http.send_response(send, status, result[1], result[2] if len(result) == 3 else None)
+        await asgi.send_response(send, status, result[1], result[2] if len(result) == 3 else None)
 
 
 def create_app(settings: Settings) -> MagpieApp:

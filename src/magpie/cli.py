@@ -154,17 +154,17 @@ def cmd_admin_token(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_user_show(args: argparse.Namespace, settings: Settings) -> None:
-    from magpie.store import queries
+    from magpie.store import events, profiles
 
     db = _db(settings)
     cipher = Cipher.load(secret_key=settings.secret_key, data_dir=settings.data_dir)
     with db.transaction(write=False) as conn:
-        env_id = queries.env_id_by_name(conn, db, args.env)
+        env_id = accounts.env_id_by_name(conn, db, args.env)
         if args.device:
-            view = queries.device_view(conn, db, cipher, env_id=env_id, device_id=args.id)
+            view = profiles.device_view(conn, db, cipher, env_id=env_id, device_id=args.id)
         else:
-            view = queries.user_view(conn, db, cipher, env_id=env_id, user_id=args.id)
-        events = queries.recent_events(
+            view = profiles.user_view(conn, db, cipher, env_id=env_id, user_id=args.id)
+        recent = events.recent_events(
             conn,
             db,
             env_id=env_id,
@@ -172,7 +172,7 @@ def cmd_user_show(args: argparse.Namespace, settings: Settings) -> None:
             device_id=args.id if args.device else None,
             limit=args.events,
         )
-    view["recentEvents"] = events
+    view["recentEvents"] = recent
     _emit(args, view)
 
 

@@ -24,10 +24,10 @@ def _load_file(path: str) -> Any:
 
 
 def _env_id(db: Any, name: str) -> int:
-    from magpie.store import queries
+    from magpie.store import accounts
 
     with db.transaction(write=False) as conn:
-        return queries.env_id_by_name(conn, db, name)
+        return accounts.env_id_by_name(conn, db, name)
 
 
 def cmd_campaign_apply(args: argparse.Namespace, settings: Settings) -> None:
@@ -77,7 +77,7 @@ def cmd_cohort_set(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_token_add(args: argparse.Namespace, settings: Settings) -> None:
     from magpie.cli import _db, _emit
     from magpie.store.crypto import Cipher
-    from magpie.store.dispatches import RegisterToken
+    from magpie.store.tokens import RegisterToken
     from magpie.store.writer import GroupCommitWriter
 
     db = _db(settings)
@@ -106,7 +106,7 @@ def cmd_token_add(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_env_settings(args: argparse.Namespace, settings: Settings) -> None:
     from magpie.cli import _db, _emit
-    from magpie.domain.settings import parse_settings
+    from magpie.domain.environment import parse_settings
     from magpie.store import accounts
 
     db = _db(settings)

@@ -1,7 +1,7 @@
 """The exception tree of magpie and the error codes it answers with.
 
 Every error a client can see is a ``MagpieError``; the HTTP layer maps it to
-``{"code": ..., "message": ...}`` in one place (``magpie.api._http``)::
+``{"code": ..., "message": ...}`` in one place (``magpie.api.failures``)::
 
     MagpieError
     ├── Unauthorized (401)
@@ -14,6 +14,7 @@ Every error a client can see is a ``MagpieError``; the HTTP layer maps it to
     │   ├── CampaignNotFound      CAMPAIGN_NOT_FOUND
     │   ├── InvalidPhoneNumber    INVALID_PHONE_NUMBER
     │   └── InvalidCampaign       INVALID_CAMPAIGN
+    ├── Forbidden (403)           FORBIDDEN
     ├── NotFound (404)            NOT_FOUND
     ├── MethodNotAllowed (405)    METHOD_NOT_ALLOWED
     ├── Conflict (409)            CONFLICT
@@ -90,6 +91,12 @@ class InvalidPhoneNumber(InvalidRequest):
 class InvalidCampaign(InvalidRequest):
     code = "INVALID_CAMPAIGN"
     default_message = "The campaign definition is invalid"
+
+
+class Forbidden(MagpieError):
+    status = 403
+    code = "FORBIDDEN"
+    default_message = "The form is missing its CSRF token or it does not match this session"
 
 
 class NotFound(MagpieError):

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 from magpie.config import Settings
-from magpie.domain.settings import parse_settings
+from magpie.domain.environment import parse_settings
 from magpie.store import accounts, campaigns
 from magpie.store.crypto import hash_secret
 from magpie.store.db import Database
-from magpie.store.dispatches import AcceptTrigger, RegisterToken, dispatch_view
+from magpie.store.dispatches import AcceptTrigger, dispatch_view
+from magpie.store.tokens import RegisterToken
 from magpie.store.writer import GroupCommitWriter
 from tests.fakes.fcm import FakeFcm
 from tests.support import ServerProcess, make_env

@@ -17,12 +17,12 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from magpie.api.context import Context
+from magpie.api.failures import failure
 from magpie.api.openapi import docs_routes
 from magpie.domain.identity import USER
-from magpie.errors import InvalidAdminToken, InvalidRequest, MagpieError, ServiceUnavailable
-from magpie.store import accounts, queries
+from magpie.errors import InvalidAdminToken, InvalidRequest, MagpieError
+from magpie.store import accounts, profiles
 from magpie.store.accounts import check_admin_token
-from magpie.store.db import OPERATIONAL_ERRORS
 from magpie.store.events import list_events
 
 if TYPE_CHECKING:
@@ -35,18 +35,11 @@ def _json(value: Any, status: int = 200) -> Response:
     return Response(msgspec.json.encode(value), status_code=status, media_type="application/json")
 
 
-def error_response(exc: MagpieError) -> Response:
-    headers = {"retry-after": str(getattr(exc, "retry_after", 1))} if exc.status == 429 else None
-    return (
-        _json({"code": exc.code, "message": exc.message}, exc.status)
-        if headers is None
-        else Response(
-            msgspec.json.encode({"code": exc.code, "message": exc.message}),
-            status_code=exc.status,
-            media_type="application/json",
-            headers=headers,
-        )
-    )
+def error_response(exc: BaseException) -> Response:
+    """The JSON answer for ``exc`` (see ``magpie.api.failures``)."""
+    answer = failure(exc)
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in answer.headers}
+    return Response(answer.body, status_code=answer.status, media_type="application/json", headers=headers)
 
 
 async def body_json(request: Request) -> Any:
@@ -63,18 +56,13 @@ def admin(app: MagpieApp, handler: AdminHandler, *, status: int = 200) -> Callab
     async def endpoint(request: Request) -> Response:
         ctx = app.ctx
         assert ctx is not None
-        try:
-            header = request.headers.get("authorization", "")
-            scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise InvalidAdminToken()
-            if not await ctx.read(lambda conn: check_admin_token(conn, ctx.db, token.strip())):
-                raise InvalidAdminToken()
-            result = await handler(ctx, request)
-        except MagpieError as exc:
-            return error_response(exc)
-        except OPERATIONAL_ERRORS:
-            return error_response(ServiceUnavailable())
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise InvalidAdminToken()
+        if not await ctx.read(lambda conn: check_admin_token(conn, ctx.db, token.strip())):
+            raise InvalidAdminToken()
+        result = await handler(ctx, request)
         if isinstance(result, Response):
             return result
         return _json(result, status)
@@ -114,7 +102,7 @@ async def get_environment(ctx: Context, request: Request) -> Any:
 
 async def update_environment(ctx: Context, request: Request) -> Any:
     """Replace an environment's settings (compliance, providers) and optionally its time zone."""
-    from magpie.domain.settings import parse_settings
+    from magpie.domain.environment import parse_settings
 
     body = await body_json(request)
     if not isinstance(body, dict):
@@ -160,8 +148,8 @@ async def get_user(ctx: Context, request: Request) -> Any:
     """Look up a user: properties, consents with times, masked phone number, devices and tokens."""
     env, user_id = request.path_params["env"], request.path_params["user_id"]
     return await ctx.read(
-        lambda conn: queries.user_view(
-            conn, ctx.db, ctx.cipher, env_id=queries.env_id_by_name(conn, ctx.db, env), user_id=user_id
+        lambda conn: profiles.user_view(
+            conn, ctx.db, ctx.cipher, env_id=accounts.env_id_by_name(conn, ctx.db, env), user_id=user_id
         )
     )
 
@@ -177,7 +165,7 @@ async def get_user_events(ctx: Context, request: Request) -> Any:
         lambda conn: list_events(
             conn,
             ctx.db,
-            env_id=queries.env_id_by_name(conn, ctx.db, env),
+            env_id=accounts.env_id_by_name(conn, ctx.db, env),
             kind=USER,
             ident=user_id,
             limit=int(raw_limit),
@@ -190,8 +178,8 @@ async def get_device(ctx: Context, request: Request) -> Any:
     """Look up a device, and the user it is linked to."""
     env, device_id = request.path_params["env"], request.path_params["device_id"]
     return await ctx.read(
-        lambda conn: queries.device_view(
-            conn, ctx.db, ctx.cipher, env_id=queries.env_id_by_name(conn, ctx.db, env), device_id=device_id
+        lambda conn: profiles.device_view(
+            conn, ctx.db, ctx.cipher, env_id=accounts.env_id_by_name(conn, ctx.db, env), device_id=device_id
         )
     )
 
@@ -206,12 +194,7 @@ def _health_routes(app: MagpieApp) -> list[BaseRoute]:
     async def readyz(request: Request) -> Response:
         ctx = app.ctx
         assert ctx is not None
-        try:
-            await ctx.read(lambda conn: ctx.db.fetchone(conn, "SELECT 1"))
-        except MagpieError:
-            return error_response(ServiceUnavailable())
-        except OPERATIONAL_ERRORS:
-            return error_response(ServiceUnavailable())
+        await ctx.read(lambda conn: ctx.db.fetchone(conn, "SELECT 1"))  # an outage answers 503
         return _json({"status": "ready"})
 
     async def metrics(request: Request) -> Response:
@@ -245,16 +228,10 @@ def admin_routes(app: MagpieApp) -> list[BaseRoute]:
 
 
 def build_admin(app: MagpieApp) -> Starlette:
-    async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "INVALID_REQUEST")
-        return _json({"code": code, "message": str(exc.detail)}, exc.status_code)
-
-    async def magpie_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, MagpieError)
+    async def error(request: Request, exc: Exception) -> Response:
         return error_response(exc)
 
     return Starlette(
         routes=[*_health_routes(app), *admin_routes(app), *docs_routes(app)],
-        exception_handlers={HTTPException: http_error, MagpieError: magpie_error},
+        exception_handlers={Exception: error, HTTPException: error, MagpieError: error},
     )

@@ -12,7 +12,7 @@ from magpie.api.admin import admin, body_json, in_thread
 from magpie.api.context import Context
 from magpie.api.push import parse_time
 from magpie.errors import InvalidRequest
-from magpie.store import campaigns, dispatches, queries, stats
+from magpie.store import accounts, campaigns, dispatches, stats
 
 if TYPE_CHECKING:
     from magpie.app import MagpieApp
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 async def _env_id(ctx: Context, request: Request) -> int:
     name = request.path_params["env"]
-    env_id: int = await ctx.read(lambda conn: queries.env_id_by_name(conn, ctx.db, name))
+    env_id: int = await ctx.read(lambda conn: accounts.env_id_by_name(conn, ctx.db, name))
     return env_id
 
 

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from magpie.api._http import SUCCESS, Request, Response
+from magpie.api.asgi import SUCCESS, Request, Response
+from magpie.api.bodies import request_ids
 from magpie.api.context import Context
 from magpie.domain import consent, phone
 from magpie.domain.identity import clean_id
-from magpie.domain.requests import identity
 from magpie.errors import EmptyIdentifier
 from magpie.store.profiles import SetConsent, SetPhone, UpdatePropertiesRequest
-
-_identity = identity
 
 
 async def update_properties(ctx: Context, request: Request) -> Response:
@@ -27,7 +25,7 @@ async def set_phone_number(ctx: Context, request: Request) -> Response:
     """Set a user's phone number (E.164; a number without country code is read as Korean)."""
     key_hash, env_id = await ctx.auth.authenticate(request.headers)
     body = request.json_object()
-    user_id, _ = _identity(body, user_required=True)
+    user_id, _ = request_ids(body, user_required=True)
     number = phone.normalize(body.get("phoneNumber"))
     job = SetPhone(
         phone=number,
@@ -78,7 +76,7 @@ def _changes(body: dict[str, Any], channel: str) -> dict[str, str]:
 async def _subscriptions(ctx: Context, request: Request, channel: str) -> Response:
     key_hash, env_id = await ctx.auth.authenticate(request.headers)
     body = request.json_object()
-    user_id, device_id = _identity(body, user_required=channel != "push")
+    user_id, device_id = request_ids(body, user_required=channel != "push")
     job = SetConsent(
         channel=channel,
         changes=_changes(body, channel),

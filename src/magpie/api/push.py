@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from magpie.api._http import SUCCESS, Request, Response, encode
+from magpie.api.asgi import SUCCESS, Request, Response, encode
 from magpie.api.context import Context
 from magpie.domain.identity import clean_id, require_identifier
 from magpie.errors import ExceedUserMaxLength, InvalidRequest
-from magpie.store.dispatches import AcceptTrigger, RegisterToken, dispatch_view
+from magpie.store.dispatches import AcceptTrigger, dispatch_view
 from magpie.store.stats import campaign_stats
+from magpie.store.tokens import RegisterToken
 
 MAX_USERS = 50
 MAX_API_PROPERTIES = 64

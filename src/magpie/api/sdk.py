@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from magpie.api._http import SUCCESS, Request, Response, encode
+from magpie.api.asgi import SUCCESS, Request, Response, encode
 from magpie.api.auth import API_KEY_HEADER, SDK_KEY_HEADER
 from magpie.api.context import Context
 from magpie.domain.events import (
@@ -32,7 +32,7 @@ from magpie.domain.events import (
     check_insert_id,
     check_properties,
     check_value,
-    identity,
+    event_ids,
     system_effect,
 )
 from magpie.domain.identity import clean_id
@@ -142,7 +142,7 @@ def _event(
     check_insert_id(insert_id, where=where)
     check_value(value, where=where)
     check_properties(properties, where=where)
-    user_id, device_id = identity(identifiers, fallback_user_id=fallback_user_id, where=where)
+    user_id, device_id = event_ids(identifiers, fallback_user_id=fallback_user_id, where=where)
     effect, stored = system_effect(key, properties, device_id=device_id, where=where)
     return Event(
         insert_id=insert_id,

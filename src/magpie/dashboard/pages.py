@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from magpie.api.context import Context
+from magpie.api.failures import failure
 from magpie.dashboard import present
 from magpie.dashboard.session import (
     LOGIN_COOKIE,
@@ -38,12 +39,11 @@ from magpie.dashboard.session import (
     read_session,
 )
 from magpie.domain.campaigns import parse_campaign
+from magpie.domain.environment import effective
 from magpie.domain.identity import DEVICE, USER
-from magpie.domain.settings import effective
-from magpie.errors import InvalidRequest, MagpieError, NotFound
-from magpie.store import accounts, browse, campaigns, dispatches, queries, stats
+from magpie.errors import Forbidden, InvalidRequest, NotFound
+from magpie.store import accounts, browse, campaigns, dispatches, events, profiles, stats
 from magpie.store.crypto import hash_secret
-from magpie.store.db import OPERATIONAL_ERRORS
 
 if TYPE_CHECKING:
     from magpie.app import MagpieApp
@@ -61,12 +61,6 @@ _SECURITY_HEADERS = {
     "referrer-policy": "same-origin",
     "cache-control": "no-store",
 }
-
-
-class Forbidden(MagpieError):
-    status = 403
-    code = "FORBIDDEN"
-    default_message = "The form is missing its CSRF token or it does not match this session"
 
 
 @dataclass
@@ -130,8 +124,10 @@ class Dashboard:
         html = self.templates.get_template(name).render(**values)
         return HTMLResponse(html, status_code=status_code, headers=_SECURITY_HEADERS)
 
-    def error_page(self, exc: MagpieError, view: View | None = None) -> HTMLResponse:
-        return self.render("error.html", status_code=exc.status, view=view, code=exc.code, message=exc.message)
+    def error_page(self, exc: BaseException, view: View | None = None) -> HTMLResponse:
+        """An error as a page, with the status, code and message the API would answer."""
+        answer = failure(exc)
+        return self.render("error.html", status_code=answer.status, view=view, code=answer.code, message=answer.message)
 
     async def _session(self, request: Request) -> Session | None:
         session = read_session(self.signer, request.cookies.get(SESSION_COOKIE))
@@ -168,10 +164,8 @@ class Dashboard:
                     raise NotFound(f"no environment named '{name}'")
                 view = View(request=request, ctx=self.ctx, session=session, environments=environments, env=chosen)
                 return await handler(view)
-            except MagpieError as exc:
+            except Exception as exc:
                 return self.error_page(exc, view)
-            except OPERATIONAL_ERRORS:
-                return self.error_page(_unavailable(), view)
 
         return endpoint
 
@@ -391,29 +385,24 @@ class Dashboard:
             found: dict[str, Any] | None = None
             device: dict[str, Any] | None = None
             try:
-                found = queries.user_view(conn, db, self.ctx.cipher, env_id=env_id, user_id=wanted)
+                found = profiles.user_view(conn, db, self.ctx.cipher, env_id=env_id, user_id=wanted)
             except NotFound:
                 try:
-                    device = queries.device_view(conn, db, self.ctx.cipher, env_id=env_id, device_id=wanted)
+                    device = profiles.device_view(conn, db, self.ctx.cipher, env_id=env_id, device_id=wanted)
                 except NotFound:
                     return None
                 found = device.get("user")
             if found is not None:
-                user_key, events = (
-                    f"{USER}:{found['userId']}",
-                    queries.recent_events(conn, db, env_id=env_id, user_id=found["userId"]),
-                )
+                user_key = f"{USER}:{found['userId']}"
+                recent = events.recent_events(conn, db, env_id=env_id, user_id=found["userId"])
             else:
-                assert device is not None
-                user_key, events = (
-                    f"{DEVICE}:{wanted}",
-                    queries.recent_events(conn, db, env_id=env_id, user_id=None, device_id=wanted),
-                )
-            clicks = [e["insertId"] for e in events if e["key"] == "$push_click"]
+                user_key = f"{DEVICE}:{wanted}"
+                recent = events.recent_events(conn, db, env_id=env_id, user_id=None, device_id=wanted)
+            clicks = [e["insertId"] for e in recent if e["key"] == "$push_click"]
             return {
                 "user": found,
                 "device": device,
-                "events": events,
+                "events": recent,
                 "attributed": browse.click_attribution(conn, db, env_id=env_id, insert_ids=clicks),
                 "deliveries": browse.user_deliveries(conn, db, env_id=env_id, user_key=user_key),
             }
@@ -502,12 +491,6 @@ async def _in_thread(fn: Callable[[], Any]) -> Any:
     from magpie.api.admin import in_thread
 
     return await in_thread(fn)
-
-
-def _unavailable() -> MagpieError:
-    from magpie.errors import ServiceUnavailable
-
-    return ServiceUnavailable()
 
 
 async def _form(request: Request) -> dict[str, str]:

@@ -23,14 +23,14 @@ import msgspec
 from liquid.exceptions import LiquidError
 
 from magpie.config import Settings
-from magpie.dispatch.channels import Channels
 from magpie.dispatch.retry import backoff
 from magpie.domain import compliance
 from magpie.domain.audience import Recipient, cohort_names, matches
 from magpie.domain.campaigns import Campaign, parse_campaign
 from magpie.providers.base import ProviderError, ProviderUnavailable, PushMessage, TokenInvalid
+from magpie.providers.registry import ProviderRegistry
 from magpie.store.db import Database
-from magpie.store.outbox import (
+from magpie.store.deliveries import (
     ClaimWork,
     DeliveryResult,
     ExtendLease,
@@ -45,7 +45,7 @@ from magpie.store.outbox import (
     WorkItem,
     load_snapshot,
 )
-from magpie.store.tx import dumps
+from magpie.store.transaction import dumps
 from magpie.store.writer import GroupCommitWriter, ProcessWriter, Writer
 
 log = logging.getLogger("magpie.worker")
@@ -104,7 +104,7 @@ class Dispatcher:
         writer: Writer,
         settings: Settings,
         executor: ThreadPoolExecutor,
-        channels: Channels | None = None,
+        channels: ProviderRegistry | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Sleep = asyncio.sleep,
         owner: str | None = None,
@@ -120,7 +120,7 @@ class Dispatcher:
         self.owner = owner or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.metrics = metrics
         self.rng = rng or random.Random()
-        self.channels = channels or Channels(
+        self.channels = channels or ProviderRegistry(
             record_sandbox=self._record_sandbox,
             timeout=settings.provider_timeout_seconds,
             concurrency=settings.worker_concurrency,

@@ -20,7 +20,7 @@ rules as the HTTP endpoints. Every other key (and every key without ``$``) is st
 **Identity.** ``$userId`` is the user, ``$deviceId`` the device; when neither is present the
 Hackle ``id`` (``$id``, sent as ``userId`` in an SDK batch) is read as the user id.
 
->>> identity({"$id": "a1"}, fallback_user_id=None, where="trackEvents[0]")
+>>> event_ids({"$id": "a1"}, fallback_user_id=None, where="trackEvents[0]")
 ('a1', None)
 >>> system_effect("$properties", {"$set": {"grade": "GOLD"}}, device_id=None, where="e")[0]
 PropertyUpdate(operations=[('$set', 'grade', 'GOLD')])
@@ -152,7 +152,7 @@ def _clean(value: object, field: str) -> str | None:
     return cleaned
 
 
-def identity(
+def event_ids(
     identifiers: Mapping[str, str], *, fallback_user_id: str | None, where: str
 ) -> tuple[str | None, str | None]:
     """``(user_id, device_id)`` of an event; ``EMPTY_IDENTIFIER`` when it names nobody."""

@@ -187,3 +187,10 @@ def check_admin_token(conn: Any, db: Database, token: str) -> bool:
 def is_empty(db: Database) -> bool:
     with db.transaction(write=False) as conn:
         return db.fetchone(conn, "SELECT 1 FROM environments LIMIT 1") is None
+
+
+def env_id_by_name(conn: Any, db: Database, name: str) -> int:
+    row = db.fetchone(conn, "SELECT id FROM environments WHERE name = ?", (name,))
+    if row is None:
+        raise NotFound(f"no environment named '{name}'")
+    return int(row[0])

@@ -1,4 +1,8 @@
-"""Trigger acceptance (dispatch + outbox in one transaction), push tokens, and dispatch reads."""
+"""Dispatches: trigger acceptance (the dispatch and its work item in one transaction), and dispatch reads.
+
+The other half of a dispatch's life, claiming its work and recording each delivery, is
+``magpie.store.deliveries``.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,10 @@ from typing import Any
 
 import msgspec
 
-from magpie.domain.identity import DEVICE
-from magpie.errors import CampaignNotFound, InvalidApiKey, NotFound
-from magpie.store.profiles import _check_key, link_device
+from magpie.errors import CampaignNotFound, NotFound
+from magpie.store.profiles import _check_key
 from magpie.store.stats import add_count
-from magpie.store.tx import Tx
+from magpie.store.transaction import Tx
 
 _decode = msgspec.json.decode
 
@@ -95,81 +98,6 @@ class AcceptTrigger:
             n=self.requested,
         )
         return dispatch_id, True
-
-
-class RegisterToken:
-    """Attach a push token to a device (and the device to a user when given)."""
-
-    __slots__ = (
-        "device_id",
-        "env_id",
-        "key_hash",
-        "profile_keys",
-        "provider_type",
-        "token",
-        "user_id",
-    )
-
-    def __init__(
-        self,
-        *,
-        key_hash: str | None,
-        env_id: int,
-        device_id: str,
-        user_id: str | None,
-        provider_type: str,
-        token: str,
-    ) -> None:
-        self.key_hash = key_hash
-        self.env_id = env_id
-        self.device_id = device_id
-        self.user_id = user_id
-        self.provider_type = provider_type
-        self.token = token
-        keys = [(env_id, DEVICE, device_id)]
-        if user_id is not None:
-            keys.append((env_id, "u", user_id))
-        self.profile_keys = tuple(keys)
-
-    def run(self, tx: Tx) -> str:
-        """Returns the token's status: ACTIVE, or RETIRED for a token a provider rejected for good."""
-        if self.key_hash is not None and tx.key_env(self.key_hash) != self.env_id:
-            raise InvalidApiKey()
-        device = tx.profile(self.env_id, DEVICE, self.device_id)
-        if self.user_id is not None:
-            link_device(tx, user=tx.profile(self.env_id, "u", self.user_id), device_id=self.device_id)
-        elif not device.exists:
-            tx.update(device)
-        return register_token_row(
-            tx,
-            env_id=self.env_id,
-            device_id=self.device_id,
-            provider_type=self.provider_type,
-            token=self.token,
-        )
-
-
-def register_token_row(tx: Tx, *, env_id: int, device_id: str, provider_type: str, token: str) -> str:
-    row = tx.fetchone(
-        "SELECT device_id, provider_type, status FROM push_tokens WHERE env_id = ? AND token = ?",
-        (env_id, token),
-    )
-    if row is None:
-        tx.execute(
-            "INSERT INTO push_tokens (env_id, token, device_id, provider_type, status, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, 'ACTIVE', ?, ?)",
-            (env_id, token, device_id, provider_type, tx.now_ms, tx.now_ms),
-        )
-        return "ACTIVE"
-    if row[2] == "RETIRED":
-        return "RETIRED"  # a provider said this token is dead: it is never used again
-    if row[0] != device_id or row[1] != provider_type:
-        # The same token now reported by another device (reinstall, restore): it moves.
-        tx.execute(
-            "UPDATE push_tokens SET device_id = ?, provider_type = ?, updated_at = ? WHERE env_id = ? AND token = ?",
-            (device_id, provider_type, tx.now_ms, env_id, token),
-        )
-    return "ACTIVE"
 
 
 # -- reads ---------------------------------------------------------------------------------------------

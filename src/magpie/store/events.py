@@ -49,10 +49,10 @@ from magpie.domain.identity import DEVICE, USER
 from magpie.domain.operations import apply_operations
 from magpie.errors import EmptyIdentifier, InvalidRequest, NotFound, ServiceUnavailable
 from magpie.store.db import Database
-from magpie.store.dispatches import register_token_row
 from magpie.store.profiles import _check_key, resolve
 from magpie.store.stats import add_count
-from magpie.store.tx import ProfileRow, Tx, dumps
+from magpie.store.tokens import register_token_row
+from magpie.store.transaction import ProfileRow, Tx, dumps
 from magpie.store.writer import Writer
 
 log = logging.getLogger("magpie.events")
@@ -416,3 +416,20 @@ class Retention:
         except TimeoutError:
             return False
         return True
+
+
+def recent_events(
+    conn: Any,
+    db: Database,
+    *,
+    env_id: int,
+    user_id: str | None,
+    device_id: str | None = None,
+    limit: int = 20,
+) -> list[dict[str, Any]]:
+    """Stored events of a user (else of a device), newest first, with their property snapshots."""
+    kind, ident = (USER, user_id) if user_id is not None else (DEVICE, device_id)
+    if ident is None:
+        return []
+    events: list[dict[str, Any]] = list_events(conn, db, env_id=env_id, kind=kind, ident=ident, limit=limit)["events"]
+    return events

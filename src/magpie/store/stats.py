@@ -22,7 +22,7 @@ from typing import Any
 
 from magpie.errors import CampaignNotFound
 from magpie.store.db import Database
-from magpie.store.tx import Tx
+from magpie.store.transaction import Tx
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from magpie.errors import InvalidApiKey, MagpieError, ServiceUnavailable
 from magpie.store.db import RETRYABLE_ERRORS, Database
-from magpie.store.tx import Tx
+from magpie.store.transaction import Tx
 
 log = logging.getLogger("magpie.writer")
 

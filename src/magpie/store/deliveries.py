@@ -1,4 +1,6 @@
-"""The worker side of the outbox: claiming work with leases, and recording outcomes.
+"""Deliveries: claiming a dispatch's work items with leases, and recording each recipient's outcome.
+
+The other half, accepting a dispatch and reading it back, is ``magpie.store.dispatches``.
 
 Work items are claimed with a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; the
 writer's ``BEGIN IMMEDIATE`` on SQLite). A worker that dies stops renewing its lease;
@@ -15,11 +17,11 @@ from typing import Any
 import msgspec
 
 from magpie.domain import compliance
+from magpie.domain.environment import effective
 from magpie.domain.identity import DEVICE, USER
-from magpie.domain.settings import effective
 from magpie.store.db import Database
 from magpie.store.stats import count_outcome
-from magpie.store.tx import Tx, dumps
+from magpie.store.transaction import Tx, dumps
 
 _decode = msgspec.json.decode
 

@@ -30,7 +30,7 @@ def decode_object(raw: bytes) -> dict[str, Any]:
     return value
 
 
-def identity(body: dict[str, Any], *, user_required: bool) -> tuple[str | None, str | None]:
+def request_ids(body: dict[str, Any], *, user_required: bool) -> tuple[str | None, str | None]:
     """``(userId, deviceId)`` of a body; ``userId`` alone where the endpoint requires it."""
     user_id = clean_id(body.get("userId"), field="userId")
     if user_required:
@@ -45,7 +45,7 @@ def identity(body: dict[str, Any], *, user_required: bool) -> tuple[str | None, 
 def parse_properties(raw: bytes) -> tuple[str | None, str | None, list[Operation]]:
     """A ``POST /v1/properties`` body: identifiers and the flattened operations."""
     body = decode_object(raw)
-    user_id, device_id = identity(body, user_required=False)
+    user_id, device_id = request_ids(body, user_required=False)
     if "operations" not in body:
         raise InvalidRequest("operations is required")
     return user_id, device_id, parse_operations(body["operations"])

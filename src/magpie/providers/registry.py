@@ -26,7 +26,7 @@ class NotConfigured(ProviderRejected):
     """The campaign asks for a provider the environment has no settings for."""
 
 
-class Channels:
+class ProviderRegistry:
     """Providers per environment, rebuilt when the environment's provider settings change."""
 
     def __init__(

@@ -7,16 +7,14 @@ routing objects, which would cost a third of the throughput (SPEC §7). Everythi
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
 import msgspec
 
-from magpie.errors import InvalidRequest, MagpieError, PayloadTooLarge, RateLimited
-
-log = logging.getLogger("magpie.http")
+from magpie.api.failures import failure
+from magpie.errors import InvalidRequest, PayloadTooLarge
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -103,18 +101,11 @@ async def send_response(send: Send, status: int, body: bytes, headers: list[tupl
     await send({"type": "http.response.body", "body": body})
 
 
-def error_body(exc: MagpieError) -> bytes:
-    return _encode({"code": exc.code, "message": exc.message})
-
-
-def error_headers(exc: MagpieError) -> list[tuple[bytes, bytes]]:
-    if isinstance(exc, RateLimited):
-        return [(b"retry-after", str(exc.retry_after).encode())]
-    return []
-
-
-async def send_error(send: Send, exc: MagpieError) -> None:
-    await send_response(send, exc.status, error_body(exc), error_headers(exc))
+async def send_error(send: Send, exc: BaseException) -> int:
+    """Answer ``exc`` as ``failures`` maps it; returns the status sent."""
+    answer = failure(exc)
+    await send_response(send, answer.status, answer.body, list(answer.headers))
+    return answer.status
 
 
 def encode(value: Any) -> bytes:

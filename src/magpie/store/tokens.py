@@ -1,0 +1,83 @@
+"""Push tokens: registering a device's FCM or APNs token, and moving a token between devices."""
+
+from __future__ import annotations
+
+from magpie.domain.identity import DEVICE
+from magpie.errors import InvalidApiKey
+from magpie.store.profiles import link_device
+from magpie.store.transaction import Tx
+
+
+class RegisterToken:
+    """Attach a push token to a device (and the device to a user when given)."""
+
+    __slots__ = (
+        "device_id",
+        "env_id",
+        "key_hash",
+        "profile_keys",
+        "provider_type",
+        "token",
+        "user_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        key_hash: str | None,
+        env_id: int,
+        device_id: str,
+        user_id: str | None,
+        provider_type: str,
+        token: str,
+    ) -> None:
+        self.key_hash = key_hash
+        self.env_id = env_id
+        self.device_id = device_id
+        self.user_id = user_id
+        self.provider_type = provider_type
+        self.token = token
+        keys = [(env_id, DEVICE, device_id)]
+        if user_id is not None:
+            keys.append((env_id, "u", user_id))
+        self.profile_keys = tuple(keys)
+
+    def run(self, tx: Tx) -> str:
+        """Returns the token's status: ACTIVE, or RETIRED for a token a provider rejected for good."""
+        if self.key_hash is not None and tx.key_env(self.key_hash) != self.env_id:
+            raise InvalidApiKey()
+        device = tx.profile(self.env_id, DEVICE, self.device_id)
+        if self.user_id is not None:
+            link_device(tx, user=tx.profile(self.env_id, "u", self.user_id), device_id=self.device_id)
+        elif not device.exists:
+            tx.update(device)
+        return register_token_row(
+            tx,
+            env_id=self.env_id,
+            device_id=self.device_id,
+            provider_type=self.provider_type,
+            token=self.token,
+        )
+
+
+def register_token_row(tx: Tx, *, env_id: int, device_id: str, provider_type: str, token: str) -> str:
+    row = tx.fetchone(
+        "SELECT device_id, provider_type, status FROM push_tokens WHERE env_id = ? AND token = ?",
+        (env_id, token),
+    )
+    if row is None:
+        tx.execute(
+            "INSERT INTO push_tokens (env_id, token, device_id, provider_type, status, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, 'ACTIVE', ?, ?)",
+            (env_id, token, device_id, provider_type, tx.now_ms, tx.now_ms),
+        )
+        return "ACTIVE"
+    if row[2] == "RETIRED":
+        return "RETIRED"  # a provider said this token is dead: it is never used again
+    if row[0] != device_id or row[1] != provider_type:
+        # The same token now reported by another device (reinstall, restore): it moves.
+        tx.execute(
+            "UPDATE push_tokens SET device_id = ?, provider_type = ?, updated_at = ? WHERE env_id = ? AND token = ?",
+            (device_id, provider_type, tx.now_ms, env_id, token),
+        )
+    return "ACTIVE"
