@@ -34,6 +34,16 @@ SEED_TRIGGER = """{
     ]
   }"""
 SEED_USER = "eb24b2d8-21a3-4e95-b801-626ba0904e01"
+SEED_PHONE = """{
+    "userId": "19285035",
+    "phoneNumber": "+821012345678"
+  }"""
+SEED_PUSH = """{
+    "userId": "19285035",
+    "deviceId": null,
+    "marketingSubscriptionStatus": "UNSUBSCRIBED",
+    "informationSubscriptionStatus" : "SUBSCRIBED"
+ }"""
 SEED_PROPERTIES = """{
     "userId": "19285035",
     "deviceId": "ae2182e0",
@@ -99,7 +109,12 @@ def magpie(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Magpie]:
 @pytest.fixture(scope="module")
 def seeded(magpie: Magpie) -> dict[str, Any]:
     """The seed's requests, a token for the seed's user, a click, and a few other recipients."""
-    assert magpie.post("/v1/properties", SEED_PROPERTIES).status_code == 200
+    for path, body in (
+        ("/v1/properties", SEED_PROPERTIES),
+        ("/v1/properties/phone-numbers", SEED_PHONE),
+        ("/v1/push-subscriptions", SEED_PUSH),
+    ):
+        assert magpie.post(path, body).status_code == 200
     assert magpie.post("/v1/properties", {"userId": SEED_USER, "operations": {"$set": {"name": "김민지"}}}).is_success
     token = {"userId": SEED_USER, "deviceId": "phone-1", "providerType": "FCM", "token": "fcm-token-0001-abcdef"}
     assert magpie.post("/v1/push-tokens", token).status_code == 200
@@ -214,6 +229,12 @@ def test_dashboard_user_lookup_shows_the_event_snapshot(magpie: Magpie, seeded: 
     page.locator("details.event", has_text="purchase").locator("summary").click()
     snapshot = page.locator("details.event", has_text="purchase").inner_text()
     assert '"grade": "GOLD"' in snapshot and '"amount": 12000' in snapshot
+    consents = page.locator("#consents ~ div table").inner_text()
+    assert re.search(r"push\s+marketing\s+UNSUBSCRIBED", consents) and re.search(
+        r"push\s+information\s+SUBSCRIBED", consents
+    )
+    profile = page.locator("main").inner_text()
+    assert "+821012345678" not in profile and "5678" in profile  # the phone number, masked
     screenshot(page, "dashboard-user")
     page.get_by_label("User id or device id").fill(SEED_USER)
     page.get_by_role("button", name="Look up").click()
