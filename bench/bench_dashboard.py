@@ -36,24 +36,6 @@ TARGET_MS = 300.0
 _enc = msgspec.json.encode
 
 
-def _upgrade(url: str, revision: str) -> None:
-    from alembic import command
-    from alembic.config import Config
-    from sqlalchemy import create_engine, pool
-
-    from magpie.store.db import _MIGRATIONS
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(_MIGRATIONS))
-    engine = create_engine(url, poolclass=pool.NullPool)
-    try:
-        with engine.begin() as connection:
-            cfg.attributes["connection"] = connection
-            command.upgrade(cfg, revision)
-    finally:
-        engine.dispose()
-
-
 def fill(data_dir: Path) -> dict[str, Any]:
     """Write the store; returns the admin token and ids the pages will look at."""
     from magpie.store import accounts, campaigns
@@ -63,8 +45,8 @@ def fill(data_dir: Path) -> dict[str, Any]:
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / "magpie.db"
     url = f"sqlite:///{path}"
-    _upgrade(url, "0002_sdk_events")
     db = Database(url)
+    db.upgrade("0002_sdk_events")
     env = accounts.create_environment(db, name="bench")
     token = accounts.create_admin_token(db, name="bench")
     accounts.create_api_key(db, environment="bench", name="default")
@@ -234,7 +216,7 @@ def fill(data_dir: Path) -> dict[str, Any]:
     conn.execute("ANALYZE")
     conn.close()
     began = time.perf_counter()
-    _upgrade(url, "head")
+    db.upgrade()
     migration_s = time.perf_counter() - began
     return {
         "token": token,

@@ -16,50 +16,14 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.api.test_seeds import SEED_PHONE, SEED_PROPERTIES, SEED_PUSH
 from tests.chromium import screenshot
+from tests.dispatch.test_trigger import SEED_TRIGGER
 from tests.support import ServerProcess
 
 pytestmark = pytest.mark.browser
 
-# The seed's trigger request, byte for byte (Hackle's push message document).
-SEED_TRIGGER = """{
-    "campaignKey": 1,
-    "users": [
-      {  
-        "userId": "eb24b2d8-21a3-4e95-b801-626ba0904e01",
-        "apiProperties": {
-          "productNumber": "123"
-        }
-      }
-    ]
-  }"""
 SEED_USER = "eb24b2d8-21a3-4e95-b801-626ba0904e01"
-SEED_PHONE = """{
-    "userId": "19285035",
-    "phoneNumber": "+821012345678"
-  }"""
-SEED_PUSH = """{
-    "userId": "19285035",
-    "deviceId": null,
-    "marketingSubscriptionStatus": "UNSUBSCRIBED",
-    "informationSubscriptionStatus" : "SUBSCRIBED"
- }"""
-SEED_PROPERTIES = """{
-    "userId": "19285035",
-    "deviceId": "ae2182e0",
-    "operations": {
-      "$set": {
-        "age": 42,
-        "grade": "GOLD"
-      },
-      "$setOnce": {
-        "sign_up_date": "2020-01-01"
-      },
-      "$unset": {
-        "membership_type": "-"
-      }
-    }
-  }"""
 
 
 class Magpie:

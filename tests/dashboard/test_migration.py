@@ -8,11 +8,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import create_engine, pool
 
-from magpie.store.db import _MIGRATIONS, Database
+from magpie.store.db import Database
 from tests.conftest import PG_ADMIN_URL
 
 HOUR = 3_600_000
@@ -33,21 +30,9 @@ def empty_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> I
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _upgrade(db: Database, revision: str) -> None:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(_MIGRATIONS))
-    engine = create_engine(db.sqlalchemy_url, poolclass=pool.NullPool)
-    try:
-        with engine.begin() as connection:
-            cfg.attributes["connection"] = connection
-            command.upgrade(cfg, revision)
-    finally:
-        engine.dispose()
-
-
 def test_migration_backfills_counts_and_attribution(empty_url: str) -> None:
     db = Database(empty_url)
-    _upgrade(db, "0002_sdk_events")
+    db.upgrade("0002_sdk_events")
     rows = {
         "INSERT INTO dispatches (id, exec_id, env_id, campaign_key, status, users, requested, created_at) "
         "VALUES (?, ?, 1, ?, 'COMPLETED', '[]', ?, ?)": [("d1", 1, 5, 3, T0 + 10), ("d2", 2, 6, 1, T0 + HOUR)],
@@ -79,7 +64,7 @@ def test_migration_backfills_counts_and_attribution(empty_url: str) -> None:
     with db.transaction() as conn:
         for sql, values in rows.items():
             db.executemany(conn, sql, values)
-    _upgrade(db, "0003_campaign_counts")
+    db.upgrade("0003_campaign_counts")
     with db.transaction(write=False) as conn:
         counts = db.fetchall(conn, "SELECT campaign_key, hour, metric, n FROM campaign_counts")
         attributed = db.fetchall(conn, "SELECT insert_id, attributed FROM push_clicks ORDER BY insert_id")
