@@ -1,10 +1,10 @@
 """Benchmark 7: every dashboard page on a store with 100,000 users and 1,000,000 recipient outcomes.
 
-    python -m bench.bench_dashboard            (BENCH_DASHBOARD_REQUESTS=50 per page by default)
+    python -m bench.bench_dashboard [sqlite|pg|all]   (BENCH_DASHBOARD_REQUESTS=50 per page by default)
 
 The store is filled at schema revision 0002 (the rows an older magpie would have written), then
 brought to the newest revision, so the run also times the migration that backfills the hourly
-counts and the click attribution. A real ``magpie serve`` (SQLite, no workers) then serves every
+counts and the click attribution. A real ``magpie serve`` (no workers) then serves every
 page to a signed-in client, one request at a time; the figure is the client-observed time of the
 whole response on loopback, an upper bound of the server-side render time.
 """
@@ -19,13 +19,15 @@ import statistics
 import sys
 import time
 import uuid
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import httpx
 import msgspec
+import psycopg
 
 from bench._harness import Report, free_port, magpie_serve, workdir
+from bench.bench_properties import _drop_pg, _pg_database
 
 USERS = 100_000
 RECIPIENTS = 1_000_000
@@ -36,15 +38,44 @@ TARGET_MS = 300.0
 _enc = msgspec.json.encode
 
 
-def fill(data_dir: Path) -> dict[str, Any]:
+class _Rows:
+    """Bulk writes for the fill: executemany on SQLite, COPY on PostgreSQL."""
+
+    def __init__(self, url: str) -> None:
+        self.sqlite = url.startswith("sqlite")
+        if self.sqlite:
+            self.conn: Any = sqlite3.connect(url.split("sqlite:///", 1)[1], isolation_level=None)
+            self.conn.execute("PRAGMA synchronous=OFF")
+            self.conn.execute("BEGIN")
+        else:
+            self.conn = psycopg.connect(url)
+
+    def put(self, table: str, columns: str, rows: Iterable[tuple[Any, ...]]) -> None:
+        if self.sqlite:
+            marks = ", ".join("?" * (columns.count(",") + 1))
+            self.conn.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
+            return
+        with self.conn.cursor().copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def finish(self) -> None:
+        if self.sqlite:
+            self.conn.execute("COMMIT")
+            self.conn.execute("ANALYZE")
+        else:
+            self.conn.commit()
+            self.conn.autocommit = True
+            self.conn.execute("ANALYZE")
+        self.conn.close()
+
+
+def fill(url: str) -> dict[str, Any]:
     """Write the store; returns the admin token and ids the pages will look at."""
     from magpie.store import accounts, campaigns
     from magpie.store.db import Database
 
     rng = random.Random(7)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / "magpie.db"
-    url = f"sqlite:///{path}"
     db = Database(url)
     db.upgrade("0002_sdk_events")
     env = accounts.create_environment(db, name="bench")
@@ -68,14 +99,12 @@ def fill(data_dir: Path) -> dict[str, Any]:
                 },
             },
         )
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA synchronous=OFF")
-    conn.execute("BEGIN")
+    out = _Rows(url)
     now = int(time.time() * 1000)
     start = now - DAYS * 86_400_000
-    conn.executemany(
-        "INSERT INTO profiles (env_id, kind, ident, properties, crm, linked_user, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, '{}', ?, ?, ?)",
+    out.put(
+        "profiles",
+        "env_id, kind, ident, properties, crm, linked_user, created_at, updated_at",
         (
             row
             for i in range(USERS)
@@ -85,45 +114,51 @@ def fill(data_dir: Path) -> dict[str, Any]:
                     "u",
                     f"user-{i}",
                     _enc({"name": f"사용자{i}", "grade": rng.choice("ABC")}).decode(),
+                    "{}",
                     None,
                     start,
                     start,
                 ),
-                (env.id, "d", f"dev-{i}", "{}", f"user-{i}", start, start),
+                (env.id, "d", f"dev-{i}", "{}", "{}", f"user-{i}", start, start),
             )
         ),
     )
-    conn.executemany(
-        "INSERT INTO push_tokens (env_id, token, device_id, provider_type, status, created_at, updated_at) "
-        "VALUES (?, ?, ?, 'FCM', 'ACTIVE', ?, ?)",
-        ((env.id, f"tok-{i:08d}-{uuid.UUID(int=i).hex}", f"dev-{i}", start, start) for i in range(USERS)),
+    out.put(
+        "push_tokens",
+        "env_id, token, device_id, provider_type, status, created_at, updated_at",
+        (
+            (env.id, f"tok-{i:08d}-{uuid.UUID(int=i).hex}", f"dev-{i}", "FCM", "ACTIVE", start, start)
+            for i in range(USERS)
+        ),
     )
     dispatch_ids: list[str] = []
     delivery_id = 0
     click_rows: list[tuple[Any, ...]] = []
     event_rows: list[tuple[Any, ...]] = []
     inbox_rows: list[tuple[Any, ...]] = []
-    for n in range(RECIPIENTS // PER_DISPATCH):
+    dispatch_rows: list[tuple[Any, ...]] = []
+    recipients: list[tuple[Any, ...]] = []
+    deliveries: list[tuple[Any, ...]] = []
+    count = RECIPIENTS // PER_DISPATCH
+    for n in range(count):
         dispatch_id = str(uuid.UUID(int=rng.getrandbits(128)))
         dispatch_ids.append(dispatch_id)
-        created = start + n * (DAYS * 86_400_000) // (RECIPIENTS // PER_DISPATCH)
+        created = start + n * (DAYS * 86_400_000) // count
         key = rng.randint(1, CAMPAIGNS)
         users = [rng.randrange(USERS) for _ in range(PER_DISPATCH)]
-        conn.execute(
-            "INSERT INTO dispatches (id, exec_id, env_id, campaign_key, status, users, requested, created_at, "
-            "completed_at) VALUES (?, ?, ?, ?, 'COMPLETED', ?, ?, ?, ?)",
+        dispatch_rows.append(
             (
                 dispatch_id,
                 n + 1,
                 env.id,
                 key,
+                "COMPLETED",
                 _enc([{"userId": f"user-{u}"} for u in users]).decode(),
                 PER_DISPATCH,
                 created,
                 created + 2000,
-            ),
+            )
         )
-        recipients, deliveries = [], []
         for idx, u in enumerate(users):
             roll = rng.random()
             outcome, reason = (
@@ -134,56 +169,52 @@ def fill(data_dir: Path) -> dict[str, Any]:
                 else ("EXCLUDED", rng.choice(["NO_CONSENT", "FREQUENCY_CAP", "NOT_IN_AUDIENCE"]))
             )
             recipients.append((dispatch_id, idx, env.id, f"user-{u}", None, outcome, reason, created + 1000))
-            if outcome != "EXCLUDED":
-                delivery_id += 1
-                deliveries.append(
-                    (
-                        delivery_id,
-                        env.id,
-                        dispatch_id,
-                        idx,
-                        key,
-                        f"u:user-{u}",
-                        f"dev-{u}",
-                        f"tok-{u:08d}",
-                        "sandbox",
-                        outcome,
-                        None if outcome == "SENT" else "UNAVAILABLE",
-                        1,
-                        created + 500,
-                        created + 1000,
-                    )
+            if outcome == "EXCLUDED":
+                continue
+            delivery_id += 1
+            deliveries.append(
+                (
+                    delivery_id,
+                    env.id,
+                    dispatch_id,
+                    idx,
+                    key,
+                    f"u:user-{u}",
+                    f"dev-{u}",
+                    f"tok-{u:08d}",
+                    "sandbox",
+                    outcome,
+                    None if outcome == "SENT" else "UNAVAILABLE",
+                    1,
+                    created + 500,
+                    created + 1000,
                 )
-                if outcome == "SENT" and rng.random() < 0.06:
-                    insert_id = f"click-{delivery_id}"
-                    click_rows.append((env.id, insert_id, key, dispatch_id, delivery_id, created + 60_000))
-                    event_rows.append(
-                        (
-                            env.id,
-                            insert_id,
-                            "u",
-                            f"user-{u}",
-                            "$push_click",
-                            created + 60_000,
-                            created + 60_000,
-                            "{}",
-                            "{}",
-                        )
-                    )
-                if len(inbox_rows) < 20_000 and rng.random() < 0.03:
-                    payload = {"title": f"사용자{u}님, 소식이 있어요", "body": "상품 확인해 보세요.", "image_url": None}
-                    inbox_rows.append((env.id, delivery_id, f"tok-{u:08d}", _enc(payload).decode(), created + 1000))
-        conn.executemany(
-            "INSERT INTO recipients (dispatch_id, idx, env_id, user_id, device_id, outcome, reason, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            recipients,
-        )
-        conn.executemany(
-            "INSERT INTO deliveries (id, env_id, dispatch_id, recipient_idx, campaign_key, user_key, device_id, token, "
-            "provider, status, error_code, attempts, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            deliveries,
-        )
+            )
+            if outcome == "SENT" and rng.random() < 0.06:
+                insert_id = f"click-{delivery_id}"
+                click_rows.append((env.id, insert_id, key, dispatch_id, delivery_id, created + 60_000))
+                event_rows.append(
+                    (env.id, insert_id, "u", f"user-{u}", "$push_click", created + 60_000, created + 60_000, "{}", "{}")
+                )
+            if len(inbox_rows) < 20_000 and rng.random() < 0.03:
+                payload = {"title": f"사용자{u}님, 소식이 있어요", "body": "상품 확인해 보세요.", "image_url": None}
+                inbox_rows.append((env.id, delivery_id, f"tok-{u:08d}", _enc(payload).decode(), created + 1000))
+        if len(dispatch_rows) == 1000 or n == count - 1:
+            out.put(
+                "dispatches",
+                "id, exec_id, env_id, campaign_key, status, users, requested, created_at, completed_at",
+                dispatch_rows,
+            )
+            out.put(
+                "recipients", "dispatch_id, idx, env_id, user_id, device_id, outcome, reason, updated_at", recipients
+            )
+            out.put(
+                "deliveries",
+                "id, env_id, dispatch_id, recipient_idx, campaign_key, user_key, device_id, token, provider, status, "
+                "error_code, attempts, created_at, updated_at",
+                deliveries,
+            )
+            dispatch_rows, recipients, deliveries = [], [], []
     for i in range(USERS):
         at = start + rng.randrange(DAYS * 86_400_000)
         event_rows.append(
@@ -199,22 +230,17 @@ def fill(data_dir: Path) -> dict[str, Any]:
                 _enc({"name": f"사용자{i}"}).decode(),
             )
         )
-    conn.executemany(
-        "INSERT INTO events (env_id, insert_id, kind, ident, event_key, ts, received_at, properties, user_properties) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        event_rows,
+    out.put(
+        "events", "env_id, insert_id, kind, ident, event_key, ts, received_at, properties, user_properties", event_rows
     )
-    conn.executemany(
-        "INSERT INTO push_clicks (env_id, insert_id, campaign_key, dispatch_id, delivery_id, clicked_at) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        click_rows,
-    )
-    conn.executemany(
-        "INSERT INTO inbox (env_id, delivery_id, token, payload, created_at) VALUES (?, ?, ?, ?, ?)", inbox_rows
-    )
-    conn.execute("COMMIT")
-    conn.execute("ANALYZE")
-    conn.close()
+    out.put("push_clicks", "env_id, insert_id, campaign_key, dispatch_id, delivery_id, clicked_at", click_rows)
+    out.put("inbox", "env_id, delivery_id, token, payload, created_at", inbox_rows)
+    out.finish()
+    if not db.is_sqlite:  # rows written with explicit ids: move the sequence past them
+        with db.transaction() as conn:
+            db.execute(
+                conn, "SELECT setval(pg_get_serial_sequence('deliveries', 'id'), (SELECT MAX(id) FROM deliveries))"
+            )
     began = time.perf_counter()
     db.upgrade()
     migration_s = time.perf_counter() - began
@@ -226,7 +252,6 @@ def fill(data_dir: Path) -> dict[str, Any]:
         "clicks": len(click_rows),
         "events": len(event_rows),
         "migration_seconds": round(migration_s, 1),
-        "db_mb": round(path.stat().st_size / 1e6),
     }
 
 
@@ -275,22 +300,29 @@ def measure(url: str, store: dict[str, Any], requests: int) -> dict[str, dict[st
     return results
 
 
-def main() -> int:
+def run(backend: str) -> Report:
     requests = int(os.environ.get("BENCH_DASHBOARD_REQUESTS", "50"))
     with workdir("dashboard") as tmp:
-        began = time.perf_counter()
-        store = fill(tmp / "data")
-        print(f"filled in {time.perf_counter() - began:.0f} s: {store}", flush=True)
-        port = free_port()
-        server = magpie_serve(data_dir=tmp / "data", port=port)
+        data = tmp / "data"
+        data.mkdir()
+        url = f"sqlite:///{data / 'magpie.db'}" if backend == "sqlite" else _pg_database()
         try:
-            results = measure(server.url, store, requests)
+            began = time.perf_counter()
+            store = fill(url)
+            print(f"{backend}: filled in {time.perf_counter() - began:.0f} s: {store}", flush=True)
+            env = {} if backend == "sqlite" else {"MAGPIE_DATABASE_URL": url}
+            server = magpie_serve(data_dir=data, port=free_port(), env=env)
+            try:
+                results = measure(server.url, store, requests)
+            finally:
+                server.stop()
         finally:
-            server.stop()
+            if backend == "pg":
+                _drop_pg(url)
     worst = max(r["p95_ms"] for r in results.values())
-    report = Report(
-        name="dashboard_sqlite",
-        command="python -m bench.bench_dashboard",
+    return Report(
+        name=f"dashboard_{backend}",
+        command=f"python -m bench.bench_dashboard {backend}",
         target=f"every dashboard page p95 <= {TARGET_MS:.0f} ms with 100,000 users and 1,000,000 recipient outcomes",
         met=worst <= TARGET_MS,
         summary={
@@ -301,13 +333,21 @@ def main() -> int:
             "deliveries": store["deliveries"],
             "attributed_click_rows": store["clicks"],
             "events": store["events"],
-            "store_mb": store["db_mb"],
             "migration_backfill_seconds": store["migration_seconds"],
             "pages": results,
         },
     )
-    print(f"wrote {report.save()}")
-    return 0 if report.met else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    which = (argv or sys.argv[1:] or ["all"])[0]
+    backends = ["sqlite", "pg"] if which == "all" else [which]
+    met = True
+    for backend in backends:
+        report = run(backend)
+        print(f"wrote {report.save()}")
+        met = met and report.met
+    return 0 if met else 1
 
 
 if __name__ == "__main__":

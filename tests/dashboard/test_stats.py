@@ -134,3 +134,14 @@ def test_stats_click_properties_are_documented_in_openapi(client: AppClient) -> 
     schema = stats["responses"]["200"]["content"]["application/json"]["schema"]
     assert {"uniqueClicks", "totalClicks", "ctr"} <= set(schema["properties"])
     assert "CAMPAIGN_NOT_FOUND" in str(stats["responses"]["400"])
+
+
+def test_stats_failures_count_with_their_reason(client: AppClient, env: Env) -> None:
+    apply_campaign(client, env)
+    add_token(client, env, device_id="d1", user_id="u1", token="t1")
+    trigger(client, env, [{"userId": "u1"}, {"userId": "u2"}])
+    apply_campaign(client, env, status="PAUSED")  # paused after acceptance: the dispatch fails visibly
+    _run(client)
+    stats = _stats(client, env, 7)
+    assert (stats["requested"], stats["failed"], stats["pending"]) == (2, 2, 0)
+    assert stats["failedByReason"] == {"CAMPAIGN_INACTIVE": 2}
