@@ -39,9 +39,11 @@ DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while Playwright's sync API is open it keeps an asyncio loop running
+# in the main thread, and every later test calling asyncio.run() would fail.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the test session."""
+    """One headless Chromium per test module."""
     if not Path(CHROMIUM).exists():
         message = f"Chromium not found at {CHROMIUM} (run `make browser` to install Debian's chromium)"
         if REQUIRE_BROWSER:
