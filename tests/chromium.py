@@ -39,11 +39,13 @@ DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
 
 
-# Module scope, not session: while Playwright's sync API is open it keeps an asyncio loop running
-# in the main thread, and every later test calling asyncio.run() would fail.
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium per test module."""
+    """One headless Chromium per test module.
+
+    Playwright's synchronous API keeps an asyncio loop running in the calling thread while it is
+    open, so it must be closed before other modules' tests call ``asyncio.run``.
+    """
     if not Path(CHROMIUM).exists():
         message = f"Chromium not found at {CHROMIUM} (run `make browser` to install Debian's chromium)"
         if REQUIRE_BROWSER:

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 import yaml
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from liquid.exceptions import LiquidError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -38,6 +39,7 @@ from magpie.dashboard.session import (
     new_session_cookie,
     read_session,
 )
+from magpie.domain import delivery
 from magpie.domain.campaigns import parse_campaign
 from magpie.domain.environment import effective
 from magpie.domain.identity import DEVICE, USER
@@ -576,14 +578,24 @@ def _chart(rows: list[tuple[int, str, int]], *, since: int, until: int, zone: st
 def _preview(definition: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
     """The message as a recipient sees it, with sample personalization and the marketing rules."""
     campaign = parse_campaign({k: v for k, v in definition.items() if k not in ("createdAt", "updatedAt")})
-    sample = {
-        "api_properties": {"productNumber": "A-1024", "n": 3},
-        "user_properties": {"name": "김민지"},
-        "user": {"id": "user-1024", "deviceId": "device-1024"},
-    }
+    sample_api = {"productNumber": "A-1024", "n": 3}
+    sample_user = {"name": "김민지"}
+    sample = {"api_properties": sample_api, "user_properties": sample_user, "user": {"id": "user-1024"}}
     try:
-        title, body, link = campaign.render_for(sample, settings=settings)
-    except Exception as exc:  # a template that fails on the sample data: show why instead of the page failing
+        message = delivery.render(
+            campaign=campaign,
+            api_properties=sample_api,
+            user_properties=sample_user,
+            user_id="user-1024",
+            device_id="device-1024",
+            settings=settings,
+        )
+    except LiquidError as exc:  # a template that fails on the sample data: show why instead of the page failing
         return {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__, "sample": sample}
-    message = definition.get("message", {})
-    return {"title": title, "body": body, "link": link, "imageUrl": message.get("imageUrl"), "sample": sample}
+    return {
+        "title": message.title,
+        "body": message.body,
+        "link": message.link,
+        "imageUrl": definition.get("message", {}).get("imageUrl"),
+        "sample": sample,
+    }

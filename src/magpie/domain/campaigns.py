@@ -22,7 +22,6 @@ from typing import Any, Final
 from liquid import BoundTemplate, Environment
 from liquid.exceptions import LiquidError
 
-from magpie.domain import compliance
 from magpie.domain.audience import Audience, audience_to_json, parse_audience
 from magpie.errors import InvalidCampaign
 
@@ -117,14 +116,6 @@ class Campaign:
         title = self._templates["title"].render(**context)
         body = self._templates["body"].render(**context)
         link = self._templates["link"].render(**context) if "link" in self._templates else None
-        return title, body, link
-
-    def render_for(self, context: Mapping[str, Any], *, settings: Mapping[str, Any]) -> tuple[str, str, str | None]:
-        """What a recipient sees: the rendered message after the marketing rules of ``settings``."""
-        title, body, link = self.render(context)
-        if self.is_marketing:
-            title = compliance.marketing_title(title, sender=settings.get("senderName", ""))
-            body = compliance.marketing_body(body, opt_out=settings.get("optOutText", ""))
         return title, body, link
 
 
