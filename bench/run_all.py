@@ -121,7 +121,8 @@ PostgreSQL 15 local. Written by `python -m bench.run_all` on {time.strftime("%Y-
 7. **Dashboard pages** — a store (SQLite, then PostgreSQL) with 100,000 users (and their devices and tokens), 20
    campaigns and 1,000,000 recipient outcomes over 30 days (20,000 dispatches, ~900,000 deliveries,
    ~50,000 clicks, ~150,000 events), written at schema revision 0002 and then migrated (the
-   migration's backfill of the hourly counts is timed). A signed-in client asks a real
+   migration's backfill of the hourly counts is timed), then `ANALYZE` (PostgreSQL: `VACUUM ANALYZE`,
+   the state autovacuum keeps a store that takes inserts in). A signed-in client asks a real
    `magpie serve` for each page 50 times (`BENCH_DASHBOARD_REQUESTS`), one at a time; the figure is the
    client-observed time on loopback (an upper bound of the server-side render); per-page figures are
    in the results file, with the machine it ran on.

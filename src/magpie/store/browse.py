@@ -119,15 +119,21 @@ def inbox(
     conn: Any, db: Database, *, env_id: int, user_key: str | None = None, limit: int = 50
 ) -> list[dict[str, Any]]:
     """Sandbox pushes, newest first, optionally of one profile (``u:<id>`` or ``d:<id>``)."""
-    sql = (
-        "SELECT i.id, i.delivery_id, i.payload, i.created_at, d.user_key, d.device_id, d.campaign_key FROM inbox i "
-        "LEFT JOIN deliveries d ON d.id = i.delivery_id WHERE i.env_id = ?"
-    )
-    params: list[Any] = [env_id]
-    if user_key is not None:
-        sql += " AND d.user_key = ?"
-        params.append(user_key)
-    rows = db.fetchall(conn, sql + " ORDER BY i.id DESC LIMIT ?", (*params, limit))
+    columns = "i.id, i.delivery_id, i.payload, i.created_at, d.user_key, d.device_id, d.campaign_key"
+    if user_key is None:
+        rows = db.fetchall(
+            conn,
+            f"SELECT {columns} FROM inbox i LEFT JOIN deliveries d ON d.id = i.delivery_id WHERE i.env_id = ? "
+            "ORDER BY i.id DESC LIMIT ?",
+            (env_id, limit),
+        )
+    else:  # from the profile's deliveries (an index) to their inbox rows (another)
+        rows = db.fetchall(
+            conn,
+            f"SELECT {columns} FROM deliveries d JOIN inbox i ON i.env_id = d.env_id AND i.delivery_id = d.id "
+            "WHERE d.env_id = ? AND d.user_key = ? ORDER BY i.id DESC LIMIT ?",
+            (env_id, user_key, limit),
+        )
     result = []
     for r in rows:
         message = _decode(r[2])

@@ -13,6 +13,9 @@ row per hour and metric instead of counting recipients. Metrics:
 ``UNIQUE_CLICK``       deliveries clicked at least once, at their first click
 =====================  ====================================================================
 
+Each fact is also added under campaign key ``0`` (``ALL``; campaign keys are positive), the
+environment's total, so an overview of every campaign reads one row per hour and metric too.
+
 Hours are UTC hours (epoch ms); a display in a whole-hour time zone groups them into its days.
 """
 
@@ -24,6 +27,7 @@ from magpie.errors import CampaignNotFound
 from magpie.store.db import Database
 from magpie.store.transaction import Tx
 
+ALL = 0  # the campaign key of the environment-wide rows
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 
@@ -33,13 +37,14 @@ def hour_of(ms: int) -> int:
 
 
 def add_count(tx: Tx, *, env_id: int, campaign_key: int, at_ms: int, metric: str, n: int = 1) -> None:
-    """Add ``n`` to one hourly count (creating the row on its first fact)."""
+    """Add ``n`` to one hourly count of the campaign and of the environment (rows made on first use)."""
     if n <= 0:
         return
+    hour = hour_of(at_ms)
     tx.execute(
-        "INSERT INTO campaign_counts (env_id, campaign_key, hour, metric, n) VALUES (?, ?, ?, ?, ?) "
+        "INSERT INTO campaign_counts (env_id, campaign_key, hour, metric, n) VALUES (?, ?, ?, ?, ?), (?, ?, ?, ?, ?) "
         "ON CONFLICT (env_id, campaign_key, hour, metric) DO UPDATE SET n = campaign_counts.n + excluded.n",
-        (env_id, campaign_key, hour_of(at_ms), metric, n),
+        (env_id, campaign_key, hour, metric, n, env_id, ALL, hour, metric, n),
     )
 
 
@@ -131,13 +136,14 @@ def campaign_exists(conn: Any, db: Database, *, env_id: int, campaign_key: int) 
 
 def totals(conn: Any, db: Database, *, env_id: int, since: int, until: int, campaign_key: int | None = None) -> Totals:
     """Sums over the hours that start in ``[since, until)`` (``since`` is rounded down to its hour)."""
-    sql = "SELECT metric, SUM(n) FROM campaign_counts WHERE env_id = ? AND hour >= ? AND hour < ?"
-    params: list[Any] = [env_id, hour_of(since), until]
-    if campaign_key is not None:
-        sql += " AND campaign_key = ?"
-        params.append(campaign_key)
+    rows = db.fetchall(
+        conn,
+        "SELECT metric, SUM(n) FROM campaign_counts WHERE env_id = ? AND campaign_key = ? AND hour >= ? AND hour < ? "
+        "GROUP BY metric",
+        (env_id, ALL if campaign_key is None else campaign_key, hour_of(since), until),
+    )
     result = Totals()
-    for metric, n in db.fetchall(conn, sql + " GROUP BY metric", params):
+    for metric, n in rows:
         result.add(str(metric), int(n))
     return result
 
@@ -146,7 +152,7 @@ def per_campaign(conn: Any, db: Database, *, env_id: int, since: int, until: int
     rows = db.fetchall(
         conn,
         "SELECT campaign_key, metric, SUM(n) FROM campaign_counts WHERE env_id = ? AND hour >= ? AND hour < ? "
-        "GROUP BY campaign_key, metric",
+        "AND campaign_key <> 0 GROUP BY campaign_key, metric",
         (env_id, hour_of(since), until),
     )
     result: dict[int, Totals] = {}
@@ -164,13 +170,13 @@ def series(
     until: int,
     campaign_key: int | None = None,
 ) -> list[tuple[int, str, int]]:
-    """``(hour, metric, n)`` rows over the range, in time order, for charts."""
-    sql = "SELECT hour, metric, SUM(n) FROM campaign_counts WHERE env_id = ? AND hour >= ? AND hour < ?"
-    params: list[Any] = [env_id, hour_of(since), until]
-    if campaign_key is not None:
-        sql += " AND campaign_key = ?"
-        params.append(campaign_key)
-    rows = db.fetchall(conn, sql + " GROUP BY hour, metric ORDER BY hour", params)
+    """``(hour, metric, n)`` rows over the range (of one campaign, or all), in time order, for charts."""
+    rows = db.fetchall(
+        conn,
+        "SELECT hour, metric, n FROM campaign_counts WHERE env_id = ? AND campaign_key = ? AND hour >= ? AND hour < ? "
+        "ORDER BY hour",
+        (env_id, ALL if campaign_key is None else campaign_key, hour_of(since), until),
+    )
     return [(int(h), str(m), int(n)) for h, m, n in rows]
 
 

@@ -1,6 +1,6 @@
 """Campaign statistics kept as hourly counts, attributed clicks, and the audit log.
 
-``campaign_counts`` holds one row per environment, campaign, hour (epoch ms of the UTC hour)
+``campaign_counts`` holds one row per environment, campaign (``0``: all of them), hour (epoch ms of the UTC hour)
 and metric: ``REQUESTED`` (by acceptance time), ``SENT``, ``FAILED:<reason>``,
 ``EXCLUDED:<reason>`` (by the time the outcome was recorded), ``CLICK`` and ``UNIQUE_CLICK``
 (by click time). The writer keeps it up to date in the transaction that records each fact, so
@@ -40,6 +40,7 @@ def upgrade() -> None:
     op.add_column("push_clicks", sa.Column("attributed", sa.Integer, nullable=False, server_default="0"))
     op.create_index("ix_push_clicks_delivery", "push_clicks", ["env_id", "delivery_id"])
     op.create_index("ix_dispatches_env_time", "dispatches", ["env_id", "created_at"])
+    op.create_index("ix_inbox_delivery", "inbox", ["env_id", "delivery_id"])
     op.create_table(
         "audit_log",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -93,10 +94,16 @@ def _backfill() -> None:
         "WHERE attributed = 1 GROUP BY env_id, campaign_key, delivery_id) firsts "
         f"GROUP BY env_id, campaign_key, (first_click / {_HOUR}) * {_HOUR}"
     )
+    # Campaign key 0: the environment's totals (campaign keys are positive).
+    op.execute(
+        "INSERT INTO campaign_counts (env_id, campaign_key, hour, metric, n) "
+        "SELECT env_id, 0, hour, metric, SUM(n) FROM campaign_counts GROUP BY env_id, hour, metric"
+    )
 
 
 def downgrade() -> None:
     op.drop_table("audit_log")
+    op.drop_index("ix_inbox_delivery", table_name="inbox")
     op.drop_index("ix_dispatches_env_time", table_name="dispatches")
     op.drop_index("ix_push_clicks_delivery", table_name="push_clicks")
     with op.batch_alter_table("push_clicks") as batch:
