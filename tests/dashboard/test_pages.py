@@ -15,10 +15,8 @@ from tests.support import (
     Env,
     add_token,
     apply_campaign,
-    close_dispatcher,
     dispatch,
-    drain,
-    make_dispatcher,
+    run_dispatcher,
     trigger,
 )
 
@@ -55,11 +53,7 @@ def sent(client: AppClient, env: Env) -> dict[str, Any]:
         consent = {"userId": user, "marketingSubscriptionStatus": "SUBSCRIBED", "nightSubscriptionStatus": "SUBSCRIBED"}
         assert client.post("/v1/push-subscriptions", json=consent, headers=env.headers).status_code == 200
     dispatch_id = trigger(client, env, [{"userId": "u1"}, {"userId": "u2"}, {"userId": "ghost"}], key=3)
-    dispatcher = make_dispatcher(client)
-    try:
-        drain(client, dispatcher)
-    finally:
-        close_dispatcher(client, dispatcher)
+    run_dispatcher(client)
     view = dispatch(client, env, dispatch_id)
     delivery = next(r for r in view["recipients"] if r["userId"] == "u1")["deliveries"][0]["deliveryId"]
     click = {"push_message_key": 3, "push_message_delivery_id": delivery}

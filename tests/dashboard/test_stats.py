@@ -12,20 +12,14 @@ from tests.support import (
     Env,
     add_token,
     apply_campaign,
-    close_dispatcher,
     dispatch,
-    drain,
-    make_dispatcher,
+    run_dispatcher,
     trigger,
 )
 
 
 def _run(client: AppClient) -> None:
-    dispatcher = make_dispatcher(client)
-    try:
-        drain(client, dispatcher)
-    finally:
-        close_dispatcher(client, dispatcher)
+    run_dispatcher(client)
 
 
 def _stats(client: AppClient, env: Env, key: int) -> dict[str, Any]:
@@ -53,7 +47,7 @@ def two_campaigns(client: AppClient, env: Env) -> tuple[int, int]:
     add_token(client, env, device_id="d2", token="tok-2", user_id="u2")
     first = trigger(client, env, [{"userId": "u1"}], key=1)
     second = trigger(client, env, [{"userId": "u2"}], key=12)
-    _run(client)
+    run_dispatcher(client)
     ids = [dispatch(client, env, d)["recipients"][0]["deliveries"][0]["deliveryId"] for d in (first, second)]
     return ids[0], ids[1]
 
@@ -114,7 +108,7 @@ def test_stats_counts_match_the_recipients_they_summarise(client: AppClient, env
     apply_campaign(client, env)
     add_token(client, env, device_id="d1", user_id="u1", token="t1")
     trigger(client, env, [{"userId": "u1"}, {"userId": "ghost"}, {"deviceId": "nobody"}])
-    _run(client)
+    run_dispatcher(client)
     with client.app.db.transaction(write=False) as conn:
         recipients = client.app.db.fetchall(
             conn, "SELECT outcome, COUNT(*) FROM recipients WHERE env_id = ? GROUP BY outcome", (env.id,)
@@ -141,7 +135,7 @@ def test_stats_failures_count_with_their_reason(client: AppClient, env: Env) -> 
     add_token(client, env, device_id="d1", user_id="u1", token="t1")
     trigger(client, env, [{"userId": "u1"}, {"userId": "u2"}])
     apply_campaign(client, env, status="PAUSED")  # paused after acceptance: the dispatch fails visibly
-    _run(client)
+    run_dispatcher(client)
     stats = _stats(client, env, 7)
     assert (stats["requested"], stats["failed"], stats["pending"]) == (2, 2, 0)
     assert stats["failedByReason"] == {"CAMPAIGN_INACTIVE": 2}
