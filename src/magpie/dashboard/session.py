@@ -9,8 +9,11 @@ Every state-changing form carries the session's CSRF token (``csrf``); the sign-
 has no session yet, carries one bound to a short-lived pre-session cookie.
 
 >>> signer = Signer(b"k" * 32)
->>> signer.loads(signer.dumps({"a": 1}, ttl=60), now=0)
+>>> cookie = signer.dumps({"a": 1}, ttl=60, now=0)
+>>> signer.loads(cookie, now=30)
 {'a': 1, 'exp': 60}
+>>> signer.loads(cookie, now=60) is None, signer.loads(cookie[:-1] + "x", now=30) is None
+(True, True)
 """
 
 from __future__ import annotations
