@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, urlencode
 from zoneinfo import ZoneInfo
 
@@ -25,6 +25,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from magpie.api import views
 from magpie.api.context import Context
 from magpie.api.failures import failure
 from magpie.dashboard import present
@@ -47,9 +48,7 @@ from magpie.errors import Forbidden, InvalidRequest, NotFound
 from magpie.store import accounts, browse, campaigns, dispatches, events, profiles, stats
 from magpie.store.crypto import hash_secret
 
-if TYPE_CHECKING:
-    from magpie.app import MagpieApp
-
+T = TypeVar("T")
 _HERE = Path(__file__).parent
 _RANGES = {"24h": 1, "7d": 7, "30d": 30, "90d": 90}
 _OUTCOMES = ("SENT", "FAILED", "EXCLUDED", "PENDING")
@@ -93,8 +92,8 @@ PageHandler = Callable[[View], Awaitable[Response]]
 
 
 class Dashboard:
-    def __init__(self, app: MagpieApp) -> None:
-        self.app = app
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
         self.templates = Environment(
             loader=FileSystemLoader(str(_HERE / "templates")),
             autoescape=select_autoescape(["html"]),
@@ -107,11 +106,6 @@ class Dashboard:
         self._signer: Signer | None = None
 
     # -- plumbing ---------------------------------------------------------------------------------
-
-    @property
-    def ctx(self) -> Context:
-        assert self.app.ctx is not None
-        return self.app.ctx
 
     @property
     def signer(self) -> Signer:
@@ -243,7 +237,10 @@ class Dashboard:
                 "30 days": stats.totals_of(series, since=month_ago, until=now + 1),
             }
             busiest = stats.per_campaign(conn, db, env_id=env_id, since=now - 7 * stats.DAY_MS, until=now + 1)
-            names = {c["key"]: c["name"] for c in campaigns.list_campaigns(conn, db, env_id=env_id)}
+            names = {
+                c["key"]: c["name"]
+                for c in [views.campaign(c) for c in campaigns.list_campaigns(conn, db, env_id=env_id)]
+            }
             last_hour = stats.totals_of(series, since=now - stats.HOUR_MS, until=now + 1)
             return {
                 "periods": periods,
@@ -272,7 +269,7 @@ class Dashboard:
             db, env_id = self.ctx.db, view.env.id
             week = stats.per_campaign(conn, db, env_id=env_id, since=now - 7 * stats.DAY_MS, until=now + 1)
             rows = []
-            for c in campaigns.list_campaigns(conn, db, env_id=env_id):
+            for c in [views.campaign(c) for c in campaigns.list_campaigns(conn, db, env_id=env_id)]:
                 if status and c["status"] != status:
                     continue
                 if text and text not in c["name"].lower() and text != str(c["key"]) and text not in c["tags"]:
@@ -304,7 +301,7 @@ class Dashboard:
 
         def load(conn: Any) -> dict[str, Any]:
             db, env_id = self.ctx.db, view.env.id
-            definition = campaigns.get_campaign_json(conn, db, env_id=env_id, key=key)
+            definition = views.campaign(campaigns.get_campaign(conn, db, env_id=env_id, key=key))
             series = stats.series(conn, db, env_id=env_id, since=since, until=until, campaign_key=key)
             return {
                 "c": definition,
@@ -341,7 +338,7 @@ class Dashboard:
         if target not in ("ACTIVE", "PAUSED"):
             raise InvalidRequest("to must be ACTIVE or PAUSED")
         definition = await view.read(
-            lambda conn: campaigns.get_campaign_json(conn, self.ctx.db, env_id=view.env.id, key=key)
+            lambda conn: views.campaign(campaigns.get_campaign(conn, self.ctx.db, env_id=view.env.id, key=key))
         )
         return self.render("confirm_status.html", view=view, c=definition, to=target)
 
@@ -349,9 +346,10 @@ class Dashboard:
         key = _int_param(view.request.path_params["key"], "campaign key")
         target = view.request.state.form.get("to", "")
         await _in_thread(
+            self.ctx,
             lambda: campaigns.set_campaign_status(
                 self.ctx.db, env_id=view.env.id, key=key, status=target, actor=view.session.actor
-            )
+            ),
         )
         return RedirectResponse(view.url(f"/campaigns/{key}"), status_code=303)
 
@@ -365,7 +363,9 @@ class Dashboard:
             raise InvalidRequest(f"outcome is one of {', '.join(_OUTCOMES)}")
         page = _int_param(query.get("page", "1"), "page")
         data = await view.read(
-            lambda conn: dispatches.dispatch_view(conn, self.ctx.db, env_id=view.env.id, dispatch_id=dispatch_id)
+            lambda conn: views.dispatch(
+                dispatches.dispatch_view(conn, self.ctx.db, env_id=view.env.id, dispatch_id=dispatch_id)
+            )
         )
         recipients = [r for r in data["recipients"] if not outcome or r["outcome"] == outcome]
         pages = max(1, -(-len(recipients) // _PAGE_SIZE))
@@ -387,19 +387,21 @@ class Dashboard:
             found: dict[str, Any] | None = None
             device: dict[str, Any] | None = None
             try:
-                found = profiles.user_view(conn, db, self.ctx.cipher, env_id=env_id, user_id=wanted)
+                found = views.row(profiles.user_view(conn, db, self.ctx.cipher, env_id=env_id, user_id=wanted))
             except NotFound:
                 try:
-                    device = profiles.device_view(conn, db, self.ctx.cipher, env_id=env_id, device_id=wanted)
+                    device = views.device(
+                        profiles.device_view(conn, db, self.ctx.cipher, env_id=env_id, device_id=wanted)
+                    )
                 except NotFound:
                     return None
                 found = device.get("user")
             if found is not None:
                 user_key = f"{USER}:{found['userId']}"
-                recent = events.recent_events(conn, db, env_id=env_id, user_id=found["userId"])
+                recent = views.rows(events.recent_events(conn, db, env_id=env_id, user_id=found["userId"]))
             else:
                 user_key = f"{DEVICE}:{wanted}"
-                recent = events.recent_events(conn, db, env_id=env_id, user_id=None, device_id=wanted)
+                recent = views.rows(events.recent_events(conn, db, env_id=env_id, user_id=None, device_id=wanted))
             clicks = [e["insertId"] for e in recent if e["key"] == "$push_click"]
             return {
                 "user": found,
@@ -425,17 +427,19 @@ class Dashboard:
     # -- keys ------------------------------------------------------------------------------------
 
     async def keys(self, view: View, *, created: str | None = None) -> Response:
-        keys = await _in_thread(lambda: accounts.list_api_keys(self.ctx.db, environment=view.env.name))
+        keys = await _in_thread(self.ctx, lambda: accounts.list_api_keys(self.ctx.db, environment=view.env.name))
         return self.render("keys.html", view=view, keys=keys, created=created)
 
     async def key_create(self, view: View) -> Response:
         name = view.request.state.form.get("name", "").strip()[:128]
-        key, _ = await _in_thread(lambda: accounts.create_api_key(self.ctx.db, environment=view.env.name, name=name))
+        key, _ = await _in_thread(
+            self.ctx, lambda: accounts.create_api_key(self.ctx.db, environment=view.env.name, name=name)
+        )
         return await self.keys(view, created=key)
 
     async def key_revoke_confirm(self, view: View) -> Response:
         prefix = view.request.path_params["prefix"]
-        keys = await _in_thread(lambda: accounts.list_api_keys(self.ctx.db, environment=view.env.name))
+        keys = await _in_thread(self.ctx, lambda: accounts.list_api_keys(self.ctx.db, environment=view.env.name))
         key = next((k for k in keys if k.prefix == prefix), None)
         if key is None:
             raise NotFound(f"no API key {prefix} in this environment")
@@ -443,10 +447,10 @@ class Dashboard:
 
     async def key_revoke(self, view: View) -> Response:
         prefix = view.request.path_params["prefix"]
-        keys = await _in_thread(lambda: accounts.list_api_keys(self.ctx.db, environment=view.env.name))
+        keys = await _in_thread(self.ctx, lambda: accounts.list_api_keys(self.ctx.db, environment=view.env.name))
         if not any(k.prefix == prefix for k in keys):
             raise NotFound(f"no API key {prefix} in this environment")
-        await _in_thread(lambda: accounts.revoke_api_key(self.ctx.db, key_or_prefix=prefix))
+        await _in_thread(self.ctx, lambda: accounts.revoke_api_key(self.ctx.db, key_or_prefix=prefix))
         self.ctx.auth.clear()
         return RedirectResponse(view.url("/keys"), status_code=303)
 
@@ -482,17 +486,15 @@ class Dashboard:
         ]
 
 
-def dashboard_routes(app: MagpieApp) -> list[BaseRoute]:
-    return Dashboard(app).routes()
+def dashboard_routes(ctx: Context) -> list[BaseRoute]:
+    return Dashboard(ctx).routes()
 
 
 # -- helpers ---------------------------------------------------------------------------------------
 
 
-async def _in_thread(fn: Callable[[], Any]) -> Any:
-    from magpie.api.admin import in_thread
-
-    return await in_thread(fn)
+async def _in_thread(ctx: Context, fn: Callable[[], T]) -> T:
+    return await ctx.runtime.reader.call(fn)
 
 
 async def _form(request: Request) -> dict[str, str]:

@@ -16,9 +16,8 @@ import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from liquid.exceptions import LiquidError
@@ -31,7 +30,8 @@ from magpie.domain.campaigns import Campaign, parse_campaign
 from magpie.domain.delivery import Decision, Exclude, Hold, NightRule, Rendered, Send
 from magpie.providers.base import ProviderError, ProviderUnavailable, PushMessage, TokenInvalid
 from magpie.providers.registry import ProviderRegistry
-from magpie.store.db import Database
+from magpie.runtime import Runtime
+from magpie.store.db import Connection
 from magpie.store.deliveries import (
     ClaimWork,
     DeliveryResult,
@@ -48,11 +48,11 @@ from magpie.store.deliveries import (
     load_snapshot,
 )
 from magpie.store.transaction import dumps
-from magpie.store.writer import GroupCommitWriter, ProcessWriter, Writer
 
 log = logging.getLogger("magpie.worker")
 
 Sleep = Callable[[float], Awaitable[None]]
+T = TypeVar("T")
 
 
 async def _first_done(tasks: set[asyncio.Task[None]]) -> bool:
@@ -76,26 +76,24 @@ class Dispatcher:
 
     def __init__(
         self,
+        runtime: Runtime,
         *,
-        db: Database,
-        writer: Writer,
-        settings: Settings,
-        executor: ThreadPoolExecutor,
+        settings: Settings | None = None,
         channels: ProviderRegistry | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Sleep = asyncio.sleep,
         owner: str | None = None,
-        metrics: Any = None,
         rng: random.Random | None = None,
     ) -> None:
-        self.db = db
-        self.writer = writer
+        settings = settings or runtime.settings
+        self.runtime = runtime
+        self.db = runtime.db
+        self.writer = runtime.writer
         self.settings = settings
-        self.executor = executor
         self.clock = clock
         self.sleep = sleep
         self.owner = owner or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.metrics = metrics
+        self.metrics = runtime.metrics
         self.rng = rng or random.Random()
         self.channels = channels or ProviderRegistry(
             record_sandbox=self._record_sandbox,
@@ -154,7 +152,7 @@ class Dispatcher:
             pass
 
     async def _claim(self, limit: int) -> list[WorkItem]:
-        items: list[WorkItem] = await self.writer.submit(
+        return await self.writer.submit(
             ClaimWork(
                 owner=self.owner,
                 now_ms=self.now_ms(),
@@ -162,7 +160,6 @@ class Dispatcher:
                 limit=limit,
             )
         )
-        return items
 
     async def run_until_idle(self, *, timeout: float = 60.0) -> int:
         """Process every available item, then return how many were processed (tests, CLI)."""
@@ -207,20 +204,8 @@ class Dispatcher:
         self._campaigns[(snap.item.env_id, snap.campaign_key)] = (updated, campaign)
         return campaign
 
-    async def _read(self, fn: Callable[[Any], Any]) -> Any:
-        db = self.db
-
-        def call() -> Any:
-            conn = db.reader()
-            try:
-                if db.is_sqlite:
-                    conn.execute("BEGIN")
-                return fn(conn)
-            finally:
-                if db.is_sqlite:
-                    conn.execute("ROLLBACK")
-
-        return await asyncio.get_running_loop().run_in_executor(self.executor, call)
+    async def _read(self, fn: Callable[[Connection], T]) -> T:
+        return await self.runtime.reader.read(fn)
 
     async def process(self, item: WorkItem) -> None:
         # Cohorts named by the campaign are needed for the snapshot: peek at the campaign first.
@@ -292,7 +277,7 @@ class Dispatcher:
         planned: list[Planned],
         now: int,
     ) -> tuple[dict[int, dict[str, int]], set[int]]:
-        result: tuple[dict[int, dict[str, int]], set[int]] = await self.writer.submit(
+        return await self.writer.submit(
             PrepareRecipients(
                 env_id=snap.item.env_id,
                 dispatch_id=snap.item.dispatch_id,
@@ -305,7 +290,6 @@ class Dispatcher:
                 now_ms=now,
             )
         )
-        return result
 
     def _decide(
         self, snap: Snapshot, campaign: Campaign, target: Target | None, night: NightRule, now: int
@@ -475,15 +459,14 @@ class Dispatcher:
         *,
         retire: bool = False,
     ) -> DeliveryResult:
-        if self.metrics is not None:
-            self.metrics.deliveries.labels(provider, status).inc()
+        self.metrics.deliveries.labels(provider, status).inc()
         return DeliveryResult(delivery_id, message.token, status, provider, message_id, error, attempts, retire)
 
     # -- sandbox ---------------------------------------------------------------------------------------
 
     async def _record_sandbox(self, message: PushMessage, payload: dict[str, object]) -> int:
         env_id = int(message.hackle["environmentId"])
-        inbox_id: int = await self.writer.submit(
+        return await self.writer.submit(
             InboxRecord(
                 env_id=env_id,
                 delivery_id=int(message.delivery_id),
@@ -492,7 +475,6 @@ class Dispatcher:
                 now_ms=self.now_ms(),
             )
         )
-        return inbox_id
 
     async def aclose(self) -> None:
         await self.channels.aclose()
@@ -501,39 +483,45 @@ class Dispatcher:
 # -- process entry points --------------------------------------------------------------------------------
 
 
+class Workers:
+    """The dispatchers of one process, started and stopped together (``magpie serve`` and ``magpie worker``)."""
+
+    def __init__(self, runtime: Runtime, *, count: int) -> None:
+        self.runtime = runtime
+        self.dispatchers = [Dispatcher(runtime) for _ in range(count)]
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(d.run(self._stop)) for d in self.dispatchers]
+        self.runtime.wakers.extend(d.wake.set for d in self.dispatchers)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=30)
+        for dispatcher in self.dispatchers:
+            await dispatcher.aclose()
+        self._tasks = []
+
+
 def run_worker(settings: Settings) -> None:
     """``magpie worker``: dispatch workers in their own process, until SIGTERM or SIGINT."""
     import uvloop
 
-    from magpie.store.crypto import Cipher
-
     async def main() -> None:
-        db = Database(settings.database_url)
-        cipher = Cipher.load(secret_key=settings.secret_key, data_dir=settings.data_dir)
-        writer: Writer
-        if settings.writer == "process":
-            # As in `magpie serve`: the database work runs beside the sending loop, not under its GIL.
-            writer = ProcessWriter(db=db, batch_max=settings.batch_max, secret_key=cipher.key)
-        else:
-            writer = GroupCommitWriter(db=db, batch_max=settings.batch_max, secret=cipher)
-        writer.start()
-        executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="magpie-worker-read")
+        runtime = Runtime.open(settings, migrate=False)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        dispatchers = [
-            Dispatcher(db=db, writer=writer, settings=settings, executor=executor)
-            for _ in range(max(1, settings.workers))
-        ]
-        log.info("worker started with %d dispatcher(s)", len(dispatchers))
+        workers = Workers(runtime, count=max(1, settings.workers))
+        log.info("worker started with %d dispatcher(s)", len(workers.dispatchers))
+        workers.start()
         try:
-            await asyncio.gather(*(d.run(stop) for d in dispatchers))
+            await stop.wait()
         finally:
-            for d in dispatchers:
-                await d.aclose()
-            writer.stop()
-            executor.shutdown(wait=True)
-            db.close_readers()
+            await workers.stop()
+            await runtime.close()
 
     uvloop.run(main())

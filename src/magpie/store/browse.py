@@ -9,13 +9,13 @@ from typing import Any
 
 import msgspec
 
-from magpie.store.db import Database
+from magpie.store.db import Connection, Database
 
 _decode = msgspec.json.decode
 
 
 def latest_dispatches(
-    conn: Any, db: Database, *, env_id: int, campaign_key: int | None = None, limit: int = 10
+    conn: Connection, db: Database, *, env_id: int, campaign_key: int | None = None, limit: int = 10
 ) -> list[dict[str, Any]]:
     """The newest dispatches (of one campaign, or of the environment) with counts by outcome."""
     if campaign_key is None:
@@ -56,14 +56,16 @@ def latest_dispatches(
     ]
 
 
-def last_dispatch_at(conn: Any, db: Database, *, env_id: int, campaign_key: int) -> int | None:
+def last_dispatch_at(conn: Connection, db: Database, *, env_id: int, campaign_key: int) -> int | None:
     row = db.fetchone(
         conn, "SELECT MAX(created_at) FROM dispatches WHERE env_id = ? AND campaign_key = ?", (env_id, campaign_key)
     )
     return None if row is None or row[0] is None else int(row[0])
 
 
-def user_deliveries(conn: Any, db: Database, *, env_id: int, user_key: str, limit: int = 20) -> list[dict[str, Any]]:
+def user_deliveries(
+    conn: Connection, db: Database, *, env_id: int, user_key: str, limit: int = 20
+) -> list[dict[str, Any]]:
     """A profile's newest deliveries with the recipient's outcome and the delivery's clicks."""
     rows = db.fetchall(
         conn,
@@ -102,7 +104,7 @@ def user_deliveries(conn: Any, db: Database, *, env_id: int, user_key: str, limi
     ]
 
 
-def click_attribution(conn: Any, db: Database, *, env_id: int, insert_ids: list[str]) -> dict[str, bool]:
+def click_attribution(conn: Connection, db: Database, *, env_id: int, insert_ids: list[str]) -> dict[str, bool]:
     """For stored ``$push_click`` events: whether each was attributed to a delivery."""
     if not insert_ids:
         return {}
@@ -116,7 +118,7 @@ def click_attribution(conn: Any, db: Database, *, env_id: int, insert_ids: list[
 
 
 def inbox(
-    conn: Any, db: Database, *, env_id: int, user_key: str | None = None, limit: int = 50
+    conn: Connection, db: Database, *, env_id: int, user_key: str | None = None, limit: int = 50
 ) -> list[dict[str, Any]]:
     """Sandbox pushes, newest first, optionally of one profile (``u:<id>`` or ``d:<id>``)."""
     columns = "i.id, i.delivery_id, i.payload, i.created_at, d.user_key, d.device_id, d.campaign_key"
@@ -155,7 +157,7 @@ def inbox(
     return result
 
 
-def work_status(conn: Any, db: Database, *, env_id: int, now_ms: int) -> dict[str, int]:
+def work_status(conn: Connection, db: Database, *, env_id: int, now_ms: int) -> dict[str, int]:
     """Open work items: retrying (attempted before) and held for night time."""
     rows = db.fetchall(
         conn,
@@ -167,7 +169,7 @@ def work_status(conn: Any, db: Database, *, env_id: int, now_ms: int) -> dict[st
     return {"open": len(rows), "retrying": retrying, "held": held}
 
 
-def audit(conn: Any, db: Database, *, env_id: int, target: str, limit: int = 10) -> list[dict[str, Any]]:
+def audit(conn: Connection, db: Database, *, env_id: int, target: str, limit: int = 10) -> list[dict[str, Any]]:
     rows = db.fetchall(
         conn,
         "SELECT at, actor, action FROM audit_log WHERE env_id = ? AND target = ? ORDER BY at DESC, id DESC LIMIT ?",

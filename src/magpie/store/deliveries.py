@@ -19,7 +19,8 @@ import msgspec
 from magpie.domain import compliance
 from magpie.domain.environment import effective
 from magpie.domain.identity import DEVICE, USER
-from magpie.store.db import Database
+from magpie.store.campaigns import memberships
+from magpie.store.db import Connection, Database
 from magpie.store.stats import count_outcome
 from magpie.store.transaction import Tx, dumps
 
@@ -109,7 +110,7 @@ def _in(values: Iterable[str]) -> tuple[str, list[str]]:
     return ",".join("?" * len(items)), items
 
 
-def load_snapshot(conn: Any, db: Database, *, item: WorkItem, cohorts: set[str] | None = None) -> Snapshot:
+def load_snapshot(conn: Connection, db: Database, *, item: WorkItem, cohorts: set[str] | None = None) -> Snapshot:
     """Everything a worker needs to decide one work item, in a handful of batched queries."""
     snap = Snapshot(item=item)
     row = db.fetchone(
@@ -145,13 +146,12 @@ def load_snapshot(conn: Any, db: Database, *, item: WorkItem, cohorts: set[str] 
         ids = {t.user_id for t in snap.targets.values() if t and t.user_id} | {
             d for t in snap.targets.values() if t for d in t.device_ids
         }
-        from magpie.store.campaigns import memberships
 
         snap.memberships = memberships(conn, db, env_id=item.env_id, cohorts=cohorts, ids={i for i in ids if i})
     return snap
 
 
-def _resolve_targets(conn: Any, db: Database, snap: Snapshot) -> None:
+def _resolve_targets(conn: Connection, db: Database, snap: Snapshot) -> None:
     env_id = snap.item.env_id
     user_ids = {u["userId"] for u in snap.users if u.get("userId")}
     device_ids = {u["deviceId"] for u in snap.users if u.get("deviceId") and not u.get("userId")}

@@ -7,12 +7,13 @@ The other half of a dispatch's life, claiming its work and recording each delive
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from magpie.errors import CampaignNotFound, NotFound
-from magpie.store.profiles import _check_key
+from magpie.store.db import Connection, Database
 from magpie.store.stats import add_count
 from magpie.store.transaction import Tx
 
@@ -59,7 +60,7 @@ class AcceptTrigger:
 
     def run(self, tx: Tx) -> tuple[str, bool]:
         """Returns ``(dispatch_id, created)``."""
-        _check_key(tx, self.key_hash, self.env_id)
+        tx.check_key(self.key_hash, self.env_id)
         if self.idempotency_key is not None:
             row = tx.fetchone(
                 "SELECT id FROM dispatches WHERE env_id = ? AND idempotency_key = ?",
@@ -89,21 +90,52 @@ class AcceptTrigger:
             "VALUES (?, ?, '{}', ?, 0, 0)",
             (self.env_id, dispatch_id, tx.now_ms),
         )
-        add_count(
-            tx,
-            env_id=self.env_id,
-            campaign_key=self.campaign_key,
-            at_ms=tx.now_ms,
-            metric="REQUESTED",
-            n=self.requested,
-        )
+        key = self.campaign_key
+        add_count(tx, env_id=self.env_id, campaign_key=key, at_ms=tx.now_ms, metric="REQUESTED", n=self.requested)
         return dispatch_id, True
 
 
 # -- reads ---------------------------------------------------------------------------------------------
 
 
-def dispatch_view(conn: Any, db: Any, *, env_id: int, dispatch_id: str, recipients: bool = True) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    delivery_id: int
+    device_id: str | None
+    provider: str
+    status: str
+    provider_message_id: str | None
+    error_code: str | None
+    attempts: int
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientRow:
+    user_id: str | None
+    device_id: str | None
+    outcome: str
+    reason: str | None
+    deliveries: list[DeliveryRow]
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchRow:
+    dispatch_id: str
+    execution_id: int
+    campaign_key: int
+    status: str
+    requested: int
+    created_at: int
+    completed_at: int | None
+    counts: dict[str, int]  # SENT, FAILED, EXCLUDED, PENDING
+    excluded: dict[str, int]  # by reason
+    recipients: list[RecipientRow] | None  # None when not asked for
+
+
+def dispatch_view(
+    conn: Connection, db: Database, *, env_id: int, dispatch_id: str, recipients: bool = True
+) -> DispatchRow:
     """A dispatch: status, counts by outcome and reason, and each recipient's outcome and deliveries."""
     row = db.fetchone(
         conn,
@@ -129,21 +161,10 @@ def dispatch_view(conn: Any, db: Any, *, env_id: int, dispatch_id: str, recipien
     counts = {"SENT": 0, "FAILED": 0, "EXCLUDED": 0, "PENDING": 0}
     excluded: dict[str, int] = {}
     by_idx = {r[0]: r for r in outcome_rows}
-    deliveries: dict[int, list[dict[str, Any]]] = {}
+    deliveries: dict[int, list[DeliveryRow]] = {}
     for d in delivery_rows:
-        deliveries.setdefault(d[0], []).append(
-            {
-                "deliveryId": d[1],
-                "deviceId": d[2],
-                "provider": d[3],
-                "status": d[4],
-                "providerMessageId": d[5],
-                "errorCode": d[6],
-                "attempts": d[7],
-                "updatedAt": d[8],
-            }
-        )
-    listed: list[dict[str, Any]] = []
+        deliveries.setdefault(d[0], []).append(DeliveryRow(*d[1:]))
+    listed: list[RecipientRow] = []
     for idx, user in enumerate(users):
         outcome_row = by_idx.get(idx)
         outcome = outcome_row[3] if outcome_row is not None and outcome_row[3] else "PENDING"
@@ -153,35 +174,37 @@ def dispatch_view(conn: Any, db: Any, *, env_id: int, dispatch_id: str, recipien
             excluded[reason] = excluded.get(reason, 0) + 1
         if recipients:
             listed.append(
-                {
-                    "userId": user.get("userId"),
-                    "deviceId": user.get("deviceId"),
-                    "outcome": outcome,
-                    "reason": reason,
-                    "deliveries": deliveries.get(idx, []),
-                }
+                RecipientRow(user.get("userId"), user.get("deviceId"), outcome, reason, deliveries.get(idx, []))
             )
-    view: dict[str, Any] = {
-        "dispatchId": row[0],
-        "executionId": row[1],
-        "campaignKey": row[2],
-        "status": row[3],
-        "requested": row[4],
-        "createdAt": row[5],
-        "completedAt": row[6],
-        "counts": counts,
-        "excluded": excluded,
-    }
-    if recipients:
-        view["recipients"] = listed
-    return view
+    return DispatchRow(
+        dispatch_id=row[0],
+        execution_id=row[1],
+        campaign_key=row[2],
+        status=row[3],
+        requested=row[4],
+        created_at=row[5],
+        completed_at=row[6],
+        counts=counts,
+        excluded=excluded,
+        recipients=listed if recipients else None,
+    )
 
 
-def inbox(conn: Any, db: Any, *, env_id: int, limit: int = 50, after: int | None = None) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class InboxRow:
+    id: int
+    delivery_id: int
+    token: str
+    message: dict[str, Any]
+    created_at: int
+
+
+def inbox(conn: Connection, db: Database, *, env_id: int, limit: int = 50, after: int | None = None) -> list[InboxRow]:
+    """The sandbox provider's messages, newest first; ``after`` pages on from an id."""
     sql = "SELECT id, delivery_id, token, payload, created_at FROM inbox WHERE env_id = ?"
     params: list[Any] = [env_id]
     if after is not None:
         sql += " AND id < ?"
         params.append(after)
     rows = db.fetchall(conn, sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
-    return [{"id": r[0], "deliveryId": r[1], "token": r[2], "message": _decode(r[3]), "createdAt": r[4]} for r in rows]
+    return [InboxRow(r[0], r[1], r[2], _decode(r[3]), r[4]) for r in rows]

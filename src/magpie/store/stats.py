@@ -21,10 +21,10 @@ Hours are UTC hours (epoch ms); a display in a whole-hour time zone groups them 
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from magpie.errors import CampaignNotFound
-from magpie.store.db import Database
+from magpie.store.db import Connection, Database
 from magpie.store.transaction import Tx
 
 ALL = 0  # the campaign key of the environment-wide rows
@@ -130,11 +130,13 @@ def totals_of(rows: list[tuple[int, str, int]], *, since: int, until: int) -> To
     return result
 
 
-def campaign_exists(conn: Any, db: Database, *, env_id: int, campaign_key: int) -> bool:
+def campaign_exists(conn: Connection, db: Database, *, env_id: int, campaign_key: int) -> bool:
     return db.fetchone(conn, "SELECT 1 FROM campaigns WHERE env_id = ? AND key = ?", (env_id, campaign_key)) is not None
 
 
-def totals(conn: Any, db: Database, *, env_id: int, since: int, until: int, campaign_key: int | None = None) -> Totals:
+def totals(
+    conn: Connection, db: Database, *, env_id: int, since: int, until: int, campaign_key: int | None = None
+) -> Totals:
     """Sums over the hours that start in ``[since, until)`` (``since`` is rounded down to its hour)."""
     rows = db.fetchall(
         conn,
@@ -148,7 +150,7 @@ def totals(conn: Any, db: Database, *, env_id: int, since: int, until: int, camp
     return result
 
 
-def per_campaign(conn: Any, db: Database, *, env_id: int, since: int, until: int) -> dict[int, Totals]:
+def per_campaign(conn: Connection, db: Database, *, env_id: int, since: int, until: int) -> dict[int, Totals]:
     rows = db.fetchall(
         conn,
         "SELECT campaign_key, metric, SUM(n) FROM campaign_counts WHERE env_id = ? AND hour >= ? AND hour < ? "
@@ -162,7 +164,7 @@ def per_campaign(conn: Any, db: Database, *, env_id: int, since: int, until: int
 
 
 def series(
-    conn: Any,
+    conn: Connection,
     db: Database,
     *,
     env_id: int,
@@ -180,10 +182,43 @@ def series(
     return [(int(h), str(m), int(n)) for h, m, n in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class CampaignStats:
+    """A campaign's numbers over a range, each with its one definition (see the module docstring)."""
+
+    campaign_key: int
+    since: int
+    until: int
+    dispatches: int
+    requested: int
+    sent: int
+    failed_by_reason: dict[str, int]
+    excluded: dict[str, int]  # by reason
+    unique_clicks: int
+    total_clicks: int
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failed_by_reason.values())
+
+    @property
+    def excluded_total(self) -> int:
+        return sum(self.excluded.values())
+
+    @property
+    def pending(self) -> int:
+        return max(0, self.requested - self.sent - self.failed - self.excluded_total)
+
+    @property
+    def ctr(self) -> float:
+        """Unique clicks / sent: never above 1."""
+        return round(min(self.unique_clicks, self.sent) / self.sent, 4) if self.sent else 0.0
+
+
 def campaign_stats(
-    conn: Any, db: Database, *, env_id: int, campaign_key: int, since: int, until: int
-) -> dict[str, Any]:
-    """Requested, sent, failed, excluded by reason, unique and total clicks and CTR over a range.
+    conn: Connection, db: Database, *, env_id: int, campaign_key: int, since: int, until: int
+) -> CampaignStats:
+    """Requested, sent, failed and excluded by reason, unique and total clicks over a range.
 
     Raises ``CampaignNotFound`` for a key no campaign of the environment has.
     """
@@ -195,20 +230,15 @@ def campaign_stats(
         "SELECT COUNT(*) FROM dispatches WHERE env_id = ? AND campaign_key = ? AND created_at >= ? AND created_at < ?",
         (env_id, campaign_key, hour_of(since), until),
     )
-    return {
-        "campaignKey": campaign_key,
-        "from": since,
-        "to": until,
-        "dispatches": int(dispatches[0]) if dispatches else 0,
-        "requested": t.requested,
-        "sent": t.sent,
-        "failed": t.failed_total,
-        "failedByReason": t.failed,
-        "excluded": t.excluded,
-        "excludedTotal": t.excluded_total,
-        "pending": t.pending,
-        "uniqueClicks": t.unique_clicks,
-        "totalClicks": t.clicks,
-        "clicks": t.unique_clicks,
-        "ctr": t.ctr,
-    }
+    return CampaignStats(
+        campaign_key=campaign_key,
+        since=since,
+        until=until,
+        dispatches=int(dispatches[0]) if dispatches else 0,
+        requested=t.requested,
+        sent=t.sent,
+        failed_by_reason=t.failed,
+        excluded=t.excluded,
+        unique_clicks=t.unique_clicks,
+        total_clicks=t.clicks,
+    )
