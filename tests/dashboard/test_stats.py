@@ -138,4 +138,4 @@ def test_stats_failures_count_with_their_reason(client: AppClient, env: Env) -> 
     run_dispatcher(client)
     stats = _stats(client, env, 7)
     assert (stats["requested"], stats["failed"], stats["pending"]) == (2, 2, 0)
-    assert stats["failedByReason"] == {"CAMPAIGN_INACTIVE": 2}
+    assert stats["failures"] == {"CAMPAIGN_INACTIVE": 2}

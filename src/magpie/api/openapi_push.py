@@ -46,6 +46,7 @@ _DISPATCH = {
         "requested": {"type": "integer"},
         "counts": _COUNTS,
         "excluded": _COUNTS,
+        "failures": {**_COUNTS, "description": "FAILED recipients by reason"},
         "recipients": {"type": "array", "items": {"type": "object"}},
     },
 }
@@ -58,7 +59,7 @@ _STATS = {
         "requested": {"type": "integer", "description": "recipients named in triggers accepted in the range"},
         "sent": {"type": "integer", "description": "recipients whose push a provider accepted"},
         "failed": {"type": "integer"},
-        "failedByReason": _COUNTS,
+        "failures": {**_COUNTS, "description": "FAILED recipients by reason"},
         "excluded": {**_COUNTS, "description": "excluded recipients by magpie's reason"},
         "excludedTotal": {"type": "integer"},
         "pending": {"type": "integer", "description": "requested minus sent, failed and excluded (at least 0)"},

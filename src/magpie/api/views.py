@@ -62,7 +62,7 @@ def campaign_stats(stats: CampaignStats) -> dict[str, Any]:
         "requested": stats.requested,
         "sent": stats.sent,
         "failed": stats.failed,
-        "failedByReason": stats.failed_by_reason,
+        "failures": stats.failures,
         "excluded": stats.excluded,
         "excludedTotal": stats.excluded_total,
         "pending": stats.pending,

@@ -130,6 +130,7 @@ class DispatchRow:
     completed_at: int | None
     counts: dict[str, int]  # SENT, FAILED, EXCLUDED, PENDING
     excluded: dict[str, int]  # by reason
+    failures: dict[str, int]  # FAILED recipients by reason
     recipients: list[RecipientRow] | None  # None when not asked for
 
 
@@ -160,6 +161,7 @@ def dispatch_view(
     users = _decode(row[7])
     counts = {"SENT": 0, "FAILED": 0, "EXCLUDED": 0, "PENDING": 0}
     excluded: dict[str, int] = {}
+    failures: dict[str, int] = {}
     by_idx = {r[0]: r for r in outcome_rows}
     deliveries: dict[int, list[DeliveryRow]] = {}
     for d in delivery_rows:
@@ -172,6 +174,8 @@ def dispatch_view(
         counts[outcome] += 1
         if outcome == "EXCLUDED" and reason:
             excluded[reason] = excluded.get(reason, 0) + 1
+        elif outcome == "FAILED":
+            failures[reason or "UNKNOWN"] = failures.get(reason or "UNKNOWN", 0) + 1
         if recipients:
             listed.append(
                 RecipientRow(user.get("userId"), user.get("deviceId"), outcome, reason, deliveries.get(idx, []))
@@ -186,6 +190,7 @@ def dispatch_view(
         completed_at=row[6],
         counts=counts,
         excluded=excluded,
+        failures=failures,
         recipients=listed if recipients else None,
     )
 

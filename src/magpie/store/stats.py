@@ -192,14 +192,14 @@ class CampaignStats:
     dispatches: int
     requested: int
     sent: int
-    failed_by_reason: dict[str, int]
+    failures: dict[str, int]
     excluded: dict[str, int]  # by reason
     unique_clicks: int
     total_clicks: int
 
     @property
     def failed(self) -> int:
-        return sum(self.failed_by_reason.values())
+        return sum(self.failures.values())
 
     @property
     def excluded_total(self) -> int:
@@ -237,7 +237,7 @@ def campaign_stats(
         dispatches=int(dispatches[0]) if dispatches else 0,
         requested=t.requested,
         sent=t.sent,
-        failed_by_reason=t.failed,
+        failures=t.failed,
         excluded=t.excluded,
         unique_clicks=t.unique_clicks,
         total_clicks=t.clicks,
