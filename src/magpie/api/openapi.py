@@ -210,7 +210,8 @@ def document() -> dict[str, Any]:
         "info": {
             "title": "magpie",
             "version": version("magpie"),
-            "description": "Self-hosted, Hackle-compatible user properties, consent, events and push campaigns.",
+            "description": "Self-hosted, Hackle-compatible user properties, consent, events and push campaigns. "
+            "The admin API (bearer admin token) is described in its own document, /admin/openapi.json.",
         },
         "paths": paths,
         "components": {
@@ -289,6 +290,13 @@ def admin_document(admin_api: list[BaseRoute]) -> dict[str, Any]:
             if params:
                 op["parameters"] = params
             paths.setdefault(route.path, {})[method.lower()] = op
+    # Where the precise description exists (request and response schemas, every status), it wins.
+    from magpie.api.openapi_admin import PATHS as DESCRIBED
+
+    for path, operations in DESCRIBED.items():
+        for method, described in operations.items():
+            if method in paths.get(path, {}):
+                paths[path][method] = described
     return {
         "openapi": "3.1.0",
         "info": {

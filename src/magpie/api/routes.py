@@ -39,8 +39,24 @@ EXACT: dict[tuple[str, str], Route] = {
     ("POST", "/v1/track"): sdk.track,
 }
 
-WITH_PARAMS: list[tuple[str, Matcher, Route]] = [
-    ("GET", prefix_param("/v1/push-message/dispatches/", "", "dispatch_id"), push.get_dispatch),
-    ("GET", prefix_param("/v1/push-message/campaigns/", "/stats", "campaign_key"), push.get_campaign_stats),
-    ("GET", prefix_param("/api/v2/workspaces/", "/config", "sdk_key"), sdk.workspace_config),
+# (method, matcher, handler, template): the template labels metrics, never the raw path.
+WITH_PARAMS: list[tuple[str, Matcher, Route, str]] = [
+    (
+        "GET",
+        prefix_param("/v1/push-message/dispatches/", "", "dispatch_id"),
+        push.get_dispatch,
+        "/v1/push-message/dispatches/{dispatchId}",
+    ),
+    (
+        "GET",
+        prefix_param("/v1/push-message/campaigns/", "/stats", "campaign_key"),
+        push.get_campaign_stats,
+        "/v1/push-message/campaigns/{campaignKey}/stats",
+    ),
+    (
+        "GET",
+        prefix_param("/api/v2/workspaces/", "/config", "sdk_key"),
+        sdk.workspace_config,
+        "/api/v2/workspaces/{sdkKey}/config",
+    ),
 ]

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from magpie.errors import CampaignNotFound, NotFound
+from magpie.errors import CampaignNotFound, IdempotencyKeyReused, NotFound
 from magpie.store.db import Connection, Database
 from magpie.store.stats import add_count
 from magpie.store.transaction import Tx
@@ -63,10 +63,13 @@ class AcceptTrigger:
         tx.check_key(self.key_hash, self.env_id)
         if self.idempotency_key is not None:
             row = tx.fetchone(
-                "SELECT id FROM dispatches WHERE env_id = ? AND idempotency_key = ?",
+                "SELECT id, campaign_key, users FROM dispatches WHERE env_id = ? AND idempotency_key = ?",
                 (self.env_id, self.idempotency_key),
             )
             if row is not None:
+                # Kept as long as the dispatch: a repeat answers the original, a different body is refused.
+                if row[1] != self.campaign_key or row[2] != self.users:
+                    raise IdempotencyKeyReused()
                 return str(row[0]), False
         if not _campaign_active(tx, self.env_id, self.campaign_key):
             raise CampaignNotFound()
@@ -138,6 +141,10 @@ def dispatch_view(
     conn: Connection, db: Database, *, env_id: int, dispatch_id: str, recipients: bool = True
 ) -> DispatchRow:
     """A dispatch: status, counts by outcome and reason, and each recipient's outcome and deliveries."""
+    try:
+        uuid.UUID(dispatch_id)
+    except ValueError:
+        raise NotFound(f"no dispatch {dispatch_id[:64]!r} in this environment") from None
     row = db.fetchone(
         conn,
         "SELECT id, exec_id, campaign_key, status, requested, created_at, completed_at, users FROM dispatches "

@@ -46,7 +46,7 @@ from magpie.domain.events import (
     event_type_id,
     is_system_key,
 )
-from magpie.domain.identity import DEVICE, USER
+from magpie.domain.identity import DEVICE, USER, check_identifier
 from magpie.domain.operations import apply_operations
 from magpie.errors import EmptyIdentifier, InvalidRequest, NotFound, ServiceUnavailable
 from magpie.store.db import Connection, Database
@@ -290,9 +290,12 @@ def _cursor(value: str | None) -> tuple[int, str] | None:
     if not value:
         return None
     ts, sep, insert_id = value.partition(":")
-    if not sep or not ts.lstrip("-").isdigit():
+    digits = ts.removeprefix("-")
+    if not sep or not (digits.isascii() and digits.isdigit()) or len(digits) > 19:
         raise InvalidRequest("cursor is not one this API returned")
-    return int(ts), insert_id
+    if not -(2**63) <= int(ts) < 2**63:
+        raise InvalidRequest("cursor is not one this API returned")
+    return int(ts), check_identifier(insert_id, field="cursor")
 
 
 @dataclass(frozen=True, slots=True)
