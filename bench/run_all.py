@@ -2,7 +2,7 @@
 
     make bench        (or: python -m bench.run_all [name ...])
 
-Names: properties (benchmarks 1, 2, 6), trigger (3), delivery (4), growth (5).
+Names: properties (benchmarks 1, 2, 6), trigger (3), delivery (4), growth (5), dashboard (7).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import bench_delivery, bench_growth, bench_properties, bench_trigger
+from bench import bench_dashboard, bench_delivery, bench_growth, bench_properties, bench_trigger
 from bench._harness import RESULTS, ROOT, machine, median, rounds, seconds
 from bench.bench_properties import SQLITE_ROUNDS
 
@@ -25,6 +25,8 @@ ORDER = [
     ("delivery_fcm", "4. Delivery to fake FCM", "ratio_median"),
     ("growth_sqlite", "5. Growth, 10k vs 10M profiles", "ratio_large_to_small"),
     ("memory", "6. Peak RSS of magpie serve", "peak_rss_mb"),
+    ("dashboard_sqlite", "7. Dashboard pages, 100k users and 1M outcomes, SQLite", "worst_p95_ms"),
+    ("dashboard_pg", "7. Dashboard pages, 100k users and 1M outcomes, PostgreSQL", "worst_p95_ms"),
 ]
 
 
@@ -67,6 +69,13 @@ def _result_text(name: str, s: dict[str, Any]) -> str:
         return (
             f"{s['peak_rss_mb']} MB ({s.get('server_process_mb', s['peak_rss_mb'])} MB server process + "
             f"{s.get('writer_process_mb', 0)} MB writer process)"
+        )
+    if name.startswith("dashboard"):
+        slowest = max(s["pages"].items(), key=lambda kv: kv[1]["p95_ms"])
+        return (
+            f"slowest page p95 {s['worst_p95_ms']} ms ({slowest[0]}), {len(s['pages'])} pages; "
+            f"{s['users']:,} users, {s['recipients']:,} recipients, {s['deliveries']:,} deliveries; "
+            f"migration backfill {s['migration_backfill_seconds']} s"
         )
     return json.dumps(s)
 
@@ -228,6 +237,15 @@ PostgreSQL 15 local. Written by `python -m bench.run_all` on {time.strftime("%Y-
    alternated. magpie's CPU per request (server + writer) for each is reported beside req/s.
 6. **Memory** — peak RSS (VmHWM) of `magpie serve` during benchmark 1: the server process plus its
    writer process, added up.
+7. **Dashboard pages** — a store (SQLite, then PostgreSQL) with 100,000 users (and their devices and tokens), 20
+   campaigns and 1,000,000 recipient outcomes over 30 days (20,000 dispatches, ~900,000 deliveries,
+   ~50,000 clicks, ~150,000 events), written at schema revision 0002 and then migrated (the
+   migration's backfill of the hourly counts is timed), then `ANALYZE` (PostgreSQL: `VACUUM ANALYZE`,
+   the state autovacuum keeps a store that takes inserts in). A signed-in client asks a real
+   `magpie serve` for each page 50 times (`BENCH_DASHBOARD_REQUESTS`), one at a time; the figure is the
+   client-observed time on loopback (an upper bound of the server-side render); per-page figures are
+   in the results file, with the machine it ran on.
+
 {cpu_section()}
 ## Runs
 
@@ -240,7 +258,7 @@ PostgreSQL 15 local. Written by `python -m bench.run_all` on {time.strftime("%Y-
 
 
 def main(argv: list[str]) -> int:
-    names = argv or ["properties", "trigger", "delivery", "growth"]
+    names = argv or ["properties", "trigger", "delivery", "growth", "dashboard"]
     for name in names:
         print(f"== {name}", flush=True)
         if name == "properties":
@@ -251,6 +269,8 @@ def main(argv: list[str]) -> int:
             bench_delivery.main()
         elif name == "growth":
             bench_growth.main()
+        elif name == "dashboard":
+            bench_dashboard.main(["all"])
         else:
             raise SystemExit(f"unknown benchmark {name!r}")
     path = write_docs()

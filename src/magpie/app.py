@@ -21,6 +21,7 @@ from magpie.api.context import Context
 from magpie.api.fallback import build_fallback
 from magpie.api.routes import Matcher, Route
 from magpie.config import Settings
+from magpie.dashboard.pages import dashboard_routes
 from magpie.dispatch.worker import Workers
 from magpie.errors import MethodNotAllowed, NotFound, Unauthorized
 from magpie.metrics import Metrics
@@ -41,7 +42,7 @@ class MagpieApp:
         # (method, matcher, handler, template): the template labels metrics, never the raw path.
         self.param_routes: list[tuple[str, Matcher, Route, str]] = list(routes.WITH_PARAMS)
         # Routes other parts add to the Starlette side, built from the context at start-up.
-        self.admin_extensions: list[Callable[[Context], list[BaseRoute]]] = []
+        self.admin_extensions: list[Callable[[Context], list[BaseRoute]]] = [dashboard_routes]
         self.ctx: Context | None = None
         self.workers: Workers | None = None
         self._fallback: Starlette | None = None

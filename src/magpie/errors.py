@@ -16,6 +16,7 @@ Every error a client can see is a ``MagpieError``; the HTTP layer maps it to
     │   ├── InvalidCampaign       INVALID_CAMPAIGN
     │   ├── IncompleteBody        INCOMPLETE_BODY (shorter than its Content-Length)
     │   └── StorageRefused        INVALID_REQUEST (the database refused the data)
+    ├── Forbidden (403)           FORBIDDEN
     ├── NotFound (404)            NOT_FOUND
     ├── MethodNotAllowed (405)    METHOD_NOT_ALLOWED
     ├── RequestTimeout (408)      REQUEST_TIMEOUT
@@ -107,6 +108,12 @@ class StorageRefused(InvalidRequest):
     """The database refused a request's data; retrying the same data cannot succeed."""
 
     default_message = "The request holds data the storage cannot keep"
+
+
+class Forbidden(MagpieError):
+    status = 403
+    code = "FORBIDDEN"
+    default_message = "The form is missing its CSRF token or it does not match this session"
 
 
 class NotFound(MagpieError):

@@ -14,7 +14,7 @@ from magpie.api.bodies import parse_int
 from magpie.api.context import Context
 from magpie.api.push import parse_time
 from magpie.errors import InvalidRequest
-from magpie.store import accounts, campaigns, dispatches
+from magpie.store import accounts, campaigns, dispatches, stats
 
 
 async def _env_id(ctx: Context, request: Request) -> int:
@@ -72,10 +72,10 @@ async def campaign_stats(ctx: Context, request: Request) -> Any:
     now = int(time.time() * 1000)
     since = parse_time(request.query_params.get("from"), name="from", default=now - 7 * 86_400_000)
     until = parse_time(request.query_params.get("to"), name="to", default=now + 1)
-    stats = await ctx.read(
-        lambda conn: dispatches.campaign_stats(conn, ctx.db, env_id=env_id, campaign_key=key, since=since, until=until)
+    found = await ctx.read(
+        lambda conn: stats.campaign_stats(conn, ctx.db, env_id=env_id, campaign_key=key, since=since, until=until)
     )
-    return views.campaign_stats(stats)
+    return views.campaign_stats(found)
 
 
 async def list_cohorts(ctx: Context, request: Request) -> Any:

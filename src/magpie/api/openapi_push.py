@@ -55,21 +55,24 @@ DISPATCH: dict[str, Any] = {
 }
 STATS: dict[str, Any] = {
     "type": "object",
+    "description": "Counts over the hours that start in [from, to) (from is rounded down to its hour)",
     "required": ["campaignKey", "requested", "sent", "failed", "excluded", "pending", "clicks", "ctr"],
     "properties": {
         "campaignKey": {"type": "integer"},
         "from": _TIME,
         "to": _TIME,
-        "dispatches": {"type": "integer"},
-        "requested": {"type": "integer"},
-        "sent": {"type": "integer"},
+        "dispatches": {"type": "integer", "description": "dispatches accepted in the range"},
+        "requested": {"type": "integer", "description": "recipients named in triggers accepted in the range"},
+        "sent": {"type": "integer", "description": "recipients whose push a provider accepted"},
         "failed": {"type": "integer"},
         "failures": {**_COUNTS, "description": "FAILED recipients by reason"},
-        "excluded": _COUNTS,
+        "excluded": {**_COUNTS, "description": "excluded recipients by magpie's reason"},
         "excludedTotal": {"type": "integer"},
-        "pending": {"type": "integer"},
-        "clicks": {"type": "integer"},
-        "ctr": {"type": "number"},
+        "pending": {"type": "integer", "description": "requested minus sent, failed and excluded (at least 0)"},
+        "uniqueClicks": {"type": "integer", "description": "deliveries with at least one attributed click"},
+        "totalClicks": {"type": "integer", "description": "every attributed click, repeated clicks included"},
+        "clicks": {"type": "integer", "description": "the same as uniqueClicks"},
+        "ctr": {"type": "number", "description": "uniqueClicks / sent, never above 1"},
     },
 }
 
@@ -131,6 +134,7 @@ def push_paths() -> dict[str, dict[str, Any]]:
             "get": operation(
                 "Campaign statistics over a time range (from/to: epoch ms or ISO-8601)",
                 ok=STATS,
+                extra400=["CAMPAIGN_NOT_FOUND"],
                 params=[
                     {"name": "campaignKey", "in": "path", "required": True, "schema": {"type": "integer"}},
                     {"name": "from", "in": "query", "required": False, "schema": {"type": "string"}},

@@ -11,7 +11,8 @@ from magpie.api.bodies import INT64_MAX, INT64_MIN, parse_int
 from magpie.api.context import Context
 from magpie.domain.identity import check_identifier, clean_id, require_identifier
 from magpie.errors import ExceedUserMaxLength, InvalidRequest
-from magpie.store.dispatches import AcceptTrigger, campaign_stats, dispatch_view
+from magpie.store.dispatches import AcceptTrigger, dispatch_view
+from magpie.store.stats import campaign_stats
 from magpie.store.tokens import RegisterToken
 
 MAX_USERS = 50

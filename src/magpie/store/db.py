@@ -281,8 +281,8 @@ class Database:
                 pass
         self._local = threading.local()
 
-    def upgrade(self) -> None:
-        """Bring the schema to the newest migration (Alembic)."""
+    def upgrade(self, revision: str = "head") -> None:
+        """Bring the schema to the newest migration (Alembic), or to ``revision``."""
         from alembic import command
         from alembic.config import Config
         from sqlalchemy import create_engine, pool
@@ -293,7 +293,7 @@ class Database:
         try:
             with engine.begin() as connection:
                 cfg.attributes["connection"] = connection
-                command.upgrade(cfg, "head")
+                command.upgrade(cfg, revision)
         finally:
             engine.dispose()
 

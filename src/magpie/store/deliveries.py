@@ -21,6 +21,7 @@ from magpie.domain.environment import effective
 from magpie.domain.identity import DEVICE, USER
 from magpie.store.campaigns import memberships
 from magpie.store.db import Connection, Database
+from magpie.store.stats import count_outcome
 from magpie.store.transaction import Tx, dumps
 
 _decode = msgspec.json.decode
@@ -303,11 +304,13 @@ class PrepareRecipients:
                     (self.env_id, plan.user_key, self.dispatch_id, self.campaign_key, dumps(self.tags), self.now_ms),
                 )
             sending.append(plan)
-        tx.executemany(
-            "UPDATE recipients SET outcome = ?, reason = ?, updated_at = ? WHERE dispatch_id = ? AND idx = ? "
-            "AND outcome IS NULL",
-            [(outcome, reason, self.now_ms, self.dispatch_id, idx) for idx, (outcome, reason) in excluded.items()],
-        )
+        for idx, (outcome, reason) in excluded.items():
+            if tx.fetchone(
+                "UPDATE recipients SET outcome = ?, reason = ?, updated_at = ? WHERE dispatch_id = ? AND idx = ? "
+                "AND outcome IS NULL RETURNING idx",
+                (outcome, reason, self.now_ms, self.dispatch_id, idx),
+            ):
+                count_outcome(tx, dispatch_id=self.dispatch_id, outcome=outcome, reason=reason)
         tx.executemany(
             "INSERT INTO deliveries (env_id, dispatch_id, recipient_idx, campaign_key, user_key, device_id, token, "
             "provider, status, attempts, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', 0, ?, ?) "
@@ -418,11 +421,12 @@ class RecordRecipient:
             "WHERE env_id = ? AND token = ?",
             [(r.error_code, self.now_ms, self.env_id, r.token) for r in retired],
         )
-        tx.execute(
+        if tx.fetchone(
             "UPDATE recipients SET outcome = ?, reason = ?, updated_at = ? WHERE dispatch_id = ? AND idx = ? "
-            "AND outcome IS NULL",
+            "AND outcome IS NULL RETURNING idx",
             (self.outcome, self.reason, self.now_ms, self.dispatch_id, self.idx),
-        )
+        ):
+            count_outcome(tx, dispatch_id=self.dispatch_id, outcome=self.outcome, reason=self.reason)
         if self.outcome != "SENT":
             # A push that never arrived does not count against the user's frequency caps.
             tx.execute(
@@ -499,11 +503,12 @@ class FinishItem:
             "(SELECT user_key FROM deliveries WHERE dispatch_id = ? AND status = 'SENT')",
             (self.dispatch_id, self.dispatch_id),
         )
-        tx.execute(
+        failed = tx.fetchall(
             "UPDATE recipients SET outcome = 'FAILED', reason = ?, updated_at = ? WHERE dispatch_id = ? "
-            "AND outcome IS NULL",
+            "AND outcome IS NULL RETURNING idx",
             (reason, self.now_ms, self.dispatch_id),
         )
+        count_outcome(tx, dispatch_id=self.dispatch_id, outcome="FAILED", reason=reason, n=len(failed))
 
 
 def _storable(ident: object) -> str | None:

@@ -14,6 +14,7 @@ import msgspec
 
 from magpie.errors import CampaignNotFound, IdempotencyKeyReused, NotFound
 from magpie.store.db import Connection, Database
+from magpie.store.stats import add_count
 from magpie.store.transaction import Tx
 
 _decode = msgspec.json.decode
@@ -92,6 +93,8 @@ class AcceptTrigger:
             "VALUES (?, ?, '{}', ?, 0, 0)",
             (self.env_id, dispatch_id, tx.now_ms),
         )
+        key = self.campaign_key
+        add_count(tx, env_id=self.env_id, campaign_key=key, at_ms=tx.now_ms, metric="REQUESTED", n=self.requested)
         return dispatch_id, True
 
 
@@ -196,79 +199,6 @@ def dispatch_view(
         excluded=excluded,
         failures=failures,
         recipients=listed if recipients else None,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class CampaignStats:
-    campaign_key: int
-    since: int
-    until: int
-    dispatches: int
-    requested: int
-    sent: int
-    failed: int
-    failures: dict[str, int]  # FAILED recipients by reason
-    excluded: dict[str, int]  # by reason
-    clicks: int
-
-    @property
-    def excluded_total(self) -> int:
-        return sum(self.excluded.values())
-
-    @property
-    def pending(self) -> int:
-        return max(0, self.requested - self.sent - self.failed - self.excluded_total)
-
-    @property
-    def ctr(self) -> float:
-        return round(self.clicks / self.sent, 4) if self.sent else 0.0
-
-
-def campaign_stats(
-    conn: Connection, db: Database, *, env_id: int, campaign_key: int, since: int, until: int
-) -> CampaignStats:
-    """Requested, sent, failed, excluded by reason and clicks for dispatches in ``[since, until)``."""
-    requested = db.fetchone(
-        conn,
-        "SELECT COUNT(*), COALESCE(SUM(requested), 0) FROM dispatches WHERE env_id = ? AND campaign_key = ? "
-        "AND created_at >= ? AND created_at < ?",
-        (env_id, campaign_key, since, until),
-    )
-    outcome_rows = db.fetchall(
-        conn,
-        "SELECT r.outcome, r.reason, COUNT(*) FROM recipients r JOIN dispatches d ON d.id = r.dispatch_id "
-        "WHERE d.env_id = ? AND d.campaign_key = ? AND d.created_at >= ? AND d.created_at < ? "
-        "GROUP BY r.outcome, r.reason",
-        (env_id, campaign_key, since, until),
-    )
-    clicks = db.fetchone(
-        conn,
-        "SELECT COUNT(*) FROM push_clicks WHERE env_id = ? AND campaign_key = ? AND clicked_at >= ? AND clicked_at < ?",
-        (env_id, campaign_key, since, until),
-    )
-    sent = failed = 0
-    excluded: dict[str, int] = {}
-    failures: dict[str, int] = {}
-    for outcome, reason, count in outcome_rows:
-        if outcome == "SENT":
-            sent += int(count)
-        elif outcome == "FAILED":
-            failed += int(count)
-            failures[reason or "UNKNOWN"] = failures.get(reason or "UNKNOWN", 0) + int(count)
-        elif outcome == "EXCLUDED":
-            excluded[reason or "UNKNOWN"] = excluded.get(reason or "UNKNOWN", 0) + int(count)
-    return CampaignStats(
-        campaign_key=campaign_key,
-        since=since,
-        until=until,
-        dispatches=int(requested[0]) if requested else 0,
-        requested=int(requested[1]) if requested else 0,
-        sent=sent,
-        failed=failed,
-        failures=failures,
-        excluded=excluded,
-        clicks=int(clicks[0]) if clicks else 0,
     )
 
 
