@@ -7,16 +7,16 @@ covers a column that updates change, so only the free room was missing. New page
 setting at once; pages already full follow it as they are rewritten (``VACUUM FULL`` or
 ``pg_repack`` apply it to a large existing table in one go). SQLite: nothing to do.
 
-Revision ID: 0003_profiles_fillfactor
-Revises: 0002_sdk_events
+Revision ID: 0004_profiles_fillfactor
+Revises: 0003_campaign_counts
 """
 
 from __future__ import annotations
 
 from alembic import op
 
-revision = "0003_profiles_fillfactor"
-down_revision = "0002_sdk_events"
+revision = "0004_profiles_fillfactor"
+down_revision = "0003_campaign_counts"
 branch_labels = None
 depends_on = None
 
