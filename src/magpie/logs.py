@@ -36,12 +36,17 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str | int = "info") -> None:
+    """JSON lines on stderr for the process: magpie's records at ``level``, every library's
+    (psycopg, uvicorn, alembic...) from warnings up, in the same format."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
-    root = logging.getLogger("magpie")
+    root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper() if isinstance(level, str) else level)
-    root.propagate = False
+    root.setLevel(logging.WARNING)
+    own = logging.getLogger("magpie")
+    own.handlers[:] = []
+    own.setLevel(level.upper() if isinstance(level, str) else level)
+    own.propagate = True
 
 
 class Throttle:
