@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from magpie.config import Settings
+from magpie.store import campaigns
 from tests.reliability._scenario import Tally, prepared_store, property_load, server_for, stored_users
 
 BOUND_SECONDS = 5.0  # MAGPIE_KEY_CACHE_SECONDS' default, documented in docs/reliability.md
@@ -33,6 +34,7 @@ def _probes(url: str, key: str, *, writes: bool) -> dict[str, int]:
 @pytest.mark.slow
 def test_key_revoked_on_another_server_is_refused_within_the_bound(settings: Settings) -> None:
     db, env = prepared_store(settings)
+    campaigns.bootstrap_demo(db, env_id=env.id)  # campaign 1, so that its statistics answer 200
     with server_for(settings) as first, server_for(settings) as second:
         tally = Tally()
         assert set(_probes(first.url, env.key, writes=True).values()) == {200}  # now cached by the first server
