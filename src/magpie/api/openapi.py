@@ -79,7 +79,7 @@ def _subscription(user_required: bool, night: bool = False) -> dict[str, Any]:
     if night:
         props["nightSubscriptionStatus"] = {
             **_STATUS,
-            "description": "magpie extension: night-time push consent",
+            "description": "magpie extension: consent to marketing messages between 21:00 and 08:00",
         }
     return {"type": "object", "properties": props, "required": ["userId"] if user_required else []}
 
@@ -230,7 +230,7 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     "/v1/push-subscriptions": {"post": _op("Record push consent", body=_subscription(False, night=True))},
     "/v1/kakao-subscriptions": {"post": _op("Record KakaoTalk consent", body=_subscription(True))},
-    "/v1/sms-subscriptions": {"post": _op("Record text-message consent", body=_subscription(True))},
+    "/v1/sms-subscriptions": {"post": _op("Record text-message consent", body=_subscription(True, night=True))},
     **_SDK_PATHS,
 }
 

@@ -75,12 +75,12 @@ def hackle_payload(
         "showForeground": True,
         "title": title,
         "body": body,
-        "clickAction": campaign.message.click_action,
+        "clickAction": campaign.push_message.click_action,
         "link": link or "",
         "campaignType": "PUSH_MESSAGE",
         "debug": False,
     }
-    image = campaign.message.image_url
+    image = campaign.push_message.image_url
     if provider_type == "FCM":
         payload["thumbnailImageUrl"] = image
         payload["largeImageUrl"] = image
@@ -432,7 +432,7 @@ class Dispatcher:
                     link=link,
                     provider_type=token_type,
                 ),
-                image_url=campaign.message.image_url,
+                image_url=campaign.push_message.image_url,
                 link=link,
                 delivery_id=str(delivery_id),
                 collapse_id=f"{campaign.key}-{snap.exec_id}",

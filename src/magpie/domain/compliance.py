@@ -38,14 +38,14 @@ def marketing_body(body: str, *, opt_out: str) -> str:
     return f"{body}\n{opt_out}" if body else opt_out
 
 
-def consent_allows(*, crm: Mapping[str, Any], purpose: str, rule: str) -> bool:
+def consent_allows(*, crm: Mapping[str, Any], purpose: str, rule: str, channel: str = "push") -> bool:
     """Marketing needs consent per the campaign's rule; information is blocked only by an opt-out."""
     if purpose == MARKETING:
-        status = consent.status_of(crm, "push", "marketing")
+        status = consent.status_of(crm, channel, "marketing")
         if rule == SUBSCRIBED_ONLY:
             return status == consent.SUBSCRIBED
         return status != consent.UNSUBSCRIBED
-    return consent.status_of(crm, "push", "information") != consent.UNSUBSCRIBED
+    return consent.status_of(crm, channel, "information") != consent.UNSUBSCRIBED
 
 
 def has_night_consent(crm: Mapping[str, Any]) -> bool:

@@ -11,8 +11,9 @@ SUBSCRIBED: Final = "SUBSCRIBED"
 UNSUBSCRIBED: Final = "UNSUBSCRIBED"
 UNKNOWN: Final = "UNKNOWN"
 CHANNELS: Final = ("push", "sms", "kakao")
-# "night" is push-only: consent to marketing pushes between 21:00 and 08:00.
+# "night" (push and SMS only): consent to marketing messages between 21:00 and 08:00.
 PURPOSES: Final = ("marketing", "information", "night")
+NIGHT_CHANNELS: Final = ("push", "sms")
 _API_STATUSES: Final = frozenset((SUBSCRIBED, UNSUBSCRIBED))
 
 

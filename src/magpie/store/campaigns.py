@@ -7,7 +7,8 @@ from typing import Any
 
 import msgspec
 
-from magpie.domain.campaigns import DEMO_CAMPAIGN, Campaign, parse_campaign
+from magpie.domain.campaigns import DEMO_CAMPAIGN, Campaign, check_for_environment, parse_campaign
+from magpie.domain.environment import effective
 from magpie.errors import InvalidRequest, NotFound
 from magpie.store.db import Database
 
@@ -27,6 +28,8 @@ def apply_campaign(db: Database, *, env_id: int, raw: Any) -> tuple[Campaign, bo
     definition = msgspec.json.encode(campaign.to_json()).decode()
     now = _now()
     with db.transaction() as conn:
+        env = db.fetchone(conn, "SELECT settings FROM environments WHERE id = ?", (env_id,))
+        check_for_environment(campaign, effective(_decode(env[0]) if env is not None else {}))
         existing = db.fetchone(
             conn, "SELECT 1 FROM campaigns WHERE env_id = ? AND key = ? FOR UPDATE", (env_id, campaign.key)
         )
