@@ -256,6 +256,7 @@ def make_dispatcher(client: AppClient, *, clock: Any = None, sleep: Any = None, 
             executor=ctx.executor,
             clock=clock or time.time,
             sleep=sleep or no_sleep,
+            cipher=ctx.cipher,
         )
 
     return client.run(build())

@@ -42,9 +42,10 @@ class MagpieApp:
         from magpie.api.admin_push import push_admin_routes
 
         self.admin_extensions: list[Callable[[MagpieApp], list[Any]]] = [push_admin_routes]
+        from magpie.api.openapi_messages import message_paths
         from magpie.api.openapi_push import push_paths
 
-        self.openapi_extensions: list[Callable[[], dict[str, Any]]] = [push_paths]
+        self.openapi_extensions: list[Callable[[], dict[str, Any]]] = [push_paths, message_paths]
         self.ctx: Context | None = None
         self.dispatchers: list[Any] = []
         self._worker_tasks: list[asyncio.Task[None]] = []
@@ -119,6 +120,7 @@ class MagpieApp:
                 settings=self.settings,
                 executor=ctx.executor,
                 metrics=self.metrics,
+                cipher=ctx.cipher,
             )
             for _ in range(self.settings.workers)
         ]

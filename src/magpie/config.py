@@ -45,6 +45,8 @@ class Settings:
     retry_base_seconds: float = 0.5
     retry_max_seconds: float = 60.0
     provider_timeout_seconds: float = 10.0
+    # How often a worker asks polled gateways (NHN Cloud) for the final result of accepted messages.
+    report_poll_seconds: float = 60.0
     event_retention_days: int = 365
     # How often each API process purges events older than the retention (0 or less days: never).
     event_purge_interval_seconds: float = 3600.0
@@ -92,6 +94,7 @@ class Settings:
             retry_base_seconds=_float(e, "MAGPIE_RETRY_BASE_SECONDS", 0.5),
             retry_max_seconds=_float(e, "MAGPIE_RETRY_MAX_SECONDS", 60.0),
             provider_timeout_seconds=_float(e, "MAGPIE_PROVIDER_TIMEOUT", 10.0),
+            report_poll_seconds=_float(e, "MAGPIE_REPORT_POLL_SECONDS", 60.0),
             event_retention_days=_int(e, "MAGPIE_EVENT_RETENTION_DAYS", 365),
             event_purge_interval_seconds=_float(e, "MAGPIE_EVENT_PURGE_INTERVAL", 3600.0),
             secret_key=e.get("MAGPIE_SECRET_KEY") or None,

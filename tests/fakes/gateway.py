@@ -30,7 +30,8 @@ class GatewayFake:
 
     Knobs (safe to change while running): ``fail_5xx`` (answer that many send requests with 500
     before taking them), ``drop_after_accept`` (take that many send requests, then close the
-    connection without answering, as a timeout or a crash after acceptance looks), ``delay``.
+    connection without answering, as a timeout or a crash after acceptance looks), ``hold_after_accept``
+    (take send requests, then wait that many seconds before answering: time to kill the sender), ``delay``.
     """
 
     name = "gateway"
@@ -39,6 +40,7 @@ class GatewayFake:
         self.fail_5xx = 0
         self.drop_after_accept = 0
         self.delay = 0.0
+        self.hold_after_accept = 0.0
         self.record = record
         self._requested_port = port
         self._lock = threading.Lock()
@@ -122,6 +124,13 @@ class GatewayFake:
                 self.fail_5xx -= 1
                 return web.json_response({"message": "Internal Server Error"}, status=500)
         return None
+
+    async def after_accept(self, request: web.Request) -> None:
+        """Drop the connection or hold the answer, as the knobs say, once the messages are taken."""
+        if self.hold_after_accept:
+            await asyncio.sleep(self.hold_after_accept)
+        if self.should_drop():
+            self.drop(request)
 
     def should_drop(self) -> bool:
         with self._lock:

@@ -91,8 +91,7 @@ class FakeNhn(GatewayFake):
         status, body = handle(await request.json())
         if key is not None and status < 500:
             self._replays[key] = (status, body)
-        if self.should_drop():
-            self.drop(request)
+        await self.after_accept(request)
         return web.json_response(body, status=status)
 
     # -- KakaoTalk ------------------------------------------------------------------------------------

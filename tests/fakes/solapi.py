@@ -128,8 +128,7 @@ class FakeSolapi(GatewayFake):
             }
             reports.append({**item, "groupId": group_id, "statusCode": final, "dateReceived": "2026-11-26T00:00:00Z"})
         self._take(accepted)
-        if self.should_drop():
-            self.drop(request)
+        await self.after_accept(request)
         if reports and self.report_url:
             asyncio.get_running_loop().create_task(self._report(reports))
         self.reports.append(reports)

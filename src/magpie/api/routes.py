@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from magpie.api import profiles, push, sdk
+from magpie.api import messages, profiles, push, sdk
 
 if TYPE_CHECKING:
     from magpie.app import MagpieApp
@@ -25,6 +25,19 @@ def install(app: MagpieApp) -> None:
     app.add_param_route("GET", prefix_param("/v1/push-message/dispatches/", "", "dispatch_id"), push.get_dispatch)
     app.add_param_route(
         "GET", prefix_param("/v1/push-message/campaigns/", "/stats", "campaign_key"), push.get_campaign_stats
+    )
+    # Kakao (Hackle's trigger) and SMS (magpie's sibling of it), and the gateways' callbacks.
+    app.add_route("POST", "/v1/kakao-message/trigger/send", messages.kakao_trigger_send)
+    app.add_route("POST", "/v1/sms-message/trigger/send", messages.sms_trigger_send)
+    for channel, view in (("kakao", messages.get_kakao_dispatch), ("sms", messages.get_sms_dispatch)):
+        app.add_param_route("GET", prefix_param(f"/v1/{channel}-message/dispatches/", "", "dispatch_id"), view)
+        app.add_param_route(
+            "GET", prefix_param(f"/v1/{channel}-message/campaigns/", "/stats", "campaign_key"), push.get_campaign_stats
+        )
+    app.add_param_route("POST", prefix_param("/v1/gateways/solapi/reports/", "", "environment"), messages.solapi_report)
+    app.add_param_route("POST", prefix_param("/v1/gateways/nhn/opt-outs/", "", "environment"), messages.nhn_opt_out)
+    app.add_param_route(
+        "POST", prefix_param("/v1/gateways/solapi/opt-outs/", "", "environment"), messages.solapi_opt_out
     )
     # Hackle's SDKs (sdk_url / event_url pointed at magpie) and Hackle's HTTP tracking call.
     app.add_route("POST", "/api/v2/events", sdk.ingest_events)

@@ -17,18 +17,24 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import msgspec
 from liquid.exceptions import LiquidError
 
 from magpie.config import Settings
+from magpie.dispatch.phone import process_phone
 from magpie.dispatch.retry import backoff
-from magpie.domain import compliance
+from magpie.domain import compliance, messages
 from magpie.domain.audience import Recipient, cohort_names, matches
 from magpie.domain.campaigns import Campaign, parse_campaign
-from magpie.providers.base import ProviderError, ProviderUnavailable, PushMessage, TokenInvalid
+from magpie.domain.environment import effective
+from magpie.providers.base import PhoneMessage, ProviderError, ProviderUnavailable, PushMessage, TokenInvalid
+from magpie.providers.nhn import NhnGateway
 from magpie.providers.registry import ProviderRegistry
+from magpie.store.accounts import environment_settings
+from magpie.store.crypto import Cipher
 from magpie.store.db import Database
 from magpie.store.deliveries import (
     ClaimWork,
@@ -40,9 +46,11 @@ from magpie.store.deliveries import (
     Planned,
     PrepareRecipients,
     RecordRecipient,
+    RecordReports,
     Snapshot,
     Target,
     WorkItem,
+    awaiting_reports,
     load_snapshot,
 )
 from magpie.store.transaction import dumps
@@ -110,6 +118,7 @@ class Dispatcher:
         owner: str | None = None,
         metrics: Any = None,
         rng: random.Random | None = None,
+        cipher: Cipher | None = None,
     ) -> None:
         self.db = db
         self.writer = writer
@@ -120,8 +129,11 @@ class Dispatcher:
         self.owner = owner or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.metrics = metrics
         self.rng = rng or random.Random()
+        # Phone numbers are decrypted with it in this process only, at send time.
+        self.cipher = cipher
         self.channels = channels or ProviderRegistry(
             record_sandbox=self._record_sandbox,
+            record_phone=self._record_phone,
             timeout=settings.provider_timeout_seconds,
             concurrency=settings.worker_concurrency,
         )
@@ -138,7 +150,14 @@ class Dispatcher:
         """Claim and process work until ``stop`` is set."""
         in_flight: set[asyncio.Task[None]] = set()
         max_items = max(2, self.settings.worker_concurrency // 4)
+        next_poll = time.monotonic() + self.settings.report_poll_seconds
         while not stop.is_set():
+            if time.monotonic() >= next_poll:
+                next_poll = time.monotonic() + self.settings.report_poll_seconds
+                try:
+                    await self.poll_reports()
+                except Exception:
+                    log.exception("polling gateway results failed")
             free = max_items - len(in_flight)
             items: list[WorkItem] = []
             if free > 0:
@@ -271,6 +290,9 @@ class Dispatcher:
             for idx in range(len(snap.users))
             if snap.outcomes.get(idx) is None and (held_only is None or idx in held_only)
         ]
+        if campaign.channel != "push":
+            await process_phone(self, snap, campaign, todo, now)
+            return
         excluded: dict[int, tuple[str, str]] = {}
         planned: list[Planned] = []
         rendered: dict[int, tuple[str, str, str | None]] = {}
@@ -338,6 +360,10 @@ class Dispatcher:
         excluded: dict[int, tuple[str, str]],
         planned: list[Planned],
         now: int,
+        *,
+        channel: str = "push",
+        paid_limit: int = 0,
+        day: str = "",
     ) -> tuple[dict[int, dict[str, int]], set[int]]:
         caps = snap.settings.get("frequencyCaps", []) if campaign is not None and campaign.is_marketing else []
         result: tuple[dict[int, dict[str, int]], set[int]] = await self.writer.submit(
@@ -351,6 +377,9 @@ class Dispatcher:
                 caps=caps,
                 tags=list(campaign.tags) if campaign is not None else [],
                 now_ms=now,
+                channel=channel,
+                paid_limit=paid_limit,
+                day=day,
             )
         )
         return result
@@ -367,6 +396,20 @@ class Dispatcher:
             in_cohort=lambda name: any((name, i) in members for i in ids),
         ):
             return ("EXCLUDED", "NOT_IN_AUDIENCE")
+        if campaign.channel != "push":
+            settings = snap.settings
+            return messages.decide(
+                channel=campaign.channel,
+                kind=campaign.kind,
+                purpose=campaign.purpose,
+                rule=campaign.consent_rule,
+                crm=target.crm,
+                has_phone=target.phone_enc is not None,
+                now_ms=now,
+                timezone=snap.timezone,
+                settings=settings,
+                night_policy=campaign.night_policy or settings["nightPolicy"],
+            )
         if not compliance.consent_allows(crm=target.crm, purpose=campaign.purpose, rule=campaign.consent_rule):
             return ("EXCLUDED", "NO_CONSENT")
         if not target.tokens:
@@ -526,6 +569,48 @@ class Dispatcher:
         )
         return inbox_id
 
+    async def _record_phone(
+        self, env_id: int, message: PhoneMessage, payload: dict[str, object], maybe_sent: bool
+    ) -> int:
+        inbox_id: int = await self.writer.submit(
+            InboxRecord(
+                env_id=env_id,
+                delivery_id=int(message.delivery_id),
+                token=str(payload["to"]),
+                payload=dumps(payload),
+                now_ms=self.now_ms(),
+                once=maybe_sent,
+            )
+        )
+        return inbox_id
+
+    async def poll_reports(self, *, max_age_hours: float = 72.0) -> int:
+        """Ask polled gateways (NHN Cloud) for the final result of accepted messages; returns how many."""
+        since = self.now_ms() - int(max_age_hours * 3_600_000)
+        pending: list[tuple[int, str]] = await self._read(
+            lambda conn: awaiting_reports(conn, self.db, provider="nhn", since_ms=since)
+        )
+        by_env: dict[int, list[str]] = {}
+        for env_id, message_id in pending:
+            by_env.setdefault(env_id, []).append(message_id)
+        recorded = 0
+        for env_id, message_ids in by_env.items():
+            stored = await self._read(partial(environment_settings, db=self.db, env_id=env_id))
+            settings = effective(stored)
+            if "nhn" not in settings["providers"]:
+                continue
+            gateway = self.channels.gateway(env_id=env_id, settings={**settings, "smsGateway": "nhn"}, channel="sms")
+            if not isinstance(gateway, NhnGateway):
+                continue
+            try:
+                reports = await gateway.poll(message_ids)
+            except ProviderError as exc:
+                log.warning("polling NHN Cloud results failed: %s", exc.message)
+                continue
+            if reports:
+                recorded += await self.writer.submit(RecordReports(env_id=env_id, provider="nhn", reports=reports))
+        return recorded
+
     async def aclose(self) -> None:
         await self.channels.aclose()
 
@@ -536,8 +621,6 @@ class Dispatcher:
 def run_worker(settings: Settings) -> None:
     """``magpie worker``: dispatch workers in their own process, until SIGTERM or SIGINT."""
     import uvloop
-
-    from magpie.store.crypto import Cipher
 
     async def main() -> None:
         db = Database(settings.database_url)
@@ -555,7 +638,7 @@ def run_worker(settings: Settings) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         dispatchers = [
-            Dispatcher(db=db, writer=writer, settings=settings, executor=executor)
+            Dispatcher(db=db, writer=writer, settings=settings, executor=executor, cipher=cipher)
             for _ in range(max(1, settings.workers))
         ]
         log.info("worker started with %d dispatcher(s)", len(dispatchers))

@@ -355,3 +355,91 @@ DEMO_CAMPAIGN: Final[dict[str, Any]] = {
         "link": "magpie-demo://products/{{ api_properties.productNumber }}",
     },
 }
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneRendering:
+    """A Kakao or SMS campaign message rendered for one recipient (the number is added at send time)."""
+
+    kind: str  # alimtalk | brand | SMS | LMS | MMS
+    text: str
+    title: str | None
+    size_bytes: int
+    template_code: str | None = None
+    template_parameters: tuple[tuple[str, str], ...] = ()
+    buttons: tuple[dict[str, str], ...] = ()
+    image_urls: tuple[str, ...] = ()
+    # (kind, text, title) of the AlimTalk's SMS fallback.
+    fallback: tuple[str, str, str | None] | None = None
+
+
+class MessageTooLarge(Exception):
+    """A recipient's data made a text message larger than the gateways take."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"{size} bytes")
+        self.size = size
+
+
+def _render_sms(
+    campaign: Campaign,
+    sms: SmsMessage,
+    context: Mapping[str, Any],
+    *,
+    prefix: str,
+    values: Mapping[str, str] | None = None,
+) -> tuple[str, str | None]:
+    values = values or {}
+    text = messages.fill_placeholders(campaign.render_part(f"{prefix}text", context), values)
+    title = None
+    if sms.title is not None:
+        title = messages.fill_placeholders(campaign.render_part(f"{prefix}title", context), values)
+    return text, title
+
+
+def render_phone(campaign: Campaign, context: Mapping[str, Any], settings: Mapping[str, Any]) -> PhoneRendering:
+    """Render a Kakao or SMS message for one recipient; Liquid errors propagate (``LiquidError``).
+
+    A marketing SMS gets its ``(광고)`` head and free opt-out line here, and its type follows its size.
+    """
+    message = campaign.message
+    if isinstance(message, KakaoMessage):
+        if campaign.kind == "brand":
+            text = campaign.render_part("text", context)
+            return PhoneRendering(
+                kind="brand",
+                text=text,
+                title=None,
+                size_bytes=messages.euckr_size(text),
+                buttons=tuple(b.to_json() for b in message.buttons),
+                image_urls=(message.image_url,) if message.image_url else (),
+            )
+        values = {name: campaign.render_part(f"var:{name}", context) for name, _ in message.variables}
+        text = messages.fill_placeholders(message.text, values)
+        fallback = None
+        if message.fallback is not None:
+            fb_text, fb_title = _render_sms(campaign, message.fallback, context, prefix="fallback.", values=values)
+            size = messages.sms_size(fb_text, title=fb_title)
+            if not size.fits:
+                raise MessageTooLarge(size.bytes)
+            fallback = (size.kind, fb_text, fb_title)
+        return PhoneRendering(
+            kind="alimtalk",
+            text=text,
+            title=messages.fill_placeholders(message.title, values) if message.title else None,
+            size_bytes=messages.euckr_size(text),
+            template_code=message.template_code,
+            template_parameters=tuple(sorted(values.items())),
+            buttons=tuple(b.filled(values).to_json() for b in message.buttons),
+            fallback=fallback,
+        )
+    assert isinstance(message, SmsMessage)
+    text, title = _render_sms(campaign, message, context, prefix="")
+    if campaign.is_marketing:
+        text = messages.marketing_sms(
+            text, sender=str(settings.get("senderName") or ""), opt_out_number=str(settings.get("smsOptOutNumber"))
+        )
+    size = messages.sms_size(text, title=title, images=len(message.image_urls))
+    if not size.fits:
+        raise MessageTooLarge(size.bytes)
+    return PhoneRendering(kind=size.kind, text=text, title=title, size_bytes=size.bytes, image_urls=message.image_urls)

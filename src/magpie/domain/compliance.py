@@ -78,23 +78,33 @@ def cap_exceeded(
     *,
     caps: Iterable[Mapping[str, Any]],
     campaign_tags: Iterable[str],
-    sends: Iterable[tuple[int, Iterable[str]]],
+    sends: Iterable[tuple[int, Iterable[str]] | tuple[int, Iterable[str], str]],
     now_ms: int,
+    channel: str = "push",
 ) -> bool:
-    """Whether one more marketing push would break a cap.
+    """Whether one more marketing message on ``channel`` would break a cap.
 
-    ``sends`` are the user's earlier marketing pushes as ``(sent_at_ms, tags)``. A cap
-    without a tag counts every push; a cap with a tag counts pushes carrying that tag and
-    applies only to campaigns carrying it.
+    ``sends`` are the user's earlier marketing messages as ``(sent_at_ms, tags[, channel])``
+    (push when the channel is left out). A cap without a tag counts every message; a cap with
+    a tag counts messages carrying that tag and applies only to campaigns carrying it. A cap
+    without a channel counts every channel together; one with a channel counts and applies to
+    that channel only.
     """
     tags = set(campaign_tags)
-    history = [(at, set(t)) for at, t in sends]
+    history = [(s[0], set(s[1]), s[2] if len(s) > 2 else "push") for s in sends]
     for cap in caps:
         tag = cap.get("tag")
+        cap_channel = cap.get("channel")
         if tag is not None and tag not in tags:
             continue
+        if cap_channel is not None and cap_channel != channel:
+            continue
         since = now_ms - int(float(cap["windowHours"]) * 3_600_000)
-        used = sum(1 for at, sent_tags in history if at > since and (tag is None or tag in sent_tags))
+        used = sum(
+            1
+            for at, sent_tags, sent_channel in history
+            if at > since and (tag is None or tag in sent_tags) and (cap_channel is None or cap_channel == sent_channel)
+        )
         if used >= int(cap["limit"]):
             return True
     return False

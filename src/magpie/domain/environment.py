@@ -80,7 +80,12 @@ def _caps(raw: object) -> list[dict[str, Any]]:
             )
         if tag is not None and (not isinstance(tag, str) or not tag):
             raise InvalidRequest(f"settings.frequencyCaps[{i}].tag must be a non-empty string or absent")
-        caps.append({"limit": limit, "windowHours": hours, "tag": tag})
+        channel = cap.get("channel")
+        if channel is not None and channel not in messages.CHANNELS:
+            raise InvalidRequest(
+                f"settings.frequencyCaps[{i}].channel must be push, kakao or sms, or absent (every channel)"
+            )
+        caps.append({"limit": limit, "windowHours": hours, "tag": tag, "channel": channel})
     return caps
 
 

@@ -36,16 +36,16 @@ def apply_campaign(db: Database, *, env_id: int, raw: Any) -> tuple[Campaign, bo
         if existing is None:
             db.execute(
                 conn,
-                "INSERT INTO campaigns (env_id, key, name, status, definition, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (env_id, campaign.key, campaign.name, campaign.status, definition, now, now),
+                "INSERT INTO campaigns (env_id, key, name, status, definition, channel, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (env_id, campaign.key, campaign.name, campaign.status, definition, campaign.channel, now, now),
             )
         else:
             db.execute(
                 conn,
-                "UPDATE campaigns SET name = ?, status = ?, definition = ?, updated_at = ? "
+                "UPDATE campaigns SET name = ?, status = ?, definition = ?, channel = ?, updated_at = ? "
                 "WHERE env_id = ? AND key = ?",
-                (campaign.name, campaign.status, definition, now, env_id, campaign.key),
+                (campaign.name, campaign.status, definition, campaign.channel, now, env_id, campaign.key),
             )
     return campaign, existing is None
 

@@ -24,19 +24,19 @@ def new_dispatch_ids() -> tuple[str, int]:
     return str(value), value.int >> 76
 
 
-def _campaign_active(tx: Tx, env_id: int, key: int) -> bool:
-    memo_key = ("campaign-active", env_id, key)
+def _campaign_active(tx: Tx, env_id: int, key: int, channel: str) -> bool:
+    memo_key = ("campaign-active", env_id, key, channel)
     found = tx.memo.get(memo_key)
     if found is None:
-        row = tx.fetchone("SELECT status FROM campaigns WHERE env_id = ? AND key = ?", (env_id, key))
-        found = tx.memo[memo_key] = row is not None and row[0] == "ACTIVE"
+        row = tx.fetchone("SELECT status, channel FROM campaigns WHERE env_id = ? AND key = ?", (env_id, key))
+        found = tx.memo[memo_key] = row is not None and row[0] == "ACTIVE" and row[1] == channel
     return bool(found)
 
 
 class AcceptTrigger:
     """Write a dispatch and its work item in the same transaction (the transactional outbox)."""
 
-    __slots__ = ("campaign_key", "env_id", "idempotency_key", "key_hash", "requested", "users")
+    __slots__ = ("campaign_key", "channel", "env_id", "idempotency_key", "key_hash", "requested", "users")
     profile_keys = ()
 
     def __init__(
@@ -48,7 +48,9 @@ class AcceptTrigger:
         users: str,
         requested: int,
         idempotency_key: str | None,
+        channel: str = "push",
     ) -> None:
+        self.channel = channel
         self.key_hash = key_hash
         self.env_id = env_id
         self.campaign_key = campaign_key
@@ -66,12 +68,12 @@ class AcceptTrigger:
             )
             if row is not None:
                 return str(row[0]), False
-        if not _campaign_active(tx, self.env_id, self.campaign_key):
-            raise CampaignNotFound()
+        if not _campaign_active(tx, self.env_id, self.campaign_key, self.channel):
+            raise CampaignNotFound(f"Could not find {self.channel} message campaign with the given key")
         dispatch_id, exec_id = new_dispatch_ids()
         tx.execute(
             "INSERT INTO dispatches (id, exec_id, env_id, campaign_key, status, users, requested, idempotency_key, "
-            "created_at) VALUES (?, ?, ?, ?, 'ACCEPTED', ?, ?, ?, ?)",
+            "created_at, channel) VALUES (?, ?, ?, ?, 'ACCEPTED', ?, ?, ?, ?, ?)",
             (
                 dispatch_id,
                 exec_id,
@@ -81,6 +83,7 @@ class AcceptTrigger:
                 self.requested,
                 self.idempotency_key,
                 tx.now_ms,
+                self.channel,
             ),
         )
         tx.execute(
@@ -94,16 +97,21 @@ class AcceptTrigger:
 # -- reads ---------------------------------------------------------------------------------------------
 
 
-def dispatch_view(conn: Any, db: Any, *, env_id: int, dispatch_id: str, recipients: bool = True) -> dict[str, Any]:
-    """A dispatch: status, counts by outcome and reason, and each recipient's outcome and deliveries."""
+def dispatch_view(
+    conn: Any, db: Any, *, env_id: int, dispatch_id: str, recipients: bool = True, channel: str | None = None
+) -> dict[str, Any]:
+    """A dispatch: status, counts by outcome and reason, and each recipient's outcome and deliveries.
+
+    ``channel`` narrows the lookup to dispatches of that channel (each channel's endpoint sees its own).
+    """
     row = db.fetchone(
         conn,
-        "SELECT id, exec_id, campaign_key, status, requested, created_at, completed_at, users FROM dispatches "
-        "WHERE id = ? AND env_id = ?",
+        "SELECT id, exec_id, campaign_key, status, requested, created_at, completed_at, users, channel "
+        "FROM dispatches WHERE id = ? AND env_id = ?",
         (dispatch_id, env_id),
     )
-    if row is None:
-        raise NotFound(f"no dispatch {dispatch_id} in this environment")
+    if row is None or (channel is not None and row[8] != channel):
+        raise NotFound(f"no {channel or ''} dispatch {dispatch_id} in this environment".replace("  ", " "))
     outcome_rows = db.fetchall(
         conn,
         "SELECT idx, user_id, device_id, outcome, reason, updated_at FROM recipients "
@@ -112,8 +120,8 @@ def dispatch_view(conn: Any, db: Any, *, env_id: int, dispatch_id: str, recipien
     )
     delivery_rows = db.fetchall(
         conn,
-        "SELECT recipient_idx, id, device_id, provider, status, provider_message_id, error_code, attempts, updated_at "
-        "FROM deliveries WHERE dispatch_id = ? ORDER BY recipient_idx, id",
+        "SELECT recipient_idx, id, device_id, provider, status, provider_message_id, error_code, attempts, updated_at, "
+        "kind, size_bytes, delivered_at, report_code FROM deliveries WHERE dispatch_id = ? ORDER BY recipient_idx, id",
         (dispatch_id,),
     )
     users = _decode(row[7])
@@ -122,18 +130,27 @@ def dispatch_view(conn: Any, db: Any, *, env_id: int, dispatch_id: str, recipien
     by_idx = {r[0]: r for r in outcome_rows}
     deliveries: dict[int, list[dict[str, Any]]] = {}
     for d in delivery_rows:
-        deliveries.setdefault(d[0], []).append(
-            {
-                "deliveryId": d[1],
-                "deviceId": d[2],
-                "provider": d[3],
-                "status": d[4],
-                "providerMessageId": d[5],
-                "errorCode": d[6],
-                "attempts": d[7],
-                "updatedAt": d[8],
-            }
-        )
+        delivery: dict[str, Any] = {
+            "deliveryId": d[1],
+            "deviceId": d[2],
+            "provider": d[3],
+            "status": d[4],
+            "providerMessageId": d[5],
+            "errorCode": d[6],
+            "attempts": d[7],
+            "updatedAt": d[8],
+        }
+        if row[8] != "push":
+            delivery.update(
+                {
+                    "type": d[9],
+                    "bytes": d[10],
+                    "delivered": None if d[12] is None else d[11] is not None,
+                    "deliveredAt": d[11],
+                    "reportCode": d[12],
+                }
+            )
+        deliveries.setdefault(d[0], []).append(delivery)
     listed: list[dict[str, Any]] = []
     for idx, user in enumerate(users):
         outcome_row = by_idx.get(idx)
@@ -155,6 +172,7 @@ def dispatch_view(conn: Any, db: Any, *, env_id: int, dispatch_id: str, recipien
     view: dict[str, Any] = {
         "dispatchId": row[0],
         "executionId": row[1],
+        "channel": row[8],
         "campaignKey": row[2],
         "status": row[3],
         "requested": row[4],
@@ -188,6 +206,13 @@ def campaign_stats(conn: Any, db: Any, *, env_id: int, campaign_key: int, since:
         "SELECT COUNT(*) FROM push_clicks WHERE env_id = ? AND campaign_key = ? AND clicked_at >= ? AND clicked_at < ?",
         (env_id, campaign_key, since, until),
     )
+    reports = db.fetchall(
+        conn,
+        "SELECT l.kind, l.delivered_at IS NOT NULL, l.report_code IS NOT NULL, COUNT(*) FROM deliveries l "
+        "JOIN dispatches d ON d.id = l.dispatch_id WHERE d.env_id = ? AND d.campaign_key = ? AND d.created_at >= ? "
+        "AND d.created_at < ? AND l.channel <> 'push' AND l.status = 'SENT' GROUP BY l.kind, 2, 3",
+        (env_id, campaign_key, since, until),
+    )
     sent = failed = 0
     excluded: dict[str, int] = {}
     for outcome, reason, count in outcome_rows:
@@ -212,7 +237,23 @@ def campaign_stats(conn: Any, db: Any, *, env_id: int, campaign_key: int, since:
         "pending": max(0, total_requested - sent - failed - sum(excluded.values())),
         "clicks": click_count,
         "ctr": round(click_count / sent, 4) if sent else 0.0,
+        **_report_counts(reports),
     }
+
+
+def _report_counts(rows: list[Any]) -> dict[str, Any]:
+    """Kakao and SMS: sent messages by type, and how many the gateway confirmed delivered or not."""
+    if not rows:
+        return {}
+    by_type: dict[str, int] = {}
+    delivered = undelivered = 0
+    for kind, was_delivered, reported, count in rows:
+        by_type[str(kind)] = by_type.get(str(kind), 0) + int(count)
+        if was_delivered:
+            delivered += int(count)
+        elif reported:
+            undelivered += int(count)
+    return {"delivered": delivered, "undelivered": undelivered, "sentByType": by_type}
 
 
 def inbox(conn: Any, db: Any, *, env_id: int, limit: int = 50, after: int | None = None) -> list[dict[str, Any]]:

@@ -167,11 +167,45 @@ class SetPhone(ProfileJob):
         self.phone = phone
 
     def apply(self, tx: Tx, target: ProfileRow) -> None:
+        # The blind index lets a gateway's 080 opt-out (which names a number) find its user.
+        tx.execute("DELETE FROM phone_index WHERE env_id = ? AND user_id = ?", (target.env_id, target.ident))
         if self.phone is None:
             if target.phone_enc is not None:
                 tx.update(target, phone_enc=None)
             return
         tx.update(target, phone_enc=tx.secret.encrypt(self.phone))
+        tx.execute(
+            "INSERT INTO phone_index (env_id, phone_hmac, user_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            (target.env_id, tx.secret.blind_index(self.phone), target.ident),
+        )
+
+
+class UnsubscribeUsers:
+    """A gateway's 080 opt-out: these users' SMS marketing consent becomes UNSUBSCRIBED.
+
+    Authenticated by the webhook's secret, not an API key; the users were found by the blind
+    index of the number that called.
+    """
+
+    __slots__ = ("env_id", "profile_keys", "user_ids")
+
+    def __init__(self, *, env_id: int, user_ids: list[str]) -> None:
+        self.env_id = env_id
+        self.user_ids = user_ids
+        self.profile_keys = tuple((env_id, USER, u) for u in user_ids)
+
+    def run(self, tx: Tx) -> int:
+        changed = 0
+        for user_id in self.user_ids:
+            target = tx.profile(self.env_id, USER, user_id)
+            if not target.exists or consent.status_of(target.crm, "sms", "marketing") == consent.UNSUBSCRIBED:
+                continue
+            crm = consent.apply_consent(
+                crm=target.crm, channel="sms", changes={"marketing": consent.UNSUBSCRIBED}, now_ms=tx.now_ms
+            )
+            tx.update(target, crm=crm)
+            changed += 1
+        return changed
 
 
 # -- reads ---------------------------------------------------------------------------------------------
