@@ -39,9 +39,10 @@ class MagpieApp:
         self.metrics = Metrics()
         self.routes: dict[tuple[str, str], Route] = {}
         self.param_routes: list[tuple[str, Matcher, Route]] = []
+        from magpie.api.admin_consent import consent_admin_routes
         from magpie.api.admin_push import push_admin_routes
 
-        self.admin_extensions: list[Callable[[MagpieApp], list[Any]]] = [push_admin_routes]
+        self.admin_extensions: list[Callable[[MagpieApp], list[Any]]] = [push_admin_routes, consent_admin_routes]
         from magpie.api.openapi_messages import message_paths
         from magpie.api.openapi_push import push_paths
 

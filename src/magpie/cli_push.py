@@ -160,6 +160,30 @@ def cmd_stats_campaign(args: argparse.Namespace, settings: Settings) -> None:
     _emit(args, stats, text)
 
 
+def cmd_consent_due(args: argparse.Namespace, settings: Settings) -> None:
+    from magpie.cli import _db, _emit
+    from magpie.store.profiles import reconfirmations_due
+
+    db = _db(settings)
+    env_id = _env_id(db, args.env)
+    channels = (args.channel,) if args.channel else ("push", "kakao", "sms")
+    with db.transaction(write=False) as conn:
+        due = reconfirmations_due(
+            conn,
+            db,
+            env_id=env_id,
+            channels=channels,
+            now_ms=int(time.time() * 1000),
+            within_ms=args.within_days * 86_400_000,
+            limit=args.limit,
+        )
+    text = f"{len(due)} marketing consent(s) due for the two-year notice within {args.within_days} days" + "".join(
+        f"\n  {d['userId']}  {d['channel']}  due {time.strftime('%Y-%m-%d', time.gmtime(d['dueAt'] / 1000))}"
+        for d in due
+    )
+    _emit(args, {"due": due, "count": len(due)}, text)
+
+
 def _register(sub: Any, common: argparse.ArgumentParser) -> None:
     campaign = sub.add_parser("campaign", parents=[common], help="push campaigns").add_subparsers(
         dest="campaign_cmd", required=True
@@ -211,6 +235,16 @@ def _register(sub: Any, common: argparse.ArgumentParser) -> None:
     sc.add_argument("--from", dest="since")
     sc.add_argument("--to", dest="until")
     sc.set_defaults(fn=cmd_stats_campaign)
+
+    consent = sub.add_parser("consent", parents=[common], help="marketing consent under the law").add_subparsers(
+        dest="consent_cmd", required=True
+    )
+    due = consent.add_parser("due", parents=[common], help="users due for the two-year re-confirmation notice")
+    due.add_argument("--env", default="development")
+    due.add_argument("--channel", choices=["push", "kakao", "sms"])
+    due.add_argument("--within-days", type=int, default=30)
+    due.add_argument("--limit", type=int, default=100_000)
+    due.set_defaults(fn=cmd_consent_due)
 
 
 def register(parsers: list[Callable[[Any, argparse.ArgumentParser], None]]) -> None:

@@ -3,6 +3,7 @@ exclusion reasons, fallback, reports, 080 opt-outs and the daily limit on paid m
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from datetime import time as dtime
@@ -537,3 +538,52 @@ def test_phone_numbers_never_reach_the_logs(client: AppClient, env: Env, nhn: Fa
         run(client)
     assert "refused the credentials" in caplog.text
     assert "1111" not in caplog.text and "2222" not in caplog.text
+
+
+def _age_consent(client: AppClient, env: Env, user_id: str, channel: str, days: int) -> None:
+    """Backdate a marketing consent, as if the user gave it ``days`` ago."""
+    import json
+
+    db = client.app.db
+    at = int((time.time() - days * 86_400) * 1000)
+    with db.transaction() as conn:
+        row = db.fetchone(
+            conn, "SELECT crm FROM profiles WHERE env_id = ? AND kind = 'u' AND ident = ?", (env.id, user_id)
+        )
+        assert row is not None
+        crm = json.loads(row[0])
+        crm[channel]["marketing"].update({"changedAt": at, "updatedAt": at})
+        db.execute(
+            conn,
+            "UPDATE profiles SET crm = ? WHERE env_id = ? AND kind = 'u' AND ident = ?",
+            (json.dumps(crm), env.id, user_id),
+        )
+
+
+def test_two_year_notice_report_and_sending_it_through_a_campaign(client: AppClient, env: Env) -> None:
+    notice = sms(
+        key=30,
+        purpose="INFORMATION",
+        message={"text": "{{ api_properties.confirmedAt }}에 동의하신 광고 수신을 유지하고 있습니다"},
+    )
+    setup(client, env, None, notice, sms())
+    user(client, env, "old", sms_marketing="SUBSCRIBED", kakao_marketing="SUBSCRIBED")
+    user(client, env, "soon", phone="010-2222-3333", sms_marketing="SUBSCRIBED")
+    user(client, env, "fresh", phone="010-2222-4444", sms_marketing="SUBSCRIBED")
+    user(client, env, "gone", phone="010-2222-5555", sms_marketing="UNSUBSCRIBED")
+    _age_consent(client, env, "old", "sms", 800)
+    _age_consent(client, env, "old", "kakao", 800)
+    _age_consent(client, env, "soon", "sms", 715)
+    _age_consent(client, env, "gone", "sms", 800)
+    url = f"/admin/v1/environments/{env.name}/consent-reconfirmations"
+    report = client.get(url + "?channel=sms&withinDays=30", headers=env.admin).json()
+    assert [(d["userId"], d["channel"]) for d in report["due"]] == [("old", "sms"), ("soon", "sms")]
+    every = client.get(url + "?withinDays=0", headers=env.admin).json()
+    assert sorted((d["userId"], d["channel"]) for d in every["due"]) == [("old", "kakao"), ("old", "sms")]
+    assert client.post(url + "/send", json={"campaignKey": 12}, headers=env.admin).json()["code"] == "INVALID_REQUEST"
+    sent = client.post(url + "/send", json={"campaignKey": 30, "withinDays": 30}, headers=env.admin).json()
+    assert sent["recipients"] == 2 and len(sent["dispatchIds"]) == 1
+    run(client)
+    texts = sorted(m["message"]["text"] for m in inbox(client, env))
+    assert len(texts) == 2 and all(t.endswith("에 동의하신 광고 수신을 유지하고 있습니다") for t in texts)
+    assert all(t.startswith("20") for t in texts)

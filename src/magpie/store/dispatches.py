@@ -42,7 +42,7 @@ class AcceptTrigger:
     def __init__(
         self,
         *,
-        key_hash: str,
+        key_hash: str | None,
         env_id: int,
         campaign_key: int,
         users: str,
@@ -59,8 +59,9 @@ class AcceptTrigger:
         self.idempotency_key = idempotency_key
 
     def run(self, tx: Tx) -> tuple[str, bool]:
-        """Returns ``(dispatch_id, created)``."""
-        _check_key(tx, self.key_hash, self.env_id)
+        """Returns ``(dispatch_id, created)``. ``key_hash`` None: triggered by an operator, not an API key."""
+        if self.key_hash is not None:
+            _check_key(tx, self.key_hash, self.env_id)
         if self.idempotency_key is not None:
             row = tx.fetchone(
                 "SELECT id FROM dispatches WHERE env_id = ? AND idempotency_key = ?",

@@ -299,3 +299,27 @@ def device_view(conn: Any, db: Database, cipher: Cipher, *, env_id: int, device_
     if row[3] is not None:
         view["user"] = user_view(conn, db, cipher, env_id=env_id, user_id=row[3])
     return view
+
+
+def reconfirmations_due(
+    conn: Any, db: Database, *, env_id: int, channels: tuple[str, ...], now_ms: int, within_ms: int, limit: int
+) -> list[dict[str, Any]]:
+    """Users whose marketing consent per channel is due for the two-year notice, earliest first.
+
+    A scan of the environment's user profiles: a report run now and then, not a request path.
+    """
+    due: list[dict[str, Any]] = []
+    rows = db.fetchall(
+        conn,
+        "SELECT ident, crm FROM profiles WHERE env_id = ? AND kind = ? AND crm LIKE ?",
+        (env_id, USER, '%"marketing"%'),
+    )
+    for ident, raw in rows:
+        crm = _decode(raw)
+        for channel in channels:
+            when = consent.reconfirmation_due(crm, channel, now_ms=now_ms, within_ms=within_ms)
+            if when is not None:
+                state = crm[channel]["marketing"]
+                due.append({"userId": ident, "channel": channel, "confirmedAt": state.get("updatedAt"), "dueAt": when})
+    due.sort(key=lambda d: (d["dueAt"], d["userId"], d["channel"]))
+    return due[:limit]
