@@ -46,6 +46,7 @@ class GatewayFake:
         self._lock = threading.Lock()
         self._accepted: list[Accepted] = []
         self.send_requests = 0
+        self.accepted_count = 0
         self._sock: Any = None
         self._runner: web.AppRunner | None = None
         self._background: BackgroundLoop | None = None
@@ -84,6 +85,7 @@ class GatewayFake:
             self.port = self._sock.getsockname()[1]
         app = web.Application(client_max_size=1 << 21)
         self.routes(app)
+        app.router.add_get("/__fake/stats", self._stats)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.SockSite(self._runner, self._sock).start()
@@ -108,9 +110,14 @@ class GatewayFake:
         counts = Counter((a.to, a.text) for a in self.accepted)
         return [f"{to}: {text}" for (to, text), n in counts.items() if n > 1]
 
+    async def _stats(self, request: web.Request) -> web.Response:
+        with self._lock:
+            return web.json_response({"accepted": self.accepted_count, "send_requests": self.send_requests})
+
     def _take(self, accepted: list[Accepted]) -> None:
         with self._lock:
             self.send_requests += 1
+            self.accepted_count += len(accepted)
             if self.record:
                 self._accepted.extend(accepted)
 

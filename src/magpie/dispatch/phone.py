@@ -9,7 +9,6 @@ send time, and never logged.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
@@ -34,9 +33,9 @@ from magpie.store.deliveries import (
     DeliveryResult,
     FinishItem,
     HoldRecipients,
-    MarkSending,
     Planned,
     RecordRecipient,
+    RecordRecipients,
     RecordReports,
     Snapshot,
     Target,
@@ -136,6 +135,7 @@ async def process_phone(d: Dispatcher, snap: Snapshot, campaign: Campaign, todo:
                 )
             )
     day = _day(now, snap.timezone)
+    fresh_key = f"{item.dispatch_id[:8]}-{item.id}-{uuid.uuid4().hex[:12]}"
     ids, capped = await d._prepare(
         snap,
         campaign,
@@ -145,6 +145,7 @@ async def process_phone(d: Dispatcher, snap: Snapshot, campaign: Campaign, todo:
         channel=channel,
         paid_limit=int(snap.settings.get("paidMessagesDailyLimit") or 0),
         day=day,
+        batch_key=fresh_key,
     )
     if hold:
         await d.writer.submit(
@@ -158,12 +159,14 @@ async def process_phone(d: Dispatcher, snap: Snapshot, campaign: Campaign, todo:
         (ids[p.idx][channel], sends[p.idx]) for p in planned if p.idx not in capped and channel in ids.get(p.idx, {})
     ]
     if fresh:
-        batches.append((f"{item.dispatch_id[:8]}-{item.id}-{uuid.uuid4().hex[:12]}", fresh, False))
-    for batch_key, batch, maybe_sent in batches:
-        if batch:
-            assert gateway is not None
-            await _send_batch(d, snap, campaign, gateway, batch_key, batch, maybe_sent=maybe_sent, day=day)
-    await d.writer.submit(FinishItem(item_id=item.id, dispatch_id=item.dispatch_id, now_ms=d.now_ms()))
+        batches.append((fresh_key, fresh, False))
+    batches = [b for b in batches if b[1]]
+    if not batches:
+        await d.writer.submit(FinishItem(item_id=item.id, dispatch_id=item.dispatch_id, now_ms=d.now_ms()))
+    for n, (batch_key, batch, maybe_sent) in enumerate(batches, start=1):
+        assert gateway is not None
+        last = n == len(batches)
+        await _send_batch(d, snap, campaign, gateway, batch_key, batch, maybe_sent=maybe_sent, day=day, last=last)
 
 
 def _delivery(snap: Snapshot, idx: int, channel: str) -> int:
@@ -201,6 +204,7 @@ async def _send_batch(
     *,
     maybe_sent: bool,
     day: str,
+    last: bool,
 ) -> None:
     messages: list[PhoneMessage] = []
     results: dict[str, PhoneResult] = {}
@@ -212,9 +216,6 @@ async def _send_batch(
             messages.append(message)
     attempts = 0
     if messages:
-        await d.writer.submit(
-            MarkSending(delivery_ids=[int(m.delivery_id) for m in messages], batch_key=batch_key, now_ms=d.now_ms())
-        )
         while True:
             attempts += 1
             try:
@@ -273,7 +274,8 @@ async def _send_batch(
                 paid_day=day if send.paid else None,
             )
         )
-    await asyncio.gather(*(d.writer.submit(record) for record in records))
+    finish = FinishItem(item_id=snap.item.id, dispatch_id=snap.item.dispatch_id, now_ms=d.now_ms()) if last else None
+    await d.writer.submit(RecordRecipients(records=records, finish=finish))
     if gateway.name == "sandbox":
         # The inbox is the phone: what the sandbox took is delivered.
         reports = [

@@ -364,6 +364,7 @@ class Dispatcher:
         channel: str = "push",
         paid_limit: int = 0,
         day: str = "",
+        batch_key: str | None = None,
     ) -> tuple[dict[int, dict[str, int]], set[int]]:
         caps = snap.settings.get("frequencyCaps", []) if campaign is not None and campaign.is_marketing else []
         result: tuple[dict[int, dict[str, int]], set[int]] = await self.writer.submit(
@@ -380,6 +381,7 @@ class Dispatcher:
                 channel=channel,
                 paid_limit=paid_limit,
                 day=day,
+                batch_key=batch_key,
             )
         )
         return result

@@ -282,7 +282,9 @@ class PrepareRecipients:
         channel: str = "push",
         paid_limit: int = 0,
         day: str = "",
+        batch_key: str | None = None,
     ) -> None:
+        self.batch_key = batch_key
         self.env_id = env_id
         self.dispatch_id = dispatch_id
         self.campaign_key = campaign_key
@@ -350,8 +352,8 @@ class PrepareRecipients:
         )
         tx.executemany(
             "INSERT INTO deliveries (env_id, dispatch_id, recipient_idx, campaign_key, user_key, device_id, token, "
-            "provider, status, attempts, created_at, updated_at, channel, kind, size_bytes) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', 0, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "provider, status, attempts, created_at, updated_at, channel, kind, size_bytes, batch_key) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             [
                 (
                     self.env_id,
@@ -362,11 +364,15 @@ class PrepareRecipients:
                     device or None,
                     token,
                     p.provider_names[token],
+                    # A gateway batch is SENDING from its creation: if this worker dies before recording
+                    # the answer, the next one must ask the gateway before sending again.
+                    "SENDING" if self.batch_key else "PENDING",
                     self.now_ms,
                     self.now_ms,
                     p.channel,
                     p.kind,
                     p.size_bytes,
+                    self.batch_key,
                 )
                 for p in sending
                 for device, token, _ in p.tokens
@@ -497,6 +503,23 @@ class RecordRecipient:
                 )
 
 
+class RecordRecipients:
+    """Several recipients' outcomes in one job (a gateway batch answers for all of them at once),
+    and the end of the work item when this was its last batch."""
+
+    profile_keys = ()
+
+    def __init__(self, *, records: list[RecordRecipient], finish: FinishItem | None = None) -> None:
+        self.records = records
+        self.finish = finish
+
+    def run(self, tx: Tx) -> None:
+        for record in self.records:
+            record.run(tx)
+        if self.finish is not None:
+            self.finish.run(tx)
+
+
 class HoldRecipients:
     """Night time: hand these recipients to a new work item that becomes available at release."""
 
@@ -578,29 +601,6 @@ class InboxRecord:
 
 
 # -- Kakao and SMS ---------------------------------------------------------------------------------------
-
-
-class MarkSending:
-    """Before a batch goes to a gateway: its deliveries become SENDING under one batch key.
-
-    A worker that dies before recording the answer leaves them so; the next one sends exactly
-    these again with ``maybe_sent``, and the gateway's idempotency (or its answer to "what did you
-    get?") keeps anyone from being sent to twice.
-    """
-
-    profile_keys = ()
-
-    def __init__(self, *, delivery_ids: list[int], batch_key: str, now_ms: int) -> None:
-        self.delivery_ids = delivery_ids
-        self.batch_key = batch_key
-        self.now_ms = now_ms
-
-    def run(self, tx: Tx) -> None:
-        tx.executemany(
-            "UPDATE deliveries SET status = 'SENDING', batch_key = ?, attempts = attempts + 1, updated_at = ? "
-            "WHERE id = ? AND status IN ('PENDING', 'SENDING')",
-            [(self.batch_key, self.now_ms, d) for d in self.delivery_ids],
-        )
 
 
 class RecordReports:
