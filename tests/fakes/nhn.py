@@ -13,13 +13,12 @@ import asyncio
 import itertools
 import json
 import re
-import signal
 import sys
 from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.gateway import Accepted, GatewayFake
+from tests.fakes.gateway import Accepted, GatewayFake, serve_until_signalled
 
 APP_KEY = "nhn-app-key"
 SECRET_KEY = "nhn-secret-key"
@@ -229,19 +228,6 @@ class FakeNhn(GatewayFake):
         return web.json_response({"header": _header(), "body": {"data": rows}})
 
 
-async def _serve(fake: FakeNhn) -> None:
-    await fake.astart()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    print(f"READY {fake.port}", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await fake.astop()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.fakes.nhn", description=__doc__)
     parser.add_argument("--port", type=int, default=0)
@@ -249,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="count requests but do not record messages")
     args = parser.parse_args(argv)
     fake = FakeNhn(templates=json.loads(args.templates), port=args.port, record=not args.quiet)
-    asyncio.run(_serve(fake))
+    asyncio.run(serve_until_signalled(fake))
     fake.stop()
     return 0
 

@@ -16,7 +16,6 @@ import hmac
 import itertools
 import json
 import re
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.gateway import Accepted, GatewayFake
+from tests.fakes.gateway import Accepted, GatewayFake, serve_until_signalled
 
 API_KEY = "NCSFAKEAPIKEY001"
 API_SECRET = "FAKESECRETFAKESECRETFAKESECRET12"
@@ -178,19 +177,6 @@ class FakeSolapi(GatewayFake):
         return web.json_response({"startKey": None, "limit": 100, "messageList": found})
 
 
-async def _serve(fake: FakeSolapi) -> None:
-    await fake.astart()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    print(f"READY {fake.port}", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await fake.astop()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.fakes.solapi", description=__doc__)
     parser.add_argument("--port", type=int, default=0)
@@ -198,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     fake = FakeSolapi(templates=json.loads(args.templates), port=args.port, record=not args.quiet)
-    asyncio.run(_serve(fake))
+    asyncio.run(serve_until_signalled(fake))
     fake.stop()
     return 0
 

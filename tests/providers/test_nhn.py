@@ -9,38 +9,18 @@ from typing import Any, TypeVar
 
 import pytest
 
-from magpie.providers.base import Fallback, PhoneMessage, ProviderRejected, ProviderUnavailable
+from magpie.providers.base import Fallback, ProviderRejected, ProviderUnavailable
 from magpie.providers.nhn import NhnGateway
 from tests.fakes.nhn import FakeNhn
+from tests.providers.phone_messages import TEMPLATE, alimtalk, sms
 
 T = TypeVar("T")
-TEMPLATE = "#{name}님, 주문 #{order}이 출발했어요"
 
 
 @pytest.fixture
 def nhn() -> Iterator[FakeNhn]:
     with FakeNhn(templates={"ORDER_SHIPPED": TEMPLATE}) as fake:
         yield fake
-
-
-def alimtalk(delivery: str, to: str = "+821011112222", **changes: Any) -> PhoneMessage:
-    fields: dict[str, Any] = {
-        "delivery_id": delivery,
-        "to": to,
-        "channel": "kakao",
-        "kind": "alimtalk",
-        "text": "홍길동님, 주문 A-1이 출발했어요",
-        "template_code": "ORDER_SHIPPED",
-        "template_parameters": {"name": "홍길동", "order": "A-1"},
-        "buttons": ({"type": "WL", "name": "배송 조회", "linkMo": "https://shop.example/o/A-1"},),
-    }
-    fields.update(changes)
-    return PhoneMessage(**fields)
-
-
-def sms(delivery: str, to: str = "+821011112222", text: str = "주문이 출발했어요", **changes: Any) -> PhoneMessage:
-    fields: dict[str, Any] = {"delivery_id": delivery, "to": to, "channel": "sms", "kind": "SMS", "text": text}
-    return PhoneMessage(**{**fields, **changes})
 
 
 def run(nhn: FakeNhn, body: Callable[[NhnGateway], Awaitable[T]], **config: Any) -> T:

@@ -14,9 +14,10 @@ import pytest
 from magpie.providers.base import Fallback, PhoneMessage, ProviderRejected, ProviderUnavailable
 from magpie.providers.solapi import SolapiGateway, authorization, parse_report, verify_authorization
 from tests.fakes.solapi import API_KEY, API_SECRET, FakeSolapi
+from tests.providers.phone_messages import TEMPLATE, sms
+from tests.providers.phone_messages import alimtalk as _alimtalk
 
 T = TypeVar("T")
-TEMPLATE = "#{name}님, 주문 #{order}이 출발했어요"
 
 
 @pytest.fixture
@@ -26,23 +27,7 @@ def solapi() -> Iterator[FakeSolapi]:
 
 
 def alimtalk(delivery: str, to: str = "+821011112222", **changes: Any) -> PhoneMessage:
-    fields: dict[str, Any] = {
-        "delivery_id": delivery,
-        "to": to,
-        "channel": "kakao",
-        "kind": "alimtalk",
-        "text": "홍길동님, 주문 A-1이 출발했어요",
-        "template_code": "KA01TP1",
-        "template_parameters": {"name": "홍길동", "order": "A-1"},
-        "buttons": ({"type": "WL", "name": "배송 조회", "linkMo": "https://shop.example/o/A-1"},),
-    }
-    fields.update(changes)
-    return PhoneMessage(**fields)
-
-
-def sms(delivery: str, to: str = "+821011112222", text: str = "주문이 출발했어요", **changes: Any) -> PhoneMessage:
-    fields: dict[str, Any] = {"delivery_id": delivery, "to": to, "channel": "sms", "kind": "SMS", "text": text}
-    return PhoneMessage(**{**fields, **changes})
+    return _alimtalk(delivery, to, template_code="KA01TP1", **changes)
 
 
 def run(

@@ -23,6 +23,7 @@ from magpie.providers.base import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from magpie.providers.http import request_json
 
 __all__ = ["ALIMTALK_BASE_URL", "IDEMPOTENCY_HEADER", "SMS_BASE_URL", "NhnGateway"]
 
@@ -295,20 +296,7 @@ class NhnGateway:
     async def _call(self, method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
         if self._session is None:
             self._session = aiohttp.ClientSession()
-        try:
-            async with self._session.request(
-                method, url, timeout=self._timeout, allow_redirects=False, **kwargs
-            ) as response:
-                raw = await response.read()
-                status = response.status
-        except TimeoutError as exc:
-            raise ProviderUnavailable("TIMEOUT", "NHN Cloud timed out") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise ProviderUnavailable("CONNECTION_ERROR", f"NHN Cloud: {type(exc).__name__}") from exc
-        try:
-            return status, json.loads(raw) if raw else None
-        except ValueError:
-            return status, None
+        return await request_json(self._session, method, url, timeout=self._timeout, what="NHN Cloud", **kwargs)
 
     async def aclose(self) -> None:
         if self._owns_session and self._session is not None:

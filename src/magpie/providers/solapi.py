@@ -28,6 +28,7 @@ from magpie.providers.base import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from magpie.providers.http import request_json
 
 __all__ = ["BASE_URL", "SolapiGateway", "authorization", "parse_report", "verify_authorization"]
 
@@ -256,20 +257,9 @@ class SolapiGateway:
         if body is not None:
             headers["Content-Type"] = "application/json"
             kwargs["data"] = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-        try:
-            async with self._session.request(
-                method, self._base + path, timeout=self._timeout, allow_redirects=False, **kwargs
-            ) as response:
-                raw = await response.read()
-                status = response.status
-        except TimeoutError as exc:
-            raise ProviderUnavailable("TIMEOUT", "Solapi timed out") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise ProviderUnavailable("CONNECTION_ERROR", f"Solapi: {type(exc).__name__}") from exc
-        try:
-            return status, json.loads(raw) if raw else None
-        except ValueError:
-            return status, None
+        return await request_json(
+            self._session, method, self._base + path, timeout=self._timeout, what="Solapi", **kwargs
+        )
 
     async def aclose(self) -> None:
         if self._owns_session and self._session is not None:
