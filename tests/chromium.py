@@ -39,9 +39,13 @@ DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the test session."""
+    """One headless Chromium per test module.
+
+    Playwright's synchronous API keeps an asyncio loop running in the calling thread while it is
+    open, so it must be closed before other modules' tests call ``asyncio.run``.
+    """
     if not Path(CHROMIUM).exists():
         message = f"Chromium not found at {CHROMIUM} (run `make browser` to install Debian's chromium)"
         if REQUIRE_BROWSER:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -240,8 +241,21 @@ async def no_sleep(seconds: float) -> None:
     await asyncio.sleep(0)
 
 
-def make_dispatcher(client: AppClient, *, clock: Any = None, sleep: Any = None, **settings: Any) -> Any:
-    """A dispatcher on the client's app, with an injected clock and sleep."""
+class FixedJitter(random.Random):
+    """A jitter source that always draws ``value``."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__(0)
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+def make_dispatcher(
+    client: AppClient, *, clock: Any = None, sleep: Any = None, rng: Any = None, **settings: Any
+) -> Any:
+    """A dispatcher on the client's app, with an injected clock, sleep and jitter source."""
     from magpie.dispatch.worker import Dispatcher
 
     ctx = client.app.ctx
@@ -256,6 +270,7 @@ def make_dispatcher(client: AppClient, *, clock: Any = None, sleep: Any = None, 
             executor=ctx.executor,
             clock=clock or time.time,
             sleep=sleep or no_sleep,
+            rng=rng,
             cipher=ctx.cipher,
         )
 
@@ -270,6 +285,28 @@ def drain(client: AppClient, dispatcher: Any) -> int:
 
 def close_dispatcher(client: AppClient, dispatcher: Any) -> None:
     client.run(dispatcher.aclose())
+
+
+def run_dispatcher(client: AppClient, **options: Any) -> None:
+    """Build a dispatcher (``make_dispatcher`` options), process all available work, close it."""
+    dispatcher = make_dispatcher(client, **options)
+    try:
+        drain(client, dispatcher)
+    finally:
+        close_dispatcher(client, dispatcher)
+
+
+def outcomes(view: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """``(outcome, reason)`` of each recipient of a dispatch view."""
+    return [(r["outcome"], r["reason"]) for r in view["recipients"]]
+
+
+def inbox(client: AppClient, env: Env) -> list[dict[str, Any]]:
+    """The environment's sandbox inbox, newest first."""
+    response = client.get(f"/admin/v1/environments/{env.name}/inbox", headers=env.admin)
+    assert response.status_code == 200, response.text
+    messages: list[dict[str, Any]] = response.json()["messages"]
+    return messages
 
 
 def apply_campaign(client: AppClient, env: Env, **fields: Any) -> dict[str, Any]:

@@ -16,12 +16,12 @@ from tests.fakes.fcm import FakeFcm
 from tests.support import (
     AppClient,
     Env,
+    FixedJitter,
     add_token,
     apply_campaign,
-    close_dispatcher,
     dispatch,
-    drain,
-    make_dispatcher,
+    outcomes,
+    run_dispatcher,
     trigger,
 )
 
@@ -70,18 +70,6 @@ def _configure(
     assert response.status_code == 200, response.text
 
 
-def _run(client: AppClient, **settings: Any) -> None:
-    dispatcher = make_dispatcher(client, **settings)
-    try:
-        drain(client, dispatcher)
-    finally:
-        close_dispatcher(client, dispatcher)
-
-
-def _outcomes(view: dict[str, Any]) -> list[tuple[str, str | None]]:
-    return [(r["outcome"], r["reason"]) for r in view["recipients"]]
-
-
 def test_delivery_fcm_request_is_exactly_what_fcm_expects(client: AppClient, env: Env, fcm: FakeFcm) -> None:
     _configure(client, env, fcm=fcm)
     apply_campaign(
@@ -98,9 +86,9 @@ def test_delivery_fcm_request_is_exactly_what_fcm_expects(client: AppClient, env
     )
     add_token(client, env, device_id="d1", user_id="u1", token="fcm-token-1")
     dispatch_id = trigger(client, env, [{"userId": "u1", "apiProperties": {"no": 77}}])
-    _run(client)
+    run_dispatcher(client)
     view = dispatch(client, env, dispatch_id)
-    assert _outcomes(view) == [("SENT", None)]
+    assert outcomes(view) == [("SENT", None)]
     (delivery,) = view["recipients"][0]["deliveries"]
     (request,) = fcm.requests
     assert request.method == "POST"
@@ -143,9 +131,9 @@ def test_delivery_apns_request_is_exactly_what_apns_expects(client: AppClient, e
         headers=env.headers,
     )
     dispatch_id = trigger(client, env, [{"userId": "u1"}])
-    _run(client)
+    run_dispatcher(client)
     view = dispatch(client, env, dispatch_id)
-    assert _outcomes(view) == [("SENT", None)]
+    assert outcomes(view) == [("SENT", None)]
     (request,) = apns.requests
     assert request.path == f"/3/device/{token}"
     assert request.http_version == "2"
@@ -168,7 +156,7 @@ def test_delivery_mixed_devices_use_fcm_and_apns(client: AppClient, env: Env, fc
     add_token(client, env, device_id="android", user_id="u1", token="fcm-a")
     add_token(client, env, device_id="iphone", user_id="u1", token="cd" * 32, provider="APN")
     dispatch_id = trigger(client, env, [{"userId": "u1"}])
-    _run(client)
+    run_dispatcher(client)
     view = dispatch(client, env, dispatch_id)
     assert sorted(d["provider"] for d in view["recipients"][0]["deliveries"]) == ["apns", "fcm"]
     assert fcm.delivered == ["fcm-a"] and apns.delivered == ["cd" * 32]
@@ -181,9 +169,9 @@ def test_delivery_unregistered_token_is_retired_and_never_used_again(client: App
     add_token(client, env, device_id="d1", user_id="u1", token="dead-token")
     add_token(client, env, device_id="d2", user_id="u1", token="live-token")
     first = trigger(client, env, [{"userId": "u1"}])
-    _run(client)
+    run_dispatcher(client)
     view = dispatch(client, env, first)
-    assert _outcomes(view) == [("SENT", None)]
+    assert outcomes(view) == [("SENT", None)]
     failed = [d for d in view["recipients"][0]["deliveries"] if d["status"] == "FAILED"]
     assert [(d["errorCode"], d["attempts"]) for d in failed] == [("UNREGISTERED", 1)]
     user = client.user(env, "u1")
@@ -198,9 +186,9 @@ def test_delivery_unregistered_token_is_retired_and_never_used_again(client: App
     assert response.json()["tokenStatus"] == "RETIRED"
     fcm.clear()
     second = trigger(client, env, [{"userId": "u1"}])
-    _run(client)
+    run_dispatcher(client)
     assert [r.json["message"]["token"] for r in fcm.requests] == ["live-token"]
-    assert _outcomes(dispatch(client, env, second)) == [("SENT", None)]
+    assert outcomes(dispatch(client, env, second)) == [("SENT", None)]
 
 
 def test_delivery_only_dead_token_leaves_recipient_failed_then_no_token(
@@ -211,11 +199,11 @@ def test_delivery_only_dead_token_leaves_recipient_failed_then_no_token(
     fcm.unregistered.add("dead")
     add_token(client, env, device_id="d1", user_id="u1", token="dead")
     first = trigger(client, env, [{"userId": "u1"}])
-    _run(client)
-    assert _outcomes(dispatch(client, env, first)) == [("FAILED", "UNREGISTERED")]
+    run_dispatcher(client)
+    assert outcomes(dispatch(client, env, first)) == [("FAILED", "UNREGISTERED")]
     second = trigger(client, env, [{"userId": "u1"}])
-    _run(client)
-    assert _outcomes(dispatch(client, env, second)) == [("EXCLUDED", "NO_PUSH_TOKEN")]
+    run_dispatcher(client)
+    assert outcomes(dispatch(client, env, second)) == [("EXCLUDED", "NO_PUSH_TOKEN")]
 
 
 def test_delivery_retries_429_honouring_retry_after(client: AppClient, env: Env, fcm: FakeFcm) -> None:
@@ -229,15 +217,29 @@ def test_delivery_retries_429_honouring_retry_after(client: AppClient, env: Env,
         waits.append(seconds)
 
     dispatch_id = trigger(client, env, [{"userId": "u1"}])
-    dispatcher = make_dispatcher(client, sleep=record_sleep)
-    try:
-        drain(client, dispatcher)
-    finally:
-        close_dispatcher(client, dispatcher)
+    run_dispatcher(client, sleep=record_sleep)
     assert waits == [7, 7]
     statuses = [r.status for r in fcm.requests]
     assert statuses == [429, 429, 200]
     assert dispatch(client, env, dispatch_id)["recipients"][0]["deliveries"][0]["attempts"] == 3
+
+
+def test_delivery_retries_503_with_exponential_backoff(client: AppClient, env: Env, fcm: FakeFcm) -> None:
+    _configure(client, env, fcm=fcm)
+    apply_campaign(client, env, provider="push")
+    add_token(client, env, device_id="d1", user_id="u1", token="t1")
+    fcm.script("t1", status=503, count=3)
+    waits: list[float] = []
+
+    async def record_sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    dispatch_id = trigger(client, env, [{"userId": "u1"}])
+    run_dispatcher(client, sleep=record_sleep, rng=FixedJitter(0.75), retry_base_seconds=1.0, retry_max_seconds=3.0)
+    # 0.75 of 1 s, 2 s, then 4 s capped at 3 s.
+    assert waits == [0.75, 1.5, 2.25]
+    assert [r.status for r in fcm.requests] == [503, 503, 503, 200]
+    assert dispatch(client, env, dispatch_id)["recipients"][0]["deliveries"][0]["attempts"] == 4
 
 
 def test_delivery_permanent_error_is_not_retried(client: AppClient, env: Env, fcm: FakeFcm) -> None:
@@ -246,9 +248,9 @@ def test_delivery_permanent_error_is_not_retried(client: AppClient, env: Env, fc
     add_token(client, env, device_id="d1", user_id="u1", token="t1")
     fcm.script("t1", status=403, error_code="THIRD_PARTY_AUTH_ERROR")
     dispatch_id = trigger(client, env, [{"userId": "u1"}])
-    _run(client)
+    run_dispatcher(client)
     view = dispatch(client, env, dispatch_id)
-    assert _outcomes(view) == [("FAILED", "THIRD_PARTY_AUTH_ERROR")]
+    assert outcomes(view) == [("FAILED", "THIRD_PARTY_AUTH_ERROR")]
     assert view["recipients"][0]["deliveries"][0]["attempts"] == 1
     assert len(fcm.requests) == 1
 
@@ -259,9 +261,9 @@ def test_delivery_gives_up_after_max_attempts(client: AppClient, env: Env, fcm: 
     add_token(client, env, device_id="d1", user_id="u1", token="t1")
     fcm.script("t1", status=503, count=10)
     dispatch_id = trigger(client, env, [{"userId": "u1"}])
-    _run(client, max_delivery_attempts=3)
+    run_dispatcher(client, max_delivery_attempts=3)
     view = dispatch(client, env, dispatch_id)
-    assert _outcomes(view) == [("FAILED", "UNAVAILABLE")]
+    assert outcomes(view) == [("FAILED", "UNAVAILABLE")]
     assert view["recipients"][0]["deliveries"][0]["attempts"] == 3
 
 
@@ -272,7 +274,7 @@ def test_delivery_survives_503s_and_dropped_connections(client: AppClient, env: 
         for i in range(100):
             add_token(client, env, device_id=f"d{i}", user_id=f"u{i}", token=f"t{i}")
         ids = [trigger(client, env, [{"userId": f"u{i}"} for i in range(start, start + 50)]) for start in (0, 50)]
-        _run(client, max_delivery_attempts=20)
+        run_dispatcher(client, max_delivery_attempts=20)
         for dispatch_id in ids:
             view = dispatch(client, env, dispatch_id)
             assert view["counts"] == {"SENT": 50, "FAILED": 0, "EXCLUDED": 0, "PENDING": 0}
@@ -304,7 +306,7 @@ def test_delivery_webhook_is_signed(client: AppClient, env: Env) -> None:
         apply_campaign(client, env, provider="webhook")
         add_token(client, env, device_id="d1", user_id="u1", token="t1")
         dispatch_id = trigger(client, env, [{"userId": "u1"}])
-        _run(client)
+        run_dispatcher(client)
     finally:
         client.run(runner.cleanup())
     (headers, body) = received[0]

@@ -14,10 +14,10 @@ from tests.support import (
     FakeClock,
     add_token,
     apply_campaign,
-    close_dispatcher,
     dispatch,
-    drain,
-    make_dispatcher,
+    inbox,
+    outcomes,
+    run_dispatcher,
     trigger,
 )
 
@@ -44,37 +44,18 @@ def _settings(client: AppClient, env: Env, **settings: Any) -> None:
     assert response.status_code == 200, response.text
 
 
-def _inbox(client: AppClient, env: Env) -> list[dict[str, Any]]:
-    response = client.get(f"/admin/v1/environments/{env.name}/inbox", headers=env.admin)
-    assert response.status_code == 200, response.text
-    messages: list[dict[str, Any]] = response.json()["messages"]
-    return messages
-
-
-def _run(client: AppClient, clock: FakeClock | None = None) -> None:
-    dispatcher = make_dispatcher(client, clock=clock)
-    try:
-        drain(client, dispatcher)
-    finally:
-        close_dispatcher(client, dispatcher)
-
-
-def _outcomes(view: dict[str, Any]) -> list[tuple[str, str | None]]:
-    return [(r["outcome"], r["reason"]) for r in view["recipients"]]
-
-
 def test_pipeline_sandbox_delivery_lands_in_inbox_with_hackle_payload(client: AppClient, env: Env) -> None:
     apply_campaign(client, env)
     add_token(client, env, device_id="d1", user_id="u1", token="tok-1")
     dispatch_id = trigger(client, env, [{"userId": "u1", "apiProperties": {"n": 5}}])
-    _run(client)
+    run_dispatcher(client)
     view = dispatch(client, env, dispatch_id)
     assert view["status"] == "COMPLETED"
-    assert _outcomes(view) == [("SENT", None)]
+    assert outcomes(view) == [("SENT", None)]
     assert view["counts"] == {"SENT": 1, "FAILED": 0, "EXCLUDED": 0, "PENDING": 0}
     (delivery,) = view["recipients"][0]["deliveries"]
     assert delivery["provider"] == "sandbox" and delivery["status"] == "SENT" and delivery["attempts"] == 1
-    (message,) = _inbox(client, env)
+    (message,) = inbox(client, env)
     assert message["token"] == "tok-1"
     assert message["message"]["title"] == "Hello u1"
     assert message["message"]["body"] == "Body 5"
@@ -121,8 +102,8 @@ def test_pipeline_each_exclusion_reason(client: AppClient, env: Env) -> None:
     _consent(client, env, "in", nightSubscriptionStatus="SUBSCRIBED")
     users = [{"userId": u} for u in ("in", "silver", "noconsent", "notoken", "night", "ghost")]
     dispatch_id = trigger(client, env, users)
-    _run(client, FakeClock(_at(22, 30)))
-    assert _outcomes(dispatch(client, env, dispatch_id)) == [
+    run_dispatcher(client, clock=FakeClock(_at(22, 30)))
+    assert outcomes(dispatch(client, env, dispatch_id)) == [
         ("SENT", None),
         ("EXCLUDED", "NOT_IN_AUDIENCE"),
         ("EXCLUDED", "NO_CONSENT"),
@@ -170,8 +151,8 @@ def test_pipeline_consent_rules(
     if statuses:
         _consent(client, env, "u1", **statuses)
     dispatch_id = trigger(client, env, [{"userId": "u1"}])
-    _run(client, FakeClock(_at(12)))
-    (outcome,) = _outcomes(dispatch(client, env, dispatch_id))
+    run_dispatcher(client, clock=FakeClock(_at(12)))
+    (outcome,) = outcomes(dispatch(client, env, dispatch_id))
     assert outcome == (("SENT", None) if expected == "SENT" else ("EXCLUDED", expected))
 
 
@@ -181,8 +162,8 @@ def test_pipeline_marketing_title_gets_ad_prefix_sender_and_opt_out(client: AppC
     add_token(client, env, device_id="d1", user_id="u1", token="t1")
     _consent(client, env, "u1", marketingSubscriptionStatus="SUBSCRIBED")
     trigger(client, env, [{"userId": "u1"}])
-    _run(client, FakeClock(_at(12)))
-    (message,) = _inbox(client, env)
+    run_dispatcher(client, clock=FakeClock(_at(12)))
+    (message,) = inbox(client, env)
     assert message["message"]["title"] == "(광고) magpie shop 봄 세일"
     assert message["message"]["body"] == "최대 50%\n수신거부: 설정 > 알림"
     assert message["message"]["hackle"]["title"] == "(광고) magpie shop 봄 세일"
@@ -199,8 +180,8 @@ def test_pipeline_marketing_title_already_compliant_is_left_alone(client: AppCli
     add_token(client, env, device_id="d1", user_id="u1", token="t1")
     _consent(client, env, "u1", marketingSubscriptionStatus="SUBSCRIBED")
     trigger(client, env, [{"userId": "u1"}])
-    _run(client, FakeClock(_at(12)))
-    (message,) = _inbox(client, env)
+    run_dispatcher(client, clock=FakeClock(_at(12)))
+    (message,) = inbox(client, env)
     assert message["message"]["title"] == "(광고) magpie shop 세일"
     assert message["message"]["body"] == "세일\n수신거부: 설정 > 알림"
 
@@ -210,8 +191,8 @@ def test_pipeline_information_push_has_no_ad_prefix(client: AppClient, env: Env)
     _settings(client, env, senderName="magpie shop")
     add_token(client, env, device_id="d1", user_id="u1", token="t1")
     trigger(client, env, [{"userId": "u1"}])
-    _run(client, FakeClock(_at(23)))
-    (message,) = _inbox(client, env)
+    run_dispatcher(client, clock=FakeClock(_at(23)))
+    (message,) = inbox(client, env)
     assert message["message"]["title"] == "배송 시작"
 
 
@@ -223,17 +204,17 @@ def test_pipeline_night_marketing_is_held_until_eight(client: AppClient, env: En
     _consent(client, env, "owl", marketingSubscriptionStatus="SUBSCRIBED", nightSubscriptionStatus="SUBSCRIBED")
     clock = FakeClock(_at(23, 10))
     dispatch_id = trigger(client, env, [{"userId": "u1"}, {"userId": "owl"}])
-    _run(client, clock)
+    run_dispatcher(client, clock=clock)
     view = dispatch(client, env, dispatch_id)
-    assert _outcomes(view) == [("PENDING", None), ("SENT", None)]
+    assert outcomes(view) == [("PENDING", None), ("SENT", None)]
     assert view["status"] != "COMPLETED"
     clock.now = _at(7, 59) + 86_400
-    _run(client, clock)
-    assert _outcomes(dispatch(client, env, dispatch_id))[0] == ("PENDING", None)
+    run_dispatcher(client, clock=clock)
+    assert outcomes(dispatch(client, env, dispatch_id))[0] == ("PENDING", None)
     clock.now = _at(8, 0) + 86_400
-    _run(client, clock)
+    run_dispatcher(client, clock=clock)
     view = dispatch(client, env, dispatch_id)
-    assert _outcomes(view) == [("SENT", None), ("SENT", None)]
+    assert outcomes(view) == [("SENT", None), ("SENT", None)]
     assert view["status"] == "COMPLETED"
 
 
@@ -247,8 +228,8 @@ def test_pipeline_night_window_uses_environment_time_zone(client: AppClient, env
     apply_campaign(client, env, purpose="MARKETING")
     add_token(client, env, device_id="d1", user_id="u1", token="t1")
     dispatch_id = trigger(client, env, [{"userId": "u1"}])
-    _run(client, FakeClock(_at(23)))  # 23:00 in Seoul is 14:00 UTC: daytime there
-    assert _outcomes(dispatch(client, env, dispatch_id)) == [("SENT", None)]
+    run_dispatcher(client, clock=FakeClock(_at(23)))  # 23:00 in Seoul is 14:00 UTC: daytime there
+    assert outcomes(dispatch(client, env, dispatch_id)) == [("SENT", None)]
 
 
 def test_pipeline_frequency_cap_applies_across_dispatches(client: AppClient, env: Env) -> None:
@@ -259,27 +240,27 @@ def test_pipeline_frequency_cap_applies_across_dispatches(client: AppClient, env
     results = []
     for _ in range(3):
         dispatch_id = trigger(client, env, [{"userId": "u1"}])
-        _run(client, clock)
-        results.extend(_outcomes(dispatch(client, env, dispatch_id)))
+        run_dispatcher(client, clock=clock)
+        results.extend(outcomes(dispatch(client, env, dispatch_id)))
         clock.advance(60)
     assert results == [("SENT", None), ("SENT", None), ("EXCLUDED", "FREQUENCY_CAP")]
     clock.advance(86_400)
     dispatch_id = trigger(client, env, [{"userId": "u1"}])
-    _run(client, clock)
-    assert _outcomes(dispatch(client, env, dispatch_id)) == [("SENT", None)]
+    run_dispatcher(client, clock=clock)
+    assert outcomes(dispatch(client, env, dispatch_id)) == [("SENT", None)]
 
 
 def test_pipeline_frequency_cap_per_tag_only_counts_tagged_pushes(client: AppClient, env: Env) -> None:
     _settings(client, env, frequencyCaps=[{"limit": 1, "windowHours": 720, "tag": "promo"}])
     add_token(client, env, device_id="d1", user_id="u1", token="t1")
     clock = FakeClock(_at(12))
-    outcomes = []
+    seen: list[tuple[str, str | None]] = []
     for key, tags in ((7, ["promo"]), (8, ["news"]), (7, ["promo"]), (8, ["news"])):
         apply_campaign(client, env, key=key, purpose="MARKETING", tags=tags)
         dispatch_id = trigger(client, env, [{"userId": "u1"}], key=key)
-        _run(client, clock)
-        outcomes.extend(_outcomes(dispatch(client, env, dispatch_id)))
-    assert outcomes == [("SENT", None), ("SENT", None), ("EXCLUDED", "FREQUENCY_CAP"), ("SENT", None)]
+        run_dispatcher(client, clock=clock)
+        seen.extend(outcomes(dispatch(client, env, dispatch_id)))
+    assert seen == [("SENT", None), ("SENT", None), ("EXCLUDED", "FREQUENCY_CAP"), ("SENT", None)]
 
 
 def test_pipeline_information_pushes_ignore_frequency_caps(client: AppClient, env: Env) -> None:
@@ -287,8 +268,8 @@ def test_pipeline_information_pushes_ignore_frequency_caps(client: AppClient, en
     _settings(client, env, frequencyCaps=[{"limit": 1, "windowHours": 24}])
     add_token(client, env, device_id="d1", user_id="u1", token="t1")
     ids = [trigger(client, env, [{"userId": "u1"}]) for _ in range(3)]
-    _run(client)
-    assert [_outcomes(dispatch(client, env, i)) for i in ids] == [[("SENT", None)]] * 3
+    run_dispatcher(client)
+    assert [outcomes(dispatch(client, env, i)) for i in ids] == [[("SENT", None)]] * 3
 
 
 def test_pipeline_personalization_renders_liquid_per_recipient(client: AppClient, env: Env) -> None:
@@ -313,8 +294,8 @@ def test_pipeline_personalization_renders_liquid_per_recipient(client: AppClient
             {"userId": "anon", "apiProperties": {"productNumber": 456}},
         ],
     )
-    _run(client)
-    by_token = {m["token"]: m["message"] for m in _inbox(client, env)}
+    run_dispatcher(client)
+    by_token = {m["token"]: m["message"] for m in inbox(client, env)}
     assert (by_token["t-kim"]["title"], by_token["t-kim"]["body"], by_token["t-kim"]["link"]) == (
         "김철수님",
         "상품 123 / kim",
@@ -332,9 +313,9 @@ def test_pipeline_multi_device_user_gets_every_valid_token(client: AppClient, en
     add_token(client, env, device_id="tablet", user_id="u1", token="t-tablet-2")
     add_token(client, env, device_id="other", user_id="u2", token="t-other")
     dispatch_id = trigger(client, env, [{"userId": "u1"}])
-    _run(client)
+    run_dispatcher(client)
     view = dispatch(client, env, dispatch_id)
-    assert sorted(m["token"] for m in _inbox(client, env)) == ["t-phone", "t-tablet", "t-tablet-2"]
+    assert sorted(m["token"] for m in inbox(client, env)) == ["t-phone", "t-tablet", "t-tablet-2"]
     assert len(view["recipients"][0]["deliveries"]) == 3
 
 
@@ -344,9 +325,9 @@ def test_pipeline_device_only_recipient_uses_linked_user(client: AppClient, env:
     add_token(client, env, device_id="d2", user_id="u1", token="t2")
     add_token(client, env, device_id="anon", token="t-anon")
     dispatch_id = trigger(client, env, [{"deviceId": "d1"}, {"deviceId": "anon"}])
-    _run(client)
-    assert _outcomes(dispatch(client, env, dispatch_id)) == [("SENT", None), ("SENT", None)]
-    assert sorted(m["token"] for m in _inbox(client, env)) == ["t-anon", "t1", "t2"]
+    run_dispatcher(client)
+    assert outcomes(dispatch(client, env, dispatch_id)) == [("SENT", None), ("SENT", None)]
+    assert sorted(m["token"] for m in inbox(client, env)) == ["t-anon", "t1", "t2"]
 
 
 def test_pipeline_cohort_audience(client: AppClient, env: Env) -> None:
@@ -382,8 +363,8 @@ def test_pipeline_cohort_audience(client: AppClient, env: Env) -> None:
     for user in ("u1", "u2", "u3"):
         add_token(client, env, device_id=f"d-{user}", user_id=user, token=f"t-{user}")
     dispatch_id = trigger(client, env, [{"userId": u} for u in ("u1", "u2", "u3")])
-    _run(client)
-    assert _outcomes(dispatch(client, env, dispatch_id)) == [
+    run_dispatcher(client)
+    assert outcomes(dispatch(client, env, dispatch_id)) == [
         ("SENT", None),
         ("EXCLUDED", "NOT_IN_AUDIENCE"),
         ("SENT", None),
@@ -395,9 +376,9 @@ def test_pipeline_campaign_paused_after_acceptance_fails_visibly(client: AppClie
     add_token(client, env, device_id="d1", user_id="u1", token="t1")
     dispatch_id = trigger(client, env, [{"userId": "u1"}])
     apply_campaign(client, env, status="PAUSED")
-    _run(client)
+    run_dispatcher(client)
     view = dispatch(client, env, dispatch_id)
-    assert _outcomes(view) == [("FAILED", "CAMPAIGN_INACTIVE")]
+    assert outcomes(view) == [("FAILED", "CAMPAIGN_INACTIVE")]
     assert view["status"] == "COMPLETED"
 
 
@@ -405,8 +386,8 @@ def test_pipeline_push_provider_without_settings_fails_recipient(client: AppClie
     apply_campaign(client, env, provider="push")
     add_token(client, env, device_id="d1", user_id="u1", token="t1")
     dispatch_id = trigger(client, env, [{"userId": "u1"}])
-    _run(client)
-    assert _outcomes(dispatch(client, env, dispatch_id)) == [("FAILED", "PROVIDER_NOT_CONFIGURED")]
+    run_dispatcher(client)
+    assert outcomes(dispatch(client, env, dispatch_id)) == [("FAILED", "PROVIDER_NOT_CONFIGURED")]
 
 
 def test_pipeline_campaign_stats_count_outcomes(client: AppClient, env: Env) -> None:
@@ -414,7 +395,7 @@ def test_pipeline_campaign_stats_count_outcomes(client: AppClient, env: Env) -> 
     add_token(client, env, device_id="d1", user_id="u1", token="t1")
     trigger(client, env, [{"userId": "u1"}, {"userId": "ghost"}])
     trigger(client, env, [{"userId": "u1"}])
-    _run(client)
+    run_dispatcher(client)
     response = client.get("/v1/push-message/campaigns/7/stats", headers=env.headers)
     assert response.status_code == 200
     stats = response.json()

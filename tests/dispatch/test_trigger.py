@@ -9,7 +9,18 @@ import pytest
 
 from magpie.domain.campaigns import DEMO_CAMPAIGN
 from magpie.store import campaigns
-from tests.support import AppClient, Env, apply_campaign, make_env, trigger
+from tests.support import (
+    AppClient,
+    Env,
+    add_token,
+    apply_campaign,
+    dispatch,
+    inbox,
+    make_env,
+    outcomes,
+    run_dispatcher,
+    trigger,
+)
 
 SEED_TRIGGER = """{
     "campaignKey": 1,
@@ -160,9 +171,21 @@ def test_trigger_malformed_body_is_invalid_request(client: AppClient, env: Env, 
     assert _rows(client, "SELECT id FROM dispatches WHERE env_id = ?", (env.id,)) == []
 
 
-def test_trigger_api_properties_accept_string_number_boolean(client: AppClient, env: Env) -> None:
-    apply_campaign(client, env)
-    trigger(client, env, [{"userId": "u", "apiProperties": {"s": "x", "n": 1.5, "i": 2, "b": False}}])
+def test_trigger_api_properties_of_each_type_are_rendered(client: AppClient, env: Env) -> None:
+    apply_campaign(
+        client,
+        env,
+        message={
+            "title": "{{ api_properties.s }}",
+            "body": "{{ api_properties.n }} {{ api_properties.i }} {{ api_properties.b }}",
+        },
+    )
+    add_token(client, env, device_id="d1", user_id="u", token="tok-1")
+    dispatch_id = trigger(client, env, [{"userId": "u", "apiProperties": {"s": "x", "n": 1.5, "i": 2, "b": False}}])
+    run_dispatcher(client)
+    assert outcomes(dispatch(client, env, dispatch_id)) == [("SENT", None)]
+    ((title, body),) = [(m["message"]["title"], m["message"]["body"]) for m in inbox(client, env)]
+    assert (title, body) == ("x", "1.5 2 false")
 
 
 def test_trigger_idempotency_key_returns_original_response(client: AppClient, env: Env) -> None:
@@ -174,6 +197,18 @@ def test_trigger_idempotency_key_returns_original_response(client: AppClient, en
     assert first == again != different
     assert len(_rows(client, "SELECT id FROM dispatches WHERE env_id = ?", (env.id,))) == 2
     assert len(_rows(client, "SELECT id FROM work_items WHERE env_id = ?", (env.id,))) == 2
+
+
+def test_trigger_idempotency_key_belongs_to_one_environment(client: AppClient, env: Env) -> None:
+    other = make_env(client.app.db)
+    for each in (env, other):
+        apply_campaign(client, each)
+    first = trigger(client, env, [{"userId": "u1"}], headers={**env.headers, "Idempotency-Key": "order-42"})
+    second = trigger(client, other, [{"userId": "u1"}], headers={**other.headers, "Idempotency-Key": "order-42"})
+    assert first != second
+    assert _rows(client, "SELECT id FROM dispatches WHERE env_id = ?", (env.id,)) == [(first,)]
+    assert _rows(client, "SELECT id FROM dispatches WHERE env_id = ?", (other.id,)) == [(second,)]
+    assert dispatch(client, other, second)["dispatchId"] == second
 
 
 def test_trigger_idempotency_key_concurrent_repeats_make_one_dispatch(client: AppClient, env: Env) -> None:

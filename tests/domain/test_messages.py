@@ -10,13 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from magpie.domain import messages
+from magpie.domain import delivery, messages
+from magpie.domain.audience import Recipient
 from magpie.domain.campaigns import check_for_environment, parse_campaign
 from magpie.domain.environment import effective, parse_settings
 from magpie.domain.messages import (
     LMS_MAX_BYTES,
     SMS_MAX_BYTES,
-    decide,
     euckr_size,
     fill_placeholders,
     marketing_sms,
@@ -278,18 +278,30 @@ def run(
     policy: str = "HOLD",
     rule: str = "SUBSCRIBED_ONLY",
 ) -> tuple[str, object]:
-    return decide(
-        channel=channel,
-        kind=kind,
-        purpose=purpose,
-        rule=rule,
+    """``delivery.decide`` (the one decision for every channel) on a campaign of this channel."""
+    raw: dict[str, Any] = {"key": 1, "name": "c", "status": "ACTIVE", "channel": channel, "consentRule": rule}
+    if channel == "kakao":
+        raw["type"] = kind
+        raw["message"] = {"text": "hi"} if kind == "brand" else {"templateCode": "T", "text": "hi"}
+    else:
+        raw["purpose"] = purpose
+        raw["message"] = {"text": "hi"}
+    answer = delivery.decide(
+        campaign=parse_campaign(raw),
+        recipient=Recipient(user_id="u1"),
         crm=profile,
+        has_push_token=False,
         has_phone=phone,
+        in_cohort=lambda _: False,
         now_ms=at(12) if now is None else now,
-        timezone="Asia/Seoul",
-        settings=SETTINGS,
-        night_policy=policy,
+        night=delivery.NightRule(timezone="Asia/Seoul", policy=policy),
     )
+    match answer:
+        case delivery.Exclude(reason=reason):
+            return ("EXCLUDED", reason)
+        case delivery.Hold(until_ms=until):
+            return ("HOLD", until)
+    return ("SEND", None)
 
 
 KAKAO_INFO_OUT = crm("kakao", information="UNSUBSCRIBED")

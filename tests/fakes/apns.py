@@ -11,27 +11,22 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import re
 import ssl
 import tempfile
-import threading
-import time
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import jwt
 import trustme
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
-from .fcm import BackgroundLoop, bind_loopback, http_date
+from .server import BackgroundLoop, FakeServer, Knobs, bind_loopback, http_date, pem
 
 __all__ = ["FakeApns", "RecordedRequest", "ScriptedApns", "http_date"]
 
@@ -153,7 +148,7 @@ class _TrackingLoop(asyncio.SelectorEventLoop):
         return await super().create_server(tracking_factory, *args, **kwargs)
 
 
-class FakeApns:
+class FakeApns(FakeServer[RecordedRequest, ScriptedApns]):
     """Speaks the APNs provider API; see the module docstring.
 
     Knobs (safe to change while running): ``unregistered`` (410 Unregistered), ``wrong_topic_tokens``
@@ -170,48 +165,23 @@ class FakeApns:
         private_key: ec.EllipticCurvePrivateKey | None = None,
         unregistered: Iterable[str] = (),
         wrong_topic_tokens: Iterable[str] = (),
-        fail_503_rate: float = 0.0,
-        fail_429_rate: float = 0.0,
-        drop_rate: float = 0.0,
-        delay: float = 0.0,
-        seed: int = 0,
-        record: bool = True,
-        clock: Callable[[], float] = time.time,
-        port: int = 0,
+        **knobs: Unpack[Knobs],
     ) -> None:
+        super().__init__(**knobs)
         self.team_id = team_id
         self.key_id = key_id
         self.topic = topic
         self._key = private_key or ec.generate_private_key(ec.SECP256R1())
         self.public_key = self._key.public_key()
-        self.private_key_pem = self._key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode()
+        self.private_key_pem = pem(self._key)
         self.unregistered: set[str] = set(unregistered)
         self.wrong_topic_tokens: set[str] = set(wrong_topic_tokens)
-        self.fail_503_rate = fail_503_rate
-        self.fail_429_rate = fail_429_rate
-        self.drop_rate = drop_rate
-        self.delay = delay
-        self.record = record
-        self.clock = clock
-        self._rng = random.Random(seed)
-        self._requested_port = port
-        self._lock = threading.Lock()
-        self._requests: list[RecordedRequest] = []
-        self._delivered: list[str] = []
-        self._scripts: deque[ScriptedApns] = deque()
         self._connections: dict[tuple[str, int], asyncio.Transport] = {}
         self._ca = trustme.CA()
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._stopping: asyncio.Event | None = None
         self._started: asyncio.Event | None = None
         self._serve_task: asyncio.Task[None] | None = None
-        self._background: BackgroundLoop | None = None
         self.ca_pem_path = ""
-        self.port = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -251,23 +221,11 @@ class FakeApns:
         try:
             self._background.start()
         except BaseException:
-            self._cleanup_files()
+            self._release()
             raise
         return self
 
-    def stop(self) -> None:
-        if self._background is not None:
-            self._background.stop()
-            self._background = None
-        self._cleanup_files()
-
-    def __enter__(self) -> FakeApns:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def _cleanup_files(self) -> None:
+    def _release(self) -> None:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -296,18 +254,6 @@ class FakeApns:
             await self._serve_task
 
     # -- inspection ------------------------------------------------------------------------------
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """Every request answered (or dropped), oldest first; a copy."""
-        with self._lock:
-            return list(self._requests)
-
-    @property
-    def delivered(self) -> list[str]:
-        """Device tokens of the pushes answered 200, in order."""
-        with self._lock:
-            return list(self._delivered)
 
     def clear(self) -> None:
         with self._lock:
@@ -362,13 +308,6 @@ class FakeApns:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _sleep(self, seconds: float) -> None:
-        if seconds <= 0:
-            return
-        assert self._stopping is not None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.delay > 0:
             await self._sleep(self.delay)
@@ -399,7 +338,7 @@ class FakeApns:
         reply_headers: dict[str, str] = {}
         try:
             self._validate(scope["method"], path, headers, raw, doc)
-            scripted = self._take_script(token)
+            scripted = self._take_script(self._scripts, token)
             if scripted is not None:
                 await self._sleep(scripted.delay)
                 if scripted.drop:
@@ -492,18 +431,6 @@ class FakeApns:
             raise _Answer(403, "InvalidProviderToken")
         if now - iat > TOKEN_MAX_AGE:
             raise _Answer(403, "ExpiredProviderToken")
-
-    def _take_script(self, token: str) -> ScriptedApns | None:
-        if not self._scripts:
-            return None
-        with self._lock:
-            for entry in self._scripts:
-                if entry.match is None or entry.match == token:
-                    entry.count -= 1
-                    if entry.count <= 0:
-                        self._scripts.remove(entry)
-                    return entry
-        return None
 
     async def _answer(
         self,

@@ -8,33 +8,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import json
-import random
 import re
 import secrets
 import signal
 import socket
 import sys
-import threading
-import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from email.utils import formatdate
-from typing import Any
+from typing import Any, Unpack
 
 import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from .server import HOST, BackgroundLoop, FakeServer, Knobs, bind_loopback, pem
+
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 MAX_DATA_BYTES = 4096
-HOST = "127.0.0.1"
 
 # status -> (google.rpc status, FcmError errorCode, message), as FCM answers them.
 _DEFAULT_ERRORS: dict[int, tuple[str, str | None, str]] = {
@@ -119,87 +115,6 @@ def _retry_after_header(value: float | str | None) -> dict[str, str]:
     return {"Retry-After": str(int(value)) if float(value).is_integer() else str(value)}
 
 
-def http_date(ts: float) -> str:
-    """An RFC 9110 HTTP-date, for scripting ``Retry-After`` as a date."""
-    return formatdate(ts, usegmt=True)
-
-
-def bind_loopback(port: int = 0) -> socket.socket:
-    """A listening TCP socket on 127.0.0.1 (port 0: a free one), so the port is known before serving."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((HOST, port))
-        sock.listen(1024)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-class BackgroundLoop:
-    """Runs a server on a private event loop in a daemon thread: ``start`` awaits ``startup`` there,
-    ``stop`` stops the loop, awaits ``shutdown`` and cancels whatever is left."""
-
-    def __init__(
-        self,
-        name: str,
-        startup: Callable[[], Awaitable[None]],
-        shutdown: Callable[[], Awaitable[None]],
-        loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
-    ) -> None:
-        self._name = name
-        self._startup = startup
-        self._shutdown = shutdown
-        self._loop_factory = loop_factory
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-
-    def start(self, timeout: float = 10.0) -> None:
-        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise RuntimeError(f"{self._name} did not start within {timeout}s")
-        if self._error is not None:
-            self._thread.join()
-            raise RuntimeError(f"{self._name} failed to start") from self._error
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self._thread is None or self.loop is None:
-            return
-        with contextlib.suppress(RuntimeError):  # the loop already closed
-            self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout)
-        self._thread = None
-
-    def _run(self) -> None:
-        loop = self._loop_factory()
-        self.loop = loop
-        asyncio.set_event_loop(loop)
-        try:
-            try:
-                loop.run_until_complete(self._startup())
-            except BaseException as exc:
-                self._error = exc
-                return
-            finally:
-                self._ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self._shutdown())
-        finally:
-            pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            asyncio.set_event_loop(None)
-            loop.close()
-
-
 def _rsa_key(private_key: rsa.RSAPrivateKey | str | bytes | None) -> rsa.RSAPrivateKey:
     if private_key is None:
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -212,7 +127,7 @@ def _rsa_key(private_key: rsa.RSAPrivateKey | str | bytes | None) -> rsa.RSAPriv
     return key
 
 
-class FakeFcm:
+class FakeFcm(FakeServer[RecordedRequest, Scripted]):
     """Speaks FCM HTTP v1 and Google's service-account token grant; see the module docstring.
 
     Knobs (safe to change while running): ``expires_in``, ``unregistered`` (tokens answered 404
@@ -231,15 +146,9 @@ class FakeFcm:
         expires_in: int = 3600,
         unregistered: Iterable[str] = (),
         invalid_tokens: Iterable[str] = (),
-        fail_503_rate: float = 0.0,
-        fail_429_rate: float = 0.0,
-        drop_rate: float = 0.0,
-        delay: float = 0.0,
-        seed: int = 0,
-        record: bool = True,
-        clock: Callable[[], float] = time.time,
-        port: int = 0,
+        **knobs: Unpack[Knobs],
     ) -> None:
+        super().__init__(**knobs)
         self.project_id = project_id
         self.client_email = client_email
         self.private_key_id = private_key_id
@@ -248,31 +157,16 @@ class FakeFcm:
         self.expires_in = expires_in
         self.unregistered: set[str] = set(unregistered)
         self.invalid_tokens: set[str] = set(invalid_tokens)
-        self.fail_503_rate = fail_503_rate
-        self.fail_429_rate = fail_429_rate
-        self.drop_rate = drop_rate
-        self.delay = delay
-        self.record = record
-        self.clock = clock
-        self._rng = random.Random(seed)
-        self._requested_port = port
         # Message names look like FCM's: projects/<p>/messages/0:<counter>%<per-server nonce>.
         self._ids = itertools.count(1)
         self._name_prefix = f"projects/{project_id}/messages/0:".encode()
         self._name_suffix = f"%{secrets.token_hex(8)}".encode()
-        self._lock = threading.Lock()
-        self._requests: list[RecordedRequest] = []
         self._token_requests: list[RecordedTokenRequest] = []
-        self._delivered: list[str] = []
-        self._scripts: deque[Scripted] = deque()
         self._token_scripts: deque[Scripted] = deque()
         self._access_tokens: dict[str, float] = {}
         self._counts = {"token_requests": 0, "send_requests": 0, "delivered": 0, "dropped": 0}
         self._sock: socket.socket | None = None
         self._runner: web.AppRunner | None = None
-        self._stopping: asyncio.Event | None = None
-        self._background: BackgroundLoop | None = None
-        self.port = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -291,21 +185,9 @@ class FakeFcm:
         try:
             self._background.start()
         except BaseException:
-            self._close_socket()
+            self._release()
             raise
         return self
-
-    def stop(self) -> None:
-        if self._background is not None:
-            self._background.stop()
-            self._background = None
-        self._close_socket()
-
-    def __enter__(self) -> FakeFcm:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     async def astart(self) -> None:
         """Serve on the current loop (``start`` does this on a thread; the CLI on the main loop)."""
@@ -329,7 +211,7 @@ class FakeFcm:
             await self._runner.cleanup()
             self._runner = None
 
-    def _close_socket(self) -> None:
+    def _release(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -338,37 +220,20 @@ class FakeFcm:
 
     def service_account(self) -> dict[str, str]:
         """A service-account JSON (as a dict) whose key this fake accepts and whose token_uri is ours."""
-        pem = self._key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode()
         return {
             "type": "service_account",
             "project_id": self.project_id,
             "private_key_id": self.private_key_id,
-            "private_key": pem,
+            "private_key": pem(self._key),
             "client_email": self.client_email,
             "client_id": "000000000000000000000",
             "token_uri": self.token_uri,
         }
 
     @property
-    def requests(self) -> list[RecordedRequest]:
-        """Every ``messages:send`` request answered (or dropped), oldest first; a copy."""
-        with self._lock:
-            return list(self._requests)
-
-    @property
     def token_requests(self) -> list[RecordedTokenRequest]:
         with self._lock:
             return list(self._token_requests)
-
-    @property
-    def delivered(self) -> list[str]:
-        """Device tokens of the messages answered 200, in order."""
-        with self._lock:
-            return list(self._delivered)
 
     @property
     def issued_tokens(self) -> list[str]:
@@ -435,25 +300,6 @@ class FakeFcm:
             self._access_tokens.clear()
 
     # -- handlers --------------------------------------------------------------------------------
-
-    async def _sleep(self, seconds: float) -> None:
-        if seconds <= 0:
-            return
-        assert self._stopping is not None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-
-    def _take_script(self, queue: deque[Scripted], token: str | None) -> Scripted | None:
-        if not queue:  # cheap check first: the hot path has no scripts
-            return None
-        with self._lock:
-            for entry in queue:
-                if entry.match is None or entry.match == token:
-                    entry.count -= 1
-                    if entry.count <= 0:
-                        queue.remove(entry)
-                    return entry
-        return None
 
     @staticmethod
     def _drop(request: web.Request) -> web.StreamResponse:

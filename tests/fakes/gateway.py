@@ -1,5 +1,5 @@
-"""What the fake Korean message gateways share: a loopback aiohttp server on its own thread, failure
-knobs, and the record of every message accepted (so a test can prove nobody got one twice)."""
+"""What the fake Korean message gateways share, beside the fake servers' loopback socket and background
+loop: failure knobs, and the record of every message accepted (so a test can prove nobody got one twice)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.fcm import HOST, BackgroundLoop, bind_loopback
+from tests.fakes.server import HOST, BackgroundLoop, bind_loopback
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import asyncio
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import httpx
@@ -24,48 +25,32 @@ from magpie.providers.base import (
     TokenInvalid,
 )
 from tests.fakes.apns import FakeApns
+from tests.providers.common import NOW, assert_mapped, expect_error, fault_outcomes, using
+from tests.support import FakeClock
 
 T = TypeVar("T")
 TOKEN = "a1" * 32
-NOW = 1_700_000_000.0
 DELIVERY_ID = "5e0c1f0e-8a47-4c3e-9d0a-3f1f2b4c6d7e"
 
 
-class Clock:
-    """A hand-driven clock for the provider (and, when a test says so, the fake)."""
-
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def apns(clock: Clock) -> Iterator[FakeApns]:
+def apns(clock: FakeClock) -> Iterator[FakeApns]:
     with FakeApns(clock=clock) as fake:
         yield fake
 
 
+MESSAGE = PushMessage(
+    token=TOKEN,
+    provider_type="APN",
+    title="Hello",
+    body="World",
+    hackle={"campaignId": 7, "imageUrl": "https://example.com/i.png"},
+    delivery_id=DELIVERY_ID,
+)
+
+
 def message(**changes: Any) -> PushMessage:
-    fields: dict[str, Any] = {
-        "token": TOKEN,
-        "provider_type": "APN",
-        "title": "Hello",
-        "body": "World",
-        "hackle": {"campaignId": 7, "imageUrl": "https://example.com/i.png"},
-        "delivery_id": DELIVERY_ID,
-    }
-    fields.update(changes)
-    return PushMessage(**fields)
+    return replace(MESSAGE, **changes)
 
 
 def pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> str:
@@ -95,10 +80,7 @@ def with_provider(
             }
             options.update(overrides)
             provider = ApnsProvider(**options)
-            try:
-                return await body(provider)
-            finally:
-                await provider.aclose()
+            return await using(provider, body)
 
     return asyncio.run(main())
 
@@ -108,9 +90,7 @@ def send(apns: FakeApns, msg: PushMessage | None = None, **kwargs: Any) -> SendR
 
 
 def send_error(apns: FakeApns, msg: PushMessage | None = None, **kwargs: Any) -> ProviderError:
-    with pytest.raises(ProviderError) as caught:
-        send(apns, msg, **kwargs)
-    return caught.value
+    return expect_error(lambda: send(apns, msg, **kwargs))
 
 
 def bearer_claims(apns: FakeApns, authorization: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -123,7 +103,7 @@ def bearer_claims(apns: FakeApns, authorization: str) -> tuple[dict[str, Any], d
 # -- request shape ------------------------------------------------------------------------------------
 
 
-def test_send_posts_alert_over_http2(apns: FakeApns, clock: Clock) -> None:
+def test_send_posts_alert_over_http2(apns: FakeApns, clock: FakeClock) -> None:
     msg = message(ttl_seconds=3600, collapse_id="campaign-7")
 
     result = send(apns, msg)
@@ -189,7 +169,7 @@ def test_send_non_hex_token_invalid_without_request(apns: FakeApns) -> None:
 # -- provider token -----------------------------------------------------------------------------------
 
 
-def test_provider_token_reused_until_ttl_then_regenerated(apns: FakeApns, clock: Clock) -> None:
+def test_provider_token_reused_until_ttl_then_regenerated(apns: FakeApns, clock: FakeClock) -> None:
     async def body(provider: ApnsProvider) -> None:
         await provider.send(message())
         await provider.send(message())
@@ -227,9 +207,9 @@ def test_expired_provider_token_regenerated_and_retried(apns: FakeApns) -> None:
     assert first.headers["authorization"] != second.headers["authorization"]
 
 
-def test_provider_token_older_than_an_hour_at_apns_rejected_after_one_retry(apns: FakeApns, clock: Clock) -> None:
+def test_provider_token_older_than_an_hour_at_apns_rejected_after_one_retry(apns: FakeApns, clock: FakeClock) -> None:
     # The provider's clock lags Apple's by more than an hour, so every token it makes looks expired.
-    error = send_error(apns, clock=Clock(NOW - 3700))
+    error = send_error(apns, clock=FakeClock(NOW - 3700))
 
     assert isinstance(error, ProviderRejected)
     assert error.code == "ExpiredProviderToken"
@@ -327,9 +307,7 @@ def test_send_error_mapped(
 
     error = send_error(apns)
 
-    assert type(error) is expected
-    assert error.code == code
-    assert error.retry_after == retry_after
+    assert_mapped(error, expected, code, retry_after)
     assert apns.delivered == []
 
 
@@ -378,21 +356,10 @@ def test_send_connection_refused_unavailable(apns: FakeApns) -> None:
     assert error.code == "CONNECTION_ERROR"
 
 
-def test_send_fault_rates_are_seeded(clock: Clock) -> None:
+def test_send_fault_rates_are_seeded(clock: FakeClock) -> None:
     def run() -> list[str]:
         with FakeApns(clock=clock, fail_503_rate=0.3, fail_429_rate=0.3, seed=11) as fake:
-
-            async def body(provider: ApnsProvider) -> list[str]:
-                outcomes = []
-                for _ in range(20):
-                    try:
-                        await provider.send(message())
-                        outcomes.append("ok")
-                    except ProviderUnavailable as exc:
-                        outcomes.append(exc.code)
-                return outcomes
-
-            return with_provider(fake, body)
+            return with_provider(fake, lambda provider: fault_outcomes(provider, message()))
 
     outcomes = run()
 

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,26 +25,18 @@ from magpie.providers.base import (
     SendResult,
     TokenInvalid,
 )
-from magpie.providers.fcm import FCM_SCOPE, FcmProvider, parse_retry_after
-from tests.fakes.fcm import FakeFcm, http_date
+from magpie.providers.fcm import FcmProvider, parse_retry_after
+from tests.fakes.fcm import FakeFcm
+from tests.fakes.server import http_date
+from tests.providers.common import NOW, assert_mapped, expect_error, fault_outcomes, using
+from tests.support import FakeClock
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "fcm-device-token-1"
-NOW = 1_700_000_000.0
 
-
-class Clock:
-    """A hand-driven clock shared by the provider and the fake."""
-
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+# The OAuth 2.0 scope Google documents for the FCM HTTP v1 API.
+MESSAGING_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 
 
 @pytest.fixture(scope="module")
@@ -53,26 +46,22 @@ def rsa_key() -> rsa.RSAPrivateKey:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def fcm(rsa_key: rsa.RSAPrivateKey, clock: Clock) -> Iterator[FakeFcm]:
+def fcm(rsa_key: rsa.RSAPrivateKey, clock: FakeClock) -> Iterator[FakeFcm]:
     with FakeFcm(private_key=rsa_key, clock=clock) as fake:
         yield fake
 
 
+MESSAGE = PushMessage(
+    token=TOKEN,
+    provider_type="FCM",
+    title="Hello",
+    body="World",
+    hackle={"campaignId": 7, "title": "Hello", "body": "World"},
+)
+
+
 def message(**changes: Any) -> PushMessage:
-    fields: dict[str, Any] = {
-        "token": TOKEN,
-        "provider_type": "FCM",
-        "title": "Hello",
-        "body": "World",
-        "hackle": {"campaignId": 7, "title": "Hello", "body": "World"},
-    }
-    fields.update(changes)
-    return PushMessage(**fields)
+    return replace(MESSAGE, **changes)
 
 
 def with_provider(
@@ -92,10 +81,7 @@ def with_provider(
                 clock=fcm.clock,
                 timeout=timeout,
             )
-            try:
-                return await body(provider)
-            finally:
-                await provider.aclose()
+            return await using(provider, body)
 
     return asyncio.run(main())
 
@@ -105,9 +91,7 @@ def send(fcm: FakeFcm, msg: PushMessage | None = None, **kwargs: Any) -> SendRes
 
 
 def send_error(fcm: FakeFcm, msg: PushMessage | None = None, **kwargs: Any) -> ProviderError:
-    with pytest.raises(ProviderError) as caught:
-        send(fcm, msg, **kwargs)
-    return caught.value
+    return expect_error(lambda: send(fcm, msg, **kwargs))
 
 
 # -- request shape ------------------------------------------------------------------------------------
@@ -158,7 +142,9 @@ def test_send_ttl_clamped_to_fcm_maximum(fcm: FakeFcm) -> None:
 # -- OAuth2 -------------------------------------------------------------------------------------------
 
 
-def test_token_request_is_signed_service_account_grant(fcm: FakeFcm, clock: Clock, rsa_key: rsa.RSAPrivateKey) -> None:
+def test_token_request_is_signed_service_account_grant(
+    fcm: FakeFcm, clock: FakeClock, rsa_key: rsa.RSAPrivateKey
+) -> None:
     send(fcm)
 
     [token_request] = fcm.token_requests
@@ -175,7 +161,7 @@ def test_token_request_is_signed_service_account_grant(fcm: FakeFcm, clock: Cloc
     )
     assert claims == {
         "iss": fcm.client_email,
-        "scope": FCM_SCOPE,
+        "scope": MESSAGING_SCOPE,
         "aud": fcm.token_uri,
         "iat": int(clock()),
         "exp": int(clock()) + 3600,
@@ -205,7 +191,7 @@ def test_token_request_shared_by_concurrent_sends(fcm: FakeFcm) -> None:
     assert sorted(fcm.delivered) == sorted(f"t{i}" for i in range(50))
 
 
-def test_token_refreshed_a_minute_before_expiry(fcm: FakeFcm, clock: Clock) -> None:
+def test_token_refreshed_a_minute_before_expiry(fcm: FakeFcm, clock: FakeClock) -> None:
     fcm.expires_in = 600
 
     async def body(provider: FcmProvider) -> None:
@@ -384,14 +370,11 @@ def test_send_error_mapped(
 
     error = send_error(fcm)
 
-    assert type(error) is expected
-    assert error.code == code
-    assert error.retry_after == retry_after
-    assert error.retryable is (expected is ProviderUnavailable)
+    assert_mapped(error, expected, code, retry_after)
     assert fcm.delivered == []
 
 
-def test_send_retry_after_http_date_relative_to_clock(fcm: FakeFcm, clock: Clock) -> None:
+def test_send_retry_after_http_date_relative_to_clock(fcm: FakeFcm, clock: FakeClock) -> None:
     fcm.script(status=503, retry_after=http_date(clock() + 30))
 
     error = send_error(fcm)
@@ -468,21 +451,10 @@ def test_send_connection_refused_unavailable(fcm: FakeFcm) -> None:
     asyncio.run(main())
 
 
-def test_send_fault_rate_is_seeded(rsa_key: rsa.RSAPrivateKey, clock: Clock) -> None:
+def test_send_fault_rate_is_seeded(rsa_key: rsa.RSAPrivateKey, clock: FakeClock) -> None:
     def run(seed: int) -> list[str]:
         with FakeFcm(private_key=rsa_key, clock=clock, fail_503_rate=0.5, seed=seed) as fake:
-
-            async def body(provider: FcmProvider) -> list[str]:
-                outcomes = []
-                for _ in range(20):
-                    try:
-                        await provider.send(message())
-                        outcomes.append("ok")
-                    except ProviderUnavailable as exc:
-                        outcomes.append(exc.code)
-                return outcomes
-
-            return with_provider(fake, body)
+            return with_provider(fake, lambda provider: fault_outcomes(provider, message()))
 
     outcomes = run(seed=3)
 
@@ -614,7 +586,7 @@ def test_fake_token_endpoint_refuses_bad_grants(
 ) -> None:
     claims = {
         "iss": fcm.client_email,
-        "scope": FCM_SCOPE,
+        "scope": MESSAGING_SCOPE,
         "aud": fcm.token_uri,
         "iat": NOW,
         "exp": NOW + 3600,

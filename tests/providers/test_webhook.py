@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import aiohttp
@@ -67,19 +69,20 @@ async def serving(receiver: Receiver) -> AsyncIterator[Receiver]:
         sock.close()
 
 
+MESSAGE = PushMessage(
+    token="device-1",
+    provider_type="FCM",
+    title="Hello",
+    body="Wörld",
+    hackle={"campaignId": 7},
+    image_url="https://example.com/i.png",
+    link="app://home",
+    delivery_id="d-1",
+)
+
+
 def message(**changes: Any) -> PushMessage:
-    fields: dict[str, Any] = {
-        "token": "device-1",
-        "provider_type": "FCM",
-        "title": "Hello",
-        "body": "Wörld",
-        "hackle": {"campaignId": 7},
-        "image_url": "https://example.com/i.png",
-        "link": "app://home",
-        "delivery_id": "d-1",
-    }
-    fields.update(changes)
-    return PushMessage(**fields)
+    return replace(MESSAGE, **changes)
 
 
 def with_webhook(receiver: Receiver, body: Callable[[WebhookProvider], Awaitable[T]], *, timeout: float = 10.0) -> T:
@@ -118,13 +121,9 @@ def test_send_posts_signed_json() -> None:
     }
     assert headers["content-type"].startswith("application/json")
     assert headers["x-magpie-timestamp"] == str(int(NOW))
-    assert headers["x-magpie-signature"].startswith("sha256=")
-    assert verify_signature(
-        secret=SECRET,
-        timestamp=headers["x-magpie-timestamp"],
-        body=raw,
-        signature=headers["x-magpie-signature"],
-    )
+    # The documented scheme, restated: HMAC-SHA256 over "<timestamp>.<raw body>", hex, after "sha256=".
+    signed = headers["x-magpie-timestamp"].encode() + b"." + raw
+    assert headers["x-magpie-signature"] == "sha256=" + hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
     assert result.provider_message_id == "m-1"
 
 
@@ -211,7 +210,27 @@ def test_aclose_closes_own_session() -> None:
 
 
 BODY = b'{"token":"device-1"}'
-GOOD = compute_signature(secret=SECRET, timestamp="1700000000", body=BODY)
+# printf '1700000000.{"token":"device-1"}' | openssl dgst -sha256 -hmac s3cret
+GOOD = "sha256=19daa065bff4d8bc03397a6a6c024d17b64fabfa8c0557da084a7e2d6ce8bace"
+
+
+@pytest.mark.parametrize(
+    ("secret", "timestamp", "body", "expected"),
+    [
+        pytest.param(SECRET, "1700000000", BODY, GOOD, id="openssl-vector"),
+        pytest.param(SECRET, 1700000000, BODY, GOOD, id="int-timestamp"),
+        # printf '42.{"title":"봄 세일"}' | openssl dgst -sha256 -hmac 'key with spaces'
+        pytest.param(
+            "key with spaces",
+            "42",
+            '{"title":"봄 세일"}'.encode(),
+            "sha256=c4f7c42abd8e65a2f8672dc63720f7c47f0c1044d8744bd36ecf81879db9e27c",
+            id="utf8-body",
+        ),
+    ],
+)
+def test_compute_signature_matches_vector(secret: str, timestamp: str | int, body: bytes, expected: str) -> None:
+    assert compute_signature(secret=secret, timestamp=timestamp, body=body) == expected
 
 
 @pytest.mark.parametrize(

@@ -12,12 +12,25 @@ from tests.support import (
     Env,
     add_token,
     apply_campaign,
-    close_dispatcher,
     dispatch,
-    drain,
-    make_dispatcher,
+    run_dispatcher,
     trigger,
 )
+
+_TABLES = ("events", "profiles", "push_tokens", "push_clicks")
+
+
+def _stored(client: AppClient, env: Env) -> dict[str, int]:
+    db = client.app.db
+    with db.transaction(write=False) as conn:
+        return {t: db.fetchone(conn, f"SELECT count(*) FROM {t} WHERE env_id = ?", (env.id,))[0] for t in _TABLES}
+
+
+def _rejected(client: AppClient, env: Env, event: dict[str, Any]) -> None:
+    """The batch is answered 400 and leaves no trace: no event, profile, token or click."""
+    send(client, env, event, status=400)
+    assert _stored(client, env) == dict.fromkeys(_TABLES, 0)
+
 
 # -- $properties --------------------------------------------------------------------------------------
 
@@ -85,7 +98,7 @@ def test_secured_properties_set_and_unset_phone_number(client: AppClient, env: E
     ],
 )
 def test_secured_properties_invalid_is_400(client: AppClient, env: Env, properties: dict[str, Any]) -> None:
-    send(client, env, track_event("$secured_properties", user_id="u1", properties=properties), status=400)
+    _rejected(client, env, track_event("$secured_properties", user_id="u1", properties=properties))
 
 
 # -- subscriptions ------------------------------------------------------------------------------------
@@ -174,7 +187,7 @@ def test_push_token_duplicate_event_registers_once(client: AppClient, env: Env) 
     ],
 )
 def test_push_token_invalid_is_400(client: AppClient, env: Env, properties: dict[str, Any]) -> None:
-    send(client, env, track_event("$push_token", device_id="d1", properties=properties), status=400)
+    _rejected(client, env, track_event("$push_token", device_id="d1", properties=properties))
 
 
 # -- $push_click --------------------------------------------------------------------------------------
@@ -184,11 +197,7 @@ def _sent_push(client: AppClient, env: Env) -> tuple[dict[str, Any], dict[str, A
     apply_campaign(client, env)
     add_token(client, env, device_id="d1", token="tok-1", user_id="u1")
     dispatch_id = trigger(client, env, [{"userId": "u1"}])
-    dispatcher = make_dispatcher(client)
-    try:
-        drain(client, dispatcher)
-    finally:
-        close_dispatcher(client, dispatcher)
+    run_dispatcher(client)
     view = dispatch(client, env, dispatch_id)
     delivery: dict[str, Any] = view["recipients"][0]["deliveries"][0]
     return view, delivery
@@ -250,7 +259,7 @@ def test_push_click_naming_only_the_delivery_finds_its_campaign(client: AppClien
 
 
 def test_push_click_without_campaign_is_400(client: AppClient, env: Env) -> None:
-    send(client, env, track_event("$push_click", device_id="d1", properties={"campaign_type": "PUSH"}), status=400)
+    _rejected(client, env, track_event("$push_click", device_id="d1", properties={"campaign_type": "PUSH"}))
 
 
 # -- other events -------------------------------------------------------------------------------------

@@ -12,6 +12,9 @@ from magpie.config import Settings
 from magpie.store.db import Database
 from tests.support import ServerProcess, make_env
 
+TARGET = 1500  # acknowledged updates before the kill
+LOAD_SECONDS = 30
+
 
 async def _load(url: str, key: str, seconds: float, acked: list[int]) -> None:
     stop_at = time.monotonic() + seconds
@@ -45,16 +48,22 @@ def test_durability_kill9_mid_load_loses_no_acknowledged_update(settings: Settin
     try:
 
         async def run() -> None:
-            load = asyncio.create_task(_load(server.url, env.key, 30, acked))
-            while len(acked) < 1500:
+            load = asyncio.create_task(_load(server.url, env.key, LOAD_SECONDS, acked))
+            # The load stops by itself after LOAD_SECONDS: that is the deadline for reaching the target.
+            while len(acked) < TARGET and not load.done():
                 await asyncio.sleep(0.05)
-            server.kill9()  # mid-load: requests are in flight
+            if len(acked) >= TARGET:
+                server.kill9()  # mid-load: requests are in flight
             await load
 
         asyncio.run(run())
     finally:
         server.stop()
-    assert len(acked) >= 1500
+    if len(acked) < TARGET:
+        pytest.fail(
+            f"only {len(acked)} of {TARGET} updates were acknowledged in {LOAD_SECONDS} s, so the server was "
+            f"never killed mid-load; server output:\n{server.output()[-2000:]}"
+        )
     with ServerProcess(data_dir=settings.data_dir, database_url=settings.database_url_override) as restarted:
         assert httpx.get(restarted.url + "/readyz").status_code == 200
     with db.transaction(write=False) as conn:

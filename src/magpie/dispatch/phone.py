@@ -20,6 +20,7 @@ from liquid.exceptions import LiquidError
 
 from magpie.dispatch.retry import backoff
 from magpie.domain.campaigns import Campaign, MessageTooLarge, PhoneRendering, render_phone
+from magpie.domain.delivery import Exclude, Hold, NightRule
 from magpie.providers.base import (
     DeliveryReport,
     Fallback,
@@ -70,10 +71,17 @@ def _context(snap: Snapshot, target: Target, idx: int) -> dict[str, Any]:
     }
 
 
-async def process_phone(d: Dispatcher, snap: Snapshot, campaign: Campaign, todo: list[int], now: int) -> None:
-    """Decide, reserve and send the recipients ``todo`` of a Kakao or SMS work item."""
+async def process_phone(d: Dispatcher, snap: Snapshot, campaign: Campaign, now: int) -> None:
+    """Decide, reserve and send the open recipients of a Kakao or SMS work item."""
     item = snap.item
     channel = campaign.channel
+    held_only = item.payload.get("held")
+    todo = [
+        idx
+        for idx in range(len(snap.users))
+        if snap.outcomes.get(idx) is None and (held_only is None or idx in held_only)
+    ]
+    night = NightRule.from_settings(snap.settings, timezone=snap.timezone)
     by_delivery = {v[0]: idx for (idx, _), v in snap.deliveries.items()}
     resumed: dict[str, list[int]] = {}
     for delivery_id, batch_key in snap.in_flight.items():
@@ -98,14 +106,14 @@ async def process_phone(d: Dispatcher, snap: Snapshot, campaign: Campaign, todo:
                 excluded[idx] = ("FAILED", "UNKNOWN_USER")
                 continue
         else:
-            decision = d._decide(snap, campaign, target, now)
-            if decision[0] in ("EXCLUDED", "FAILED"):
-                excluded[idx] = (decision[0], str(decision[1]))
-                continue
-            if decision[0] == "HOLD":
-                hold.append(idx)
-                release_at = int(decision[1])
-                continue
+            match d._decide(snap, campaign, target, night, now):
+                case Exclude(reason=reason):
+                    excluded[idx] = ("EXCLUDED", reason)
+                    continue
+                case Hold(until_ms=until_ms):
+                    hold.append(idx)
+                    release_at = until_ms
+                    continue
         assert target is not None
         try:
             rendering = render_phone(campaign, _context(snap, target, idx), snap.settings)

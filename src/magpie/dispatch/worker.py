@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -26,9 +27,10 @@ from liquid.exceptions import LiquidError
 from magpie.config import Settings
 from magpie.dispatch.phone import process_phone
 from magpie.dispatch.retry import backoff
-from magpie.domain import compliance, messages
-from magpie.domain.audience import Recipient, cohort_names, matches
+from magpie.domain import delivery
+from magpie.domain.audience import Recipient, cohort_names
 from magpie.domain.campaigns import Campaign, parse_campaign
+from magpie.domain.delivery import Decision, Exclude, Hold, NightRule, Rendered, Send
 from magpie.domain.environment import effective
 from magpie.providers.base import PhoneMessage, ProviderError, ProviderUnavailable, PushMessage, TokenInvalid
 from magpie.providers.nhn import NhnGateway
@@ -61,45 +63,20 @@ log = logging.getLogger("magpie.worker")
 Sleep = Callable[[float], Awaitable[None]]
 
 
-def hackle_payload(
-    *,
-    env_id: int,
-    campaign: Campaign,
-    exec_id: int,
-    delivery_id: int,
-    title: str,
-    body: str,
-    link: str | None,
-    provider_type: str,
-) -> dict[str, Any]:
-    """The object Hackle's mobile SDKs look for before they show a push."""
-    payload: dict[str, Any] = {
-        "workspaceId": 1,
-        "environmentId": env_id,
-        "pushMessageId": campaign.key,
-        "pushMessageKey": campaign.key,
-        "pushMessageExecutionId": exec_id,
-        "pushMessageDeliveryId": delivery_id,
-        "showForeground": True,
-        "title": title,
-        "body": body,
-        "clickAction": campaign.push_message.click_action,
-        "link": link or "",
-        "campaignType": "PUSH_MESSAGE",
-        "debug": False,
-    }
-    image = campaign.push_message.image_url
-    if provider_type == "FCM":
-        payload["thumbnailImageUrl"] = image
-        payload["largeImageUrl"] = image
-    else:
-        payload["imageUrl"] = image
-    return payload
-
-
 async def _first_done(tasks: set[asyncio.Task[None]]) -> bool:
     await asyncio.wait(set(tasks), return_when=asyncio.FIRST_COMPLETED)
     return True
+
+
+@dataclass
+class _Sorted:
+    """One work item's open recipients, sorted by the domain's answers."""
+
+    excluded: dict[int, tuple[str, str]] = field(default_factory=dict)  # idx -> (outcome, reason)
+    planned: list[Planned] = field(default_factory=list)
+    rendered: dict[int, Rendered] = field(default_factory=dict)
+    hold: list[int] = field(default_factory=list)
+    release_at: int = 0
 
 
 class Dispatcher:
@@ -284,74 +261,50 @@ class Dispatcher:
                 FinishItem(item_id=item.id, dispatch_id=item.dispatch_id, now_ms=now, fail_reason="CAMPAIGN_INACTIVE")
             )
             return
-        held_only = item.payload.get("held")
-        todo = [
-            idx
-            for idx in range(len(snap.users))
-            if snap.outcomes.get(idx) is None and (held_only is None or idx in held_only)
-        ]
         if campaign.channel != "push":
-            await process_phone(self, snap, campaign, todo, now)
+            await process_phone(self, snap, campaign, now)
             return
-        excluded: dict[int, tuple[str, str]] = {}
-        planned: list[Planned] = []
-        rendered: dict[int, tuple[str, str, str | None]] = {}
-        hold: list[int] = []
-        release_at = 0
-        for idx in todo:
-            target = snap.targets.get(idx)
-            decision = self._decide(snap, campaign, target, now)
-            if decision[0] == "EXCLUDED" or decision[0] == "FAILED":
-                excluded[idx] = (decision[0], decision[1])
-                continue
-            if decision[0] == "HOLD":
-                hold.append(idx)
-                release_at = int(decision[1])
-                continue
-            assert target is not None
-            try:
-                rendered[idx] = self._render(snap, campaign, target, idx)
-            except LiquidError as exc:
-                log.warning("render error in campaign %s: %s", campaign.key, str(exc).splitlines()[0])
-                excluded[idx] = ("FAILED", "RENDER_ERROR")
-                continue
-            providers: dict[str, str] = {}
-            failed_provider = False
-            for _, token, token_type in target.tokens:
-                try:
-                    providers[token] = self.channels.for_token(
-                        env_id=item.env_id,
-                        settings=snap.settings,
-                        campaign_provider=campaign.provider,
-                        token_type=token_type,
-                    ).name
-                except ProviderError:
-                    failed_provider = True
-            if failed_provider and not providers:
-                excluded[idx] = ("FAILED", "PROVIDER_NOT_CONFIGURED")
-                continue
-            planned.append(
-                Planned(
-                    idx=idx,
-                    user_key=target.user_key,
-                    tokens=[t for t in target.tokens if t[1] in providers],
-                    marketing=campaign.is_marketing,
-                    provider_names=providers,
-                )
-            )
-        ids, capped = await self._prepare(snap, campaign, excluded, planned, now)
-        if hold:
+        todo = self._sort(snap, campaign, now)
+        ids, capped = await self._prepare(snap, campaign, todo.excluded, todo.planned, now)
+        if todo.hold:
             await self.writer.submit(
-                HoldRecipients(env_id=item.env_id, dispatch_id=item.dispatch_id, idxs=hold, release_ms=release_at)
+                HoldRecipients(
+                    env_id=item.env_id, dispatch_id=item.dispatch_id, idxs=todo.hold, release_ms=todo.release_at
+                )
             )
         await asyncio.gather(
             *(
-                self._deliver_recipient(snap, campaign, plan, rendered[plan.idx], ids.get(plan.idx, {}))
-                for plan in planned
+                self._deliver_recipient(snap, campaign, plan, todo.rendered[plan.idx], ids.get(plan.idx, {}))
+                for plan in todo.planned
                 if plan.idx not in capped
             )
         )
         await self.writer.submit(FinishItem(item_id=item.id, dispatch_id=item.dispatch_id, now_ms=self.now_ms()))
+
+    def _sort(self, snap: Snapshot, campaign: Campaign, now: int) -> _Sorted:
+        """Ask the domain about each recipient still open in this item and sort them by the answer."""
+        held_only = snap.item.payload.get("held")
+        todo = _Sorted()
+        night = NightRule.from_settings(snap.settings, timezone=snap.timezone)
+        for idx in range(len(snap.users)):
+            if snap.outcomes.get(idx) is not None or (held_only is not None and idx not in held_only):
+                continue
+            target = snap.targets.get(idx)
+            match self._decide(snap, campaign, target, night, now):
+                case Exclude(reason=reason):
+                    todo.excluded[idx] = ("EXCLUDED", reason)
+                case Hold(until_ms=until_ms):
+                    todo.hold.append(idx)
+                    todo.release_at = until_ms
+                case Send():
+                    assert target is not None
+                    plan = self._plan(snap, campaign, target, idx)
+                    if isinstance(plan, str):
+                        todo.excluded[idx] = ("FAILED", plan)
+                    else:
+                        todo.rendered[idx], planned = plan
+                        todo.planned.append(planned)
+        return todo
 
     async def _prepare(
         self,
@@ -366,7 +319,6 @@ class Dispatcher:
         day: str = "",
         batch_key: str | None = None,
     ) -> tuple[dict[int, dict[str, int]], set[int]]:
-        caps = snap.settings.get("frequencyCaps", []) if campaign is not None and campaign.is_marketing else []
         result: tuple[dict[int, dict[str, int]], set[int]] = await self.writer.submit(
             PrepareRecipients(
                 env_id=snap.item.env_id,
@@ -375,7 +327,7 @@ class Dispatcher:
                 users=snap.users,
                 excluded=excluded,
                 planned=planned,
-                caps=caps,
+                caps=delivery.frequency_caps(campaign=campaign, settings=snap.settings),
                 tags=list(campaign.tags) if campaign is not None else [],
                 now_ms=now,
                 channel=channel,
@@ -386,69 +338,74 @@ class Dispatcher:
         )
         return result
 
-    def _decide(self, snap: Snapshot, campaign: Campaign, target: Target | None, now: int) -> tuple[str, Any]:
+    def _decide(
+        self, snap: Snapshot, campaign: Campaign, target: Target | None, night: NightRule, now: int
+    ) -> Decision:
+        """Ask the domain about one recipient, as the snapshot shows it."""
         if target is None:
-            return ("EXCLUDED", "UNKNOWN_USER")
-        recipient = Recipient(user_id=target.user_id, device_ids=target.device_ids, properties=target.properties)
+            return delivery.decide(
+                campaign=campaign,
+                recipient=None,
+                crm={},
+                has_push_token=False,
+                in_cohort=lambda _: False,
+                now_ms=now,
+                night=night,
+            )
         members = snap.memberships
         ids = {target.user_id, *target.device_ids} - {None}
-        if not matches(
-            audience=campaign.audience,
-            recipient=recipient,
+        return delivery.decide(
+            campaign=campaign,
+            recipient=Recipient(user_id=target.user_id, device_ids=target.device_ids, properties=target.properties),
+            crm=target.crm,
+            has_push_token=bool(target.tokens),
+            has_phone=target.phone_enc is not None,
             in_cohort=lambda name: any((name, i) in members for i in ids),
-        ):
-            return ("EXCLUDED", "NOT_IN_AUDIENCE")
-        if campaign.channel != "push":
-            settings = snap.settings
-            return messages.decide(
-                channel=campaign.channel,
-                kind=campaign.kind,
-                purpose=campaign.purpose,
-                rule=campaign.consent_rule,
-                crm=target.crm,
-                has_phone=target.phone_enc is not None,
-                now_ms=now,
-                timezone=snap.timezone,
-                settings=settings,
-                night_policy=campaign.night_policy or settings["nightPolicy"],
-            )
-        if not compliance.consent_allows(crm=target.crm, purpose=campaign.purpose, rule=campaign.consent_rule):
-            return ("EXCLUDED", "NO_CONSENT")
-        if not target.tokens:
-            return ("EXCLUDED", "NO_PUSH_TOKEN")
-        if campaign.is_marketing and not compliance.has_night_consent(target.crm):
-            settings = snap.settings
-            release = compliance.night_release(
-                now_ms=now, timezone=snap.timezone, start=settings["nightStart"], end=settings["nightEnd"]
-            )
-            if release is not None:
-                if settings["nightPolicy"] == "DROP":
-                    return ("EXCLUDED", "NIGHT_TIME_DROPPED")
-                return ("HOLD", release)
-        return ("SEND", None)
+            now_ms=now,
+            night=night,
+        )
 
-    def _render(self, snap: Snapshot, campaign: Campaign, target: Target, idx: int) -> tuple[str, str, str | None]:
+    def _plan(self, snap: Snapshot, campaign: Campaign, target: Target, idx: int) -> tuple[Rendered, Planned] | str:
+        """The rendered message and the tokens to send it to, or the reason the recipient fails."""
         user = snap.users[idx]
-        context = {
-            "api_properties": user.get("apiProperties", {}),
-            "user_properties": target.properties,
-            "user": {"id": target.user_id or "", "deviceId": user.get("deviceId") or ""},
-        }
-        title, body, link = campaign.render(context)
-        if campaign.is_marketing:
-            title = compliance.marketing_title(title, sender=snap.settings.get("senderName", ""))
-            body = compliance.marketing_body(body, opt_out=snap.settings.get("optOutText", ""))
-        return title, body, link
+        try:
+            message = delivery.render(
+                campaign=campaign,
+                api_properties=user.get("apiProperties", {}),
+                user_properties=target.properties,
+                user_id=target.user_id,
+                device_id=user.get("deviceId"),
+                settings=snap.settings,
+            )
+        except LiquidError as exc:
+            log.warning("render error in campaign %s: %s", campaign.key, str(exc).splitlines()[0])
+            return "RENDER_ERROR"
+        providers: dict[str, str] = {}
+        for _, token, token_type in target.tokens:
+            try:
+                providers[token] = self.channels.for_token(
+                    env_id=snap.item.env_id,
+                    settings=snap.settings,
+                    campaign_provider=campaign.provider,
+                    token_type=token_type,
+                ).name
+            except ProviderError:
+                continue
+        if not providers:
+            return "PROVIDER_NOT_CONFIGURED"
+        tokens = [t for t in target.tokens if t[1] in providers]
+        return message, Planned(
+            idx=idx, user_key=target.user_key, tokens=tokens, marketing=campaign.is_marketing, provider_names=providers
+        )
 
     async def _deliver_recipient(
         self,
         snap: Snapshot,
         campaign: Campaign,
         plan: Planned,
-        rendered: tuple[str, str, str | None],
+        rendered: Rendered,
         delivery_ids: dict[str, int],
     ) -> None:
-        title, body, link = rendered
         sends = []
         results: list[DeliveryResult] = []
         for _, token, token_type in plan.tokens:
@@ -465,20 +422,18 @@ class Dispatcher:
             message = PushMessage(
                 token=token,
                 provider_type="FCM" if token_type == "FCM" else "APN",
-                title=title,
-                body=body,
-                hackle=hackle_payload(
+                title=rendered.title,
+                body=rendered.body,
+                hackle=delivery.hackle_payload(
                     env_id=snap.item.env_id,
                     campaign=campaign,
                     exec_id=snap.exec_id,
                     delivery_id=delivery_id,
-                    title=title,
-                    body=body,
-                    link=link,
+                    message=rendered,
                     provider_type=token_type,
                 ),
                 image_url=campaign.push_message.image_url,
-                link=link,
+                link=rendered.link,
                 delivery_id=str(delivery_id),
                 collapse_id=f"{campaign.key}-{snap.exec_id}",
                 high_priority=not campaign.is_marketing,
@@ -585,6 +540,8 @@ class Dispatcher:
             )
         )
         return inbox_id
+
+    # -- gateway reports -------------------------------------------------------------------------------
 
     async def poll_reports(self, *, max_age_hours: float = 72.0) -> int:
         """Ask polled gateways (NHN Cloud) for the final result of accepted messages; returns how many."""

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from magpie.domain import compliance, consent
+from magpie.domain import compliance
 
 CHANNELS: Final = ("push", "kakao", "sms")
 KAKAO_KINDS: Final = ("alimtalk", "brand")
@@ -178,57 +178,20 @@ def consent_allows(*, crm: Mapping[str, object], channel: str, purpose: str, rul
 
 
 @dataclass(frozen=True, slots=True)
-class NightRule:
+class QuietHours:
     start: str
     end: str
     # Whether a recipient's night-time consent lifts the rule (SMS and push do; Kakao never does).
     consent_lifts: bool
 
 
-def night_rule(*, channel: str, kind: str | None, purpose: str, settings: Mapping[str, object]) -> NightRule | None:
+def night_rule(*, channel: str, kind: str | None, purpose: str, settings: Mapping[str, object]) -> QuietHours | None:
     """The quiet hours a message obeys, or None when it may be sent at any hour."""
     if channel == "kakao":
-        return NightRule(*BRAND_NIGHT, consent_lifts=False) if kind == "brand" else None
+        return QuietHours(*BRAND_NIGHT, consent_lifts=False) if kind == "brand" else None
     if purpose != compliance.MARKETING:
         return None
-    return NightRule(str(settings.get("nightStart", "21:00")), str(settings.get("nightEnd", "08:00")), True)
-
-
-Decision = tuple[Literal["SEND", "EXCLUDED", "HOLD"], object]
-
-
-def decide(
-    *,
-    channel: str,
-    kind: str | None,
-    purpose: str,
-    rule: str,
-    crm: Mapping[str, object],
-    has_phone: bool,
-    now_ms: int,
-    timezone: str,
-    settings: Mapping[str, object],
-    night_policy: str,
-) -> Decision:
-    """Send, exclude (with the reason) or hold (until the epoch ms given) one Kakao or SMS recipient.
-
-    The audience is decided before, as for push; this is what the channel adds.
-    """
-    purpose = purpose_of(channel, kind, purpose)
-    if not consent_allows(crm=crm, channel=channel, purpose=purpose, rule=rule):
-        return ("EXCLUDED", "NO_CONSENT")
-    if not has_phone:
-        return ("EXCLUDED", "NO_PHONE_NUMBER")
-    night = night_rule(channel=channel, kind=kind, purpose=purpose, settings=settings)
-    if night is not None:
-        if night.consent_lifts and consent.status_of(crm, channel, "night") == consent.SUBSCRIBED:
-            return ("SEND", None)
-        release = compliance.night_release(now_ms=now_ms, timezone=timezone, start=night.start, end=night.end)
-        if release is not None:
-            if night_policy == "DROP":
-                return ("EXCLUDED", "NIGHT_TIME_DROPPED")
-            return ("HOLD", release)
-    return ("SEND", None)
+    return QuietHours(str(settings.get("nightStart", "21:00")), str(settings.get("nightEnd", "08:00")), True)
 
 
 # -- campaign messages ------------------------------------------------------------------------------
