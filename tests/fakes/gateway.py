@@ -4,7 +4,6 @@ loop: failure knobs, and the record of every message accepted (so a test can pro
 from __future__ import annotations
 
 import asyncio
-import signal
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -153,17 +152,3 @@ class GatewayFake:
         if transport is not None:
             transport.abort()
         raise asyncio.CancelledError
-
-
-async def serve_until_signalled(fake: GatewayFake) -> None:
-    """Serve on this loop, print ``READY <port>`` (benchmarks read it), stop on SIGINT or SIGTERM."""
-    await fake.astart()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    print(f"READY {fake.port}", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await fake.astop()

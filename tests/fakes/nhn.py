@@ -18,7 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.gateway import Accepted, GatewayFake, serve_until_signalled
+from tests.fakes.gateway import Accepted, GatewayFake
+from tests.fakes.server import serve_until_signalled
 
 APP_KEY = "nhn-app-key"
 SECRET_KEY = "nhn-secret-key"

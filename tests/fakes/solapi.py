@@ -24,7 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.gateway import Accepted, GatewayFake, serve_until_signalled
+from tests.fakes.gateway import Accepted, GatewayFake
+from tests.fakes.server import serve_until_signalled
 
 API_KEY = "NCSFAKEAPIKEY001"
 API_SECRET = "FAKESECRETFAKESECRETFAKESECRET12"
