@@ -2,7 +2,7 @@
 
     make bench        (or: python -m bench.run_all [name ...])
 
-Names: properties (benchmarks 1, 2, 6), trigger (3), delivery (4), growth (5).
+Names: properties (benchmarks 1, 2, 6), trigger (3), delivery (4), growth (5), messages (7).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import bench_delivery, bench_growth, bench_properties, bench_trigger
+from bench import bench_delivery, bench_growth, bench_messages, bench_properties, bench_trigger
 from bench._harness import RESULTS, ROOT, machine, rounds, seconds
 
 ORDER = [
@@ -24,6 +24,9 @@ ORDER = [
     ("delivery_fcm", "4. Delivery to fake FCM", "ratio_median"),
     ("growth_sqlite", "5. Growth, 10k vs 10M profiles", "ratio_large_to_small"),
     ("memory", "6. Peak RSS of magpie serve", "peak_rss_mb"),
+    ("kakao_trigger_sqlite", "7. Kakao trigger acceptance, SQLite", "magpie_rps_median"),
+    ("delivery_nhn", "7. Delivery to fake NHN Cloud (AlimTalk)", "ratio_median"),
+    ("delivery_solapi", "7. Delivery to fake Solapi (SMS)", "ratio_median"),
 ]
 
 
@@ -39,6 +42,18 @@ def _result_text(name: str, s: dict[str, Any]) -> str:
             f"{s['magpie_rps_median']:,} req/s ({s['recipients_per_second_median']:,} recipients/s), "
             f"p99 {s['p99_ms_median']} ms; {s['acknowledged']:,} acknowledged, {s['dispatches_stored']:,} "
             f"dispatches and outbox items stored (baseline parse-only {s['baseline_rps_median']:,} req/s)"
+        )
+    if name == "kakao_trigger_sqlite":
+        return (
+            f"{s['magpie_rps_median']:,} req/s ({s['recipients_per_second_median']:,} recipients/s), "
+            f"p99 {s['p99_ms_median']} ms, non-2xx {s['non_2xx']} "
+            f"(baseline parse-only {s['baseline_rps_median']:,} req/s)"
+        )
+    if name in ("delivery_nhn", "delivery_solapi"):
+        return (
+            f"{s['ratio_median']:.2f}× baseline ({s['magpie_per_second_median']:,} vs "
+            f"{s['baseline_per_second_median']:,} messages/s, {s['batches_in_flight']} batches of 50 in flight); "
+            f"outcomes {s['outcomes']}"
         )
     if name == "delivery_fcm":
         return (
@@ -109,6 +124,12 @@ PostgreSQL 15 local. Written by `python -m bench.run_all` on {time.strftime("%Y-
    users drawn at random over the whole store.
 6. **Memory** — peak RSS (VmHWM) of `magpie serve` during benchmark 1: the server process plus its
    writer process, added up.
+7. **Kakao and SMS** (`python -m bench.bench_messages`) — Hackle's Kakao trigger body (50 users) accepted
+   as in 3, on an AlimTalk campaign; then delivery from accepted dispatches (50 users each, one gateway
+   batch) to receipt at the fake NHN Cloud (AlimTalk v2.3) and fake Solapi (SMS, send-many/detail), each
+   its own process, through `magpie worker` (deciding, decrypting numbers, rendering, reserving, sending,
+   recording); baseline: magpie's gateway client alone sending the same batches to the same fake with as
+   many batches in flight as the workers run.
 
 ## Runs
 
@@ -132,6 +153,8 @@ def main(argv: list[str]) -> int:
             bench_delivery.main()
         elif name == "growth":
             bench_growth.main()
+        elif name == "messages":
+            bench_messages.main([])
         else:
             raise SystemExit(f"unknown benchmark {name!r}")
     path = write_docs()

@@ -50,7 +50,7 @@ def test_worker_killed_after_the_gateway_accepted_sends_nobody_twice(
             data_dir=settings.data_dir,
             database_url=settings.database_url_override,
             args=["worker"],
-            env={"MAGPIE_LEASE_SECONDS": "2", "MAGPIE_POLL_INTERVAL": "0.05", "MAGPIE_REPORT_POLL_SECONDS": "3600"},
+            env={"MAGPIE_LEASE_SECONDS": "3", "MAGPIE_POLL_INTERVAL": "0.05", "MAGPIE_REPORT_POLL_SECONDS": "3600"},
         )
         worker.start(wait=False)
         try:
@@ -62,7 +62,7 @@ def test_worker_killed_after_the_gateway_accepted_sends_nobody_twice(
         assert before["counts"]["PENDING"] == USERS
         assert {r["deliveries"][0]["status"] for r in before["recipients"]} == {"SENDING"}
 
-        time.sleep(2.5)  # the dead worker's lease lapses
+        time.sleep(3.5)  # the dead worker's lease lapses
         dispatcher = make_dispatcher(client)
         try:
             assert drain(client, dispatcher) >= 1
@@ -71,7 +71,8 @@ def test_worker_killed_after_the_gateway_accepted_sends_nobody_twice(
 
         after = view(client, env, channel, dispatch_id)
         assert after["counts"] == {"SENT": USERS, "FAILED": 0, "EXCLUDED": 0, "PENDING": 0}
-        assert fake.sent_twice() == []
+        sent = [(a.to, a.message_id) for a in fake.accepted]
+        assert fake.sent_twice() == [], (sent, worker.output()[-3000:])
         assert len(fake.accepted) == USERS
         accepted_ids = {a.message_id.rsplit(":", 1)[0] for a in fake.accepted}
         recorded = {r["deliveries"][0]["providerMessageId"] for r in after["recipients"]}

@@ -47,7 +47,7 @@ class FakeNhn(GatewayFake):
         self.undeliverable: set[str] = set()
         self.senders = {"0212345678"}
         self._ids = itertools.count(1)
-        self._replays: dict[str, tuple[int, Any]] = {}
+        self._replays: dict[str, asyncio.Future[tuple[int, Any]]] = {}
         self._results: dict[str, list[dict[str, Any]]] = {}
 
     def config(self) -> dict[str, str]:
@@ -81,16 +81,23 @@ class FakeNhn(GatewayFake):
         return None
 
     async def _idempotent(self, request: web.Request, handle: Any) -> web.StreamResponse:
+        """A repeated key gets the first answer; a repeat while the first is still being handled waits
+        for it, as an idempotency store that locks the key does."""
         key = request.headers.get("X-NC-API-IDEMPOTENCY-KEY")
-        if key is not None and key in self._replays:
-            status, body = self._replays[key]
-            return web.json_response(body, status=status)
+        if key is not None:
+            first = self._replays.get(key)
+            if first is not None:
+                status, body = await first
+                return web.json_response(body, status=status)
         failure = await self.before_send()
         if failure is not None:
             return failure
-        status, body = handle(await request.json())
-        if key is not None and status < 500:
-            self._replays[key] = (status, body)
+        answer: asyncio.Future[tuple[int, Any]] = asyncio.get_running_loop().create_future()
+        if key is not None:
+            self._replays[key] = answer
+        doc = await request.json()
+        status, body = handle(doc)
+        answer.set_result((status, body))
         await self.after_accept(request)
         return web.json_response(body, status=status)
 
