@@ -263,16 +263,7 @@ def make_dispatcher(
     merged = client.settings.with_(**settings) if settings else client.settings
 
     async def build() -> Any:
-        return Dispatcher(
-            db=client.app.db,
-            writer=ctx.writer,
-            settings=merged,
-            executor=ctx.executor,
-            clock=clock or time.time,
-            sleep=sleep or no_sleep,
-            rng=rng,
-            cipher=ctx.cipher,
-        )
+        return Dispatcher(ctx.runtime, settings=merged, clock=clock or time.time, sleep=sleep or no_sleep, rng=rng)
 
     return client.run(build())
 

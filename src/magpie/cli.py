@@ -154,6 +154,7 @@ def cmd_admin_token(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_user_show(args: argparse.Namespace, settings: Settings) -> None:
+    from magpie.api import views
     from magpie.store import events, profiles
 
     db = _db(settings)
@@ -161,9 +162,9 @@ def cmd_user_show(args: argparse.Namespace, settings: Settings) -> None:
     with db.transaction(write=False) as conn:
         env_id = accounts.env_id_by_name(conn, db, args.env)
         if args.device:
-            view = profiles.device_view(conn, db, cipher, env_id=env_id, device_id=args.id)
+            view = views.device(profiles.device_view(conn, db, cipher, env_id=env_id, device_id=args.id))
         else:
-            view = profiles.user_view(conn, db, cipher, env_id=env_id, user_id=args.id)
+            view = views.row(profiles.user_view(conn, db, cipher, env_id=env_id, user_id=args.id))
         recent = events.recent_events(
             conn,
             db,
@@ -172,7 +173,7 @@ def cmd_user_show(args: argparse.Namespace, settings: Settings) -> None:
             device_id=args.id if args.device else None,
             limit=args.events,
         )
-    view["recentEvents"] = recent
+    view["recentEvents"] = views.rows(recent)
     _emit(args, view)
 
 

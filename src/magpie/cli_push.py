@@ -53,13 +53,14 @@ def cmd_campaign_apply(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_campaign_list(args: argparse.Namespace, settings: Settings) -> None:
+    from magpie.api import views
     from magpie.cli import _db, _emit
     from magpie.store import campaigns
 
     db = _db(settings)
     env_id = _env_id(db, args.env)
     with db.transaction(write=False) as conn:
-        listed = campaigns.list_campaigns(conn, db, env_id=env_id)
+        listed = [views.campaign(row) for row in campaigns.list_campaigns(conn, db, env_id=env_id)]
     lines = [f"{c['key']}\t{c['status']}\t{c['purpose']}\t{c['provider']}\t{c['name']}" for c in listed]
     _emit(args, listed, "\n".join(lines) or "(no campaigns)")
 
@@ -122,13 +123,14 @@ def cmd_env_settings(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_stats_dispatch(args: argparse.Namespace, settings: Settings) -> None:
+    from magpie.api import views
     from magpie.cli import _db, _emit
     from magpie.store.dispatches import dispatch_view
 
     db = _db(settings)
     env_id = _env_id(db, args.env)
     with db.transaction(write=False) as conn:
-        view = dispatch_view(conn, db, env_id=env_id, dispatch_id=args.dispatch_id)
+        view = views.dispatch(dispatch_view(conn, db, env_id=env_id, dispatch_id=args.dispatch_id))
     counts = view["counts"]
     text = (
         f"dispatch {view['dispatchId']} (campaign {view['campaignKey']}): {view['status']}\n"
@@ -140,6 +142,7 @@ def cmd_stats_dispatch(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_stats_campaign(args: argparse.Namespace, settings: Settings) -> None:
+    from magpie.api import views
     from magpie.api.push import parse_time
     from magpie.cli import _db, _emit
     from magpie.store.dispatches import campaign_stats
@@ -150,7 +153,9 @@ def cmd_stats_campaign(args: argparse.Namespace, settings: Settings) -> None:
     since = parse_time(args.since, name="--from", default=now - 7 * 86_400_000)
     until = parse_time(args.until, name="--to", default=now + 1)
     with db.transaction(write=False) as conn:
-        stats = campaign_stats(conn, db, env_id=env_id, campaign_key=args.key, since=since, until=until)
+        stats = views.campaign_stats(
+            campaign_stats(conn, db, env_id=env_id, campaign_key=args.key, since=since, until=until)
+        )
     text = (
         f"campaign {args.key}: requested {stats['requested']} in {stats['dispatches']} dispatches, "
         f"sent {stats['sent']}, failed {stats['failed']}, excluded {stats['excludedTotal']}, "

@@ -13,7 +13,7 @@ from starlette.routing import BaseRoute, Route
 from magpie.api.asgi import Request, Response
 from magpie.api.context import Context
 from magpie.api.failures import INTERNAL_MESSAGE, failure
-from magpie.app import MagpieApp, create_app
+from magpie.app import create_app
 from magpie.config import Settings
 from magpie.errors import RateLimited
 from tests.support import AppClient
@@ -27,7 +27,7 @@ async def _lean_boom(ctx: Context, request: Request) -> Response:
     raise Boom("a bug in a handler")
 
 
-def _admin_boom(app: MagpieApp) -> list[BaseRoute]:
+def _admin_boom(ctx: Context) -> list[BaseRoute]:
     async def boom(request: StarletteRequest) -> StarletteResponse:
         raise Boom("a bug in an admin handler")
 

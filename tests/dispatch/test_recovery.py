@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from magpie.api import views
 from magpie.config import Settings
 from magpie.domain.environment import parse_settings
 from magpie.store import accounts, campaigns
@@ -23,7 +24,7 @@ USERS = 100
 
 def _views(db: Database, env_id: int, ids: list[str]) -> list[dict[str, object]]:
     with db.transaction(write=False) as conn:
-        return [dispatch_view(conn, db, env_id=env_id, dispatch_id=i) for i in ids]
+        return [views.dispatch(dispatch_view(conn, db, env_id=env_id, dispatch_id=i)) for i in ids]
 
 
 @pytest.mark.slow

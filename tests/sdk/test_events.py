@@ -376,7 +376,7 @@ def test_retention_runs_periodically_in_the_server(settings: Settings, writer: s
         send(client, env, track_event("old", user_id="u1"))
         ctx = client.app.ctx
         assert ctx is not None
-        assert ctx.extras["event_retention"].running
+        assert ctx.runtime.retention.running
         reads: list[float] = []
 
         def real_time() -> float:
@@ -384,10 +384,10 @@ def test_retention_runs_periodically_in_the_server(settings: Settings, writer: s
             return reads[-1]
 
         # Each purge reads the clock once before it runs: a second read means a purge has finished.
-        ctx.clock = real_time
+        ctx.runtime.clock = real_time
         eventually(lambda: len(reads) >= 2)
         assert len(events_of(client, env, "u1")["events"]) == 1  # younger than a day: kept
-        ctx.clock = lambda: time.time() + 2 * 86_400
+        ctx.runtime.clock = lambda: time.time() + 2 * 86_400
         eventually(lambda: events_of(client, env, "u1")["events"] == [])
 
 
@@ -395,8 +395,7 @@ def test_retention_disabled_with_zero_days(settings: Settings) -> None:
     with AppClient(settings.with_(event_retention_days=0, event_purge_interval_seconds=0.01)) as client:
         ctx = client.app.ctx
         assert ctx is not None
-        assert "event_retention" in ctx.extras
-        assert not ctx.extras["event_retention"].running
+        assert not ctx.runtime.retention.running
 
 
 def test_unique_insert_ids_per_environment(client: AppClient, env: Env) -> None:

@@ -21,7 +21,7 @@ def _settled(client: AppClient) -> None:
     """Move the app's clock past the settling delay, so Last-Modified is sent."""
     ctx = client.app.ctx
     assert ctx is not None
-    ctx.clock = lambda: time.time() + 60
+    ctx.runtime.clock = lambda: time.time() + 60
 
 
 def test_workspace_of_a_new_environment_is_empty_but_valid(client: AppClient, env: Env) -> None:

@@ -5,28 +5,23 @@ These paths are not hot, so they use Starlette's routing and request objects.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from magpie.api import views
 from magpie.api.context import Context
 from magpie.api.failures import failure
-from magpie.api.openapi import docs_routes
+from magpie.domain.environment import parse_settings
 from magpie.domain.identity import USER
-from magpie.errors import InvalidAdminToken, InvalidRequest, MagpieError
+from magpie.errors import InvalidAdminToken, InvalidRequest
 from magpie.store import accounts, profiles
 from magpie.store.accounts import check_admin_token
 from magpie.store.events import list_events
-
-if TYPE_CHECKING:
-    from magpie.app import MagpieApp
 
 AdminHandler = Callable[[Context, Request], Awaitable[Any]]
 
@@ -50,12 +45,10 @@ async def body_json(request: Request) -> Any:
         raise InvalidRequest(f"malformed JSON: {exc}") from exc
 
 
-def admin(app: MagpieApp, handler: AdminHandler, *, status: int = 200) -> Callable[[Request], Awaitable[Response]]:
-    """Wrap an admin handler: check the bearer token, map errors, encode the result."""
+def admin(ctx: Context, handler: AdminHandler, *, status: int = 200) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap an admin handler: check the bearer token, encode the result (errors: ``magpie.api.failures``)."""
 
     async def endpoint(request: Request) -> Response:
-        ctx = app.ctx
-        assert ctx is not None
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -70,16 +63,12 @@ def admin(app: MagpieApp, handler: AdminHandler, *, status: int = 200) -> Callab
     return endpoint
 
 
-async def in_thread(fn: Callable[[], Any]) -> Any:
-    return await asyncio.get_running_loop().run_in_executor(None, fn)
-
-
 # -- environments and keys --------------------------------------------------------------------
 
 
 async def list_environments(ctx: Context, request: Request) -> Any:
     """List environments."""
-    envs = await in_thread(lambda: accounts.list_environments(ctx.db))
+    envs = await ctx.runtime.reader.call(lambda: accounts.list_environments(ctx.db))
     return {"environments": [msgspec.to_builtins(e) for e in envs]}
 
 
@@ -89,26 +78,26 @@ async def create_environment(ctx: Context, request: Request) -> Any:
     if not isinstance(body, dict) or not isinstance(body.get("name"), str):
         raise InvalidRequest("name is required")
     tz = body.get("timezone", "Asia/Seoul")
-    env = await in_thread(lambda: accounts.create_environment(ctx.db, name=body["name"], timezone=tz))
-    key, info = await in_thread(lambda: accounts.create_api_key(ctx.db, environment=env.name, name="default"))
+    env = await ctx.runtime.reader.call(lambda: accounts.create_environment(ctx.db, name=body["name"], timezone=tz))
+    key, info = await ctx.runtime.reader.call(
+        lambda: accounts.create_api_key(ctx.db, environment=env.name, name="default")
+    )
     return {"environment": msgspec.to_builtins(env), "apiKey": key, "key": msgspec.to_builtins(info)}
 
 
 async def get_environment(ctx: Context, request: Request) -> Any:
     """Show one environment with its settings."""
-    env = await in_thread(lambda: accounts.get_environment(ctx.db, request.path_params["env"]))
+    env = await ctx.runtime.reader.call(lambda: accounts.get_environment(ctx.db, request.path_params["env"]))
     return msgspec.to_builtins(env)
 
 
 async def update_environment(ctx: Context, request: Request) -> Any:
     """Replace an environment's settings (compliance, providers) and optionally its time zone."""
-    from magpie.domain.environment import parse_settings
-
     body = await body_json(request)
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be an object")
     settings = parse_settings(body.get("settings", {}))
-    env = await in_thread(
+    env = await ctx.runtime.reader.call(
         lambda: accounts.update_environment_settings(
             ctx.db, name=request.path_params["env"], settings=settings, timezone=body.get("timezone")
         )
@@ -119,8 +108,8 @@ async def update_environment(ctx: Context, request: Request) -> Any:
 async def list_keys(ctx: Context, request: Request) -> Any:
     """List an environment's API keys (prefixes only)."""
     name = request.path_params["env"]
-    await in_thread(lambda: accounts.get_environment(ctx.db, name))
-    keys = await in_thread(lambda: accounts.list_api_keys(ctx.db, environment=name))
+    await ctx.runtime.reader.call(lambda: accounts.get_environment(ctx.db, name))
+    keys = await ctx.runtime.reader.call(lambda: accounts.list_api_keys(ctx.db, environment=name))
     return {"keys": [msgspec.to_builtins(k) for k in keys]}
 
 
@@ -128,7 +117,7 @@ async def create_key(ctx: Context, request: Request) -> Any:
     """Create an API key; the key is shown in this response only."""
     body = await body_json(request)
     label = body.get("name", "") if isinstance(body, dict) else ""
-    key, info = await in_thread(
+    key, info = await ctx.runtime.reader.call(
         lambda: accounts.create_api_key(ctx.db, environment=request.path_params["env"], name=str(label))
     )
     return {"apiKey": key, "key": msgspec.to_builtins(info)}
@@ -136,7 +125,9 @@ async def create_key(ctx: Context, request: Request) -> Any:
 
 async def revoke_key(ctx: Context, request: Request) -> Any:
     """Revoke an API key by its prefix; it is rejected from the next request on."""
-    info = await in_thread(lambda: accounts.revoke_api_key(ctx.db, key_or_prefix=request.path_params["prefix"]))
+    info = await ctx.runtime.reader.call(
+        lambda: accounts.revoke_api_key(ctx.db, key_or_prefix=request.path_params["prefix"])
+    )
     ctx.auth.clear()
     return msgspec.to_builtins(info)
 
@@ -147,11 +138,12 @@ async def revoke_key(ctx: Context, request: Request) -> Any:
 async def get_user(ctx: Context, request: Request) -> Any:
     """Look up a user: properties, consents with times, masked phone number, devices and tokens."""
     env, user_id = request.path_params["env"], request.path_params["user_id"]
-    return await ctx.read(
+    view = await ctx.read(
         lambda conn: profiles.user_view(
             conn, ctx.db, ctx.cipher, env_id=accounts.env_id_by_name(conn, ctx.db, env), user_id=user_id
         )
     )
+    return views.row(view)
 
 
 async def get_user_events(ctx: Context, request: Request) -> Any:
@@ -161,7 +153,7 @@ async def get_user_events(ctx: Context, request: Request) -> Any:
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
         raise InvalidRequest("limit must be a number from 1 to 500")
     cursor = request.query_params.get("cursor")
-    return await ctx.read(
+    page = await ctx.read(
         lambda conn: list_events(
             conn,
             ctx.db,
@@ -172,33 +164,33 @@ async def get_user_events(ctx: Context, request: Request) -> Any:
             cursor=cursor,
         )
     )
+    return views.row(page)
 
 
 async def get_device(ctx: Context, request: Request) -> Any:
     """Look up a device, and the user it is linked to."""
     env, device_id = request.path_params["env"], request.path_params["device_id"]
-    return await ctx.read(
+    view = await ctx.read(
         lambda conn: profiles.device_view(
             conn, ctx.db, ctx.cipher, env_id=accounts.env_id_by_name(conn, ctx.db, env), device_id=device_id
         )
     )
+    return views.device(view)
 
 
 # -- health -----------------------------------------------------------------------------------------
 
 
-def _health_routes(app: MagpieApp) -> list[BaseRoute]:
+def health_routes(ctx: Context) -> list[BaseRoute]:
     async def healthz(request: Request) -> Response:
         return _json({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        ctx = app.ctx
-        assert ctx is not None
         await ctx.read(lambda conn: ctx.db.fetchone(conn, "SELECT 1"))  # an outage answers 503
         return _json({"status": "ready"})
 
     async def metrics(request: Request) -> Response:
-        return Response(app.metrics.render(), media_type="text/plain; version=0.0.4")
+        return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
 
     return [
         Route("/healthz", healthz, methods=["GET"]),
@@ -207,31 +199,19 @@ def _health_routes(app: MagpieApp) -> list[BaseRoute]:
     ]
 
 
-def admin_routes(app: MagpieApp) -> list[BaseRoute]:
+def admin_routes(ctx: Context) -> list[BaseRoute]:
     a = "/admin/v1"
     env = a + "/environments/{env}"
     routes: list[BaseRoute] = [
-        Route(a + "/environments", admin(app, list_environments), methods=["GET"]),
-        Route(a + "/environments", admin(app, create_environment, status=201), methods=["POST"]),
-        Route(env, admin(app, get_environment), methods=["GET"]),
-        Route(env, admin(app, update_environment), methods=["PUT"]),
-        Route(env + "/keys", admin(app, list_keys), methods=["GET"]),
-        Route(env + "/keys", admin(app, create_key, status=201), methods=["POST"]),
-        Route(a + "/keys/{prefix}", admin(app, revoke_key), methods=["DELETE"]),
-        Route(env + "/users/{user_id}", admin(app, get_user), methods=["GET"]),
-        Route(env + "/users/{user_id}/events", admin(app, get_user_events), methods=["GET"]),
-        Route(env + "/devices/{device_id}", admin(app, get_device), methods=["GET"]),
+        Route(a + "/environments", admin(ctx, list_environments), methods=["GET"]),
+        Route(a + "/environments", admin(ctx, create_environment, status=201), methods=["POST"]),
+        Route(env, admin(ctx, get_environment), methods=["GET"]),
+        Route(env, admin(ctx, update_environment), methods=["PUT"]),
+        Route(env + "/keys", admin(ctx, list_keys), methods=["GET"]),
+        Route(env + "/keys", admin(ctx, create_key, status=201), methods=["POST"]),
+        Route(a + "/keys/{prefix}", admin(ctx, revoke_key), methods=["DELETE"]),
+        Route(env + "/users/{user_id}", admin(ctx, get_user), methods=["GET"]),
+        Route(env + "/users/{user_id}/events", admin(ctx, get_user_events), methods=["GET"]),
+        Route(env + "/devices/{device_id}", admin(ctx, get_device), methods=["GET"]),
     ]
-    for extra in app.admin_extensions:
-        routes.extend(extra(app))
     return routes
-
-
-def build_admin(app: MagpieApp) -> Starlette:
-    async def error(request: Request, exc: Exception) -> Response:
-        return error_response(exc)
-
-    return Starlette(
-        routes=[*_health_routes(app), *admin_routes(app), *docs_routes(app)],
-        exception_handlers={Exception: error, HTTPException: error, MagpieError: error},
-    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 from starlette.requests import Request
@@ -18,9 +18,6 @@ from magpie.errors import InvalidRequest
 from magpie.store.campaigns import CampaignCache
 from magpie.store.dispatches import AcceptTrigger
 from magpie.store.profiles import reconfirmations_due
-
-if TYPE_CHECKING:
-    from magpie.app import MagpieApp
 
 MAX_REPORT = 100_000
 _DAY_MS = 86_400_000
@@ -114,9 +111,9 @@ async def send_notice(ctx: Context, request: Request) -> Any:
     return {"recipients": len(users), "dispatchIds": dispatch_ids}
 
 
-def consent_admin_routes(app: MagpieApp) -> list[BaseRoute]:
+def consent_admin_routes(ctx: Context) -> list[BaseRoute]:
     env = "/admin/v1/environments/{env}"
     return [
-        Route(env + "/consent-reconfirmations", admin(app, due_report), methods=["GET"]),
-        Route(env + "/consent-reconfirmations/send", admin(app, send_notice), methods=["POST"]),
+        Route(env + "/consent-reconfirmations", admin(ctx, due_report), methods=["GET"]),
+        Route(env + "/consent-reconfirmations/send", admin(ctx, send_notice), methods=["POST"]),
     ]

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
 
-from magpie.api.admin import admin, body_json, in_thread
+from magpie.api import views
+from magpie.api.admin import admin, body_json
 from magpie.api.context import Context
 from magpie.api.push import parse_time
 from magpie.errors import InvalidRequest
 from magpie.store import accounts, campaigns, dispatches
-
-if TYPE_CHECKING:
-    from magpie.app import MagpieApp
 
 
 async def _env_id(ctx: Context, request: Request) -> int:
@@ -34,7 +32,8 @@ def _key(request: Request) -> int:
 async def list_campaigns(ctx: Context, request: Request) -> Any:
     """List an environment's campaigns."""
     env_id = await _env_id(ctx, request)
-    return {"campaigns": await ctx.read(lambda conn: campaigns.list_campaigns(conn, ctx.db, env_id=env_id))}
+    rows = await ctx.read(lambda conn: campaigns.list_campaigns(conn, ctx.db, env_id=env_id))
+    return {"campaigns": [views.campaign(row) for row in rows]}
 
 
 async def apply_campaign(ctx: Context, request: Request) -> Any:
@@ -45,7 +44,7 @@ async def apply_campaign(ctx: Context, request: Request) -> Any:
         if not isinstance(body, dict):
             raise InvalidRequest("a campaign must be an object")
         body = {**body, "key": _key(request)}
-    campaign, created = await in_thread(lambda: campaigns.apply_campaign(ctx.db, env_id=env_id, raw=body))
+    campaign, created = await ctx.runtime.reader.call(lambda: campaigns.apply_campaign(ctx.db, env_id=env_id, raw=body))
     return {"campaign": campaign.to_json(), "created": created}
 
 
@@ -53,7 +52,7 @@ async def get_campaign(ctx: Context, request: Request) -> Any:
     """Show one campaign."""
     env_id = await _env_id(ctx, request)
     key = _key(request)
-    return await ctx.read(lambda conn: campaigns.get_campaign_json(conn, ctx.db, env_id=env_id, key=key))
+    return views.campaign(await ctx.read(lambda conn: campaigns.get_campaign(conn, ctx.db, env_id=env_id, key=key)))
 
 
 async def campaign_stats(ctx: Context, request: Request) -> Any:
@@ -63,15 +62,17 @@ async def campaign_stats(ctx: Context, request: Request) -> Any:
     now = int(time.time() * 1000)
     since = parse_time(request.query_params.get("from"), name="from", default=now - 7 * 86_400_000)
     until = parse_time(request.query_params.get("to"), name="to", default=now + 1)
-    return await ctx.read(
+    stats = await ctx.read(
         lambda conn: dispatches.campaign_stats(conn, ctx.db, env_id=env_id, campaign_key=key, since=since, until=until)
     )
+    return views.campaign_stats(stats)
 
 
 async def list_cohorts(ctx: Context, request: Request) -> Any:
     """List static cohorts with their sizes."""
     env_id = await _env_id(ctx, request)
-    return {"cohorts": await ctx.read(lambda conn: campaigns.list_cohorts(conn, ctx.db, env_id=env_id))}
+    rows = await ctx.read(lambda conn: campaigns.list_cohorts(conn, ctx.db, env_id=env_id))
+    return {"cohorts": views.rows(rows)}
 
 
 async def put_cohort(ctx: Context, request: Request) -> Any:
@@ -80,7 +81,9 @@ async def put_cohort(ctx: Context, request: Request) -> Any:
     body = await body_json(request)
     members = body.get("members") if isinstance(body, dict) else None
     name = request.path_params["name"]
-    size = await in_thread(lambda: campaigns.set_cohort(ctx.db, env_id=env_id, name=name, members=members))
+    size = await ctx.runtime.reader.call(
+        lambda: campaigns.set_cohort(ctx.db, env_id=env_id, name=name, members=members)
+    )
     return {"name": name, "size": size}
 
 
@@ -88,14 +91,15 @@ async def get_cohort(ctx: Context, request: Request) -> Any:
     """Show a static cohort (the first 1,000 members)."""
     env_id = await _env_id(ctx, request)
     name = request.path_params["name"]
-    return await ctx.read(lambda conn: campaigns.cohort_view(conn, ctx.db, env_id=env_id, name=name))
+    return views.row(await ctx.read(lambda conn: campaigns.cohort_view(conn, ctx.db, env_id=env_id, name=name)))
 
 
 async def get_dispatch(ctx: Context, request: Request) -> Any:
     """Show a dispatch with per-recipient outcomes and deliveries."""
     env_id = await _env_id(ctx, request)
     dispatch_id = request.path_params["dispatch_id"]
-    return await ctx.read(lambda conn: dispatches.dispatch_view(conn, ctx.db, env_id=env_id, dispatch_id=dispatch_id))
+    row = await ctx.read(lambda conn: dispatches.dispatch_view(conn, ctx.db, env_id=env_id, dispatch_id=dispatch_id))
+    return views.dispatch(row)
 
 
 async def get_inbox(ctx: Context, request: Request) -> Any:
@@ -104,22 +108,21 @@ async def get_inbox(ctx: Context, request: Request) -> Any:
     limit = min(500, int(request.query_params.get("limit", "50") or 50))
     before = request.query_params.get("before")
     after = int(before) if before and before.isdigit() else None
-    return {
-        "messages": await ctx.read(lambda conn: dispatches.inbox(conn, ctx.db, env_id=env_id, limit=limit, after=after))
-    }
+    rows = await ctx.read(lambda conn: dispatches.inbox(conn, ctx.db, env_id=env_id, limit=limit, after=after))
+    return {"messages": views.rows(rows)}
 
 
-def push_admin_routes(app: MagpieApp) -> list[BaseRoute]:
+def push_admin_routes(ctx: Context) -> list[BaseRoute]:
     env = "/admin/v1/environments/{env}"
     return [
-        Route(env + "/campaigns", admin(app, list_campaigns), methods=["GET"]),
-        Route(env + "/campaigns", admin(app, apply_campaign), methods=["POST"]),
-        Route(env + "/campaigns/{key}", admin(app, get_campaign), methods=["GET"]),
-        Route(env + "/campaigns/{key}", admin(app, apply_campaign), methods=["PUT"]),
-        Route(env + "/campaigns/{key}/stats", admin(app, campaign_stats), methods=["GET"]),
-        Route(env + "/cohorts", admin(app, list_cohorts), methods=["GET"]),
-        Route(env + "/cohorts/{name}", admin(app, put_cohort), methods=["PUT"]),
-        Route(env + "/cohorts/{name}", admin(app, get_cohort), methods=["GET"]),
-        Route(env + "/dispatches/{dispatch_id}", admin(app, get_dispatch), methods=["GET"]),
-        Route(env + "/inbox", admin(app, get_inbox), methods=["GET"]),
+        Route(env + "/campaigns", admin(ctx, list_campaigns), methods=["GET"]),
+        Route(env + "/campaigns", admin(ctx, apply_campaign), methods=["POST"]),
+        Route(env + "/campaigns/{key}", admin(ctx, get_campaign), methods=["GET"]),
+        Route(env + "/campaigns/{key}", admin(ctx, apply_campaign), methods=["PUT"]),
+        Route(env + "/campaigns/{key}/stats", admin(ctx, campaign_stats), methods=["GET"]),
+        Route(env + "/cohorts", admin(ctx, list_cohorts), methods=["GET"]),
+        Route(env + "/cohorts/{name}", admin(ctx, put_cohort), methods=["PUT"]),
+        Route(env + "/cohorts/{name}", admin(ctx, get_cohort), methods=["GET"]),
+        Route(env + "/dispatches/{dispatch_id}", admin(ctx, get_dispatch), methods=["GET"]),
+        Route(env + "/inbox", admin(ctx, get_inbox), methods=["GET"]),
     ]

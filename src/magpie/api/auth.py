@@ -7,16 +7,13 @@ revoked key drops out of the cache there. Reads check the database directly.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-from magpie.errors import ApiKeyNotFound, InvalidApiKey, RateLimited, ServiceUnavailable
+from magpie.errors import ApiKeyNotFound, InvalidApiKey, RateLimited
 from magpie.store.accounts import lookup_api_key
 from magpie.store.crypto import hash_secret
-from magpie.store.db import OPERATIONAL_ERRORS, Database
+from magpie.store.reader import Reader
 
 API_KEY_HEADER = b"x-hackle-api-key"
 SDK_KEY_HEADER = b"x-hackle-sdk-key"
@@ -36,14 +33,12 @@ class Authenticator:
     def __init__(
         self,
         *,
-        db: Database,
-        executor: ThreadPoolExecutor,
+        reader: Reader,
         rate_per_key: float = 0.0,
         burst: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.db = db
-        self.executor = executor
+        self.reader = reader
         self.rate = rate_per_key
         self.burst = float(burst or max(1.0, rate_per_key))
         self.clock = clock
@@ -80,7 +75,7 @@ class Authenticator:
         key = raw.decode("latin-1").strip() if raw is not None else ""
         if not key:
             raise ApiKeyNotFound()
-        env_id = await asyncio.get_running_loop().run_in_executor(self.executor, self._lookup, key)
+        env_id = await self._lookup(key)
         if env_id is None:
             raise InvalidApiKey()
         return env_id
@@ -88,7 +83,7 @@ class Authenticator:
     async def check(self, key: str) -> tuple[str, int]:
         found = self._cache.get(key)
         if found is None:
-            env_id = await asyncio.get_running_loop().run_in_executor(self.executor, self._lookup, key)
+            env_id = await self._lookup(key)
             if env_id is None:
                 raise InvalidApiKey()
             found = (hash_secret(key), env_id)
@@ -99,16 +94,9 @@ class Authenticator:
             self._take(found[0])
         return found
 
-    def _lookup(self, key: str) -> int | None:
-        try:
-            conn = self.db.reader()
-            env_id = lookup_api_key(conn, self.db, key)
-            if not self.db.is_sqlite:
-                conn.rollback()
-            return env_id
-        except OPERATIONAL_ERRORS as exc:
-            self.db.drop_reader()
-            raise ServiceUnavailable() from exc
+    async def _lookup(self, key: str) -> int | None:
+        db = self.reader.db
+        return await self.reader.read(lambda conn: lookup_api_key(conn, db, key))
 
     def _take(self, key_hash: str) -> None:
         now = self.clock()
@@ -121,25 +109,3 @@ class Authenticator:
             wait = (1.0 - bucket.tokens) / self.rate
             raise RateLimited(retry_after=max(1, int(wait + 0.999)))
         bucket.tokens -= 1.0
-
-
-def read_in(executor: ThreadPoolExecutor, db: Database, fn: Callable[[Any], Any]) -> Any:
-    """Run ``fn(conn)`` on a reader thread's connection (helper for read-only endpoints)."""
-
-    async def _run() -> Any:
-        def _call() -> Any:
-            conn = db.reader()
-            try:
-                if db.is_sqlite:
-                    conn.execute("BEGIN")
-                try:
-                    return fn(conn)
-                finally:
-                    conn.rollback() if not db.is_sqlite else conn.execute("ROLLBACK")
-            except OPERATIONAL_ERRORS as exc:
-                db.drop_reader()
-                raise ServiceUnavailable() from exc
-
-        return await asyncio.get_running_loop().run_in_executor(executor, _call)
-
-    return _run()

@@ -2,38 +2,55 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TypeVar
 
 from magpie.api.auth import Authenticator
 from magpie.config import Settings
+from magpie.metrics import Metrics
+from magpie.runtime import Runtime
 from magpie.store.crypto import Cipher
-from magpie.store.db import Database
+from magpie.store.db import Connection, Database
 from magpie.store.writer import Writer
 
+T = TypeVar("T")
 
-@dataclass
+
+@dataclass(frozen=True)
 class Context:
-    settings: Settings
-    db: Database
-    writer: Writer
+    """The process's runtime, and API-key authentication on top of it."""
+
+    runtime: Runtime
     auth: Authenticator
-    executor: ThreadPoolExecutor
-    cipher: Cipher
-    clock: Callable[[], float] = time.time
-    extras: dict[str, Any] = field(default_factory=dict)
-    wakers: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
+
+    @property
+    def db(self) -> Database:
+        return self.runtime.db
+
+    @property
+    def writer(self) -> Writer:
+        return self.runtime.writer
+
+    @property
+    def cipher(self) -> Cipher:
+        return self.runtime.cipher
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.runtime.metrics
+
+    def clock(self) -> float:
+        return self.runtime.clock()
 
     def wake_workers(self) -> None:
         """Tell in-process workers new work is waiting, instead of letting them poll for it."""
-        for wake in self.wakers:
-            wake()
+        self.runtime.wake_workers()
 
-    async def read(self, fn: Callable[[Any], Any]) -> Any:
+    async def read(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(conn)`` on a reader thread, inside one read transaction."""
-        from magpie.api.auth import read_in
-
-        return await read_in(self.executor, self.db, fn)
+        return await self.runtime.reader.read(fn)

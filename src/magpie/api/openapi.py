@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from importlib.metadata import version
+from typing import Any
 
 import msgspec
 from starlette.requests import Request
@@ -10,72 +11,22 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-import magpie
+from magpie.api.openapi_messages import message_paths
+from magpie.api.openapi_push import push_paths
+from magpie.api.schema import ID, operation
 from magpie.domain.operations import OPERATION_ORDER
 
-if TYPE_CHECKING:
-    from magpie.app import MagpieApp
-
-_ERROR = {"$ref": "#/components/schemas/Error"}
-_SUCCESS = {"$ref": "#/components/schemas/Success"}
 _STATUS = {"type": ["string", "null"], "enum": ["SUBSCRIBED", "UNSUBSCRIBED", None]}
-_ID = {"type": ["string", "null"], "maxLength": 256}
-
-# Which error codes each status can carry, for the response descriptions.
-_ERRORS: dict[str, tuple[str, list[str]]] = {
-    "400": ("Invalid request", ["INVALID_REQUEST", "EMPTY_IDENTIFIER"]),
-    "401": ("Missing or invalid API key", ["API_KEY_NOT_FOUND", "INVALID_API_KEY"]),
-    "413": ("Body over the size limit (1 MiB by default)", ["PAYLOAD_TOO_LARGE"]),
-    "429": ("Rate limit for the key exceeded; see Retry-After", ["RATE_LIMITED"]),
-    "503": ("Storage unavailable; retry", ["SERVICE_UNAVAILABLE"]),
-}
-
-
-def _errors(extra400: list[str] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for status, (text, codes) in _ERRORS.items():
-        all_codes = codes + (extra400 or []) if status == "400" else codes
-        out[status] = {
-            "description": f"{text}. Codes: {', '.join(all_codes)}",
-            "content": {"application/json": {"schema": _ERROR}},
-        }
-    return out
-
-
-def _op(
-    summary: str,
-    *,
-    body: dict[str, Any] | None = None,
-    ok: dict[str, Any] | None = None,
-    extra400: list[str] | None = None,
-    params: list[dict[str, Any]] | None = None,
-    tag: str = "Hackle API",
-    security: str = "ApiKey",
-) -> dict[str, Any]:
-    op: dict[str, Any] = {
-        "summary": summary,
-        "tags": [tag],
-        "security": [{security: []}],
-        "responses": {
-            "200": {"description": "Success", "content": {"application/json": {"schema": ok or _SUCCESS}}},
-            **_errors(extra400),
-        },
-    }
-    if body is not None:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
-    if params:
-        op["parameters"] = params
-    return op
 
 
 def _subscription(user_required: bool, night: bool = False) -> dict[str, Any]:
     props: dict[str, Any] = {
-        "userId": _ID,
+        "userId": ID,
         "marketingSubscriptionStatus": _STATUS,
         "informationSubscriptionStatus": _STATUS,
     }
     if not user_required:
-        props["deviceId"] = _ID
+        props["deviceId"] = ID
     if night:
         props["nightSubscriptionStatus"] = {
             **_STATUS,
@@ -100,7 +51,7 @@ _OPERATIONS = {
 }
 
 _SDK_TAG = "Hackle SDK"
-_IDENTIFIERS = {
+IDENTIFIERS = {
     "type": "object",
     "description": "$userId is the user, $deviceId the device; without either, $id (or userId) is the user",
     "additionalProperties": {"type": "string"},
@@ -111,8 +62,8 @@ _SDK_EVENT = {
     "properties": {
         "insertId": {"type": "string", "maxLength": 128, "description": "an event is stored once per insertId"},
         "timestamp": {"type": "integer", "description": "epoch milliseconds"},
-        "userId": _ID,
-        "identifiers": _IDENTIFIERS,
+        "userId": ID,
+        "identifiers": IDENTIFIERS,
         "userProperties": {"type": "object"},
         "hackleProperties": {"type": "object"},
         "properties": {"type": "object"},
@@ -137,7 +88,7 @@ _TRACK_EVENT = {
         },
     ]
 }
-_WORKSPACE_OP = _op(
+_WORKSPACE_OP = operation(
     "Download the workspace document an SDK initialises from",
     ok={"type": "object", "description": "Hackle's workspace document: event types, no experiments"},
     tag=_SDK_TAG,
@@ -151,7 +102,7 @@ _WORKSPACE_OP["responses"]["304"] = {"description": "Not modified since If-Modif
 _SDK_PATHS: dict[str, dict[str, Any]] = {
     "/api/v2/workspaces/{sdkKey}/config": {"get": _WORKSPACE_OP},
     "/api/v2/events": {
-        "post": _op(
+        "post": operation(
             "Accept a Hackle SDK event batch; each insertId is stored and applied once",
             body={
                 "type": "object",
@@ -166,7 +117,7 @@ _SDK_PATHS: dict[str, dict[str, Any]] = {
         )
     },
     "/v1/track": {
-        "post": _op(
+        "post": operation(
             "Track one event for a user",
             body={
                 "type": "object",
@@ -184,10 +135,10 @@ _SDK_PATHS: dict[str, dict[str, Any]] = {
                     "user": {
                         "type": "object",
                         "properties": {
-                            "id": _ID,
-                            "userId": _ID,
-                            "deviceId": _ID,
-                            "identifiers": _IDENTIFIERS,
+                            "id": ID,
+                            "userId": ID,
+                            "deviceId": ID,
+                            "identifiers": IDENTIFIERS,
                             "properties": {"type": "object"},
                         },
                     },
@@ -201,17 +152,17 @@ _SDK_PATHS: dict[str, dict[str, Any]] = {
 }
 PATHS: dict[str, dict[str, Any]] = {
     "/v1/properties": {
-        "post": _op(
+        "post": operation(
             "Update a user's properties",
             body={
                 "type": "object",
                 "required": ["operations"],
-                "properties": {"userId": _ID, "deviceId": _ID, "operations": _OPERATIONS},
+                "properties": {"userId": ID, "deviceId": ID, "operations": _OPERATIONS},
             },
         )
     },
     "/v1/properties/phone-numbers": {
-        "post": _op(
+        "post": operation(
             "Set a user's phone number",
             body={
                 "type": "object",
@@ -223,27 +174,25 @@ PATHS: dict[str, dict[str, Any]] = {
             },
             extra400=["INVALID_PHONE_NUMBER"],
         ),
-        "delete": _op(
+        "delete": operation(
             "Delete a user's phone number",
             params=[{"name": "userId", "in": "query", "required": True, "schema": {"type": "string"}}],
         ),
     },
-    "/v1/push-subscriptions": {"post": _op("Record push consent", body=_subscription(False, night=True))},
-    "/v1/kakao-subscriptions": {"post": _op("Record KakaoTalk consent", body=_subscription(True))},
-    "/v1/sms-subscriptions": {"post": _op("Record text-message consent", body=_subscription(True, night=True))},
+    "/v1/push-subscriptions": {"post": operation("Record push consent", body=_subscription(False, night=True))},
+    "/v1/kakao-subscriptions": {"post": operation("Record KakaoTalk consent", body=_subscription(True))},
+    "/v1/sms-subscriptions": {"post": operation("Record text-message consent", body=_subscription(True, night=True))},
     **_SDK_PATHS,
 }
 
 
-def document(app: MagpieApp) -> dict[str, Any]:
-    paths = dict(PATHS)
-    for extra in app.openapi_extensions:
-        paths.update(extra())
+def document() -> dict[str, Any]:
+    paths = {**PATHS, **push_paths(), **message_paths()}
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "magpie",
-            "version": magpie.__version__,
+            "version": version("magpie"),
             "description": "Self-hosted, Hackle-compatible user properties, consent, events and push campaigns.",
         },
         "paths": paths,
@@ -278,11 +227,11 @@ _DOCS_PAGE = """<!doctype html>
 </body></html>"""
 
 
-def docs_routes(app: MagpieApp) -> list[BaseRoute]:
+def docs_routes() -> list[BaseRoute]:
     from swagger_ui_bundle import swagger_ui_path
 
     async def openapi(request: Request) -> Response:
-        return Response(msgspec.json.encode(document(app)), media_type="application/json")
+        return Response(msgspec.json.encode(document()), media_type="application/json")
 
     async def docs(request: Request) -> Response:
         return HTMLResponse(_DOCS_PAGE)

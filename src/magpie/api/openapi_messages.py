@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from magpie.api.openapi import _ID, _op
-from magpie.api.openapi_push import _DISPATCH, _DISPATCH_ID, _STATS
+from magpie.api.openapi_push import _DISPATCH, _DISPATCHID, _STATS
+from magpie.api.schema import ID, operation
 
 _USER = {
     "type": "object",
     "required": ["userId"],
     "properties": {
-        "userId": {**_ID, "description": "The message goes to the phone number collected for this user"},
+        "userId": {**ID, "description": "The message goes to the phone number collected for this user"},
         "apiProperties": {
             "type": "object",
             "additionalProperties": {"type": ["string", "number", "boolean"]},
@@ -53,10 +53,10 @@ def _channel(channel: str, summary: str, tag: str) -> dict[str, dict[str, Any]]:
     return {
         f"/v1/{channel}-message/trigger/send": {
             "post": {
-                **_op(
+                **operation(
                     summary,
                     body=_TRIGGER,
-                    ok=_DISPATCH_ID,
+                    ok=_DISPATCHID,
                     extra400=["EXCEED_USER_MAX_LENGTH", "CAMPAIGN_NOT_FOUND", "EMPTY_IDENTIFIER"],
                     tag=tag,
                 ),
@@ -64,7 +64,7 @@ def _channel(channel: str, summary: str, tag: str) -> dict[str, dict[str, Any]]:
             }
         },
         f"/v1/{channel}-message/dispatches/{{dispatchId}}": {
-            "get": _op(
+            "get": operation(
                 f"Show a {channel} dispatch: outcomes, reasons, and each delivery's type, bytes and report",
                 ok=_DISPATCH,
                 params=[{"name": "dispatchId", "in": "path", "required": True, "schema": {"type": "string"}}],
@@ -72,7 +72,7 @@ def _channel(channel: str, summary: str, tag: str) -> dict[str, dict[str, Any]]:
             )
         },
         f"/v1/{channel}-message/campaigns/{{campaignKey}}/stats": {
-            "get": _op(
+            "get": operation(
                 f"{channel.capitalize()} campaign statistics: sent, delivered, failed, excluded by reason, by type",
                 ok=_CHANNEL_STATS,
                 params=[
@@ -94,7 +94,7 @@ def message_paths() -> dict[str, dict[str, Any]]:
             "sms", "Send an API-triggered SMS campaign to up to 50 users (magpie extension)", "magpie extensions"
         ),
         "/v1/gateways/solapi/reports/{environment}": {
-            "post": _op(
+            "post": operation(
                 "Receive Solapi's delivery report webhook (authenticated by the environment's webhookSecret)",
                 body=webhook,
                 params=_WEBHOOK_PARAMS,
@@ -103,7 +103,7 @@ def message_paths() -> dict[str, dict[str, Any]]:
         },
         **{
             f"/v1/gateways/{gateway}/opt-outs/{{environment}}": {
-                "post": _op(
+                "post": operation(
                     f"Receive {name}'s 080 opt-out webhook: the caller's SMS marketing consent becomes UNSUBSCRIBED",
                     body=webhook,
                     params=_WEBHOOK_PARAMS,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from magpie.api.openapi import _ID, _op
+from magpie.api.schema import ID, operation
 
 _TRIGGER = {
     "type": "object",
@@ -18,8 +18,8 @@ _TRIGGER = {
             "items": {
                 "type": "object",
                 "properties": {
-                    "userId": _ID,
-                    "deviceId": _ID,
+                    "userId": ID,
+                    "deviceId": ID,
                     "apiProperties": {
                         "type": "object",
                         "additionalProperties": {"type": ["string", "number", "boolean"]},
@@ -30,7 +30,7 @@ _TRIGGER = {
         },
     },
 }
-_DISPATCH_ID = {
+_DISPATCHID = {
     "type": "object",
     "required": ["dispatchId", "message"],
     "properties": {"dispatchId": {"type": "string", "format": "uuid"}, "message": {"const": "success"}},
@@ -66,10 +66,10 @@ def push_paths() -> dict[str, dict[str, Any]]:
     return {
         "/v1/push-message/trigger/send": {
             "post": {
-                **_op(
+                **operation(
                     "Send an API-triggered push campaign to up to 50 users",
                     body=_TRIGGER,
-                    ok=_DISPATCH_ID,
+                    ok=_DISPATCHID,
                     extra400=["EXCEED_USER_MAX_LENGTH", "CAMPAIGN_NOT_FOUND"],
                 ),
                 "parameters": [
@@ -84,14 +84,14 @@ def push_paths() -> dict[str, dict[str, Any]]:
             }
         },
         "/v1/push-tokens": {
-            "post": _op(
+            "post": operation(
                 "Register a device's push token (magpie extension)",
                 body={
                     "type": "object",
                     "required": ["deviceId", "providerType", "token"],
                     "properties": {
                         "deviceId": {"type": "string"},
-                        "userId": _ID,
+                        "userId": ID,
                         "providerType": {"enum": ["FCM", "APN"]},
                         "token": {"type": "string", "maxLength": 512},
                     },
@@ -100,7 +100,7 @@ def push_paths() -> dict[str, dict[str, Any]]:
             )
         },
         "/v1/push-message/dispatches/{dispatchId}": {
-            "get": _op(
+            "get": operation(
                 "Show a dispatch: status, counts by outcome and reason, per-recipient outcomes",
                 ok=_DISPATCH,
                 params=[{"name": "dispatchId", "in": "path", "required": True, "schema": {"type": "string"}}],
@@ -108,7 +108,7 @@ def push_paths() -> dict[str, dict[str, Any]]:
             )
         },
         "/v1/push-message/campaigns/{campaignKey}/stats": {
-            "get": _op(
+            "get": operation(
                 "Campaign statistics over a time range (from/to: epoch ms or ISO-8601)",
                 ok=_STATS,
                 params=[

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from magpie.api import views
 from magpie.api.asgi import SUCCESS, Request, Response, encode
 from magpie.api.context import Context
 from magpie.domain.identity import clean_id, require_identifier
@@ -131,10 +132,8 @@ async def get_dispatch(ctx: Context, request: Request) -> Response:
 async def show_dispatch(ctx: Context, request: Request, *, channel: str) -> Response:
     key = await ctx.auth.check_read(request.headers)
     dispatch_id = request.path_params["dispatch_id"]
-    view = await ctx.read(
-        lambda conn: dispatch_view(conn, ctx.db, env_id=key, dispatch_id=dispatch_id, channel=channel)
-    )
-    return 200, encode(view)
+    row = await ctx.read(lambda conn: dispatch_view(conn, ctx.db, env_id=key, dispatch_id=dispatch_id, channel=channel))
+    return 200, encode(views.dispatch(row))
 
 
 def parse_time(value: str | None, *, name: str, default: int) -> int:
@@ -167,4 +166,4 @@ async def get_campaign_stats(ctx: Context, request: Request) -> Response:
     stats = await ctx.read(
         lambda conn: campaign_stats(conn, ctx.db, env_id=env_id, campaign_key=int(raw_key), since=since, until=until)
     )
-    return 200, encode(stats)
+    return 200, encode(views.campaign_stats(stats))

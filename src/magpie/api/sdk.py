@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from magpie.api import views
 from magpie.api.asgi import SUCCESS, Request, Response, encode
 from magpie.api.auth import API_KEY_HEADER, SDK_KEY_HEADER
 from magpie.api.context import Context
@@ -302,7 +303,7 @@ async def workspace_config(ctx: Context, request: Request) -> Response:
         "experiments": [],
         "featureFlags": [],
         "buckets": [],
-        "events": types,
+        "events": views.rows(types),
         "segments": [],
         "containers": [],
         "parameterConfigurations": [],
@@ -310,26 +311,3 @@ async def workspace_config(ctx: Context, request: Request) -> Response:
         "inAppMessages": [],
     }
     return 200, encode(document), headers
-
-
-async def start_retention(ctx: Context) -> None:
-    """Lifespan hook: purge events past ``event_retention_days`` every purge interval."""
-
-    def now() -> float:
-        return ctx.clock()  # read at each purge, so an injected clock is honoured
-
-    retention = store.Retention(
-        writer=ctx.writer,
-        retention_days=ctx.settings.event_retention_days,
-        interval=ctx.settings.event_purge_interval_seconds,
-        clock=now,
-    )
-    ctx.extras["event_retention"] = retention
-    retention.start()
-
-
-async def stop_retention(ctx: Context) -> None:
-    """Lifespan hook: stop the purge, letting a running one finish."""
-    retention = ctx.extras.pop("event_retention", None)
-    if isinstance(retention, store.Retention):
-        await retention.stop()

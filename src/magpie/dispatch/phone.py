@@ -9,18 +9,23 @@ send time, and never logged.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from liquid.exceptions import LiquidError
 
+from magpie.config import Settings
 from magpie.dispatch.retry import backoff
 from magpie.domain.campaigns import Campaign, MessageTooLarge, PhoneRendering, render_phone
-from magpie.domain.delivery import Exclude, Hold, NightRule
+from magpie.domain.delivery import Decision, Exclude, Hold, NightRule
+from magpie.metrics import Metrics
 from magpie.providers.base import (
     DeliveryReport,
     Fallback,
@@ -30,6 +35,8 @@ from magpie.providers.base import (
     ProviderError,
     ProviderUnavailable,
 )
+from magpie.providers.registry import ProviderRegistry
+from magpie.store.crypto import Cipher
 from magpie.store.deliveries import (
     DeliveryResult,
     FinishItem,
@@ -41,9 +48,41 @@ from magpie.store.deliveries import (
     Snapshot,
     Target,
 )
+from magpie.store.writer import Writer
 
-if TYPE_CHECKING:
-    from magpie.dispatch.worker import Dispatcher
+
+class Dispatcher(Protocol):
+    """What of the worker's dispatcher a Kakao or SMS work item uses."""
+
+    channels: ProviderRegistry
+    writer: Writer
+    settings: Settings
+    cipher: Cipher
+    metrics: Metrics
+    rng: random.Random
+    sleep: Callable[[float], Awaitable[None]]
+    _send_slots: asyncio.Semaphore
+
+    def now_ms(self) -> int: ...
+
+    def _decide(
+        self, snap: Snapshot, campaign: Campaign, target: Target | None, night: NightRule, now: int
+    ) -> Decision: ...
+
+    async def _prepare(
+        self,
+        snap: Snapshot,
+        campaign: Campaign | None,
+        excluded: dict[int, tuple[str, str]],
+        planned: list[Planned],
+        now: int,
+        *,
+        channel: str = "push",
+        paid_limit: int = 0,
+        day: str = "",
+        batch_key: str | None = None,
+    ) -> tuple[dict[int, dict[str, int]], set[int]]: ...
+
 
 log = logging.getLogger("magpie.worker")
 
@@ -182,7 +221,7 @@ def _delivery(snap: Snapshot, idx: int, channel: str) -> int:
 
 
 def _message(d: Dispatcher, campaign: Campaign, delivery_id: int, send: _Send) -> PhoneMessage | None:
-    if send.phone_enc is None or d.cipher is None:
+    if send.phone_enc is None:
         return None
     r = send.rendering
     return PhoneMessage(
@@ -257,8 +296,7 @@ async def _send_batch(
     records = []
     for delivery_id, send in batch:
         r = results[str(delivery_id)]
-        if d.metrics is not None:
-            d.metrics.deliveries.labels(gateway.name, r.status).inc()
+        d.metrics.deliveries.labels(gateway.name, r.status).inc()
         records.append(
             RecordRecipient(
                 env_id=snap.item.env_id,

@@ -16,10 +16,9 @@ import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from liquid.exceptions import LiquidError
@@ -32,12 +31,13 @@ from magpie.domain.audience import Recipient, cohort_names
 from magpie.domain.campaigns import Campaign, parse_campaign
 from magpie.domain.delivery import Decision, Exclude, Hold, NightRule, Rendered, Send
 from magpie.domain.environment import effective
+from magpie.domain.phone import mask
 from magpie.providers.base import PhoneMessage, ProviderError, ProviderUnavailable, PushMessage, TokenInvalid
 from magpie.providers.nhn import NhnGateway
 from magpie.providers.registry import ProviderRegistry
+from magpie.runtime import Runtime
 from magpie.store.accounts import environment_settings
-from magpie.store.crypto import Cipher
-from magpie.store.db import Database
+from magpie.store.db import Connection
 from magpie.store.deliveries import (
     ClaimWork,
     DeliveryResult,
@@ -56,11 +56,11 @@ from magpie.store.deliveries import (
     load_snapshot,
 )
 from magpie.store.transaction import dumps
-from magpie.store.writer import GroupCommitWriter, ProcessWriter, Writer
 
 log = logging.getLogger("magpie.worker")
 
 Sleep = Callable[[float], Awaitable[None]]
+T = TypeVar("T")
 
 
 async def _first_done(tasks: set[asyncio.Task[None]]) -> bool:
@@ -84,30 +84,27 @@ class Dispatcher:
 
     def __init__(
         self,
+        runtime: Runtime,
         *,
-        db: Database,
-        writer: Writer,
-        settings: Settings,
-        executor: ThreadPoolExecutor,
+        settings: Settings | None = None,
         channels: ProviderRegistry | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Sleep = asyncio.sleep,
         owner: str | None = None,
-        metrics: Any = None,
         rng: random.Random | None = None,
-        cipher: Cipher | None = None,
     ) -> None:
-        self.db = db
-        self.writer = writer
+        settings = settings or runtime.settings
+        self.runtime = runtime
+        self.db = runtime.db
+        self.writer = runtime.writer
         self.settings = settings
-        self.executor = executor
         self.clock = clock
         self.sleep = sleep
         self.owner = owner or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.metrics = metrics
-        self.rng = rng or random.Random()
+        self.metrics = runtime.metrics
         # Phone numbers are decrypted with it in this process only, at send time.
-        self.cipher = cipher
+        self.cipher = runtime.cipher
+        self.rng = rng or random.Random()
         self.channels = channels or ProviderRegistry(
             record_sandbox=self._record_sandbox,
             record_phone=self._record_phone,
@@ -173,7 +170,7 @@ class Dispatcher:
             pass
 
     async def _claim(self, limit: int) -> list[WorkItem]:
-        items: list[WorkItem] = await self.writer.submit(
+        return await self.writer.submit(
             ClaimWork(
                 owner=self.owner,
                 now_ms=self.now_ms(),
@@ -181,7 +178,6 @@ class Dispatcher:
                 limit=limit,
             )
         )
-        return items
 
     async def run_until_idle(self, *, timeout: float = 60.0) -> int:
         """Process every available item, then return how many were processed (tests, CLI)."""
@@ -226,20 +222,8 @@ class Dispatcher:
         self._campaigns[(snap.item.env_id, snap.campaign_key)] = (updated, campaign)
         return campaign
 
-    async def _read(self, fn: Callable[[Any], Any]) -> Any:
-        db = self.db
-
-        def call() -> Any:
-            conn = db.reader()
-            try:
-                if db.is_sqlite:
-                    conn.execute("BEGIN")
-                return fn(conn)
-            finally:
-                if db.is_sqlite:
-                    conn.execute("ROLLBACK")
-
-        return await asyncio.get_running_loop().run_in_executor(self.executor, call)
+    async def _read(self, fn: Callable[[Connection], T]) -> T:
+        return await self.runtime.reader.read(fn)
 
     async def process(self, item: WorkItem) -> None:
         # Cohorts named by the campaign are needed for the snapshot: peek at the campaign first.
@@ -319,7 +303,7 @@ class Dispatcher:
         day: str = "",
         batch_key: str | None = None,
     ) -> tuple[dict[int, dict[str, int]], set[int]]:
-        result: tuple[dict[int, dict[str, int]], set[int]] = await self.writer.submit(
+        return await self.writer.submit(
             PrepareRecipients(
                 env_id=snap.item.env_id,
                 dispatch_id=snap.item.dispatch_id,
@@ -336,7 +320,6 @@ class Dispatcher:
                 batch_key=batch_key,
             )
         )
-        return result
 
     def _decide(
         self, snap: Snapshot, campaign: Campaign, target: Target | None, night: NightRule, now: int
@@ -507,15 +490,14 @@ class Dispatcher:
         *,
         retire: bool = False,
     ) -> DeliveryResult:
-        if self.metrics is not None:
-            self.metrics.deliveries.labels(provider, status).inc()
+        self.metrics.deliveries.labels(provider, status).inc()
         return DeliveryResult(delivery_id, message.token, status, provider, message_id, error, attempts, retire)
 
     # -- sandbox ---------------------------------------------------------------------------------------
 
     async def _record_sandbox(self, message: PushMessage, payload: dict[str, object]) -> int:
         env_id = int(message.hackle["environmentId"])
-        inbox_id: int = await self.writer.submit(
+        return await self.writer.submit(
             InboxRecord(
                 env_id=env_id,
                 delivery_id=int(message.delivery_id),
@@ -524,31 +506,28 @@ class Dispatcher:
                 now_ms=self.now_ms(),
             )
         )
-        return inbox_id
 
     async def _record_phone(
         self, env_id: int, message: PhoneMessage, payload: dict[str, object], maybe_sent: bool
     ) -> int:
-        inbox_id: int = await self.writer.submit(
+        shown = mask(message.to)
+        return await self.writer.submit(
             InboxRecord(
                 env_id=env_id,
                 delivery_id=int(message.delivery_id),
-                token=str(payload["to"]),
-                payload=dumps(payload),
+                token=shown,
+                payload=dumps({"to": shown, **payload}),
                 now_ms=self.now_ms(),
                 once=maybe_sent,
             )
         )
-        return inbox_id
 
     # -- gateway reports -------------------------------------------------------------------------------
 
     async def poll_reports(self, *, max_age_hours: float = 72.0) -> int:
         """Ask polled gateways (NHN Cloud) for the final result of accepted messages; returns how many."""
         since = self.now_ms() - int(max_age_hours * 3_600_000)
-        pending: list[tuple[int, str]] = await self._read(
-            lambda conn: awaiting_reports(conn, self.db, provider="nhn", since_ms=since)
-        )
+        pending = await self._read(lambda conn: awaiting_reports(conn, self.db, provider="nhn", since_ms=since))
         by_env: dict[int, list[str]] = {}
         for env_id, message_id in pending:
             by_env.setdefault(env_id, []).append(message_id)
@@ -577,37 +556,45 @@ class Dispatcher:
 # -- process entry points --------------------------------------------------------------------------------
 
 
+class Workers:
+    """The dispatchers of one process, started and stopped together (``magpie serve`` and ``magpie worker``)."""
+
+    def __init__(self, runtime: Runtime, *, count: int) -> None:
+        self.runtime = runtime
+        self.dispatchers = [Dispatcher(runtime) for _ in range(count)]
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(d.run(self._stop)) for d in self.dispatchers]
+        self.runtime.wakers.extend(d.wake.set for d in self.dispatchers)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=30)
+        for dispatcher in self.dispatchers:
+            await dispatcher.aclose()
+        self._tasks = []
+
+
 def run_worker(settings: Settings) -> None:
     """``magpie worker``: dispatch workers in their own process, until SIGTERM or SIGINT."""
     import uvloop
 
     async def main() -> None:
-        db = Database(settings.database_url)
-        cipher = Cipher.load(secret_key=settings.secret_key, data_dir=settings.data_dir)
-        writer: Writer
-        if settings.writer == "process":
-            # As in `magpie serve`: the database work runs beside the sending loop, not under its GIL.
-            writer = ProcessWriter(db=db, batch_max=settings.batch_max, secret_key=cipher.key)
-        else:
-            writer = GroupCommitWriter(db=db, batch_max=settings.batch_max, secret=cipher)
-        writer.start()
-        executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="magpie-worker-read")
+        runtime = Runtime.open(settings, migrate=False)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        dispatchers = [
-            Dispatcher(db=db, writer=writer, settings=settings, executor=executor, cipher=cipher)
-            for _ in range(max(1, settings.workers))
-        ]
-        log.info("worker started with %d dispatcher(s)", len(dispatchers))
+        workers = Workers(runtime, count=max(1, settings.workers))
+        log.info("worker started with %d dispatcher(s)", len(workers.dispatchers))
+        workers.start()
         try:
-            await asyncio.gather(*(d.run(stop) for d in dispatchers))
+            await stop.wait()
         finally:
-            for d in dispatchers:
-                await d.aclose()
-            writer.stop()
-            executor.shutdown(wait=True)
-            db.close_readers()
+            await workers.stop()
+            await runtime.close()
 
     uvloop.run(main())

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 
-from magpie.domain.phone import mask
 from magpie.providers.base import PhoneMessage, PhoneResult, PushMessage, SendResult
 
 Record = Callable[[PushMessage, dict[str, object]], Awaitable[int]]
@@ -36,7 +35,7 @@ RecordPhone = Callable[[int, PhoneMessage, dict[str, object], bool], Awaitable[i
 class SandboxGateway:
     """Kakao and text messages of one environment land in the inbox, with their type and byte count.
 
-    The number is shown masked: the inbox is for looking at messages, not at phone numbers.
+    The recorder shows the number masked: the inbox is for looking at messages, not at phone numbers.
     """
 
     name = "sandbox"
@@ -57,7 +56,6 @@ class SandboxGateway:
             payload: dict[str, object] = {
                 "channel": m.channel,
                 "type": m.kind,
-                "to": mask(m.to),
                 "text": m.text,
                 "title": m.title,
                 "bytes": m.size_bytes,

@@ -10,7 +10,7 @@ import msgspec
 
 from magpie.errors import Conflict, InvalidRequest, NotFound
 from magpie.store.crypto import hash_secret, new_admin_token, new_api_key
-from magpie.store.db import Database
+from magpie.store.db import Connection, Database
 
 _ENV_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -67,20 +67,20 @@ def list_environments(db: Database) -> list[Environment]:
     return [_environment(r) for r in rows]
 
 
-def get_environment(db: Database, name: str) -> Environment:
+def _environment_where(db: Database, column: str, value: object, missing: str) -> Environment:
     with db.transaction(write=False) as conn:
-        row = db.fetchone(conn, f"SELECT {_ENV_COLUMNS} FROM environments WHERE name = ?", (name,))
+        row = db.fetchone(conn, f"SELECT {_ENV_COLUMNS} FROM environments WHERE {column} = ?", (value,))
     if row is None:
-        raise NotFound(f"no environment named '{name}'")
+        raise NotFound(missing)
     return _environment(row)
+
+
+def get_environment(db: Database, name: str) -> Environment:
+    return _environment_where(db, "name", name, f"no environment named '{name}'")
 
 
 def get_environment_by_id(db: Database, env_id: int) -> Environment:
-    with db.transaction(write=False) as conn:
-        row = db.fetchone(conn, f"SELECT {_ENV_COLUMNS} FROM environments WHERE id = ?", (env_id,))
-    if row is None:
-        raise NotFound(f"no environment with id {env_id}")
-    return _environment(row)
+    return _environment_where(db, "id", env_id, f"no environment with id {env_id}")
 
 
 def update_environment_settings(
@@ -159,7 +159,7 @@ def revoke_api_key(db: Database, *, key_or_prefix: str) -> ApiKeyInfo:
     return next(k for k in list_api_keys(db) if k.prefix == key_or_prefix[:12])
 
 
-def lookup_api_key(conn: Any, db: Database, key: str) -> int | None:
+def lookup_api_key(conn: Connection, db: Database, key: str) -> int | None:
     row = db.fetchone(
         conn, "SELECT env_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (hash_secret(key),)
     )
@@ -177,7 +177,7 @@ def create_admin_token(db: Database, *, name: str = "") -> str:
     return token
 
 
-def check_admin_token(conn: Any, db: Database, token: str) -> bool:
+def check_admin_token(conn: Connection, db: Database, token: str) -> bool:
     row = db.fetchone(
         conn, "SELECT 1 FROM admin_tokens WHERE token_hash = ? AND revoked_at IS NULL", (hash_secret(token),)
     )
@@ -189,20 +189,20 @@ def is_empty(db: Database) -> bool:
         return db.fetchone(conn, "SELECT 1 FROM environments LIMIT 1") is None
 
 
-def env_id_by_name(conn: Any, db: Database, name: str) -> int:
+def env_id_by_name(conn: Connection, db: Database, name: str) -> int:
     row = db.fetchone(conn, "SELECT id FROM environments WHERE name = ?", (name,))
     if row is None:
         raise NotFound(f"no environment named '{name}'")
     return int(row[0])
 
 
-def environment_by_name(conn: Any, db: Database, *, name: str) -> tuple[int, dict[str, Any]] | None:
+def environment_by_name(conn: Connection, db: Database, *, name: str) -> tuple[int, dict[str, Any]] | None:
     """``(id, stored settings)`` of the environment called ``name``, or None."""
     row = db.fetchone(conn, "SELECT id, settings FROM environments WHERE name = ?", (name,))
     return None if row is None else (int(row[0]), msgspec.json.decode(row[1]))
 
 
-def environment_settings(conn: Any, db: Database, *, env_id: int) -> dict[str, Any]:
+def environment_settings(conn: Connection, db: Database, *, env_id: int) -> dict[str, Any]:
     """The stored settings of an environment (empty when it is gone)."""
     row = db.fetchone(conn, "SELECT settings FROM environments WHERE id = ?", (env_id,))
     settings: dict[str, Any] = msgspec.json.decode(row[0]) if row is not None else {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -10,7 +11,7 @@ import msgspec
 from magpie.domain.campaigns import DEMO_CAMPAIGN, Campaign, check_for_environment, parse_campaign
 from magpie.domain.environment import effective
 from magpie.errors import InvalidRequest, NotFound
-from magpie.store.db import Database
+from magpie.store.db import Connection, Database
 
 _decode = msgspec.json.decode
 
@@ -50,22 +51,27 @@ def apply_campaign(db: Database, *, env_id: int, raw: Any) -> tuple[Campaign, bo
     return campaign, existing is None
 
 
-def _row_json(row: tuple[Any, ...]) -> dict[str, Any]:
-    definition: dict[str, Any] = _decode(row[0])
-    definition["createdAt"], definition["updatedAt"] = row[1], row[2]
-    return definition
+@dataclass(frozen=True, slots=True)
+class CampaignRow:
+    definition: dict[str, Any]  # as applied, normalised (``Campaign.to_json``)
+    created_at: int
+    updated_at: int
 
 
-def list_campaigns(conn: Any, db: Database, *, env_id: int) -> list[dict[str, Any]]:
+def _row(row: tuple[Any, ...]) -> CampaignRow:
+    return CampaignRow(_decode(row[0]), row[1], row[2])
+
+
+def list_campaigns(conn: Connection, db: Database, *, env_id: int) -> list[CampaignRow]:
     rows = db.fetchall(
         conn,
         "SELECT definition, created_at, updated_at FROM campaigns WHERE env_id = ? ORDER BY key",
         (env_id,),
     )
-    return [_row_json(r) for r in rows]
+    return [_row(r) for r in rows]
 
 
-def get_campaign_json(conn: Any, db: Database, *, env_id: int, key: int) -> dict[str, Any]:
+def get_campaign(conn: Connection, db: Database, *, env_id: int, key: int) -> CampaignRow:
     row = db.fetchone(
         conn,
         "SELECT definition, created_at, updated_at FROM campaigns WHERE env_id = ? AND key = ?",
@@ -73,7 +79,7 @@ def get_campaign_json(conn: Any, db: Database, *, env_id: int, key: int) -> dict
     )
     if row is None:
         raise NotFound(f"no campaign with key {key}")
-    return _row_json(row)
+    return _row(row)
 
 
 class CampaignCache:
@@ -82,7 +88,7 @@ class CampaignCache:
     def __init__(self) -> None:
         self._cache: dict[tuple[int, int], tuple[int, Campaign]] = {}
 
-    def load(self, conn: Any, db: Database, *, env_id: int, key: int) -> Campaign | None:
+    def load(self, conn: Connection, db: Database, *, env_id: int, key: int) -> Campaign | None:
         row = db.fetchone(
             conn, "SELECT definition, updated_at FROM campaigns WHERE env_id = ? AND key = ?", (env_id, key)
         )
@@ -126,7 +132,20 @@ def set_cohort(db: Database, *, env_id: int, name: str, members: Any) -> int:
     return len(unique)
 
 
-def cohort_view(conn: Any, db: Database, *, env_id: int, name: str, limit: int = 1000) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class CohortRow:
+    name: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class CohortView:
+    name: str
+    size: int
+    members: list[str]  # the first ``limit``, in order
+
+
+def cohort_view(conn: Connection, db: Database, *, env_id: int, name: str, limit: int = 1000) -> CohortView:
     count = db.fetchone(conn, "SELECT COUNT(*) FROM cohort_members WHERE env_id = ? AND cohort = ?", (env_id, name))
     total = int(count[0]) if count else 0
     if total == 0:
@@ -136,19 +155,21 @@ def cohort_view(conn: Any, db: Database, *, env_id: int, name: str, limit: int =
         "SELECT member FROM cohort_members WHERE env_id = ? AND cohort = ? ORDER BY member LIMIT ?",
         (env_id, name, limit),
     )
-    return {"name": name, "size": total, "members": [r[0] for r in rows]}
+    return CohortView(name, total, [r[0] for r in rows])
 
 
-def list_cohorts(conn: Any, db: Database, *, env_id: int) -> list[dict[str, Any]]:
+def list_cohorts(conn: Connection, db: Database, *, env_id: int) -> list[CohortRow]:
     rows = db.fetchall(
         conn,
         "SELECT cohort, COUNT(*) FROM cohort_members WHERE env_id = ? GROUP BY cohort ORDER BY cohort",
         (env_id,),
     )
-    return [{"name": r[0], "size": int(r[1])} for r in rows]
+    return [CohortRow(r[0], int(r[1])) for r in rows]
 
 
-def memberships(conn: Any, db: Database, *, env_id: int, cohorts: set[str], ids: set[str]) -> set[tuple[str, str]]:
+def memberships(
+    conn: Connection, db: Database, *, env_id: int, cohorts: set[str], ids: set[str]
+) -> set[tuple[str, str]]:
     """Which of ``ids`` belong to which of ``cohorts``: a set of ``(cohort, id)``."""
     if not cohorts or not ids:
         return set()

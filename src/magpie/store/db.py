@@ -11,11 +11,36 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 
 Row = tuple[Any, ...]
+
+
+class Cursor(Protocol):
+    """What magpie reads from a cursor of either engine."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Connection(Protocol):
+    """A DB-API connection as magpie uses it; ``sqlite3.Connection`` and ``psycopg.Connection`` both are one.
+
+    Statements go through ``Database`` (``db.fetchone(conn, ...)``), which adapts the SQL to the engine.
+    """
+
+    def execute(self, query: str, params: Sequence[Any] = ..., /) -> Cursor: ...
+
+    def rollback(self) -> None: ...
+
+    def close(self) -> None: ...
+
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # Errors that mean "the database is not reachable or not answering", not "your SQL is wrong".
@@ -47,7 +72,7 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         self._sql_cache: dict[str, str] = {}
         self._local = threading.local()
-        self._readers: list[Any] = []
+        self._readers: list[Connection] = []
         self._readers_lock = threading.Lock()
         if self.is_sqlite:
             self.path = url.split("sqlite:///", 1)[1]
@@ -73,7 +98,7 @@ class Database:
             self._sql_cache[text] = cached
         return cached
 
-    def connect(self) -> Any:
+    def connect(self) -> Connection:
         """Open a new connection; the caller owns it. Transactions are explicit (see ``begin``)."""
         if self.is_sqlite:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
@@ -85,44 +110,45 @@ class Database:
             return conn
         return psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10)
 
-    def begin(self, conn: Any, *, write: bool = True) -> None:
+    def begin(self, conn: Connection, *, write: bool = True) -> None:
         if self.is_sqlite:
             # IMMEDIATE takes the write lock up front, serialising writers across processes.
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         else:
             conn.execute("BEGIN")
 
-    def commit(self, conn: Any) -> None:
+    def commit(self, conn: Connection) -> None:
         conn.execute("COMMIT")
 
-    def rollback(self, conn: Any) -> None:
+    def rollback(self, conn: Connection) -> None:
         try:
             conn.execute("ROLLBACK")
         except Exception:
             pass
 
-    def execute(self, conn: Any, text: str, params: Sequence[Any] = ()) -> Any:
+    def execute(self, conn: Connection, text: str, params: Sequence[Any] = ()) -> Cursor:
         return conn.execute(self.sql(text), params)
 
-    def executemany(self, conn: Any, text: str, rows: Sequence[Sequence[Any]]) -> None:
+    def executemany(self, conn: Connection, text: str, rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
             return
-        if self.is_sqlite:
+        if isinstance(conn, sqlite3.Connection):
             conn.executemany(self.sql(text), rows)
         else:
+            assert isinstance(conn, psycopg.Connection)
             with conn.cursor() as cur:
                 cur.executemany(self.sql(text), rows)
 
-    def fetchone(self, conn: Any, text: str, params: Sequence[Any] = ()) -> Row | None:
+    def fetchone(self, conn: Connection, text: str, params: Sequence[Any] = ()) -> Row | None:
         row: Row | None = conn.execute(self.sql(text), params).fetchone()
         return row
 
-    def fetchall(self, conn: Any, text: str, params: Sequence[Any] = ()) -> list[Row]:
+    def fetchall(self, conn: Connection, text: str, params: Sequence[Any] = ()) -> list[Row]:
         rows: list[Row] = conn.execute(self.sql(text), params).fetchall()
         return rows
 
     @contextmanager
-    def transaction(self, *, write: bool = True) -> Iterator[Any]:
+    def transaction(self, *, write: bool = True) -> Iterator[Connection]:
         """A short-lived connection in one transaction: for the CLI and admin paths."""
         conn = self.connect()
         try:
@@ -136,9 +162,9 @@ class Database:
         finally:
             conn.close()
 
-    def reader(self) -> Any:
-        """A connection kept per thread for reads outside the writer."""
-        conn = getattr(self._local, "conn", None)
+    def reader(self) -> Connection:
+        """A connection kept per thread for reads outside the writer (see ``magpie.store.reader``)."""
+        conn: Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = self.connect()
             self._local.conn = conn

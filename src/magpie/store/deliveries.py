@@ -20,7 +20,8 @@ from magpie.domain import compliance
 from magpie.domain.environment import effective
 from magpie.domain.identity import DEVICE, USER
 from magpie.providers.base import DeliveryReport
-from magpie.store.db import Database
+from magpie.store.campaigns import memberships
+from magpie.store.db import Connection, Database
 from magpie.store.transaction import Tx, dumps
 
 _decode = msgspec.json.decode
@@ -113,7 +114,7 @@ def _in(values: Iterable[str]) -> tuple[str, list[str]]:
     return ",".join("?" * len(items)), items
 
 
-def load_snapshot(conn: Any, db: Database, *, item: WorkItem, cohorts: set[str] | None = None) -> Snapshot:
+def load_snapshot(conn: Connection, db: Database, *, item: WorkItem, cohorts: set[str] | None = None) -> Snapshot:
     """Everything a worker needs to decide one work item, in a handful of batched queries."""
     snap = Snapshot(item=item)
     row = db.fetchone(
@@ -151,13 +152,12 @@ def load_snapshot(conn: Any, db: Database, *, item: WorkItem, cohorts: set[str] 
         ids = {t.user_id for t in snap.targets.values() if t and t.user_id} | {
             d for t in snap.targets.values() if t for d in t.device_ids
         }
-        from magpie.store.campaigns import memberships
 
         snap.memberships = memberships(conn, db, env_id=item.env_id, cohorts=cohorts, ids={i for i in ids if i})
     return snap
 
 
-def _resolve_targets(conn: Any, db: Database, snap: Snapshot) -> None:
+def _resolve_targets(conn: Connection, db: Database, snap: Snapshot) -> None:
     env_id = snap.item.env_id
     user_ids = {u["userId"] for u in snap.users if u.get("userId")}
     device_ids = {u["deviceId"] for u in snap.users if u.get("deviceId") and not u.get("userId")}
@@ -637,7 +637,7 @@ class RecordReports:
 
 
 def awaiting_reports(
-    conn: Any, db: Database, *, provider: str, since_ms: int, limit: int = 1000
+    conn: Connection, db: Database, *, provider: str, since_ms: int, limit: int = 1000
 ) -> list[tuple[int, str]]:
     """``(env_id, provider message id)`` of accepted messages whose final result is still unknown."""
     rows = db.fetchall(
@@ -650,7 +650,7 @@ def awaiting_reports(
     return [(int(r[0]), str(r[1])) for r in rows]
 
 
-def users_by_phone(conn: Any, db: Database, *, env_id: int, phone_hashes: list[str]) -> list[str]:
+def users_by_phone(conn: Connection, db: Database, *, env_id: int, phone_hashes: list[str]) -> list[str]:
     if not phone_hashes:
         return []
     marks, params = _in(phone_hashes)

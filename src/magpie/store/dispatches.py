@@ -7,12 +7,13 @@ The other half of a dispatch's life, claiming its work and recording each delive
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from magpie.errors import CampaignNotFound, NotFound
-from magpie.store.profiles import _check_key
+from magpie.store.db import Connection, Database
 from magpie.store.transaction import Tx
 
 _decode = msgspec.json.decode
@@ -61,7 +62,7 @@ class AcceptTrigger:
     def run(self, tx: Tx) -> tuple[str, bool]:
         """Returns ``(dispatch_id, created)``. ``key_hash`` None: triggered by an operator, not an API key."""
         if self.key_hash is not None:
-            _check_key(tx, self.key_hash, self.env_id)
+            tx.check_key(self.key_hash, self.env_id)
         if self.idempotency_key is not None:
             row = tx.fetchone(
                 "SELECT id FROM dispatches WHERE env_id = ? AND idempotency_key = ?",
@@ -98,9 +99,58 @@ class AcceptTrigger:
 # -- reads ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    delivery_id: int
+    device_id: str | None
+    provider: str
+    status: str
+    provider_message_id: str | None
+    error_code: str | None
+    attempts: int
+    updated_at: int
+    # Kakao and SMS: the message type, its size in EUC-KR bytes, and the gateway's final report
+    # (``delivered`` None while none came).
+    type: str | None = None
+    bytes: int | None = None
+    delivered: bool | None = None
+    delivered_at: int | None = None
+    report_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientRow:
+    user_id: str | None
+    device_id: str | None
+    outcome: str
+    reason: str | None
+    deliveries: list[DeliveryRow]
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchRow:
+    dispatch_id: str
+    execution_id: int
+    channel: str
+    campaign_key: int
+    status: str
+    requested: int
+    created_at: int
+    completed_at: int | None
+    counts: dict[str, int]  # SENT, FAILED, EXCLUDED, PENDING
+    excluded: dict[str, int]  # by reason
+    recipients: list[RecipientRow] | None  # None when not asked for
+
+
 def dispatch_view(
-    conn: Any, db: Any, *, env_id: int, dispatch_id: str, recipients: bool = True, channel: str | None = None
-) -> dict[str, Any]:
+    conn: Connection,
+    db: Database,
+    *,
+    env_id: int,
+    dispatch_id: str,
+    recipients: bool = True,
+    channel: str | None = None,
+) -> DispatchRow:
     """A dispatch: status, counts by outcome and reason, and each recipient's outcome and deliveries.
 
     ``channel`` narrows the lookup to dispatches of that channel (each channel's endpoint sees its own).
@@ -112,7 +162,7 @@ def dispatch_view(
         (dispatch_id, env_id),
     )
     if row is None or (channel is not None and row[8] != channel):
-        raise NotFound(f"no {channel or ''} dispatch {dispatch_id} in this environment".replace("  ", " "))
+        raise NotFound(f"no {channel + ' ' if channel else ''}dispatch {dispatch_id} in this environment")
     outcome_rows = db.fetchall(
         conn,
         "SELECT idx, user_id, device_id, outcome, reason, updated_at FROM recipients "
@@ -129,30 +179,11 @@ def dispatch_view(
     counts = {"SENT": 0, "FAILED": 0, "EXCLUDED": 0, "PENDING": 0}
     excluded: dict[str, int] = {}
     by_idx = {r[0]: r for r in outcome_rows}
-    deliveries: dict[int, list[dict[str, Any]]] = {}
+    deliveries: dict[int, list[DeliveryRow]] = {}
     for d in delivery_rows:
-        delivery: dict[str, Any] = {
-            "deliveryId": d[1],
-            "deviceId": d[2],
-            "provider": d[3],
-            "status": d[4],
-            "providerMessageId": d[5],
-            "errorCode": d[6],
-            "attempts": d[7],
-            "updatedAt": d[8],
-        }
-        if row[8] != "push":
-            delivery.update(
-                {
-                    "type": d[9],
-                    "bytes": d[10],
-                    "delivered": None if d[12] is None else d[11] is not None,
-                    "deliveredAt": d[11],
-                    "reportCode": d[12],
-                }
-            )
-        deliveries.setdefault(d[0], []).append(delivery)
-    listed: list[dict[str, Any]] = []
+        phone = (d[9], d[10], None if d[12] is None else d[11] is not None, d[11], d[12]) if row[8] != "push" else ()
+        deliveries.setdefault(d[0], []).append(DeliveryRow(*d[1:9], *phone))
+    listed: list[RecipientRow] = []
     for idx, user in enumerate(users):
         outcome_row = by_idx.get(idx)
         outcome = outcome_row[3] if outcome_row is not None and outcome_row[3] else "PENDING"
@@ -162,33 +193,56 @@ def dispatch_view(
             excluded[reason] = excluded.get(reason, 0) + 1
         if recipients:
             listed.append(
-                {
-                    "userId": user.get("userId"),
-                    "deviceId": user.get("deviceId"),
-                    "outcome": outcome,
-                    "reason": reason,
-                    "deliveries": deliveries.get(idx, []),
-                }
+                RecipientRow(user.get("userId"), user.get("deviceId"), outcome, reason, deliveries.get(idx, []))
             )
-    view: dict[str, Any] = {
-        "dispatchId": row[0],
-        "executionId": row[1],
-        "channel": row[8],
-        "campaignKey": row[2],
-        "status": row[3],
-        "requested": row[4],
-        "createdAt": row[5],
-        "completedAt": row[6],
-        "counts": counts,
-        "excluded": excluded,
-    }
-    if recipients:
-        view["recipients"] = listed
-    return view
+    return DispatchRow(
+        dispatch_id=row[0],
+        execution_id=row[1],
+        channel=row[8],
+        campaign_key=row[2],
+        status=row[3],
+        requested=row[4],
+        created_at=row[5],
+        completed_at=row[6],
+        counts=counts,
+        excluded=excluded,
+        recipients=listed if recipients else None,
+    )
 
 
-def campaign_stats(conn: Any, db: Any, *, env_id: int, campaign_key: int, since: int, until: int) -> dict[str, Any]:
-    """Requested, sent, failed, excluded by reason, clicks and CTR for dispatches in ``[since, until)``."""
+@dataclass(frozen=True, slots=True)
+class CampaignStats:
+    campaign_key: int
+    since: int
+    until: int
+    dispatches: int
+    requested: int
+    sent: int
+    failed: int
+    excluded: dict[str, int]  # by reason
+    clicks: int
+    # Kakao and SMS: sent messages by type, and what the gateways confirmed (None for push).
+    sent_by_type: dict[str, int] | None = None
+    delivered: int = 0
+    undelivered: int = 0
+
+    @property
+    def excluded_total(self) -> int:
+        return sum(self.excluded.values())
+
+    @property
+    def pending(self) -> int:
+        return max(0, self.requested - self.sent - self.failed - self.excluded_total)
+
+    @property
+    def ctr(self) -> float:
+        return round(self.clicks / self.sent, 4) if self.sent else 0.0
+
+
+def campaign_stats(
+    conn: Connection, db: Database, *, env_id: int, campaign_key: int, since: int, until: int
+) -> CampaignStats:
+    """Requested, sent, failed, excluded by reason and clicks for dispatches in ``[since, until)``."""
     requested = db.fetchone(
         conn,
         "SELECT COUNT(*), COALESCE(SUM(requested), 0) FROM dispatches WHERE env_id = ? AND campaign_key = ? "
@@ -223,23 +277,18 @@ def campaign_stats(conn: Any, db: Any, *, env_id: int, campaign_key: int, since:
             failed += int(count)
         elif outcome == "EXCLUDED":
             excluded[reason or "UNKNOWN"] = excluded.get(reason or "UNKNOWN", 0) + int(count)
-    total_requested = int(requested[1]) if requested else 0
-    click_count = int(clicks[0]) if clicks else 0
-    return {
-        "campaignKey": campaign_key,
-        "from": since,
-        "to": until,
-        "dispatches": int(requested[0]) if requested else 0,
-        "requested": total_requested,
-        "sent": sent,
-        "failed": failed,
-        "excluded": excluded,
-        "excludedTotal": sum(excluded.values()),
-        "pending": max(0, total_requested - sent - failed - sum(excluded.values())),
-        "clicks": click_count,
-        "ctr": round(click_count / sent, 4) if sent else 0.0,
+    return CampaignStats(
+        campaign_key=campaign_key,
+        since=since,
+        until=until,
+        dispatches=int(requested[0]) if requested else 0,
+        requested=int(requested[1]) if requested else 0,
+        sent=sent,
+        failed=failed,
+        excluded=excluded,
+        clicks=int(clicks[0]) if clicks else 0,
         **_report_counts(reports),
-    }
+    )
 
 
 def _report_counts(rows: list[Any]) -> dict[str, Any]:
@@ -254,14 +303,24 @@ def _report_counts(rows: list[Any]) -> dict[str, Any]:
             delivered += int(count)
         elif reported:
             undelivered += int(count)
-    return {"delivered": delivered, "undelivered": undelivered, "sentByType": by_type}
+    return {"sent_by_type": by_type, "delivered": delivered, "undelivered": undelivered}
 
 
-def inbox(conn: Any, db: Any, *, env_id: int, limit: int = 50, after: int | None = None) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class InboxRow:
+    id: int
+    delivery_id: int
+    token: str
+    message: dict[str, Any]
+    created_at: int
+
+
+def inbox(conn: Connection, db: Database, *, env_id: int, limit: int = 50, after: int | None = None) -> list[InboxRow]:
+    """The sandbox provider's messages, newest first; ``after`` pages on from an id."""
     sql = "SELECT id, delivery_id, token, payload, created_at FROM inbox WHERE env_id = ?"
     params: list[Any] = [env_id]
     if after is not None:
         sql += " AND id < ?"
         params.append(after)
     rows = db.fetchall(conn, sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
-    return [{"id": r[0], "deliveryId": r[1], "token": r[2], "message": _decode(r[3]), "createdAt": r[4]} for r in rows]
+    return [InboxRow(r[0], r[1], r[2], _decode(r[3]), r[4]) for r in rows]

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -48,8 +49,8 @@ from magpie.domain.events import (
 from magpie.domain.identity import DEVICE, USER
 from magpie.domain.operations import apply_operations
 from magpie.errors import EmptyIdentifier, InvalidRequest, NotFound, ServiceUnavailable
-from magpie.store.db import Database
-from magpie.store.profiles import _check_key, resolve
+from magpie.store.db import Connection, Database
+from magpie.store.profiles import resolve
 from magpie.store.tokens import register_token_row
 from magpie.store.transaction import ProfileRow, Tx, dumps
 from magpie.store.writer import Writer
@@ -93,7 +94,7 @@ class StoreEvents:
         self.profile_keys = _profile_keys(events, env_id)
 
     def run(self, tx: Tx) -> int:
-        _check_key(tx, self.key_hash, self.env_id)
+        tx.check_key(self.key_hash, self.env_id)
         stored = _stored_ids(tx, self.env_id, [e.insert_id for e in self.events])
         for _ in range(_CLAIM_ATTEMPTS):
             fresh = [e for e in self.events if e.insert_id not in stored]
@@ -249,14 +250,20 @@ def _record_click(tx: Tx, env_id: int, event: Event, click: PushClick) -> None:
 # -- reads --------------------------------------------------------------------------------------------
 
 
-def event_types(conn: Any, db: Database, *, env_id: int) -> tuple[list[dict[str, Any]], int]:
+@dataclass(frozen=True, slots=True)
+class EventType:
+    id: int
+    key: str
+
+
+def event_types(conn: Connection, db: Database, *, env_id: int) -> tuple[list[EventType], int]:
     """The environment's event types for the workspace document, and when the list last changed."""
     rows = db.fetchall(conn, "SELECT key, id, created_at FROM event_types WHERE env_id = ? ORDER BY key", (env_id,))
     env = db.fetchone(conn, "SELECT created_at FROM environments WHERE id = ?", (env_id,))
     if env is None:
         raise NotFound("the environment of this key no longer exists")
     changed = max([int(env[0]), *(int(r[2]) for r in rows)])
-    return [{"id": int(r[1]), "key": r[0]} for r in rows], changed
+    return [EventType(int(r[1]), r[0]) for r in rows], changed
 
 
 def _cursor(value: str | None) -> tuple[int, str] | None:
@@ -268,8 +275,27 @@ def _cursor(value: str | None) -> tuple[int, str] | None:
     return int(ts), insert_id
 
 
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    insert_id: str
+    key: str
+    timestamp: int
+    received_at: int
+    value: float | None
+    properties: dict[str, Any]
+    user_properties: dict[str, Any]  # the profile's properties when the event was stored
+    identifiers: dict[str, Any]
+    context: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    events: list[EventRow]
+    next_cursor: str | None  # continues the list; None at its end
+
+
 def list_events(
-    conn: Any,
+    conn: Connection,
     db: Database,
     *,
     env_id: int,
@@ -277,8 +303,8 @@ def list_events(
     ident: str,
     limit: int = 50,
     cursor: str | None = None,
-) -> dict[str, Any]:
-    """A profile's stored events, newest first; ``nextCursor`` continues the list."""
+) -> EventPage:
+    """A profile's stored events, newest first."""
     sql = (
         "SELECT insert_id, event_key, ts, received_at, value, properties, user_properties, identifiers, context "
         "FROM events WHERE env_id = ? AND kind = ? AND ident = ?"
@@ -291,22 +317,8 @@ def list_events(
     rows = db.fetchall(conn, sql + " ORDER BY ts DESC, insert_id DESC LIMIT ?", (*params, limit + 1))
     more = len(rows) > limit
     rows = rows[:limit]
-    events = [
-        {
-            "insertId": r[0],
-            "key": r[1],
-            "timestamp": r[2],
-            "receivedAt": r[3],
-            "value": r[4],
-            "properties": _decode(r[5]),
-            "userProperties": _decode(r[6]),
-            "identifiers": _decode(r[7]),
-            "context": _decode(r[8]),
-        }
-        for r in rows
-    ]
-    next_cursor = f"{rows[-1][2]}:{rows[-1][0]}" if more and rows else None
-    return {"events": events, "nextCursor": next_cursor}
+    events = [EventRow(*r[:5], *(_decode(raw) for raw in r[5:9])) for r in rows]
+    return EventPage(events, f"{rows[-1][2]}:{rows[-1][0]}" if more and rows else None)
 
 
 # -- retention --------------------------------------------------------------------------------------
@@ -341,7 +353,7 @@ async def purge_expired(*, writer: Writer, retention_days: int, now_ms: int, chu
     before = now_ms - retention_days * 86_400_000
     total = 0
     while True:
-        deleted: int = await writer.submit(PurgeEvents(before_ms=before, limit=chunk))
+        deleted = await writer.submit(PurgeEvents(before_ms=before, limit=chunk))
         total += deleted
         if deleted < chunk:
             return total
@@ -399,17 +411,16 @@ class Retention:
 
 
 def recent_events(
-    conn: Any,
+    conn: Connection,
     db: Database,
     *,
     env_id: int,
     user_id: str | None,
     device_id: str | None = None,
     limit: int = 20,
-) -> list[dict[str, Any]]:
+) -> list[EventRow]:
     """Stored events of a user (else of a device), newest first, with their property snapshots."""
     kind, ident = (USER, user_id) if user_id is not None else (DEVICE, device_id)
     if ident is None:
         return []
-    events: list[dict[str, Any]] = list_events(conn, db, env_id=env_id, kind=kind, ident=ident, limit=limit)["events"]
-    return events
+    return list_events(conn, db, env_id=env_id, kind=kind, ident=ident, limit=limit).events

@@ -7,18 +7,18 @@ profile of a batch in one ordered query.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
-from magpie.api.bodies import parse_properties
 from magpie.domain import consent
 from magpie.domain.identity import DEVICE, USER, merge_anonymous, merge_crm
 from magpie.domain.operations import Operation, apply_operations
 from magpie.domain.phone import mask
-from magpie.errors import InvalidApiKey, NotFound
+from magpie.errors import NotFound
 from magpie.store.crypto import Cipher
-from magpie.store.db import Database
+from magpie.store.db import Connection, Database
 from magpie.store.transaction import ProfileRow, Tx
 
 _decode = msgspec.json.decode
@@ -61,13 +61,6 @@ def resolve(tx: Tx, *, env_id: int, user_id: str | None, device_id: str | None) 
     return device
 
 
-def _check_key(tx: Tx, key_hash: str, env_id: int, revoked: object = None) -> None:
-    """Re-check a cached key inside the transaction; the writer drops a revoked key from caches."""
-    del revoked  # kept for callers written before the writer took over cache invalidation
-    if tx.key_env(key_hash) != env_id:
-        raise InvalidApiKey()
-
-
 class ProfileJob:
     """Base for jobs acting on one resolved profile."""
 
@@ -87,12 +80,12 @@ class ProfileJob:
         self.device_id = device_id
         self.profile_keys = _keys(env_id, user_id, device_id)
 
-    def run(self, tx: Tx) -> Any:
-        _check_key(tx, self.key_hash, self.env_id)
+    def run(self, tx: Tx) -> None:
+        tx.check_key(self.key_hash, self.env_id)
         target = resolve(tx, env_id=self.env_id, user_id=self.user_id, device_id=self.device_id)
         return self.apply(tx, target)
 
-    def apply(self, tx: Tx, target: ProfileRow) -> Any:
+    def apply(self, tx: Tx, target: ProfileRow) -> None:
         raise NotImplementedError
 
 
@@ -106,39 +99,6 @@ class UpdateProperties(ProfileJob):
     def apply(self, tx: Tx, target: ProfileRow) -> None:
         if self.operations:
             tx.update(target, properties=apply_operations(properties=target.properties, operations=self.operations))
-
-
-class UpdatePropertiesRequest(UpdateProperties):
-    """``POST /v1/properties`` from its raw body: decoded and validated in ``prepare``, by the writer."""
-
-    __slots__ = ("body",)
-
-    def __init__(self, *, key_hash: str, env_id: int, body: bytes) -> None:
-        # Built once per request on the event loop: set the fields directly, no __init__ chain.
-        self.key_hash = key_hash
-        self.env_id = env_id
-        self.user_id: str | None = None
-        self.device_id: str | None = None
-        self.operations: list[Operation] = []
-        self.body: bytes | None = body
-        self.profile_keys: tuple[tuple[int, str, str], ...] = ()
-
-    def __reduce__(self) -> str | tuple[Any, ...]:
-        # Crossing to the writer process: three fields, not the whole slot state.
-        if self.body is None:
-            return object.__reduce_ex__(self, 2)
-        return (_rebuild_request, (self.key_hash, self.env_id, self.body))
-
-    def prepare(self) -> None:
-        """Decode and validate; a ``MagpieError`` here fails this request alone, before any read."""
-        if self.body is not None:
-            self.user_id, self.device_id, self.operations = parse_properties(self.body)
-            self.profile_keys = _keys(self.env_id, self.user_id, self.device_id)
-            self.body = None
-
-
-def _rebuild_request(key_hash: str, env_id: int, body: bytes) -> UpdatePropertiesRequest:
-    return UpdatePropertiesRequest(key_hash=key_hash, env_id=env_id, body=body)
 
 
 class SetConsent(ProfileJob):
@@ -217,27 +177,58 @@ def _consents(crm: dict[str, Any]) -> dict[str, Any]:
     return {channel: purposes for channel, purposes in crm.items() if channel in ("push", "sms", "kakao")}
 
 
-def _tokens(conn: Any, db: Database, env_id: int, device_id: str) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    token: str  # shortened: enough to recognise a token, not enough to send to it
+    provider_type: str
+    status: str
+    retired_reason: str | None
+    created_at: int
+    updated_at: int
+
+
+def _tokens(conn: Connection, db: Database, env_id: int, device_id: str) -> list[TokenRow]:
     rows = db.fetchall(
         conn,
         "SELECT token, provider_type, status, retired_reason, created_at, updated_at FROM push_tokens "
         "WHERE env_id = ? AND device_id = ? ORDER BY created_at",
         (env_id, device_id),
     )
-    return [
-        {
-            "token": r[0][:8] + "…" if len(r[0]) > 12 else r[0],
-            "providerType": r[1],
-            "status": r[2],
-            "retiredReason": r[3],
-            "createdAt": r[4],
-            "updatedAt": r[5],
-        }
-        for r in rows
-    ]
+    return [TokenRow(r[0][:8] + "…" if len(r[0]) > 12 else r[0], *r[1:]) for r in rows]
 
 
-def user_view(conn: Any, db: Database, cipher: Cipher, *, env_id: int, user_id: str) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class LinkedDevice:
+    device_id: str
+    anonymous_properties: dict[str, Any]  # what the device had before its first link
+    linked_since: int
+    push_tokens: list[TokenRow]
+
+
+@dataclass(frozen=True, slots=True)
+class UserView:
+    user_id: str
+    properties: dict[str, Any]
+    consents: dict[str, Any]  # by channel, each purpose with its status and time
+    phone_number: str | None  # masked
+    devices: list[LinkedDevice]
+    created_at: int | None  # None: known only through its devices
+    updated_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceView:
+    device_id: str
+    linked_user_id: str | None
+    properties: dict[str, Any]
+    consents: dict[str, Any]
+    push_tokens: list[TokenRow]
+    created_at: int
+    updated_at: int
+    user: UserView | None  # the linked user, shown whole
+
+
+def user_view(conn: Connection, db: Database, cipher: Cipher, *, env_id: int, user_id: str) -> UserView:
     """Everything magpie knows about a user: properties, consents, masked phone, devices."""
     row = db.fetchone(
         conn,
@@ -259,26 +250,18 @@ def user_view(conn: Any, db: Database, cipher: Cipher, *, env_id: int, user_id: 
         properties, crm = _decode(row[0]), _decode(row[1])
         phone = mask(cipher.decrypt(bytes(row[2]))) if row[2] is not None else None
         created, updated = row[4], row[5]
-    return {
-        "userId": user_id,
-        "properties": properties,
-        "consents": _consents(crm),
-        "phoneNumber": phone,
-        "devices": [
-            {
-                "deviceId": d[0],
-                "anonymousProperties": _decode(d[1]),
-                "linkedSince": d[6],
-                "pushTokens": _tokens(conn, db, env_id, d[0]),
-            }
-            for d in devices
-        ],
-        "createdAt": created,
-        "updatedAt": updated,
-    }
+    return UserView(
+        user_id=user_id,
+        properties=properties,
+        consents=_consents(crm),
+        phone_number=phone,
+        devices=[LinkedDevice(d[0], _decode(d[1]), d[6], _tokens(conn, db, env_id, d[0])) for d in devices],
+        created_at=created,
+        updated_at=updated,
+    )
 
 
-def device_view(conn: Any, db: Database, cipher: Cipher, *, env_id: int, device_id: str) -> dict[str, Any]:
+def device_view(conn: Connection, db: Database, cipher: Cipher, *, env_id: int, device_id: str) -> DeviceView:
     """A device: its linked user (shown whole) or its anonymous profile."""
     row = db.fetchone(
         conn,
@@ -287,22 +270,20 @@ def device_view(conn: Any, db: Database, cipher: Cipher, *, env_id: int, device_
     )
     if row is None:
         raise NotFound(f"no device '{device_id}' in this environment")
-    view: dict[str, Any] = {
-        "deviceId": device_id,
-        "linkedUserId": row[3],
-        "properties": _decode(row[0]),
-        "consents": _consents(_decode(row[1])),
-        "pushTokens": _tokens(conn, db, env_id, device_id),
-        "createdAt": row[4],
-        "updatedAt": row[5],
-    }
-    if row[3] is not None:
-        view["user"] = user_view(conn, db, cipher, env_id=env_id, user_id=row[3])
-    return view
+    return DeviceView(
+        device_id=device_id,
+        linked_user_id=row[3],
+        properties=_decode(row[0]),
+        consents=_consents(_decode(row[1])),
+        push_tokens=_tokens(conn, db, env_id, device_id),
+        created_at=row[4],
+        updated_at=row[5],
+        user=None if row[3] is None else user_view(conn, db, cipher, env_id=env_id, user_id=row[3]),
+    )
 
 
 def reconfirmations_due(
-    conn: Any, db: Database, *, env_id: int, channels: tuple[str, ...], now_ms: int, within_ms: int, limit: int
+    conn: Connection, db: Database, *, env_id: int, channels: tuple[str, ...], now_ms: int, within_ms: int, limit: int
 ) -> list[dict[str, Any]]:
     """Users whose marketing consent per channel is due for the two-year notice, earliest first.
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from magpie.domain.identity import DEVICE
-from magpie.errors import InvalidApiKey
 from magpie.store.profiles import link_device
 from magpie.store.transaction import Tx
 
@@ -44,8 +43,8 @@ class RegisterToken:
 
     def run(self, tx: Tx) -> str:
         """Returns the token's status: ACTIVE, or RETIRED for a token a provider rejected for good."""
-        if self.key_hash is not None and tx.key_env(self.key_hash) != self.env_id:
-            raise InvalidApiKey()
+        if self.key_hash is not None:
+            tx.check_key(self.key_hash, self.env_id)
         device = tx.profile(self.env_id, DEVICE, self.device_id)
         if self.user_id is not None:
             link_device(tx, user=tx.profile(self.env_id, "u", self.user_id), device_id=self.device_id)

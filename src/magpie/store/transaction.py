@@ -14,7 +14,8 @@ from typing import Any
 
 import msgspec
 
-from magpie.store.db import ConcurrentCreation, Database, Row
+from magpie.errors import InvalidApiKey
+from magpie.store.db import ConcurrentCreation, Connection, Cursor, Database, Row
 
 ProfileKey = tuple[int, str, str]
 
@@ -132,7 +133,7 @@ _MUTABLE = ("_properties", "_props_raw", "_crm", "_crm_raw", "phone_enc", "linke
 class Tx:
     """The state of one writer transaction, handed to every job in the batch."""
 
-    def __init__(self, *, db: Database, conn: Any, secret: Any = None, now_ms: int | None = None) -> None:
+    def __init__(self, *, db: Database, conn: Connection, secret: Any = None, now_ms: int | None = None) -> None:
         self.db = db
         self.conn = conn
         self.secret = secret
@@ -146,7 +147,7 @@ class Tx:
 
     # -- SQL pass-through ------------------------------------------------------------------
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         return self.db.execute(self.conn, sql, params)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -167,9 +168,14 @@ class Tx:
             self._keys[key_hash] = None if row is None else int(row[0])
         return self._keys[key_hash]
 
+    def check_key(self, key_hash: str, env_id: int) -> None:
+        """Re-check a cached key inside the transaction; the writer then drops a revoked key from caches."""
+        if self.key_env(key_hash) != env_id:
+            raise InvalidApiKey()
+
     # -- profiles ---------------------------------------------------------------------------
 
-    def prefetch(self, jobs: Iterable[Any]) -> None:
+    def prefetch(self, jobs: Iterable[object]) -> None:
         wanted: set[ProfileKey] = set()
         for job in jobs:
             keys = getattr(job, "profile_keys", None)

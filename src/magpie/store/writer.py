@@ -28,12 +28,12 @@ import select
 import struct
 import threading
 import time
-from collections.abc import Callable
-from multiprocessing.connection import Connection
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection as Pipe
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from magpie.errors import InvalidApiKey, MagpieError, ServiceUnavailable
-from magpie.store.db import RETRYABLE_ERRORS, Database
+from magpie.store.db import RETRYABLE_ERRORS, Connection, Database
 from magpie.store.transaction import Tx
 
 log = logging.getLogger("magpie.writer")
@@ -41,23 +41,34 @@ log = logging.getLogger("magpie.writer")
 _STOP = object()
 
 
-class Job(Protocol):
-    def run(self, tx: Tx) -> Any: ...
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 
-class FnJob:
+class Job(Protocol[T_co]):
+    """A unit of work for the writer; ``submit(job)`` resolves to what ``run`` returns.
+
+    A job may also define ``prepare()`` (validate before the batch reads anything; a
+    ``MagpieError`` there fails that job alone) and ``key_hash`` (the API key it acts for,
+    dropped from every cache when the writer finds it revoked).
+    """
+
+    def run(self, tx: Tx) -> T_co: ...
+
+
+class FnJob(Generic[T]):
     """Wrap a plain function of the transaction as a job (thread writer only: it cannot be pickled)."""
 
     __slots__ = ("fn",)
 
-    def __init__(self, fn: Callable[[Tx], Any]) -> None:
+    def __init__(self, fn: Callable[[Tx], T]) -> None:
         self.fn = fn
 
-    def run(self, tx: Tx) -> Any:
+    def run(self, tx: Tx) -> T:
         return self.fn(tx)
 
 
-Outcome = tuple[Any, bool]  # (value or exception, failed)
+Outcome = tuple[object, bool]  # (value or exception, failed)
 
 
 class _Checkpointer:
@@ -99,14 +110,14 @@ class BatchRunner:
     def __init__(self, *, db: Database, secret: Any = None) -> None:
         self.db = db
         self.secret = secret
-        self._conn: Any = None
+        self._conn: Connection | None = None
         self._checkpointer: _Checkpointer | None = None
 
-    def _connection(self) -> Any:
+    def _connection(self) -> Connection:
         if self._conn is None:
-            self._conn = self.db.connect()
+            self._conn = conn = self.db.connect()
             if self.db.is_sqlite:
-                self._conn.execute("PRAGMA wal_autocheckpoint=0")
+                conn.execute("PRAGMA wal_autocheckpoint=0")
                 if self._checkpointer is None:
                     self._checkpointer = _Checkpointer(self.db)
         return self._conn
@@ -125,7 +136,7 @@ class BatchRunner:
             self._checkpointer.stop()
             self._checkpointer = None
 
-    def run_batch(self, jobs: list[Job]) -> list[Outcome]:
+    def run_batch(self, jobs: Sequence[Job[object]]) -> list[Outcome]:
         for attempt in range(5):
             try:
                 return self._run_once(jobs)
@@ -140,7 +151,7 @@ class BatchRunner:
                 return [self._run_single(job) for job in jobs]
         return [(ServiceUnavailable("the database kept aborting the transaction"), True) for _ in jobs]
 
-    def _run_single(self, job: Job) -> Outcome:
+    def _run_single(self, job: Job[object]) -> Outcome:
         for attempt in range(5):
             try:
                 return self._run_once([job])[0]
@@ -156,7 +167,7 @@ class BatchRunner:
         log.error("storage error: %s: %s", type(exc).__name__, exc)
         return ServiceUnavailable()
 
-    def _run_once(self, jobs: list[Job]) -> list[Outcome]:
+    def _run_once(self, jobs: Sequence[Job[object]]) -> list[Outcome]:
         # Jobs that carry a raw request validate it first; a bad one is answered without a read.
         rejected: dict[int, MagpieError] = {}
         for index, job in enumerate(jobs):
@@ -214,7 +225,7 @@ class _Answers:
     def __init__(self, on_invalid_key: Callable[[str], None] | None) -> None:
         self.on_invalid_key = on_invalid_key
 
-    def answer(self, targets: list[tuple[Job, Any, Any]], outcomes: list[Outcome]) -> None:
+    def answer(self, targets: list[tuple[Job[object], Any, Any]], outcomes: list[Outcome]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, bool]]] = {}
         for (job, loop, target), (value, failed) in zip(targets, outcomes, strict=True):
             if failed and isinstance(value, InvalidApiKey) and self.on_invalid_key is not None:
@@ -292,19 +303,19 @@ class GroupCommitWriter(_WriterBase):
             self._thread.join(timeout=30)
             self._thread = None
 
-    def submit(self, job: Job) -> asyncio.Future[Any]:
+    def submit(self, job: Job[T]) -> asyncio.Future[T]:
         """Queue ``job``; the future resolves after its batch commits."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
+        future: asyncio.Future[T] = loop.create_future()
         self._queue.put((job, loop, future))
         return future
 
-    def run_sync(self, job: Job, timeout: float = 60.0) -> Any:
+    def run_sync(self, job: Job[T], timeout: float = 60.0) -> T:
         """Run ``job`` through the writer from a thread without an event loop (the CLI, tests)."""
         done = threading.Event()
         box: list[Any] = []
         self._queue.put((job, None, (done, box)))
-        return _wait_box(done, box, timeout)
+        return cast(T, _wait_box(done, box, timeout))
 
     def _loop(self) -> None:
         while True:
@@ -336,9 +347,7 @@ class GroupCommitWriter(_WriterBase):
 # -- the writer in a child process -----------------------------------------------------------------
 
 
-def _child_main(
-    jobs_in: Connection, answers_out: Connection, url: str, batch_max: int, secret_key: bytes | None
-) -> None:
+def _child_main(jobs_in: Pipe, answers_out: Pipe, url: str, batch_max: int, secret_key: bytes | None) -> None:
     """The child process: receive pickled jobs, group-commit them, send back outcomes."""
     import signal
 
@@ -354,7 +363,7 @@ def _child_main(
                 return  # the parent is gone
             if not data:
                 return
-            items: list[tuple[int, Job]] = pickle.loads(data)
+            items: list[tuple[int, Job[object]]] = pickle.loads(data)
             stop_after = False
             while len(items) < batch_max and jobs_in.poll():
                 more = jobs_in.recv_bytes()
@@ -412,8 +421,8 @@ class ProcessWriter(_WriterBase):
         self._on_batch = on_batch
         self._answers = _Answers(on_invalid_key)
         self._seq = itertools.count()
-        self._waiting: dict[int, tuple[Job, Any, Any]] = {}
-        self._outbox: list[tuple[int, Job]] = []
+        self._waiting: dict[int, tuple[Job[object], Any, Any]] = {}
+        self._outbox: list[tuple[int, Job[object]]] = []
         self._flush_scheduled = False
         self._process: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -484,9 +493,9 @@ class ProcessWriter(_WriterBase):
             os.close(fd)
         self._recv_fd = self._send_fd = -1
 
-    def submit(self, job: Job) -> asyncio.Future[Any]:
+    def submit(self, job: Job[T]) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
+        future: asyncio.Future[T] = loop.create_future()
         seq = next(self._seq)
         self._waiting[seq] = (job, loop, future)
         self._outbox.append((seq, job))
@@ -495,13 +504,13 @@ class ProcessWriter(_WriterBase):
             loop.call_soon(self._flush)
         return future
 
-    def run_sync(self, job: Job, timeout: float = 60.0) -> Any:
+    def run_sync(self, job: Job[T], timeout: float = 60.0) -> T:
         """Run ``job`` from a thread other than the writer's event loop."""
         loop = self._loop
         if loop is None:
             raise ServiceUnavailable("the writer is not running")
 
-        async def submit() -> Any:
+        async def submit() -> T:
             return await self.submit(job)
 
         return asyncio.run_coroutine_threadsafe(submit(), loop).result(timeout)

@@ -1,0 +1,40 @@
+"""The Starlette app behind the lean router: admin API, health, metrics and the docs.
+
+Every error it raises is answered by ``magpie.api.failures``, the unexpected ones included.
+"""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+from magpie.api.admin import admin_routes, error_response, health_routes
+from magpie.api.admin_consent import consent_admin_routes
+from magpie.api.admin_push import push_admin_routes
+from magpie.api.context import Context
+from magpie.api.openapi import docs_routes
+from magpie.errors import MagpieError
+
+
+async def _error(request: Request, exc: Exception) -> Response:
+    return error_response(exc)
+
+
+def build_fallback(ctx: Context, *, extra_routes: list[BaseRoute] | None = None) -> Starlette:
+    """The Starlette app for ``ctx``; ``extra_routes`` come last (pages mounted by other parts)."""
+    return Starlette(
+        routes=[
+            *health_routes(ctx),
+            *admin_routes(ctx),
+            *push_admin_routes(ctx),
+            *consent_admin_routes(ctx),
+            *docs_routes(),
+            *(extra_routes or []),
+        ],
+        # Exception (and 500) goes to Starlette's outermost handler, which answers and then
+        # re-raises for the server to log; MagpieApp stops it there, as it was answered.
+        exception_handlers={Exception: _error, HTTPException: _error, MagpieError: _error},
+    )

@@ -1,0 +1,55 @@
+"""OpenAPI building blocks shared by the document's parts: identifiers, errors, one operation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_SUCCESS = {"$ref": "#/components/schemas/Success"}
+ID = {"type": ["string", "null"], "maxLength": 256}
+
+# Which error codes each status can carry, for the response descriptions.
+_ERRORS: dict[str, tuple[str, list[str]]] = {
+    "400": ("Invalid request", ["INVALID_REQUEST", "EMPTY_IDENTIFIER"]),
+    "401": ("Missing or invalid API key", ["API_KEY_NOT_FOUND", "INVALID_API_KEY"]),
+    "413": ("Body over the size limit (1 MiB by default)", ["PAYLOAD_TOO_LARGE"]),
+    "429": ("Rate limit for the key exceeded; see Retry-After", ["RATE_LIMITED"]),
+    "503": ("Storage unavailable; retry", ["SERVICE_UNAVAILABLE"]),
+}
+
+
+def _errors(extra400: list[str] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for status, (text, codes) in _ERRORS.items():
+        all_codes = codes + (extra400 or []) if status == "400" else codes
+        out[status] = {
+            "description": f"{text}. Codes: {', '.join(all_codes)}",
+            "content": {"application/json": {"schema": _ERROR}},
+        }
+    return out
+
+
+def operation(
+    summary: str,
+    *,
+    body: dict[str, Any] | None = None,
+    ok: dict[str, Any] | None = None,
+    extra400: list[str] | None = None,
+    params: list[dict[str, Any]] | None = None,
+    tag: str = "Hackle API",
+    security: str = "ApiKey",
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "tags": [tag],
+        "security": [{security: []}],
+        "responses": {
+            "200": {"description": "Success", "content": {"application/json": {"schema": ok or _SUCCESS}}},
+            **_errors(extra400),
+        },
+    }
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if params:
+        op["parameters"] = params
+    return op
