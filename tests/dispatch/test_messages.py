@@ -587,3 +587,26 @@ def test_two_year_notice_report_and_sending_it_through_a_campaign(client: AppCli
     texts = sorted(m["message"]["text"] for m in inbox(client, env))
     assert len(texts) == 2 and all(t.endswith("에 동의하신 광고 수신을 유지하고 있습니다") for t in texts)
     assert all(t.startswith("20") for t in texts)
+
+
+def test_a_worker_that_lost_its_lease_leaves_the_batch_to_the_new_owner(
+    client: AppClient, env: Env, nhn: FakeNhn
+) -> None:
+    setup(client, env, {"smsGateway": "nhn", "providers": {"nhn": nhn.config()}}, sms(purpose="INFORMATION"))
+    user(client, env, "u1")
+    dispatch_id = send(client, env, "sms", 12, [{"userId": "u1"}])
+    stalled = make_dispatcher(client, clock=FakeClock(NOON))
+    taker = make_dispatcher(client, clock=FakeClock(NOON + 3600))  # after the stalled one's lease lapsed
+    try:
+        [first] = client.run(stalled._claim(1))
+        [again] = client.run(taker._claim(1))
+        assert first.id == again.id
+        client.run(stalled.process(first))
+        assert nhn.accepted == []
+        assert view(client, env, "sms", dispatch_id)["counts"]["PENDING"] == 1
+        client.run(taker.process(again))
+    finally:
+        close_dispatcher(client, stalled)
+        close_dispatcher(client, taker)
+    assert len(nhn.accepted) == 1 and nhn.sent_twice() == []
+    assert view(client, env, "sms", dispatch_id)["counts"]["SENT"] == 1

@@ -40,6 +40,7 @@ from magpie.store.crypto import Cipher
 from magpie.store.deliveries import (
     DeliveryResult,
     FinishItem,
+    HoldLease,
     HoldRecipients,
     Planned,
     RecordRecipient,
@@ -55,6 +56,7 @@ class Dispatcher(Protocol):
     """What of the worker's dispatcher a Kakao or SMS work item uses."""
 
     channels: ProviderRegistry
+    owner: str
     writer: Writer
     settings: Settings
     cipher: Cipher
@@ -213,7 +215,10 @@ async def process_phone(d: Dispatcher, snap: Snapshot, campaign: Campaign, now: 
     for n, (batch_key, batch, maybe_sent) in enumerate(batches, start=1):
         assert gateway is not None
         last = n == len(batches)
-        await _send_batch(d, snap, campaign, gateway, batch_key, batch, maybe_sent=maybe_sent, day=day, last=last)
+        if not await _send_batch(
+            d, snap, campaign, gateway, batch_key, batch, maybe_sent=maybe_sent, day=day, last=last
+        ):
+            return
 
 
 def _delivery(snap: Snapshot, idx: int, channel: str) -> int:
@@ -252,7 +257,8 @@ async def _send_batch(
     maybe_sent: bool,
     day: str,
     last: bool,
-) -> None:
+) -> bool:
+    """Send one batch and record its outcomes; False when the item's lease was lost (nothing recorded)."""
     messages: list[PhoneMessage] = []
     results: dict[str, PhoneResult] = {}
     for delivery_id, send in batch:
@@ -265,6 +271,13 @@ async def _send_batch(
     if messages:
         while True:
             attempts += 1
+            lease_ms = int(d.settings.lease_seconds * 1000)
+            now = d.now_ms()
+            if not await d.writer.submit(
+                HoldLease(item_id=snap.item.id, owner=d.owner, now_ms=now, until_ms=now + lease_ms)
+            ):
+                log.warning("work item %s changed hands: its batch is left to the new owner", snap.item.id)
+                return False
             try:
                 async with d._send_slots:
                     answered = await gateway.send_batch(messages, batch_key=batch_key, maybe_sent=maybe_sent)
@@ -331,3 +344,4 @@ async def _send_batch(
         ]
         if reports:
             await d.writer.submit(RecordReports(env_id=snap.item.env_id, provider="sandbox", reports=reports))
+    return True

@@ -114,6 +114,7 @@ class Dispatcher:
         self._send_slots = asyncio.Semaphore(settings.worker_concurrency)
         self._campaigns: dict[tuple[int, int], tuple[int, Campaign]] = {}
         self.wake = asyncio.Event()
+        self._active: set[int] = set()
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -192,6 +193,10 @@ class Dispatcher:
         return processed
 
     async def _process_guarded(self, item: WorkItem) -> None:
+        if item.id in self._active:
+            # Re-claimed after its lease lapsed while this dispatcher still works on it: one is enough.
+            return
+        self._active.add(item.id)
         heartbeat = asyncio.create_task(self._heartbeat(item))
         try:
             await self.process(item)
@@ -200,6 +205,7 @@ class Dispatcher:
             log.exception("work item %s of dispatch %s failed", item.id, item.dispatch_id)
         finally:
             heartbeat.cancel()
+            self._active.discard(item.id)
 
     async def _heartbeat(self, item: WorkItem) -> None:
         lease = self.settings.lease_seconds

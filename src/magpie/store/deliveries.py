@@ -74,6 +74,29 @@ class ExtendLease:
         )
 
 
+class HoldLease:
+    """Whether ``owner`` still holds the lease of a work item, extending it if so.
+
+    Checked right before a paid batch goes to a gateway: a worker whose lease lapsed (it stalled,
+    another worker took the item over) must leave the batch to the new owner rather than send it too.
+    """
+
+    profile_keys = ()
+
+    def __init__(self, *, item_id: int, owner: str, now_ms: int, until_ms: int) -> None:
+        self.item_id = item_id
+        self.owner = owner
+        self.now_ms = now_ms
+        self.until_ms = until_ms
+
+    def run(self, tx: Tx) -> bool:
+        cursor = tx.execute(
+            "UPDATE work_items SET lease_until = ? WHERE id = ? AND lease_owner = ? AND done = 0 AND lease_until >= ?",
+            (self.until_ms, self.item_id, self.owner, self.now_ms),
+        )
+        return int(cursor.rowcount) == 1
+
+
 # -- what a worker reads before deciding ---------------------------------------------------------
 
 
