@@ -136,6 +136,7 @@ class ServerProcess:
         env: dict[str, str] | None = None,
     ) -> None:
         self.port = port or free_port()
+        self._port_chosen = port is None
         self.data_dir = data_dir
         self.database_url = database_url
         self.args = args or ["serve"]
@@ -168,7 +169,16 @@ class ServerProcess:
                 cwd=ROOT,
             )
         if wait and self.args[0] == "serve":
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except RuntimeError:
+                # The free port was taken by another process (often an outgoing connection's
+                # ephemeral port) before the server bound it: take another one, once.
+                if not (self._port_chosen and "address already in use" in self.output()):
+                    raise
+                self._port_chosen = False
+                self.port = free_port()
+                return self.start(wait=wait)
         return self
 
     def wait_ready(self, timeout: float = 30) -> None:

@@ -6,13 +6,12 @@ notification service extension can enrich the alert on the device.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import h2.exceptions
 import httpx
@@ -27,6 +26,8 @@ from magpie.providers.base import (
     PushMessage,
     SendResult,
     TokenInvalid,
+    compact_json,
+    json_member,
 )
 from magpie.providers.fcm import parse_retry_after
 
@@ -48,16 +49,8 @@ class _ProviderToken:
     issued_at: float
 
 
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def _reason(body: bytes) -> str | None:
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    reason = doc.get("reason") if isinstance(doc, dict) else None
+    reason = json_member(body, "reason")
     return reason if isinstance(reason, str) else None
 
 
@@ -138,7 +131,7 @@ class ApnsProvider:
 
     @staticmethod
     def _payload(message: PushMessage) -> bytes:
-        return _dumps(
+        return compact_json(
             {
                 "aps": {
                     "alert": {"title": message.title, "body": message.body},

@@ -12,10 +12,25 @@ Vendor errors are translated here, at the edge, so the dispatcher records typed 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 ProviderType = Literal["FCM", "APN"]
+
+
+def compact_json(value: Any) -> bytes:
+    """JSON as a vendor is sent it: no spaces, UTF-8 kept."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def json_member(body: bytes, name: str) -> object:
+    """``name`` of the JSON object in ``body``; None when absent or when the body is no JSON object."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return doc.get(name) if isinstance(doc, dict) else None
 
 
 @dataclass(frozen=True, slots=True)

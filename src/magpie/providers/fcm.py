@@ -27,6 +27,8 @@ from magpie.providers.base import (
     PushMessage,
     SendResult,
     TokenInvalid,
+    compact_json,
+    json_member,
 )
 
 __all__ = ["FCM_SCOPE", "FcmProvider", "parse_retry_after"]
@@ -86,17 +88,9 @@ class _GoogleError:
     message: str
 
 
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def _parse_google_error(body: bytes) -> _GoogleError | None:
     """The ``google.rpc.Status`` inside an error body, or None when the body is not one."""
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    error = doc.get("error") if isinstance(doc, dict) else None
+    error = json_member(body, "error")
     if not isinstance(error, dict):
         return None
     status = error.get("status")
@@ -153,7 +147,7 @@ class FcmProvider:
         self._token_lock = asyncio.Lock()
 
     async def send(self, message: PushMessage) -> SendResult:
-        body = _dumps({"message": self._message_object(message)})
+        body = compact_json({"message": self._message_object(message)})
         token = await self._access_token()
         reply = await self._post_message(body, token)
         if reply.status == 401:
@@ -176,7 +170,7 @@ class FcmProvider:
     def _message_object(message: PushMessage) -> dict[str, Any]:
         data = {key: str(value) for key, value in message.extra_data.items()}
         # Set last so extra_data can never shadow the object the SDK renders from.
-        data["hackle"] = _dumps(message.hackle).decode()
+        data["hackle"] = compact_json(message.hackle).decode()
         ttl = min(max(int(message.ttl_seconds), 0), _MAX_TTL_SECONDS)
         android: dict[str, Any] = {
             "priority": "HIGH" if message.high_priority else "NORMAL",
@@ -188,11 +182,7 @@ class FcmProvider:
 
     @staticmethod
     def _message_name(body: bytes) -> str | None:
-        try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            return None
-        name = doc.get("name") if isinstance(doc, dict) else None
+        name = json_member(body, "name")
         return name if isinstance(name, str) else None
 
     # -- HTTP ------------------------------------------------------------------------------------
