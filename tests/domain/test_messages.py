@@ -7,7 +7,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from magpie.domain import delivery, messages
@@ -38,11 +38,13 @@ def at(hour: int, minute: int = 0) -> int:
 # -- sizes -------------------------------------------------------------------------------------------
 
 
+@settings(deadline=None)  # pure and fast; a loaded machine must not fail it
 @given(st.text(alphabet=st.one_of(HANGUL, ASCII), max_size=200))
 def test_euckr_size_matches_cp949_encoding(text: str) -> None:
     assert euckr_size(text) == len(text.encode("cp949"))
 
 
+@settings(deadline=None)  # pure and fast; a loaded machine must not fail it
 @given(st.integers(min_value=0, max_value=1200), st.booleans())
 def test_sms_size_kind_follows_the_byte_limits(n: int, hangul: bool) -> None:
     text = ("가" if hangul else "a") * n
@@ -74,6 +76,7 @@ def test_unencodable_lists_emoji_once() -> None:
 # -- marketing wrapping -----------------------------------------------------------------------------
 
 
+@settings(deadline=None)  # pure and fast; a loaded machine must not fail it
 @given(st.text(alphabet=st.one_of(HANGUL, ASCII), min_size=1, max_size=100), st.text(alphabet=ASCII, max_size=10))
 def test_marketing_sms_starts_with_ad_and_ends_with_opt_out_and_is_idempotent(text: str, sender: str) -> None:
     wrapped = marketing_sms(text, sender=sender, opt_out_number="080-123-4567")
@@ -91,6 +94,7 @@ NAMES = st.text(
 )
 
 
+@settings(deadline=None)  # pure and fast; a loaded machine must not fail it
 @given(st.lists(NAMES, min_size=1, max_size=10, unique=True), st.data())
 def test_fill_placeholders_replaces_every_placeholder(names: list[str], data: st.DataObject) -> None:
     values = {n: data.draw(st.text(alphabet=ASCII, max_size=10)) for n in names}
@@ -219,15 +223,15 @@ def test_marketing_sms_needs_the_opt_out_number() -> None:
 
 
 def test_marketing_sms_size_counts_the_added_prefix_and_opt_out() -> None:
-    settings = {**SETTINGS, "smsOptOutNumber": "080-123-4567", "senderName": "magpie"}
+    env_settings = {**SETTINGS, "smsOptOutNumber": "080-123-4567", "senderName": "magpie"}
     wrapper = euckr_size(marketing_sms("", sender="magpie", opt_out_number="080-123-4567"))
     fits = parse_campaign(sms("a" * (LMS_MAX_BYTES - wrapper)))
-    check_for_environment(fits, settings)
+    check_for_environment(fits, env_settings)
     over = parse_campaign(sms("a" * (LMS_MAX_BYTES - wrapper + 1)))
     with pytest.raises(InvalidCampaign, match="over the 2000-byte limit"):
-        check_for_environment(over, settings)
+        check_for_environment(over, env_settings)
     # Informational SMS carry no wrapping: the same text fits.
-    check_for_environment(parse_campaign(sms("a" * (LMS_MAX_BYTES - wrapper + 1), purpose="INFORMATION")), settings)
+    check_for_environment(parse_campaign(sms("a" * (LMS_MAX_BYTES - wrapper + 1), purpose="INFORMATION")), env_settings)
 
 
 def test_sms_text_a_phone_cannot_show_is_refused() -> None:
