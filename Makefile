@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-sqlite check bench lock clean browser
+.PHONY: run test test-sqlite check bench lock clean browser docs
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ check: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-logo
+
+# docs/configuration.md is generated from the settings table in src/magpie/config.py.
+docs: $(STAMP)
+	$(BIN)/python -c 'import sys; from magpie.config import configuration_markdown as doc; sys.stdout.write(doc())' > docs/configuration.md
 
 bench: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)

@@ -70,6 +70,9 @@ def settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Se
         bootstrap=False,
         workers=0,
         secret_key=None,
+        # In-process apps: the writer on a thread, and no collector freeze (a test session builds many apps).
+        writer="thread",
+        freeze_gc=False,
     )
 
 

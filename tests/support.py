@@ -28,6 +28,20 @@ T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Hackle's trigger-send seed request, byte for byte (the stray spaces included).
+SEED_TRIGGER = """{
+    "campaignKey": 1,
+    "users": [
+      {  
+        "userId": "eb24b2d8-21a3-4e95-b801-626ba0904e01",
+        "apiProperties": {
+          "productNumber": "123"
+        }
+      }
+    ]
+  }"""
+
+
 @dataclass
 class Env:
     name: str
@@ -217,6 +231,39 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def credentials(self) -> tuple[str, str]:
+        """The API key and admin token a first start printed."""
+        return first_run_credentials(self.output())
+
+
+def first_run_credentials(output: str) -> tuple[str, str]:
+    """The API key and admin token printed by the first start of ``magpie serve``."""
+    lines = output.splitlines()
+    key = next(line.split()[-1] for line in lines if "API key:" in line)
+    token = next(line.split()[-1] for line in lines if "admin token:" in line)
+    return key, token
+
+
+def provider_settings(*, fcm: Any = None, apns: Any = None) -> dict[str, Any]:
+    """Environment ``providers`` settings pointing at the fake FCM and APNs servers of ``tests/fakes``."""
+    providers: dict[str, Any] = {}
+    if fcm is not None:
+        providers["fcm"] = {
+            "projectId": fcm.project_id,
+            "serviceAccount": fcm.service_account(),
+            "baseUrl": fcm.base_url,
+        }
+    if apns is not None:
+        providers["apns"] = {
+            "teamId": apns.team_id,
+            "keyId": apns.key_id,
+            "privateKey": apns.private_key_pem,
+            "topic": apns.topic,
+            "baseUrl": apns.base_url,
+            "caFile": apns.ca_pem_path,
+        }
+    return providers
 
 
 def magpie_cli(*args: str, data_dir: Path, database_url: str | None = None) -> subprocess.CompletedProcess[str]:

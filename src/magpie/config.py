@@ -1,21 +1,28 @@
-"""Settings, read once from ``MAGPIE_*`` environment variables and passed down."""
+"""Settings, read once from ``MAGPIE_*`` environment variables and passed down.
+
+``Settings`` is the one table of what is configurable: each field carries its environment
+variable, default and description, and both ``Settings.from_env`` and the generated
+``docs/configuration.md`` (``make docs``) are read from it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from dataclasses import dataclass, field, replace
+import typing
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
-def _int(env: dict[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    return default if raw in (None, "") else int(raw)
-
-
-def _float(env: dict[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    return default if raw in (None, "") else float(raw)
+def setting(default: T, env: str, description: str) -> T:
+    """One row of the table: the default, the ``MAGPIE_*`` variable and what it means."""
+    return dataclasses.field(default=default, metadata={"env": env, "description": description})
 
 
 @dataclass(frozen=True)
@@ -26,40 +33,102 @@ class Settings:
     'sqlite:////tmp/m/magpie.db'
     """
 
-    data_dir: Path = Path(".magpie")
-    database_url_override: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 8080
-    max_body_bytes: int = 1 << 20
-    # Group commit: a batch is at most this many requests in one transaction.
-    batch_max: int = 512
-    # Requests per second per API key; 0 disables rate limiting.
-    rate_limit_per_key: float = 0.0
-    rate_limit_burst: int = 0
-    # In-process dispatch workers started by `magpie serve` (0: the API only).
-    workers: int = 1
-    worker_concurrency: int = 64
-    lease_seconds: float = 30.0
-    poll_interval: float = 0.2
-    max_delivery_attempts: int = 6
-    retry_base_seconds: float = 0.5
-    retry_max_seconds: float = 60.0
-    provider_timeout_seconds: float = 10.0
-    # How often a worker asks polled gateways (NHN Cloud) for the final result of accepted messages.
-    report_poll_seconds: float = 60.0
-    event_retention_days: int = 365
-    # How often each API process purges events older than the retention (0 or less days: never).
-    event_purge_interval_seconds: float = 3600.0
-    secret_key: str | None = None
-    log_level: str = "info"
-    bootstrap: bool = True
-    # "process": the group-commit writer runs in a child process (what `magpie serve` uses);
-    # "thread": on a thread of this process (embedding, tests, CLI).
-    writer: str = "thread"
-    # Freeze what start-up allocated out of the garbage collector's sight (a server process does
-    # this once; an embedding process that builds many apps should not).
-    freeze_gc: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    data_dir: Path = setting(
+        Path(".magpie"),
+        "MAGPIE_DATA_DIR",
+        "Directory of the SQLite database and of the generated secret key (`secret.key`).",
+    )
+    database_url_override: str | None = setting(
+        None,
+        "MAGPIE_DATABASE_URL",
+        "`postgresql://user:password@host:5432/db` to use PostgreSQL; unset: SQLite in the data directory.",
+    )
+    host: str = setting("127.0.0.1", "MAGPIE_HOST", "Address `magpie serve` listens on (`0.0.0.0`: every interface).")
+    port: int = setting(8080, "MAGPIE_PORT", "TCP port `magpie serve` listens on.")
+    reuse_port: bool = setting(
+        False,
+        "MAGPIE_REUSE_PORT",
+        "Open the port with `SO_REUSEPORT`, so that several `magpie serve` processes share it (the kernel "
+        "balances connections between them).",
+    )
+    max_body_bytes: int = setting(
+        1 << 20, "MAGPIE_MAX_BODY_BYTES", "Largest request body accepted; larger bodies answer `413 PAYLOAD_TOO_LARGE`."
+    )
+    batch_max: int = setting(
+        512, "MAGPIE_BATCH_MAX", "Group commit: at most this many requests share one transaction and one fsync."
+    )
+    rate_limit_per_key: float = setting(
+        0.0, "MAGPIE_RATE_LIMIT", "Requests per second allowed per API key (`429 RATE_LIMITED` beyond); 0: no limit."
+    )
+    rate_limit_burst: int = setting(
+        0, "MAGPIE_RATE_LIMIT_BURST", "Requests a key may send at once above the rate; 0: the rate, rounded up."
+    )
+    workers: int = setting(
+        1, "MAGPIE_WORKERS", "Dispatch workers inside each `magpie serve` (0: the API only, run `magpie worker`)."
+    )
+    worker_concurrency: int = setting(
+        64, "MAGPIE_WORKER_CONCURRENCY", "Deliveries one dispatch worker has in flight at once."
+    )
+    lease_seconds: float = setting(
+        30.0,
+        "MAGPIE_LEASE_SECONDS",
+        "How long a worker holds claimed work; work of a worker that died is taken over after this.",
+    )
+    poll_interval: float = setting(
+        0.2, "MAGPIE_POLL_INTERVAL", "Seconds between a worker's looks for due work when nothing woke it."
+    )
+    max_delivery_attempts: int = setting(
+        6, "MAGPIE_MAX_DELIVERY_ATTEMPTS", "Attempts per delivery before it ends `FAILED` (retryable errors only)."
+    )
+    retry_base_seconds: float = setting(
+        0.5, "MAGPIE_RETRY_BASE_SECONDS", "First retry delay of a delivery; doubles per attempt, with jitter."
+    )
+    retry_max_seconds: float = setting(60.0, "MAGPIE_RETRY_MAX_SECONDS", "Longest delay between two attempts.")
+    provider_timeout_seconds: float = setting(
+        10.0, "MAGPIE_PROVIDER_TIMEOUT", "Timeout of one call to FCM, APNs or a webhook, in seconds."
+    )
+    report_poll_seconds: float = setting(
+        60.0,
+        "MAGPIE_REPORT_POLL_SECONDS",
+        "Seconds between two polls of NHN Cloud for the final results of accepted Kakao and SMS messages.",
+    )
+    event_retention_days: int = setting(
+        365, "MAGPIE_EVENT_RETENTION_DAYS", "Stored events are deleted this many days after receipt; 0: kept forever."
+    )
+    event_purge_interval_seconds: float = setting(
+        3600.0, "MAGPIE_EVENT_PURGE_INTERVAL", "Seconds between two purges of expired events by each `magpie serve`."
+    )
+    secret_key: str | None = setting(
+        None,
+        "MAGPIE_SECRET_KEY",
+        "Base64 of 32 bytes encrypting phone numbers (AES-GCM). Unset: read from (or generated "
+        "into) `secret.key` in the data directory. Every process sharing a PostgreSQL database needs the same key.",
+    )
+    log_level: str = setting("info", "MAGPIE_LOG_LEVEL", "`debug`, `info`, `warning` or `error`.")
+    access_log: bool = setting(
+        False,
+        "MAGPIE_ACCESS_LOG",
+        "Log one JSON record per request: method, route template, status, duration and environment "
+        "(never the key, a token or the body).",
+    )
+    bootstrap: bool = setting(
+        True,
+        "MAGPIE_BOOTSTRAP",
+        "On the first start with an empty store, create a `development` environment, an API key, an admin "
+        "token and a demo campaign, and print the key and token once.",
+    )
+    writer: str = setting(
+        "process",
+        "MAGPIE_WRITER",
+        "Where the group-commit writer runs: `process` (a child process, so that database work does not "
+        "hold the event loop's interpreter lock) or `thread` (a thread of this process).",
+    )
+    freeze_gc: bool = setting(
+        True,
+        "MAGPIE_FREEZE_GC",
+        "After start-up, move what start-up allocated out of the garbage collector's sight (shorter collections "
+        "on the hot path). A program that builds many apps in one process should turn it off.",
+    )
 
     @property
     def database_url(self) -> str:
@@ -75,31 +144,84 @@ class Settings:
         return replace(self, **changes)
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        e = dict(os.environ if env is None else env)
-        return cls(
-            data_dir=Path(e.get("MAGPIE_DATA_DIR", ".magpie")),
-            database_url_override=e.get("MAGPIE_DATABASE_URL") or None,
-            host=e.get("MAGPIE_HOST", "127.0.0.1"),
-            port=_int(e, "MAGPIE_PORT", 8080),
-            max_body_bytes=_int(e, "MAGPIE_MAX_BODY_BYTES", 1 << 20),
-            batch_max=_int(e, "MAGPIE_BATCH_MAX", 512),
-            rate_limit_per_key=_float(e, "MAGPIE_RATE_LIMIT", 0.0),
-            rate_limit_burst=_int(e, "MAGPIE_RATE_LIMIT_BURST", 0),
-            workers=_int(e, "MAGPIE_WORKERS", 1),
-            worker_concurrency=_int(e, "MAGPIE_WORKER_CONCURRENCY", 64),
-            lease_seconds=_float(e, "MAGPIE_LEASE_SECONDS", 30.0),
-            poll_interval=_float(e, "MAGPIE_POLL_INTERVAL", 0.2),
-            max_delivery_attempts=_int(e, "MAGPIE_MAX_DELIVERY_ATTEMPTS", 6),
-            retry_base_seconds=_float(e, "MAGPIE_RETRY_BASE_SECONDS", 0.5),
-            retry_max_seconds=_float(e, "MAGPIE_RETRY_MAX_SECONDS", 60.0),
-            provider_timeout_seconds=_float(e, "MAGPIE_PROVIDER_TIMEOUT", 10.0),
-            report_poll_seconds=_float(e, "MAGPIE_REPORT_POLL_SECONDS", 60.0),
-            event_retention_days=_int(e, "MAGPIE_EVENT_RETENTION_DAYS", 365),
-            event_purge_interval_seconds=_float(e, "MAGPIE_EVENT_PURGE_INTERVAL", 3600.0),
-            secret_key=e.get("MAGPIE_SECRET_KEY") or None,
-            log_level=e.get("MAGPIE_LOG_LEVEL", "info"),
-            bootstrap=e.get("MAGPIE_BOOTSTRAP", "1") not in ("0", "false", "no"),
-            writer=e.get("MAGPIE_WRITER", "process"),
-            freeze_gc=True,
-        )
+    def from_env(cls, env: typing.Mapping[str, str] | None = None) -> Settings:
+        """Read every field from its environment variable; unset or empty variables keep the default.
+
+        Raises ``ValueError`` naming the variable when a value does not parse.
+        """
+        source = os.environ if env is None else env
+        hints = typing.get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = source.get(f.metadata["env"], "")
+            if raw != "":
+                values[f.name] = _parse(f.metadata["env"], hints[f.name], raw)
+        return cls(**values)
+
+
+def _parse(name: str, kind: Any, raw: str) -> Any:
+    base = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
+    try:
+        if base is bool:
+            if raw.lower() in _TRUE:
+                return True
+            if raw.lower() in _FALSE:
+                return False
+            raise ValueError("expected 1/0, true/false, yes/no or on/off")
+        return base(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}={raw!r} is not a valid {base.__name__}: {exc}") from None
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "(unset)"
+    if isinstance(value, bool):
+        return "`1`" if value else "`0`"
+    return f"`{value}`"
+
+
+# Variables read by the test suite and the benchmarks, never by a magpie process.
+DEVELOPMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
+    (
+        "MAGPIE_TEST_POSTGRES_URL",
+        "`postgresql://postgres@127.0.0.1:5432/postgres`",
+        "PostgreSQL server the tests create their databases on.",
+    ),
+    ("MAGPIE_REQUIRE_POSTGRES", "(unset)", "`1`: the PostgreSQL tests fail instead of skipping without a server (CI)."),
+    ("MAGPIE_REQUIRE_BROWSER", "(unset)", "`1`: the page tests fail instead of skipping without Chromium (CI)."),
+    ("MAGPIE_CHROMIUM", "`chromium` on the PATH", "Chromium binary the page tests drive."),
+    (
+        "MAGPIE_BENCH_POSTGRES_URL",
+        "`postgresql://postgres@127.0.0.1:5432/postgres`",
+        "PostgreSQL server of the benchmarks (`make bench`).",
+    ),
+)
+
+
+def configuration_markdown() -> str:
+    """``docs/configuration.md``: every environment variable, its type, default and meaning."""
+    hints = typing.get_type_hints(Settings)
+    lines = [
+        "# Configuration",
+        "",
+        "<!-- Generated from the table in src/magpie/config.py by `make docs`;",
+        "     tests/test_config.py fails when this file is stale. -->",
+        "",
+        "magpie reads its settings once, at start, from environment variables. Unset or empty variables keep",
+        "the default. Booleans accept `1`/`0`, `true`/`false`, `yes`/`no` and `on`/`off`. The command-line",
+        "options `--data-dir`, `--database-url`, `--host`, `--port` and `--workers` override the variables of",
+        "the same name. Per-environment settings (providers, marketing rules) are not here: see",
+        "[operations.md](operations.md#environment-settings).",
+        "",
+        "| Variable | Type | Default | Meaning |",
+        "|---|---|---|---|",
+    ]
+    for f in dataclasses.fields(Settings):
+        kind = hints[f.name]
+        base = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
+        type_name = {Path: "path", str: "text", int: "integer", float: "number", bool: "boolean"}[base]
+        lines.append(f"| `{f.metadata['env']}` | {type_name} | {_shown(f.default)} | {f.metadata['description']} |")
+    lines += ["", "## For tests and benchmarks", "", "| Variable | Default | Meaning |", "|---|---|---|"]
+    lines += [f"| `{name}` | {default} | {meaning} |" for name, default, meaning in DEVELOPMENT_VARIABLES]
+    return "\n".join(lines) + "\n"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from aiohttp import web
@@ -21,6 +20,7 @@ from tests.support import (
     apply_campaign,
     dispatch,
     outcomes,
+    provider_settings,
     run_dispatcher,
     trigger,
 )
@@ -46,22 +46,7 @@ def _configure(
     apns: FakeApns | None = None,
     webhook: dict[str, str] | None = None,
 ) -> None:
-    providers: dict[str, Any] = {}
-    if fcm is not None:
-        providers["fcm"] = {
-            "projectId": fcm.project_id,
-            "serviceAccount": fcm.service_account(),
-            "baseUrl": fcm.base_url,
-        }
-    if apns is not None:
-        providers["apns"] = {
-            "teamId": apns.team_id,
-            "keyId": apns.key_id,
-            "privateKey": apns.private_key_pem,
-            "topic": apns.topic,
-            "baseUrl": apns.base_url,
-            "caFile": apns.ca_pem_path,
-        }
+    providers = provider_settings(fcm=fcm, apns=apns)
     if webhook is not None:
         providers["webhook"] = webhook
     response = client.put(

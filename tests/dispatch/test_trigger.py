@@ -10,6 +10,7 @@ import pytest
 from magpie.domain.campaigns import DEMO_CAMPAIGN
 from magpie.store import campaigns
 from tests.support import (
+    SEED_TRIGGER,
     AppClient,
     Env,
     add_token,
@@ -21,18 +22,6 @@ from tests.support import (
     run_dispatcher,
     trigger,
 )
-
-SEED_TRIGGER = """{
-    "campaignKey": 1,
-    "users": [
-      {  
-        "userId": "eb24b2d8-21a3-4e95-b801-626ba0904e01",
-        "apiProperties": {
-          "productNumber": "123"
-        }
-      }
-    ]
-  }"""
 
 
 def _error(response: Any, status: int, code: str, message: str | None = None) -> None:

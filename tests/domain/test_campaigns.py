@@ -46,7 +46,9 @@ def test_parse_campaign_defaults() -> None:
         pytest.param({"key": True}, "key must be a positive integer", id="key-boolean"),
         pytest.param({"key": 2**31}, "key must be a positive integer", id="key-over-int32"),
         pytest.param({"name": "  "}, "name must be a non-empty string of at most 256 characters", id="name-blank"),
-        pytest.param({"status": "LIVE"}, "status must be one of DRAFT, ACTIVE, PAUSED, got 'LIVE'", id="status"),
+        pytest.param(
+            {"status": "LIVE"}, "status must be one of DRAFT, ACTIVE, PAUSED, ARCHIVED, got 'LIVE'", id="status"
+        ),
         pytest.param({"purpose": None}, "purpose must be one of MARKETING, INFORMATION, got None", id="purpose"),
         pytest.param({"deliveryType": "SCHEDULED"}, "deliveryType must be API", id="delivery-type"),
         pytest.param({"tags": ["ok", ""]}, "tags must be a list of non-empty strings", id="tags-empty-string"),

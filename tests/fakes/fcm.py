@@ -394,6 +394,10 @@ class FakeFcm(FakeServer[RecordedRequest, Scripted]):
         status, answer = self._validate_send(request, doc, len(raw))
         token = _device_token(doc)
         extra_headers: dict[str, str] = {}
+        if status == 200 and doc.get("validate_only") is True:
+            # FCM checks the request as for a send and delivers nothing.
+            self._record(request, doc, 200)
+            return _json_response(200, {"name": f"projects/{self.project_id}/messages/validate_only"})
         if status == 200:
             scripted = self._take_script(self._scripts, token)
             if scripted is not None:

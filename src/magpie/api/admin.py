@@ -60,6 +60,7 @@ def admin(ctx: Context, handler: AdminHandler, *, status: int = 200) -> Callable
             return result
         return _json(result, status)
 
+    endpoint.__doc__ = handler.__doc__  # the summary of the operation in the admin OpenAPI document
     return endpoint
 
 

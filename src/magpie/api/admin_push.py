@@ -44,8 +44,20 @@ async def apply_campaign(ctx: Context, request: Request) -> Any:
         if not isinstance(body, dict):
             raise InvalidRequest("a campaign must be an object")
         body = {**body, "key": _key(request)}
+    # Warn when the environment has no settings for the campaign's provider; ?strict=true refuses instead.
+    warnings = await ctx.runtime.reader.call(lambda: campaigns.check_delivery(ctx.db, env_id=env_id, raw=body))
+    if warnings and request.query_params.get("strict", "").lower() in ("1", "true", "yes"):
+        raise InvalidRequest("strict: not applied: " + "; ".join(warnings))
     campaign, created = await ctx.runtime.reader.call(lambda: campaigns.apply_campaign(ctx.db, env_id=env_id, raw=body))
-    return {"campaign": campaign.to_json(), "created": created}
+    return {"campaign": campaign.to_json(), "created": created, "warnings": warnings}
+
+
+async def archive_campaign(ctx: Context, request: Request) -> Any:
+    """Archive a campaign: it stops sending and keeps its statistics."""
+    env_id = await _env_id(ctx, request)
+    key = _key(request)
+    campaign = await ctx.runtime.reader.call(lambda: campaigns.archive_campaign(ctx.db, env_id=env_id, key=key))
+    return {"campaign": campaign.to_json()}
 
 
 async def get_campaign(ctx: Context, request: Request) -> Any:
@@ -119,6 +131,7 @@ def push_admin_routes(ctx: Context) -> list[BaseRoute]:
         Route(env + "/campaigns", admin(ctx, apply_campaign), methods=["POST"]),
         Route(env + "/campaigns/{key}", admin(ctx, get_campaign), methods=["GET"]),
         Route(env + "/campaigns/{key}", admin(ctx, apply_campaign), methods=["PUT"]),
+        Route(env + "/campaigns/{key}/archive", admin(ctx, archive_campaign), methods=["POST"]),
         Route(env + "/campaigns/{key}/stats", admin(ctx, campaign_stats), methods=["GET"]),
         Route(env + "/cohorts", admin(ctx, list_cohorts), methods=["GET"]),
         Route(env + "/cohorts/{name}", admin(ctx, put_cohort), methods=["PUT"]),

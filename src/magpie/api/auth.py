@@ -50,6 +50,11 @@ class Authenticator:
             if cached_hash == key_hash:
                 self._cache.pop(key, None)
 
+    def cached_env(self, key: str) -> int | None:
+        """The environment of a key this process has already authenticated, without a database read."""
+        found = self._cache.get(key)
+        return None if found is None else found[1]
+
     def clear(self) -> None:
         self._cache.clear()
 

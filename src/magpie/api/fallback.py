@@ -25,13 +25,12 @@ async def _error(request: Request, exc: Exception) -> Response:
 
 def build_fallback(ctx: Context, *, extra_routes: list[BaseRoute] | None = None) -> Starlette:
     """The Starlette app for ``ctx``; ``extra_routes`` come last (pages mounted by other parts)."""
+    admin_api = [*admin_routes(ctx), *push_admin_routes(ctx), *consent_admin_routes(ctx)]
     return Starlette(
         routes=[
             *health_routes(ctx),
-            *admin_routes(ctx),
-            *push_admin_routes(ctx),
-            *consent_admin_routes(ctx),
-            *docs_routes(),
+            *admin_api,
+            *docs_routes(admin_api=admin_api),
             *(extra_routes or []),
         ],
         # Exception (and 500) goes to Starlette's outermost handler, which answers and then

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -16,6 +18,12 @@ from magpie.api.openapi_push import push_paths
 from magpie.api.schema import ID, operation
 from magpie.domain.operations import OPERATION_ORDER
 
+_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["code", "message"],
+    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+}
+_ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 _STATUS = {"type": ["string", "null"], "enum": ["SUBSCRIBED", "UNSUBSCRIBED", None]}
 
 
@@ -203,11 +211,7 @@ def document() -> dict[str, Any]:
                 "AdminToken": {"type": "http", "scheme": "bearer"},
             },
             "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["code", "message"],
-                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-                },
+                "Error": _ERROR_SCHEMA,
                 "Success": {
                     "type": "object",
                     "required": ["message"],
@@ -218,26 +222,97 @@ def document() -> dict[str, Any]:
     }
 
 
+STATIC = Path(__file__).parent / "static" / "swagger-ui"
+
+# The documents the reference page shows: (slug, title, URL of the OpenAPI document).
+DOCUMENTS: tuple[tuple[str, str, str], ...] = (
+    ("public", "Public API", "/openapi.json"),
+    ("admin", "Admin API", "/admin/openapi.json"),
+)
+
 _DOCS_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>magpie API</title>
-<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
-<body><div id="ui"></div>
+<html lang="en"><head><meta charset="utf-8"><title>magpie · {title}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="/docs/static/swagger-ui.css">
+<style>body{{margin:0}} nav{{font:14px sans-serif;padding:10px 20px;background:#1b1b1b}}
+nav a{{color:#ddd;margin-right:18px;text-decoration:none}} nav a[aria-current]{{color:#fff;font-weight:bold}}</style>
+</head><body>
+<nav>{links}</nav>
+<div id="ui"></div>
 <script src="/docs/static/swagger-ui-bundle.js"></script>
-<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>
+<script>window.ui = SwaggerUIBundle({{url: "{url}", dom_id: "#ui", deepLinking: true, validatorUrl: null}});</script>
 </body></html>"""
 
 
-def docs_routes() -> list[BaseRoute]:
-    from swagger_ui_bundle import swagger_ui_path
+def docs_page(slug: str) -> str:
+    title, url = next((t, u) for s, t, u in DOCUMENTS if s == slug)
+    links = " ".join(
+        f'<a href="/docs{"" if s == "public" else "/" + s}"{" aria-current=page" if s == slug else ""}>{t}</a>'
+        for s, t, _ in DOCUMENTS
+    )
+    return _DOCS_PAGE.format(title=title, links=links, url=url)
 
+
+def admin_document(admin_api: list[BaseRoute]) -> dict[str, Any]:
+    """An OpenAPI 3.1 document of the admin API, read from its routes (summary: the handler's docstring)."""
+    paths: dict[str, dict[str, Any]] = {}
+    for route in admin_api:
+        if not isinstance(route, Route) or not route.path.startswith("/admin/"):
+            continue
+        params = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in re.findall(r"{(\w+)}", route.path)
+        ]
+        for method in sorted((route.methods or set()) - {"HEAD"}):
+            summary = (route.endpoint.__doc__ or route.name or "").strip().splitlines()[0].replace("``", "`")
+            parts = route.path.split("/")[3:]
+            op: dict[str, Any] = {
+                "summary": summary,
+                "tags": [parts[2] if len(parts) > 2 and parts[1] == "{env}" else parts[0]],
+                "security": [{"AdminToken": []}],
+                "responses": {
+                    "200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},
+                    "400": {"description": "Invalid request", "content": _ERROR_CONTENT},
+                    "401": {"description": "Missing or invalid admin token", "content": _ERROR_CONTENT},
+                    "404": {"description": "No such environment or object", "content": _ERROR_CONTENT},
+                },
+            }
+            if params:
+                op["parameters"] = params
+            paths.setdefault(route.path, {})[method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "magpie admin API",
+            "version": version("magpie"),
+            "description": "Environments, keys, users, campaigns, cohorts and statistics. "
+            "Authenticate with `Authorization: Bearer <admin token>`.",
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"AdminToken": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": _ERROR_SCHEMA},
+        },
+    }
+
+
+def docs_routes(*, admin_api: list[BaseRoute]) -> list[BaseRoute]:
     async def openapi(request: Request) -> Response:
         return Response(msgspec.json.encode(document()), media_type="application/json")
 
+    async def openapi_admin(request: Request) -> Response:
+        return Response(msgspec.json.encode(admin_document(admin_api)), media_type="application/json")
+
     async def docs(request: Request) -> Response:
-        return HTMLResponse(_DOCS_PAGE)
+        return HTMLResponse(docs_page("public"))
+
+    async def docs_admin(request: Request) -> Response:
+        return HTMLResponse(docs_page("admin"))
 
     return [
         Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/admin/openapi.json", openapi_admin, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),
-        Mount("/docs/static", app=StaticFiles(directory=str(swagger_ui_path)), name="docs-static"),
+        Route("/docs/admin", docs_admin, methods=["GET"]),
+        Mount("/docs/static", app=StaticFiles(directory=str(STATIC)), name="docs-static"),
     ]

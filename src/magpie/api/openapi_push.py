@@ -46,6 +46,7 @@ _DISPATCH = {
         "requested": {"type": "integer"},
         "counts": _COUNTS,
         "excluded": _COUNTS,
+        "failures": {**_COUNTS, "description": "FAILED recipients by reason"},
         "recipients": {"type": "array", "items": {"type": "object"}},
     },
 }
@@ -55,6 +56,7 @@ _STATS = {
         "requested": {"type": "integer"},
         "sent": {"type": "integer"},
         "failed": {"type": "integer"},
+        "failures": {**_COUNTS, "description": "FAILED recipients by reason"},
         "excluded": _COUNTS,
         "clicks": {"type": "integer"},
         "ctr": {"type": "number"},

@@ -70,6 +70,7 @@ def campaign_stats(stats: CampaignStats) -> dict[str, Any]:
         "requested": stats.requested,
         "sent": stats.sent,
         "failed": stats.failed,
+        "failures": stats.failures,
         "excluded": stats.excluded,
         "excludedTotal": stats.excluded_total,
         "pending": stats.pending,

@@ -18,7 +18,7 @@ Kakao and SMS campaigns say ``channel: kakao`` (with ``type: alimtalk`` or ``typ
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -30,7 +30,7 @@ from magpie.domain.audience import Audience, audience_to_json, parse_audience
 from magpie.domain.messages import KakaoMessage, MessageError, SmsMessage
 from magpie.errors import InvalidCampaign
 
-STATUSES: Final = ("DRAFT", "ACTIVE", "PAUSED")
+STATUSES: Final = ("DRAFT", "ACTIVE", "PAUSED", "ARCHIVED")
 PURPOSES: Final = ("MARKETING", "INFORMATION")
 CLICK_ACTIONS: Final = ("APP_OPEN", "DEEP_LINK")
 CONSENT_RULES: Final = ("SUBSCRIBED_ONLY", "SUBSCRIBED_OR_UNKNOWN")
@@ -443,3 +443,30 @@ def render_phone(campaign: Campaign, context: Mapping[str, Any], settings: Mappi
     if not size.fits:
         raise MessageTooLarge(size.bytes)
     return PhoneRendering(kind=size.kind, text=text, title=title, size_bytes=size.bytes, image_urls=message.image_urls)
+
+
+def delivery_warnings(*, provider: str, configured: Iterable[str], environment: str) -> list[str]:
+    """Why pushes of a campaign on ``provider`` would fail in an environment with ``configured`` providers.
+
+    >>> delivery_warnings(provider="push", configured=["apns"], environment="prod")[0][:36]
+    'environment prod has no fcm settings'
+    """
+    have = set(configured)
+    if provider == "webhook" and "webhook" not in have:
+        return [
+            f"environment {environment} has no webhook settings: every recipient would end FAILED "
+            "PROVIDER_NOT_CONFIGURED (magpie settings -f FILE --env ENV; docs/operations.md#providers)"
+        ]
+    if provider == "push":
+        missing = [name for name in ("fcm", "apns") if name not in have]
+        if len(missing) == 2:
+            return [
+                f"environment {environment} has no fcm or apns settings: every recipient would end FAILED "
+                "PROVIDER_NOT_CONFIGURED (magpie settings -f FILE --env ENV; docs/operations.md#providers)"
+            ]
+        return [
+            f"environment {environment} has no {name} settings: {kind} tokens would end FAILED PROVIDER_NOT_CONFIGURED"
+            for name, kind in (("fcm", "Android (FCM)"), ("apns", "iOS (APN)"))
+            if name in missing
+        ]
+    return []

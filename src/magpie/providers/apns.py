@@ -68,6 +68,11 @@ def _canonical_uuid(value: str) -> str | None:
         return None
 
 
+# A well-formed token no device has, and the answers that mean only the token was refused.
+CHECK_TOKEN = "0" * 64
+_CHECK_TOKEN_REASONS = ("BadDeviceToken", "Unregistered", "DeviceTokenNotForTopic")
+
+
 class ApnsProvider:
     """Sends ``PushMessage``s to one app (``topic``) through APNs with a .p8 signing key."""
 
@@ -120,6 +125,27 @@ class ApnsProvider:
             response = await self._post(url, payload, headers, self._provider_token())
         if response.status_code == 200:
             return SendResult(provider_message_id=response.headers.get("apns-id"))
+        raise self._error(response)
+
+    async def check(self) -> str:
+        """Check the connection, the signing key and the topic without notifying anyone.
+
+        A silent background push goes to a token no device has: APNs refusing that token (and not
+        the provider token or the topic) means the credentials work.
+        """
+        headers = {
+            "apns-topic": self.topic,
+            "apns-push-type": "background",
+            "apns-priority": "5",
+            "apns-expiration": "0",
+        }
+        payload = compact_json({"aps": {"content-available": 1}})
+        response = await self._post(
+            f"{self._base_url}/3/device/{CHECK_TOKEN}", payload, headers, self._provider_token()
+        )
+        reason = _reason(response.content)
+        if response.status_code == 200 or response.status_code == 410 or reason in _CHECK_TOKEN_REASONS:
+            return f"topic {self.topic}: connection made, provider token and topic accepted"
         raise self._error(response)
 
     async def aclose(self) -> None:

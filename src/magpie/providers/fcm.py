@@ -111,6 +111,10 @@ def _parse_google_error(body: bytes) -> _GoogleError | None:
     )
 
 
+# A token no device has: a check send with it can reach no one.
+CHECK_TOKEN = "magpie-provider-check"
+
+
 class FcmProvider:
     """Sends ``PushMessage``s through FCM HTTP v1 for one Firebase project."""
 
@@ -158,6 +162,33 @@ class FcmProvider:
         if 200 <= reply.status < 300:
             return SendResult(provider_message_id=self._message_name(reply.body))
         raise self._send_error(reply)
+
+    async def check(self, token: str | None = None) -> str:
+        """Validate the credentials without notifying anyone: an access token, then a ``validate_only`` send.
+
+        Without a device ``token`` a placeholder is sent; FCM refusing it as a token (and not the
+        credentials or the project) means the credentials work.
+        """
+        # Shaped like every message magpie sends (a data message carrying Hackle's payload), so the
+        # check covers what sends would be refused for; validate_only means it is never delivered.
+        probe = PushMessage(
+            token=token or CHECK_TOKEN,
+            provider_type="FCM",
+            title="",
+            body="",
+            hackle={},
+            ttl_seconds=0,
+            high_priority=False,
+        )
+        message = self._message_object(probe)
+        access = await self._access_token()
+        reply = await self._post_message(compact_json({"validate_only": True, "message": message}), access)
+        if 200 <= reply.status < 300:
+            return f"project {self.project_id}: credentials accepted, validate_only send accepted"
+        error = self._send_error(reply)
+        if token is None and isinstance(error, TokenInvalid):
+            return f"project {self.project_id}: credentials accepted (the placeholder token was refused, as expected)"
+        raise error
 
     async def aclose(self) -> None:
         if self._owns_session and self._session is not None:

@@ -138,25 +138,30 @@ def list_api_keys(db: Database, *, environment: str | None = None) -> list[ApiKe
     return [ApiKeyInfo(prefix=r[0], environment=r[1], name=r[2], created_at=r[3], revoked_at=r[4]) for r in rows]
 
 
-def revoke_api_key(db: Database, *, key_or_prefix: str) -> ApiKeyInfo:
-    """Revoke by the full key or by the prefix that ``list`` shows."""
-    now = _now()
+def _revoke(db: Database, *, table: str, hash_column: str, secret_or_prefix: str, what: str) -> str:
+    """Revoke one row of ``table`` by its whole secret or the prefix listings show; returns the prefix."""
+    if len(secret_or_prefix) > 12:
+        where, param = f"{hash_column} = ?", hash_secret(secret_or_prefix)
+    else:
+        where, param = "prefix = ?", secret_or_prefix
     with db.transaction() as conn:
-        if len(key_or_prefix) > 12:
-            where, param = "key_hash = ?", hash_secret(key_or_prefix)
-        else:
-            where, param = "prefix = ?", key_or_prefix
-        rows = db.fetchall(conn, f"SELECT key_hash FROM api_keys WHERE {where}", (param,))
+        rows = db.fetchall(conn, f"SELECT {hash_column}, prefix FROM {table} WHERE {where}", (param,))
         if not rows:
-            raise NotFound("no API key matches")
+            raise NotFound(f"no {what} matches")
         if len(rows) > 1:
-            raise Conflict("several keys share that prefix; pass the whole key")
+            raise Conflict(f"several {what}s share that prefix; pass the whole {what}")
         db.execute(
             conn,
-            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE key_hash = ?",
-            (now, rows[0][0]),
+            f"UPDATE {table} SET revoked_at = COALESCE(revoked_at, ?) WHERE {hash_column} = ?",
+            (_now(), rows[0][0]),
         )
-    return next(k for k in list_api_keys(db) if k.prefix == key_or_prefix[:12])
+    return str(rows[0][1])
+
+
+def revoke_api_key(db: Database, *, key_or_prefix: str) -> ApiKeyInfo:
+    """Revoke by the full key or by the prefix that ``list`` shows."""
+    prefix = _revoke(db, table="api_keys", hash_column="key_hash", secret_or_prefix=key_or_prefix, what="API key")
+    return next(k for k in list_api_keys(db) if k.prefix == prefix)
 
 
 def lookup_api_key(conn: Connection, db: Database, key: str) -> int | None:
@@ -175,6 +180,27 @@ def create_admin_token(db: Database, *, name: str = "") -> str:
             (hash_secret(token), token[:12], name, _now()),
         )
     return token
+
+
+class AdminTokenInfo(msgspec.Struct, frozen=True):
+    prefix: str
+    name: str
+    created_at: int
+    revoked_at: int | None
+
+
+def list_admin_tokens(db: Database) -> list[AdminTokenInfo]:
+    with db.transaction(write=False) as conn:
+        rows = db.fetchall(conn, "SELECT prefix, name, created_at, revoked_at FROM admin_tokens ORDER BY created_at")
+    return [AdminTokenInfo(prefix=r[0], name=r[1], created_at=r[2], revoked_at=r[3]) for r in rows]
+
+
+def revoke_admin_token(db: Database, *, token_or_prefix: str) -> AdminTokenInfo:
+    """Revoke by the whole token or by the prefix that ``list_admin_tokens`` shows."""
+    prefix = _revoke(
+        db, table="admin_tokens", hash_column="token_hash", secret_or_prefix=token_or_prefix, what="admin token"
+    )
+    return next(t for t in list_admin_tokens(db) if t.prefix == prefix)
 
 
 def check_admin_token(conn: Connection, db: Database, token: str) -> bool:

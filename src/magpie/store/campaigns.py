@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from magpie.domain.campaigns import DEMO_CAMPAIGN, Campaign, check_for_environment, parse_campaign
+from magpie.domain.campaigns import DEMO_CAMPAIGN, Campaign, check_for_environment, delivery_warnings, parse_campaign
 from magpie.domain.environment import effective
 from magpie.errors import InvalidRequest, NotFound
 from magpie.store.db import Connection, Database
@@ -49,6 +49,36 @@ def apply_campaign(db: Database, *, env_id: int, raw: Any) -> tuple[Campaign, bo
                 (campaign.name, campaign.status, definition, campaign.channel, now, env_id, campaign.key),
             )
     return campaign, existing is None
+
+
+def check_delivery(db: Database, *, env_id: int, raw: Any) -> list[str]:
+    """Validate a campaign and say why its pushes would fail in the environment (no settings for its provider)."""
+    campaign = parse_campaign(raw)
+    with db.transaction(write=False) as conn:
+        row = db.fetchone(conn, "SELECT name, settings FROM environments WHERE id = ?", (env_id,))
+    if row is None:
+        raise NotFound(f"no environment with id {env_id}")
+    providers = _decode(row[1]).get("providers", {})
+    return delivery_warnings(provider=campaign.provider, configured=providers, environment=row[0])
+
+
+def archive_campaign(db: Database, *, env_id: int, key: int) -> Campaign:
+    """Set a campaign's status to ARCHIVED: it no longer sends and is hidden from default listings."""
+    with db.transaction() as conn:
+        row = db.fetchone(
+            conn, "SELECT definition FROM campaigns WHERE env_id = ? AND key = ? FOR UPDATE", (env_id, key)
+        )
+        if row is None:
+            raise NotFound(f"no campaign with key {key}")
+        definition = _decode(row[0])
+        definition["status"] = "ARCHIVED"
+        campaign = parse_campaign(definition)
+        db.execute(
+            conn,
+            "UPDATE campaigns SET status = ?, definition = ?, updated_at = ? WHERE env_id = ? AND key = ?",
+            ("ARCHIVED", msgspec.json.encode(campaign.to_json()).decode(), _now(), env_id, key),
+        )
+    return campaign
 
 
 @dataclass(frozen=True, slots=True)

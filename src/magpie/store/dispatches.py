@@ -139,6 +139,7 @@ class DispatchRow:
     completed_at: int | None
     counts: dict[str, int]  # SENT, FAILED, EXCLUDED, PENDING
     excluded: dict[str, int]  # by reason
+    failures: dict[str, int]  # FAILED recipients by reason
     recipients: list[RecipientRow] | None  # None when not asked for
 
 
@@ -178,6 +179,7 @@ def dispatch_view(
     users = _decode(row[7])
     counts = {"SENT": 0, "FAILED": 0, "EXCLUDED": 0, "PENDING": 0}
     excluded: dict[str, int] = {}
+    failures: dict[str, int] = {}
     by_idx = {r[0]: r for r in outcome_rows}
     deliveries: dict[int, list[DeliveryRow]] = {}
     for d in delivery_rows:
@@ -191,6 +193,8 @@ def dispatch_view(
         counts[outcome] += 1
         if outcome == "EXCLUDED" and reason:
             excluded[reason] = excluded.get(reason, 0) + 1
+        elif outcome == "FAILED":
+            failures[reason or "UNKNOWN"] = failures.get(reason or "UNKNOWN", 0) + 1
         if recipients:
             listed.append(
                 RecipientRow(user.get("userId"), user.get("deviceId"), outcome, reason, deliveries.get(idx, []))
@@ -206,6 +210,7 @@ def dispatch_view(
         completed_at=row[6],
         counts=counts,
         excluded=excluded,
+        failures=failures,
         recipients=listed if recipients else None,
     )
 
@@ -219,6 +224,7 @@ class CampaignStats:
     requested: int
     sent: int
     failed: int
+    failures: dict[str, int]  # FAILED recipients by reason
     excluded: dict[str, int]  # by reason
     clicks: int
     # Kakao and SMS: sent messages by type, and what the gateways confirmed (None for push).
@@ -270,11 +276,13 @@ def campaign_stats(
     )
     sent = failed = 0
     excluded: dict[str, int] = {}
+    failures: dict[str, int] = {}
     for outcome, reason, count in outcome_rows:
         if outcome == "SENT":
             sent += int(count)
         elif outcome == "FAILED":
             failed += int(count)
+            failures[reason or "UNKNOWN"] = failures.get(reason or "UNKNOWN", 0) + int(count)
         elif outcome == "EXCLUDED":
             excluded[reason or "UNKNOWN"] = excluded.get(reason or "UNKNOWN", 0) + int(count)
     return CampaignStats(
@@ -285,6 +293,7 @@ def campaign_stats(
         requested=int(requested[1]) if requested else 0,
         sent=sent,
         failed=failed,
+        failures=failures,
         excluded=excluded,
         clicks=int(clicks[0]) if clicks else 0,
         **_report_counts(reports),

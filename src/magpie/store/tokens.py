@@ -1,8 +1,11 @@
-"""Push tokens: registering a device's FCM or APNs token, and moving a token between devices."""
+"""Push tokens: registering a device's FCM or APNs token, moving a token between devices, listing them."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from magpie.domain.identity import DEVICE
+from magpie.store.db import Connection, Database
 from magpie.store.profiles import link_device
 from magpie.store.transaction import Tx
 
@@ -80,3 +83,40 @@ def register_token_row(tx: Tx, *, env_id: int, device_id: str, provider_type: st
             (device_id, provider_type, tx.now_ms, env_id, token),
         )
     return "ACTIVE"
+
+
+def list_push_tokens(
+    conn: Connection,
+    db: Database,
+    *,
+    env_id: int,
+    user_id: str | None = None,
+    device_id: str | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Push tokens of an environment (or of one user's devices), newest first, tokens shortened."""
+    sql = (
+        "SELECT t.device_id, p.linked_user, t.token, t.provider_type, t.status, t.retired_reason, t.updated_at "
+        "FROM push_tokens t LEFT JOIN profiles p ON p.env_id = t.env_id AND p.kind = ? AND p.ident = t.device_id "
+        "WHERE t.env_id = ?"
+    )
+    params: list[Any] = [DEVICE, env_id]
+    if user_id is not None:
+        sql += " AND p.linked_user = ?"
+        params.append(user_id)
+    if device_id is not None:
+        sql += " AND t.device_id = ?"
+        params.append(device_id)
+    rows = db.fetchall(conn, sql + " ORDER BY t.updated_at DESC, t.token LIMIT ?", (*params, limit))
+    return [
+        {
+            "deviceId": r[0],
+            "userId": r[1],
+            "token": r[2][:8] + "…" if len(r[2]) > 12 else r[2],
+            "providerType": r[3],
+            "status": r[4],
+            "retiredReason": r[5],
+            "updatedAt": r[6],
+        }
+        for r in rows
+    ]

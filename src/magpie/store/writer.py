@@ -353,7 +353,10 @@ def _child_main(jobs_in: Pipe, answers_out: Pipe, url: str, batch_max: int, secr
 
     from magpie.store.crypto import Cipher
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    # The parent decides when we stop: Ctrl-C and a service manager's SIGTERM reach the whole process
+    # group, and the parent still needs us to commit what it drains before it exits.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     runner = BatchRunner(db=Database(url), secret=Cipher(secret_key) if secret_key else None)
     try:
         while True:

@@ -61,8 +61,9 @@ def test_serve_bootstraps_empty_store_once_and_revoke_bites_at_once(tmp_path: Pa
     data = tmp_path / "data"
     with ServerProcess(data_dir=data) as server:
         out = server.output()
-        key = next(line.split()[-1] for line in out.splitlines() if "API key:" in line)
-        token = next(line.split()[-1] for line in out.splitlines() if "admin token:" in line)
+        key, token = server.credentials()
+        # How to recover lost credentials, said when they are shown.
+        assert "magpie key create" in out and "magpie admin-token" in out
         body = {"userId": "19285035", "operations": {"$set": {"grade": "GOLD"}}}
         response = httpx.post(server.url + "/v1/properties", json=body, headers={"X-HACKLE-API-KEY": key})
         assert response.status_code == 200
@@ -81,3 +82,68 @@ def test_serve_bootstraps_empty_store_once_and_revoke_bites_at_once(tmp_path: Pa
     with ServerProcess(data_dir=data) as again:
         assert "API key:" not in again.output()
         assert "created a new store" not in again.output()
+
+
+def test_cli_options_before_the_subcommand_are_used(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    other = tmp_path / "other"
+    # --data-dir before the subcommand names the store, whatever MAGPIE_DATA_DIR says.
+    created = magpie_cli("--data-dir", str(data), "--json", "env", "create", "production", data_dir=other)
+    assert created.returncode == 0, created.stderr
+    assert (data / "magpie.db").exists() and not other.exists()
+    listed = magpie_cli("--data-dir", str(data), "env", "list", "--json", data_dir=other)
+    assert [e["name"] for e in json.loads(listed.stdout)] == ["production"]
+    key = json.loads(created.stdout)["apiKey"]
+    url = f"sqlite:///{data / 'magpie.db'}"
+    revoked = magpie_cli("--database-url", url, "key", "revoke", key, data_dir=other)
+    assert revoked.returncode == 0, revoked.stderr
+    keys = _json("key", "list", data_dir=data)
+    assert [k["revoked_at"] is not None for k in keys] == [True]  # type: ignore[union-attr]
+
+
+def test_cli_version_and_key_create_defaults_to_development(tmp_path: Path) -> None:
+    import magpie
+
+    version = magpie_cli("--version", data_dir=tmp_path / "data")
+    assert version.returncode == 0 and version.stdout.strip() == f"magpie {magpie.__version__}"
+    data = tmp_path / "data"
+    _json("env", "create", "development", data_dir=data)
+    made = _json("key", "create", data_dir=data)
+    assert made["key"]["environment"] == "development"  # type: ignore[index]
+
+
+def test_every_option_has_help_text() -> None:
+    import argparse
+
+    from magpie.cli import build_parser
+
+    def walk(parser: argparse.ArgumentParser) -> list[tuple[str, str]]:
+        found = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    found += [(f"{name} {where}", dest) for where, dest in walk(child)]
+            elif not action.help:
+                found.append(("", action.dest))
+        return found
+
+    assert walk(build_parser()) == []
+
+
+def test_admin_tokens_are_listed_and_revoked(tmp_path: Path) -> None:
+    from magpie.store.accounts import check_admin_token
+    from magpie.store.db import Database
+
+    data = tmp_path / "data"
+    token = _json("admin-token", "--name", "ops", data_dir=data)["adminToken"]  # type: ignore[index]
+    listed = _json("admin-token", "list", data_dir=data)
+    assert [(t["name"], t["revoked_at"]) for t in listed] == [("ops", None)]  # type: ignore[index]
+    assert token not in json.dumps(listed)
+    db = Database(f"sqlite:///{data / 'magpie.db'}")
+    with db.transaction(write=False) as conn:
+        assert check_admin_token(conn, db, token)
+    revoked = _json("admin-token", "revoke", listed[0]["prefix"], data_dir=data)  # type: ignore[index]
+    assert revoked["revoked_at"] is not None  # type: ignore[index]
+    with db.transaction(write=False) as conn:
+        assert not check_admin_token(conn, db, token)
+    assert "revoked" in magpie_cli("admin-token", "list", data_dir=data).stdout
