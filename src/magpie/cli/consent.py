@@ -38,7 +38,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     due = consent.add_parser("due", parents=[common], help="users due for the two-year re-confirmation notice")
     add_env(due)
-    due.add_argument("--channel", choices=["push", "kakao", "sms"])
-    due.add_argument("--within-days", type=int, default=30)
-    due.add_argument("--limit", type=int, default=100_000)
+    due.add_argument(
+        "--channel", choices=["push", "kakao", "sms"], help="one channel's consent (default: every channel)"
+    )
+    due.add_argument(
+        "--within-days", type=int, default=30, help="include notices falling due within this many days (default 30)"
+    )
+    due.add_argument("--limit", type=int, default=100_000, help="list at most this many (default 100000)")
     due.set_defaults(fn=cmd_consent_due)

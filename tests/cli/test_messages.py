@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 
+from tests.cli.test_push import _ok
 from tests.support import ServerProcess, magpie_cli
-from tests.test_cli_push import _ok
 
 SETTINGS_YAML = """
 senderName: magpie shop
