@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-sqlite check bench lock clean browser docs
+.PHONY: run test test-sqlite check bench lock clean browser docs pg-server
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,8 +15,14 @@ $(STAMP): requirements.lock pyproject.toml
 run: $(STAMP)
 	$(BIN)/magpie serve
 
-test: $(STAMP) browser
+test: $(STAMP) browser pg-server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Debian's PostgreSQL server binaries (initdb, pg_ctl): the outage test runs a private server it can stop.
+pg-server:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else echo "initdb/pg_ctl are missing: run 'sudo apt-get install postgresql' for the outage test"; fi; }
 
 # Debian's Chromium (with CJK fonts for Korean text) for the page tests; Playwright drives this binary.
 browser:

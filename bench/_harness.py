@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -37,6 +38,111 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+# -- CPU time per process, from /proc -----------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` (all its threads, live or exited) and of its reaped children."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    # After the command name: state is field 3, so utime..cstime (14..17) sit at 11..14 here.
+    return sum(int(v) for v in fields[11:15]) / _TICK
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children, grandchildren...), from /proc/<pid>/task/*/children."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                kids = [int(k) for k in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found.extend(kids)
+            todo.extend(kids)
+    return found
+
+
+def machine_cpu_seconds() -> float:
+    """CPU time spent by the whole machine (every core, every process) since boot, from /proc/stat."""
+    first = Path("/proc/stat").read_text().splitlines()[0].split()
+    # user nice system idle iowait irq softirq steal: busy = all but idle and iowait.
+    values = [int(v) for v in first[1:9]]
+    return (sum(values) - values[3] - values[4]) / _TICK
+
+
+PidGroups = dict[str, list[int]]
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds per group of processes over one run: read from /proc before and after it.
+
+    ``groups`` is called at both ends (processes can appear during the run, e.g. a database
+    backend for a new connection): a process seen only at the end counts whole. The load
+    generator is a child of this process that exits within the run, so its time is the change
+    in ``RUSAGE_CHILDREN``.
+    """
+
+    groups: Any  # Callable[[], PidGroups]
+    _start: dict[int, float] = field(default_factory=dict)
+    _children: float = 0.0
+    _machine: float = 0.0
+    _wall: float = 0.0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @staticmethod
+    def _children_cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    def __enter__(self) -> CpuMeter:
+        self._start = {pid: cpu_seconds(pid) for pids in self.groups().values() for pid in pids}
+        self._children = self._children_cpu()
+        self._machine = machine_cpu_seconds()
+        self._wall = time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.monotonic() - self._wall
+        machine_busy = machine_cpu_seconds() - self._machine
+        load = self._children_cpu() - self._children
+        seconds: dict[str, float] = {}
+        for name, pids in self.groups().items():
+            seconds[name] = sum(max(0.0, cpu_seconds(pid) - self._start.get(pid, 0.0)) for pid in pids)
+        seconds["wrk"] = load
+        ours = sum(seconds.values())
+        seconds["other"] = max(0.0, machine_busy - ours)  # everyone else on the machine meanwhile
+        seconds["wall"] = wall
+        self.seconds = seconds
+
+    def per_request_us(self, requests: int) -> dict[str, float]:
+        """Microseconds of CPU per request for each group, plus ``wall`` and ``other`` for context."""
+        n = max(1, requests)
+        return {name: round(value * 1e6 / n, 1) for name, value in self.seconds.items() if name != "wall"}
+
+
+def postgres_backends(database: str, admin_url: str) -> list[int]:
+    """PIDs of the PostgreSQL backends connected to ``database`` (children of the postmaster)."""
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (database,)
+        ).fetchall()
+    return [int(r[0]) for r in rows]
 
 
 def need_wrk() -> str:
@@ -71,6 +177,10 @@ class Proc:
                 match = re.search(r"VmHWM:\s+(\d+) kB", status)
                 total += int(match.group(1)) / 1024 if match else 0.0
         return total
+
+    def pids(self) -> list[int]:
+        """This process and every live process below it."""
+        return [self.proc.pid, *descendants(self.proc.pid)]
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -2,7 +2,8 @@
 
     make bench        (or: python -m bench.run_all [name ...])
 
-Names: properties (benchmarks 1, 2, 6), trigger (3), delivery (4), growth (5), messages (7).
+Names: properties (benchmarks 1, 2, 6), trigger (3), delivery (4), growth (5), dashboard (7),
+messages (8).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import bench_delivery, bench_growth, bench_messages, bench_properties, bench_trigger
-from bench._harness import RESULTS, ROOT, machine, rounds, seconds
+from bench import bench_dashboard, bench_delivery, bench_growth, bench_messages, bench_properties, bench_trigger
+from bench._harness import RESULTS, ROOT, machine, median, rounds, seconds
+from bench.bench_properties import SQLITE_ROUNDS
 
 ORDER = [
     ("properties_sqlite", "1. Property updates, SQLite", "ratio_median"),
@@ -24,16 +26,20 @@ ORDER = [
     ("delivery_fcm", "4. Delivery to fake FCM", "ratio_median"),
     ("growth_sqlite", "5. Growth, 10k vs 10M profiles", "ratio_large_to_small"),
     ("memory", "6. Peak RSS of magpie serve", "peak_rss_mb"),
-    ("kakao_trigger_sqlite", "7. Kakao trigger acceptance, SQLite", "magpie_rps_median"),
-    ("delivery_nhn", "7. Delivery to fake NHN Cloud (AlimTalk)", "ratio_median"),
-    ("delivery_solapi", "7. Delivery to fake Solapi (SMS)", "ratio_median"),
+    ("dashboard_sqlite", "7. Dashboard pages, 100k users and 1M outcomes, SQLite", "worst_p95_ms"),
+    ("dashboard_pg", "7. Dashboard pages, 100k users and 1M outcomes, PostgreSQL", "worst_p95_ms"),
+    ("kakao_trigger_sqlite", "8. Kakao trigger acceptance, SQLite", "magpie_rps_median"),
+    ("delivery_nhn", "8. Delivery to fake NHN Cloud (AlimTalk)", "ratio_median"),
+    ("delivery_solapi", "8. Delivery to fake Solapi (SMS)", "ratio_median"),
 ]
 
 
 def _result_text(name: str, s: dict[str, Any]) -> str:
     if name.startswith("properties"):
+        worst = f" (lowest run {s['ratio_min']:.2f}×)" if "ratio_min" in s else ""
         return (
-            f"{s['ratio_median']:.2f}× baseline ({s['magpie_rps_median']:,} vs {s['baseline_rps_median']:,} req/s), "
+            f"{s['ratio_median']:.2f}× baseline{worst} "
+            f"({s['magpie_rps_median']:,} vs {s['baseline_rps_median']:,} req/s), "
             f"p50 {s['p50_ms_median']} ms, p99 {s['p99_ms_median']} ms; {s['acknowledged']:,} acknowledged, "
             f"{s['stored_increments']:,} stored"
         )
@@ -56,21 +62,139 @@ def _result_text(name: str, s: dict[str, Any]) -> str:
             f"outcomes {s['outcomes']}"
         )
     if name == "delivery_fcm":
+        provider = (
+            f"provider alone {s['provider_ratio_median']:.2f}× ({s['provider_per_second_median']:,}/s), "
+            if "provider_ratio_median" in s
+            else ""
+        )
         return (
-            f"{s['ratio_median']:.2f}× baseline ({s['magpie_per_second_median']:,} vs "
-            f"{s['baseline_per_second_median']:,} deliveries/s); outcomes {s['outcomes']}"
+            f"{provider}end to end {s['ratio_median']:.2f}× ({s['magpie_per_second_median']:,}/s) of the minimal "
+            f"client's {s['baseline_per_second_median']:,} deliveries/s; outcomes {s['outcomes']}"
         )
     if name == "growth_sqlite":
         return (
             f"{s['ratio_large_to_small']:.2f} ({s['large_rps_median']:,} req/s with {s['large_profiles']:,} "
             f"profiles vs {s['small_rps_median']:,} with {s['small_profiles']:,})"
+            + (
+                f"; magpie CPU {s['large_cpu_us_median']:.0f} vs {s['small_cpu_us_median']:.0f} µs/request"
+                if "large_cpu_us_median" in s
+                else ""
+            )
         )
     if name == "memory":
         return (
             f"{s['peak_rss_mb']} MB ({s.get('server_process_mb', s['peak_rss_mb'])} MB server process + "
             f"{s.get('writer_process_mb', 0)} MB writer process)"
         )
+    if name.startswith("dashboard"):
+        slowest = max(s["pages"].items(), key=lambda kv: kv[1]["p95_ms"])
+        return (
+            f"slowest page p95 {s['worst_p95_ms']} ms ({slowest[0]}), {len(s['pages'])} pages; "
+            f"{s['users']:,} users, {s['recipients']:,} recipients, {s['deliveries']:,} deliveries; "
+            f"migration backfill {s['migration_backfill_seconds']} s"
+        )
     return json.dumps(s)
+
+
+CPU_ROWS = [
+    ("properties_sqlite", "SQLite, 1 process"),
+    ("properties_pg_1proc", "PostgreSQL, 1 process"),
+    ("properties_pg_2proc", "PostgreSQL, 2 processes"),
+]
+
+
+def _us(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def cpu_section() -> str:
+    """The CPU-per-request table of the property-update runs, magpie next to its baseline."""
+    rows = []
+    commands = []
+    magpie: dict[str, float] = {}
+    for name, title in CPU_ROWS:
+        path = RESULTS / f"{name}.json"
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        s = data["summary"]
+        cpu = s.get("cpu_us_per_request")
+        base = s.get("baseline_cpu_us_per_request")
+        if not cpu or not base:
+            continue
+        magpie[name] = cpu["magpie"]
+        pairs = (("magpie", cpu, s["magpie_rps_median"]), ("baseline", base, s["baseline_rps_median"]))
+        for who, figures, rps in pairs:
+            # How busy the rest of the machine was: its CPU per request times the request rate.
+            busy = median(
+                [r[f"{who}_cpu_us"].get("other", 0.0) * r[who]["requests_per_second"] / 1e6 for r in data["runs"]]
+            )
+            rows.append(
+                f"| {title}, {who} | {rps:,} | {_us(figures['server'])} | {_us(figures['writer'])} | "
+                f"{_us(figures['postgres'])} | {_us(figures['wrk'])} | **{_us(figures['total'])}** | "
+                f"{_us(figures['other'])} ({busy:.1f} cores) |"
+            )
+        commands.append(f"`{data['command']}` ({data['when']})")
+    if not rows:
+        return ""
+    verdict = ""
+    if "properties_sqlite" in magpie and "properties_pg_1proc" in magpie:
+        ratio = magpie["properties_pg_1proc"] / magpie["properties_sqlite"]
+        verdict = (
+            f"\nmagpie's own CPU per request (server + writer) on PostgreSQL, one process: "
+            f"{_us(magpie['properties_pg_1proc'])} µs against {_us(magpie['properties_sqlite'])} µs on SQLite, "
+            f"{ratio:.2f}× (target: within 1.25×: {'met' if ratio <= 1.25 else '**missed**'}).\n"
+        )
+    projection = ""
+    pg = _cpu_figures("properties_pg_1proc")
+    if pg is not None:
+        api_cores, db_cores = 16, 8
+        magpie_us, pg_us = pg["magpie"], pg["postgres"]
+        api_rps = api_cores / (magpie_us * 1e-6)
+        db_rps = db_cores / (pg_us * 1e-6) if pg_us else float("inf")
+        projection = f"""
+### Projection: a 16-core API host and an 8-core database host
+
+**A projection from the table above, not a measurement** (its assumptions are in
+[scaling.md](scaling.md#sizing-from-the-cpu-table)). With PostgreSQL, one process: the API host
+spends {_us(magpie_us)} µs of CPU per request (server + writer), so its {api_cores} cores carry about
+{_round(api_rps)} requests/s ({api_cores // 2} `magpie serve` processes); the database host spends
+{_us(pg_us)} µs per request in PostgreSQL backends, so its {db_cores} cores carry about {_round(db_rps)}
+requests/s. The projected ceiling is the lower: **about {_round(min(api_rps, db_rps))} property updates per
+second**, bound by the {"API" if api_rps <= db_rps else "database"} host.
+"""
+    return f"""
+## CPU time per request (property updates)
+
+Microseconds of CPU per request, by process, median of the runs above: `utime + stime` of each
+process and its threads read from `/proc/<pid>/stat` before and after every wrk run, divided by
+the requests wrk completed. *server*: the `magpie serve` process(es) or the baseline app; *writer*:
+their writer child processes; *PostgreSQL*: the backends connected to the benchmark's database
+(`pg_stat_activity`); *wrk*: the load generator; *total*: the sum of those four. *Others*: CPU the
+rest of the machine used during the same runs (PostgreSQL's shared background processes, and
+anything else running), per request and in cores busy on average, for context: of the machine's
+cores, that much was not available to the run. On a CPU-bound machine, throughput is the CPU available
+divided by *total*; that figure, not req/s, is what carries to a machine with more cores.
+
+| set-up | req/s | server | writer | PostgreSQL | wrk | total | others (machine load) |
+|---|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+{verdict}
+Commands: {"; ".join(commands)}.
+{projection}"""
+
+
+def _round(value: float) -> str:
+    """Two significant figures: a projection has no more."""
+    return f"{float(f'{value:.2g}'):,.0f}"
+
+
+def _cpu_figures(name: str) -> dict[str, float] | None:
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return None
+    figures: dict[str, float] | None = json.loads(path.read_text())["summary"].get("cpu_us_per_request")
+    return figures
 
 
 def write_docs() -> Path:
@@ -92,11 +216,12 @@ def write_docs() -> Path:
     m = machine()
     text = f"""# Benchmarks
 
-Every figure is the median of {rounds()} runs, measured as a ratio against a baseline run in the
-same invocation on the same machine, alternating baseline and magpie runs (these machines are shared
-and noisy; absolute numbers drift). Load comes from `wrk` in a separate process (2 threads,
-64 connections, {seconds()} s per run). Reproduce with `make bench` (after `make run`'s install;
-it installs `wrk` from Debian if missing), or one benchmark with the command in its row.
+Every figure is the median of {rounds()} runs (SQLite property updates: {SQLITE_ROUNDS}), measured as a
+ratio against a baseline run in the same invocation on the same machine, alternating baseline and
+magpie runs (these machines are shared and noisy; absolute numbers drift). Load comes from `wrk` in
+a separate process (2 threads, 64 connections, {seconds()} s per run). Reproduce with `make bench`
+(after `make run`'s install; it installs `wrk` from Debian if missing), or one benchmark with the
+command in its row.
 
 Machine: {m["cpus"]} cores ({m["cpu"]}), {m["memory_mb"]:,} MB, Python {m["python"]}, Linux {m["kernel"]};
 magpie and the baselines on uvicorn (httptools, uvloop), SQLite in WAL mode with `synchronous=FULL`,
@@ -118,19 +243,32 @@ PostgreSQL 15 local. Written by `python -m bench.run_all` on {time.strftime("%Y-
    dispatch and its outbox work item committed in one transaction per group commit).
 4. **Delivery** — 10,000 recipients per round from accepted dispatches to receipt at the fake FCM
    server (`tests/fakes/fcm.py`, its own process, OAuth2 and HTTP v1 as FCM speaks them), with two
-   `magpie worker` processes; baseline: magpie's FCM provider alone blasting the same server with
-   the same concurrency (64).
+   `magpie worker` processes (claim, resolve, audience, consent, caps, render, send, record).
+   Baseline: a minimal FCM v1 client written for the benchmark on aiohttp (one OAuth2 token from the
+   service account, then the same `messages:send` requests) with the same concurrency (64).
+   magpie's FCM provider alone, driven the same way, is the second figure: what the provider costs
+   apart from the rest of delivery.
 5. **Growth** — property updates on stores filled with 10k and with 10M users (and as many devices),
-   users drawn at random over the whole store.
+   users drawn at random over the whole store; both stores served side by side, their runs
+   alternated. magpie's CPU per request (server + writer) for each is reported beside req/s.
 6. **Memory** — peak RSS (VmHWM) of `magpie serve` during benchmark 1: the server process plus its
    writer process, added up.
-7. **Kakao and SMS** (`python -m bench.bench_messages`) — Hackle's Kakao trigger body (50 users) accepted
+7. **Dashboard pages** — a store (SQLite, then PostgreSQL) with 100,000 users (and their devices and tokens), 20
+   campaigns and 1,000,000 recipient outcomes over 30 days (20,000 dispatches, ~900,000 deliveries,
+   ~50,000 clicks, ~150,000 events), written at schema revision 0002 and then migrated (the
+   migration's backfill of the hourly counts is timed), then `ANALYZE` (PostgreSQL: `VACUUM ANALYZE`,
+   the state autovacuum keeps a store that takes inserts in). A signed-in client asks a real
+   `magpie serve` for each page 50 times (`BENCH_DASHBOARD_REQUESTS`), one at a time; the figure is the
+   client-observed time on loopback (an upper bound of the server-side render); per-page figures are
+   in the results file, with the machine it ran on.
+8. **Kakao and SMS** (`python -m bench.bench_messages`) — Hackle's Kakao trigger body (50 users) accepted
    as in 3, on an AlimTalk campaign; then delivery from accepted dispatches (50 users each, one gateway
    batch) to receipt at the fake NHN Cloud (AlimTalk v2.3) and fake Solapi (SMS, send-many/detail), each
    its own process, through `magpie worker` (deciding, decrypting numbers, rendering, reserving, sending,
    recording); baseline: magpie's gateway client alone sending the same batches to the same fake with as
    many batches in flight as the workers run.
 
+{cpu_section()}
 ## Runs
 
 {chr(10).join(details)}
@@ -142,7 +280,7 @@ PostgreSQL 15 local. Written by `python -m bench.run_all` on {time.strftime("%Y-
 
 
 def main(argv: list[str]) -> int:
-    names = argv or ["properties", "trigger", "delivery", "growth"]
+    names = argv or ["properties", "trigger", "delivery", "growth", "dashboard"]
     for name in names:
         print(f"== {name}", flush=True)
         if name == "properties":
@@ -153,6 +291,8 @@ def main(argv: list[str]) -> int:
             bench_delivery.main()
         elif name == "growth":
             bench_growth.main()
+        elif name == "dashboard":
+            bench_dashboard.main(["all"])
         elif name == "messages":
             bench_messages.main([])
         else:

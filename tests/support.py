@@ -412,3 +412,19 @@ def dispatch(client: AppClient, env: Env, dispatch_id: str) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     result: dict[str, Any] = response.json()
     return result
+
+
+def store_campaign(db: Database, env: Env, **fields: Any) -> None:
+    """Store an ACTIVE sandbox campaign with key 7 directly (for tests driving a server process)."""
+    from magpie.store import campaigns
+
+    raw: dict[str, Any] = {
+        "key": 7,
+        "name": "Test campaign",
+        "status": "ACTIVE",
+        "purpose": "INFORMATION",
+        "provider": "sandbox",
+        "message": {"title": "Hi {{ user.id }}", "body": "b"},
+        **fields,
+    }
+    campaigns.apply_campaign(db, env_id=env.id, raw=raw)

@@ -21,8 +21,9 @@ from magpie.api.context import Context
 from magpie.api.fallback import build_fallback
 from magpie.api.routes import Matcher, Route
 from magpie.config import Settings
+from magpie.dashboard.pages import dashboard_routes
 from magpie.dispatch.worker import Workers
-from magpie.errors import MethodNotAllowed, NotFound
+from magpie.errors import MethodNotAllowed, NotFound, Unauthorized
 from magpie.metrics import Metrics
 from magpie.runtime import Runtime
 from magpie.store.db import Database
@@ -38,9 +39,10 @@ class MagpieApp:
         self.db = Database(settings.database_url)
         self.metrics = Metrics()
         self.routes: dict[tuple[str, str], Route] = dict(routes.EXACT)
-        self.param_routes: list[tuple[str, Matcher, Route]] = list(routes.WITH_PARAMS)
+        # (method, matcher, handler, template): the template labels metrics, never the raw path.
+        self.param_routes: list[tuple[str, Matcher, Route, str]] = list(routes.WITH_PARAMS)
         # Routes other parts add to the Starlette side, built from the context at start-up.
-        self.admin_extensions: list[Callable[[Context], list[BaseRoute]]] = []
+        self.admin_extensions: list[Callable[[Context], list[BaseRoute]]] = [dashboard_routes]
         self.ctx: Context | None = None
         self.workers: Workers | None = None
         self._fallback: Starlette | None = None
@@ -48,8 +50,8 @@ class MagpieApp:
     def add_route(self, method: str, path: str, handler: Route) -> None:
         self.routes[(method, path)] = handler
 
-    def add_param_route(self, method: str, matcher: Matcher, handler: Route) -> None:
-        self.param_routes.append((method, matcher, handler))
+    def add_param_route(self, method: str, matcher: Matcher, handler: Route, template: str) -> None:
+        self.param_routes.append((method, matcher, handler, template))
 
     # -- lifespan ---------------------------------------------------------------------------
 
@@ -59,7 +61,11 @@ class MagpieApp:
         settings = self.settings
         runtime = Runtime.open(settings, db=self.db, metrics=self.metrics, purge_events=True)
         auth = Authenticator(
-            reader=runtime.reader, rate_per_key=settings.rate_limit_per_key, burst=settings.rate_limit_burst
+            reader=runtime.reader,
+            rate_per_key=settings.rate_limit_per_key,
+            burst=settings.rate_limit_burst,
+            cache_seconds=settings.key_cache_seconds,
+            failures_per_second=settings.auth_failures_per_second,
         )
         runtime.writer.on_invalid_key = auth.forget_hash
         ctx = Context(runtime=runtime, auth=auth)
@@ -108,20 +114,28 @@ class MagpieApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def _find(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+    def _find(self, method: str, path: str) -> tuple[Route, dict[str, str], str] | None:
+        """The handler, path parameters and route template for a request, if a route matches."""
         route = self.routes.get((method, path))
         if route is not None:
-            return route, {}
+            return route, {}, path
         if len(path) > 1 and path.endswith("/"):
-            route = self.routes.get((method, path.rstrip("/")))
+            stripped = path.rstrip("/")
+            route = self.routes.get((method, stripped))
             if route is not None:
-                return route, {}
-        for route_method, matcher, handler in self.param_routes:
+                return route, {}, stripped
+        for route_method, matcher, handler, template in self.param_routes:
             if route_method == method:
                 params = matcher(path)
                 if params is not None:
-                    return handler, params
+                    return handler, params, template
         return None
+
+    def _other_methods(self, path: str) -> list[str]:
+        """Methods some route accepts on ``path``: non-empty means a 405, not a 404."""
+        methods = [method for (method, known) in self.routes if known == path.rstrip("/") or known == path]
+        methods += [method for method, matcher, _, _ in self.param_routes if matcher(path) is not None]
+        return sorted(set(methods))
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = self.ctx
@@ -132,10 +146,16 @@ class MagpieApp:
         found = self._find(scope["method"], scope["path"])
         if found is None:
             path = scope["path"]
-            if any(known == path for (_, known) in self.routes):
-                await asgi.send_error(send, MethodNotAllowed(f"{scope['method']} is not allowed on {path}"))
+            allowed = self._other_methods(path)
+            if allowed:
+                status = await asgi.send_error(
+                    send, MethodNotAllowed(f"{scope['method']} is not allowed here; use {', '.join(allowed)}")
+                )
+                self.metrics.count("unmatched", status)
             elif path.startswith(("/v1/", "/api/v2/")):
-                await asgi.send_error(send, NotFound(f"no route for {scope['method']} {path}"))
+                self.metrics.count(
+                    "unmatched", await asgi.send_error(send, NotFound(f"no route for {scope['method']} {path[:200]}"))
+                )
             else:
                 assert self._fallback is not None
                 try:
@@ -145,15 +165,20 @@ class MagpieApp:
                     # then re-raises it for servers that log; it has been logged, so stop here.
                     pass
             return
-        handler, params = found
+        handler, params, template = found
+        client = scope.get("client")
+        address = client[0] if client else None
         try:
+            ctx.auth.failures.check(address)
             body = await asgi.read_body(scope, receive, self.settings.max_body_bytes)
             result = await handler(ctx, Request(scope, body, params))
         except Exception as exc:
-            self.metrics.count(scope["path"], await asgi.send_error(send, exc))
+            if isinstance(exc, Unauthorized):
+                ctx.auth.failures.failed(address)
+            self.metrics.count(template, await asgi.send_error(send, exc))
             return
         status = result[0]
-        self.metrics.count(scope["path"], status)
+        self.metrics.count(template, status)
         await asgi.send_response(send, status, result[1], result[2] if len(result) == 3 else None)
 
 

@@ -63,6 +63,33 @@ class Settings:
     rate_limit_burst: int = setting(
         0, "MAGPIE_RATE_LIMIT_BURST", "Requests a key may send at once above the rate; 0: the rate, rounded up."
     )
+    key_cache_seconds: float = setting(
+        5.0,
+        "MAGPIE_KEY_CACHE_SECONDS",
+        "A revoked API key is refused by every endpoint of every process within this many seconds.",
+    )
+    header_timeout_seconds: float = setting(
+        10.0, "MAGPIE_HEADER_TIMEOUT", "Seconds for a request's head to arrive; then `408 REQUEST_TIMEOUT`."
+    )
+    body_timeout_seconds: float = setting(
+        30.0, "MAGPIE_BODY_TIMEOUT", "Seconds for a request's body to arrive after its head; then `408`."
+    )
+    max_connections: int = setting(
+        2048,
+        "MAGPIE_MAX_CONNECTIONS",
+        "Connections served at once per process; one more is answered `503 SERVICE_UNAVAILABLE` and closed.",
+    )
+    auth_failures_per_second: float = setting(
+        5.0,
+        "MAGPIE_AUTH_FAILURES_PER_SECOND",
+        "Failed authentications per client address per second (burst 4x) before `429 RATE_LIMITED`; 0: off.",
+    )
+    max_item_attempts: int = setting(
+        3,
+        "MAGPIE_MAX_ITEM_ATTEMPTS",
+        "Attempts at a dispatch work item failing for its own reason; then its open recipients end `FAILED` "
+        "(`PROCESSING_ERROR`).",
+    )
     workers: int = setting(
         1, "MAGPIE_WORKERS", "Dispatch workers inside each `magpie serve` (0: the API only, run `magpie worker`)."
     )

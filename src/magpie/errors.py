@@ -13,10 +13,15 @@ Every error a client can see is a ``MagpieError``; the HTTP layer maps it to
     │   ├── ExceedUserMaxLength   EXCEED_USER_MAX_LENGTH
     │   ├── CampaignNotFound      CAMPAIGN_NOT_FOUND
     │   ├── InvalidPhoneNumber    INVALID_PHONE_NUMBER
-    │   └── InvalidCampaign       INVALID_CAMPAIGN
+    │   ├── InvalidCampaign       INVALID_CAMPAIGN
+    │   ├── IncompleteBody        INCOMPLETE_BODY (shorter than its Content-Length)
+    │   └── StorageRefused        INVALID_REQUEST (the database refused the data)
+    ├── Forbidden (403)           FORBIDDEN
     ├── NotFound (404)            NOT_FOUND
     ├── MethodNotAllowed (405)    METHOD_NOT_ALLOWED
+    ├── RequestTimeout (408)      REQUEST_TIMEOUT
     ├── Conflict (409)            CONFLICT
+    ├── IdempotencyKeyReused (422) IDEMPOTENCY_KEY_REUSED
     ├── PayloadTooLarge (413)     PAYLOAD_TOO_LARGE
     ├── RateLimited (429)         RATE_LIMITED
     └── ServiceUnavailable (503)  SERVICE_UNAVAILABLE
@@ -92,6 +97,25 @@ class InvalidCampaign(InvalidRequest):
     default_message = "The campaign definition is invalid"
 
 
+class IncompleteBody(InvalidRequest):
+    """The body ended (the client disconnected) before its declared length: it is never applied."""
+
+    code = "INCOMPLETE_BODY"
+    default_message = "The request body is shorter than its Content-Length"
+
+
+class StorageRefused(InvalidRequest):
+    """The database refused a request's data; retrying the same data cannot succeed."""
+
+    default_message = "The request holds data the storage cannot keep"
+
+
+class Forbidden(MagpieError):
+    status = 403
+    code = "FORBIDDEN"
+    default_message = "The form is missing its CSRF token or it does not match this session"
+
+
 class NotFound(MagpieError):
     status = 404
     code = "NOT_FOUND"
@@ -104,10 +128,24 @@ class MethodNotAllowed(MagpieError):
     default_message = "Method not allowed"
 
 
+class RequestTimeout(MagpieError):
+    status = 408
+    code = "REQUEST_TIMEOUT"
+    default_message = "The request did not arrive in time"
+
+
 class Conflict(MagpieError):
     status = 409
     code = "CONFLICT"
     default_message = "Conflict"
+
+
+class IdempotencyKeyReused(MagpieError):
+    """An ``Idempotency-Key`` already used for a different trigger body."""
+
+    status = 422
+    code = "IDEMPOTENCY_KEY_REUSED"
+    default_message = "This Idempotency-Key was already used with a different request body"
 
 
 class PayloadTooLarge(MagpieError):

@@ -6,7 +6,9 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
+from collections.abc import Callable
 
 # Anything that looks like a magpie key/token, a bearer credential or a phone number is masked,
 # whatever the message that carries it.
@@ -33,10 +35,45 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure_logging(level: str = "info") -> None:
+def configure_logging(level: str | int = "info") -> None:
+    """JSON lines on stderr for the process: magpie's records at ``level``, every library's
+    (psycopg, uvicorn, alembic...) from warnings up, in the same format."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
-    root = logging.getLogger("magpie")
+    root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
+    root.setLevel(logging.WARNING)
+    own = logging.getLogger("magpie")
+    own.handlers[:] = []
+    own.setLevel(level.upper() if isinstance(level, str) else level)
+    own.propagate = True
+
+
+class Throttle:
+    """At most one log line per ``interval`` seconds for a repeating condition, with a count of the rest.
+
+    During an outage every request fails the same way; one line a second says so as well as
+    thousands, and keeps the log readable (and small) when it matters most.
+
+    >>> throttle = Throttle(interval=60.0)
+    >>> throttle.ready(), throttle.ready()
+    (0, None)
+    """
+
+    def __init__(self, *, interval: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._next = 0.0
+        self._suppressed = 0
+        self._lock = threading.Lock()
+
+    def ready(self) -> int | None:
+        """``None`` when this occurrence should not be logged, else how many were suppressed before it."""
+        with self._lock:
+            now = self.clock()
+            if now < self._next:
+                self._suppressed += 1
+                return None
+            self._next = now + self.interval
+            suppressed, self._suppressed = self._suppressed, 0
+            return suppressed

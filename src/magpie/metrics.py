@@ -46,6 +46,13 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.work_item_failures = Counter(
+            "magpie_work_item_failures",
+            "Dispatch work items that failed, by what happened next (retried, given_up)",
+            ["result"],
+            registry=self.registry,
+        )
+
     def count(self, path: str, status: int) -> None:
         counts = self._requests.counts
         key = (path, status)

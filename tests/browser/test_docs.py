@@ -32,6 +32,6 @@ def test_docs_page_shows_the_public_and_admin_operations(page: Any, tmp_path: Pa
         admin = {el.inner_text().strip() for el in page.query_selector_all(".opblock-summary-path")}
         assert "/admin/v1/environments/{env}/campaigns" in admin, admin
         assert "/admin/v1/environments/{env}/users/{user_id}" in admin, admin
-        assert "Create or update a campaign by its key (declarative apply)." in page.inner_text("body")
+        assert "Create or update a campaign by its key (declarative apply)" in page.inner_text("body")
         screenshot(page, "docs-admin")
     assert outside == [], "the docs page must load nothing from outside the server"

@@ -81,7 +81,7 @@ def test_access_log_names_route_templates_and_never_keys_or_bodies(tmp_path: Pat
     requests = [r for r in _records(out) if r.get("event") == "request"]
     routes = [(r["method"], r["route"], r["status"], r.get("environment")) for r in requests]
     assert ("POST", "/v1/properties", 200, "development") in routes, routes
-    assert ("GET", "/v1/push-message/dispatches/{dispatch_id}", 404, "development") in routes, routes
+    assert ("GET", "/v1/push-message/dispatches/{dispatchId}", 404, "development") in routes, routes
     assert ("GET", "/admin/v1/environments/{env}/users/{user_id}", 200, "development") in routes, routes
     assert ("POST", "/v1/properties", 401, None) in routes, routes
     assert all(isinstance(r["durationMs"], float | int) and r["durationMs"] >= 0 for r in requests)

@@ -1,7 +1,8 @@
 """The optional access log (``MAGPIE_ACCESS_LOG=1``): one JSON record per request.
 
-Each record names the route template (``/v1/push-message/dispatches/{dispatch_id}``, never the
-raw path with its identifiers), the status, the duration and the environment. API keys, admin
+Each record names the route template as the OpenAPI document does
+(``/v1/push-message/dispatches/{dispatchId}``, never the raw path with its identifiers), the
+status, the duration and the environment. API keys, admin
 tokens, query strings and bodies are never logged.
 """
 
@@ -28,7 +29,7 @@ class RoutedApp(Protocol):
     """What the access log reads of the app it wraps (``magpie.app.MagpieApp``)."""
 
     routes: dict[tuple[str, str], Any]
-    param_routes: list[tuple[str, Matcher, Any]]
+    param_routes: list[tuple[str, Matcher, Any, str]]
     admin_extensions: list[Callable[[Context], list[BaseRoute]]]
     ctx: Context | None
 
@@ -77,11 +78,9 @@ class AccessLog:
         """The route template a request matched, and its path parameters (``unmatched`` if none)."""
         if (method, path) in self.app.routes:
             return path, {}
-        for route_method, matcher, _ in self.app.param_routes:
-            params = matcher(path) if route_method == method else None
-            if params:
-                ((name, value),) = params.items()
-                return "/".join("{" + name + "}" if part == value else part for part in path.split("/")), {}
+        for route_method, matcher, _, template in self.app.param_routes:
+            if route_method == method and matcher(path):
+                return template, {}
         probe = {"type": "http", "path": path, "method": method, "root_path": ""}
         for candidate in self._fallback():
             match, child = candidate.matches(probe)

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from magpie.api import views
+from magpie.api.bodies import decode_json, parse_int
 from magpie.api.context import Context
 from magpie.api.failures import failure
 from magpie.domain.environment import parse_settings
@@ -39,21 +40,22 @@ def error_response(exc: BaseException) -> Response:
 
 async def body_json(request: Request) -> Any:
     raw = await request.body()
-    try:
-        return msgspec.json.decode(raw) if raw else {}
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"malformed JSON: {exc}") from exc
+    return decode_json(raw) if raw else {}
 
 
 def admin(ctx: Context, handler: AdminHandler, *, status: int = 200) -> Callable[[Request], Awaitable[Response]]:
     """Wrap an admin handler: check the bearer token, encode the result (errors: ``magpie.api.failures``)."""
 
     async def endpoint(request: Request) -> Response:
+        address = request.client.host if request.client else None
+        ctx.auth.failures.check(address)
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
+            ctx.auth.failures.failed(address)
             raise InvalidAdminToken()
         if not await ctx.read(lambda conn: check_admin_token(conn, ctx.db, token.strip())):
+            ctx.auth.failures.failed(address)
             raise InvalidAdminToken()
         result = await handler(ctx, request)
         if isinstance(result, Response):
@@ -150,9 +152,7 @@ async def get_user(ctx: Context, request: Request) -> Any:
 async def get_user_events(ctx: Context, request: Request) -> Any:
     """List a user's stored events, newest first, each with the property snapshot it was stored with."""
     env, user_id = request.path_params["env"], request.path_params["user_id"]
-    raw_limit = request.query_params.get("limit", "50")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
-        raise InvalidRequest("limit must be a number from 1 to 500")
+    limit = parse_int(request.query_params.get("limit"), name="limit", default=50, low=1, high=500)
     cursor = request.query_params.get("cursor")
     page = await ctx.read(
         lambda conn: list_events(
@@ -161,7 +161,7 @@ async def get_user_events(ctx: Context, request: Request) -> Any:
             env_id=accounts.env_id_by_name(conn, ctx.db, env),
             kind=USER,
             ident=user_id,
-            limit=int(raw_limit),
+            limit=limit,
             cursor=cursor,
         )
     )

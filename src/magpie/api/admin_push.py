@@ -10,10 +10,11 @@ from starlette.routing import BaseRoute, Route
 
 from magpie.api import views
 from magpie.api.admin import admin, body_json
+from magpie.api.bodies import parse_int
 from magpie.api.context import Context
 from magpie.api.push import parse_time
 from magpie.errors import InvalidRequest
-from magpie.store import accounts, campaigns, dispatches
+from magpie.store import accounts, campaigns, dispatches, stats
 
 
 async def _env_id(ctx: Context, request: Request) -> int:
@@ -23,10 +24,7 @@ async def _env_id(ctx: Context, request: Request) -> int:
 
 
 def _key(request: Request) -> int:
-    raw = request.path_params["key"]
-    if not raw.isdigit():
-        raise InvalidRequest("a campaign key is a positive integer")
-    return int(raw)
+    return parse_int(request.path_params["key"], name="the campaign key", default=0)
 
 
 async def list_campaigns(ctx: Context, request: Request) -> Any:
@@ -74,10 +72,10 @@ async def campaign_stats(ctx: Context, request: Request) -> Any:
     now = int(time.time() * 1000)
     since = parse_time(request.query_params.get("from"), name="from", default=now - 7 * 86_400_000)
     until = parse_time(request.query_params.get("to"), name="to", default=now + 1)
-    stats = await ctx.read(
-        lambda conn: dispatches.campaign_stats(conn, ctx.db, env_id=env_id, campaign_key=key, since=since, until=until)
+    found = await ctx.read(
+        lambda conn: stats.campaign_stats(conn, ctx.db, env_id=env_id, campaign_key=key, since=since, until=until)
     )
-    return views.campaign_stats(stats)
+    return views.campaign_stats(found)
 
 
 async def list_cohorts(ctx: Context, request: Request) -> Any:
@@ -117,9 +115,9 @@ async def get_dispatch(ctx: Context, request: Request) -> Any:
 async def get_inbox(ctx: Context, request: Request) -> Any:
     """The sandbox inbox, newest first (``limit``, ``before`` for paging)."""
     env_id = await _env_id(ctx, request)
-    limit = min(500, int(request.query_params.get("limit", "50") or 50))
+    limit = parse_int(request.query_params.get("limit"), name="limit", default=50, low=1, high=500)
     before = request.query_params.get("before")
-    after = int(before) if before and before.isdigit() else None
+    after = parse_int(before, name="before", default=0, low=0) if before else None
     rows = await ctx.read(lambda conn: dispatches.inbox(conn, ctx.db, env_id=env_id, limit=limit, after=after))
     return {"messages": views.rows(rows)}
 

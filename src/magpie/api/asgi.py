@@ -13,8 +13,9 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
+from magpie.api.bodies import decode_object
 from magpie.api.failures import failure
-from magpie.errors import InvalidRequest, PayloadTooLarge
+from magpie.errors import IncompleteBody, InvalidRequest, PayloadTooLarge
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -22,7 +23,6 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 SUCCESS = b'{"message":"success"}'
-_decode = msgspec.json.decode
 _encode = msgspec.json.encode
 
 
@@ -46,20 +46,9 @@ class Request:
         raw = self.scope.get("query_string", b"").decode("latin-1")
         return dict(parse_qsl(raw, keep_blank_values=True))
 
-    def json(self) -> Any:
-        """The body as JSON; a malformed body is a 400 ``INVALID_REQUEST``."""
-        if not self.body:
-            raise InvalidRequest("the request body must be a JSON object")
-        try:
-            return _decode(self.body)
-        except msgspec.DecodeError as exc:
-            raise InvalidRequest(f"malformed JSON: {exc}") from exc
-
     def json_object(self) -> dict[str, Any]:
-        value = self.json()
-        if not isinstance(value, dict):
-            raise InvalidRequest("the request body must be a JSON object")
-        return value
+        """The body as a JSON object; anything else is a 400 ``INVALID_REQUEST``."""
+        return decode_object(self.body)
 
 
 Response = tuple[int, bytes] | tuple[int, bytes, list[tuple[bytes, bytes]]]
@@ -67,6 +56,8 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole body, or an error: a body cut short (by a disconnect) is never handed on."""
+    declared = -1
     for name, value in scope["headers"]:
         if name == b"content-length":
             try:
@@ -81,7 +72,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            raise IncompleteBody("the client disconnected before sending the whole body")
         chunk = message.get("body", b"")
         if chunk:
             size += len(chunk)
@@ -90,6 +81,8 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             chunks.append(chunk)
         if not message.get("more_body", False):
             break
+    if 0 <= declared != size:
+        raise IncompleteBody(f"the body has {size} bytes where Content-Length declared {declared}")
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 

@@ -1,8 +1,10 @@
 """API-key authentication with a per-process cache, and per-key rate limiting.
 
-A cached key saves a database read per request; it cannot outlive a revocation, because
-every write re-checks its key inside the writer's transaction (``Tx.key_env``) and a
-revoked key drops out of the cache there. Reads check the database directly.
+A cached key saves a database read per request. It cannot outlive a revocation by more
+than ``key_cache_seconds`` (default 5 s) on any endpoint: each entry is looked up again once
+that old, every write re-checks its key inside the writer's transaction (``Tx.key_env``),
+where a revoked key drops out of the cache at once, and statistics reads check the
+database directly.
 """
 
 from __future__ import annotations
@@ -36,13 +38,18 @@ class Authenticator:
         reader: Reader,
         rate_per_key: float = 0.0,
         burst: int = 0,
+        cache_seconds: float = 5.0,
+        failures_per_second: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.reader = reader
         self.rate = rate_per_key
         self.burst = float(burst or max(1.0, rate_per_key))
         self.clock = clock
+        self.cache_seconds = cache_seconds
+        self.failures = FailedAuthThrottle(rate=failures_per_second, clock=clock)
         self._cache: dict[str, tuple[str, int]] = {}
+        self._expires: dict[str, float] = {}
         self._buckets: dict[str, _Bucket] = {}
 
     def forget_hash(self, key_hash: str) -> None:
@@ -57,13 +64,15 @@ class Authenticator:
 
     def clear(self) -> None:
         self._cache.clear()
+        self._expires.clear()
 
     async def authenticate(self, headers: dict[bytes, bytes], *, sdk: bool = False) -> tuple[str, int]:
         raw = headers.get(API_KEY_HEADER)
         if raw is not None and self.rate <= 0:
             # The hot path: a known key, no rate limit, answered without another coroutine.
-            found = self._cache.get(raw.decode("latin-1"))
-            if found is not None:
+            key = raw.decode("latin-1")
+            found = self._cache.get(key)
+            if found is not None and self._expires[key] > self.clock():
                 return found
         if sdk and raw is None:
             raw = headers.get(SDK_KEY_HEADER)
@@ -87,14 +96,17 @@ class Authenticator:
 
     async def check(self, key: str) -> tuple[str, int]:
         found = self._cache.get(key)
-        if found is None:
+        if found is None or self._expires[key] <= self.clock():
             env_id = await self._lookup(key)
             if env_id is None:
+                self._cache.pop(key, None)
                 raise InvalidApiKey()
             found = (hash_secret(key), env_id)
             if len(self._cache) > 10_000:
                 self._cache.clear()
+                self._expires.clear()
             self._cache[key] = found
+            self._expires[key] = self.clock() + self.cache_seconds
         if self.rate > 0:
             self._take(found[0])
         return found
@@ -113,4 +125,51 @@ class Authenticator:
         if bucket.tokens < 1.0:
             wait = (1.0 - bucket.tokens) / self.rate
             raise RateLimited(retry_after=max(1, int(wait + 0.999)))
+        bucket.tokens -= 1.0
+
+
+class FailedAuthThrottle:
+    """Failed authentications per client address, as a token bucket: guessing keys gets a 429.
+
+    Each failure takes a token; tokens come back at ``rate`` a second up to ``4 * rate``. An
+    address without tokens is answered ``429 RATE_LIMITED`` on every authenticated request,
+    right key or not, until it has one again. ``rate`` 0 turns the throttle off.
+
+    >>> throttle = FailedAuthThrottle(rate=1.0, clock=lambda: 0.0)
+    >>> for _ in range(4): throttle.failed("10.0.0.1")
+    >>> throttle.check("10.0.0.2")  # other addresses are not affected
+    """
+
+    def __init__(self, *, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = 4.0 * rate
+        self.clock = clock
+        self._buckets: dict[str, _Bucket] = {}
+
+    def _refilled(self, address: str) -> _Bucket | None:
+        bucket = self._buckets.get(address)
+        if bucket is not None:
+            now = self.clock()
+            bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
+            bucket.stamp = now
+        return bucket
+
+    def check(self, address: str | None) -> None:
+        if not self._buckets or address is None:
+            return  # the hot path: nobody failed lately
+        bucket = self._refilled(address)
+        if bucket is not None and bucket.tokens < 1.0:
+            wait = (1.0 - bucket.tokens) / self.rate
+            raise RateLimited(
+                "too many failed authentications from this address", retry_after=max(1, int(wait + 0.999))
+            )
+
+    def failed(self, address: str | None) -> None:
+        if self.rate <= 0 or address is None:
+            return
+        bucket = self._refilled(address)
+        if bucket is None:
+            if len(self._buckets) > 10_000:
+                self._buckets.clear()
+            bucket = self._buckets[address] = _Bucket(self.burst, self.clock())
         bucket.tokens -= 1.0

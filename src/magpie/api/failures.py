@@ -4,7 +4,9 @@ The lean router, the Starlette side (admin API, docs, health) and pages that ren
 error for a person all ask ``failure(exc)``:
 
 - a ``MagpieError`` answers with its own status, code and message (``429`` adds ``Retry-After``);
-- a storage outage (the database unreachable or not answering) is ``503 SERVICE_UNAVAILABLE``;
+- a storage outage (the database unreachable or not answering) is ``503 SERVICE_UNAVAILABLE``,
+  logged at most once a second;
+- data the database refuses (a NUL, a number out of its range) came from the request: ``400``;
 - Starlette's own routing errors keep their status (``404``, ``405`` with ``Allow``);
 - anything else is logged with its traceback and answered ``500 INTERNAL_ERROR``, never a
   plain-text body.
@@ -18,10 +20,12 @@ from dataclasses import dataclass
 import msgspec
 from starlette.exceptions import HTTPException
 
-from magpie.errors import MagpieError, RateLimited, ServiceUnavailable
-from magpie.store.db import OPERATIONAL_ERRORS
+from magpie.errors import MagpieError, RateLimited, ServiceUnavailable, StorageRefused
+from magpie.logs import Throttle
+from magpie.store.db import DATA_ERRORS, OPERATIONAL_ERRORS
 
 log = logging.getLogger("magpie.http")
+_outage_log = Throttle(interval=1.0)
 
 _encode = msgspec.json.encode
 _STARLETTE_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
@@ -55,8 +59,13 @@ def failure(exc: BaseException) -> Failure:
             headers = ((b"retry-after", str(exc.retry_after).encode()),)
         return Failure(exc.status, exc.code, exc.message, headers)
     if isinstance(exc, OPERATIONAL_ERRORS):
-        log.error("storage unavailable: %s", type(exc).__name__)
+        suppressed = _outage_log.ready()
+        if suppressed is not None:
+            log.error("storage unavailable: %s (%d more since the last line)", type(exc).__name__, suppressed)
         return failure(ServiceUnavailable())
+    if isinstance(exc, DATA_ERRORS):
+        # What the database cannot hold or compare (a NUL, a number out of range) came from the request.
+        return failure(StorageRefused())
     if isinstance(exc, HTTPException):
         extra = tuple((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (exc.headers or {}).items())
         code = _STARLETTE_CODES.get(exc.status_code, "INVALID_REQUEST")

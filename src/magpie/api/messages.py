@@ -7,6 +7,7 @@ import hmac
 from typing import Any
 
 from magpie.api.asgi import SUCCESS, Request, Response, encode
+from magpie.api.bodies import decode_json
 from magpie.api.context import Context
 from magpie.api.push import accept_trigger, show_dispatch
 from magpie.domain.environment import effective
@@ -56,7 +57,7 @@ async def _gateway_settings(ctx: Context, request: Request, gateway: str) -> tup
 async def solapi_report(ctx: Context, request: Request) -> Response:
     """Receive Solapi's delivery report webhook: each accepted message delivered or not, with its code."""
     env_id, _ = await _gateway_settings(ctx, request, "solapi")
-    reports = parse_report(request.json())
+    reports = parse_report(decode_json(request.body))
     updated = await ctx.writer.submit(RecordReports(env_id=env_id, provider="solapi", reports=reports))
     return 200, encode({"message": "success", "updated": updated})
 
@@ -89,7 +90,7 @@ async def solapi_opt_out(ctx: Context, request: Request) -> Response:
 async def _opt_out(ctx: Context, request: Request, gateway: str) -> Response:
     env_id, _ = await _gateway_settings(ctx, request, gateway)
     hashes: list[str] = []
-    for raw in _numbers(request.json()):
+    for raw in _numbers(decode_json(request.body)):
         try:
             hashes.append(ctx.cipher.blind_index(normalize(raw)))
         except InvalidRequest:

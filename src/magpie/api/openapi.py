@@ -59,6 +59,15 @@ _OPERATIONS = {
 }
 
 _SDK_TAG = "Hackle SDK"
+PUSH_CLICK_PROPERTIES = (
+    "For `$push_click` (sent by Hackle's SDKs when a push is opened), the properties name the push: "
+    "`push_message_delivery_id` (the delivery, as carried in the push's `hackle` payload as "
+    "`pushMessageDeliveryId`), `push_message_key` (the campaign key, `pushMessageKey`; `push_message_id` is "
+    "read when it is absent), `push_message_execution_id` (the dispatch, `pushMessageExecutionId`), "
+    "`campaign_type` and `debug` (`true`: a test send, not counted). A click counts in the campaign's "
+    "statistics only when `push_message_delivery_id` names a delivery of that campaign that was sent to the "
+    "clicking user's device; other clicks are stored as unattributed events and count nowhere."
+)
 IDENTIFIERS = {
     "type": "object",
     "description": "$userId is the user, $deviceId the device; without either, $id (or userId) is the user",
@@ -92,6 +101,7 @@ _TRACK_EVENT = {
                     "$sms_subscriptions, $kakao_subscriptions, $push_token, $push_click",
                 },
                 "value": {"type": ["number", "null"]},
+                "properties": {"type": "object", "description": PUSH_CLICK_PROPERTIES},
             },
         },
     ]
@@ -201,7 +211,8 @@ def document() -> dict[str, Any]:
         "info": {
             "title": "magpie",
             "version": version("magpie"),
-            "description": "Self-hosted, Hackle-compatible user properties, consent, events and push campaigns.",
+            "description": "Self-hosted, Hackle-compatible user properties, consent, events and push campaigns. "
+            "The admin API (bearer admin token) is described in its own document, /admin/openapi.json.",
         },
         "paths": paths,
         "components": {
@@ -280,6 +291,13 @@ def admin_document(admin_api: list[BaseRoute]) -> dict[str, Any]:
             if params:
                 op["parameters"] = params
             paths.setdefault(route.path, {})[method.lower()] = op
+    # Where the precise description exists (request and response schemas, every status), it wins.
+    from magpie.api.openapi_admin import PATHS as DESCRIBED
+
+    for path, operations in DESCRIBED.items():
+        for method, described in operations.items():
+            if method in paths.get(path, {}):
+                paths[path][method] = described
     return {
         "openapi": "3.1.0",
         "info": {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from magpie.api.openapi_push import _DISPATCH, _DISPATCHID, _STATS
+from magpie.api.openapi_push import _DISPATCHID, DISPATCH, STATS
 from magpie.api.schema import ID, operation
 
 _USER = {
@@ -35,9 +35,9 @@ _IDEMPOTENCY = {
     "description": "A repeated key returns the original response",
 }
 _CHANNEL_STATS = {
-    **_STATS,
+    **STATS,
     "properties": {
-        **_STATS["properties"],  # type: ignore[dict-item]
+        **STATS["properties"],
         "delivered": {"type": "integer", "description": "Confirmed on the phone by the gateway"},
         "undelivered": {"type": "integer", "description": "Accepted, then reported failed by the gateway"},
         "sentByType": {"type": "object", "additionalProperties": {"type": "integer"}},
@@ -66,7 +66,7 @@ def _channel(channel: str, summary: str, tag: str) -> dict[str, dict[str, Any]]:
         f"/v1/{channel}-message/dispatches/{{dispatchId}}": {
             "get": operation(
                 f"Show a {channel} dispatch: outcomes, reasons, and each delivery's type, bytes and report",
-                ok=_DISPATCH,
+                ok=DISPATCH,
                 params=[{"name": "dispatchId", "in": "path", "required": True, "schema": {"type": "string"}}],
                 tag="magpie extensions",
             )

@@ -36,8 +36,11 @@ _DISPATCHID = {
     "properties": {"dispatchId": {"type": "string", "format": "uuid"}, "message": {"const": "success"}},
 }
 _COUNTS = {"type": "object", "additionalProperties": {"type": "integer"}}
-_DISPATCH = {
+_TIME = {"type": "integer", "description": "epoch milliseconds"}
+# The dispatch view and campaign statistics, the same on the public and the admin API.
+DISPATCH: dict[str, Any] = {
     "type": "object",
+    "required": ["dispatchId", "campaignKey", "status", "requested", "counts", "recipients"],
     "properties": {
         "dispatchId": {"type": "string"},
         "executionId": {"type": "integer"},
@@ -50,37 +53,54 @@ _DISPATCH = {
         "recipients": {"type": "array", "items": {"type": "object"}},
     },
 }
-_STATS = {
+STATS: dict[str, Any] = {
     "type": "object",
+    "description": "Counts over the hours that start in [from, to) (from is rounded down to its hour)",
+    "required": ["campaignKey", "requested", "sent", "failed", "excluded", "pending", "clicks", "ctr"],
     "properties": {
-        "requested": {"type": "integer"},
-        "sent": {"type": "integer"},
+        "campaignKey": {"type": "integer"},
+        "from": _TIME,
+        "to": _TIME,
+        "dispatches": {"type": "integer", "description": "dispatches accepted in the range"},
+        "requested": {"type": "integer", "description": "recipients named in triggers accepted in the range"},
+        "sent": {"type": "integer", "description": "recipients whose push a provider accepted"},
         "failed": {"type": "integer"},
         "failures": {**_COUNTS, "description": "FAILED recipients by reason"},
-        "excluded": _COUNTS,
-        "clicks": {"type": "integer"},
-        "ctr": {"type": "number"},
+        "excluded": {**_COUNTS, "description": "excluded recipients by magpie's reason"},
+        "excludedTotal": {"type": "integer"},
+        "pending": {"type": "integer", "description": "requested minus sent, failed and excluded (at least 0)"},
+        "uniqueClicks": {"type": "integer", "description": "deliveries with at least one attributed click"},
+        "totalClicks": {"type": "integer", "description": "every attributed click, repeated clicks included"},
+        "clicks": {"type": "integer", "description": "the same as uniqueClicks"},
+        "ctr": {"type": "number", "description": "uniqueClicks / sent, never above 1"},
     },
 }
 
 
 def push_paths() -> dict[str, dict[str, Any]]:
+    trigger = operation(
+        "Send an API-triggered push campaign to up to 50 users",
+        body=_TRIGGER,
+        ok=_DISPATCHID,
+        extra400=["EXCEED_USER_MAX_LENGTH", "CAMPAIGN_NOT_FOUND"],
+    )
+    trigger["responses"]["422"] = {
+        "description": "The Idempotency-Key was used before with a different body. Code: IDEMPOTENCY_KEY_REUSED",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
     return {
         "/v1/push-message/trigger/send": {
             "post": {
-                **operation(
-                    "Send an API-triggered push campaign to up to 50 users",
-                    body=_TRIGGER,
-                    ok=_DISPATCHID,
-                    extra400=["EXCEED_USER_MAX_LENGTH", "CAMPAIGN_NOT_FOUND"],
-                ),
+                **trigger,
                 "parameters": [
                     {
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": False,
                         "schema": {"type": "string", "maxLength": 255},
-                        "description": "A repeated key returns the original response",
+                        "description": "A repeated key with the same body returns the original response; "
+                        "with a different body it is refused (422 IDEMPOTENCY_KEY_REUSED). Keys are kept as long "
+                        "as their dispatch (magpie does not delete dispatches).",
                     }
                 ],
             }
@@ -104,15 +124,17 @@ def push_paths() -> dict[str, dict[str, Any]]:
         "/v1/push-message/dispatches/{dispatchId}": {
             "get": operation(
                 "Show a dispatch: status, counts by outcome and reason, per-recipient outcomes",
-                ok=_DISPATCH,
+                ok=DISPATCH,
                 params=[{"name": "dispatchId", "in": "path", "required": True, "schema": {"type": "string"}}],
                 tag="magpie extensions",
+                not_found="No dispatch with that id in this environment",
             )
         },
         "/v1/push-message/campaigns/{campaignKey}/stats": {
             "get": operation(
                 "Campaign statistics over a time range (from/to: epoch ms or ISO-8601)",
-                ok=_STATS,
+                ok=STATS,
+                extra400=["CAMPAIGN_NOT_FOUND"],
                 params=[
                     {"name": "campaignKey", "in": "path", "required": True, "schema": {"type": "integer"}},
                     {"name": "from", "in": "query", "required": False, "schema": {"type": "string"}},

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from magpie.api.asgi import SUCCESS, Request, Response
-from magpie.api.bodies import parse_properties, request_ids
+from magpie.api.bodies import parse_properties, request_ids, require_action
 from magpie.api.context import Context
 from magpie.domain import consent, phone
 from magpie.domain.identity import clean_id
@@ -95,9 +95,15 @@ def _changes(body: dict[str, Any], channel: str) -> dict[str, str]:
     return changes
 
 
+def _status_fields(channel: str) -> tuple[str, ...]:
+    return tuple(field for field, purpose in _FIELDS if purpose != "night" or channel == "push")
+
+
 async def _subscriptions(ctx: Context, request: Request, channel: str) -> Response:
     key_hash, env_id = await ctx.auth.authenticate(request.headers)
     body = request.json_object()
+    statuses = _status_fields(channel)
+    require_action(body, acts_on=statuses, known=("userId", "deviceId", *statuses))
     user_id, device_id = request_ids(body, user_required=channel != "push")
     job = SetConsent(
         channel=channel,

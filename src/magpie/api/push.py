@@ -7,16 +7,21 @@ from typing import Any
 
 from magpie.api import views
 from magpie.api.asgi import SUCCESS, Request, Response, encode
+from magpie.api.bodies import INT64_MAX, INT64_MIN, parse_int
 from magpie.api.context import Context
-from magpie.domain.identity import clean_id, require_identifier
+from magpie.domain.identity import check_identifier, clean_id, require_identifier
 from magpie.errors import EmptyIdentifier, ExceedUserMaxLength, InvalidRequest
-from magpie.store.dispatches import AcceptTrigger, campaign_stats, dispatch_view
+from magpie.store.dispatches import AcceptTrigger, dispatch_view
+from magpie.store.stats import campaign_stats
 from magpie.store.tokens import RegisterToken
 
 MAX_USERS = 50
 MAX_API_PROPERTIES = 64
 MAX_API_VALUE = 1024
 _IDEMPOTENCY_HEADER = b"idempotency-key"
+# Epoch milliseconds of 0001-01-01 and 9999-12-31: what a date can show.
+_MIN_MS = -62_135_596_800_000
+_MAX_MS = 253_402_300_799_999
 
 
 def _api_properties(raw: object, index: int) -> dict[str, Any]:
@@ -44,6 +49,8 @@ def parse_trigger(body: dict[str, Any], *, user_required: bool = False) -> tuple
         key = int(key)
     if not isinstance(key, int) or isinstance(key, bool):
         raise InvalidRequest("campaignKey must be a number")
+    if not INT64_MIN <= key <= INT64_MAX:
+        raise InvalidRequest("campaignKey must be a 64-bit integer")
     users = body.get("users")
     if not isinstance(users, list):
         raise InvalidRequest("users must be a list of 1 to 50 users")
@@ -78,8 +85,10 @@ async def accept_trigger(ctx: Context, request: Request, *, channel: str) -> Res
     key_hash, env_id = await ctx.auth.authenticate(request.headers)
     campaign_key, users = parse_trigger(request.json_object(), user_required=channel != "push")
     idempotency = request.header(_IDEMPOTENCY_HEADER)
-    if idempotency is not None and not 1 <= len(idempotency) <= 255:
-        raise InvalidRequest("Idempotency-Key must be 1 to 255 characters")
+    if idempotency is not None:
+        if not idempotency:
+            raise InvalidRequest("Idempotency-Key must be 1 to 255 characters")
+        check_identifier(idempotency, field="Idempotency-Key", max_length=255)
     job = AcceptTrigger(
         key_hash=key_hash,
         env_id=env_id,
@@ -107,8 +116,9 @@ async def register_push_token(ctx: Context, request: Request) -> Response:
     if provider not in ("FCM", "APN"):
         raise InvalidRequest("providerType must be FCM or APN")
     token = body.get("token")
-    if not isinstance(token, str) or not 1 <= len(token.strip()) <= 512:
+    if not isinstance(token, str) or not token.strip():
         raise InvalidRequest("token must be a non-empty string of at most 512 characters")
+    check_identifier(token, field="token", max_length=512)
     status = await ctx.writer.submit(
         RegisterToken(
             key_hash=key_hash,
@@ -137,26 +147,23 @@ async def show_dispatch(ctx: Context, request: Request, *, channel: str) -> Resp
 
 
 def parse_time(value: str | None, *, name: str, default: int) -> int:
-    """Epoch milliseconds, or an ISO-8601 time."""
+    """Epoch milliseconds (years 0 to 9999), or an ISO-8601 time."""
     if value is None or value == "":
         return default
     if value.lstrip("-").isdigit():
-        return int(value)
+        return parse_int(value, name=name, default=default, low=_MIN_MS, high=_MAX_MS)
     from datetime import datetime
 
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
+        return int(datetime.fromisoformat(value).timestamp() * 1000)
+    except (ValueError, OverflowError, OSError) as exc:
         raise InvalidRequest(f"{name} must be epoch milliseconds or an ISO-8601 time") from exc
-    return int(parsed.timestamp() * 1000)
 
 
 async def get_campaign_stats(ctx: Context, request: Request) -> Response:
     """Campaign statistics over a time range: requested, sent, failed, excluded by reason, clicks, CTR."""
     env_id = await ctx.auth.check_read(request.headers)
-    raw_key = request.path_params["campaign_key"]
-    if not raw_key.isdigit():
-        raise InvalidRequest("the campaign key must be a number")
+    campaign_key = parse_int(request.path_params["campaign_key"], name="the campaign key", default=0)
     now = int(time.time() * 1000)
     query = request.query
     since = parse_time(query.get("from"), name="from", default=now - 7 * 86_400_000)
@@ -164,6 +171,6 @@ async def get_campaign_stats(ctx: Context, request: Request) -> Response:
     if until <= since:
         raise InvalidRequest("to must be after from")
     stats = await ctx.read(
-        lambda conn: campaign_stats(conn, ctx.db, env_id=env_id, campaign_key=int(raw_key), since=since, until=until)
+        lambda conn: campaign_stats(conn, ctx.db, env_id=env_id, campaign_key=campaign_key, since=since, until=until)
     )
     return 200, encode(views.campaign_stats(stats))

@@ -42,16 +42,67 @@ EXACT: dict[tuple[str, str], Route] = {
     ("POST", "/v1/track"): sdk.track,
 }
 
-WITH_PARAMS: list[tuple[str, Matcher, Route]] = [
-    ("GET", prefix_param("/v1/push-message/dispatches/", "", "dispatch_id"), push.get_dispatch),
-    ("GET", prefix_param("/v1/push-message/campaigns/", "/stats", "campaign_key"), push.get_campaign_stats),
-    ("GET", prefix_param("/api/v2/workspaces/", "/config", "sdk_key"), sdk.workspace_config),
-    ("GET", prefix_param("/v1/kakao-message/dispatches/", "", "dispatch_id"), messages.get_kakao_dispatch),
-    ("GET", prefix_param("/v1/sms-message/dispatches/", "", "dispatch_id"), messages.get_sms_dispatch),
-    ("GET", prefix_param("/v1/kakao-message/campaigns/", "/stats", "campaign_key"), push.get_campaign_stats),
-    ("GET", prefix_param("/v1/sms-message/campaigns/", "/stats", "campaign_key"), push.get_campaign_stats),
+# (method, matcher, handler, template): the template labels metrics, never the raw path.
+WITH_PARAMS: list[tuple[str, Matcher, Route, str]] = [
+    (
+        "GET",
+        prefix_param("/v1/push-message/dispatches/", "", "dispatch_id"),
+        push.get_dispatch,
+        "/v1/push-message/dispatches/{dispatchId}",
+    ),
+    (
+        "GET",
+        prefix_param("/v1/push-message/campaigns/", "/stats", "campaign_key"),
+        push.get_campaign_stats,
+        "/v1/push-message/campaigns/{campaignKey}/stats",
+    ),
+    (
+        "GET",
+        prefix_param("/api/v2/workspaces/", "/config", "sdk_key"),
+        sdk.workspace_config,
+        "/api/v2/workspaces/{sdkKey}/config",
+    ),
+    (
+        "GET",
+        prefix_param("/v1/kakao-message/dispatches/", "", "dispatch_id"),
+        messages.get_kakao_dispatch,
+        "/v1/kakao-message/dispatches/{dispatchId}",
+    ),
+    (
+        "GET",
+        prefix_param("/v1/sms-message/dispatches/", "", "dispatch_id"),
+        messages.get_sms_dispatch,
+        "/v1/sms-message/dispatches/{dispatchId}",
+    ),
+    (
+        "GET",
+        prefix_param("/v1/kakao-message/campaigns/", "/stats", "campaign_key"),
+        push.get_campaign_stats,
+        "/v1/kakao-message/campaigns/{campaignKey}/stats",
+    ),
+    (
+        "GET",
+        prefix_param("/v1/sms-message/campaigns/", "/stats", "campaign_key"),
+        push.get_campaign_stats,
+        "/v1/sms-message/campaigns/{campaignKey}/stats",
+    ),
     # The gateways' callbacks, authenticated by the environment's webhook secret.
-    ("POST", prefix_param("/v1/gateways/solapi/reports/", "", "environment"), messages.solapi_report),
-    ("POST", prefix_param("/v1/gateways/nhn/opt-outs/", "", "environment"), messages.nhn_opt_out),
-    ("POST", prefix_param("/v1/gateways/solapi/opt-outs/", "", "environment"), messages.solapi_opt_out),
+    (
+        "POST",
+        prefix_param("/v1/gateways/solapi/reports/", "", "environment"),
+        messages.solapi_report,
+        "/v1/gateways/solapi/reports/{environment}",
+    ),
+    (
+        "POST",
+        prefix_param("/v1/gateways/nhn/opt-outs/", "", "environment"),
+        messages.nhn_opt_out,
+        "/v1/gateways/nhn/opt-outs/{environment}",
+    ),
+    (
+        "POST",
+        prefix_param("/v1/gateways/solapi/opt-outs/", "", "environment"),
+        messages.solapi_opt_out,
+        "/v1/gateways/solapi/opt-outs/{environment}",
+    ),
 ]

@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["code", "message"],
+    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+}
 _SUCCESS = {"$ref": "#/components/schemas/Success"}
 ID = {"type": ["string", "null"], "maxLength": 256}
 
@@ -38,6 +43,7 @@ def operation(
     params: list[dict[str, Any]] | None = None,
     tag: str = "Hackle API",
     security: str = "ApiKey",
+    not_found: str | None = None,
 ) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": summary,
@@ -48,6 +54,11 @@ def operation(
             **_errors(extra400),
         },
     }
+    if not_found is not None:
+        op["responses"]["404"] = {
+            "description": f"{not_found}. Code: NOT_FOUND",
+            "content": {"application/json": {"schema": _ERROR}},
+        }
     if body is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
     if params:

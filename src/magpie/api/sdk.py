@@ -21,6 +21,7 @@ import msgspec
 from magpie.api import views
 from magpie.api.asgi import SUCCESS, Request, Response, encode
 from magpie.api.auth import API_KEY_HEADER, SDK_KEY_HEADER
+from magpie.api.bodies import decode_json
 from magpie.api.context import Context
 from magpie.domain.events import (
     DEVICE_ID,
@@ -116,17 +117,6 @@ _batch_decoder = msgspec.json.Decoder(_Batch)
 _track_decoder = msgspec.json.Decoder(_TrackRequest)
 
 
-def _decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
-    if not body:
-        raise InvalidRequest("the request body must be a JSON object")
-    try:
-        return decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise InvalidRequest(str(exc)) from exc
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"malformed JSON: {exc}") from exc
-
-
 def _event(
     *,
     where: str,
@@ -166,7 +156,7 @@ def _sdk_context(item: _SdkEvent) -> dict[str, Any]:
 
 def parse_batch(body: bytes) -> list[Event]:
     """Every event of an SDK batch, validated, in event-time order, each insertId once."""
-    batch: _Batch = _decode(_batch_decoder, body)
+    batch: _Batch = decode_json(body, _batch_decoder)
     total = len(batch.exposureEvents) + len(batch.trackEvents) + len(batch.remoteConfigEvents)
     if total > MAX_BATCH_EVENTS:
         raise InvalidRequest(f"a batch may hold at most {MAX_BATCH_EVENTS} events, got {total}")
@@ -228,7 +218,7 @@ def _first_of_each(events: list[Event]) -> list[Event]:
 
 def parse_track(body: bytes, *, now_ms: int) -> Event:
     """The one event of a ``POST /v1/track`` body."""
-    request: _TrackRequest = _decode(_track_decoder, body)
+    request: _TrackRequest = decode_json(body, _track_decoder)
     user = request.user
     identifiers = dict(user.identifiers)
     for name, value, field in (

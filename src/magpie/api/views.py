@@ -13,8 +13,9 @@ from functools import cache
 from typing import Any
 
 from magpie.store.campaigns import CampaignRow
-from magpie.store.dispatches import CampaignStats, DispatchRow
+from magpie.store.dispatches import DispatchRow
 from magpie.store.profiles import DeviceView
+from magpie.store.stats import CampaignStats
 
 
 @cache
@@ -74,7 +75,9 @@ def campaign_stats(stats: CampaignStats) -> dict[str, Any]:
         "excluded": stats.excluded,
         "excludedTotal": stats.excluded_total,
         "pending": stats.pending,
-        "clicks": stats.clicks,
+        "uniqueClicks": stats.unique_clicks,
+        "totalClicks": stats.total_clicks,
+        "clicks": stats.unique_clicks,
         "ctr": stats.ctr,
         **(
             {}

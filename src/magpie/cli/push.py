@@ -14,7 +14,8 @@ from magpie.config import Settings
 from magpie.domain.environment import DEFAULTS, parse_settings
 from magpie.errors import InvalidRequest, NotFound
 from magpie.store import accounts, campaigns, tokens
-from magpie.store.dispatches import campaign_stats, dispatch_view
+from magpie.store.dispatches import dispatch_view
+from magpie.store.stats import campaign_stats
 
 TIME_HELP = "epoch milliseconds or ISO-8601 (2026-11-01 or 2026-11-01T09:00:00+09:00)"
 STATUS_ORDER = ("SENT", "FAILED", "EXCLUDED", "PENDING")
@@ -298,7 +299,7 @@ def cmd_stats_campaign(args: argparse.Namespace, settings: Settings) -> None:
     text = (
         f"campaign {args.key}: requested {stats['requested']} in {stats['dispatches']} dispatches, "
         f"sent {stats['sent']}, failed {stats['failed']}, excluded {stats['excludedTotal']}, "
-        f"clicks {stats['clicks']} (CTR {stats['ctr']:.2%})"
+        f"clicks {stats['uniqueClicks']} unique / {stats['totalClicks']} total (CTR {stats['ctr']:.2%})"
         + _reasons("failed", stats["failures"])
         + _reasons("excluded", stats["excluded"])
     )

@@ -134,10 +134,11 @@ def serve_app(app: Any, settings: Settings, *, sock: socket.socket, role: str) -
     host, port = sock.getsockname()[:2]
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     asgi = AccessLog(app) if settings.access_log else app
+    from magpie.api.protocol import server_options
+
     config = uvicorn.Config(
         asgi,
-        loop="uvloop",
-        http="httptools",
+        **server_options(settings),
         access_log=False,
         log_level="warning",
         lifespan="on",

@@ -32,6 +32,7 @@ from magpie.domain.campaigns import Campaign, parse_campaign
 from magpie.domain.delivery import Decision, Exclude, Hold, NightRule, Rendered, Send
 from magpie.domain.environment import effective
 from magpie.domain.phone import mask
+from magpie.errors import MagpieError, ServiceUnavailable
 from magpie.providers.base import PhoneMessage, ProviderError, ProviderUnavailable, PushMessage, TokenInvalid
 from magpie.providers.nhn import NhnGateway
 from magpie.providers.registry import ProviderRegistry
@@ -49,6 +50,7 @@ from magpie.store.deliveries import (
     PrepareRecipients,
     RecordRecipient,
     RecordReports,
+    RetryItem,
     Snapshot,
     Target,
     WorkItem,
@@ -61,6 +63,8 @@ log = logging.getLogger("magpie.worker")
 
 Sleep = Callable[[float], Awaitable[None]]
 T = TypeVar("T")
+# The reason recipients fail with when their work item is given up.
+PROCESSING_ERROR = "PROCESSING_ERROR"
 
 
 async def _first_done(tasks: set[asyncio.Task[None]]) -> bool:
@@ -138,6 +142,9 @@ class Dispatcher:
             if free > 0:
                 try:
                     items = await self._claim(free)
+                except ServiceUnavailable:
+                    await self._pause(stop, 1.0)  # the writer and the store log the outage, once a second
+                    continue
                 except Exception:
                     log.exception("claiming work failed")
                     await self._pause(stop, 1.0)
@@ -200,20 +207,67 @@ class Dispatcher:
         heartbeat = asyncio.create_task(self._heartbeat(item))
         try:
             await self.process(item)
-        except Exception:
-            # The lease will lapse and another attempt will resume where this one stopped.
-            log.exception("work item %s of dispatch %s failed", item.id, item.dispatch_id)
+        except ServiceUnavailable:
+            # Storage is down: the lease lapses and the item is resumed once storage is back,
+            # however long that takes (an outage is not the item's fault).
+            log.warning("work item %s of dispatch %s paused: storage unavailable", item.id, item.dispatch_id)
+        except Exception as exc:
+            heartbeat.cancel()
+            await self._failed(item, exc)
         finally:
             heartbeat.cancel()
             self._active.discard(item.id)
+
+    async def _failed(self, item: WorkItem, exc: Exception) -> None:
+        """A work item failed for its own reason: retry it a bounded number of times, then give up.
+
+        Giving up ends its remaining recipients ``FAILED`` (``PROCESSING_ERROR``), so that no
+        dispatch can stay pending forever because of one item.
+        """
+        limit = self.settings.max_item_attempts
+        give_up = item.attempts >= limit
+        log.error(
+            "work item %s of dispatch %s failed (attempt %d of %d): %s: %s%s",
+            item.id,
+            item.dispatch_id,
+            item.attempts,
+            limit,
+            type(exc).__name__,
+            exc,
+            "; giving up: its remaining recipients fail with PROCESSING_ERROR" if give_up else "",
+            exc_info=not isinstance(exc, MagpieError),
+        )
+        if self.metrics is not None:
+            self.metrics.work_item_failures.labels("given_up" if give_up else "retried").inc()
+        try:
+            if give_up:
+                await self.writer.submit(
+                    FinishItem(
+                        item_id=item.id,
+                        dispatch_id=item.dispatch_id,
+                        now_ms=self.now_ms(),
+                        fail_reason=PROCESSING_ERROR,
+                    )
+                )
+            else:
+                delay = backoff(attempt=item.attempts, base=1.0, cap=self.settings.lease_seconds, rng=self.rng)
+                await self.writer.submit(
+                    RetryItem(item_id=item.id, owner=self.owner, available_ms=self.now_ms() + int(delay * 1000))
+                )
+        except Exception:
+            # Could not record it: the lease lapses and the next claim counts another attempt.
+            log.exception("could not record the failure of work item %s", item.id)
 
     async def _heartbeat(self, item: WorkItem) -> None:
         lease = self.settings.lease_seconds
         while True:
             await asyncio.sleep(lease / 3)
-            await self.writer.submit(
-                ExtendLease(item_ids=[item.id], owner=self.owner, until_ms=self.now_ms() + int(lease * 1000))
-            )
+            try:
+                await self.writer.submit(
+                    ExtendLease(item_ids=[item.id], owner=self.owner, until_ms=self.now_ms() + int(lease * 1000))
+                )
+            except ServiceUnavailable:
+                continue  # storage is down: try again at the next beat, the lease may still hold
 
     # -- one work item ------------------------------------------------------------------------------
 

@@ -35,8 +35,9 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from magpie.domain import consent, phone
-from magpie.domain.identity import clean_id
+from magpie.domain.identity import clean_id, has_control_characters
 from magpie.domain.operations import (
+    MAX_ARRAY_ELEMENTS,
     MAX_KEY_LENGTH,
     MAX_PROPERTIES,
     MAX_STRING_LENGTH,
@@ -131,13 +132,17 @@ def is_system_key(key: str) -> bool:
 
 
 def check_event_key(key: str, *, where: str) -> None:
-    if not 1 <= len(key) <= MAX_EVENT_KEY_LENGTH or not key.strip() or "\x00" in key:
-        raise InvalidRequest(f"{where}: the event key must be 1 to {MAX_EVENT_KEY_LENGTH} characters")
+    if not 1 <= len(key) <= MAX_EVENT_KEY_LENGTH or not key.strip() or has_control_characters(key):
+        raise InvalidRequest(
+            f"{where}: the event key must be 1 to {MAX_EVENT_KEY_LENGTH} characters, without control characters"
+        )
 
 
 def check_insert_id(insert_id: str, *, where: str) -> None:
-    if not 1 <= len(insert_id) <= MAX_INSERT_ID_LENGTH or "\x00" in insert_id:
-        raise InvalidRequest(f"{where}: insertId must be 1 to {MAX_INSERT_ID_LENGTH} characters")
+    if not 1 <= len(insert_id) <= MAX_INSERT_ID_LENGTH or has_control_characters(insert_id):
+        raise InvalidRequest(
+            f"{where}: insertId must be 1 to {MAX_INSERT_ID_LENGTH} characters, without control characters"
+        )
 
 
 def check_value(value: float | None, *, where: str) -> None:
@@ -145,23 +150,16 @@ def check_value(value: float | None, *, where: str) -> None:
         raise InvalidRequest(f"{where}: value must be a finite number")
 
 
-def _clean(value: object, field: str) -> str | None:
-    cleaned = clean_id(value, field=field)
-    if cleaned is not None and "\x00" in cleaned:
-        raise InvalidRequest(f"{field} must not contain NUL characters")
-    return cleaned
-
-
 def event_ids(
     identifiers: Mapping[str, str], *, fallback_user_id: str | None, where: str
 ) -> tuple[str | None, str | None]:
     """``(user_id, device_id)`` of an event; ``EMPTY_IDENTIFIER`` when it names nobody."""
-    user_id = _clean(identifiers.get(USER_ID), f"{where}.identifiers.{USER_ID}")
-    device_id = _clean(identifiers.get(DEVICE_ID), f"{where}.identifiers.{DEVICE_ID}")
+    user_id = clean_id(identifiers.get(USER_ID), field=f"{where}.identifiers.{USER_ID}")
+    device_id = clean_id(identifiers.get(DEVICE_ID), field=f"{where}.identifiers.{DEVICE_ID}")
     if user_id is None and device_id is None:
-        user_id = _clean(identifiers.get(HACKLE_ID), f"{where}.identifiers.{HACKLE_ID}")
+        user_id = clean_id(identifiers.get(HACKLE_ID), field=f"{where}.identifiers.{HACKLE_ID}")
         if user_id is None:
-            user_id = _clean(fallback_user_id, f"{where}.userId")
+            user_id = clean_id(fallback_user_id, field=f"{where}.userId")
     if user_id is None and device_id is None:
         raise EmptyIdentifier(f"{where}: the event names no user: give $userId, $deviceId or an id")
     return user_id, device_id
@@ -174,6 +172,8 @@ def _check_value(key: str, value: object, where: str) -> None:
         if len(value) > MAX_STRING_LENGTH:
             raise InvalidRequest(f"{where}.properties.{key[:40]}: longer than {MAX_STRING_LENGTH} characters")
         return
+    if isinstance(value, list) and len(value) > MAX_ARRAY_ELEMENTS:
+        raise InvalidRequest(f"{where}.properties.{key[:40]}: arrays are limited to {MAX_ARRAY_ELEMENTS} elements")
     if isinstance(value, list) and all(
         (isinstance(item, str) and len(item) <= MAX_STRING_LENGTH) or is_number(item) for item in value
     ):

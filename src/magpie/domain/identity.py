@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -11,6 +12,22 @@ from magpie.errors import EmptyIdentifier, InvalidRequest
 USER: Final = "u"
 DEVICE: Final = "d"
 MAX_ID_LENGTH: Final = 256
+# C0 and C1 control characters, NUL included: PostgreSQL's text cannot hold NUL at all, and no
+# identifier needs the others. One rule for every identifier on both engines.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def has_control_characters(value: str) -> bool:
+    return _CONTROL.search(value) is not None
+
+
+def check_identifier(value: str, *, field: str, max_length: int = MAX_ID_LENGTH) -> str:
+    """The identifier rule: at most ``max_length`` characters, no control characters."""
+    if len(value) > max_length:
+        raise InvalidRequest(f"{field} must be at most {max_length} characters")
+    if has_control_characters(value):
+        raise InvalidRequest(f"{field} must not contain NUL or other control characters")
+    return value
 
 
 def clean_id(value: object, *, field: str) -> str | None:
@@ -21,9 +38,7 @@ def clean_id(value: object, *, field: str) -> str | None:
         raise InvalidRequest(f"{field} must be a string")
     if not value.strip():
         return None
-    if len(value) > MAX_ID_LENGTH:
-        raise InvalidRequest(f"{field} must be at most {MAX_ID_LENGTH} characters")
-    return value
+    return check_identifier(value, field=field)
 
 
 def require_identifier(user_id: str | None, device_id: str | None) -> None:

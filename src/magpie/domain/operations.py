@@ -11,6 +11,8 @@ import math
 from collections.abc import Mapping
 from typing import Any, Final
 
+import msgspec
+
 from magpie.errors import InvalidRequest
 
 Scalar = str | int | float | bool
@@ -40,8 +42,13 @@ MAX_KEY_LENGTH: Final = 128
 MAX_STRING_LENGTH: Final = 1024
 # Numbers are 64-bit: JSON allows any size, but stores and SDKs do not.
 MAX_INT: Final = 2**63 - 1
+# Arrays: Hackle bounds a profile by 128 properties of 1,024 characters; an array property is
+# bounded in the same spirit, and the whole profile by its stored (JSON) size.
+MAX_ARRAY_ELEMENTS: Final = 1024
+MAX_PROFILE_BYTES: Final = 256 * 1024
 
 Operation = tuple[str, str, Any]
+_encode = msgspec.json.encode
 
 
 def is_number(value: object) -> bool:
@@ -62,6 +69,8 @@ def _check_value(op: str, key: str, value: object) -> None:
         _check_number(op, key, value)
         return
     if isinstance(value, list):
+        if len(value) > MAX_ARRAY_ELEMENTS:
+            raise InvalidRequest(f"{op}.{key}: arrays are limited to {MAX_ARRAY_ELEMENTS} elements (got {len(value)})")
         for item in value:
             if isinstance(item, bool) or not (isinstance(item, str) or is_number(item)):
                 raise InvalidRequest(f"{op}.{key}: arrays may hold only strings and numbers")
@@ -158,7 +167,12 @@ def _apply_one(props: dict[str, Any], op: str, key: str, value: Any) -> None:
         if current is None:
             props[key] = value
         elif is_number(current):
-            props[key] = current + value
+            total = current + value
+            if (isinstance(total, int) and not -MAX_INT - 1 <= total <= MAX_INT) or (
+                isinstance(total, float) and not math.isfinite(total)
+            ):
+                raise InvalidRequest(f"$increment.{key}: the result would leave the 64-bit number range")
+            props[key] = total
     elif op in _ARRAY_OPS:
         current = _as_list(props.get(key))
         values = _as_list(value)
@@ -194,11 +208,19 @@ def apply_operations(*, properties: Mapping[str, Any], operations: list[Operatio
     Raises ``InvalidRequest`` when the result would exceed the per-profile limits.
     """
     props = dict(properties)
+    arrays = False
     for op, key, value in operations:
         if op == "$clearAll":
             props.clear()
         else:
             _apply_one(props, op, key, value)
+            if op != "$remove" and (op in _ARRAY_OPS or type(value) is list):
+                arrays = True
+                grown = props.get(key)
+                if isinstance(grown, list) and len(grown) > MAX_ARRAY_ELEMENTS:
+                    raise InvalidRequest(
+                        f"property '{key}' would hold {len(grown)} elements; arrays are limited to {MAX_ARRAY_ELEMENTS}"
+                    )
     if len(props) > MAX_PROPERTIES:
         raise InvalidRequest(
             f"a profile may hold at most {MAX_PROPERTIES} properties; this update would leave {len(props)}"
@@ -206,4 +228,10 @@ def apply_operations(*, properties: Mapping[str, Any], operations: list[Operatio
     for key, value in props.items():
         if isinstance(value, str) and len(value) > MAX_STRING_LENGTH:
             raise InvalidRequest(f"property '{key}' would exceed {MAX_STRING_LENGTH} characters")
+    # Without arrays a profile stays far below the size limit (128 keys and values of bounded
+    # length), so only an update that touched an array pays for measuring it.
+    if arrays:
+        size = len(_encode(props))
+        if size > MAX_PROFILE_BYTES:
+            raise InvalidRequest(f"the profile's properties would take {size} bytes; the limit is {MAX_PROFILE_BYTES}")
     return props

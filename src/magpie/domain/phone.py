@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import phonenumbers
 
 from magpie.errors import InvalidPhoneNumber, InvalidRequest
 
 DEFAULT_REGION = "KR"
+# What a written phone number is made of. The parser would pick a number out of any text
+# ("not-a-phone-01099990000x"); a string with anything else is not a phone number.
+_PHONE_TEXT = re.compile(r"\+?[0-9 ().-]{4,32}")
 
 
 def normalize(raw: object) -> str:
@@ -17,6 +22,10 @@ def normalize(raw: object) -> str:
     """
     if not isinstance(raw, str) or not raw.strip():
         raise InvalidRequest("phoneNumber must be a non-empty string")
+    if _PHONE_TEXT.fullmatch(raw.strip()) is None:
+        raise InvalidPhoneNumber(
+            f"phoneNumber '{raw[:32]}' is not a phone number: only digits, spaces, '+', '-', '(', ')' and '.'"
+        )
     try:
         parsed = phonenumbers.parse(raw, DEFAULT_REGION)
     except phonenumbers.NumberParseException as exc:

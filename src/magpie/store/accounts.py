@@ -52,13 +52,15 @@ def create_environment(db: Database, *, name: str, timezone: str = "Asia/Seoul")
     return _environment(row)
 
 
-def _check_timezone(timezone: str) -> None:
+def _check_timezone(timezone: object) -> None:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+    if not isinstance(timezone, str) or not 1 <= len(timezone) <= 64:
+        raise InvalidRequest("timezone must be an IANA time zone name such as Asia/Seoul")
     try:
         ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise InvalidRequest(f"unknown time zone '{timezone}'") from exc
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise InvalidRequest(f"unknown time zone '{timezone[:64]}'") from exc
 
 
 def list_environments(db: Database) -> list[Environment]:

@@ -212,3 +212,30 @@ def memberships(
         (env_id, *cohort_list, *id_list),
     )
     return {(r[0], r[1]) for r in rows}
+
+
+def set_campaign_status(db: Database, *, env_id: int, key: int, status: str, actor: str) -> dict[str, Any]:
+    """Pause or activate a campaign, recording who did it and when in the audit log."""
+    if status not in ("ACTIVE", "PAUSED"):
+        raise InvalidRequest("status must be ACTIVE or PAUSED")
+    now = _now()
+    with db.transaction() as conn:
+        row = db.fetchone(
+            conn, "SELECT definition FROM campaigns WHERE env_id = ? AND key = ? FOR UPDATE", (env_id, key)
+        )
+        if row is None:
+            raise NotFound(f"no campaign with key {key}")
+        definition: dict[str, Any] = _decode(row[0])
+        definition["status"] = status
+        db.execute(
+            conn,
+            "UPDATE campaigns SET status = ?, definition = ?, updated_at = ? WHERE env_id = ? AND key = ?",
+            (status, msgspec.json.encode(definition).decode(), now, env_id, key),
+        )
+        db.execute(
+            conn,
+            "INSERT INTO audit_log (env_id, at, actor, action, target) VALUES (?, ?, ?, ?, ?)",
+            (env_id, now, actor, f"status → {status}", f"campaign:{key}"),
+        )
+    definition["updatedAt"] = now
+    return definition

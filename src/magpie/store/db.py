@@ -6,14 +6,21 @@ magpie writes its SQL once with ``?`` placeholders and the subset both engines s
 
 from __future__ import annotations
 
+import logging
+import random
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
+
+from magpie.logs import Throttle
+
+log = logging.getLogger("magpie.store")
 
 Row = tuple[Any, ...]
 
@@ -47,6 +54,82 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 OPERATIONAL_ERRORS: tuple[type[BaseException], ...] = (sqlite3.OperationalError, psycopg.OperationalError)
 
 
+# Errors that mean "the database refuses this data": the same statement fails every time.
+DATA_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.DataError,
+    psycopg.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.IntegrityError,
+)
+
+
+class StorageDown(psycopg.OperationalError):
+    """Refused without trying: PostgreSQL was unreachable moments ago and another thread is probing it."""
+
+
+class _Outage:
+    """Back off from an unreachable PostgreSQL: one probe at a time, every other caller fails fast.
+
+    Without it, every request during an outage opens a connection of its own (hundreds of
+    thousands of attempts a minute) and logs a line for it. After a failed connection the next
+    attempt waits ``delay`` (doubling from 50 ms to 2 s, with jitter); until then, and while one
+    thread probes, ``connect`` raises ``StorageDown`` at once, which callers answer as a 503.
+    """
+
+    MIN_DELAY = 0.05
+    MAX_DELAY = 2.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._down_since: float | None = None
+        self._next_probe = 0.0
+        self._delay = 0.0
+        self._probing = False
+        self.refused = 0
+        self.log = Throttle(interval=1.0)
+
+    def before_connect(self) -> None:
+        with self._lock:
+            if self._down_since is None:
+                return
+            if self._probing or self.clock() < self._next_probe:
+                self.refused += 1
+                raise StorageDown("PostgreSQL is unreachable; waiting before the next attempt")
+            self._probing = True
+
+    def failed(self, exc: BaseException) -> None:
+        with self._lock:
+            now = self.clock()
+            first = self._down_since is None
+            if first:
+                self._down_since = now
+            self._probing = False
+            self._delay = min(self.MAX_DELAY, max(self.MIN_DELAY, self._delay * 2))
+            self._next_probe = now + self._delay * (0.5 + random.random() / 2)
+        suppressed = self.log.ready()
+        if first or suppressed is not None:
+            log.error(
+                "PostgreSQL unreachable (%s); next attempt in %.2f s, %d requests refused meanwhile",
+                str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__,
+                self._delay,
+                self.refused,
+            )
+
+    def succeeded(self) -> None:
+        if self._down_since is None:
+            return
+        with self._lock:
+            down_since, self._down_since = self._down_since, None
+            self._probing = False
+            self._delay = 0.0
+            refused, self.refused = self.refused, 0
+        if down_since is not None:
+            log.warning(
+                "PostgreSQL reachable again after %.1f s (%d requests refused)", self.clock() - down_since, refused
+            )
+
+
 class ConcurrentCreation(Exception):
     """Another process created a row this transaction meant to create: run the batch again."""
 
@@ -74,6 +157,7 @@ class Database:
         self._local = threading.local()
         self._readers: list[Connection] = []
         self._readers_lock = threading.Lock()
+        self._outage = _Outage()
         if self.is_sqlite:
             self.path = url.split("sqlite:///", 1)[1]
             if self.path not in ("", ":memory:"):
@@ -108,7 +192,18 @@ class Database:
             conn.execute("PRAGMA busy_timeout=30000")
             conn.execute("PRAGMA cache_size=-65536")
             return conn
-        return psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10)
+        outage = self._outage
+        outage.before_connect()
+        try:
+            pg = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10)
+        except psycopg.OperationalError as exc:
+            outage.failed(exc)
+            raise
+        except BaseException:
+            outage.failed(RuntimeError("connection attempt interrupted"))
+            raise
+        outage.succeeded()
+        return pg
 
     def begin(self, conn: Connection, *, write: bool = True) -> None:
         if self.is_sqlite:
@@ -186,8 +281,8 @@ class Database:
                 pass
         self._local = threading.local()
 
-    def upgrade(self) -> None:
-        """Bring the schema to the newest migration (Alembic)."""
+    def upgrade(self, revision: str = "head") -> None:
+        """Bring the schema to the newest migration (Alembic), or to ``revision``."""
         from alembic import command
         from alembic.config import Config
         from sqlalchemy import create_engine, pool
@@ -198,7 +293,7 @@ class Database:
         try:
             with engine.begin() as connection:
                 cfg.attributes["connection"] = connection
-                command.upgrade(cfg, "head")
+                command.upgrade(cfg, revision)
         finally:
             engine.dispose()
 

@@ -22,6 +22,7 @@ from magpie.domain.identity import DEVICE, USER
 from magpie.providers.base import DeliveryReport
 from magpie.store.campaigns import memberships
 from magpie.store.db import Connection, Database
+from magpie.store.stats import count_outcome
 from magpie.store.transaction import Tx, dumps
 
 _decode = msgspec.json.decode
@@ -368,11 +369,13 @@ class PrepareRecipients:
                     )
                 continue
             sending.append(plan)
-        tx.executemany(
-            "UPDATE recipients SET outcome = ?, reason = ?, updated_at = ? WHERE dispatch_id = ? AND idx = ? "
-            "AND outcome IS NULL",
-            [(outcome, reason, self.now_ms, self.dispatch_id, idx) for idx, (outcome, reason) in excluded.items()],
-        )
+        for idx, (outcome, reason) in excluded.items():
+            if tx.fetchone(
+                "UPDATE recipients SET outcome = ?, reason = ?, updated_at = ? WHERE dispatch_id = ? AND idx = ? "
+                "AND outcome IS NULL RETURNING idx",
+                (outcome, reason, self.now_ms, self.dispatch_id, idx),
+            ):
+                count_outcome(tx, dispatch_id=self.dispatch_id, outcome=outcome, reason=reason)
         tx.executemany(
             "INSERT INTO deliveries (env_id, dispatch_id, recipient_idx, campaign_key, user_key, device_id, token, "
             "provider, status, attempts, created_at, updated_at, channel, kind, size_bytes, batch_key) "
@@ -507,11 +510,12 @@ class RecordRecipient:
             "WHERE env_id = ? AND token = ?",
             [(r.error_code, self.now_ms, self.env_id, r.token) for r in retired],
         )
-        tx.execute(
+        if tx.fetchone(
             "UPDATE recipients SET outcome = ?, reason = ?, updated_at = ? WHERE dispatch_id = ? AND idx = ? "
-            "AND outcome IS NULL",
+            "AND outcome IS NULL RETURNING idx",
             (self.outcome, self.reason, self.now_ms, self.dispatch_id, self.idx),
-        )
+        ):
+            count_outcome(tx, dispatch_id=self.dispatch_id, outcome=self.outcome, reason=self.reason)
         if self.outcome != "SENT":
             # A push that never arrived does not count against the user's frequency caps.
             tx.execute(
@@ -574,11 +578,7 @@ class FinishItem:
 
     def run(self, tx: Tx) -> str:
         if self.fail_reason is not None:
-            tx.execute(
-                "UPDATE recipients SET outcome = 'FAILED', reason = ?, updated_at = ? WHERE dispatch_id = ? "
-                "AND outcome IS NULL",
-                (self.fail_reason, self.now_ms, self.dispatch_id),
-            )
+            self._fail_open_recipients(tx, self.fail_reason)
         tx.execute("UPDATE work_items SET done = 1, lease_owner = NULL WHERE id = ?", (self.item_id,))
         pending = tx.fetchone("SELECT COUNT(*) FROM work_items WHERE dispatch_id = ? AND done = 0", (self.dispatch_id,))
         open_recipients = tx.fetchone(
@@ -591,6 +591,59 @@ class FinishItem:
             (self.now_ms, self.dispatch_id),
         )
         return "COMPLETED"
+
+    def _fail_open_recipients(self, tx: Tx, reason: str) -> None:
+        # Recipients never prepared (the item failed before) get their row now, so that each
+        # one ends with exactly one outcome; deliveries left pending fail with them.
+        row = tx.fetchone("SELECT env_id, users FROM dispatches WHERE id = ?", (self.dispatch_id,))
+        if row is not None:
+            tx.executemany(
+                "INSERT INTO recipients (dispatch_id, idx, env_id, user_id, device_id, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [
+                    (self.dispatch_id, i, row[0], _storable(u.get("userId")), _storable(u.get("deviceId")), self.now_ms)
+                    for i, u in enumerate(_decode(row[1]))
+                ],
+            )
+        tx.execute(
+            "UPDATE deliveries SET status = 'FAILED', error_code = ?, updated_at = ? WHERE dispatch_id = ? "
+            "AND status = 'PENDING'",
+            (reason, self.now_ms, self.dispatch_id),
+        )
+        tx.execute(
+            "DELETE FROM marketing_sends WHERE dispatch_id = ? AND user_key NOT IN "
+            "(SELECT user_key FROM deliveries WHERE dispatch_id = ? AND status = 'SENT')",
+            (self.dispatch_id, self.dispatch_id),
+        )
+        failed = tx.fetchall(
+            "UPDATE recipients SET outcome = 'FAILED', reason = ?, updated_at = ? WHERE dispatch_id = ? "
+            "AND outcome IS NULL RETURNING idx",
+            (reason, self.now_ms, self.dispatch_id),
+        )
+        count_outcome(tx, dispatch_id=self.dispatch_id, outcome="FAILED", reason=reason, n=len(failed))
+
+
+def _storable(ident: object) -> str | None:
+    """An identifier both engines can store (triggers accepted before the identifier rule may hold NUL)."""
+    return ident.replace("\x00", "") if isinstance(ident, str) else None
+
+
+class RetryItem:
+    """Hand a failed work item back, to be claimed again once ``available_ms`` has passed."""
+
+    profile_keys = ()
+
+    def __init__(self, *, item_id: int, owner: str, available_ms: int) -> None:
+        self.item_id = item_id
+        self.owner = owner
+        self.available_ms = available_ms
+
+    def run(self, tx: Tx) -> None:
+        tx.execute(
+            "UPDATE work_items SET lease_owner = NULL, lease_until = NULL, available_at = ? "
+            "WHERE id = ? AND lease_owner = ? AND done = 0",
+            (self.available_ms, self.item_id, self.owner),
+        )
 
 
 class InboxRecord:

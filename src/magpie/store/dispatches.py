@@ -12,8 +12,9 @@ from typing import Any
 
 import msgspec
 
-from magpie.errors import CampaignNotFound, NotFound
+from magpie.errors import CampaignNotFound, IdempotencyKeyReused, NotFound
 from magpie.store.db import Connection, Database
+from magpie.store.stats import add_count
 from magpie.store.transaction import Tx
 
 _decode = msgspec.json.decode
@@ -65,10 +66,13 @@ class AcceptTrigger:
             tx.check_key(self.key_hash, self.env_id)
         if self.idempotency_key is not None:
             row = tx.fetchone(
-                "SELECT id FROM dispatches WHERE env_id = ? AND idempotency_key = ?",
+                "SELECT id, campaign_key, users FROM dispatches WHERE env_id = ? AND idempotency_key = ?",
                 (self.env_id, self.idempotency_key),
             )
             if row is not None:
+                # Kept as long as the dispatch: a repeat answers the original, a different body is refused.
+                if row[1] != self.campaign_key or row[2] != self.users:
+                    raise IdempotencyKeyReused()
                 return str(row[0]), False
         if not _campaign_active(tx, self.env_id, self.campaign_key, self.channel):
             raise CampaignNotFound(f"Could not find {self.channel} message campaign with the given key")
@@ -93,6 +97,8 @@ class AcceptTrigger:
             "VALUES (?, ?, '{}', ?, 0, 0)",
             (self.env_id, dispatch_id, tx.now_ms),
         )
+        key = self.campaign_key
+        add_count(tx, env_id=self.env_id, campaign_key=key, at_ms=tx.now_ms, metric="REQUESTED", n=self.requested)
         return dispatch_id, True
 
 
@@ -156,6 +162,10 @@ def dispatch_view(
 
     ``channel`` narrows the lookup to dispatches of that channel (each channel's endpoint sees its own).
     """
+    try:
+        uuid.UUID(dispatch_id)
+    except ValueError:
+        raise NotFound(f"no dispatch {dispatch_id[:64]!r} in this environment") from None
     row = db.fetchone(
         conn,
         "SELECT id, exec_id, campaign_key, status, requested, created_at, completed_at, users, channel "
@@ -213,106 +223,6 @@ def dispatch_view(
         failures=failures,
         recipients=listed if recipients else None,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class CampaignStats:
-    campaign_key: int
-    since: int
-    until: int
-    dispatches: int
-    requested: int
-    sent: int
-    failed: int
-    failures: dict[str, int]  # FAILED recipients by reason
-    excluded: dict[str, int]  # by reason
-    clicks: int
-    # Kakao and SMS: sent messages by type, and what the gateways confirmed (None for push).
-    sent_by_type: dict[str, int] | None = None
-    delivered: int = 0
-    undelivered: int = 0
-
-    @property
-    def excluded_total(self) -> int:
-        return sum(self.excluded.values())
-
-    @property
-    def pending(self) -> int:
-        return max(0, self.requested - self.sent - self.failed - self.excluded_total)
-
-    @property
-    def ctr(self) -> float:
-        return round(self.clicks / self.sent, 4) if self.sent else 0.0
-
-
-def campaign_stats(
-    conn: Connection, db: Database, *, env_id: int, campaign_key: int, since: int, until: int
-) -> CampaignStats:
-    """Requested, sent, failed, excluded by reason and clicks for dispatches in ``[since, until)``."""
-    requested = db.fetchone(
-        conn,
-        "SELECT COUNT(*), COALESCE(SUM(requested), 0) FROM dispatches WHERE env_id = ? AND campaign_key = ? "
-        "AND created_at >= ? AND created_at < ?",
-        (env_id, campaign_key, since, until),
-    )
-    outcome_rows = db.fetchall(
-        conn,
-        "SELECT r.outcome, r.reason, COUNT(*) FROM recipients r JOIN dispatches d ON d.id = r.dispatch_id "
-        "WHERE d.env_id = ? AND d.campaign_key = ? AND d.created_at >= ? AND d.created_at < ? "
-        "GROUP BY r.outcome, r.reason",
-        (env_id, campaign_key, since, until),
-    )
-    clicks = db.fetchone(
-        conn,
-        "SELECT COUNT(*) FROM push_clicks WHERE env_id = ? AND campaign_key = ? AND clicked_at >= ? AND clicked_at < ?",
-        (env_id, campaign_key, since, until),
-    )
-    reports = db.fetchall(
-        conn,
-        "SELECT l.kind, l.delivered_at IS NOT NULL, l.report_code IS NOT NULL, COUNT(*) FROM deliveries l "
-        "JOIN dispatches d ON d.id = l.dispatch_id WHERE d.env_id = ? AND d.campaign_key = ? AND d.created_at >= ? "
-        "AND d.created_at < ? AND l.channel <> 'push' AND l.status = 'SENT' GROUP BY l.kind, 2, 3",
-        (env_id, campaign_key, since, until),
-    )
-    sent = failed = 0
-    excluded: dict[str, int] = {}
-    failures: dict[str, int] = {}
-    for outcome, reason, count in outcome_rows:
-        if outcome == "SENT":
-            sent += int(count)
-        elif outcome == "FAILED":
-            failed += int(count)
-            failures[reason or "UNKNOWN"] = failures.get(reason or "UNKNOWN", 0) + int(count)
-        elif outcome == "EXCLUDED":
-            excluded[reason or "UNKNOWN"] = excluded.get(reason or "UNKNOWN", 0) + int(count)
-    return CampaignStats(
-        campaign_key=campaign_key,
-        since=since,
-        until=until,
-        dispatches=int(requested[0]) if requested else 0,
-        requested=int(requested[1]) if requested else 0,
-        sent=sent,
-        failed=failed,
-        failures=failures,
-        excluded=excluded,
-        clicks=int(clicks[0]) if clicks else 0,
-        **_report_counts(reports),
-    )
-
-
-def _report_counts(rows: list[Any]) -> dict[str, Any]:
-    """Kakao and SMS: sent messages by type, and how many the gateway confirmed delivered or not."""
-    if not rows:
-        return {}
-    by_type: dict[str, int] = {}
-    delivered = undelivered = 0
-    for kind, was_delivered, reported, count in rows:
-        by_type[str(kind)] = by_type.get(str(kind), 0) + int(count)
-        if was_delivered:
-            delivered += int(count)
-        elif reported:
-            undelivered += int(count)
-    return {"sent_by_type": by_type, "delivered": delivered, "undelivered": undelivered}
 
 
 @dataclass(frozen=True, slots=True)

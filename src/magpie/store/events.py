@@ -46,11 +46,12 @@ from magpie.domain.events import (
     event_type_id,
     is_system_key,
 )
-from magpie.domain.identity import DEVICE, USER
+from magpie.domain.identity import DEVICE, USER, check_identifier
 from magpie.domain.operations import apply_operations
 from magpie.errors import EmptyIdentifier, InvalidRequest, NotFound, ServiceUnavailable
 from magpie.store.db import Connection, Database
 from magpie.store.profiles import resolve
+from magpie.store.stats import add_count
 from magpie.store.tokens import register_token_row
 from magpie.store.transaction import ProfileRow, Tx, dumps
 from magpie.store.writer import Writer
@@ -223,28 +224,47 @@ def _release(tx: Tx, env_id: int, ids: set[str]) -> None:
 
 
 def _record_click(tx: Tx, env_id: int, event: Event, click: PushClick) -> None:
+    """Store a click; count it for a campaign only when it is attributed.
+
+    A click is attributed when it names a delivery of this environment that was sent, belongs to
+    the campaign the click names (if it names one), and went to the profile or device the click
+    comes from. Anything else (an unknown delivery, another campaign's delivery, only a campaign
+    key) is stored with ``attributed = 0`` and counts nowhere. Only the first attributed click of
+    a delivery is a unique click.
+    """
     if click.debug:
         return  # test sends from a console are not campaign traffic
     campaign_key = click.campaign_key
     dispatch_id: str | None = None
-    delivery_id = click.delivery_id
-    if click.exec_id is not None:
-        row = tx.fetchone("SELECT id FROM dispatches WHERE exec_id = ? AND env_id = ?", (click.exec_id, env_id))
-        dispatch_id = None if row is None else str(row[0])
-    if delivery_id is not None:
+    attributed = False
+    if click.delivery_id is not None:
         row = tx.fetchone(
-            "SELECT dispatch_id, campaign_key FROM deliveries WHERE id = ? AND env_id = ?", (delivery_id, env_id)
+            "SELECT dispatch_id, campaign_key, user_key, device_id, status FROM deliveries WHERE id = ? AND env_id = ?",
+            (click.delivery_id, env_id),
         )
-        if row is None:
-            delivery_id = None
-        else:
-            dispatch_id = dispatch_id or str(row[0])
-            campaign_key = campaign_key if campaign_key is not None else int(row[1])
-    tx.execute(
-        "INSERT INTO push_clicks (env_id, insert_id, campaign_key, dispatch_id, delivery_id, clicked_at) "
-        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        (env_id, event.insert_id, campaign_key, dispatch_id, delivery_id, min(event.timestamp, tx.now_ms)),
+        if row is not None:
+            same_campaign = campaign_key is None or campaign_key == int(row[1])
+            same_recipient = (event.user_id is not None and row[2] == f"{USER}:{event.user_id}") or (
+                event.device_id is not None and (row[3] == event.device_id or row[2] == f"{DEVICE}:{event.device_id}")
+            )
+            attributed = row[4] == "SENT" and same_campaign and same_recipient
+            if attributed:
+                dispatch_id, campaign_key = str(row[0]), int(row[1])
+    clicked_at = min(event.timestamp, tx.now_ms)
+    inserted = tx.fetchone(
+        "INSERT INTO push_clicks (env_id, insert_id, campaign_key, dispatch_id, delivery_id, clicked_at, attributed) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING insert_id",
+        (env_id, event.insert_id, campaign_key, dispatch_id, click.delivery_id, clicked_at, int(attributed)),
     )
+    if not attributed or inserted is None or campaign_key is None:
+        return
+    add_count(tx, env_id=env_id, campaign_key=campaign_key, at_ms=clicked_at, metric="CLICK")
+    earlier = tx.fetchone(
+        "SELECT 1 FROM push_clicks WHERE env_id = ? AND delivery_id = ? AND attributed = 1 AND insert_id <> ? LIMIT 1",
+        (env_id, click.delivery_id, event.insert_id),
+    )
+    if earlier is None:
+        add_count(tx, env_id=env_id, campaign_key=campaign_key, at_ms=clicked_at, metric="UNIQUE_CLICK")
 
 
 # -- reads --------------------------------------------------------------------------------------------
@@ -270,9 +290,12 @@ def _cursor(value: str | None) -> tuple[int, str] | None:
     if not value:
         return None
     ts, sep, insert_id = value.partition(":")
-    if not sep or not ts.lstrip("-").isdigit():
+    digits = ts.removeprefix("-")
+    if not sep or not (digits.isascii() and digits.isdigit()) or len(digits) > 19:
         raise InvalidRequest("cursor is not one this API returned")
-    return int(ts), insert_id
+    if not -(2**63) <= int(ts) < 2**63:
+        raise InvalidRequest("cursor is not one this API returned")
+    return int(ts), check_identifier(insert_id, field="cursor")
 
 
 @dataclass(frozen=True, slots=True)

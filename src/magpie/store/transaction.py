@@ -4,6 +4,10 @@ Profiles are read once per batch (locked ``FOR UPDATE`` on PostgreSQL, in a stab
 so concurrent processes serialise per profile instead of losing updates), changed in memory
 by the jobs in order, and written back once at the end. Each job's changes are journalled,
 so a job that fails validation half-way is undone without touching the others.
+
+On PostgreSQL a batch costs two round trips whatever its size: ``open`` sends BEGIN, the
+batch's API keys and its profiles (one statement for every kind) in one pipeline, and
+``commit`` sends the new profiles, the changed ones and COMMIT in another.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
+import psycopg
 
 from magpie.errors import InvalidApiKey
 from magpie.store.db import ConcurrentCreation, Connection, Cursor, Database, Row
@@ -45,6 +50,29 @@ def _records(rows: Sequence[Sequence[Any]]) -> str:
     )
 
 
+# One primary-key probe per key, locked in the order of the (sorted) keys: the plan does not
+# depend on table statistics (a young table has none), and concurrent batches lock alike.
+# The row's ctid comes along: the batch holds the row's lock until it commits, so the update
+# finds the row again by ctid, with no index descent and no join to plan.
+_LOCK_PROFILES = (
+    "SELECT p.* FROM json_to_recordset(?::json) AS v(e int, k text, i text) CROSS JOIN LATERAL ("
+    f"SELECT {_COLUMNS}, ctid::text FROM profiles WHERE env_id = v.e AND kind = v.k AND ident = v.i "
+    "FOR UPDATE) AS p"
+)
+_PG_LOCK_PROFILES = _LOCK_PROFILES.replace("?", "%s")
+_PG_KEYS = "SELECT key_hash, env_id FROM api_keys WHERE key_hash = ANY(%s::text[]) AND revoked_at IS NULL"
+_PG_INSERT = (
+    f"INSERT INTO profiles ({_COLUMNS}) SELECT e, k, i, p, c, decode(h, 'hex'), l, ca, ua "
+    f"FROM json_to_recordset(%s::json) AS {_RECORD}"
+)
+_PG_UPDATE = (
+    "UPDATE profiles AS t SET properties = x.p, crm = x.c, phone_enc = decode(x.h, 'hex'), "
+    "linked_user = x.l, updated_at = x.ua "
+    "FROM json_to_recordset(%s::json) AS x(t tid, p text, c text, h text, l text, ua bigint) "
+    "WHERE t.ctid = ANY(%s::tid[]) AND t.ctid = x.t"
+)
+
+
 class ProfileRow:
     """A user (kind ``u``) or device (kind ``d``) profile as stored.
 
@@ -58,6 +86,7 @@ class ProfileRow:
         "_properties",
         "_props_raw",
         "created_at",
+        "ctid",
         "dirty",
         "env_id",
         "exists",
@@ -82,6 +111,7 @@ class ProfileRow:
         self.updated_at = now_ms
         self.exists = False
         self.dirty = False
+        self.ctid: str | None = None  # where PostgreSQL holds the locked row (a batch-local handle)
 
     @classmethod
     def from_row(cls, row: Row) -> ProfileRow:
@@ -92,6 +122,8 @@ class ProfileRow:
         self.linked_user = row[6]
         self.updated_at = row[8]
         self.exists = True
+        if len(row) > 9:
+            self.ctid = row[9]
         return self
 
     @property
@@ -175,47 +207,96 @@ class Tx:
 
     # -- profiles ---------------------------------------------------------------------------
 
-    def prefetch(self, jobs: Iterable[object]) -> None:
+    def _pg(self) -> psycopg.Connection[Any]:
+        """The connection as psycopg's: the PostgreSQL path pipelines and chooses what to prepare."""
+        conn = self.conn
+        assert isinstance(conn, psycopg.Connection)
+        return conn
+
+    def open(self, jobs: Iterable[object]) -> None:
+        """Begin the transaction and read what ``jobs`` declare up front: API keys and profiles."""
         wanted: set[ProfileKey] = set()
+        key_hashes: set[str] = set()
         for job in jobs:
             keys = getattr(job, "profile_keys", None)
             if keys:
                 wanted.update(keys)
-        if wanted:
-            self._load(sorted(wanted))
+            key_hash = getattr(job, "key_hash", None)
+            if key_hash:
+                key_hashes.add(key_hash)
+        if self.db.is_sqlite:
+            self.db.begin(self.conn)
+            if key_hashes:
+                self._fetch_keys(sorted(key_hashes))
+            if wanted:
+                self._load(sorted(wanted))
+            return
+        conn = self._pg()
+        # One round trip: BEGIN, the keys and the profiles travel together.
+        with conn.pipeline():
+            self.db.begin(conn)
+            keys_cursor = conn.execute(_PG_KEYS, (_array(sorted(key_hashes)),)) if key_hashes else None
+            profiles_cursor = None
+            if wanted:
+                ordered = sorted(wanted)  # every batch locks in the same order: no deadlocks between processes
+                profiles_cursor = conn.execute(
+                    _PG_LOCK_PROFILES,
+                    (_keys_json(ordered),),
+                )
+            if keys_cursor is not None:
+                self._remember_keys(key_hashes, keys_cursor.fetchall())
+            if profiles_cursor is not None:
+                self._remember_profiles(ordered, profiles_cursor.fetchall())
+
+    def _fetch_keys(self, key_hashes: list[str]) -> None:
+        marks = ",".join("?" * len(key_hashes))
+        rows = self.fetchall(
+            f"SELECT key_hash, env_id FROM api_keys WHERE key_hash IN ({marks}) AND revoked_at IS NULL", key_hashes
+        )
+        self._remember_keys(key_hashes, rows)
+
+    def _remember_keys(self, key_hashes: Iterable[str], rows: list[Row]) -> None:
+        live = {str(r[0]): int(r[1]) for r in rows}
+        for key_hash in key_hashes:
+            self._keys[key_hash] = live.get(key_hash)
+
+    def _remember_profiles(self, keys: list[ProfileKey], rows: list[Row]) -> None:
+        for row in rows:
+            profile = ProfileRow.from_row(row)
+            self.profiles[profile.key] = profile
+        for key in keys:
+            if key not in self.profiles:
+                self.profiles[key] = ProfileRow(key[0], key[1], key[2], self.now_ms)
 
     def _load(self, keys: list[ProfileKey]) -> None:
         missing = [k for k in keys if k not in self.profiles]
         if not missing:
             return
+        if not self.db.is_sqlite:
+            self._remember_profiles(
+                missing,
+                self.db.fetchall(
+                    self.conn,
+                    _LOCK_PROFILES,
+                    (_keys_json(missing),),
+                ),
+            )
+            return
         groups: dict[tuple[int, str], list[str]] = {}
         for env_id, kind, ident in missing:
             groups.setdefault((env_id, kind), []).append(ident)
+        rows: list[Row] = []
         for (env_id, kind), idents in groups.items():
             for start in range(0, len(idents), 500):
                 chunk = idents[start : start + 500]
-                if self.db.is_sqlite:
-                    marks = ",".join("?" * len(chunk))
-                    rows = self.fetchall(
+                marks = ",".join("?" * len(chunk))
+                rows.extend(
+                    self.fetchall(
                         f"SELECT {_COLUMNS} FROM profiles WHERE env_id = ? AND kind = ? AND ident IN ({marks})",
                         (env_id, kind, *chunk),
                     )
-                else:
-                    # One primary-key probe per id, locked in the sorted order of the ids: the plan
-                    # does not depend on table statistics (a young table has none), and concurrent
-                    # batches take their locks in the same order.
-                    rows = self.fetchall(
-                        f"SELECT p.* FROM unnest(?::text[]) AS v(ident) CROSS JOIN LATERAL ("
-                        f"SELECT {_COLUMNS} FROM profiles WHERE env_id = ? AND kind = ? AND ident = v.ident "
-                        "FOR UPDATE) AS p",
-                        (chunk, env_id, kind),
-                    )
-                for row in rows:
-                    profile = ProfileRow.from_row(row)
-                    self.profiles[profile.key] = profile
-        for key in missing:
-            if key not in self.profiles:
-                self.profiles[key] = ProfileRow(key[0], key[1], key[2], self.now_ms)
+                )
+        self._remember_profiles(missing, rows)
 
     def profile(self, env_id: int, kind: str, ident: str) -> ProfileRow:
         key = (env_id, kind, ident)
@@ -257,18 +338,33 @@ class Tx:
     def end_job(self) -> None:
         self._journal = None
 
+    def commit(self) -> None:
+        """Write back every changed profile and commit: one round trip on PostgreSQL."""
+        if self.db.is_sqlite:
+            self.flush()
+            self.db.commit(self.conn)
+            return
+        try:
+            with self._pg().pipeline():
+                self.flush()
+                self.db.commit(self.conn)
+        except psycopg.errors.UniqueViolation as exc:
+            if exc.diag.constraint_name != "profiles_pkey":
+                raise
+            # Another process created a profile this batch meant to create: the batch runs again,
+            # this time reading (and locking) what the other process wrote. Nothing is overwritten.
+            raise ConcurrentCreation("a profile was created concurrently") from exc
+
     def flush(self) -> None:
         inserts: list[tuple[Any, ...]] = []
-        updates: list[tuple[Any, ...]] = []
+        updates: list[ProfileRow] = []
         for row in self.profiles.values():
             if not row.dirty:
                 continue
-            props_json, crm_json = row.encoded()
-            values = (props_json, crm_json, row.phone_enc, row.linked_user, self.now_ms)
             if row.exists:
-                updates.append((*values, *row.key))
+                updates.append(row)
             else:
-                inserts.append((*row.key, *values[:4], row.created_at, self.now_ms))
+                inserts.append((*row.key, *row.encoded(), row.phone_enc, row.linked_user, row.created_at, self.now_ms))
             row.exists = True
             row.dirty = False
             row.updated_at = self.now_ms
@@ -277,24 +373,32 @@ class Tx:
             self.executemany(
                 "UPDATE profiles SET properties = ?, crm = ?, phone_enc = ?, linked_user = ?, updated_at = ? "
                 "WHERE env_id = ? AND kind = ? AND ident = ?",
-                updates,
+                [(*r.encoded(), r.phone_enc, r.linked_user, self.now_ms, *r.key) for r in updates],
             )
             return
+        conn = self._pg()
         if inserts:
             # New profiles are created here, optimistically: if another process created one of
-            # them since we looked, ON CONFLICT skips it and the whole batch runs again, this
-            # time reading (and locking) what the other process wrote. Nothing is overwritten.
-            created = self.fetchall(
-                f"INSERT INTO profiles ({_COLUMNS}) SELECT e, k, i, p, c, decode(h, 'hex'), l, ca, ua "
-                f"FROM json_to_recordset(?::json) AS {_RECORD} ON CONFLICT DO NOTHING RETURNING ident",
-                (_records(inserts),),
-            )
-            if len(created) != len(inserts):
-                raise ConcurrentCreation(f"{len(inserts) - len(created)} profile(s) were created concurrently")
+            # them since we looked, the primary key refuses it and ``commit`` runs the batch again.
+            conn.execute(_PG_INSERT, (_records(inserts),))
         if updates:
-            self.execute(
-                "UPDATE profiles AS t SET properties = x.p, crm = x.c, phone_enc = decode(x.h, 'hex'), "
-                f"linked_user = x.l, updated_at = x.ua FROM json_to_recordset(?::json) AS {_RECORD} "
-                "WHERE t.env_id = x.e AND t.kind = x.k AND t.ident = x.i",
-                (_records([(*u[5:], *u[:4], 0, u[4]) for u in updates]),),
-            )
+            # Planned for each batch (not prepared), knowing how many rows it names: a plan cached
+            # while the table was young would scan the whole table for ever, as nothing
+            # invalidates it without ANALYZE.
+            records = dumps([_update_record(r, self.now_ms) for r in updates])
+            conn.execute(_PG_UPDATE, (records, _array([r.ctid for r in updates])), prepare=False)
+
+
+def _keys_json(keys: list[ProfileKey]) -> str:
+    return dumps([{"e": e, "k": k, "i": i} for e, k, i in keys])
+
+
+def _array(items: list[Any]) -> str:
+    """A PostgreSQL array literal: one text parameter, where a list would be adapted item by item."""
+    return "{" + ",".join('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in items) + "}"
+
+
+def _update_record(row: ProfileRow, now_ms: int) -> dict[str, Any]:
+    props_json, crm_json = row.encoded()
+    phone = None if row.phone_enc is None else bytes(row.phone_enc).hex()
+    return {"t": row.ctid, "p": props_json, "c": crm_json, "h": phone, "l": row.linked_user, "ua": now_ms}

@@ -32,11 +32,13 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection as Pipe
 from typing import Any, Generic, Protocol, TypeVar, cast
 
-from magpie.errors import InvalidApiKey, MagpieError, ServiceUnavailable
-from magpie.store.db import RETRYABLE_ERRORS, Connection, Database
+from magpie.errors import InvalidApiKey, InvalidRequest, MagpieError, ServiceUnavailable, StorageRefused
+from magpie.logs import Throttle, configure_logging
+from magpie.store.db import DATA_ERRORS, OPERATIONAL_ERRORS, RETRYABLE_ERRORS, Connection, Database
 from magpie.store.transaction import Tx
 
 log = logging.getLogger("magpie.writer")
+_outage_log = Throttle(interval=1.0)
 
 _STOP = object()
 
@@ -143,6 +145,10 @@ class BatchRunner:
             except RETRYABLE_ERRORS:
                 # Deadlock or serialisation failure between processes: the batch rolled back whole.
                 time.sleep(0.001 * (2**attempt))
+            except OPERATIONAL_ERRORS as exc:
+                # The database is unreachable: every job would fail the same way, one by one.
+                self.close()
+                return [(self._unavailable(exc), True) for _ in jobs]
             except Exception as exc:
                 log.warning("batch of %d failed (%s); retrying jobs one by one", len(jobs), type(exc).__name__)
                 self.close()
@@ -164,7 +170,13 @@ class BatchRunner:
 
     @staticmethod
     def _unavailable(exc: BaseException) -> MagpieError:
-        log.error("storage error: %s: %s", type(exc).__name__, exc)
+        if isinstance(exc, DATA_ERRORS):
+            # The database refused this job's data: running it again cannot succeed.
+            log.error("storage refused the data: %s: %s", type(exc).__name__, exc)
+            return StorageRefused()
+        suppressed = _outage_log.ready()
+        if suppressed is not None:
+            log.error("storage error: %s: %s (%d more since the last line)", type(exc).__name__, exc, suppressed)
         return ServiceUnavailable()
 
     def _run_once(self, jobs: Sequence[Job[object]]) -> list[Outcome]:
@@ -177,12 +189,15 @@ class BatchRunner:
                     prepare()
                 except MagpieError as exc:
                     rejected[index] = exc
+                except Exception as exc:
+                    # Never let one request's body fail the batch it was gathered into.
+                    log.warning("request rejected while decoding: %s: %s", type(exc).__name__, exc)
+                    rejected[index] = InvalidRequest("the request body could not be decoded")
         conn = self._connection()
         db = self.db
-        db.begin(conn)
         try:
             tx = Tx(db=db, conn=conn, secret=self.secret)
-            tx.prefetch(job for index, job in enumerate(jobs) if index not in rejected)
+            tx.open(job for index, job in enumerate(jobs) if index not in rejected)
             outcomes: list[Outcome] = []
             for index, job in enumerate(jobs):
                 if index in rejected:
@@ -196,8 +211,7 @@ class BatchRunner:
                     outcomes.append((exc, True))
                 else:
                     tx.end_job()
-            tx.flush()
-            db.commit(conn)
+            tx.commit()
         except BaseException:
             db.rollback(conn)
             raise
@@ -347,7 +361,14 @@ class GroupCommitWriter(_WriterBase):
 # -- the writer in a child process -----------------------------------------------------------------
 
 
-def _child_main(jobs_in: Pipe, answers_out: Pipe, url: str, batch_max: int, secret_key: bytes | None) -> None:
+def _child_main(
+    jobs_in: Pipe,
+    answers_out: Pipe,
+    url: str,
+    batch_max: int,
+    secret_key: bytes | None,
+    log_level: int = logging.INFO,
+) -> None:
     """The child process: receive pickled jobs, group-commit them, send back outcomes."""
     import signal
 
@@ -357,6 +378,7 @@ def _child_main(jobs_in: Pipe, answers_out: Pipe, url: str, batch_max: int, secr
     # group, and the parent still needs us to commit what it drains before it exits.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    configure_logging(log_level)  # the same JSON lines as the parent
     runner = BatchRunner(db=Database(url), secret=Cipher(secret_key) if secret_key else None)
     try:
         while True:
@@ -445,7 +467,14 @@ class ProcessWriter(_WriterBase):
         answers_in, answers_out = context.Pipe(duplex=False)
         self._process = context.Process(
             target=_child_main,
-            args=(jobs_in, answers_out, self.db.url, self.batch_max, self._secret_key),
+            args=(
+                jobs_in,
+                answers_out,
+                self.db.url,
+                self.batch_max,
+                self._secret_key,
+                logging.getLogger("magpie").getEffectiveLevel(),
+            ),
             name="magpie-writer",
             daemon=True,
         )

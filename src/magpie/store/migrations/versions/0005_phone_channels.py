@@ -2,8 +2,8 @@
 counts per day, and a blind index of phone numbers (so a gateway's 080 opt-out finds its user without
 decrypting every number).
 
-Revision ID: 0003_phone_channels
-Revises: 0002_sdk_events
+Revision ID: 0005_phone_channels
+Revises: 0004_profiles_fillfactor
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_phone_channels"
-down_revision = "0002_sdk_events"
+revision = "0005_phone_channels"
+down_revision = "0004_profiles_fillfactor"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,118 @@
+"""The HTTP connection as uvicorn's httptools protocol runs it, with magpie's limits on slow clients.
+
+uvicorn times out idle keep-alive connections only. A client that sends its request head or
+body a byte at a time would hold its connection (and a task) forever, so:
+
+- the request head must arrive within ``header_timeout_seconds`` of the connection opening
+  (or of the previous response), and the body within ``body_timeout_seconds`` of the head:
+  otherwise the client gets ``408 REQUEST_TIMEOUT`` and the connection closes;
+- at most ``max_connections`` connections are served at once per process; one more is
+  answered ``503 SERVICE_UNAVAILABLE`` and closed;
+- a request the HTTP parser cannot read is answered ``400 INVALID_REQUEST`` in the JSON error
+  format rather than uvicorn's plain text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from magpie.api.failures import failure
+from magpie.config import Settings
+from magpie.errors import InvalidRequest, MagpieError, RequestTimeout, ServiceUnavailable
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """``HttpToolsProtocol`` with read deadlines and a connection cap (see the module docstring)."""
+
+    header_timeout = 10.0
+    body_timeout = 30.0
+    max_connections = 2048
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            self._refuse(ServiceUnavailable("too many connections to this server; retry later"))
+            return
+        self._arm(self.header_timeout, "the request head")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm(self.header_timeout, "the request head")
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._arm(self.body_timeout, "the request body")
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # Idle until the next request: uvicorn's keep-alive timeout applies, then ours once it starts.
+        self._disarm()
+
+    def send_400_response(self, msg: str) -> None:
+        del msg  # uvicorn's plain-text wording; the JSON error says the same
+        self._refuse(InvalidRequest("the request is not valid HTTP/1.1"))
+
+    # -- deadlines --------------------------------------------------------------------------------
+
+    def _arm(self, seconds: float, what: str) -> None:
+        self._disarm()
+        if seconds > 0:
+            self._deadline = self.loop.call_later(seconds, self._expired, seconds, what)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self, seconds: float, what: str) -> None:
+        self._deadline = None
+        cycle: Any = self.cycle
+        if cycle is not None and cycle.response_started:
+            self.transport.close()  # too late for an error response: just end the connection
+            return
+        self._refuse(RequestTimeout(f"{what} did not arrive within {seconds:g} seconds"))
+
+    def _refuse(self, exc: MagpieError) -> None:
+        """Answer ``exc`` in the JSON error format and close the connection."""
+        self._disarm()
+        if self.transport.is_closing():
+            return
+        body = failure(exc).body
+        self.transport.write(
+            b"".join(
+                (
+                    STATUS_LINE[exc.status],
+                    b"content-type: application/json\r\n",
+                    b"content-length: " + str(len(body)).encode() + b"\r\n",
+                    b"connection: close\r\n\r\n",
+                    body,
+                )
+            )
+        )
+        self.transport.close()
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """What ``uvicorn.run`` needs to serve magpie with its connection limits."""
+    protocol = type(
+        "MagpieHttpProtocol",
+        (GuardedHttpProtocol,),
+        {
+            "header_timeout": settings.header_timeout_seconds,
+            "body_timeout": settings.body_timeout_seconds,
+            "max_connections": settings.max_connections,
+        },
+    )
+    return {"http": protocol, "loop": "uvloop", "timeout_keep_alive": 5}

@@ -1,0 +1,178 @@
+"""Read-side listings for the dashboard: latest dispatches, a user's deliveries, the inbox, audit.
+
+Each query is bounded by an index and a ``LIMIT`` so a page costs the same on a large store.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from magpie.store.db import Connection, Database
+
+_decode = msgspec.json.decode
+
+
+def latest_dispatches(
+    conn: Connection, db: Database, *, env_id: int, campaign_key: int | None = None, limit: int = 10
+) -> list[dict[str, Any]]:
+    """The newest dispatches (of one campaign, or of the environment) with counts by outcome."""
+    if campaign_key is None:
+        rows = db.fetchall(
+            conn,
+            "SELECT id, campaign_key, status, requested, created_at, completed_at FROM dispatches "
+            "WHERE env_id = ? ORDER BY created_at DESC LIMIT ?",
+            (env_id, limit),
+        )
+    else:
+        rows = db.fetchall(
+            conn,
+            "SELECT id, campaign_key, status, requested, created_at, completed_at FROM dispatches "
+            "WHERE env_id = ? AND campaign_key = ? ORDER BY created_at DESC LIMIT ?",
+            (env_id, campaign_key, limit),
+        )
+    counts: dict[str, dict[str, int]] = {str(r[0]): {} for r in rows}
+    if rows:
+        marks = ",".join("?" * len(rows))
+        for dispatch_id, outcome, n in db.fetchall(
+            conn,
+            f"SELECT dispatch_id, outcome, COUNT(*) FROM recipients WHERE dispatch_id IN ({marks}) "
+            "AND outcome IS NOT NULL GROUP BY dispatch_id, outcome",
+            [r[0] for r in rows],
+        ):
+            counts[str(dispatch_id)][str(outcome)] = int(n)
+    return [
+        {
+            "id": r[0],
+            "campaignKey": r[1],
+            "status": r[2],
+            "requested": r[3],
+            "createdAt": r[4],
+            "completedAt": r[5],
+            "counts": counts[str(r[0])],
+        }
+        for r in rows
+    ]
+
+
+def last_dispatch_at(conn: Connection, db: Database, *, env_id: int, campaign_key: int) -> int | None:
+    row = db.fetchone(
+        conn, "SELECT MAX(created_at) FROM dispatches WHERE env_id = ? AND campaign_key = ?", (env_id, campaign_key)
+    )
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def user_deliveries(
+    conn: Connection, db: Database, *, env_id: int, user_key: str, limit: int = 20
+) -> list[dict[str, Any]]:
+    """A profile's newest deliveries with the recipient's outcome and the delivery's clicks."""
+    rows = db.fetchall(
+        conn,
+        "SELECT d.id, d.dispatch_id, d.campaign_key, d.device_id, d.provider, d.status, d.error_code, d.attempts, "
+        "d.created_at, r.outcome, r.reason FROM deliveries d "
+        "LEFT JOIN recipients r ON r.dispatch_id = d.dispatch_id AND r.idx = d.recipient_idx "
+        "WHERE d.env_id = ? AND d.user_key = ? ORDER BY d.created_at DESC, d.id DESC LIMIT ?",
+        (env_id, user_key, limit),
+    )
+    clicks: dict[int, int] = {}
+    if rows:
+        marks = ",".join("?" * len(rows))
+        for delivery_id, n in db.fetchall(
+            conn,
+            f"SELECT delivery_id, COUNT(*) FROM push_clicks WHERE env_id = ? AND delivery_id IN ({marks}) "
+            "AND attributed = 1 GROUP BY delivery_id",
+            (env_id, *[r[0] for r in rows]),
+        ):
+            clicks[int(delivery_id)] = int(n)
+    return [
+        {
+            "deliveryId": r[0],
+            "dispatchId": r[1],
+            "campaignKey": r[2],
+            "deviceId": r[3],
+            "provider": r[4],
+            "status": r[5],
+            "errorCode": r[6],
+            "attempts": r[7],
+            "createdAt": r[8],
+            "outcome": r[9],
+            "reason": r[10],
+            "clicks": clicks.get(int(r[0]), 0),
+        }
+        for r in rows
+    ]
+
+
+def click_attribution(conn: Connection, db: Database, *, env_id: int, insert_ids: list[str]) -> dict[str, bool]:
+    """For stored ``$push_click`` events: whether each was attributed to a delivery."""
+    if not insert_ids:
+        return {}
+    marks = ",".join("?" * len(insert_ids))
+    rows = db.fetchall(
+        conn,
+        f"SELECT insert_id, attributed FROM push_clicks WHERE env_id = ? AND insert_id IN ({marks})",
+        (env_id, *insert_ids),
+    )
+    return {str(r[0]): bool(r[1]) for r in rows}
+
+
+def inbox(
+    conn: Connection, db: Database, *, env_id: int, user_key: str | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    """Sandbox pushes, newest first, optionally of one profile (``u:<id>`` or ``d:<id>``)."""
+    columns = "i.id, i.delivery_id, i.payload, i.created_at, d.user_key, d.device_id, d.campaign_key"
+    if user_key is None:
+        rows = db.fetchall(
+            conn,
+            f"SELECT {columns} FROM inbox i LEFT JOIN deliveries d ON d.id = i.delivery_id WHERE i.env_id = ? "
+            "ORDER BY i.id DESC LIMIT ?",
+            (env_id, limit),
+        )
+    else:  # from the profile's deliveries (an index) to their inbox rows (another)
+        rows = db.fetchall(
+            conn,
+            f"SELECT {columns} FROM deliveries d JOIN inbox i ON i.env_id = d.env_id AND i.delivery_id = d.id "
+            "WHERE d.env_id = ? AND d.user_key = ? ORDER BY i.id DESC LIMIT ?",
+            (env_id, user_key, limit),
+        )
+    result = []
+    for r in rows:
+        message = _decode(r[2])
+        kind, _, ident = (r[4] or ":").partition(":")
+        result.append(
+            {
+                "id": r[0],
+                "deliveryId": r[1],
+                "createdAt": r[3],
+                "title": message.get("title", ""),
+                "body": message.get("body", ""),
+                "imageUrl": message.get("image_url"),
+                "link": message.get("link"),
+                "userId": ident if kind == "u" else None,
+                "deviceId": r[5],
+                "campaignKey": r[6],
+            }
+        )
+    return result
+
+
+def work_status(conn: Connection, db: Database, *, env_id: int, now_ms: int) -> dict[str, int]:
+    """Open work items: retrying (attempted before) and held for night time."""
+    rows = db.fetchall(
+        conn,
+        "SELECT attempts, payload, available_at FROM work_items WHERE done = 0 AND env_id = ? LIMIT 10000",
+        (env_id,),
+    )
+    retrying = sum(1 for attempts, _, _ in rows if attempts and attempts > 0)
+    held = sum(len(_decode(payload).get("held", [])) for _, payload, at in rows if at > now_ms and "held" in payload)
+    return {"open": len(rows), "retrying": retrying, "held": held}
+
+
+def audit(conn: Connection, db: Database, *, env_id: int, target: str, limit: int = 10) -> list[dict[str, Any]]:
+    rows = db.fetchall(
+        conn,
+        "SELECT at, actor, action FROM audit_log WHERE env_id = ? AND target = ? ORDER BY at DESC, id DESC LIMIT ?",
+        (env_id, target, limit),
+    )
+    return [{"at": r[0], "actor": r[1], "action": r[2]} for r in rows]

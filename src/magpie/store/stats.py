@@ -1,0 +1,274 @@
+"""Campaign statistics: hourly counts kept by the writer, and the reads built on them.
+
+Every fact that changes a campaign's numbers adds to ``campaign_counts`` in the transaction that
+records it (acceptance, an outcome, an attributed click), so a statistics page reads at most one
+row per hour and metric instead of counting recipients. Metrics:
+
+=====================  ====================================================================
+``REQUESTED``          recipients named in accepted triggers, at acceptance time
+``SENT``               recipients whose push a provider accepted, at outcome time
+``FAILED:<reason>``    recipients that failed, with the provider's (or magpie's) reason
+``EXCLUDED:<reason>``  recipients magpie excluded, with the reason
+``CLICK``              attributed clicks, at click time
+``UNIQUE_CLICK``       deliveries clicked at least once, at their first click
+=====================  ====================================================================
+
+Each fact is also added under campaign key ``0`` (``ALL``; campaign keys are positive), the
+environment's total, so an overview of every campaign reads one row per hour and metric too.
+
+Hours are UTC hours (epoch ms); a display in a whole-hour time zone groups them into its days.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from magpie.errors import CampaignNotFound
+from magpie.store.db import Connection, Database
+from magpie.store.transaction import Tx
+
+ALL = 0  # the campaign key of the environment-wide rows
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+
+
+def hour_of(ms: int) -> int:
+    return ms - ms % HOUR_MS
+
+
+def add_count(tx: Tx, *, env_id: int, campaign_key: int, at_ms: int, metric: str, n: int = 1) -> None:
+    """Add ``n`` to one hourly count of the campaign and of the environment (rows made on first use)."""
+    if n <= 0:
+        return
+    hour = hour_of(at_ms)
+    tx.execute(
+        "INSERT INTO campaign_counts (env_id, campaign_key, hour, metric, n) VALUES (?, ?, ?, ?, ?), (?, ?, ?, ?, ?) "
+        "ON CONFLICT (env_id, campaign_key, hour, metric) DO UPDATE SET n = campaign_counts.n + excluded.n",
+        (env_id, campaign_key, hour, metric, n, env_id, ALL, hour, metric, n),
+    )
+
+
+def outcome_metric(outcome: str, reason: str | None) -> str:
+    return "SENT" if outcome == "SENT" else f"{outcome}:{reason or ''}"
+
+
+def dispatch_campaign(tx: Tx, dispatch_id: str) -> tuple[int, int]:
+    """``(env_id, campaign_key)`` of a dispatch, looked up once per transaction."""
+    memo = ("dispatch-campaign", dispatch_id)
+    found = tx.memo.get(memo)
+    if found is None:
+        row = tx.fetchone("SELECT env_id, campaign_key FROM dispatches WHERE id = ?", (dispatch_id,))
+        assert row is not None, dispatch_id
+        found = tx.memo[memo] = (int(row[0]), int(row[1]))
+    return found
+
+
+def count_outcome(tx: Tx, *, dispatch_id: str, outcome: str, reason: str | None, n: int = 1) -> None:
+    env_id, campaign_key = dispatch_campaign(tx, dispatch_id)
+    add_count(
+        tx, env_id=env_id, campaign_key=campaign_key, at_ms=tx.now_ms, metric=outcome_metric(outcome, reason), n=n
+    )
+
+
+# -- reads ---------------------------------------------------------------------------------------------
+
+
+class Totals:
+    """The numbers of one campaign (or of all campaigns) over a range, with one definition each."""
+
+    __slots__ = ("clicks", "excluded", "failed", "requested", "sent", "unique_clicks")
+
+    def __init__(self) -> None:
+        self.requested = self.sent = self.clicks = self.unique_clicks = 0
+        self.failed: dict[str, int] = {}
+        self.excluded: dict[str, int] = {}
+
+    def add(self, metric: str, n: int) -> None:
+        if metric == "REQUESTED":
+            self.requested += n
+        elif metric == "SENT":
+            self.sent += n
+        elif metric == "CLICK":
+            self.clicks += n
+        elif metric == "UNIQUE_CLICK":
+            self.unique_clicks += n
+        else:
+            outcome, _, reason = metric.partition(":")
+            bucket = self.failed if outcome == "FAILED" else self.excluded
+            bucket[reason or "UNKNOWN"] = bucket.get(reason or "UNKNOWN", 0) + n
+
+    @property
+    def failed_total(self) -> int:
+        return sum(self.failed.values())
+
+    @property
+    def excluded_total(self) -> int:
+        return sum(self.excluded.values())
+
+    @property
+    def pending(self) -> int:
+        return max(0, self.requested - self.sent - self.failed_total - self.excluded_total)
+
+    @property
+    def ctr(self) -> float:
+        """Unique clicks / sent: never above 1."""
+        return round(min(self.unique_clicks, self.sent) / self.sent, 4) if self.sent else 0.0
+
+    @property
+    def delivery_rate(self) -> float:
+        done = self.sent + self.failed_total
+        return round(self.sent / done, 4) if done else 0.0
+
+
+def totals_of(rows: list[tuple[int, str, int]], *, since: int, until: int) -> Totals:
+    """Sum ``series`` rows whose hour starts in ``[since, until)`` (``since`` rounded down to its hour)."""
+    result = Totals()
+    start = hour_of(since)
+    for hour, metric, n in rows:
+        if start <= hour < until:
+            result.add(metric, n)
+    return result
+
+
+def campaign_exists(conn: Connection, db: Database, *, env_id: int, campaign_key: int) -> bool:
+    return db.fetchone(conn, "SELECT 1 FROM campaigns WHERE env_id = ? AND key = ?", (env_id, campaign_key)) is not None
+
+
+def totals(
+    conn: Connection, db: Database, *, env_id: int, since: int, until: int, campaign_key: int | None = None
+) -> Totals:
+    """Sums over the hours that start in ``[since, until)`` (``since`` is rounded down to its hour)."""
+    rows = db.fetchall(
+        conn,
+        "SELECT metric, SUM(n) FROM campaign_counts WHERE env_id = ? AND campaign_key = ? AND hour >= ? AND hour < ? "
+        "GROUP BY metric",
+        (env_id, ALL if campaign_key is None else campaign_key, hour_of(since), until),
+    )
+    result = Totals()
+    for metric, n in rows:
+        result.add(str(metric), int(n))
+    return result
+
+
+def per_campaign(conn: Connection, db: Database, *, env_id: int, since: int, until: int) -> dict[int, Totals]:
+    rows = db.fetchall(
+        conn,
+        "SELECT campaign_key, metric, SUM(n) FROM campaign_counts WHERE env_id = ? AND hour >= ? AND hour < ? "
+        "AND campaign_key <> 0 GROUP BY campaign_key, metric",
+        (env_id, hour_of(since), until),
+    )
+    result: dict[int, Totals] = {}
+    for key, metric, n in rows:
+        result.setdefault(int(key), Totals()).add(str(metric), int(n))
+    return result
+
+
+def series(
+    conn: Connection,
+    db: Database,
+    *,
+    env_id: int,
+    since: int,
+    until: int,
+    campaign_key: int | None = None,
+) -> list[tuple[int, str, int]]:
+    """``(hour, metric, n)`` rows over the range (of one campaign, or all), in time order, for charts."""
+    rows = db.fetchall(
+        conn,
+        "SELECT hour, metric, n FROM campaign_counts WHERE env_id = ? AND campaign_key = ? AND hour >= ? AND hour < ? "
+        "ORDER BY hour",
+        (env_id, ALL if campaign_key is None else campaign_key, hour_of(since), until),
+    )
+    return [(int(h), str(m), int(n)) for h, m, n in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignStats:
+    """A campaign's numbers over a range, each with its one definition (see the module docstring)."""
+
+    campaign_key: int
+    since: int
+    until: int
+    dispatches: int
+    requested: int
+    sent: int
+    failures: dict[str, int]
+    excluded: dict[str, int]  # by reason
+    unique_clicks: int
+    total_clicks: int
+    # Kakao and SMS: sent messages by type, and what the gateways confirmed (None for push).
+    sent_by_type: dict[str, int] | None = None
+    delivered: int = 0
+    undelivered: int = 0
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failures.values())
+
+    @property
+    def excluded_total(self) -> int:
+        return sum(self.excluded.values())
+
+    @property
+    def pending(self) -> int:
+        return max(0, self.requested - self.sent - self.failed - self.excluded_total)
+
+    @property
+    def ctr(self) -> float:
+        """Unique clicks / sent: never above 1."""
+        return round(min(self.unique_clicks, self.sent) / self.sent, 4) if self.sent else 0.0
+
+
+def campaign_stats(
+    conn: Connection, db: Database, *, env_id: int, campaign_key: int, since: int, until: int
+) -> CampaignStats:
+    """Requested, sent, failed and excluded by reason, unique and total clicks over a range.
+
+    Raises ``CampaignNotFound`` for a key no campaign of the environment has.
+    """
+    if not campaign_exists(conn, db, env_id=env_id, campaign_key=campaign_key):
+        raise CampaignNotFound(f"no push campaign with key {campaign_key} in this environment")
+    t = totals(conn, db, env_id=env_id, since=since, until=until, campaign_key=campaign_key)
+    dispatches = db.fetchone(
+        conn,
+        "SELECT COUNT(*) FROM dispatches WHERE env_id = ? AND campaign_key = ? AND created_at >= ? AND created_at < ?",
+        (env_id, campaign_key, hour_of(since), until),
+    )
+    return CampaignStats(
+        campaign_key=campaign_key,
+        since=since,
+        until=until,
+        dispatches=int(dispatches[0]) if dispatches else 0,
+        requested=t.requested,
+        sent=t.sent,
+        failures=t.failed,
+        excluded=t.excluded,
+        unique_clicks=t.unique_clicks,
+        total_clicks=t.clicks,
+        **_report_counts(conn, db, env_id=env_id, campaign_key=campaign_key, since=hour_of(since), until=until),
+    )
+
+
+def _report_counts(
+    conn: Connection, db: Database, *, env_id: int, campaign_key: int, since: int, until: int
+) -> dict[str, Any]:
+    """Kakao and SMS: sent messages by type, and how many the gateway confirmed delivered or not."""
+    rows = db.fetchall(
+        conn,
+        "SELECT l.kind, l.delivered_at IS NOT NULL, l.report_code IS NOT NULL, COUNT(*) FROM deliveries l "
+        "JOIN dispatches d ON d.id = l.dispatch_id WHERE d.env_id = ? AND d.campaign_key = ? AND d.created_at >= ? "
+        "AND d.created_at < ? AND l.channel <> 'push' AND l.status = 'SENT' GROUP BY l.kind, 2, 3",
+        (env_id, campaign_key, since, until),
+    )
+    if not rows:
+        return {}
+    by_type: dict[str, int] = {}
+    delivered = undelivered = 0
+    for kind, was_delivered, reported, count in rows:
+        by_type[str(kind)] = by_type.get(str(kind), 0) + int(count)
+        if was_delivered:
+            delivered += int(count)
+        elif reported:
+            undelivered += int(count)
+    return {"sent_by_type": by_type, "delivered": delivered, "undelivered": undelivered}

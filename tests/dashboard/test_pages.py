@@ -1,0 +1,136 @@
+"""Every dashboard page over the real ASGI app on both backends, after real sends and clicks."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.dashboard.test_session import _send, _sign_in
+from tests.sdk.batches import send, track_event
+from tests.support import (
+    AppClient,
+    Env,
+    add_token,
+    apply_campaign,
+    dispatch,
+    run_dispatcher,
+    trigger,
+)
+
+
+@pytest.fixture
+def sent(client: AppClient, env: Env) -> dict[str, Any]:
+    apply_campaign(
+        client,
+        env,
+        key=3,
+        name="주말 할인",
+        purpose="MARKETING",
+        message={"title": "{{ user_properties.name | default: '고객' }}님 할인", "body": "지금 확인하세요"},
+        audience={
+            "targets": [
+                {
+                    "conditions": [
+                        {
+                            "key": {"type": "USER_PROPERTY", "name": "grade"},
+                            "match": {"type": "MATCH", "operator": "IN", "valueType": "STRING", "values": ["GOLD"]},
+                        }
+                    ]
+                }
+            ]
+        },
+    )
+    settings = {"settings": {"senderName": "magpie shop", "frequencyCaps": [{"limit": 3, "windowHours": 24}]}}
+    assert client.put(f"/admin/v1/environments/{env.name}", json=settings, headers=env.admin).status_code == 200
+    for user, grade in (("u1", "GOLD"), ("u2", "SILVER")):
+        body = {"userId": user, "operations": {"$set": {"grade": grade, "name": "민지"}}}
+        assert client.post("/v1/properties", json=body, headers=env.headers).status_code == 200
+        add_token(client, env, device_id=f"d-{user}", user_id=user, token=f"tok-{user}-0123456789")
+        # Night-time consent too, so the run does not depend on the hour in Seoul.
+        consent = {"userId": user, "marketingSubscriptionStatus": "SUBSCRIBED", "nightSubscriptionStatus": "SUBSCRIBED"}
+        assert client.post("/v1/push-subscriptions", json=consent, headers=env.headers).status_code == 200
+    dispatch_id = trigger(client, env, [{"userId": "u1"}, {"userId": "u2"}, {"userId": "ghost"}], key=3)
+    run_dispatcher(client)
+    view = dispatch(client, env, dispatch_id)
+    delivery = next(r for r in view["recipients"] if r["userId"] == "u1")["deliveries"][0]["deliveryId"]
+    click = {"push_message_key": 3, "push_message_delivery_id": delivery}
+    send(client, env, track_event("$push_click", user_id="u1", properties=click))
+    return view
+
+
+def _page(client: AppClient, cookies: dict[str, str], url: str) -> httpx.Response:
+    response = _send(client, "GET", url, cookies=cookies)
+    assert response.status_code == 200, response.text[:2000]
+    assert response.headers["content-type"].startswith("text/html")
+    return response
+
+
+def _text(html: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+def test_pages_show_the_same_numbers_as_the_api(client: AppClient, env: Env, sent: dict[str, Any]) -> None:
+    cookies = _sign_in(client, env)
+    e = f"/dashboard/{env.name}"
+    stats = client.get("/v1/push-message/campaigns/3/stats", headers=env.headers).json()
+    assert (stats["requested"], stats["sent"], stats["uniqueClicks"]) == (3, 1, 1)
+
+    overview = _text(_page(client, cookies, e + "/").text)
+    assert "Requested 3 3 3" in overview and "Sent 1 1 1" in overview and "CTR 100.0% 100.0% 100.0%" in overview
+
+    campaign = _text(_page(client, cookies, e + "/campaigns/3").text)
+    assert "Requested 3" in campaign and "Sent 1" in campaign and "NOT_IN_AUDIENCE 1" in campaign
+    assert "(광고) magpie shop 김민지님 할인" in campaign  # the marketing rules on the sample recipient
+    assert "수신거부" in campaign  # the default opt-out text
+    assert "property “grade” is GOLD" in campaign
+    assert "at most 3 marketing pushes per user in 1 days" in campaign
+    assert "key: 3" in campaign and "purpose: MARKETING" in campaign
+
+    hourly = _page(client, cookies, e + "/campaigns/3?range=24h&grain=hour").text
+    assert 'data-chart="campaign-chart"' in hourly
+    dated = _page(client, cookies, e + "/campaigns/3?from=2026-01-01&to=2026-01-31&grain=day").text
+    assert "2026-01-01" in dated
+
+    listing = _text(_page(client, cookies, e + "/campaigns?sort=ctr&status=ACTIVE&q=할인").text)
+    assert "주말 할인" in listing
+    assert "주말 할인" not in _text(_page(client, cookies, e + "/campaigns?status=PAUSED").text)
+
+    page = _text(_page(client, cookies, e + f"/dispatches/{sent['dispatchId']}").text)
+    assert "u1" in page and "ghost" in page and "UNKNOWN_USER" in page
+    excluded = _text(_page(client, cookies, e + f"/dispatches/{sent['dispatchId']}?outcome=EXCLUDED").text)
+    assert "ghost" in excluded and "d-u1" not in excluded
+
+
+def test_pages_user_lookup_inbox_and_keys(client: AppClient, env: Env, sent: dict[str, Any]) -> None:
+    cookies = _sign_in(client, env)
+    e = f"/dashboard/{env.name}"
+    user = _text(_page(client, cookies, e + "/users?q=u1").text)
+    assert "GOLD" in user and "SUBSCRIBED" in user and "tok-u1-0…" in user
+    assert "$push_click" in user and "attributed" in user
+    by_device = _text(_page(client, cookies, e + "/users?q=d-u2").text)
+    assert "Device d-u2 is linked to user u2" in by_device
+    assert "No user or device" in _text(_page(client, cookies, e + "/users?q=nobody").text)
+
+    inbox = _text(_page(client, cookies, e + "/inbox").text)
+    assert "(광고) magpie shop 민지님 할인" in inbox
+    assert "No push yet" in _text(_page(client, cookies, e + "/inbox?user=u2").text)
+    assert env.key[:12] in _page(client, cookies, e + "/keys").text
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        pytest.param("?range=7d&grain=week", "INVALID_REQUEST", id="grain"),
+        pytest.param("?from=2026-02-01&to=2026-01-01", "INVALID_REQUEST", id="reversed-dates"),
+        pytest.param("?from=yesterday&to=today", "INVALID_REQUEST", id="not-dates"),
+    ],
+)
+def test_pages_bad_query_is_a_400_page(
+    client: AppClient, env: Env, sent: dict[str, Any], query: str, code: str
+) -> None:
+    cookies = _sign_in(client, env)
+    response = _send(client, "GET", f"/dashboard/{env.name}/campaigns/3{query}", cookies=cookies)
+    assert response.status_code == 400 and code in response.text
