@@ -81,7 +81,11 @@ def test_campaign_files_for_each_channel_reach_the_sandbox_inbox(tmp_path: Path)
             ("/v1/properties", {"userId": "u1", "operations": {"$set": {"name": "홍길동"}}}),
             ("/v1/properties/phone-numbers", {"userId": "u1", "phoneNumber": "010-1234-5678"}),
             ("/v1/kakao-subscriptions", {"userId": "u1", "marketingSubscriptionStatus": "SUBSCRIBED"}),
-            ("/v1/sms-subscriptions", {"userId": "u1", "marketingSubscriptionStatus": "SUBSCRIBED"}),
+            # Night consent too: SMS marketing quiet hours (21:00-08:00 KST) would hold the SMS otherwise.
+            (
+                "/v1/sms-subscriptions",
+                {"userId": "u1", "marketingSubscriptionStatus": "SUBSCRIBED", "nightSubscriptionStatus": "SUBSCRIBED"},
+            ),
         ):
             assert httpx.post(server.url + path, json=body, headers=headers).status_code == 200
         sent = []

@@ -69,12 +69,14 @@ def _channel(channel: str, summary: str, tag: str) -> dict[str, dict[str, Any]]:
                 ok=DISPATCH,
                 params=[{"name": "dispatchId", "in": "path", "required": True, "schema": {"type": "string"}}],
                 tag="magpie extensions",
+                not_found=f"No {channel} dispatch with that id in this environment",
             )
         },
         f"/v1/{channel}-message/campaigns/{{campaignKey}}/stats": {
             "get": operation(
                 f"{channel.capitalize()} campaign statistics: sent, delivered, failed, excluded by reason, by type",
                 ok=_CHANNEL_STATS,
+                extra400=["CAMPAIGN_NOT_FOUND"],
                 params=[
                     {"name": "campaignKey", "in": "path", "required": True, "schema": {"type": "integer"}},
                     {"name": "from", "in": "query", "required": False, "schema": {"type": "string"}},
