@@ -2,7 +2,8 @@
 
     make bench        (or: python -m bench.run_all [name ...])
 
-Names: properties (benchmarks 1, 2, 6), trigger (3), delivery (4), growth (5), dashboard (7).
+Names: properties (benchmarks 1, 2, 6), trigger (3), delivery (4), growth (5), dashboard (7),
+messages (8).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import bench_dashboard, bench_delivery, bench_growth, bench_properties, bench_trigger
+from bench import bench_dashboard, bench_delivery, bench_growth, bench_messages, bench_properties, bench_trigger
 from bench._harness import RESULTS, ROOT, machine, median, rounds, seconds
 from bench.bench_properties import SQLITE_ROUNDS
 
@@ -27,6 +28,9 @@ ORDER = [
     ("memory", "6. Peak RSS of magpie serve", "peak_rss_mb"),
     ("dashboard_sqlite", "7. Dashboard pages, 100k users and 1M outcomes, SQLite", "worst_p95_ms"),
     ("dashboard_pg", "7. Dashboard pages, 100k users and 1M outcomes, PostgreSQL", "worst_p95_ms"),
+    ("kakao_trigger_sqlite", "8. Kakao trigger acceptance, SQLite", "magpie_rps_median"),
+    ("delivery_nhn", "8. Delivery to fake NHN Cloud (AlimTalk)", "ratio_median"),
+    ("delivery_solapi", "8. Delivery to fake Solapi (SMS)", "ratio_median"),
 ]
 
 
@@ -44,6 +48,18 @@ def _result_text(name: str, s: dict[str, Any]) -> str:
             f"{s['magpie_rps_median']:,} req/s ({s['recipients_per_second_median']:,} recipients/s), "
             f"p99 {s['p99_ms_median']} ms; {s['acknowledged']:,} acknowledged, {s['dispatches_stored']:,} "
             f"dispatches and outbox items stored (baseline parse-only {s['baseline_rps_median']:,} req/s)"
+        )
+    if name == "kakao_trigger_sqlite":
+        return (
+            f"{s['magpie_rps_median']:,} req/s ({s['recipients_per_second_median']:,} recipients/s), "
+            f"p99 {s['p99_ms_median']} ms, non-2xx {s['non_2xx']} "
+            f"(baseline parse-only {s['baseline_rps_median']:,} req/s)"
+        )
+    if name in ("delivery_nhn", "delivery_solapi"):
+        return (
+            f"{s['ratio_median']:.2f}× baseline ({s['magpie_per_second_median']:,} vs "
+            f"{s['baseline_per_second_median']:,} messages/s, {s['batches_in_flight']} batches of 50 in flight); "
+            f"outcomes {s['outcomes']}"
         )
     if name == "delivery_fcm":
         provider = (
@@ -245,6 +261,12 @@ PostgreSQL 15 local. Written by `python -m bench.run_all` on {time.strftime("%Y-
    `magpie serve` for each page 50 times (`BENCH_DASHBOARD_REQUESTS`), one at a time; the figure is the
    client-observed time on loopback (an upper bound of the server-side render); per-page figures are
    in the results file, with the machine it ran on.
+8. **Kakao and SMS** (`python -m bench.bench_messages`) — Hackle's Kakao trigger body (50 users) accepted
+   as in 3, on an AlimTalk campaign; then delivery from accepted dispatches (50 users each, one gateway
+   batch) to receipt at the fake NHN Cloud (AlimTalk v2.3) and fake Solapi (SMS, send-many/detail), each
+   its own process, through `magpie worker` (deciding, decrypting numbers, rendering, reserving, sending,
+   recording); baseline: magpie's gateway client alone sending the same batches to the same fake with as
+   many batches in flight as the workers run.
 
 {cpu_section()}
 ## Runs
@@ -271,6 +293,8 @@ def main(argv: list[str]) -> int:
             bench_growth.main()
         elif name == "dashboard":
             bench_dashboard.main(["all"])
+        elif name == "messages":
+            bench_messages.main([])
         else:
             raise SystemExit(f"unknown benchmark {name!r}")
     path = write_docs()

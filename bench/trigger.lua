@@ -1,5 +1,6 @@
 -- Hackle's trigger-send body with 50 users, each with apiProperties, distinct per request.
 local key = os.getenv("BENCH_KEY") or "none"
+local path = os.getenv("BENCH_PATH") or "/v1/push-message/trigger/send"
 local thread_id = 0
 local counter = 0
 local threads = {}
@@ -19,5 +20,5 @@ request = function()
       .. '", "apiProperties": {"productNumber": "' .. (counter * 50 + i) .. '", "rank": ' .. i .. '}}'
   end
   local body = '{"campaignKey": 1, "users": [' .. table.concat(users, ", ") .. ']}'
-  return wrk.format("POST", "/v1/push-message/trigger/send", headers, body)
+  return wrk.format("POST", path, headers, body)
 end

@@ -114,6 +114,11 @@ class Settings:
     provider_timeout_seconds: float = setting(
         10.0, "MAGPIE_PROVIDER_TIMEOUT", "Timeout of one call to FCM, APNs or a webhook, in seconds."
     )
+    report_poll_seconds: float = setting(
+        60.0,
+        "MAGPIE_REPORT_POLL_SECONDS",
+        "Seconds between two polls of NHN Cloud for the final results of accepted Kakao and SMS messages.",
+    )
     event_retention_days: int = setting(
         365, "MAGPIE_EVENT_RETENTION_DAYS", "Stored events are deleted this many days after receipt; 0: kept forever."
     )

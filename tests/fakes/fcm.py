@@ -12,7 +12,6 @@ import itertools
 import json
 import re
 import secrets
-import signal
 import socket
 import sys
 from collections import deque
@@ -25,7 +24,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from .server import HOST, BackgroundLoop, FakeServer, Knobs, bind_loopback, pem
+from .server import HOST, BackgroundLoop, FakeServer, Knobs, bind_loopback, pem, serve_until_signalled
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -536,19 +535,12 @@ def _json_response(status: int, answer: Any, headers: dict[str, str] | None = No
 
 
 async def _serve_forever(fake: FakeFcm, service_account_out: str | None) -> None:
-    await fake.astart()
-    if service_account_out:
-        with open(service_account_out, "w", encoding="utf-8") as fh:
-            json.dump(fake.service_account(), fh)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    print(f"READY {fake.port}", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await fake.astop()
+    def write_service_account() -> None:
+        if service_account_out:
+            with open(service_account_out, "w", encoding="utf-8") as fh:
+                json.dump(fake.service_account(), fh)
+
+    await serve_until_signalled(fake, ready=write_service_account)
 
 
 def main(argv: list[str] | None = None) -> int:

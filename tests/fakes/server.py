@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import signal
 import socket
 import threading
 import time
@@ -225,3 +226,27 @@ class FakeServer(Generic[RequestT, ScriptT]):
                         queue.remove(entry)
                     return entry
         return None
+
+
+class Serves(Protocol):
+    port: int
+
+    async def astart(self) -> None: ...
+
+    async def astop(self) -> None: ...
+
+
+async def serve_until_signalled(fake: Serves, *, ready: Callable[[], None] | None = None) -> None:
+    """Serve on this loop, print ``READY <port>`` (benchmarks read it), stop on SIGINT or SIGTERM."""
+    await fake.astart()
+    if ready is not None:
+        ready()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"READY {fake.port}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await fake.astop()

@@ -13,6 +13,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from magpie.api.openapi_messages import message_paths
 from magpie.api.openapi_push import push_paths
 from magpie.api.schema import ID, operation
 from magpie.domain.operations import OPERATION_ORDER
@@ -37,7 +38,7 @@ def _subscription(user_required: bool, night: bool = False) -> dict[str, Any]:
     if night:
         props["nightSubscriptionStatus"] = {
             **_STATUS,
-            "description": "magpie extension: night-time push consent",
+            "description": "magpie extension: consent to marketing messages between 21:00 and 08:00",
         }
     return {"type": "object", "properties": props, "required": ["userId"] if user_required else []}
 
@@ -198,13 +199,13 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     "/v1/push-subscriptions": {"post": operation("Record push consent", body=_subscription(False, night=True))},
     "/v1/kakao-subscriptions": {"post": operation("Record KakaoTalk consent", body=_subscription(True))},
-    "/v1/sms-subscriptions": {"post": operation("Record text-message consent", body=_subscription(True))},
+    "/v1/sms-subscriptions": {"post": operation("Record text-message consent", body=_subscription(True, night=True))},
     **_SDK_PATHS,
 }
 
 
 def document() -> dict[str, Any]:
-    paths = {**PATHS, **push_paths()}
+    paths = {**PATHS, **push_paths(), **message_paths()}
     return {
         "openapi": "3.1.0",
         "info": {

@@ -87,7 +87,7 @@ _FIELDS = (
 def _changes(body: dict[str, Any], channel: str) -> dict[str, str]:
     changes: dict[str, str] = {}
     for field, purpose in _FIELDS:
-        if purpose == "night" and channel != "push":
+        if purpose == "night" and channel not in consent.NIGHT_CHANNELS:
             continue
         status = consent.parse_status(field, body.get(field))
         if status is not None:
@@ -128,5 +128,5 @@ async def kakao_subscriptions(ctx: Context, request: Request) -> Response:
 
 
 async def sms_subscriptions(ctx: Context, request: Request) -> Response:
-    """Record text-message consent; userId is required."""
+    """Record text-message consent (and magpie's night-time flag); userId is required."""
     return await _subscriptions(ctx, request, "sms")

@@ -10,7 +10,7 @@ from magpie.api.asgi import SUCCESS, Request, Response, encode
 from magpie.api.bodies import INT64_MAX, INT64_MIN, parse_int
 from magpie.api.context import Context
 from magpie.domain.identity import check_identifier, clean_id, require_identifier
-from magpie.errors import ExceedUserMaxLength, InvalidRequest
+from magpie.errors import EmptyIdentifier, ExceedUserMaxLength, InvalidRequest
 from magpie.store.dispatches import AcceptTrigger, dispatch_view
 from magpie.store.stats import campaign_stats
 from magpie.store.tokens import RegisterToken
@@ -39,8 +39,11 @@ def _api_properties(raw: object, index: int) -> dict[str, Any]:
     return raw
 
 
-def parse_trigger(body: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
-    """Validate a trigger-send body exactly as Hackle does; returns the campaign key and users."""
+def parse_trigger(body: dict[str, Any], *, user_required: bool = False) -> tuple[int, list[dict[str, Any]]]:
+    """Validate a trigger-send body exactly as Hackle does; returns the campaign key and users.
+
+    Kakao and SMS go to the phone number of a user, so there ``userId`` is required.
+    """
     key = body.get("campaignKey")
     if isinstance(key, float) and key.is_integer():
         key = int(key)
@@ -61,6 +64,8 @@ def parse_trigger(body: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
             raise InvalidRequest(f"users[{index}] must be an object")
         user_id = clean_id(user.get("userId"), field=f"users[{index}].userId")
         device_id = clean_id(user.get("deviceId"), field=f"users[{index}].deviceId")
+        if user_required and user_id is None:
+            raise EmptyIdentifier(f"users[{index}].userId is required: the message goes to that user's phone number")
         require_identifier(user_id, device_id)
         entry: dict[str, Any] = {"userId": user_id, "deviceId": device_id}
         props = _api_properties(user.get("apiProperties"), index)
@@ -72,8 +77,13 @@ def parse_trigger(body: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
 
 async def trigger_send(ctx: Context, request: Request) -> Response:
     """Send an API-triggered push campaign to up to 50 users; delivery happens after the response."""
+    return await accept_trigger(ctx, request, channel="push")
+
+
+async def accept_trigger(ctx: Context, request: Request, *, channel: str) -> Response:
+    """Accept a trigger of a campaign of ``channel``: the dispatch and its work item, durably."""
     key_hash, env_id = await ctx.auth.authenticate(request.headers)
-    campaign_key, users = parse_trigger(request.json_object())
+    campaign_key, users = parse_trigger(request.json_object(), user_required=channel != "push")
     idempotency = request.header(_IDEMPOTENCY_HEADER)
     if idempotency is not None:
         if not idempotency:
@@ -86,6 +96,7 @@ async def trigger_send(ctx: Context, request: Request) -> Response:
         users=encode(users).decode(),
         requested=len(users),
         idempotency_key=idempotency,
+        channel=channel,
     )
     dispatch_id, created = await ctx.writer.submit(job)
     if created:
@@ -125,9 +136,13 @@ async def register_push_token(ctx: Context, request: Request) -> Response:
 
 async def get_dispatch(ctx: Context, request: Request) -> Response:
     """Show a dispatch: status, counts by outcome and reason, and per-recipient outcomes."""
+    return await show_dispatch(ctx, request, channel="push")
+
+
+async def show_dispatch(ctx: Context, request: Request, *, channel: str) -> Response:
     key = await ctx.auth.check_read(request.headers)
     dispatch_id = request.path_params["dispatch_id"]
-    row = await ctx.read(lambda conn: dispatch_view(conn, ctx.db, env_id=key, dispatch_id=dispatch_id))
+    row = await ctx.read(lambda conn: dispatch_view(conn, ctx.db, env_id=key, dispatch_id=dispatch_id, channel=channel))
     return 200, encode(views.dispatch(row))
 
 

@@ -46,10 +46,19 @@ def campaign(value: CampaignRow) -> dict[str, Any]:
     return {**value.definition, "createdAt": value.created_at, "updatedAt": value.updated_at}
 
 
+_PHONE_DELIVERY = ("type", "bytes", "delivered", "deliveredAt", "reportCode")
+
+
 def dispatch(value: DispatchRow) -> dict[str, Any]:
     body: dict[str, Any] = _encode(value)
     if value.recipients is None:
         del body["recipients"]
+    elif value.channel == "push":
+        # Type, size and gateway reports belong to Kakao and SMS deliveries.
+        for recipient in body["recipients"]:
+            for delivery in recipient["deliveries"]:
+                for key in _PHONE_DELIVERY:
+                    del delivery[key]
     return body
 
 
@@ -70,6 +79,11 @@ def campaign_stats(stats: CampaignStats) -> dict[str, Any]:
         "totalClicks": stats.total_clicks,
         "clicks": stats.unique_clicks,
         "ctr": stats.ctr,
+        **(
+            {}
+            if stats.sent_by_type is None
+            else {"delivered": stats.delivered, "undelivered": stats.undelivered, "sentByType": stats.sent_by_type}
+        ),
     }
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 
 import magpie
-from magpie.cli import accounts, push, server
+from magpie.cli import accounts, consent, push, server
 from magpie.cli._common import UsageError
 from magpie.config import Settings
 from magpie.errors import MagpieError
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"magpie {magpie.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = _common(suppress=True)
-    for module in (server, accounts, push):
+    for module in (server, accounts, push, consent):
         module.register(sub, common)
     return parser
 

@@ -17,21 +17,27 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import msgspec
 from liquid.exceptions import LiquidError
 
 from magpie.config import Settings
+from magpie.dispatch.phone import process_phone
 from magpie.dispatch.retry import backoff
 from magpie.domain import delivery
 from magpie.domain.audience import Recipient, cohort_names
 from magpie.domain.campaigns import Campaign, parse_campaign
 from magpie.domain.delivery import Decision, Exclude, Hold, NightRule, Rendered, Send
+from magpie.domain.environment import effective
+from magpie.domain.phone import mask
 from magpie.errors import MagpieError, ServiceUnavailable
-from magpie.providers.base import ProviderError, ProviderUnavailable, PushMessage, TokenInvalid
+from magpie.providers.base import PhoneMessage, ProviderError, ProviderUnavailable, PushMessage, TokenInvalid
+from magpie.providers.nhn import NhnGateway
 from magpie.providers.registry import ProviderRegistry
 from magpie.runtime import Runtime
+from magpie.store.accounts import environment_settings
 from magpie.store.db import Connection
 from magpie.store.deliveries import (
     ClaimWork,
@@ -43,10 +49,12 @@ from magpie.store.deliveries import (
     Planned,
     PrepareRecipients,
     RecordRecipient,
+    RecordReports,
     RetryItem,
     Snapshot,
     Target,
     WorkItem,
+    awaiting_reports,
     load_snapshot,
 )
 from magpie.store.transaction import dumps
@@ -98,15 +106,19 @@ class Dispatcher:
         self.sleep = sleep
         self.owner = owner or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.metrics = runtime.metrics
+        # Phone numbers are decrypted with it in this process only, at send time.
+        self.cipher = runtime.cipher
         self.rng = rng or random.Random()
         self.channels = channels or ProviderRegistry(
             record_sandbox=self._record_sandbox,
+            record_phone=self._record_phone,
             timeout=settings.provider_timeout_seconds,
             concurrency=settings.worker_concurrency,
         )
         self._send_slots = asyncio.Semaphore(settings.worker_concurrency)
         self._campaigns: dict[tuple[int, int], tuple[int, Campaign]] = {}
         self.wake = asyncio.Event()
+        self._active: set[int] = set()
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -117,7 +129,14 @@ class Dispatcher:
         """Claim and process work until ``stop`` is set."""
         in_flight: set[asyncio.Task[None]] = set()
         max_items = max(2, self.settings.worker_concurrency // 4)
+        next_poll = time.monotonic() + self.settings.report_poll_seconds
         while not stop.is_set():
+            if time.monotonic() >= next_poll:
+                next_poll = time.monotonic() + self.settings.report_poll_seconds
+                try:
+                    await self.poll_reports()
+                except Exception:
+                    log.exception("polling gateway results failed")
             free = max_items - len(in_flight)
             items: list[WorkItem] = []
             if free > 0:
@@ -181,6 +200,10 @@ class Dispatcher:
         return processed
 
     async def _process_guarded(self, item: WorkItem) -> None:
+        if item.id in self._active:
+            # Re-claimed after its lease lapsed while this dispatcher still works on it: one is enough.
+            return
+        self._active.add(item.id)
         heartbeat = asyncio.create_task(self._heartbeat(item))
         try:
             await self.process(item)
@@ -193,6 +216,7 @@ class Dispatcher:
             await self._failed(item, exc)
         finally:
             heartbeat.cancel()
+            self._active.discard(item.id)
 
     async def _failed(self, item: WorkItem, exc: Exception) -> None:
         """A work item failed for its own reason: retry it a bounded number of times, then give up.
@@ -281,6 +305,9 @@ class Dispatcher:
                 FinishItem(item_id=item.id, dispatch_id=item.dispatch_id, now_ms=now, fail_reason="CAMPAIGN_INACTIVE")
             )
             return
+        if campaign.channel != "push":
+            await process_phone(self, snap, campaign, now)
+            return
         todo = self._sort(snap, campaign, now)
         ids, capped = await self._prepare(snap, campaign, todo.excluded, todo.planned, now)
         if todo.hold:
@@ -330,6 +357,11 @@ class Dispatcher:
         excluded: dict[int, tuple[str, str]],
         planned: list[Planned],
         now: int,
+        *,
+        channel: str = "push",
+        paid_limit: int = 0,
+        day: str = "",
+        batch_key: str | None = None,
     ) -> tuple[dict[int, dict[str, int]], set[int]]:
         return await self.writer.submit(
             PrepareRecipients(
@@ -342,6 +374,10 @@ class Dispatcher:
                 caps=delivery.frequency_caps(campaign=campaign, settings=snap.settings),
                 tags=list(campaign.tags) if campaign is not None else [],
                 now_ms=now,
+                channel=channel,
+                paid_limit=paid_limit,
+                day=day,
+                batch_key=batch_key,
             )
         )
 
@@ -366,6 +402,7 @@ class Dispatcher:
             recipient=Recipient(user_id=target.user_id, device_ids=target.device_ids, properties=target.properties),
             crm=target.crm,
             has_push_token=bool(target.tokens),
+            has_phone=target.phone_enc is not None,
             in_cohort=lambda name: any((name, i) in members for i in ids),
             now_ms=now,
             night=night,
@@ -438,7 +475,7 @@ class Dispatcher:
                     message=rendered,
                     provider_type=token_type,
                 ),
-                image_url=campaign.message.image_url,
+                image_url=campaign.push_message.image_url,
                 link=rendered.link,
                 delivery_id=str(delivery_id),
                 collapse_id=f"{campaign.key}-{snap.exec_id}",
@@ -529,6 +566,48 @@ class Dispatcher:
                 now_ms=self.now_ms(),
             )
         )
+
+    async def _record_phone(
+        self, env_id: int, message: PhoneMessage, payload: dict[str, object], maybe_sent: bool
+    ) -> int:
+        shown = mask(message.to)
+        return await self.writer.submit(
+            InboxRecord(
+                env_id=env_id,
+                delivery_id=int(message.delivery_id),
+                token=shown,
+                payload=dumps({"to": shown, **payload}),
+                now_ms=self.now_ms(),
+                once=maybe_sent,
+            )
+        )
+
+    # -- gateway reports -------------------------------------------------------------------------------
+
+    async def poll_reports(self, *, max_age_hours: float = 72.0) -> int:
+        """Ask polled gateways (NHN Cloud) for the final result of accepted messages; returns how many."""
+        since = self.now_ms() - int(max_age_hours * 3_600_000)
+        pending = await self._read(lambda conn: awaiting_reports(conn, self.db, provider="nhn", since_ms=since))
+        by_env: dict[int, list[str]] = {}
+        for env_id, message_id in pending:
+            by_env.setdefault(env_id, []).append(message_id)
+        recorded = 0
+        for env_id, message_ids in by_env.items():
+            stored = await self._read(partial(environment_settings, db=self.db, env_id=env_id))
+            settings = effective(stored)
+            if "nhn" not in settings["providers"]:
+                continue
+            gateway = self.channels.gateway(env_id=env_id, settings={**settings, "smsGateway": "nhn"}, channel="sms")
+            if not isinstance(gateway, NhnGateway):
+                continue
+            try:
+                reports = await gateway.poll(message_ids)
+            except ProviderError as exc:
+                log.warning("polling NHN Cloud results failed: %s", exc.message)
+                continue
+            if reports:
+                recorded += await self.writer.submit(RecordReports(env_id=env_id, provider="nhn", reports=reports))
+        return recorded
 
     async def aclose(self) -> None:
         await self.channels.aclose()

@@ -1,4 +1,4 @@
-"""Push campaigns: the declarative definition, its validation, and Liquid rendering. No I/O.
+"""Campaigns: the declarative definition, its validation, and Liquid rendering. No I/O.
 
 A campaign file (YAML or JSON) looks like::
 
@@ -11,6 +11,9 @@ A campaign file (YAML or JSON) looks like::
       body: "주문번호 {{ api_properties.orderNo }}"
       clickAction: DEEP_LINK
       link: "myapp://orders/{{ api_properties.orderNo }}"
+
+Kakao and SMS campaigns say ``channel: kakao`` (with ``type: alimtalk`` or ``type: brand``) or
+``channel: sms``; their messages are described in ``magpie.domain.messages``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from typing import Any, Final
 from liquid import BoundTemplate, Environment
 from liquid.exceptions import LiquidError
 
+from magpie.domain import messages
 from magpie.domain.audience import Audience, audience_to_json, parse_audience
+from magpie.domain.messages import KakaoMessage, MessageError, SmsMessage
 from magpie.errors import InvalidCampaign
 
 STATUSES: Final = ("DRAFT", "ACTIVE", "PAUSED", "ARCHIVED")
@@ -30,7 +35,13 @@ PURPOSES: Final = ("MARKETING", "INFORMATION")
 CLICK_ACTIONS: Final = ("APP_OPEN", "DEEP_LINK")
 CONSENT_RULES: Final = ("SUBSCRIBED_ONLY", "SUBSCRIBED_OR_UNKNOWN")
 PROVIDERS: Final = ("sandbox", "push", "webhook")
+# Kakao and SMS go through the gateway the environment's settings name, or the sandbox.
+PHONE_PROVIDERS: Final = ("gateway", "sandbox")
+NIGHT_POLICIES: Final = ("HOLD", "DROP")
 _FIELDS: Final = {
+    "channel",
+    "type",
+    "nightPolicy",
     "key",
     "name",
     "status",
@@ -81,16 +92,48 @@ class Campaign:
     provider: str
     consent_rule: str
     tags: tuple[str, ...]
-    message: Message
+    message: Message | KakaoMessage | SmsMessage
     audience: Audience
     description: str = ""
+    channel: str = "push"
+    # alimtalk | brand for Kakao; None otherwise.
+    kind: str | None = None
+    # HOLD or DROP at night; None follows the environment's setting.
+    night_policy: str | None = None
     _templates: dict[str, BoundTemplate] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def is_marketing(self) -> bool:
         return self.purpose == "MARKETING"
 
+    @property
+    def push_message(self) -> Message:
+        assert isinstance(self.message, Message), "not a push campaign"
+        return self.message
+
     def to_json(self) -> dict[str, Any]:
+        if self.channel != "push":
+            assert not isinstance(self.message, Message)
+            doc: dict[str, Any] = {
+                "key": self.key,
+                "name": self.name,
+                "status": self.status,
+                "deliveryType": "API",
+                "channel": self.channel,
+                "purpose": self.purpose,
+                "provider": self.provider,
+                "consentRule": self.consent_rule,
+                "tags": list(self.tags),
+                "description": self.description,
+                "message": self.message.to_json(),
+                "audience": audience_to_json(self.audience),
+            }
+            if self.kind is not None:
+                doc["type"] = self.kind
+            if self.night_policy is not None:
+                doc["nightPolicy"] = self.night_policy
+            return doc
+        message = self.push_message
         return {
             "key": self.key,
             "name": self.name,
@@ -102,11 +145,11 @@ class Campaign:
             "tags": list(self.tags),
             "description": self.description,
             "message": {
-                "title": self.message.title,
-                "body": self.message.body,
-                "imageUrl": self.message.image_url,
-                "clickAction": self.message.click_action,
-                "link": self.message.link,
+                "title": message.title,
+                "body": message.body,
+                "imageUrl": message.image_url,
+                "clickAction": message.click_action,
+                "link": message.link,
             },
             "audience": audience_to_json(self.audience),
         }
@@ -117,6 +160,13 @@ class Campaign:
         body = self._templates["body"].render(**context)
         link = self._templates["link"].render(**context) if "link" in self._templates else None
         return title, body, link
+
+    def render_part(self, name: str, context: Mapping[str, Any]) -> str:
+        """One compiled Liquid part of a Kakao or SMS message (``text``, ``title``, ``var:<name>``...)."""
+        return self._templates[name].render(**context)
+
+    def has_part(self, name: str) -> bool:
+        return name in self._templates
 
 
 def _choice(raw: Mapping[str, Any], name: str, options: tuple[str, ...], default: str | None) -> str:
@@ -147,6 +197,14 @@ def parse_campaign(raw: object) -> Campaign:
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise InvalidCampaign("description must be a string")
+    channel = _choice(raw, "channel", messages.CHANNELS, "push")
+    if channel != "push":
+        return _parse_phone_campaign(
+            raw, channel=channel, key=key, name=name.strip(), tags=tags, description=description
+        )
+    for only in ("type", "nightPolicy"):
+        if only in raw:
+            raise InvalidCampaign(f"{only} applies to kakao and sms campaigns only")
     message_raw = raw.get("message")
     if not isinstance(message_raw, Mapping):
         raise InvalidCampaign("message is required: {title, body, clickAction, link?, imageUrl?}")
@@ -191,6 +249,95 @@ def parse_campaign(raw: object) -> Campaign:
     )
 
 
+def _parse_phone_campaign(
+    raw: Mapping[str, Any], *, channel: str, key: int, name: str, tags: list[str], description: str
+) -> Campaign:
+    kind: str | None = None
+    if channel == "kakao":
+        kind = _choice(raw, "type", messages.KAKAO_KINDS, None)
+    elif "type" in raw:
+        raise InvalidCampaign("type applies to kakao campaigns only: an SMS type follows the size of its text")
+    default_purpose = {"alimtalk": "INFORMATION", "brand": "MARKETING"}.get(kind or "")
+    purpose = _choice(raw, "purpose", PURPOSES, default_purpose)
+    if kind == "alimtalk" and purpose == "MARKETING":
+        raise InvalidCampaign("an AlimTalk is informational only: send marketing through a brand message")
+    if kind == "brand" and purpose != "MARKETING":
+        raise InvalidCampaign("a brand message is marketing: its purpose must be MARKETING")
+    policy = raw.get("nightPolicy")
+    if policy is not None and policy not in NIGHT_POLICIES:
+        raise InvalidCampaign("nightPolicy must be HOLD or DROP")
+    templates: dict[str, BoundTemplate] = {}
+    message: KakaoMessage | SmsMessage
+    try:
+        if channel == "kakao":
+            assert kind is not None
+            message = messages.parse_kakao(raw.get("message"), kind=kind)
+            if kind == "alimtalk":
+                for var, source in message.variables:
+                    templates[f"var:{var}"] = compile_template(source, field_name=f"variables.{var}")
+            else:
+                templates["text"] = compile_template(message.text, field_name="text")
+            if message.fallback is not None:
+                _sms_templates(message.fallback, templates, prefix="fallback.")
+        else:
+            message = messages.parse_sms(raw.get("message"))
+            _sms_templates(message, templates, prefix="")
+    except MessageError as exc:
+        raise InvalidCampaign(str(exc)) from exc
+    return Campaign(
+        key=key,
+        name=name,
+        status=_choice(raw, "status", STATUSES, "DRAFT"),
+        purpose=purpose,
+        provider=_choice(raw, "provider", PHONE_PROVIDERS, "gateway"),
+        consent_rule=_choice(raw, "consentRule", CONSENT_RULES, "SUBSCRIBED_ONLY"),
+        tags=tuple(tags),
+        message=message,
+        audience=parse_audience(raw.get("audience")),
+        description=description,
+        channel=channel,
+        kind=kind,
+        night_policy=policy,
+        _templates=templates,
+    )
+
+
+def _sms_templates(message: SmsMessage, templates: dict[str, BoundTemplate], *, prefix: str) -> None:
+    templates[f"{prefix}text"] = compile_template(message.text, field_name=f"{prefix}text")
+    if message.title is not None:
+        templates[f"{prefix}title"] = compile_template(message.title, field_name=f"{prefix}title")
+
+
+def check_for_environment(campaign: Campaign, settings: Mapping[str, Any]) -> None:
+    """Apply-time checks that need the environment: the opt-out line and the size it adds.
+
+    Sizes are measured on the text rendered with no data, the least the message can be; a recipient's
+    data can only add to it, and a message that then exceeds the limit fails with MESSAGE_TOO_LARGE.
+    """
+    message = campaign.message
+    sms: SmsMessage | None = None
+    prefix = ""
+    if isinstance(message, SmsMessage):
+        sms = message
+    elif isinstance(message, KakaoMessage) and message.fallback is not None:
+        sms, prefix = message.fallback, "fallback."
+    if sms is None:
+        return
+    text = campaign.render_part(f"{prefix}text", _sample_context())
+    title = campaign.render_part(f"{prefix}title", _sample_context()) if sms.title is not None else None
+    if campaign.channel == "sms" and campaign.is_marketing:
+        number = str(settings.get("smsOptOutNumber") or "")
+        if not number:
+            raise InvalidCampaign(
+                "a marketing SMS needs the free opt-out number: set smsOptOutNumber (080-...) in the environment"
+            )
+        text = messages.marketing_sms(text, sender=str(settings.get("senderName") or ""), opt_out_number=number)
+    try:
+        messages.check_sms_size(text=text, title=title, images=len(sms.image_urls), where=f"message.{prefix}text")
+    except MessageError as exc:
+        raise InvalidCampaign(str(exc)) from exc
+
+
 DEMO_CAMPAIGN: Final[dict[str, Any]] = {
     "key": 1,
     "name": "Demo: product restocked",
@@ -208,6 +355,94 @@ DEMO_CAMPAIGN: Final[dict[str, Any]] = {
         "link": "magpie-demo://products/{{ api_properties.productNumber }}",
     },
 }
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneRendering:
+    """A Kakao or SMS campaign message rendered for one recipient (the number is added at send time)."""
+
+    kind: str  # alimtalk | brand | SMS | LMS | MMS
+    text: str
+    title: str | None
+    size_bytes: int
+    template_code: str | None = None
+    template_parameters: tuple[tuple[str, str], ...] = ()
+    buttons: tuple[dict[str, str], ...] = ()
+    image_urls: tuple[str, ...] = ()
+    # (kind, text, title) of the AlimTalk's SMS fallback.
+    fallback: tuple[str, str, str | None] | None = None
+
+
+class MessageTooLarge(Exception):
+    """A recipient's data made a text message larger than the gateways take."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"{size} bytes")
+        self.size = size
+
+
+def _render_sms(
+    campaign: Campaign,
+    sms: SmsMessage,
+    context: Mapping[str, Any],
+    *,
+    prefix: str,
+    values: Mapping[str, str] | None = None,
+) -> tuple[str, str | None]:
+    values = values or {}
+    text = messages.fill_placeholders(campaign.render_part(f"{prefix}text", context), values)
+    title = None
+    if sms.title is not None:
+        title = messages.fill_placeholders(campaign.render_part(f"{prefix}title", context), values)
+    return text, title
+
+
+def render_phone(campaign: Campaign, context: Mapping[str, Any], settings: Mapping[str, Any]) -> PhoneRendering:
+    """Render a Kakao or SMS message for one recipient; Liquid errors propagate (``LiquidError``).
+
+    A marketing SMS gets its ``(광고)`` head and free opt-out line here, and its type follows its size.
+    """
+    message = campaign.message
+    if isinstance(message, KakaoMessage):
+        if campaign.kind == "brand":
+            text = campaign.render_part("text", context)
+            return PhoneRendering(
+                kind="brand",
+                text=text,
+                title=None,
+                size_bytes=messages.euckr_size(text),
+                buttons=tuple(b.to_json() for b in message.buttons),
+                image_urls=(message.image_url,) if message.image_url else (),
+            )
+        values = {name: campaign.render_part(f"var:{name}", context) for name, _ in message.variables}
+        text = messages.fill_placeholders(message.text, values)
+        fallback = None
+        if message.fallback is not None:
+            fb_text, fb_title = _render_sms(campaign, message.fallback, context, prefix="fallback.", values=values)
+            size = messages.sms_size(fb_text, title=fb_title)
+            if not size.fits:
+                raise MessageTooLarge(size.bytes)
+            fallback = (size.kind, fb_text, fb_title)
+        return PhoneRendering(
+            kind="alimtalk",
+            text=text,
+            title=messages.fill_placeholders(message.title, values) if message.title else None,
+            size_bytes=messages.euckr_size(text),
+            template_code=message.template_code,
+            template_parameters=tuple(sorted(values.items())),
+            buttons=tuple(b.filled(values).to_json() for b in message.buttons),
+            fallback=fallback,
+        )
+    assert isinstance(message, SmsMessage)
+    text, title = _render_sms(campaign, message, context, prefix="")
+    if campaign.is_marketing:
+        text = messages.marketing_sms(
+            text, sender=str(settings.get("senderName") or ""), opt_out_number=str(settings.get("smsOptOutNumber"))
+        )
+    size = messages.sms_size(text, title=title, images=len(message.image_urls))
+    if not size.fits:
+        raise MessageTooLarge(size.bytes)
+    return PhoneRendering(kind=size.kind, text=text, title=title, size_bytes=size.bytes, image_urls=message.image_urls)
 
 
 def delivery_warnings(*, provider: str, configured: Iterable[str], environment: str) -> list[str]:

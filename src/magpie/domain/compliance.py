@@ -38,14 +38,14 @@ def marketing_body(body: str, *, opt_out: str) -> str:
     return f"{body}\n{opt_out}" if body else opt_out
 
 
-def consent_allows(*, crm: Mapping[str, Any], purpose: str, rule: str) -> bool:
+def consent_allows(*, crm: Mapping[str, Any], purpose: str, rule: str, channel: str = "push") -> bool:
     """Marketing needs consent per the campaign's rule; information is blocked only by an opt-out."""
     if purpose == MARKETING:
-        status = consent.status_of(crm, "push", "marketing")
+        status = consent.status_of(crm, channel, "marketing")
         if rule == SUBSCRIBED_ONLY:
             return status == consent.SUBSCRIBED
         return status != consent.UNSUBSCRIBED
-    return consent.status_of(crm, "push", "information") != consent.UNSUBSCRIBED
+    return consent.status_of(crm, channel, "information") != consent.UNSUBSCRIBED
 
 
 def has_night_consent(crm: Mapping[str, Any]) -> bool:
@@ -78,23 +78,33 @@ def cap_exceeded(
     *,
     caps: Iterable[Mapping[str, Any]],
     campaign_tags: Iterable[str],
-    sends: Iterable[tuple[int, Iterable[str]]],
+    sends: Iterable[tuple[int, Iterable[str]] | tuple[int, Iterable[str], str]],
     now_ms: int,
+    channel: str = "push",
 ) -> bool:
-    """Whether one more marketing push would break a cap.
+    """Whether one more marketing message on ``channel`` would break a cap.
 
-    ``sends`` are the user's earlier marketing pushes as ``(sent_at_ms, tags)``. A cap
-    without a tag counts every push; a cap with a tag counts pushes carrying that tag and
-    applies only to campaigns carrying it.
+    ``sends`` are the user's earlier marketing messages as ``(sent_at_ms, tags[, channel])``
+    (push when the channel is left out). A cap without a tag counts every message; a cap with
+    a tag counts messages carrying that tag and applies only to campaigns carrying it. A cap
+    without a channel counts every channel together; one with a channel counts and applies to
+    that channel only.
     """
     tags = set(campaign_tags)
-    history = [(at, set(t)) for at, t in sends]
+    history = [(s[0], set(s[1]), s[2] if len(s) > 2 else "push") for s in sends]
     for cap in caps:
         tag = cap.get("tag")
+        cap_channel = cap.get("channel")
         if tag is not None and tag not in tags:
             continue
+        if cap_channel is not None and cap_channel != channel:
+            continue
         since = now_ms - int(float(cap["windowHours"]) * 3_600_000)
-        used = sum(1 for at, sent_tags in history if at > since and (tag is None or tag in sent_tags))
+        used = sum(
+            1
+            for at, sent_tags, sent_channel in history
+            if at > since and (tag is None or tag in sent_tags) and (cap_channel is None or cap_channel == sent_channel)
+        )
         if used >= int(cap["limit"]):
             return True
     return False

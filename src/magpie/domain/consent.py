@@ -11,8 +11,9 @@ SUBSCRIBED: Final = "SUBSCRIBED"
 UNSUBSCRIBED: Final = "UNSUBSCRIBED"
 UNKNOWN: Final = "UNKNOWN"
 CHANNELS: Final = ("push", "sms", "kakao")
-# "night" is push-only: consent to marketing pushes between 21:00 and 08:00.
+# "night" (push and SMS only): consent to marketing messages between 21:00 and 08:00.
 PURPOSES: Final = ("marketing", "information", "night")
+NIGHT_CHANNELS: Final = ("push", "sms")
 _API_STATUSES: Final = frozenset((SUBSCRIBED, UNSUBSCRIBED))
 
 
@@ -48,3 +49,20 @@ def apply_consent(*, crm: Mapping[str, Any], channel: str, changes: Mapping[str,
 def status_of(crm: Mapping[str, Any], channel: str, purpose: str) -> str:
     state = crm.get(channel, {}).get(purpose)
     return UNKNOWN if state is None else str(state["status"])
+
+
+# 정보통신망법 시행령 §62의3: every two years from the consent, tell the user they still consent.
+RECONFIRM_EVERY_MS: Final = 2 * 365 * 86_400_000
+
+
+def reconfirmation_due(crm: Mapping[str, Any], channel: str, *, now_ms: int, within_ms: int = 0) -> int | None:
+    """When the two-year notice on ``channel``'s marketing consent falls due, if it does by ``now + within``.
+
+    The two years run from the last time the user confirmed (``updatedAt``), so a renewed consent
+    starts them again; only a SUBSCRIBED marketing consent needs the notice.
+    """
+    state = crm.get(channel, {}).get("marketing")
+    if state is None or state.get("status") != SUBSCRIBED:
+        return None
+    due = int(state.get("updatedAt") or state.get("changedAt") or 0) + RECONFIRM_EVERY_MS
+    return due if due <= now_ms + within_ms else None

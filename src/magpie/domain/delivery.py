@@ -1,13 +1,17 @@
-"""Per-recipient delivery: who gets a push, what it says, and the payload Hackle's SDKs read. No I/O.
+"""Per-recipient delivery: who gets a message, what a push says, and the payload Hackle's SDKs read. No I/O.
 
 ``decide`` applies SPEC's rules in this order and answers with one of three small types:
 
 =====================  ===============================================================
 ``Exclude(reason)``    ``UNKNOWN_USER``, ``NOT_IN_AUDIENCE``, ``NO_CONSENT``,
-                       ``NO_PUSH_TOKEN`` or ``NIGHT_TIME_DROPPED``
-``Hold(until_ms)``     a marketing push inside the night window, policy ``HOLD``
+                       ``NO_PUSH_TOKEN`` / ``NO_PHONE_NUMBER`` or ``NIGHT_TIME_DROPPED``
+``Hold(until_ms)``     a marketing message inside its night window, policy ``HOLD``
 ``Send()``             everything else
 =====================  ===============================================================
+
+Kakao and SMS campaigns follow the same order with their channel's rules
+(``magpie.domain.messages``): consent per channel and purpose, a phone number instead of a
+push token, and their own night windows.
 
 The frequency cap is the one rule left out: it counts pushes other workers may be sending at
 the same moment, so the store checks it (with ``compliance.cap_exceeded``) in the transaction
@@ -28,7 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from magpie.domain import compliance
+from magpie.domain import compliance, consent, messages
 from magpie.domain.audience import Recipient, matches
 from magpie.domain.campaigns import Campaign
 
@@ -36,6 +40,7 @@ UNKNOWN_USER: Final = "UNKNOWN_USER"
 NOT_IN_AUDIENCE: Final = "NOT_IN_AUDIENCE"
 NO_CONSENT: Final = "NO_CONSENT"
 NO_PUSH_TOKEN: Final = "NO_PUSH_TOKEN"
+NO_PHONE_NUMBER: Final = "NO_PHONE_NUMBER"
 NIGHT_TIME_DROPPED: Final = "NIGHT_TIME_DROPPED"
 
 
@@ -86,12 +91,15 @@ def decide(
     in_cohort: Callable[[str], bool],
     now_ms: int,
     night: NightRule,
+    has_phone: bool = False,
 ) -> Decision:
-    """Whether ``recipient`` (``None``: nobody by that id) gets ``campaign``'s push at ``now_ms``."""
+    """Whether ``recipient`` (``None``: nobody by that id) gets ``campaign``'s message at ``now_ms``."""
     if recipient is None:
         return Exclude(UNKNOWN_USER)
     if not matches(audience=campaign.audience, recipient=recipient, in_cohort=in_cohort):
         return Exclude(NOT_IN_AUDIENCE)
+    if campaign.channel != "push":
+        return _decide_phone(campaign=campaign, crm=crm, has_phone=has_phone, now_ms=now_ms, night=night)
     if not compliance.consent_allows(crm=crm, purpose=campaign.purpose, rule=campaign.consent_rule):
         return Exclude(NO_CONSENT)
     if not has_push_token:
@@ -101,6 +109,30 @@ def decide(
         if release is not None:
             return Exclude(NIGHT_TIME_DROPPED) if night.policy == "DROP" else Hold(release)
     return Send()
+
+
+def _decide_phone(
+    *, campaign: Campaign, crm: Mapping[str, Any], has_phone: bool, now_ms: int, night: NightRule
+) -> Decision:
+    """Kakao and SMS: the channel's consent, a phone number, and the channel's quiet hours."""
+    channel, kind = campaign.channel, campaign.kind
+    purpose = messages.purpose_of(channel, kind, campaign.purpose)
+    if not messages.consent_allows(crm=crm, channel=channel, purpose=purpose, rule=campaign.consent_rule):
+        return Exclude(NO_CONSENT)
+    if not has_phone:
+        return Exclude(NO_PHONE_NUMBER)
+    quiet = messages.night_rule(
+        channel=channel, kind=kind, purpose=purpose, settings={"nightStart": night.start, "nightEnd": night.end}
+    )
+    if quiet is None:
+        return Send()
+    if quiet.consent_lifts and consent.status_of(crm, channel, "night") == consent.SUBSCRIBED:
+        return Send()
+    release = compliance.night_release(now_ms=now_ms, timezone=night.timezone, start=quiet.start, end=quiet.end)
+    if release is None:
+        return Send()
+    policy = campaign.night_policy or night.policy
+    return Exclude(NIGHT_TIME_DROPPED) if policy == "DROP" else Hold(release)
 
 
 def frequency_caps(*, campaign: Campaign | None, settings: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -163,12 +195,12 @@ def hackle_payload(
         "showForeground": True,
         "title": message.title,
         "body": message.body,
-        "clickAction": campaign.message.click_action,
+        "clickAction": campaign.push_message.click_action,
         "link": message.link or "",
         "campaignType": "PUSH_MESSAGE",
         "debug": False,
     }
-    image = campaign.message.image_url
+    image = campaign.push_message.image_url
     if provider_type == "FCM":
         payload["thumbnailImageUrl"] = image
         payload["largeImageUrl"] = image

@@ -1,4 +1,4 @@
-"""Per-environment settings: marketing compliance, frequency caps and push providers. No I/O.
+"""Per-environment settings: marketing compliance, frequency caps, push providers and phone gateways. No I/O.
 
 >>> parse_settings({"senderName": "magpie shop"})["nightPolicy"]
 'HOLD'
@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
+from magpie.domain import messages
 from magpie.errors import InvalidRequest
 
 DEFAULT_OPT_OUT: Final = "수신거부: 앱 설정 > 알림 설정"
@@ -24,12 +25,35 @@ DEFAULTS: Final[dict[str, Any]] = {
     "nightEnd": "08:00",
     "frequencyCaps": [],
     "providers": {},
+    # Kakao and SMS: which gateway sends them (sandbox, nhn or solapi), the registered sender
+    # number, the free opt-out line of marketing SMS, and a daily ceiling on paid messages (0: none).
+    "kakaoGateway": "sandbox",
+    "smsGateway": "sandbox",
+    "smsSender": "",
+    "smsOptOutNumber": "",
+    "paidMessagesDailyLimit": 0,
 }
+GATEWAYS: Final = ("sandbox", "nhn", "solapi")
 
 _PROVIDER_FIELDS: Final = {
     "fcm": ({"projectId", "serviceAccount"}, {"baseUrl"}),
     "apns": ({"teamId", "keyId", "privateKey", "topic"}, {"baseUrl", "caFile"}),
     "webhook": ({"url", "secret"}, set()),
+    # NHN Cloud runs KakaoTalk Bizmessage and SMS as two services, each with its own app key.
+    "nhn": (
+        set(),
+        {
+            "alimtalkAppKey",
+            "alimtalkSecretKey",
+            "senderKey",
+            "smsAppKey",
+            "smsSecretKey",
+            "alimtalkBaseUrl",
+            "smsBaseUrl",
+            "webhookSecret",
+        },
+    ),
+    "solapi": ({"apiKey", "apiSecret"}, {"pfId", "baseUrl", "webhookSecret"}),
 }
 
 
@@ -56,7 +80,12 @@ def _caps(raw: object) -> list[dict[str, Any]]:
             )
         if tag is not None and (not isinstance(tag, str) or not tag):
             raise InvalidRequest(f"settings.frequencyCaps[{i}].tag must be a non-empty string or absent")
-        caps.append({"limit": limit, "windowHours": hours, "tag": tag})
+        channel = cap.get("channel")
+        if channel is not None and channel not in messages.CHANNELS:
+            raise InvalidRequest(
+                f"settings.frequencyCaps[{i}].channel must be push, kakao or sms, or absent (every channel)"
+            )
+        caps.append({"limit": limit, "windowHours": hours, "tag": tag, "channel": channel})
     return caps
 
 
@@ -66,7 +95,7 @@ def _providers(raw: object) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for name, config in raw.items():
         if name not in _PROVIDER_FIELDS:
-            raise InvalidRequest(f"settings.providers.{name}: unknown provider (fcm, apns or webhook)")
+            raise InvalidRequest(f"settings.providers.{name}: unknown provider (fcm, apns, webhook, nhn or solapi)")
         if not isinstance(config, Mapping):
             raise InvalidRequest(f"settings.providers.{name} must be an object")
         required, optional = _PROVIDER_FIELDS[name]
@@ -102,7 +131,24 @@ def parse_settings(raw: object) -> dict[str, Any]:
         "nightEnd": _str(raw, "nightEnd", "08:00"),
         "frequencyCaps": _caps(raw.get("frequencyCaps", [])),
         "providers": _providers(raw.get("providers", {})),
+        "kakaoGateway": _str(raw, "kakaoGateway", "sandbox"),
+        "smsGateway": _str(raw, "smsGateway", "sandbox"),
+        "smsSender": _str(raw, "smsSender", ""),
+        "smsOptOutNumber": _str(raw, "smsOptOutNumber", ""),
+        "paidMessagesDailyLimit": raw.get("paidMessagesDailyLimit", 0),
     }
+    for name in ("kakaoGateway", "smsGateway"):
+        if result[name] not in GATEWAYS:
+            raise InvalidRequest(f"settings.{name} must be one of {', '.join(GATEWAYS)}")
+        if result[name] != "sandbox" and result[name] not in result["providers"]:
+            raise InvalidRequest(f"settings.{name} is {result[name]} but settings.providers.{result[name]} is missing")
+    if result["smsOptOutNumber"] and not messages.is_opt_out_number(result["smsOptOutNumber"]):
+        raise InvalidRequest("settings.smsOptOutNumber must be a free 080 number, e.g. 080-123-4567")
+    if result["smsSender"] and not re.fullmatch(r"0\d{7,10}|1\d{7}", result["smsSender"].replace("-", "")):
+        raise InvalidRequest("settings.smsSender must be a Korean number registered with the gateway, e.g. 02-123-4567")
+    limit = result["paidMessagesDailyLimit"]
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+        raise InvalidRequest("settings.paidMessagesDailyLimit must be a non-negative integer (0: no limit)")
     for name in ("nightStart", "nightEnd"):
         if not _HHMM.match(result[name]):
             raise InvalidRequest(f"settings.{name} must be HH:MM")

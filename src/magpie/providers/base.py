@@ -1,6 +1,7 @@
-"""What every push provider implements, and the typed errors it raises.
+"""What every push provider and phone gateway implements, and the typed errors they raise.
 
-A provider turns one rendered ``PushMessage`` into one request on its wire protocol.
+A push provider turns one rendered ``PushMessage`` into one request on its wire protocol; a phone
+gateway (Kakao and text messages) sends a batch of ``PhoneMessage`` and answers per message.
 Vendor errors are translated here, at the edge, so the dispatcher records typed outcomes::
 
     ProviderError
@@ -93,5 +94,89 @@ class Provider(Protocol):
     name: str
 
     async def send(self, message: PushMessage) -> SendResult: ...
+
+    async def aclose(self) -> None: ...
+
+
+# -- Kakao and text messages ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Fallback:
+    """The text message an AlimTalk falls back to (대체발송) when Kakao cannot reach the phone."""
+
+    kind: str  # SMS | LMS
+    text: str
+    title: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneMessage:
+    """One Kakao or text message to one phone number, already rendered and sized.
+
+    ``kind`` is ``alimtalk`` or ``brand`` on the kakao channel, ``SMS``, ``LMS`` or ``MMS`` on sms.
+    An AlimTalk carries its template's code, its filled text (gateways compare it with the
+    registered template) and the values of its placeholders.
+    """
+
+    delivery_id: str
+    to: str  # E.164
+    channel: str  # kakao | sms
+    kind: str
+    text: str
+    title: str | None = None
+    template_code: str | None = None
+    template_parameters: dict[str, str] = field(default_factory=dict)
+    buttons: tuple[dict[str, str], ...] = ()
+    image_urls: tuple[str, ...] = ()
+    fallback: Fallback | None = None
+    marketing: bool = False
+    size_bytes: int = 0
+
+    @property
+    def national_number(self) -> str:
+        """The number as Korean gateways take it: ``+821012345678`` -> ``01012345678``."""
+        if self.to.startswith("+82"):
+            return "0" + self.to[3:]
+        return self.to.lstrip("+")
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneResult:
+    """What a gateway said about one message of a batch.
+
+    ``SENT``: accepted (the gateway took it and will try the phone); ``FAILED``: refused, with the
+    gateway's code. Whether it reached the phone (delivered) comes later, from a report.
+    """
+
+    delivery_id: str
+    status: str  # SENT | FAILED
+    provider_message_id: str | None = None
+    error_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    """A gateway's final word on one accepted message: delivered to the phone, or not (with its code)."""
+
+    provider_message_id: str
+    delivered: bool
+    code: str
+    delivery_id: str | None = None
+
+
+class PhoneGateway(Protocol):
+    """Sends batches of Kakao and text messages; one module per gateway in this package.
+
+    ``send_batch`` is safe to call again with the same ``batch_key`` after a timeout, a 5xx or a
+    crash: a gateway with idempotency keys replays its first answer, the others are asked first
+    what they already accepted (``maybe_sent``), so no phone gets a message twice.
+    """
+
+    name: str
+
+    async def send_batch(
+        self, messages: list[PhoneMessage], *, batch_key: str, maybe_sent: bool = False
+    ) -> list[PhoneResult]: ...
 
     async def aclose(self) -> None: ...

@@ -1,4 +1,5 @@
-"""Which provider delivers a push: built per environment from its settings, shared HTTP clients.
+"""Which provider delivers a push, and which gateway a Kakao or text message: built per environment
+from its settings, sharing HTTP clients.
 
 Clients are injected into providers, so one aiohttp session (FCM, webhook) and one
 HTTP/2 client per CA bundle (APNs) serve every environment of the process.
@@ -16,9 +17,11 @@ import httpx
 import msgspec
 
 from magpie.providers.apns import ApnsProvider
-from magpie.providers.base import Provider, ProviderRejected
+from magpie.providers.base import PhoneGateway, Provider, ProviderRejected
 from magpie.providers.fcm import FcmProvider
-from magpie.providers.sandbox import Record, SandboxProvider
+from magpie.providers.nhn import NhnGateway
+from magpie.providers.sandbox import Record, RecordPhone, SandboxGateway, SandboxProvider
+from magpie.providers.solapi import SolapiGateway
 from magpie.providers.webhook import WebhookProvider
 
 
@@ -33,6 +36,7 @@ class ProviderRegistry:
         self,
         *,
         record_sandbox: Record,
+        record_phone: RecordPhone | None = None,
         timeout: float = 10.0,
         concurrency: int = 64,
         clock: Callable[[], float] | None = None,
@@ -44,6 +48,8 @@ class ProviderRegistry:
         self._session: aiohttp.ClientSession | None = None
         self._http2: dict[str, httpx.AsyncClient] = {}
         self._providers: dict[tuple[int, str], tuple[str, Provider]] = {}
+        self._gateways: dict[tuple[int, str], tuple[str, PhoneGateway]] = {}
+        self._record_phone = record_phone
         self.sandbox = SandboxProvider(record=record_sandbox)
 
     def _aiohttp(self) -> aiohttp.ClientSession:
@@ -119,10 +125,45 @@ class ProviderRegistry:
             return self.provider(env_id=env_id, settings=settings, name="webhook")
         return self.provider(env_id=env_id, settings=settings, name="fcm" if token_type == "FCM" else "apns")
 
+    def gateway(
+        self, *, env_id: int, settings: Mapping[str, Any], channel: str, campaign_provider: str = "gateway"
+    ) -> PhoneGateway:
+        """The gateway sending ``channel`` (kakao or sms) for an environment: its settings say which."""
+        name = "sandbox" if campaign_provider == "sandbox" else str(settings.get(f"{channel}Gateway") or "sandbox")
+        if name == "sandbox":
+            if self._record_phone is None:
+                raise NotConfigured("PROVIDER_NOT_CONFIGURED", "this process has no sandbox inbox for messages")
+            config: Mapping[str, Any] = {}
+        else:
+            config = settings.get("providers", {}).get(name)
+            if config is None:
+                raise NotConfigured("PROVIDER_NOT_CONFIGURED", f"the environment has no {name} settings")
+        sender = str(settings.get("smsSender") or "")
+        digest = hashlib.sha256(msgspec.json.encode([name, config, sender])).hexdigest()
+        cached = self._gateways.get((env_id, name))
+        if cached is not None and cached[0] == digest:
+            return cached[1]
+        gateway: PhoneGateway
+        if name == "sandbox":
+            assert self._record_phone is not None
+            gateway = SandboxGateway(env_id=env_id, record=self._record_phone)
+        elif name == "nhn":
+            gateway = NhnGateway(config=config, sender_number=sender, session=self._aiohttp(), timeout=self._timeout)
+        else:
+            clock_kw: dict[str, Any] = {"clock": self._clock} if self._clock is not None else {}
+            gateway = SolapiGateway(
+                config=config, sender_number=sender, session=self._aiohttp(), timeout=self._timeout, **clock_kw
+            )
+        self._gateways[(env_id, name)] = (digest, gateway)
+        return gateway
+
     async def aclose(self) -> None:
         for _, provider in self._providers.values():
             await provider.aclose()
         self._providers.clear()
+        for _, gateway in self._gateways.values():
+            await gateway.aclose()
+        self._gateways.clear()
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -222,3 +222,16 @@ def env_id_by_name(conn: Connection, db: Database, name: str) -> int:
     if row is None:
         raise NotFound(f"no environment named '{name}'")
     return int(row[0])
+
+
+def environment_by_name(conn: Connection, db: Database, *, name: str) -> tuple[int, dict[str, Any]] | None:
+    """``(id, stored settings)`` of the environment called ``name``, or None."""
+    row = db.fetchone(conn, "SELECT id, settings FROM environments WHERE name = ?", (name,))
+    return None if row is None else (int(row[0]), msgspec.json.decode(row[1]))
+
+
+def environment_settings(conn: Connection, db: Database, *, env_id: int) -> dict[str, Any]:
+    """The stored settings of an environment (empty when it is gone)."""
+    row = db.fetchone(conn, "SELECT settings FROM environments WHERE id = ?", (env_id,))
+    settings: dict[str, Any] = msgspec.json.decode(row[0]) if row is not None else {}
+    return settings

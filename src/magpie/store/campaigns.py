@@ -8,7 +8,8 @@ from typing import Any
 
 import msgspec
 
-from magpie.domain.campaigns import DEMO_CAMPAIGN, Campaign, delivery_warnings, parse_campaign
+from magpie.domain.campaigns import DEMO_CAMPAIGN, Campaign, check_for_environment, delivery_warnings, parse_campaign
+from magpie.domain.environment import effective
 from magpie.errors import InvalidRequest, NotFound
 from magpie.store.db import Connection, Database
 
@@ -28,22 +29,24 @@ def apply_campaign(db: Database, *, env_id: int, raw: Any) -> tuple[Campaign, bo
     definition = msgspec.json.encode(campaign.to_json()).decode()
     now = _now()
     with db.transaction() as conn:
+        env = db.fetchone(conn, "SELECT settings FROM environments WHERE id = ?", (env_id,))
+        check_for_environment(campaign, effective(_decode(env[0]) if env is not None else {}))
         existing = db.fetchone(
             conn, "SELECT 1 FROM campaigns WHERE env_id = ? AND key = ? FOR UPDATE", (env_id, campaign.key)
         )
         if existing is None:
             db.execute(
                 conn,
-                "INSERT INTO campaigns (env_id, key, name, status, definition, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (env_id, campaign.key, campaign.name, campaign.status, definition, now, now),
+                "INSERT INTO campaigns (env_id, key, name, status, definition, channel, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (env_id, campaign.key, campaign.name, campaign.status, definition, campaign.channel, now, now),
             )
         else:
             db.execute(
                 conn,
-                "UPDATE campaigns SET name = ?, status = ?, definition = ?, updated_at = ? "
+                "UPDATE campaigns SET name = ?, status = ?, definition = ?, channel = ?, updated_at = ? "
                 "WHERE env_id = ? AND key = ?",
-                (campaign.name, campaign.status, definition, now, env_id, campaign.key),
+                (campaign.name, campaign.status, definition, campaign.channel, now, env_id, campaign.key),
             )
     return campaign, existing is None
 

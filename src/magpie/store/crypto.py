@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 import secrets
 from pathlib import Path
@@ -42,6 +43,10 @@ class Cipher:
 
     def decrypt(self, blob: bytes) -> str:
         return self._aead.decrypt(blob[:12], blob[12:], b"magpie-phone").decode()
+
+    def blind_index(self, text: str) -> str:
+        """A keyed hash to find a value by equality without storing it (a phone number from an opt-out)."""
+        return hmac.new(self.key, b"magpie-phone-index:" + text.encode(), hashlib.sha256).hexdigest()
 
     @classmethod
     def load(cls, *, secret_key: str | None, data_dir: Path) -> Cipher:

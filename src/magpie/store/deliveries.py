@@ -19,6 +19,7 @@ import msgspec
 from magpie.domain import compliance
 from magpie.domain.environment import effective
 from magpie.domain.identity import DEVICE, USER
+from magpie.providers.base import DeliveryReport
 from magpie.store.campaigns import memberships
 from magpie.store.db import Connection, Database
 from magpie.store.stats import count_outcome
@@ -74,6 +75,29 @@ class ExtendLease:
         )
 
 
+class HoldLease:
+    """Whether ``owner`` still holds the lease of a work item, extending it if so.
+
+    Checked right before a paid batch goes to a gateway: a worker whose lease lapsed (it stalled,
+    another worker took the item over) must leave the batch to the new owner rather than send it too.
+    """
+
+    profile_keys = ()
+
+    def __init__(self, *, item_id: int, owner: str, now_ms: int, until_ms: int) -> None:
+        self.item_id = item_id
+        self.owner = owner
+        self.now_ms = now_ms
+        self.until_ms = until_ms
+
+    def run(self, tx: Tx) -> bool:
+        cursor = tx.execute(
+            "UPDATE work_items SET lease_until = ? WHERE id = ? AND lease_owner = ? AND done = 0 AND lease_until >= ?",
+            (self.until_ms, self.item_id, self.owner, self.now_ms),
+        )
+        return int(cursor.rowcount) == 1
+
+
 # -- what a worker reads before deciding ---------------------------------------------------------
 
 
@@ -87,6 +111,8 @@ class Target:
     properties: dict[str, Any]
     crm: dict[str, Any]
     tokens: list[tuple[str, str, str]]  # (device_id, token, provider_type)
+    # The user's phone number, still encrypted: the worker decrypts it only to send.
+    phone_enc: bytes | None = None
 
 
 @dataclass
@@ -103,6 +129,8 @@ class Snapshot:
     deliveries: dict[tuple[int, str], tuple[int, str, int]] = field(default_factory=dict)
     targets: dict[int, Target | None] = field(default_factory=dict)
     memberships: set[tuple[str, str]] = field(default_factory=set)
+    # Kakao and SMS deliveries handed to a gateway whose answer was never recorded: id -> batch key.
+    in_flight: dict[int, str] = field(default_factory=dict)
 
 
 def _in(values: Iterable[str]) -> tuple[str, list[str]]:
@@ -137,10 +165,12 @@ def load_snapshot(conn: Connection, db: Database, *, item: WorkItem, cohorts: se
         snap.outcomes[idx] = outcome
     for d in db.fetchall(
         conn,
-        "SELECT id, recipient_idx, token, status, attempts FROM deliveries WHERE dispatch_id = ?",
+        "SELECT id, recipient_idx, token, status, attempts, batch_key FROM deliveries WHERE dispatch_id = ?",
         (item.dispatch_id,),
     ):
         snap.deliveries[(d[1], d[2])] = (d[0], d[3], d[4])
+        if d[3] == "SENDING" and d[5]:
+            snap.in_flight[d[0]] = d[5]
     _resolve_targets(conn, db, snap)
     if cohorts:
         ids = {t.user_id for t in snap.targets.values() if t and t.user_id} | {
@@ -168,15 +198,19 @@ def _resolve_targets(conn: Connection, db: Database, snap: Snapshot) -> None:
             if linked:
                 user_ids.add(linked)
     users: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    phones: dict[str, bytes] = {}
     linked_devices: dict[str, list[str]] = {}
     if user_ids:
         marks, params = _in(user_ids)
-        for ident, props, crm in db.fetchall(
+        for ident, props, crm, phone_enc in db.fetchall(
             conn,
-            f"SELECT ident, properties, crm FROM profiles WHERE env_id = ? AND kind = ? AND ident IN ({marks})",
+            "SELECT ident, properties, crm, phone_enc FROM profiles "
+            f"WHERE env_id = ? AND kind = ? AND ident IN ({marks})",
             (env_id, USER, *params),
         ):
             users[ident] = (_decode(props), _decode(crm))
+            if phone_enc is not None:
+                phones[ident] = bytes(phone_enc)
         for ident, linked in db.fetchall(
             conn,
             f"SELECT ident, linked_user FROM profiles WHERE env_id = ? AND kind = ? AND linked_user IN ({marks}) "
@@ -213,6 +247,7 @@ def _resolve_targets(conn: Connection, db: Database, snap: Snapshot) -> None:
                 properties=props,
                 crm=crm,
                 tokens=[t for d in owned for t in tokens.get(d, [])],
+                phone_enc=phones.get(user_id),
             )
         elif device_id in devices:
             props, crm, _ = devices[device_id]
@@ -240,6 +275,11 @@ class Planned:
     tokens: list[tuple[str, str, str]]
     marketing: bool
     provider_names: dict[str, str]  # token -> provider name
+    # Kakao and SMS: the channel, the message type and size, and whether the gateway charges for it.
+    channel: str = "push"
+    kind: str | None = None
+    size_bytes: int | None = None
+    paid: bool = False
 
 
 class PrepareRecipients:
@@ -263,7 +303,12 @@ class PrepareRecipients:
         caps: list[dict[str, Any]],
         tags: list[str],
         now_ms: int,
+        channel: str = "push",
+        paid_limit: int = 0,
+        day: str = "",
+        batch_key: str | None = None,
     ) -> None:
+        self.batch_key = batch_key
         self.env_id = env_id
         self.dispatch_id = dispatch_id
         self.campaign_key = campaign_key
@@ -273,6 +318,9 @@ class PrepareRecipients:
         self.caps = caps
         self.tags = tags
         self.now_ms = now_ms
+        self.channel = channel
+        self.paid_limit = paid_limit
+        self.day = day
 
     def run(self, tx: Tx) -> tuple[dict[int, dict[str, int]], set[int]]:
         tx.executemany(
@@ -299,10 +347,27 @@ class PrepareRecipients:
                     continue
                 # Reserved now, in the same transaction as the cap check; released if the push fails.
                 tx.execute(
-                    "INSERT INTO marketing_sends (env_id, user_key, dispatch_id, campaign_key, tags, sent_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    (self.env_id, plan.user_key, self.dispatch_id, self.campaign_key, dumps(self.tags), self.now_ms),
+                    "INSERT INTO marketing_sends (env_id, user_key, dispatch_id, campaign_key, tags, sent_at, channel) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (
+                        self.env_id,
+                        plan.user_key,
+                        self.dispatch_id,
+                        self.campaign_key,
+                        dumps(self.tags),
+                        self.now_ms,
+                        self.channel,
+                    ),
                 )
+            if plan.paid and self.paid_limit and not self._reserve_paid(tx):
+                excluded[plan.idx] = ("EXCLUDED", "DAILY_LIMIT")
+                capped.add(plan.idx)
+                if plan.marketing:
+                    tx.execute(
+                        "DELETE FROM marketing_sends WHERE env_id = ? AND user_key = ? AND dispatch_id = ?",
+                        (self.env_id, plan.user_key, self.dispatch_id),
+                    )
+                continue
             sending.append(plan)
         for idx, (outcome, reason) in excluded.items():
             if tx.fetchone(
@@ -313,8 +378,8 @@ class PrepareRecipients:
                 count_outcome(tx, dispatch_id=self.dispatch_id, outcome=outcome, reason=reason)
         tx.executemany(
             "INSERT INTO deliveries (env_id, dispatch_id, recipient_idx, campaign_key, user_key, device_id, token, "
-            "provider, status, attempts, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', 0, ?, ?) "
-            "ON CONFLICT DO NOTHING",
+            "provider, status, attempts, created_at, updated_at, channel, kind, size_bytes, batch_key) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             [
                 (
                     self.env_id,
@@ -322,11 +387,18 @@ class PrepareRecipients:
                     p.idx,
                     self.campaign_key,
                     p.user_key,
-                    device,
+                    device or None,
                     token,
                     p.provider_names[token],
+                    # A gateway batch is SENDING from its creation: if this worker dies before recording
+                    # the answer, the next one must ask the gateway before sending again.
+                    "SENDING" if self.batch_key else "PENDING",
                     self.now_ms,
                     self.now_ms,
+                    p.channel,
+                    p.kind,
+                    p.size_bytes,
+                    self.batch_key,
                 )
                 for p in sending
                 for device, token, _ in p.tokens
@@ -348,16 +420,31 @@ class PrepareRecipients:
             (self.env_id, kind, ident),
         )
         rows = tx.fetchall(
-            "SELECT sent_at, tags FROM marketing_sends WHERE env_id = ? AND user_key = ? AND sent_at > ? "
+            "SELECT sent_at, tags, channel FROM marketing_sends WHERE env_id = ? AND user_key = ? AND sent_at > ? "
             "AND dispatch_id <> ?",
             (self.env_id, user_key, self.now_ms - window, self.dispatch_id),
         )
         return compliance.cap_exceeded(
             caps=self.caps,
             campaign_tags=self.tags,
-            sends=[(r[0], _decode(r[1])) for r in rows],
+            sends=[(r[0], _decode(r[1]), r[2]) for r in rows],
             now_ms=self.now_ms,
+            channel=self.channel,
         )
+
+    def _reserve_paid(self, tx: Tx) -> bool:
+        """Count one more paid message today; False (and nothing counted) past the environment's limit."""
+        row = tx.fetchone(
+            "INSERT INTO paid_messages (env_id, day, count) VALUES (?, ?, 1) "
+            "ON CONFLICT (env_id, day) DO UPDATE SET count = paid_messages.count + 1 RETURNING count",
+            (self.env_id, self.day),
+        )
+        if row is not None and int(row[0]) > self.paid_limit:
+            tx.execute(
+                "UPDATE paid_messages SET count = count - 1 WHERE env_id = ? AND day = ?", (self.env_id, self.day)
+            )
+            return False
+        return True
 
 
 @dataclass
@@ -388,6 +475,7 @@ class RecordRecipient:
         reason: str | None,
         user_key: str,
         now_ms: int,
+        paid_day: str | None = None,
     ) -> None:
         self.env_id = env_id
         self.dispatch_id = dispatch_id
@@ -397,6 +485,7 @@ class RecordRecipient:
         self.reason = reason
         self.user_key = user_key
         self.now_ms = now_ms
+        self.paid_day = paid_day
 
     def run(self, tx: Tx) -> None:
         tx.executemany(
@@ -433,6 +522,29 @@ class RecordRecipient:
                 "DELETE FROM marketing_sends WHERE env_id = ? AND user_key = ? AND dispatch_id = ?",
                 (self.env_id, self.user_key, self.dispatch_id),
             )
+            if self.paid_day is not None:
+                # A message the gateway refused is not charged: it leaves today's paid count.
+                tx.execute(
+                    "UPDATE paid_messages SET count = count - 1 WHERE env_id = ? AND day = ? AND count > 0",
+                    (self.env_id, self.paid_day),
+                )
+
+
+class RecordRecipients:
+    """Several recipients' outcomes in one job (a gateway batch answers for all of them at once),
+    and the end of the work item when this was its last batch."""
+
+    profile_keys = ()
+
+    def __init__(self, *, records: list[RecordRecipient], finish: FinishItem | None = None) -> None:
+        self.records = records
+        self.finish = finish
+
+    def run(self, tx: Tx) -> None:
+        for record in self.records:
+            record.run(tx)
+        if self.finish is not None:
+            self.finish.run(tx)
 
 
 class HoldRecipients:
@@ -535,19 +647,92 @@ class RetryItem:
 
 
 class InboxRecord:
+    """One message in the sandbox inbox; with ``once``, an entry for the same delivery is reused."""
+
     profile_keys = ()
 
-    def __init__(self, *, env_id: int, delivery_id: int, token: str, payload: str, now_ms: int) -> None:
+    def __init__(
+        self, *, env_id: int, delivery_id: int, token: str, payload: str, now_ms: int, once: bool = False
+    ) -> None:
         self.env_id = env_id
         self.delivery_id = delivery_id
         self.token = token
         self.payload = payload
         self.now_ms = now_ms
+        self.once = once
 
     def run(self, tx: Tx) -> int:
+        if self.once:
+            found = tx.fetchone(
+                "SELECT id FROM inbox WHERE env_id = ? AND delivery_id = ?", (self.env_id, self.delivery_id)
+            )
+            if found is not None:
+                return int(found[0])
         row = tx.fetchone(
             "INSERT INTO inbox (env_id, delivery_id, token, payload, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
             (self.env_id, self.delivery_id, self.token, self.payload, self.now_ms),
         )
         assert row is not None
         return int(row[0])
+
+
+# -- Kakao and SMS ---------------------------------------------------------------------------------------
+
+
+class RecordReports:
+    """A gateway's final word on accepted messages: delivered (with the time) or not, with its code."""
+
+    profile_keys = ()
+
+    def __init__(self, *, env_id: int | None, provider: str, reports: list[DeliveryReport], now_ms: int = 0) -> None:
+        self.env_id = env_id
+        self.provider = provider
+        self.reports = reports
+        self.now_ms = now_ms
+
+    def run(self, tx: Tx) -> int:
+        now = self.now_ms or tx.now_ms
+        updated = 0
+        for report in self.reports:
+            sql = (
+                "UPDATE deliveries SET delivered_at = ?, report_code = ?, updated_at = ? WHERE provider = ? "
+                "AND provider_message_id = ? AND status = 'SENT' AND report_code IS NULL"
+            )
+            params: tuple[Any, ...] = (
+                now if report.delivered else None,
+                report.code[:32],
+                now,
+                self.provider,
+                report.provider_message_id,
+            )
+            if self.env_id is not None:
+                sql += " AND env_id = ?"
+                params += (self.env_id,)
+            updated += int(tx.execute(sql, params).rowcount)
+        return updated
+
+
+def awaiting_reports(
+    conn: Connection, db: Database, *, provider: str, since_ms: int, limit: int = 1000
+) -> list[tuple[int, str]]:
+    """``(env_id, provider message id)`` of accepted messages whose final result is still unknown."""
+    rows = db.fetchall(
+        conn,
+        "SELECT env_id, provider_message_id FROM deliveries WHERE provider = ? AND status = 'SENT' "
+        "AND report_code IS NULL AND channel <> 'push' AND created_at >= ? AND provider_message_id IS NOT NULL "
+        "ORDER BY id LIMIT ?",
+        (provider, since_ms, limit),
+    )
+    return [(int(r[0]), str(r[1])) for r in rows]
+
+
+def users_by_phone(conn: Connection, db: Database, *, env_id: int, phone_hashes: list[str]) -> list[str]:
+    if not phone_hashes:
+        return []
+    marks, params = _in(phone_hashes)
+    rows = db.fetchall(
+        conn,
+        f"SELECT user_id FROM phone_index WHERE env_id = ? AND phone_hmac IN ({marks}) ORDER BY user_id",
+        (env_id, *params),
+    )
+    return sorted({str(r[0]) for r in rows})

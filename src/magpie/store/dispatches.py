@@ -26,31 +26,33 @@ def new_dispatch_ids() -> tuple[str, int]:
     return str(value), value.int >> 76
 
 
-def _campaign_active(tx: Tx, env_id: int, key: int) -> bool:
-    memo_key = ("campaign-active", env_id, key)
+def _campaign_active(tx: Tx, env_id: int, key: int, channel: str) -> bool:
+    memo_key = ("campaign-active", env_id, key, channel)
     found = tx.memo.get(memo_key)
     if found is None:
-        row = tx.fetchone("SELECT status FROM campaigns WHERE env_id = ? AND key = ?", (env_id, key))
-        found = tx.memo[memo_key] = row is not None and row[0] == "ACTIVE"
+        row = tx.fetchone("SELECT status, channel FROM campaigns WHERE env_id = ? AND key = ?", (env_id, key))
+        found = tx.memo[memo_key] = row is not None and row[0] == "ACTIVE" and row[1] == channel
     return bool(found)
 
 
 class AcceptTrigger:
     """Write a dispatch and its work item in the same transaction (the transactional outbox)."""
 
-    __slots__ = ("campaign_key", "env_id", "idempotency_key", "key_hash", "requested", "users")
+    __slots__ = ("campaign_key", "channel", "env_id", "idempotency_key", "key_hash", "requested", "users")
     profile_keys = ()
 
     def __init__(
         self,
         *,
-        key_hash: str,
+        key_hash: str | None,
         env_id: int,
         campaign_key: int,
         users: str,
         requested: int,
         idempotency_key: str | None,
+        channel: str = "push",
     ) -> None:
+        self.channel = channel
         self.key_hash = key_hash
         self.env_id = env_id
         self.campaign_key = campaign_key
@@ -59,8 +61,9 @@ class AcceptTrigger:
         self.idempotency_key = idempotency_key
 
     def run(self, tx: Tx) -> tuple[str, bool]:
-        """Returns ``(dispatch_id, created)``."""
-        tx.check_key(self.key_hash, self.env_id)
+        """Returns ``(dispatch_id, created)``. ``key_hash`` None: triggered by an operator, not an API key."""
+        if self.key_hash is not None:
+            tx.check_key(self.key_hash, self.env_id)
         if self.idempotency_key is not None:
             row = tx.fetchone(
                 "SELECT id, campaign_key, users FROM dispatches WHERE env_id = ? AND idempotency_key = ?",
@@ -71,12 +74,12 @@ class AcceptTrigger:
                 if row[1] != self.campaign_key or row[2] != self.users:
                     raise IdempotencyKeyReused()
                 return str(row[0]), False
-        if not _campaign_active(tx, self.env_id, self.campaign_key):
-            raise CampaignNotFound()
+        if not _campaign_active(tx, self.env_id, self.campaign_key, self.channel):
+            raise CampaignNotFound(f"Could not find {self.channel} message campaign with the given key")
         dispatch_id, exec_id = new_dispatch_ids()
         tx.execute(
             "INSERT INTO dispatches (id, exec_id, env_id, campaign_key, status, users, requested, idempotency_key, "
-            "created_at) VALUES (?, ?, ?, ?, 'ACCEPTED', ?, ?, ?, ?)",
+            "created_at, channel) VALUES (?, ?, ?, ?, 'ACCEPTED', ?, ?, ?, ?, ?)",
             (
                 dispatch_id,
                 exec_id,
@@ -86,6 +89,7 @@ class AcceptTrigger:
                 self.requested,
                 self.idempotency_key,
                 tx.now_ms,
+                self.channel,
             ),
         )
         tx.execute(
@@ -111,6 +115,13 @@ class DeliveryRow:
     error_code: str | None
     attempts: int
     updated_at: int
+    # Kakao and SMS: the message type, its size in EUC-KR bytes, and the gateway's final report
+    # (``delivered`` None while none came).
+    type: str | None = None
+    bytes: int | None = None
+    delivered: bool | None = None
+    delivered_at: int | None = None
+    report_code: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +137,7 @@ class RecipientRow:
 class DispatchRow:
     dispatch_id: str
     execution_id: int
+    channel: str
     campaign_key: int
     status: str
     requested: int
@@ -138,21 +150,30 @@ class DispatchRow:
 
 
 def dispatch_view(
-    conn: Connection, db: Database, *, env_id: int, dispatch_id: str, recipients: bool = True
+    conn: Connection,
+    db: Database,
+    *,
+    env_id: int,
+    dispatch_id: str,
+    recipients: bool = True,
+    channel: str | None = None,
 ) -> DispatchRow:
-    """A dispatch: status, counts by outcome and reason, and each recipient's outcome and deliveries."""
+    """A dispatch: status, counts by outcome and reason, and each recipient's outcome and deliveries.
+
+    ``channel`` narrows the lookup to dispatches of that channel (each channel's endpoint sees its own).
+    """
     try:
         uuid.UUID(dispatch_id)
     except ValueError:
         raise NotFound(f"no dispatch {dispatch_id[:64]!r} in this environment") from None
     row = db.fetchone(
         conn,
-        "SELECT id, exec_id, campaign_key, status, requested, created_at, completed_at, users FROM dispatches "
-        "WHERE id = ? AND env_id = ?",
+        "SELECT id, exec_id, campaign_key, status, requested, created_at, completed_at, users, channel "
+        "FROM dispatches WHERE id = ? AND env_id = ?",
         (dispatch_id, env_id),
     )
-    if row is None:
-        raise NotFound(f"no dispatch {dispatch_id} in this environment")
+    if row is None or (channel is not None and row[8] != channel):
+        raise NotFound(f"no {channel + ' ' if channel else ''}dispatch {dispatch_id} in this environment")
     outcome_rows = db.fetchall(
         conn,
         "SELECT idx, user_id, device_id, outcome, reason, updated_at FROM recipients "
@@ -161,8 +182,8 @@ def dispatch_view(
     )
     delivery_rows = db.fetchall(
         conn,
-        "SELECT recipient_idx, id, device_id, provider, status, provider_message_id, error_code, attempts, updated_at "
-        "FROM deliveries WHERE dispatch_id = ? ORDER BY recipient_idx, id",
+        "SELECT recipient_idx, id, device_id, provider, status, provider_message_id, error_code, attempts, updated_at, "
+        "kind, size_bytes, delivered_at, report_code FROM deliveries WHERE dispatch_id = ? ORDER BY recipient_idx, id",
         (dispatch_id,),
     )
     users = _decode(row[7])
@@ -172,7 +193,8 @@ def dispatch_view(
     by_idx = {r[0]: r for r in outcome_rows}
     deliveries: dict[int, list[DeliveryRow]] = {}
     for d in delivery_rows:
-        deliveries.setdefault(d[0], []).append(DeliveryRow(*d[1:]))
+        phone = (d[9], d[10], None if d[12] is None else d[11] is not None, d[11], d[12]) if row[8] != "push" else ()
+        deliveries.setdefault(d[0], []).append(DeliveryRow(*d[1:9], *phone))
     listed: list[RecipientRow] = []
     for idx, user in enumerate(users):
         outcome_row = by_idx.get(idx)
@@ -190,6 +212,7 @@ def dispatch_view(
     return DispatchRow(
         dispatch_id=row[0],
         execution_id=row[1],
+        channel=row[8],
         campaign_key=row[2],
         status=row[3],
         requested=row[4],

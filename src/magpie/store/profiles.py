@@ -127,11 +127,45 @@ class SetPhone(ProfileJob):
         self.phone = phone
 
     def apply(self, tx: Tx, target: ProfileRow) -> None:
+        # The blind index lets a gateway's 080 opt-out (which names a number) find its user.
+        tx.execute("DELETE FROM phone_index WHERE env_id = ? AND user_id = ?", (target.env_id, target.ident))
         if self.phone is None:
             if target.phone_enc is not None:
                 tx.update(target, phone_enc=None)
             return
         tx.update(target, phone_enc=tx.secret.encrypt(self.phone))
+        tx.execute(
+            "INSERT INTO phone_index (env_id, phone_hmac, user_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            (target.env_id, tx.secret.blind_index(self.phone), target.ident),
+        )
+
+
+class UnsubscribeUsers:
+    """A gateway's 080 opt-out: these users' SMS marketing consent becomes UNSUBSCRIBED.
+
+    Authenticated by the webhook's secret, not an API key; the users were found by the blind
+    index of the number that called.
+    """
+
+    __slots__ = ("env_id", "profile_keys", "user_ids")
+
+    def __init__(self, *, env_id: int, user_ids: list[str]) -> None:
+        self.env_id = env_id
+        self.user_ids = user_ids
+        self.profile_keys = tuple((env_id, USER, u) for u in user_ids)
+
+    def run(self, tx: Tx) -> int:
+        changed = 0
+        for user_id in self.user_ids:
+            target = tx.profile(self.env_id, USER, user_id)
+            if not target.exists or consent.status_of(target.crm, "sms", "marketing") == consent.UNSUBSCRIBED:
+                continue
+            crm = consent.apply_consent(
+                crm=target.crm, channel="sms", changes={"marketing": consent.UNSUBSCRIBED}, now_ms=tx.now_ms
+            )
+            tx.update(target, crm=crm)
+            changed += 1
+        return changed
 
 
 # -- reads ---------------------------------------------------------------------------------------------
@@ -246,3 +280,27 @@ def device_view(conn: Connection, db: Database, cipher: Cipher, *, env_id: int, 
         updated_at=row[5],
         user=None if row[3] is None else user_view(conn, db, cipher, env_id=env_id, user_id=row[3]),
     )
+
+
+def reconfirmations_due(
+    conn: Connection, db: Database, *, env_id: int, channels: tuple[str, ...], now_ms: int, within_ms: int, limit: int
+) -> list[dict[str, Any]]:
+    """Users whose marketing consent per channel is due for the two-year notice, earliest first.
+
+    A scan of the environment's user profiles: a report run now and then, not a request path.
+    """
+    due: list[dict[str, Any]] = []
+    rows = db.fetchall(
+        conn,
+        "SELECT ident, crm FROM profiles WHERE env_id = ? AND kind = ? AND crm LIKE ?",
+        (env_id, USER, '%"marketing"%'),
+    )
+    for ident, raw in rows:
+        crm = _decode(raw)
+        for channel in channels:
+            when = consent.reconfirmation_due(crm, channel, now_ms=now_ms, within_ms=within_ms)
+            if when is not None:
+                state = crm[channel]["marketing"]
+                due.append({"userId": ident, "channel": channel, "confirmedAt": state.get("updatedAt"), "dueAt": when})
+    due.sort(key=lambda d: (d["dueAt"], d["userId"], d["channel"]))
+    return due[:limit]

@@ -22,6 +22,7 @@ Hours are UTC hours (epoch ms); a display in a whole-hour time zone groups them 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from magpie.errors import CampaignNotFound
 from magpie.store.db import Connection, Database
@@ -196,6 +197,10 @@ class CampaignStats:
     excluded: dict[str, int]  # by reason
     unique_clicks: int
     total_clicks: int
+    # Kakao and SMS: sent messages by type, and what the gateways confirmed (None for push).
+    sent_by_type: dict[str, int] | None = None
+    delivered: int = 0
+    undelivered: int = 0
 
     @property
     def failed(self) -> int:
@@ -241,4 +246,29 @@ def campaign_stats(
         excluded=t.excluded,
         unique_clicks=t.unique_clicks,
         total_clicks=t.clicks,
+        **_report_counts(conn, db, env_id=env_id, campaign_key=campaign_key, since=hour_of(since), until=until),
     )
+
+
+def _report_counts(
+    conn: Connection, db: Database, *, env_id: int, campaign_key: int, since: int, until: int
+) -> dict[str, Any]:
+    """Kakao and SMS: sent messages by type, and how many the gateway confirmed delivered or not."""
+    rows = db.fetchall(
+        conn,
+        "SELECT l.kind, l.delivered_at IS NOT NULL, l.report_code IS NOT NULL, COUNT(*) FROM deliveries l "
+        "JOIN dispatches d ON d.id = l.dispatch_id WHERE d.env_id = ? AND d.campaign_key = ? AND d.created_at >= ? "
+        "AND d.created_at < ? AND l.channel <> 'push' AND l.status = 'SENT' GROUP BY l.kind, 2, 3",
+        (env_id, campaign_key, since, until),
+    )
+    if not rows:
+        return {}
+    by_type: dict[str, int] = {}
+    delivered = undelivered = 0
+    for kind, was_delivered, reported, count in rows:
+        by_type[str(kind)] = by_type.get(str(kind), 0) + int(count)
+        if was_delivered:
+            delivered += int(count)
+        elif reported:
+            undelivered += int(count)
+    return {"sent_by_type": by_type, "delivered": delivered, "undelivered": undelivered}

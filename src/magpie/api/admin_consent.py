@@ -1,0 +1,119 @@
+"""Admin API for the law's two-year notice: who is due, and sending the notice through a campaign."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.routing import BaseRoute, Route
+
+from magpie.api.admin import admin, body_json
+from magpie.api.admin_push import _env_id
+from magpie.api.context import Context
+from magpie.domain.messages import CHANNELS
+from magpie.errors import InvalidRequest
+from magpie.store.campaigns import CampaignCache
+from magpie.store.dispatches import AcceptTrigger
+from magpie.store.profiles import reconfirmations_due
+
+MAX_REPORT = 100_000
+_DAY_MS = 86_400_000
+
+
+def _channels(raw: object) -> tuple[str, ...]:
+    if raw in (None, ""):
+        return CHANNELS
+    if raw not in CHANNELS:
+        raise InvalidRequest("channel must be push, kakao or sms (or absent: every channel)")
+    return (str(raw),)
+
+
+def _within(raw: object) -> int:
+    value = 30 if raw in (None, "") else raw
+    try:
+        days = int(str(value))
+    except ValueError:
+        days = -1
+    if not 0 <= days <= 365:
+        raise InvalidRequest("withinDays must be between 0 and 365")
+    return days * _DAY_MS
+
+
+async def due_report(ctx: Context, request: Request) -> Any:
+    """Users whose marketing consent is due for the two-year re-confirmation notice (``channel``, ``withinDays``)."""
+    env_id = await _env_id(ctx, request)
+    channels = _channels(request.query_params.get("channel"))
+    within = _within(request.query_params.get("withinDays"))
+    now = int(time.time() * 1000)
+    users = await ctx.read(
+        lambda conn: reconfirmations_due(
+            conn, ctx.db, env_id=env_id, channels=channels, now_ms=now, within_ms=within, limit=MAX_REPORT
+        )
+    )
+    return {"due": users, "count": len(users)}
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).date().isoformat()
+
+
+async def send_notice(ctx: Context, request: Request) -> Any:
+    """Send the two-year notice through an informational campaign to every user due (50 per dispatch)."""
+    env_id = await _env_id(ctx, request)
+    body = await body_json(request)
+    if not isinstance(body, dict) or not isinstance(body.get("campaignKey"), int):
+        raise InvalidRequest("body: {campaignKey: number, channel?: push|kakao|sms, withinDays?: number}")
+    key = int(body["campaignKey"])
+    campaign = await ctx.read(lambda conn: CampaignCache().load(conn, ctx.db, env_id=env_id, key=key))
+    if campaign is None or campaign.status != "ACTIVE":
+        raise InvalidRequest(f"no ACTIVE campaign with key {key}")
+    if campaign.is_marketing:
+        raise InvalidRequest("the re-confirmation notice is informational: use a campaign with purpose INFORMATION")
+    channels = _channels(body.get("channel", campaign.channel))
+    within = _within(body.get("withinDays"))
+    now = int(time.time() * 1000)
+    due = await ctx.read(
+        lambda conn: reconfirmations_due(
+            conn, ctx.db, env_id=env_id, channels=channels, now_ms=now, within_ms=within, limit=MAX_REPORT
+        )
+    )
+    users = [
+        {
+            "userId": d["userId"],
+            "apiProperties": {
+                "consentChannel": d["channel"],
+                "confirmedAt": _iso(int(d["confirmedAt"] or 0)),
+                "dueAt": _iso(int(d["dueAt"])),
+            },
+        }
+        for d in due
+    ]
+    dispatch_ids: list[str] = []
+    for start in range(0, len(users), 50):
+        chunk = users[start : start + 50]
+        dispatch_id, _ = await ctx.writer.submit(
+            AcceptTrigger(
+                key_hash=None,
+                env_id=env_id,
+                campaign_key=key,
+                users=msgspec.json.encode(chunk).decode(),
+                requested=len(chunk),
+                idempotency_key=None,
+                channel=campaign.channel,
+            )
+        )
+        dispatch_ids.append(dispatch_id)
+    if dispatch_ids:
+        ctx.wake_workers()
+    return {"recipients": len(users), "dispatchIds": dispatch_ids}
+
+
+def consent_admin_routes(ctx: Context) -> list[BaseRoute]:
+    env = "/admin/v1/environments/{env}"
+    return [
+        Route(env + "/consent-reconfirmations", admin(ctx, due_report), methods=["GET"]),
+        Route(env + "/consent-reconfirmations/send", admin(ctx, send_notice), methods=["POST"]),
+    ]

@@ -1,0 +1,347 @@
+"""Kakao and SMS work items: decide each recipient, render, reserve, then send one batch per gateway.
+
+Money is at stake, so a batch is never sent twice: its deliveries are marked SENDING under a batch
+key before the gateway sees it, and whoever finds them so later (a retry after a timeout, or another
+worker after a crash) sends exactly that batch again with ``maybe_sent``, which the gateway answers
+from its idempotency record or from what it already holds. Phone numbers are decrypted here, at
+send time, and never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from liquid.exceptions import LiquidError
+
+from magpie.config import Settings
+from magpie.dispatch.retry import backoff
+from magpie.domain.campaigns import Campaign, MessageTooLarge, PhoneRendering, render_phone
+from magpie.domain.delivery import Decision, Exclude, Hold, NightRule
+from magpie.metrics import Metrics
+from magpie.providers.base import (
+    DeliveryReport,
+    Fallback,
+    PhoneGateway,
+    PhoneMessage,
+    PhoneResult,
+    ProviderError,
+    ProviderUnavailable,
+)
+from magpie.providers.registry import ProviderRegistry
+from magpie.store.crypto import Cipher
+from magpie.store.deliveries import (
+    DeliveryResult,
+    FinishItem,
+    HoldLease,
+    HoldRecipients,
+    Planned,
+    RecordRecipient,
+    RecordRecipients,
+    RecordReports,
+    Snapshot,
+    Target,
+)
+from magpie.store.writer import Writer
+
+
+class Dispatcher(Protocol):
+    """What of the worker's dispatcher a Kakao or SMS work item uses."""
+
+    channels: ProviderRegistry
+    owner: str
+    writer: Writer
+    settings: Settings
+    cipher: Cipher
+    metrics: Metrics
+    rng: random.Random
+    sleep: Callable[[float], Awaitable[None]]
+    _send_slots: asyncio.Semaphore
+
+    def now_ms(self) -> int: ...
+
+    def _decide(
+        self, snap: Snapshot, campaign: Campaign, target: Target | None, night: NightRule, now: int
+    ) -> Decision: ...
+
+    async def _prepare(
+        self,
+        snap: Snapshot,
+        campaign: Campaign | None,
+        excluded: dict[int, tuple[str, str]],
+        planned: list[Planned],
+        now: int,
+        *,
+        channel: str = "push",
+        paid_limit: int = 0,
+        day: str = "",
+        batch_key: str | None = None,
+    ) -> tuple[dict[int, dict[str, int]], set[int]]: ...
+
+
+log = logging.getLogger("magpie.worker")
+
+
+@dataclass
+class _Send:
+    idx: int
+    user_key: str
+    rendering: PhoneRendering
+    paid: bool
+    marketing: bool
+    phone_enc: bytes | None
+
+
+def _day(now_ms: int, timezone: str) -> str:
+    return datetime.fromtimestamp(now_ms / 1000, ZoneInfo(timezone)).strftime("%Y-%m-%d")
+
+
+def _context(snap: Snapshot, target: Target, idx: int) -> dict[str, Any]:
+    user = snap.users[idx]
+    return {
+        "api_properties": user.get("apiProperties", {}),
+        "user_properties": target.properties,
+        "user": {"id": target.user_id or "", "deviceId": user.get("deviceId") or ""},
+    }
+
+
+async def process_phone(d: Dispatcher, snap: Snapshot, campaign: Campaign, now: int) -> None:
+    """Decide, reserve and send the open recipients of a Kakao or SMS work item."""
+    item = snap.item
+    channel = campaign.channel
+    held_only = item.payload.get("held")
+    todo = [
+        idx
+        for idx in range(len(snap.users))
+        if snap.outcomes.get(idx) is None and (held_only is None or idx in held_only)
+    ]
+    night = NightRule.from_settings(snap.settings, timezone=snap.timezone)
+    by_delivery = {v[0]: idx for (idx, _), v in snap.deliveries.items()}
+    resumed: dict[str, list[int]] = {}
+    for delivery_id, batch_key in snap.in_flight.items():
+        resumed.setdefault(batch_key, []).append(by_delivery[delivery_id])
+    resumed_idx = {i for idxs in resumed.values() for i in idxs}
+    try:
+        gateway: PhoneGateway | None = d.channels.gateway(
+            env_id=item.env_id, settings=snap.settings, channel=channel, campaign_provider=campaign.provider
+        )
+    except ProviderError:
+        gateway = None
+    paid = gateway is not None and gateway.name != "sandbox"
+    excluded: dict[int, tuple[str, str]] = {}
+    planned: list[Planned] = []
+    sends: dict[int, _Send] = {}
+    hold: list[int] = []
+    release_at = 0
+    for idx in todo:
+        target = snap.targets.get(idx)
+        if idx in resumed_idx:
+            if target is None:
+                excluded[idx] = ("FAILED", "UNKNOWN_USER")
+                continue
+        else:
+            match d._decide(snap, campaign, target, night, now):
+                case Exclude(reason=reason):
+                    excluded[idx] = ("EXCLUDED", reason)
+                    continue
+                case Hold(until_ms=until_ms):
+                    hold.append(idx)
+                    release_at = until_ms
+                    continue
+        assert target is not None
+        try:
+            rendering = render_phone(campaign, _context(snap, target, idx), snap.settings)
+        except LiquidError as exc:
+            log.warning("render error in campaign %s: %s", campaign.key, str(exc).splitlines()[0])
+            excluded[idx] = ("FAILED", "RENDER_ERROR")
+            continue
+        except MessageTooLarge:
+            excluded[idx] = ("FAILED", "MESSAGE_TOO_LARGE")
+            continue
+        if gateway is None:
+            excluded[idx] = ("FAILED", "PROVIDER_NOT_CONFIGURED")
+            continue
+        sends[idx] = _Send(idx, target.user_key, rendering, paid, campaign.is_marketing, target.phone_enc)
+        if idx not in resumed_idx:
+            planned.append(
+                Planned(
+                    idx=idx,
+                    user_key=target.user_key,
+                    tokens=[("", channel, rendering.kind)],
+                    marketing=campaign.is_marketing,
+                    provider_names={channel: gateway.name},
+                    channel=channel,
+                    kind=rendering.kind,
+                    size_bytes=rendering.size_bytes,
+                    paid=paid,
+                )
+            )
+    day = _day(now, snap.timezone)
+    fresh_key = f"{item.dispatch_id[:8]}-{item.id}-{uuid.uuid4().hex[:12]}"
+    ids, capped = await d._prepare(
+        snap,
+        campaign,
+        excluded,
+        planned,
+        now,
+        channel=channel,
+        paid_limit=int(snap.settings.get("paidMessagesDailyLimit") or 0),
+        day=day,
+        batch_key=fresh_key,
+    )
+    if hold:
+        await d.writer.submit(
+            HoldRecipients(env_id=item.env_id, dispatch_id=item.dispatch_id, idxs=hold, release_ms=release_at)
+        )
+    batches: list[tuple[str, list[tuple[int, _Send]], bool]] = []
+    for batch_key, idxs in resumed.items():
+        batch = [(_delivery(snap, i, channel), sends[i]) for i in idxs if i in sends]
+        batches.append((batch_key, batch, True))
+    fresh = [
+        (ids[p.idx][channel], sends[p.idx]) for p in planned if p.idx not in capped and channel in ids.get(p.idx, {})
+    ]
+    if fresh:
+        batches.append((fresh_key, fresh, False))
+    batches = [b for b in batches if b[1]]
+    if not batches:
+        await d.writer.submit(FinishItem(item_id=item.id, dispatch_id=item.dispatch_id, now_ms=d.now_ms()))
+    for n, (batch_key, batch, maybe_sent) in enumerate(batches, start=1):
+        assert gateway is not None
+        last = n == len(batches)
+        if not await _send_batch(
+            d, snap, campaign, gateway, batch_key, batch, maybe_sent=maybe_sent, day=day, last=last
+        ):
+            return
+
+
+def _delivery(snap: Snapshot, idx: int, channel: str) -> int:
+    return snap.deliveries[(idx, channel)][0]
+
+
+def _message(d: Dispatcher, campaign: Campaign, delivery_id: int, send: _Send) -> PhoneMessage | None:
+    if send.phone_enc is None:
+        return None
+    r = send.rendering
+    return PhoneMessage(
+        delivery_id=str(delivery_id),
+        to=d.cipher.decrypt(send.phone_enc),
+        channel=campaign.channel,
+        kind=r.kind,
+        text=r.text,
+        title=r.title,
+        template_code=r.template_code,
+        template_parameters=dict(r.template_parameters),
+        buttons=r.buttons,
+        image_urls=r.image_urls,
+        fallback=None if r.fallback is None else Fallback(*r.fallback),
+        marketing=send.marketing,
+        size_bytes=r.size_bytes,
+    )
+
+
+async def _send_batch(
+    d: Dispatcher,
+    snap: Snapshot,
+    campaign: Campaign,
+    gateway: PhoneGateway,
+    batch_key: str,
+    batch: list[tuple[int, _Send]],
+    *,
+    maybe_sent: bool,
+    day: str,
+    last: bool,
+) -> bool:
+    """Send one batch and record its outcomes; False when the item's lease was lost (nothing recorded)."""
+    messages: list[PhoneMessage] = []
+    results: dict[str, PhoneResult] = {}
+    for delivery_id, send in batch:
+        message = _message(d, campaign, delivery_id, send)
+        if message is None:
+            results[str(delivery_id)] = PhoneResult(str(delivery_id), "FAILED", error_code="NO_PHONE_NUMBER")
+        else:
+            messages.append(message)
+    attempts = 0
+    if messages:
+        while True:
+            attempts += 1
+            lease_ms = int(d.settings.lease_seconds * 1000)
+            now = d.now_ms()
+            if not await d.writer.submit(
+                HoldLease(item_id=snap.item.id, owner=d.owner, now_ms=now, until_ms=now + lease_ms)
+            ):
+                log.warning("work item %s changed hands: its batch is left to the new owner", snap.item.id)
+                return False
+            try:
+                async with d._send_slots:
+                    answered = await gateway.send_batch(messages, batch_key=batch_key, maybe_sent=maybe_sent)
+                results.update((r.delivery_id, r) for r in answered)
+                break
+            except ProviderUnavailable as exc:
+                # The gateway may have taken the batch before the failure: from now on, ask first.
+                maybe_sent = True
+                if attempts >= d.settings.max_delivery_attempts:
+                    results.update(
+                        (m.delivery_id, PhoneResult(m.delivery_id, "FAILED", error_code=exc.code)) for m in messages
+                    )
+                    break
+                await d.sleep(
+                    backoff(
+                        attempt=attempts,
+                        base=d.settings.retry_base_seconds,
+                        cap=d.settings.retry_max_seconds,
+                        retry_after=exc.retry_after,
+                        rng=d.rng,
+                    )
+                )
+            except ProviderError as exc:
+                log.warning("gateway %s refused a batch of campaign %s: %s", gateway.name, campaign.key, exc.message)
+                results.update(
+                    (m.delivery_id, PhoneResult(m.delivery_id, "FAILED", error_code=exc.code)) for m in messages
+                )
+                break
+    records = []
+    for delivery_id, send in batch:
+        r = results[str(delivery_id)]
+        d.metrics.deliveries.labels(gateway.name, r.status).inc()
+        records.append(
+            RecordRecipient(
+                env_id=snap.item.env_id,
+                dispatch_id=snap.item.dispatch_id,
+                idx=send.idx,
+                results=[
+                    DeliveryResult(
+                        delivery_id,
+                        campaign.channel,
+                        r.status,
+                        gateway.name,
+                        r.provider_message_id,
+                        r.error_code,
+                        max(attempts, 1),
+                    )
+                ],
+                outcome=r.status,
+                reason=r.error_code,
+                user_key=send.user_key,
+                now_ms=d.now_ms(),
+                paid_day=day if send.paid else None,
+            )
+        )
+    finish = FinishItem(item_id=snap.item.id, dispatch_id=snap.item.dispatch_id, now_ms=d.now_ms()) if last else None
+    await d.writer.submit(RecordRecipients(records=records, finish=finish))
+    if gateway.name == "sandbox":
+        # The inbox is the phone: what the sandbox took is delivered.
+        reports = [
+            DeliveryReport(str(r.provider_message_id), True, "SANDBOX")
+            for r in results.values()
+            if r.status == "SENT" and r.provider_message_id
+        ]
+        if reports:
+            await d.writer.submit(RecordReports(env_id=snap.item.env_id, provider="sandbox", reports=reports))
+    return True

@@ -1,0 +1,304 @@
+"""NHN Cloud gateway: KakaoTalk Bizmessage (AlimTalk API v2.3, brand messages through FriendTalk v2.3) and SMS API v3.0.
+
+Both services authenticate with an app key in the path and ``X-Secret-Key``; each is its own NHN
+Cloud service with its own keys. Every send request carries ``X-NC-API-IDEMPOTENCY-KEY`` derived
+from the batch key and the deliveries in it, so a retry after a timeout or a 5xx gets the first
+answer replayed instead of a second message. Final results come from polling the request id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import aiohttp
+
+from magpie.providers.base import (
+    DeliveryReport,
+    PhoneMessage,
+    PhoneResult,
+    ProviderRejected,
+    ProviderUnavailable,
+)
+from magpie.providers.http import request_json
+
+__all__ = ["ALIMTALK_BASE_URL", "IDEMPOTENCY_HEADER", "SMS_BASE_URL", "NhnGateway"]
+
+ALIMTALK_BASE_URL: Final = "https://api-alimtalk.cloud.toast.com"
+SMS_BASE_URL: Final = "https://api-sms.cloud.toast.com"
+IDEMPOTENCY_HEADER: Final = "X-NC-API-IDEMPOTENCY-KEY"
+# Answers about the credentials rather than the message: every message of the request fails with them.
+_AUTH_CODES: Final = {
+    -1000: "invalid app key",
+    -1001: "invalid secret key",
+    -4004: "app key not found",
+    -4005: "app key no longer in use",
+}
+# Transient on NHN's side: worth the same request again (with the same idempotency key).
+_RETRYABLE_CODES: Final = {-9999, -1017}
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    service: str  # alimtalk | friendtalk | sms | mms
+    path: str
+    body: dict[str, Any]
+    deliveries: list[str]
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class NhnGateway:
+    """Sends ``PhoneMessage`` batches through NHN Cloud; see the module docstring."""
+
+    name = "nhn"
+
+    def __init__(
+        self,
+        *,
+        config: Mapping[str, Any],
+        sender_number: str = "",
+        session: aiohttp.ClientSession | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self._alimtalk_key = str(config.get("alimtalkAppKey") or "")
+        self._alimtalk_secret = str(config.get("alimtalkSecretKey") or "")
+        self._sender_key = str(config.get("senderKey") or "")
+        self._sms_key = str(config.get("smsAppKey") or "")
+        self._sms_secret = str(config.get("smsSecretKey") or "")
+        self._alimtalk_base = str(config.get("alimtalkBaseUrl") or ALIMTALK_BASE_URL).rstrip("/")
+        self._sms_base = str(config.get("smsBaseUrl") or SMS_BASE_URL).rstrip("/")
+        self._sender_number = sender_number.replace("-", "")
+        self._session = session
+        self._owns_session = session is None
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    async def send_batch(
+        self,
+        messages: list[PhoneMessage],
+        *,
+        batch_key: str,
+        maybe_sent: bool = False,  # noqa: ARG002 - the idempotency key makes NHN replay its first answer
+    ) -> list[PhoneResult]:
+        results: dict[str, PhoneResult] = {}
+        requests: list[_Request] = []
+        for message in messages:
+            problem = self._unsendable(message)
+            if problem is not None:
+                results[message.delivery_id] = PhoneResult(message.delivery_id, "FAILED", error_code=problem)
+        requests = self._requests([m for m in messages if m.delivery_id not in results])
+        for request in requests:
+            for result in await self._send(request, batch_key=batch_key):
+                results[result.delivery_id] = result
+        return [results[m.delivery_id] for m in messages]
+
+    def _unsendable(self, message: PhoneMessage) -> str | None:
+        if message.channel == "kakao" and not (self._alimtalk_key and self._alimtalk_secret and self._sender_key):
+            return "PROVIDER_NOT_CONFIGURED"
+        if message.channel == "sms" and not (self._sms_key and self._sms_secret and self._sender_number):
+            return "PROVIDER_NOT_CONFIGURED"
+        if message.kind == "MMS":
+            # NHN takes MMS images only as files uploaded beforehand (attachFileIdList).
+            return "MMS_IMAGES_NOT_SUPPORTED"
+        return None
+
+    def _requests(self, messages: list[PhoneMessage]) -> list[_Request]:
+        groups: dict[tuple[str, ...], list[PhoneMessage]] = {}
+        for m in messages:
+            if m.kind == "alimtalk":
+                key: tuple[str, ...] = ("alimtalk", m.template_code or "")
+            elif m.kind == "brand":
+                key = ("friendtalk",)
+            else:
+                # An SMS request has one body for all its recipients: personalised texts go one by one.
+                key = ("sms" if m.kind == "SMS" else "mms", m.text, m.title or "", "ad" if m.marketing else "")
+            groups.setdefault(key, []).append(m)
+        requests: list[_Request] = []
+        for key, group in groups.items():
+            ids = [m.delivery_id for m in group]
+            if key[0] == "alimtalk":
+                body: dict[str, Any] = {
+                    "senderKey": self._sender_key,
+                    "templateCode": key[1],
+                    "recipientList": [self._alimtalk_recipient(m) for m in group],
+                }
+                path = f"{self._alimtalk_base}/alimtalk/v2.3/appkeys/{self._alimtalk_key}/messages"
+            elif key[0] == "friendtalk":
+                body = {
+                    "senderKey": self._sender_key,
+                    "recipientList": [
+                        {
+                            "recipientNo": m.national_number,
+                            "content": m.text,
+                            **({"imageUrl": m.image_urls[0]} if m.image_urls else {}),
+                            "buttons": [{"ordering": i + 1, **b} for i, b in enumerate(m.buttons)],
+                            "isAd": True,
+                            "recipientGroupingKey": m.delivery_id,
+                        }
+                        for m in group
+                    ],
+                }
+                path = f"{self._alimtalk_base}/friendtalk/v2.3/appkeys/{self._alimtalk_key}/messages"
+            else:
+                first = group[0]
+                endpoint = ("ad-" if first.marketing else "") + key[0]
+                body = {
+                    "body": first.text,
+                    "sendNo": self._sender_number,
+                    "recipientList": [
+                        {"recipientNo": m.national_number, "recipientGroupingKey": m.delivery_id} for m in group
+                    ],
+                }
+                if key[0] == "mms":
+                    body["title"] = first.title or ""
+                path = f"{self._sms_base}/sms/v3.0/appKeys/{self._sms_key}/sender/{endpoint}"
+            requests.append(_Request(service=key[0], path=path, body=body, deliveries=ids))
+        return requests
+
+    def _alimtalk_recipient(self, m: PhoneMessage) -> dict[str, Any]:
+        recipient: dict[str, Any] = {
+            "recipientNo": m.national_number,
+            "templateParameter": dict(m.template_parameters),
+            "recipientGroupingKey": m.delivery_id,
+        }
+        if m.fallback is not None:
+            recipient["resendParameter"] = {
+                "isResend": True,
+                "resendType": m.fallback.kind,
+                "resendContent": m.fallback.text,
+                **({"resendTitle": m.fallback.title} if m.fallback.title else {}),
+                "resendSendNo": self._sender_number,
+            }
+        else:
+            recipient["resendParameter"] = {"isResend": False}
+        return recipient
+
+    def _secret(self, service: str) -> str:
+        return self._alimtalk_secret if service in ("alimtalk", "friendtalk") else self._sms_secret
+
+    async def _send(self, request: _Request, *, batch_key: str) -> list[PhoneResult]:
+        digest = hashlib.sha256(
+            "\n".join([batch_key, request.service, *sorted(request.deliveries)]).encode()
+        ).hexdigest()
+        headers = {
+            "Content-Type": "application/json;charset=UTF-8",
+            "X-Secret-Key": self._secret(request.service),
+            IDEMPOTENCY_HEADER: digest[:40],
+        }
+        status, doc = await self._call("POST", request.path, headers=headers, data=_dumps(request.body))
+        header = self._header(status, doc)
+        if request.service in ("sms", "mms"):
+            data = ((doc.get("body") or {}).get("data") or {}) if isinstance(doc, dict) else {}
+            request_id, results = data.get("requestId"), data.get("sendResultList") or []
+        else:
+            message = (doc.get("message") or {}) if isinstance(doc, dict) else {}
+            request_id, results = message.get("requestId"), message.get("sendResults") or []
+        if not header[0]:
+            code = f"NHN_{header[1]}"
+            return [PhoneResult(d, "FAILED", error_code=code) for d in request.deliveries]
+        by_key = {str(r.get("recipientGroupingKey")): r for r in results if isinstance(r, dict)}
+        out: list[PhoneResult] = []
+        for delivery in request.deliveries:
+            r = by_key.get(delivery)
+            if r is None:
+                out.append(PhoneResult(delivery, "FAILED", error_code="NHN_NO_RESULT"))
+                continue
+            result_code = r.get("resultCode")
+            if result_code in (0, "0"):
+                message_id = f"{request.service}:{request_id}:{r.get('recipientSeq')}"
+                out.append(PhoneResult(delivery, "SENT", provider_message_id=message_id))
+            else:
+                out.append(PhoneResult(delivery, "FAILED", error_code=f"NHN_{result_code}"))
+        return out
+
+    @staticmethod
+    def _header(status: int, doc: Any) -> tuple[bool, int]:
+        """``(isSuccessful, resultCode)``; raises for transient failures and refused credentials."""
+        header = doc.get("header") if isinstance(doc, dict) else None
+        if not isinstance(header, dict):
+            if status == 429 or status >= 500:
+                raise ProviderUnavailable(f"HTTP_{status}", "NHN Cloud is unavailable")
+            raise ProviderRejected(f"HTTP_{status}", "NHN Cloud answered without a result header")
+        code = int(header.get("resultCode") or 0)
+        if code in _AUTH_CODES:
+            raise ProviderRejected(f"NHN_{code}", f"NHN Cloud refused the credentials: {_AUTH_CODES[code]} ({code})")
+        if code in _RETRYABLE_CODES or status == 429 or status >= 500:
+            raise ProviderUnavailable(f"NHN_{code}" if code else f"HTTP_{status}", str(header.get("resultMessage")))
+        return bool(header.get("isSuccessful")), code
+
+    # -- final results -------------------------------------------------------------------------------
+
+    async def poll(self, provider_message_ids: list[str]) -> list[DeliveryReport]:
+        """Ask NHN for the final result of accepted messages; those still in flight are left out."""
+        by_request: dict[tuple[str, str], set[str]] = {}
+        for message_id in provider_message_ids:
+            service, _, rest = message_id.partition(":")
+            request_id, _, seq = rest.rpartition(":")
+            by_request.setdefault((service, request_id), set()).add(seq)
+        reports: list[DeliveryReport] = []
+        for (service, request_id), seqs in by_request.items():
+            if service in ("sms", "mms"):
+                path = f"{self._sms_base}/sms/v3.0/appKeys/{self._sms_key}/sender/{service}/{request_id}"
+                status, doc = await self._call("GET", path, headers={"X-Secret-Key": self._sms_secret})
+                self._header(status, doc)
+                rows = ((doc.get("body") or {}).get("data") or []) if isinstance(doc, dict) else []
+                for row in rows:
+                    seq, state = str(row.get("recipientSeq")), str(row.get("msgStatus"))
+                    if seq in seqs and state in ("3", "0", "5"):
+                        reports.append(
+                            DeliveryReport(
+                                f"{service}:{request_id}:{seq}",
+                                state == "3",
+                                str(row.get("resultCode") or state),
+                                str(row.get("recipientGroupingKey") or "") or None,
+                            )
+                        )
+                continue
+            path = f"{self._alimtalk_base}/{service}/v2.3/appkeys/{self._alimtalk_key}/messages"
+            status, doc = await self._call(
+                "GET",
+                path,
+                headers={"X-Secret-Key": self._alimtalk_secret},
+                params={"requestId": request_id, "pageSize": "1000"},
+            )
+            self._header(status, doc)
+            rows = (
+                ((doc.get("messageSearchResultResponse") or {}).get("messages") or []) if isinstance(doc, dict) else []
+            )
+            for row in rows:
+                seq, state = str(row.get("recipientSeq")), str(row.get("messageStatus"))
+                if seq not in seqs or state not in ("COMPLETED", "FAILED"):
+                    continue
+                code = str(row.get("resultCode") or "")
+                delivered = state == "COMPLETED" and code == "1000"
+                # A fallback text that reached the phone counts as delivered, with its own code.
+                if not delivered and row.get("resendStatus") == "RSC04":
+                    delivered, code = True, "RSC04"
+                reports.append(
+                    DeliveryReport(
+                        f"{service}:{request_id}:{seq}",
+                        delivered,
+                        code,
+                        str(row.get("recipientGroupingKey") or "") or None,
+                    )
+                )
+        return reports
+
+    # -- HTTP ------------------------------------------------------------------------------------
+
+    async def _call(self, method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return await request_json(self._session, method, url, timeout=self._timeout, what="NHN Cloud", **kwargs)
+
+    async def aclose(self) -> None:
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,288 @@
+"""Solapi gateway: messages v4 ``send-many/detail`` for SMS, LMS, AlimTalk (ATA) and brand messages.
+
+Requests are signed with ``Authorization: HMAC-SHA256 apiKey=…, date=…, salt=…, signature=…``,
+the signature being HMAC-SHA256 of ``date + salt`` keyed by the API secret (hex). Solapi has no
+idempotency key, so every message carries ``customFields.magpieDeliveryId`` and a retry that may
+follow an accepted request (``maybe_sent``) first asks ``GET /messages/v4/list`` what Solapi holds
+for each recipient since the batch began, and sends only what it does not find.
+Final results arrive through Solapi's delivery report webhook (``parse_report``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import aiohttp
+
+from magpie.providers.base import (
+    DeliveryReport,
+    PhoneMessage,
+    PhoneResult,
+    ProviderRejected,
+    ProviderUnavailable,
+)
+from magpie.providers.http import request_json
+
+__all__ = ["BASE_URL", "SolapiGateway", "authorization", "parse_report", "verify_authorization"]
+
+BASE_URL: Final = "https://api.solapi.com"
+DELIVERY_FIELD: Final = "magpieDeliveryId"
+# Solapi refuses a signature dated more than 15 minutes from its clock.
+MAX_SKEW_SECONDS: Final = 15 * 60
+DELIVERED: Final = "4000"
+_AUTH_ERRORS: Final = {"InvalidAPIKey", "SignatureDoesNotMatch", "RequestTimeTooSkewed", "DuplicatedSignature"}
+_TYPES: Final = {"alimtalk": "ATA", "brand": "BMS_TEXT", "SMS": "SMS", "LMS": "LMS", "MMS": "MMS"}
+# Solapi's pending states; every other code is final.
+_PENDING: Final = {"2000", "3000"}
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ts * 1000) % 1000:03d}Z"
+
+
+def sign(*, secret: str, date: str, salt: str) -> str:
+    return hmac.new(secret.encode(), (date + salt).encode(), hashlib.sha256).hexdigest()
+
+
+def authorization(*, api_key: str, secret: str, now: float, salt: str | None = None) -> str:
+    """The ``Authorization`` header value for a request made at ``now``."""
+    date = _iso(now)
+    salt = salt or secrets.token_hex(16)
+    return (
+        f"HMAC-SHA256 apiKey={api_key}, date={date}, salt={salt}, signature={sign(secret=secret, date=date, salt=salt)}"
+    )
+
+
+def parse_authorization(value: str) -> dict[str, str] | None:
+    """The fields of an HMAC-SHA256 authorization (keys lower-cased), or None when it is not one."""
+    scheme, _, rest = value.strip().partition(" ")
+    if scheme.upper() != "HMAC-SHA256":
+        return None
+    fields: dict[str, str] = {}
+    for part in rest.split(","):
+        key, sep, val = part.strip().partition("=")
+        if sep:
+            fields[key.strip().lower()] = val.strip()
+    return fields
+
+
+def verify_authorization(value: str, *, secrets_by_key: Mapping[str, str], now: float) -> str | None:
+    """None when ``value`` is a valid, fresh signature; else the error code Solapi answers with."""
+    fields = parse_authorization(value)
+    if fields is None or not {"apikey", "date", "salt", "signature"} <= set(fields):
+        return "InvalidAuthorization"
+    secret = secrets_by_key.get(fields["apikey"])
+    if secret is None:
+        return "InvalidAPIKey"
+    try:
+        when = datetime.fromisoformat(fields["date"].replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return "InvalidAuthorization"
+    if abs(now - when) > MAX_SKEW_SECONDS:
+        return "RequestTimeTooSkewed"
+    expected = sign(secret=secret, date=fields["date"], salt=fields["salt"])
+    if not hmac.compare_digest(expected.encode(), fields["signature"].encode()):
+        return "SignatureDoesNotMatch"
+    return None
+
+
+def parse_report(doc: Any) -> list[DeliveryReport]:
+    """Final results out of a delivery report webhook body (a list of message objects)."""
+    items = doc if isinstance(doc, list) else [doc]
+    reports: list[DeliveryReport] = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("messageId"), str):
+            continue
+        code = str(item.get("statusCode") or "")
+        if code in _PENDING:
+            continue
+        fields = item.get("customFields") if isinstance(item.get("customFields"), dict) else {}
+        delivery = fields.get(DELIVERY_FIELD) if isinstance(fields, dict) else None
+        reports.append(DeliveryReport(item["messageId"], code == DELIVERED, code, str(delivery) if delivery else None))
+    return reports
+
+
+class SolapiGateway:
+    """Sends ``PhoneMessage`` batches through Solapi; see the module docstring."""
+
+    name = "solapi"
+
+    def __init__(
+        self,
+        *,
+        config: Mapping[str, Any],
+        sender_number: str = "",
+        session: aiohttp.ClientSession | None = None,
+        timeout: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._api_key = str(config["apiKey"])
+        self._secret = str(config["apiSecret"])
+        self._pf_id = str(config.get("pfId") or "")
+        self._base = str(config.get("baseUrl") or BASE_URL).rstrip("/")
+        self._sender = sender_number.replace("-", "")
+        self._session = session
+        self._owns_session = session is None
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._clock = clock
+
+    async def send_batch(
+        self,
+        messages: list[PhoneMessage],
+        *,
+        batch_key: str,  # noqa: ARG002 - Solapi has no idempotency key: deliveries are matched by id
+        maybe_sent: bool = False,
+    ) -> list[PhoneResult]:
+        results: dict[str, PhoneResult] = {}
+        for m in messages:
+            if not self._sender or (m.channel == "kakao" and not self._pf_id):
+                results[m.delivery_id] = PhoneResult(m.delivery_id, "FAILED", error_code="PROVIDER_NOT_CONFIGURED")
+            elif m.kind == "MMS":
+                # Solapi takes MMS images only as files uploaded beforehand (imageId).
+                results[m.delivery_id] = PhoneResult(m.delivery_id, "FAILED", error_code="MMS_IMAGES_NOT_SUPPORTED")
+        todo = [m for m in messages if m.delivery_id not in results]
+        if todo and maybe_sent:
+            for found in await self._already_accepted(todo):
+                results[found.delivery_id] = found
+            todo = [m for m in todo if m.delivery_id not in results]
+        if todo:
+            for result in await self._send(todo):
+                results[result.delivery_id] = result
+        return [results[m.delivery_id] for m in messages]
+
+    def _message(self, m: PhoneMessage) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "to": m.national_number,
+            "from": self._sender,
+            "text": m.text,
+            "type": _TYPES[m.kind],
+            "customFields": {DELIVERY_FIELD: m.delivery_id},
+        }
+        if m.title and m.kind in ("LMS", "MMS"):
+            doc["subject"] = m.title
+        if m.channel == "kakao":
+            options: dict[str, Any] = {
+                "pfId": self._pf_id,
+                "disableSms": m.fallback is None,
+                "buttons": [_button(b) for b in m.buttons],
+            }
+            if m.kind == "alimtalk":
+                options["templateId"] = m.template_code
+                options["variables"] = {f"#{{{k}}}": v for k, v in m.template_parameters.items()}
+            if m.image_urls:
+                options["imageUrl"] = m.image_urls[0]
+            doc["kakaoOptions"] = options
+            if m.fallback is not None:
+                doc["replacements"] = [
+                    {
+                        "to": m.national_number,
+                        "from": self._sender,
+                        "text": m.fallback.text,
+                        "type": m.fallback.kind,
+                        **({"subject": m.fallback.title} if m.fallback.title else {}),
+                    }
+                ]
+        return doc
+
+    async def _send(self, messages: list[PhoneMessage]) -> list[PhoneResult]:
+        body = {"messages": [self._message(m) for m in messages], "showMessageList": True}
+        status, doc = await self._call("POST", "/messages/v4/send-many/detail", body=body)
+        if status >= 300:
+            raise self._error(status, doc)
+        ids = [m.delivery_id for m in messages]
+        failed: dict[str, str] = {}
+        accepted: dict[str, str] = {}
+        for item in (doc or {}).get("failedMessageList") or []:
+            delivery = _delivery_of(item)
+            if delivery:
+                failed[delivery] = f"SOLAPI_{item.get('statusCode')}"
+        for item in (doc or {}).get("messageList") or []:
+            delivery = _delivery_of(item)
+            if delivery and isinstance(item.get("messageId"), str):
+                accepted[delivery] = item["messageId"]
+        out: list[PhoneResult] = []
+        for delivery in ids:
+            if delivery in failed:
+                out.append(PhoneResult(delivery, "FAILED", error_code=failed[delivery]))
+            elif delivery in accepted:
+                out.append(PhoneResult(delivery, "SENT", provider_message_id=accepted[delivery]))
+            else:
+                out.append(PhoneResult(delivery, "FAILED", error_code="SOLAPI_NO_RESULT"))
+        return out
+
+    async def _already_accepted(self, messages: list[PhoneMessage]) -> list[PhoneResult]:
+        """What Solapi already holds for these deliveries (found by recipient, matched by our field)."""
+        wanted = {m.delivery_id for m in messages}
+        found: list[PhoneResult] = []
+        for number in sorted({m.national_number for m in messages}):
+            status, doc = await self._call(
+                "GET",
+                "/messages/v4/list",
+                params={"criteria": "to", "cond": "eq", "value": number, "limit": "100"},
+            )
+            if status >= 300:
+                raise self._error(status, doc)
+            listed = (doc or {}).get("messageList") or {}
+            for item in listed.values() if isinstance(listed, dict) else listed:
+                delivery = _delivery_of(item)
+                if delivery in wanted and isinstance(item.get("messageId"), str):
+                    found.append(PhoneResult(delivery, "SENT", provider_message_id=item["messageId"]))
+                    wanted.discard(delivery)
+        return found
+
+    @staticmethod
+    def _error(status: int, doc: Any) -> ProviderRejected | ProviderUnavailable:
+        code = str((doc or {}).get("errorCode") or f"HTTP_{status}") if isinstance(doc, dict) else f"HTTP_{status}"
+        message = str((doc or {}).get("errorMessage") or "") if isinstance(doc, dict) else ""
+        if code in _AUTH_ERRORS:
+            return ProviderRejected(f"SOLAPI_{code}", f"Solapi refused the credentials: {code} {message}".strip())
+        if status == 429 or status >= 500:
+            return ProviderUnavailable(f"SOLAPI_{code}", message or "Solapi is unavailable")
+        return ProviderRejected(f"SOLAPI_{code}", message)
+
+    async def _call(
+        self, method: str, path: str, *, body: Any = None, params: Mapping[str, str] | None = None
+    ) -> tuple[int, Any]:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        headers = {"Authorization": authorization(api_key=self._api_key, secret=self._secret, now=self._clock())}
+        kwargs: dict[str, Any] = {"headers": headers, "params": params}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            kwargs["data"] = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        return await request_json(
+            self._session, method, self._base + path, timeout=self._timeout, what="Solapi", **kwargs
+        )
+
+    async def aclose(self) -> None:
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _delivery_of(item: Any) -> str | None:
+    if not isinstance(item, dict):
+        return None
+    fields = item.get("customFields")
+    value = fields.get(DELIVERY_FIELD) if isinstance(fields, dict) else None
+    return str(value) if value else None
+
+
+def _button(button: Mapping[str, str]) -> dict[str, str]:
+    """magpie's (NHN-style) button fields in Solapi's names."""
+    names = {
+        "type": "buttonType",
+        "name": "buttonName",
+        "linkMo": "linkMo",
+        "linkPc": "linkPc",
+        "schemeAndroid": "linkAnd",
+        "schemeIos": "linkIos",
+    }
+    return {names[k]: v for k, v in button.items() if k in names}

@@ -1,0 +1,194 @@
+"""A fake Solapi messages v4 on 127.0.0.1: ``send-many/detail``, ``list``, and delivery reports.
+
+It verifies ``Authorization: HMAC-SHA256 apiKey=…, date=…, salt=…, signature=…`` on its own (field
+names in any case; a date more than 15 minutes off its clock, an unknown key, a reused salt or a wrong
+signature answer 401 with Solapi's error codes), refuses unregistered sender numbers and AlimTalk text
+that does not match its template per message in ``failedMessageList``, and can POST delivery reports.
+For benchmarks: ``python -m tests.fakes.solapi --port 0`` prints ``READY <port>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import itertools
+import json
+import re
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from tests.fakes.gateway import Accepted, GatewayFake
+from tests.fakes.server import serve_until_signalled
+
+API_KEY = "NCSFAKEAPIKEY001"
+API_SECRET = "FAKESECRETFAKESECRETFAKESECRET12"
+PF_ID = "KA01PF000000000000000000000001"
+_PLACEHOLDER = re.compile(r"#\{([^{}#]+)\}")
+TYPES = {"SMS", "LMS", "MMS", "ATA", "BMS_TEXT"}
+
+
+class FakeSolapi(GatewayFake):
+    """See the module docstring. ``templates``: templateId -> registered text; ``undeliverable``:
+    numbers whose reports say the carrier failed (3104); ``report_url``: where reports are POSTed."""
+
+    name = "solapi"
+
+    def __init__(
+        self, *, templates: dict[str, str] | None = None, clock: Callable[[], float] = time.time, **kw: Any
+    ) -> None:
+        super().__init__(**kw)
+        self.templates = dict(templates or {})
+        self.clock = clock
+        self.senders = {"0212345678"}
+        self.undeliverable: set[str] = set()
+        self.report_url: str | None = None
+        self.reports: list[list[dict[str, Any]]] = []
+        self._salts: set[str] = set()
+        self._ids = itertools.count(1)
+        self._messages: dict[str, dict[str, Any]] = {}
+
+    def config(self) -> dict[str, str]:
+        return {"apiKey": API_KEY, "apiSecret": API_SECRET, "pfId": PF_ID, "baseUrl": self.base_url}
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/messages/v4/send-many/detail", self._send)
+        app.router.add_get("/messages/v4/list", self._list)
+
+    def _refuse(self, request: web.Request) -> web.Response | None:
+        value = request.headers.get("authorization", "")
+        scheme, _, rest = value.partition(" ")
+        fields = {}
+        for part in rest.split(","):
+            k, sep, v = part.strip().partition("=")
+            if sep:
+                fields[k.lower()] = v
+        code = None
+        if scheme != "HMAC-SHA256" or not {"apikey", "date", "salt", "signature"} <= set(fields):
+            code = "InvalidAuthorization"
+        elif fields["apikey"] != API_KEY:
+            code = "InvalidAPIKey"
+        else:
+            try:
+                when = datetime.fromisoformat(fields["date"].replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                when = 0.0
+            expected = hmac.new(API_SECRET.encode(), (fields["date"] + fields["salt"]).encode(), hashlib.sha256)
+            if abs(self.clock() - when) > 15 * 60:
+                code = "RequestTimeTooSkewed"
+            elif not hmac.compare_digest(expected.hexdigest(), fields["signature"]):
+                code = "SignatureDoesNotMatch"
+            elif fields["salt"] in self._salts:
+                code = "DuplicatedSignature"
+            else:
+                self._salts.add(fields["salt"])
+        if code is None:
+            return None
+        return web.json_response({"errorCode": code, "errorMessage": f"{code}: authentication failed"}, status=401)
+
+    async def _send(self, request: web.Request) -> web.StreamResponse:
+        refused = self._refuse(request)
+        if refused is not None:
+            return refused
+        failure = await self.before_send()
+        if failure is not None:
+            return failure
+        doc = await request.json()
+        group_id = f"G4V2026{next(self._ids):014d}"
+        failed, listed, accepted, reports = [], [], [], []
+        for m in doc.get("messages") or []:
+            message_id = f"M4V2026{next(self._ids):014d}"
+            code, text = self._check(m)
+            item = {
+                "to": m.get("to"),
+                "from": m.get("from"),
+                "type": m.get("type"),
+                "country": "82",
+                "messageId": message_id,
+                "customFields": m.get("customFields") or {},
+            }
+            if code is not None:
+                failed.append({**item, "statusCode": code, "statusMessage": "refused", "accountId": "1"})
+                continue
+            listed.append({**item, "statusCode": "2000", "statusMessage": "정상 접수(이통사로 접수 예정)"})
+            accepted.append(Accepted(str(m.get("to")), str(m.get("type")), text, message_id, dict(m)))
+            final = "3104" if m.get("to") in self.undeliverable else "4000"
+            self._messages[message_id] = {
+                **item,
+                "_id": message_id,
+                "groupId": group_id,
+                "statusCode": final,
+                "text": text,
+            }
+            reports.append({**item, "groupId": group_id, "statusCode": final, "dateReceived": "2026-11-26T00:00:00Z"})
+        self._take(accepted)
+        await self.after_accept(request)
+        if reports and self.report_url:
+            asyncio.get_running_loop().create_task(self._report(reports))
+        self.reports.append(reports)
+        count = {"total": len(listed) + len(failed), "registeredFailed": len(failed), "registeredSuccess": len(listed)}
+        body = {
+            "failedMessageList": failed,
+            "groupInfo": {"groupId": group_id, "status": "SENDING", "count": count},
+            "messageList": listed,
+        }
+        return web.json_response(body)
+
+    def _check(self, m: dict[str, Any]) -> tuple[str | None, str]:
+        text = str(m.get("text") or "")
+        if m.get("type") not in TYPES:
+            return "1024", text
+        if m.get("from") not in self.senders:
+            return "1062", text
+        if m.get("type") in ("ATA", "BMS_TEXT"):
+            options = m.get("kakaoOptions") or {}
+            if options.get("pfId") != PF_ID:
+                return "1102", text
+            if m.get("type") == "ATA":
+                template = self.templates.get(str(options.get("templateId")))
+                if template is None:
+                    return "1104", text
+                variables = options.get("variables") or {}
+                try:
+                    filled = _PLACEHOLDER.sub(lambda g: str(variables["#{" + g.group(1) + "}"]), template)
+                except KeyError:
+                    return "1105", text
+                if filled != text:
+                    return "3034", text
+        return None, text
+
+    async def _report(self, reports: list[dict[str, Any]]) -> None:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session, session.post(str(self.report_url), json=reports) as response:
+            await response.read()
+
+    async def _list(self, request: web.Request) -> web.StreamResponse:
+        refused = self._refuse(request)
+        if refused is not None:
+            return refused
+        criteria, value = request.query.get("criteria"), request.query.get("value")
+        found = {k: v for k, v in self._messages.items() if criteria == "to" and v.get("to") == value}
+        return web.json_response({"startKey": None, "limit": 100, "messageList": found})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.solapi", description=__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--templates", default="{}", help="JSON object: templateId -> registered text")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    fake = FakeSolapi(templates=json.loads(args.templates), port=args.port, record=not args.quiet)
+    asyncio.run(serve_until_signalled(fake))
+    fake.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
