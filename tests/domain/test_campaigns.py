@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from liquid import Template
 from liquid.exceptions import LiquidError
 
-from magpie.domain.campaigns import DEMO_CAMPAIGN, parse_campaign
+from magpie.domain.campaigns import DEMO_CAMPAIGN, compile_template, parse_campaign
 from magpie.errors import InvalidCampaign
 
 
@@ -119,3 +122,44 @@ def test_campaign_to_json_round_trip(raw: dict[str, Any]) -> None:
     again = parse_campaign(campaign.to_json())
     assert again == campaign
     assert campaign.to_json()["message"]["title"] == raw["message"]["title"]
+
+
+# -- templates compiled once per campaign: the fast paths answer as Liquid does ------------------------
+
+_values = st.one_of(
+    st.text(max_size=12),
+    st.integers(min_value=-(10**12), max_value=10**12),
+    st.floats(allow_nan=False, allow_infinity=False, width=32),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(min_value=0, max_value=9), max_size=3),
+)
+_names = st.sampled_from(["name", "orderNo", "grade", "city"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    scope=st.sampled_from(["api_properties", "user_properties", "user"]),
+    name=_names,
+    spaces=st.sampled_from(["", " ", "  "]),
+    data=st.dictionaries(_names, _values, max_size=4),
+    text=st.text(alphabet=st.characters(blacklist_characters="{}%"), max_size=20),
+)
+def test_fast_templates_render_as_liquid_does(
+    scope: str, name: str, spaces: str, data: dict[str, Any], text: str
+) -> None:
+    context = {"api_properties": {}, "user_properties": {}, "user": {"id": "u-1", "deviceId": ""}}
+    context[scope] = {**context[scope], **data}
+    for source in (f"{{{{{spaces}{scope}.{name}{spaces}}}}}", text, f"{text}{{{{ {scope}.{name} }}}}"):
+        expected = Template(source).render(**context)
+        assert compile_template(source, field_name="body").render(**context) == expected, source
+
+
+def test_fast_templates_are_chosen_only_for_their_shapes() -> None:
+    assert compile_template("plain text, 주문 완료", field_name="body").render() == "plain text, 주문 완료"
+    lookup = compile_template("{{ api_properties.orderNo }}", field_name="body")
+    assert lookup.render(api_properties={"orderNo": 42}, user_properties={}, user={}) == "42"
+    assert lookup.render(api_properties={"orderNo": 1.5}, user_properties={}, user={}) == "1.5"  # Liquid's own
+    assert lookup.render(api_properties={}, user_properties={}, user={}) == ""
+    filtered = compile_template("{{ api_properties.orderNo | default: 'none' }}", field_name="body")
+    assert filtered.render(api_properties={}, user_properties={}, user={}) == "none"

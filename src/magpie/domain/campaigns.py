@@ -18,9 +18,10 @@ Kakao and SMS campaigns say ``channel: kakao`` (with ``type: alimtalk`` or ``typ
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from liquid import BoundTemplate, Environment
 from liquid.exceptions import LiquidError
@@ -63,14 +64,66 @@ def _sample_context() -> dict[str, Any]:
     return {"api_properties": {}, "user_properties": {}, "user": {"id": "", "deviceId": ""}}
 
 
-def compile_template(source: str, *, field_name: str) -> BoundTemplate:
-    """Parse a Liquid template and render it once on empty data, so errors surface at apply time."""
+class Template(Protocol):
+    def render(self, *args: Any, **kwargs: Any) -> str: ...
+
+
+class _Text:
+    """A template with no Liquid markup: Liquid would give back its source unchanged."""
+
+    __slots__ = ("source",)
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def render(self, *args: Any, **kwargs: Any) -> str:  # noqa: ARG002 - the same call as Liquid's
+        return self.source
+
+
+# ``{{ a.b.c }}`` and nothing else: the shape of most per-recipient values (an AlimTalk variable, a name).
+_LOOKUP = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*\}\}")
+
+
+class _Lookup:
+    """``{{ a.b.c }}``: a string or integer found at that path is the output, as Liquid writes it;
+    anything else (missing, a float, a list...) is rendered by Liquid itself."""
+
+    __slots__ = ("liquid", "path")
+
+    def __init__(self, path: str, liquid: BoundTemplate) -> None:
+        self.path = path.split(".")
+        self.liquid = liquid
+
+    def render(self, *args: Any, **kwargs: Any) -> str:
+        value: Any = kwargs
+        for name in self.path:
+            if not isinstance(value, Mapping) or name not in value:
+                return self.liquid.render(*args, **kwargs)
+            value = value[name]
+        if isinstance(value, str):
+            return value
+        if type(value) is int:
+            return str(value)
+        return self.liquid.render(*args, **kwargs)
+
+
+def compile_template(source: str, *, field_name: str) -> Template:
+    """Parse a Liquid template and render it once on empty data, so errors surface at apply time.
+
+    What every recipient's rendering would do the same way is settled here: text without markup
+    is returned as it is, and a lone ``{{ path }}`` reads the value at that path.
+    """
     try:
         template = _liquid.from_string(source)
         template.render(**_sample_context())
     except LiquidError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InvalidCampaign(f"message.{field_name}: template error: {first}") from exc
+    if "{{" not in source and "{%" not in source:
+        return _Text(source)
+    lookup = _LOOKUP.fullmatch(source)
+    if lookup is not None:
+        return _Lookup(lookup.group(1), template)
     return template
 
 
@@ -100,7 +153,7 @@ class Campaign:
     kind: str | None = None
     # HOLD or DROP at night; None follows the environment's setting.
     night_policy: str | None = None
-    _templates: dict[str, BoundTemplate] = field(default_factory=dict, compare=False, repr=False)
+    _templates: dict[str, Template] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def is_marketing(self) -> bool:
@@ -211,7 +264,7 @@ def parse_campaign(raw: object) -> Campaign:
     unknown = set(message_raw) - _MESSAGE_FIELDS
     if unknown:
         raise InvalidCampaign(f"unknown message fields: {', '.join(sorted(unknown))}")
-    templates: dict[str, BoundTemplate] = {}
+    templates: dict[str, Template] = {}
     for part in ("title", "body"):
         text = message_raw.get(part)
         if not isinstance(text, str) or not text.strip():
@@ -266,7 +319,7 @@ def _parse_phone_campaign(
     policy = raw.get("nightPolicy")
     if policy is not None and policy not in NIGHT_POLICIES:
         raise InvalidCampaign("nightPolicy must be HOLD or DROP")
-    templates: dict[str, BoundTemplate] = {}
+    templates: dict[str, Template] = {}
     message: KakaoMessage | SmsMessage
     try:
         if channel == "kakao":
@@ -302,7 +355,7 @@ def _parse_phone_campaign(
     )
 
 
-def _sms_templates(message: SmsMessage, templates: dict[str, BoundTemplate], *, prefix: str) -> None:
+def _sms_templates(message: SmsMessage, templates: dict[str, Template], *, prefix: str) -> None:
     templates[f"{prefix}text"] = compile_template(message.text, field_name=f"{prefix}text")
     if message.title is not None:
         templates[f"{prefix}title"] = compile_template(message.title, field_name=f"{prefix}title")
