@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import ssl
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import aiohttp
 import httpx
@@ -24,9 +24,38 @@ from magpie.providers.sandbox import Record, RecordPhone, SandboxGateway, Sandbo
 from magpie.providers.solapi import SolapiGateway
 from magpie.providers.webhook import WebhookProvider
 
+B = TypeVar("B")
+
 
 class NotConfigured(ProviderRejected):
     """The campaign asks for a provider the environment has no settings for."""
+
+
+class _Built(Generic[B]):
+    """Providers or gateways built from an environment's settings, per (env_id, name), rebuilt when
+    the settings that built one change (a digest of them).
+
+    The settings object asked with is remembered too: one work item's recipients all ask with their
+    snapshot's settings, and the same object needs no digest.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[int, str], tuple[str, B, Mapping[str, Any]]] = {}
+
+    def get(self, key: tuple[int, str], settings: Mapping[str, Any], config: object, build: Callable[[], B]) -> B:
+        entry = self._entries.get(key)
+        if entry is not None and entry[2] is settings:
+            return entry[1]
+        digest = hashlib.sha256(msgspec.json.encode(config)).hexdigest()
+        built = entry[1] if entry is not None and entry[0] == digest else build()
+        self._entries[key] = (digest, built, settings)
+        return built
+
+    def clear(self) -> list[B]:
+        """Forget everything built; returns it, for closing."""
+        built = [entry[1] for entry in self._entries.values()]
+        self._entries.clear()
+        return built
 
 
 class ProviderRegistry:
@@ -47,8 +76,8 @@ class ProviderRegistry:
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
         self._http2: dict[str, httpx.AsyncClient] = {}
-        self._providers: dict[tuple[int, str], tuple[str, Provider]] = {}
-        self._gateways: dict[tuple[int, str], tuple[str, PhoneGateway]] = {}
+        self._providers: _Built[Provider] = _Built()
+        self._gateways: _Built[PhoneGateway] = _Built()
         self._record_phone = record_phone
         self.sandbox = SandboxProvider(record=record_sandbox)
 
@@ -108,13 +137,7 @@ class ProviderRegistry:
         config = settings.get("providers", {}).get(name)
         if config is None:
             raise NotConfigured("PROVIDER_NOT_CONFIGURED", f"the environment has no {name} settings")
-        digest = hashlib.sha256(msgspec.json.encode(config)).hexdigest()
-        cached = self._providers.get((env_id, name))
-        if cached is not None and cached[0] == digest:
-            return cached[1]
-        provider = self._build(name, config)
-        self._providers[(env_id, name)] = (digest, provider)
-        return provider
+        return self._providers.get((env_id, name), settings, config, lambda: self._build(name, config))
 
     def for_token(
         self, *, env_id: int, settings: Mapping[str, Any], campaign_provider: str, token_type: str
@@ -139,10 +162,11 @@ class ProviderRegistry:
             if config is None:
                 raise NotConfigured("PROVIDER_NOT_CONFIGURED", f"the environment has no {name} settings")
         sender = str(settings.get("smsSender") or "")
-        digest = hashlib.sha256(msgspec.json.encode([name, config, sender])).hexdigest()
-        cached = self._gateways.get((env_id, name))
-        if cached is not None and cached[0] == digest:
-            return cached[1]
+        return self._gateways.get(
+            (env_id, name), settings, [name, config, sender], lambda: self._build_gateway(env_id, name, config, sender)
+        )
+
+    def _build_gateway(self, env_id: int, name: str, config: Mapping[str, Any], sender: str) -> PhoneGateway:
         gateway: PhoneGateway
         if name == "sandbox":
             assert self._record_phone is not None
@@ -154,16 +178,13 @@ class ProviderRegistry:
             gateway = SolapiGateway(
                 config=config, sender_number=sender, session=self._aiohttp(), timeout=self._timeout, **clock_kw
             )
-        self._gateways[(env_id, name)] = (digest, gateway)
         return gateway
 
     async def aclose(self) -> None:
-        for _, provider in self._providers.values():
+        for provider in self._providers.clear():
             await provider.aclose()
-        self._providers.clear()
-        for _, gateway in self._gateways.values():
+        for gateway in self._gateways.clear():
             await gateway.aclose()
-        self._gateways.clear()
         if self._session is not None:
             await self._session.close()
             self._session = None
