@@ -177,7 +177,8 @@ def test_inbox_draws_kakao_and_text_messages_as_bubbles(
     )
     fallback = alimtalk.get_by_label("SMS fallback").inner_text()
     assert "SMS" in fallback and "[magpie shop] 주문 A-1024 출발" in fallback
-    assert f"{sent['alimtalk']['bytes']} bytes" in text
+    assert sent["alimtalk"]["bytes"] == len(sent["alimtalk"]["text"].encode("euc-kr"))
+    assert f"{sent['alimtalk']['bytes']} bytes in EUC-KR" in text
 
     brand = page.locator("article.kakao", has_text="Brand message")
     assert "김민지님, 겨울 세일이 시작됐어요." in brand.inner_text() and "Marketing" in brand.inner_text()
