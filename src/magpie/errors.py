@@ -83,8 +83,20 @@ class ExceedUserMaxLength(InvalidRequest):
 
 
 class CampaignNotFound(InvalidRequest):
+    """No campaign of a channel has the key; the message names the channel as Hackle does.
+
+    >>> CampaignNotFound(channel="kakao").message
+    'Could not find kakao message campaign with the given key'
+    >>> CampaignNotFound(channel=None).message  # asked without a channel (admin API, CLI)
+    'Could not find campaign with the given key'
+    """
+
     code = "CAMPAIGN_NOT_FOUND"
     default_message = "Could not find push message campaign with the given key"
+
+    def __init__(self, message: str | None = None, *, channel: str | None = "push") -> None:
+        kind = f"{channel} message campaign" if channel else "campaign"
+        super().__init__(message or f"Could not find {kind} with the given key")
 
 
 class InvalidPhoneNumber(InvalidRequest):

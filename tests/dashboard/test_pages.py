@@ -116,7 +116,7 @@ def test_pages_user_lookup_inbox_and_keys(client: AppClient, env: Env, sent: dic
 
     inbox = _text(_page(client, cookies, e + "/inbox").text)
     assert "(광고) magpie shop 민지님 할인" in inbox
-    assert "No push yet" in _text(_page(client, cookies, e + "/inbox?user=u2").text)
+    assert "No message yet" in _text(_page(client, cookies, e + "/inbox?user=u2").text)
     assert env.key[:12] in _page(client, cookies, e + "/keys").text
 
 

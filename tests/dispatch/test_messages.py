@@ -243,6 +243,36 @@ def test_push_endpoint_does_not_trigger_a_kakao_campaign(client: AppClient, env:
     assert response.json()["message"] == "Could not find push message campaign with the given key"
 
 
+@pytest.mark.parametrize(
+    ("channel", "other_key"),
+    [pytest.param("push", 10, id="push"), pytest.param("kakao", 12, id="kakao"), pytest.param("sms", 10, id="sms")],
+)
+def test_statistics_of_an_unknown_campaign_name_its_channel(
+    client: AppClient, env: Env, channel: str, other_key: int
+) -> None:
+    setup(client, env, None, alimtalk(), sms())
+    expected = f"Could not find {channel} message campaign with the given key"
+    # A key no campaign has, and a key another channel's campaign has: neither is this channel's.
+    for key in (999, other_key):
+        for method, url, body in (
+            ("GET", f"/v1/{channel}-message/campaigns/{key}/stats", None),
+            ("POST", f"/v1/{channel}-message/trigger/send", {"campaignKey": key, "users": [{"userId": "u"}]}),
+        ):
+            response = client.request(method, url, json=body, headers=env.headers)
+            assert response.status_code == 400, (url, response.text)
+            assert response.json() == {"code": "CAMPAIGN_NOT_FOUND", "message": expected}, url
+    if channel != "push":
+        own = 10 if channel == "kakao" else 12
+        assert client.get(f"/v1/{channel}-message/campaigns/{own}/stats", headers=env.headers).status_code == 200
+
+
+def test_admin_statistics_of_an_unknown_campaign_name_no_channel(client: AppClient, env: Env) -> None:
+    setup(client, env, None, alimtalk())
+    response = client.get(f"/admin/v1/environments/{env.name}/campaigns/999/stats", headers=env.admin)
+    assert response.json() == {"code": "CAMPAIGN_NOT_FOUND", "message": "Could not find campaign with the given key"}
+    assert client.get(f"/admin/v1/environments/{env.name}/campaigns/10/stats", headers=env.admin).status_code == 200
+
+
 def test_idempotency_key_returns_the_first_dispatch(client: AppClient, env: Env) -> None:
     setup(client, env, None, sms())
     headers = {**env.headers, "Idempotency-Key": "order-1"}

@@ -9,7 +9,7 @@ from typing import Any
 from magpie.api.asgi import SUCCESS, Request, Response, encode
 from magpie.api.bodies import decode_json
 from magpie.api.context import Context
-from magpie.api.push import accept_trigger, show_dispatch
+from magpie.api.push import accept_trigger, show_campaign_stats, show_dispatch
 from magpie.domain.environment import effective
 from magpie.domain.phone import normalize
 from magpie.errors import InvalidApiKey, InvalidRequest
@@ -37,6 +37,16 @@ async def get_kakao_dispatch(ctx: Context, request: Request) -> Response:
 async def get_sms_dispatch(ctx: Context, request: Request) -> Response:
     """Show an SMS dispatch: status, counts by outcome and reason, and per-recipient deliveries."""
     return await show_dispatch(ctx, request, channel="sms")
+
+
+async def get_kakao_campaign_stats(ctx: Context, request: Request) -> Response:
+    """Kakao campaign statistics: sent, delivered, failed, excluded by reason, by type."""
+    return await show_campaign_stats(ctx, request, channel="kakao")
+
+
+async def get_sms_campaign_stats(ctx: Context, request: Request) -> Response:
+    """SMS campaign statistics: sent, delivered, failed, excluded by reason, by type."""
+    return await show_campaign_stats(ctx, request, channel="sms")
 
 
 async def _gateway_settings(ctx: Context, request: Request, gateway: str) -> tuple[int, dict[str, Any]]:

@@ -162,6 +162,11 @@ def parse_time(value: str | None, *, name: str, default: int) -> int:
 
 async def get_campaign_stats(ctx: Context, request: Request) -> Response:
     """Campaign statistics over a time range: requested, sent, failed, excluded by reason, clicks, CTR."""
+    return await show_campaign_stats(ctx, request, channel="push")
+
+
+async def show_campaign_stats(ctx: Context, request: Request, *, channel: str) -> Response:
+    """Statistics of a campaign of ``channel``; another channel's campaign is ``CAMPAIGN_NOT_FOUND`` here."""
     env_id = await ctx.auth.check_read(request.headers)
     campaign_key = parse_int(request.path_params["campaign_key"], name="the campaign key", default=0)
     now = int(time.time() * 1000)
@@ -171,6 +176,8 @@ async def get_campaign_stats(ctx: Context, request: Request) -> Response:
     if until <= since:
         raise InvalidRequest("to must be after from")
     stats = await ctx.read(
-        lambda conn: campaign_stats(conn, ctx.db, env_id=env_id, campaign_key=campaign_key, since=since, until=until)
+        lambda conn: campaign_stats(
+            conn, ctx.db, env_id=env_id, campaign_key=campaign_key, since=since, until=until, channel=channel
+        )
     )
     return 200, encode(views.campaign_stats(stats))

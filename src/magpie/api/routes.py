@@ -77,13 +77,13 @@ WITH_PARAMS: list[tuple[str, Matcher, Route, str]] = [
     (
         "GET",
         prefix_param("/v1/kakao-message/campaigns/", "/stats", "campaign_key"),
-        push.get_campaign_stats,
+        messages.get_kakao_campaign_stats,
         "/v1/kakao-message/campaigns/{campaignKey}/stats",
     ),
     (
         "GET",
         prefix_param("/v1/sms-message/campaigns/", "/stats", "campaign_key"),
-        push.get_campaign_stats,
+        messages.get_sms_campaign_stats,
         "/v1/sms-message/campaigns/{campaignKey}/stats",
     ),
     # The gateways' callbacks, authenticated by the environment's webhook secret.

@@ -9,7 +9,6 @@ answer replayed instead of a second message. Final results come from polling the
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -22,6 +21,7 @@ from magpie.providers.base import (
     PhoneResult,
     ProviderRejected,
     ProviderUnavailable,
+    compact_json,
 )
 from magpie.providers.http import request_json
 
@@ -47,10 +47,6 @@ class _Request:
     path: str
     body: dict[str, Any]
     deliveries: list[str]
-
-
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class NhnGateway:
@@ -192,7 +188,7 @@ class NhnGateway:
             "X-Secret-Key": self._secret(request.service),
             IDEMPOTENCY_HEADER: digest[:40],
         }
-        status, doc = await self._call("POST", request.path, headers=headers, data=_dumps(request.body))
+        status, doc = await self._call("POST", request.path, headers=headers, data=compact_json(request.body))
         header = self._header(status, doc)
         if request.service in ("sms", "mms"):
             data = ((doc.get("body") or {}).get("data") or {}) if isinstance(doc, dict) else {}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -27,6 +26,7 @@ from magpie.providers.base import (
     PhoneResult,
     ProviderRejected,
     ProviderUnavailable,
+    compact_json,
 )
 from magpie.providers.http import request_json
 
@@ -256,7 +256,7 @@ class SolapiGateway:
         kwargs: dict[str, Any] = {"headers": headers, "params": params}
         if body is not None:
             headers["Content-Type"] = "application/json"
-            kwargs["data"] = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+            kwargs["data"] = compact_json(body)
         return await request_json(
             self._session, method, self._base + path, timeout=self._timeout, what="Solapi", **kwargs
         )

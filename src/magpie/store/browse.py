@@ -12,6 +12,8 @@ import msgspec
 from magpie.store.db import Connection, Database
 
 _decode = msgspec.json.decode
+# What a Kakao button opens, in the order a phone would try: the mobile web link first.
+_LINKS = ("linkMo", "linkPc", "schemeAndroid", "schemeIos")
 
 
 def latest_dispatches(
@@ -120,7 +122,11 @@ def click_attribution(conn: Connection, db: Database, *, env_id: int, insert_ids
 def inbox(
     conn: Connection, db: Database, *, env_id: int, user_key: str | None = None, limit: int = 50
 ) -> list[dict[str, Any]]:
-    """Sandbox pushes, newest first, optionally of one profile (``u:<id>`` or ``d:<id>``)."""
+    """Sandbox messages (push, Kakao, text), newest first, optionally of one profile (``u:<id>`` or ``d:<id>``).
+
+    Each entry has its ``channel``; pushes carry title, body, image and link, Kakao and text messages
+    their type, text, byte count, buttons, fallback, purpose and masked number.
+    """
     columns = "i.id, i.delivery_id, i.payload, i.created_at, d.user_key, d.device_id, d.campaign_key"
     if user_key is None:
         rows = db.fetchall(
@@ -140,21 +146,56 @@ def inbox(
     for r in rows:
         message = _decode(r[2])
         kind, _, ident = (r[4] or ":").partition(":")
-        result.append(
-            {
-                "id": r[0],
-                "deliveryId": r[1],
-                "createdAt": r[3],
-                "title": message.get("title", ""),
-                "body": message.get("body", ""),
-                "imageUrl": message.get("image_url"),
-                "link": message.get("link"),
-                "userId": ident if kind == "u" else None,
-                "deviceId": r[5],
-                "campaignKey": r[6],
-            }
-        )
+        entry: dict[str, Any] = {
+            "id": r[0],
+            "deliveryId": r[1],
+            "createdAt": r[3],
+            "userId": ident if kind == "u" else None,
+            "deviceId": r[5],
+            "campaignKey": r[6],
+        }
+        entry.update(_phone_message(message) if "channel" in message else _push_message(message))
+        result.append(entry)
     return result
+
+
+def _push_message(message: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "channel": "push",
+        "title": message.get("title", ""),
+        "body": message.get("body", ""),
+        "imageUrl": message.get("image_url"),
+        "link": message.get("link"),
+    }
+
+
+def _phone_message(message: dict[str, Any]) -> dict[str, Any]:
+    """A Kakao or text message as the sandbox gateway recorded it: the number is already masked."""
+    fallback = message.get("fallback")
+    return {
+        "channel": message["channel"],
+        "type": message.get("type", ""),
+        "text": message.get("text", ""),
+        "title": message.get("title"),
+        "bytes": message.get("bytes", 0),
+        "templateCode": message.get("templateCode"),
+        "buttons": [
+            {
+                "type": b.get("type", ""),
+                "name": b.get("name", ""),
+                "link": next((b[k] for k in _LINKS if b.get(k)), None),
+            }
+            for b in message.get("buttons") or []
+        ],
+        "imageUrls": list(message.get("imageUrls") or []),
+        "fallback": (
+            {"type": fallback.get("kind", ""), "text": fallback.get("text", ""), "title": fallback.get("title")}
+            if isinstance(fallback, dict)
+            else None
+        ),
+        "marketing": bool(message.get("marketing")),
+        "to": message.get("to", ""),
+    }
 
 
 def work_status(conn: Connection, db: Database, *, env_id: int, now_ms: int) -> dict[str, int]:

@@ -75,7 +75,7 @@ class AcceptTrigger:
                     raise IdempotencyKeyReused()
                 return str(row[0]), False
         if not _campaign_active(tx, self.env_id, self.campaign_key, self.channel):
-            raise CampaignNotFound(f"Could not find {self.channel} message campaign with the given key")
+            raise CampaignNotFound(channel=self.channel)
         dispatch_id, exec_id = new_dispatch_ids()
         tx.execute(
             "INSERT INTO dispatches (id, exec_id, env_id, campaign_key, status, users, requested, idempotency_key, "

@@ -50,7 +50,7 @@ from magpie.domain.identity import DEVICE, USER, check_identifier
 from magpie.domain.operations import apply_operations
 from magpie.errors import EmptyIdentifier, InvalidRequest, NotFound, ServiceUnavailable
 from magpie.store.db import Connection, Database
-from magpie.store.profiles import resolve
+from magpie.store.profiles import resolve, set_phone
 from magpie.store.stats import add_count
 from magpie.store.tokens import register_token_row
 from magpie.store.transaction import ProfileRow, Tx, dumps
@@ -134,11 +134,7 @@ class StoreEvents:
                     ),
                 )
         elif isinstance(effect, PhoneUpdate):
-            if effect.phone is None:
-                if target.phone_enc is not None:
-                    tx.update(target, phone_enc=None)
-            else:
-                tx.update(target, phone_enc=tx.secret.encrypt(effect.phone))
+            set_phone(tx, target, effect.phone)  # the number and its blind index, as the phone endpoint does
         elif isinstance(effect, PushTokenUpdate):
             assert event.device_id is not None
             _touch(tx, tx.profile(self.env_id, DEVICE, event.device_id))

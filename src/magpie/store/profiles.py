@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+from cryptography.exceptions import InvalidTag
 
 from magpie.domain import consent
 from magpie.domain.identity import DEVICE, USER, merge_anonymous, merge_crm
@@ -127,16 +128,105 @@ class SetPhone(ProfileJob):
         self.phone = phone
 
     def apply(self, tx: Tx, target: ProfileRow) -> None:
-        # The blind index lets a gateway's 080 opt-out (which names a number) find its user.
-        tx.execute("DELETE FROM phone_index WHERE env_id = ? AND user_id = ?", (target.env_id, target.ident))
-        if self.phone is None:
-            if target.phone_enc is not None:
-                tx.update(target, phone_enc=None)
-            return
-        tx.update(target, phone_enc=tx.secret.encrypt(self.phone))
-        tx.execute(
-            "INSERT INTO phone_index (env_id, phone_hmac, user_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-            (target.env_id, tx.secret.blind_index(self.phone), target.ident),
+        set_phone(tx, target, self.phone)
+
+
+def set_phone(tx: Tx, target: ProfileRow, phone: str | None) -> None:
+    """Store (or, with None, delete) a user's number, encrypted, and keep its blind index in step.
+
+    The blind index lets a gateway's 080 opt-out (which names a number) find its user; every path
+    that sets a number (the phone-number endpoint, ``$secured_properties`` events) goes through here.
+    """
+    tx.execute("DELETE FROM phone_index WHERE env_id = ? AND user_id = ?", (target.env_id, target.ident))
+    if phone is None:
+        if target.phone_enc is not None:
+            tx.update(target, phone_enc=None)
+        return
+    tx.update(target, phone_enc=tx.secret.encrypt(phone))
+    tx.execute(
+        "INSERT INTO phone_index (env_id, phone_hmac, user_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        (target.env_id, tx.secret.blind_index(phone), target.ident),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ReindexPage:
+    """What one page of ``ReindexPhones`` did; ``after`` is where the next page starts (None: done)."""
+
+    after: tuple[int, str] | None
+    users: int
+    phones: int
+    added: int
+    removed: int
+    unreadable: int = 0  # numbers the data key cannot decrypt (a wrong MAGPIE_SECRET_KEY), left alone
+
+
+class ReindexPhones:
+    """Rebuild the phone blind index for one page of users, in key order after ``after``.
+
+    Numbers stored before migration ``0005_phone_channels`` have no index row, and a migration
+    cannot compute one (the index is keyed by the data key). Each page reads up to ``limit`` user
+    profiles (locked, so a number changing meanwhile waits), decrypts their numbers inside the
+    writer, and makes the index hold exactly one row per user with a number and none for a user
+    without one. A number the data key cannot decrypt is counted and its rows left alone. Nothing
+    is logged; running it again changes nothing.
+    """
+
+    __slots__ = ("after", "limit")
+
+    def __init__(self, *, after: tuple[int, str] | None = None, limit: int = 500) -> None:
+        self.after = after
+        self.limit = limit
+
+    def run(self, tx: Tx) -> ReindexPage:
+        env_id, ident = self.after if self.after is not None else (-1, "")
+        rows = tx.fetchall(
+            "SELECT env_id, ident, phone_enc FROM profiles "
+            "WHERE kind = ? AND (env_id > ? OR (env_id = ? AND ident > ?)) ORDER BY env_id, ident LIMIT ? FOR UPDATE",
+            (USER, env_id, env_id, ident, self.limit),
+        )
+        wanted: dict[tuple[int, str], str | None] = {}
+        unreadable = 0
+        for env, user, stored in rows:
+            # A job earlier in the same batch may have changed the number without writing it yet.
+            cached = tx.profiles.get((int(env), USER, str(user)))
+            phone_enc = cached.phone_enc if cached is not None else stored
+            if phone_enc is None:
+                wanted[(int(env), str(user))] = None
+                continue
+            try:
+                number = tx.secret.decrypt(bytes(phone_enc))
+            except (InvalidTag, ValueError):
+                unreadable += 1  # not this data key's: leave the user's index rows as they are
+                continue
+            wanted[(int(env), str(user))] = tx.secret.blind_index(number)
+        present: dict[tuple[int, str], set[str]] = {}
+        by_env: dict[int, list[str]] = {}
+        for env, user in wanted:
+            by_env.setdefault(env, []).append(user)
+        for env, users in by_env.items():
+            marks = ",".join("?" * len(users))
+            for user, hashed in tx.fetchall(
+                f"SELECT user_id, phone_hmac FROM phone_index WHERE env_id = ? AND user_id IN ({marks})", (env, *users)
+            ):
+                present.setdefault((env, str(user)), set()).add(str(hashed))
+        added = removed = 0
+        for (env, user), hashed in wanted.items():
+            have = present.get((env, user), set())
+            if have == ({hashed} if hashed is not None else set()):
+                continue
+            if have:
+                tx.execute("DELETE FROM phone_index WHERE env_id = ? AND user_id = ?", (env, user))
+                removed += len(have)
+            if hashed is not None:
+                tx.execute(
+                    "INSERT INTO phone_index (env_id, phone_hmac, user_id) VALUES (?, ?, ?)", (env, hashed, user)
+                )
+                added += 1
+        last = (int(rows[-1][0]), str(rows[-1][1])) if len(rows) == self.limit else None
+        phones = sum(1 for h in wanted.values() if h is not None)
+        return ReindexPage(
+            after=last, users=len(rows), phones=phones, added=added, removed=removed, unreadable=unreadable
         )
 
 

@@ -131,8 +131,19 @@ def totals_of(rows: list[tuple[int, str, int]], *, since: int, until: int) -> To
     return result
 
 
-def campaign_exists(conn: Connection, db: Database, *, env_id: int, campaign_key: int) -> bool:
-    return db.fetchone(conn, "SELECT 1 FROM campaigns WHERE env_id = ? AND key = ?", (env_id, campaign_key)) is not None
+def campaign_exists(
+    conn: Connection, db: Database, *, env_id: int, campaign_key: int, channel: str | None = None
+) -> bool:
+    """Whether the environment has a campaign with the key (of ``channel``, when given), whatever its status."""
+    if channel is None:
+        row = db.fetchone(conn, "SELECT 1 FROM campaigns WHERE env_id = ? AND key = ?", (env_id, campaign_key))
+    else:
+        row = db.fetchone(
+            conn,
+            "SELECT 1 FROM campaigns WHERE env_id = ? AND key = ? AND channel = ?",
+            (env_id, campaign_key, channel),
+        )
+    return row is not None
 
 
 def totals(
@@ -221,14 +232,22 @@ class CampaignStats:
 
 
 def campaign_stats(
-    conn: Connection, db: Database, *, env_id: int, campaign_key: int, since: int, until: int
+    conn: Connection,
+    db: Database,
+    *,
+    env_id: int,
+    campaign_key: int,
+    since: int,
+    until: int,
+    channel: str | None = None,
 ) -> CampaignStats:
     """Requested, sent, failed and excluded by reason, unique and total clicks over a range.
 
-    Raises ``CampaignNotFound`` for a key no campaign of the environment has.
+    Raises ``CampaignNotFound`` for a key no campaign of the environment has (of ``channel``, when
+    given: each channel's endpoint sees its own campaigns).
     """
-    if not campaign_exists(conn, db, env_id=env_id, campaign_key=campaign_key):
-        raise CampaignNotFound(f"no push campaign with key {campaign_key} in this environment")
+    if not campaign_exists(conn, db, env_id=env_id, campaign_key=campaign_key, channel=channel):
+        raise CampaignNotFound(channel=channel)
     t = totals(conn, db, env_id=env_id, since=since, until=until, campaign_key=campaign_key)
     dispatches = db.fetchone(
         conn,
