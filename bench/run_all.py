@@ -2,8 +2,8 @@
 
     make bench        (or: python -m bench.run_all [name ...])
 
-Names: properties (benchmarks 1, 2, 6), trigger (3), delivery (4), growth (5), dashboard (7),
-messages (8).
+Names: properties (benchmarks 1, 2, 6), profile (where a property update's time goes), trigger (3),
+delivery (4), growth (5), dashboard (7), messages (8).
 """
 
 from __future__ import annotations
@@ -14,7 +14,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import bench_dashboard, bench_delivery, bench_growth, bench_messages, bench_properties, bench_trigger
+from bench import (
+    bench_dashboard,
+    bench_delivery,
+    bench_growth,
+    bench_messages,
+    bench_profile,
+    bench_properties,
+    bench_trigger,
+)
 from bench._harness import RESULTS, ROOT, machine, median, rounds, seconds
 from bench.bench_properties import SQLITE_ROUNDS
 
@@ -184,6 +192,37 @@ Commands: {"; ".join(commands)}.
 {projection}"""
 
 
+def profile_section() -> str:
+    """Where a property update's time goes in the server and writer processes (``bench_profile``)."""
+    blocks = []
+    for engine, title in (("sqlite", "SQLite"), ("pg", "PostgreSQL")):
+        path = RESULTS / f"profile_{engine}.json"
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        s = data["summary"]
+        for process in ("server", "writer"):
+            figures = s[process]
+            rows = "\n".join(f"| {category} | {share:.0%} |" for category, share in figures["shares"].items())
+            blocks.append(
+                f"**{title}, {process} process** ({_us(figures['cpu_us_per_request'])} µs of CPU per request, "
+                f"{s['requests_per_second']:,} req/s while sampled; `{data['command']}`, {data['when']}):\n\n"
+                f"| where | share of busy samples |\n|---|---|\n{rows}\n"
+            )
+    if not blocks:
+        return ""
+    body = "\n".join(blocks)
+    return f"""
+## Where the time goes (property updates)
+
+A sampling profile of `magpie serve` under benchmark 1's load: py-spy samples the server process
+and its writer process {bench_profile.RATE} times a second without stopping them, and each sample in which the
+process was not waiting for work is put in one category (the rules are in `bench/bench_profile.py`;
+an fsync counts as busy, so the writer's shares are of its busy time, not only of its CPU).
+
+{body}"""
+
+
 def _round(value: float) -> str:
     """Two significant figures: a projection has no more."""
     return f"{float(f'{value:.2g}'):,.0f}"
@@ -268,7 +307,7 @@ PostgreSQL 15 local. Written by `python -m bench.run_all` on {time.strftime("%Y-
    recording); baseline: magpie's gateway client alone sending the same batches to the same fake with as
    many batches in flight as the workers run.
 
-{cpu_section()}
+{cpu_section()}{profile_section()}
 ## Runs
 
 {chr(10).join(details)}
@@ -280,7 +319,7 @@ PostgreSQL 15 local. Written by `python -m bench.run_all` on {time.strftime("%Y-
 
 
 def main(argv: list[str]) -> int:
-    names = argv or ["properties", "trigger", "delivery", "growth", "dashboard"]
+    names = argv or ["properties", "profile", "trigger", "delivery", "growth", "dashboard", "messages"]
     for name in names:
         print(f"== {name}", flush=True)
         if name == "properties":
@@ -295,6 +334,8 @@ def main(argv: list[str]) -> int:
             bench_dashboard.main(["all"])
         elif name == "messages":
             bench_messages.main([])
+        elif name == "profile":
+            bench_profile.main([])
         else:
             raise SystemExit(f"unknown benchmark {name!r}")
     path = write_docs()
