@@ -611,6 +611,8 @@ def test_two_year_notice_report_and_sending_it_through_a_campaign(client: AppCli
     every = client.get(url + "?withinDays=0", headers=env.admin).json()
     assert sorted((d["userId"], d["channel"]) for d in every["due"]) == [("old", "kakao"), ("old", "sms")]
     assert client.post(url + "/send", json={"campaignKey": 12}, headers=env.admin).json()["code"] == "INVALID_REQUEST"
+    unknown = client.post(url + "/send", json={"campaignKey": 99}, headers=env.admin)
+    assert (unknown.status_code, unknown.json()["code"]) == (400, "CAMPAIGN_NOT_FOUND")
     sent = client.post(url + "/send", json={"campaignKey": 30, "withinDays": 30}, headers=env.admin).json()
     assert sent["recipients"] == 2 and len(sent["dispatchIds"]) == 1
     run(client)

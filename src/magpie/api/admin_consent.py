@@ -14,7 +14,7 @@ from magpie.api.admin import admin, body_json
 from magpie.api.admin_push import _env_id
 from magpie.api.context import Context
 from magpie.domain.messages import CHANNELS
-from magpie.errors import InvalidRequest
+from magpie.errors import CampaignNotFound, InvalidRequest
 from magpie.store.campaigns import CampaignCache
 from magpie.store.dispatches import AcceptTrigger
 from magpie.store.profiles import reconfirmations_due
@@ -68,8 +68,10 @@ async def send_notice(ctx: Context, request: Request) -> Any:
         raise InvalidRequest("body: {campaignKey: number, channel?: push|kakao|sms, withinDays?: number}")
     key = int(body["campaignKey"])
     campaign = await ctx.read(lambda conn: CampaignCache().load(conn, ctx.db, env_id=env_id, key=key))
-    if campaign is None or campaign.status != "ACTIVE":
-        raise InvalidRequest(f"no ACTIVE campaign with key {key}")
+    if campaign is None:
+        raise CampaignNotFound(channel=None)
+    if campaign.status != "ACTIVE":
+        raise InvalidRequest(f"campaign {key} is {campaign.status}: the notice is sent through an ACTIVE campaign")
     if campaign.is_marketing:
         raise InvalidRequest("the re-confirmation notice is informational: use a campaign with purpose INFORMATION")
     channels = _channels(body.get("channel", campaign.channel))
