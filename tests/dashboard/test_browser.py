@@ -13,52 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.api.test_seeds import SEED_PHONE, SEED_PROPERTIES, SEED_PUSH
 from tests.chromium import screenshot
+from tests.dashboard.served import Magpie
 from tests.dispatch.test_trigger import SEED_TRIGGER
 from tests.support import ServerProcess
 
 pytestmark = pytest.mark.browser
 
 SEED_USER = "eb24b2d8-21a3-4e95-b801-626ba0904e01"
-
-
-class Magpie:
-    def __init__(self, server: ServerProcess) -> None:
-        self.server = server
-        output = server.output()
-        self.url = server.url
-        self.key = re.search(r"API key:\s+(\S+)", output).group(1)  # type: ignore[union-attr]
-        self.token = re.search(r"admin token:\s+(\S+)", output).group(1)  # type: ignore[union-attr]
-        self.http = httpx.Client(base_url=server.url, timeout=10)
-
-    def headers(self, key: str | None = None) -> dict[str, str]:
-        return {"X-HACKLE-API-KEY": key or self.key, "Content-Type": "application/json"}
-
-    def post(self, path: str, body: Any, *, key: str | None = None) -> httpx.Response:
-        if isinstance(body, str):
-            return self.http.post(path, content=body.encode(), headers=self.headers(key))
-        return self.http.post(path, json=body, headers=self.headers(key))
-
-    def settle(self, dispatch_id: str) -> dict[str, Any]:
-        """Wait for the in-process worker to finish a dispatch."""
-        deadline = time.monotonic() + 20
-        while True:
-            view: dict[str, Any] = self.http.get(
-                f"/v1/push-message/dispatches/{dispatch_id}", headers=self.headers()
-            ).json()
-            if view["status"] == "COMPLETED" or time.monotonic() > deadline:
-                return view
-            time.sleep(0.1)
-
-    def sign_in(self, page: Any, path: str = "/dashboard/") -> None:
-        page.goto(self.url + path)
-        page.get_by_label("Admin token").fill(self.token)
-        page.get_by_role("button", name="Sign in").click()
-        page.wait_for_load_state()
 
 
 @pytest.fixture(scope="module")

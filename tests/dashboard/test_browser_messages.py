@@ -9,15 +9,14 @@ docs/img/inbox-messages.png for docs/dashboard.md.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.chromium import screenshot
+from tests.dashboard.served import Magpie
 from tests.support import ServerProcess
 
 pytestmark = pytest.mark.browser
@@ -85,47 +84,6 @@ def daytime_zone() -> str:
     return f"Etc/GMT-{offset}" if offset > 0 else f"Etc/GMT+{-offset}"  # POSIX signs: Etc/GMT-9 is UTC+9
 
 
-class Magpie:
-    def __init__(self, server: ServerProcess) -> None:
-        self.url = server.url
-        self.key, self.token = server.credentials()
-        self.http = httpx.Client(base_url=server.url, timeout=10)
-
-    def post(self, path: str, body: Any) -> dict[str, Any]:
-        response = self.http.post(path, json=body, headers={"X-HACKLE-API-KEY": self.key})
-        assert response.status_code == 200, response.text
-        result: dict[str, Any] = response.json()
-        return result
-
-    def admin(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        response = self.http.request(
-            method,
-            "/admin/v1/environments/development" + path,
-            json=body,
-            headers={"Authorization": f"Bearer {self.token}"},
-        )
-        assert response.status_code == 200, response.text
-        result: dict[str, Any] = response.json()
-        return result
-
-    def settle(self, channel: str, dispatch_id: str) -> dict[str, Any]:
-        """Wait for the in-process worker to finish a dispatch."""
-        deadline = time.monotonic() + 20
-        while True:
-            view: dict[str, Any] = self.http.get(
-                f"/v1/{channel}-message/dispatches/{dispatch_id}", headers={"X-HACKLE-API-KEY": self.key}
-            ).json()
-            if view["status"] == "COMPLETED" or time.monotonic() > deadline:
-                return view
-            time.sleep(0.1)
-
-    def sign_in(self, page: Any, path: str) -> None:
-        page.goto(self.url + path)
-        page.get_by_label("Admin token").fill(self.token)
-        page.get_by_role("button", name="Sign in").click()
-        page.wait_for_load_state()
-
-
 @pytest.fixture(scope="module")
 def magpie(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Magpie]:
     data = tmp_path_factory.mktemp("inbox") / "data"
@@ -142,11 +100,11 @@ def sent(magpie: Magpie) -> dict[str, dict[str, Any]]:
     magpie.admin("PUT", "", {"settings": settings, "timezone": daytime_zone()})
     for campaign in CAMPAIGNS:
         magpie.admin("POST", "/campaigns", campaign)
-    magpie.post("/v1/properties", {"userId": USER, "operations": {"$set": {"name": "김민지"}}})
-    magpie.post("/v1/properties/phone-numbers", {"userId": USER, "phoneNumber": "010-1234-5678"})
+    magpie.ok("/v1/properties", {"userId": USER, "operations": {"$set": {"name": "김민지"}}})
+    magpie.ok("/v1/properties/phone-numbers", {"userId": USER, "phoneNumber": "010-1234-5678"})
     consent = {"userId": USER, "marketingSubscriptionStatus": "SUBSCRIBED"}
-    magpie.post("/v1/kakao-subscriptions", consent)
-    magpie.post("/v1/sms-subscriptions", consent)
+    magpie.ok("/v1/kakao-subscriptions", consent)
+    magpie.ok("/v1/sms-subscriptions", consent)
     for channel, key, properties in (
         ("sms", 14, {}),
         ("sms", 12, {}),
@@ -154,8 +112,8 @@ def sent(magpie: Magpie) -> dict[str, dict[str, Any]]:
         ("kakao", 10, {"orderNo": "A-1024"}),
     ):
         user = {"userId": USER, "apiProperties": properties} if properties else {"userId": USER}
-        dispatch_id = magpie.post(f"/v1/{channel}-message/trigger/send", {"campaignKey": key, "users": [user]})
-        view = magpie.settle(channel, dispatch_id["dispatchId"])
+        dispatch_id = magpie.ok(f"/v1/{channel}-message/trigger/send", {"campaignKey": key, "users": [user]})
+        view = magpie.settle(dispatch_id["dispatchId"], channel)
         assert view["counts"].get("SENT") == 1, view
     messages = magpie.admin("GET", "/inbox")["messages"]
     return {m["message"]["type"]: m["message"] for m in messages}
