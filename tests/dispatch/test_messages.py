@@ -501,6 +501,68 @@ def test_gateway_retry_after_an_unanswered_batch_sends_nobody_twice(
         assert all(d["status"] == "SENT" and d["attempts"] == 2 for d in deliveries), deliveries
 
 
+def _two_gateways(client: AppClient, env: Env, nhn: FakeNhn, solapi: FakeSolapi, users: int) -> list[dict[str, Any]]:
+    setup(
+        client,
+        env,
+        {"kakaoGateway": "nhn", "smsGateway": "solapi", "providers": {"nhn": nhn.config(), "solapi": solapi.config()}},
+        alimtalk(),
+        sms(purpose="INFORMATION"),
+    )
+    for i in range(users):
+        user(client, env, f"u{i}", phone=f"010-7777-000{i}")
+    return [{"userId": f"u{i}", "apiProperties": {"orderNo": f"A-{i}"}} for i in range(users)]
+
+
+@pytest.mark.parametrize("attempts", [pytest.param(1, id="one-attempt"), pytest.param(3, id="three-attempts")])
+def test_gateway_that_accepts_then_times_out_every_time_fails_nobody_and_sends_nobody_twice(
+    client: AppClient, env: Env, nhn: FakeNhn, solapi: FakeSolapi, attempts: int
+) -> None:
+    users = _two_gateways(client, env, nhn, solapi, 3)
+    nhn.drop_after_accept = solapi.drop_after_accept = 100  # every send request is taken, never answered
+    kakao = send(client, env, "kakao", 10, users)
+    text = send(client, env, "sms", 12, users)
+    run(client, max_delivery_attempts=attempts)
+    assert nhn.sent_twice() == [] and solapi.sent_twice() == []
+    assert len(nhn.accepted) == 3 and len(solapi.accepted) == 3
+    assert nhn.send_requests == 1 and solapi.send_requests == 1  # the rest was asked, not sent
+    for channel, dispatch_id in (("kakao", kakao), ("sms", text)):
+        shown = view(client, env, channel, dispatch_id)
+        assert shown["counts"] == {"SENT": 3, "FAILED": 0, "UNKNOWN": 0, "EXCLUDED": 0, "PENDING": 0}
+        assert all(r["deliveries"][0]["providerMessageId"] for r in shown["recipients"])
+
+
+def test_gateway_that_cannot_say_what_it_took_leaves_its_recipients_unknown(
+    client: AppClient, env: Env, nhn: FakeNhn, solapi: FakeSolapi
+) -> None:
+    users = _two_gateways(client, env, nhn, solapi, 2)
+    nhn.drop_after_accept = solapi.drop_after_accept = 100
+    nhn.fail_queries = solapi.fail_queries = 100  # and its lookups answer 500
+    kakao = send(client, env, "kakao", 10, users)
+    text = send(client, env, "sms", 12, users)
+    run(client, max_delivery_attempts=2)
+    assert len(nhn.accepted) == 2 and len(solapi.accepted) == 2 and nhn.sent_twice() == solapi.sent_twice() == []
+    for channel, dispatch_id in (("kakao", kakao), ("sms", text)):
+        shown = view(client, env, channel, dispatch_id)
+        assert shown["counts"] == {"SENT": 0, "FAILED": 0, "UNKNOWN": 2, "EXCLUDED": 0, "PENDING": 0}
+        assert {(r["outcome"], r["reason"]) for r in shown["recipients"]} == {("UNKNOWN", "GATEWAY_UNCONFIRMED")}
+        assert {r["deliveries"][0]["status"] for r in shown["recipients"]} == {"UNKNOWN"}
+    stats = client.get("/v1/kakao-message/campaigns/10/stats", headers=env.headers).json()
+    assert (stats["unknown"], stats["failed"], stats["pending"], stats["sent"]) == (2, 0, 0, 0)
+
+
+def test_gateway_that_never_took_the_batch_fails_it_after_saying_so(
+    client: AppClient, env: Env, nhn: FakeNhn, solapi: FakeSolapi
+) -> None:
+    users = _two_gateways(client, env, nhn, solapi, 2)
+    nhn.fail_5xx = solapi.fail_5xx = 100
+    kakao = send(client, env, "kakao", 10, users)
+    run(client, max_delivery_attempts=2)
+    assert nhn.accepted == [] and nhn.queries >= 1
+    shown = view(client, env, "kakao", kakao)
+    assert {(r["outcome"], r["reason"]) for r in shown["recipients"]} == {("FAILED", "HTTP_500")}
+
+
 # -- the law ------------------------------------------------------------------------------------------------
 
 

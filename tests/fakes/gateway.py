@@ -31,13 +31,16 @@ class GatewayFake:
     Knobs (safe to change while running): ``fail_5xx`` (answer that many send requests with 500
     before taking them), ``drop_after_accept`` (take that many send requests, then close the
     connection without answering, as a timeout or a crash after acceptance looks), ``hold_after_accept``
-    (take send requests, then wait that many seconds before answering: time to kill the sender), ``delay``.
+    (take send requests, then wait that many seconds before answering: time to kill the sender), ``delay``,
+    ``fail_queries`` (answer that many lookups of what the gateway holds with 500).
     """
 
     name = "gateway"
 
     def __init__(self, *, port: int = 0, record: bool = True) -> None:
         self.fail_5xx = 0
+        self.fail_queries = 0
+        self.queries = 0
         self.drop_after_accept = 0
         self.delay = 0.0
         self.hold_after_accept = 0.0
@@ -129,6 +132,14 @@ class GatewayFake:
         with self._lock:
             if self.fail_5xx > 0:
                 self.fail_5xx -= 1
+                return web.json_response({"message": "Internal Server Error"}, status=500)
+        return None
+
+    def before_query(self) -> web.StreamResponse | None:
+        with self._lock:
+            self.queries += 1
+            if self.fail_queries > 0:
+                self.fail_queries -= 1
                 return web.json_response({"message": "Internal Server Error"}, status=500)
         return None
 

@@ -2,7 +2,10 @@
 
 It checks the app key in the path and ``X-Secret-Key`` (answering NHN's -1000/-1001 result codes),
 fills registered AlimTalk templates from ``templateParameter`` (-3004 when a placeholder has no value),
-replays the first answer for a repeated ``X-NC-API-IDEMPOTENCY-KEY``, and answers result polls.
+fails a request that repeats an ``X-NC-API-IDEMPOTENCY-KEY`` within 10 minutes (as NHN's API guides
+say; they name no result code, so the fake answers ``DUPLICATE_CODE``, its own stand-in), lists what
+it holds by ``requestId`` or by request dates with ``senderGroupingKey`` / ``recipientGroupingKey``,
+and answers result polls.
 For benchmarks: ``python -m tests.fakes.nhn --port 0`` prints ``READY <port>``.
 """
 
@@ -14,6 +17,7 @@ import itertools
 import json
 import re
 import sys
+import time
 from typing import Any
 
 from aiohttp import web
@@ -26,6 +30,10 @@ SECRET_KEY = "nhn-secret-key"
 SMS_APP_KEY = "nhn-sms-app-key"
 SMS_SECRET_KEY = "nhn-sms-secret-key"
 SENDER_KEY = "a" * 40
+# Not NHN's: its guides say a repeated idempotency key fails the request without naming the code.
+DUPLICATE_CODE = -9010
+_KAKAO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}$")
+_SMS_DATE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 _PLACEHOLDER = re.compile(r"#\{([^{}#]+)\}")
 
 
@@ -47,7 +55,8 @@ class FakeNhn(GatewayFake):
         self.undeliverable: set[str] = set()
         self.senders = {"0212345678"}
         self._ids = itertools.count(1)
-        self._replays: dict[str, asyncio.Future[tuple[int, Any]]] = {}
+        self.idempotency_window = 600.0
+        self._keys: dict[str, float] = {}
         self._results: dict[str, list[dict[str, Any]]] = {}
 
     def config(self) -> dict[str, str]:
@@ -68,6 +77,7 @@ class FakeNhn(GatewayFake):
         app.router.add_get("/alimtalk/v2.3/appkeys/{appkey}/messages", self._kakao_results)
         app.router.add_get("/friendtalk/v2.3/appkeys/{appkey}/messages", self._kakao_results)
         app.router.add_post("/sms/v3.0/appKeys/{appkey}/sender/{kind}", self._sms)
+        app.router.add_get("/sms/v3.0/appKeys/{appkey}/sender/{kind}", self._sms_list)
         app.router.add_get("/sms/v3.0/appKeys/{appkey}/sender/{kind}/{request_id}", self._sms_results)
 
     # -- authentication and idempotency ----------------------------------------------------------
@@ -81,25 +91,37 @@ class FakeNhn(GatewayFake):
         return None
 
     async def _idempotent(self, request: web.Request, handle: Any) -> web.StreamResponse:
-        """A repeated key gets the first answer; a repeat while the first is still being handled waits
-        for it, as an idempotency store that locks the key does."""
-        key = request.headers.get("X-NC-API-IDEMPOTENCY-KEY")
-        if key is not None:
-            first = self._replays.get(key)
-            if first is not None:
-                status, body = await first
-                return web.json_response(body, status=status)
+        """A key seen in the last 10 minutes fails the request, as NHN documents it."""
         failure = await self.before_send()
         if failure is not None:
             return failure
-        answer: asyncio.Future[tuple[int, Any]] = asyncio.get_running_loop().create_future()
+        key = request.headers.get("X-NC-API-IDEMPOTENCY-KEY")
         if key is not None:
-            self._replays[key] = answer
+            now = time.monotonic()
+            seen = self._keys.get(key)
+            if seen is not None and now - seen < self.idempotency_window:
+                return web.json_response({"header": _header(DUPLICATE_CODE, "Duplicated request")})
+            self._keys[key] = now
         doc = await request.json()
         status, body = handle(doc)
-        answer.set_result((status, body))
         await self.after_accept(request)
         return web.json_response(body, status=status)
+
+    def _listing(self, request: web.Request, kinds: set[str], date: re.Pattern[str]) -> list[dict[str, Any]] | None:
+        """Rows held for a list query: by requestId, or by request dates (both required) and grouping keys."""
+        query = request.query
+        if "requestId" in query:
+            rows = list(self._results.get(query["requestId"], []))
+        elif date.match(query.get("startRequestDate", "")) and date.match(query.get("endRequestDate", "")):
+            rows = [r for stored in self._results.values() for r in stored]
+        else:
+            return None
+        rows = [r for r in rows if r["_kind"] in kinds]
+        for field in ("senderGroupingKey", "recipientGroupingKey"):
+            if field in query:
+                rows = [r for r in rows if r.get(field) == query[field]]
+        page, size = int(query.get("pageNum", "1")), int(query.get("pageSize", "15"))
+        return [{k: v for k, v in r.items() if k != "_kind"} for r in rows[(page - 1) * size : page * size]]
 
     # -- KakaoTalk ------------------------------------------------------------------------------------
 
@@ -151,9 +173,11 @@ class FakeNhn(GatewayFake):
             unreachable = number in self.kakao_unreachable
             stored.append(
                 {
+                    "_kind": service,
                     "requestId": request_id,
                     "recipientSeq": seq,
                     "recipientNo": number,
+                    "senderGroupingKey": doc.get("senderGroupingKey"),
                     "messageStatus": "FAILED" if unreachable else "COMPLETED",
                     "resultCode": "3018" if unreachable else "1000",
                     "resendStatus": ("RSC04" if unreachable and resend.get("isResend") else "RSC01"),
@@ -175,7 +199,14 @@ class FakeNhn(GatewayFake):
         refused = self._auth(request, APP_KEY, SECRET_KEY)
         if refused is not None:
             return refused
-        rows = self._results.get(request.query.get("requestId", ""), [])
+        if "requestId" not in request.query:
+            failure = self.before_query()
+            if failure is not None:
+                return failure
+        service = request.path.split("/")[1]
+        rows = self._listing(request, {service}, _KAKAO_DATE)
+        if rows is None:
+            return web.json_response({"header": _header(-2000, "requestId or startRequestDate/endRequestDate")})
         return web.json_response(
             {"header": _header(), "messageSearchResultResponse": {"messages": rows, "totalCount": len(rows)}}
         )
@@ -215,9 +246,11 @@ class FakeNhn(GatewayFake):
             failed = number in self.undeliverable
             stored.append(
                 {
+                    "_kind": kind.removeprefix("ad-"),
                     "requestId": request_id,
                     "recipientSeq": seq,
                     "recipientNo": number,
+                    "senderGroupingKey": doc.get("senderGroupingKey"),
                     "msgStatus": "0" if failed else "3",
                     "resultCode": "3015" if failed else "1000",
                     "recipientGroupingKey": r.get("recipientGroupingKey"),
@@ -228,11 +261,26 @@ class FakeNhn(GatewayFake):
         data = {"requestId": request_id, "statusCode": "2", "sendResultList": results}
         return 200, {"header": _header(), "body": {"data": data}}
 
+    async def _sms_list(self, request: web.Request) -> web.StreamResponse:
+        refused = self._auth(request, SMS_APP_KEY, SMS_SECRET_KEY)
+        if refused is not None:
+            return refused
+        failure = self.before_query()
+        if failure is not None:
+            return failure
+        rows = self._listing(request, {request.match_info["kind"]}, _SMS_DATE)
+        if rows is None:
+            return web.json_response({"header": _header(-2000, "requestId or startRequestDate/endRequestDate")})
+        return web.json_response({"header": _header(), "body": {"totalCount": len(rows), "data": rows}})
+
     async def _sms_results(self, request: web.Request) -> web.StreamResponse:
         refused = self._auth(request, SMS_APP_KEY, SMS_SECRET_KEY)
         if refused is not None:
             return refused
-        rows = self._results.get(request.match_info["request_id"], [])
+        rows = [
+            {k: v for k, v in r.items() if k != "_kind"}
+            for r in self._results.get(request.match_info["request_id"], [])
+        ]
         return web.json_response({"header": _header(), "body": {"data": rows}})
 
 

@@ -173,6 +173,9 @@ class FakeSolapi(GatewayFake):
         refused = self._refuse(request)
         if refused is not None:
             return refused
+        failure = self.before_query()
+        if failure is not None:
+            return failure
         criteria, value = request.query.get("criteria"), request.query.get("value")
         found = {k: v for k, v in self._messages.items() if criteria == "to" and v.get("to") == value}
         return web.json_response({"startKey": None, "limit": 100, "messageList": found})

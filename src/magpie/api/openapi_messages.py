@@ -40,6 +40,7 @@ _CHANNEL_STATS = {
         **STATS["properties"],
         "delivered": {"type": "integer", "description": "Confirmed on the phone by the gateway"},
         "undelivered": {"type": "integer", "description": "Accepted, then reported failed by the gateway"},
+        "unknown": {"type": "integer", "description": "Possibly taken by a gateway that would not confirm it"},
         "sentByType": {"type": "object", "additionalProperties": {"type": "integer"}},
     },
 }

@@ -2,17 +2,23 @@
 
 Both services authenticate with an app key in the path and ``X-Secret-Key``; each is its own NHN
 Cloud service with its own keys. Every send request carries ``X-NC-API-IDEMPOTENCY-KEY`` derived
-from the batch key and the deliveries in it, so a retry after a timeout or a 5xx gets the first
-answer replayed instead of a second message. Final results come from polling the request id.
+from the batch key and the deliveries in it (NHN fails a request that repeats a key within 10
+minutes) and ``senderGroupingKey`` = the batch key, by which a batch whose answer was lost is
+looked up (``lookup``) before anything of it is sent again. Final results come from polling the
+request id: NHN documents no per-message result webhook (its KakaoTalk Bizmessage webhook reports
+template reviews, its SMS webhook 080 opt-outs).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 import aiohttp
 
@@ -39,6 +45,11 @@ _AUTH_CODES: Final = {
 }
 # Transient on NHN's side: worth the same request again (with the same idempotency key).
 _RETRYABLE_CODES: Final = {-9999, -1017}
+# NHN's query dates are Korean time; a lost batch is looked for within this many days.
+_KST: Final = ZoneInfo("Asia/Seoul")
+LOOKUP_DAYS: Final = 7
+_PAGE_SIZE: Final = 1000
+_MAX_PAGES: Final = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +58,7 @@ class _Request:
     path: str
     body: dict[str, Any]
     deliveries: list[str]
+    key: str  # X-NC-API-IDEMPOTENCY-KEY
 
 
 def _dumps(value: Any) -> bytes:
@@ -65,6 +77,7 @@ class NhnGateway:
         sender_number: str = "",
         session: aiohttp.ClientSession | None = None,
         timeout: float = 10.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._alimtalk_key = str(config.get("alimtalkAppKey") or "")
         self._alimtalk_secret = str(config.get("alimtalkSecretKey") or "")
@@ -77,25 +90,32 @@ class NhnGateway:
         self._session = session
         self._owns_session = session is None
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._clock = clock
 
     # -- sending ---------------------------------------------------------------------------------
 
     async def send_batch(
-        self,
-        messages: list[PhoneMessage],
-        *,
-        batch_key: str,
-        maybe_sent: bool = False,  # noqa: ARG002 - the idempotency key makes NHN replay its first answer
+        self, messages: list[PhoneMessage], *, batch_key: str, maybe_sent: bool = False
     ) -> list[PhoneResult]:
         results: dict[str, PhoneResult] = {}
-        requests: list[_Request] = []
         for message in messages:
             problem = self._unsendable(message)
             if problem is not None:
                 results[message.delivery_id] = PhoneResult(message.delivery_id, "FAILED", error_code=problem)
-        requests = self._requests([m for m in messages if m.delivery_id not in results])
-        for request in requests:
-            for result in await self._send(request, batch_key=batch_key):
+        todo = [m for m in messages if m.delivery_id not in results]
+        if todo and maybe_sent:
+            for found in await self.lookup(todo, batch_key=batch_key):
+                results[found.delivery_id] = found
+            todo = [m for m in todo if m.delivery_id not in results]
+        for request in self._requests(todo, batch_key=batch_key):
+            refused, answered = await self._send(request)
+            if refused is not None and maybe_sent:
+                # After a lost answer, a refused request may be NHN refusing a repeated idempotency
+                # key (the first request went through): what NHN holds is SENT, the rest UNKNOWN.
+                group = [m for m in todo if m.delivery_id in set(request.deliveries)]
+                held = {r.delivery_id: r for r in await self.lookup(group, batch_key=batch_key)}
+                answered = [held.get(d) or PhoneResult(d, "UNKNOWN", error_code=refused) for d in request.deliveries]
+            for result in answered:
                 results[result.delivery_id] = result
         return [results[m.delivery_id] for m in messages]
 
@@ -109,7 +129,7 @@ class NhnGateway:
             return "MMS_IMAGES_NOT_SUPPORTED"
         return None
 
-    def _requests(self, messages: list[PhoneMessage]) -> list[_Request]:
+    def _requests(self, messages: list[PhoneMessage], *, batch_key: str) -> list[_Request]:
         groups: dict[tuple[str, ...], list[PhoneMessage]] = {}
         for m in messages:
             if m.kind == "alimtalk":
@@ -127,12 +147,14 @@ class NhnGateway:
                 body: dict[str, Any] = {
                     "senderKey": self._sender_key,
                     "templateCode": key[1],
+                    "senderGroupingKey": batch_key,
                     "recipientList": [self._alimtalk_recipient(m) for m in group],
                 }
                 path = f"{self._alimtalk_base}/alimtalk/v2.3/appkeys/{self._alimtalk_key}/messages"
             elif key[0] == "friendtalk":
                 body = {
                     "senderKey": self._sender_key,
+                    "senderGroupingKey": batch_key,
                     "recipientList": [
                         {
                             "recipientNo": m.national_number,
@@ -152,6 +174,7 @@ class NhnGateway:
                 body = {
                     "body": first.text,
                     "sendNo": self._sender_number,
+                    "senderGroupingKey": batch_key,
                     "recipientList": [
                         {"recipientNo": m.national_number, "recipientGroupingKey": m.delivery_id} for m in group
                     ],
@@ -159,7 +182,8 @@ class NhnGateway:
                 if key[0] == "mms":
                     body["title"] = first.title or ""
                 path = f"{self._sms_base}/sms/v3.0/appKeys/{self._sms_key}/sender/{endpoint}"
-            requests.append(_Request(service=key[0], path=path, body=body, deliveries=ids))
+            digest = hashlib.sha256("\n".join([batch_key, key[0], *sorted(ids)]).encode()).hexdigest()
+            requests.append(_Request(service=key[0], path=path, body=body, deliveries=ids, key=digest[:40]))
         return requests
 
     def _alimtalk_recipient(self, m: PhoneMessage) -> dict[str, Any]:
@@ -183,14 +207,12 @@ class NhnGateway:
     def _secret(self, service: str) -> str:
         return self._alimtalk_secret if service in ("alimtalk", "friendtalk") else self._sms_secret
 
-    async def _send(self, request: _Request, *, batch_key: str) -> list[PhoneResult]:
-        digest = hashlib.sha256(
-            "\n".join([batch_key, request.service, *sorted(request.deliveries)]).encode()
-        ).hexdigest()
+    async def _send(self, request: _Request) -> tuple[str | None, list[PhoneResult]]:
+        """``(code when NHN refused the whole request, per-delivery results)``."""
         headers = {
             "Content-Type": "application/json;charset=UTF-8",
             "X-Secret-Key": self._secret(request.service),
-            IDEMPOTENCY_HEADER: digest[:40],
+            IDEMPOTENCY_HEADER: request.key,
         }
         status, doc = await self._call("POST", request.path, headers=headers, data=_dumps(request.body))
         header = self._header(status, doc)
@@ -202,7 +224,7 @@ class NhnGateway:
             request_id, results = message.get("requestId"), message.get("sendResults") or []
         if not header[0]:
             code = f"NHN_{header[1]}"
-            return [PhoneResult(d, "FAILED", error_code=code) for d in request.deliveries]
+            return code, [PhoneResult(d, "FAILED", error_code=code) for d in request.deliveries]
         by_key = {str(r.get("recipientGroupingKey")): r for r in results if isinstance(r, dict)}
         out: list[PhoneResult] = []
         for delivery in request.deliveries:
@@ -216,7 +238,64 @@ class NhnGateway:
                 out.append(PhoneResult(delivery, "SENT", provider_message_id=message_id))
             else:
                 out.append(PhoneResult(delivery, "FAILED", error_code=f"NHN_{result_code}"))
-        return out
+        return None, out
+
+    # -- what NHN holds of a batch -------------------------------------------------------------------
+
+    async def lookup(self, messages: list[PhoneMessage], *, batch_key: str) -> list[PhoneResult]:
+        """The messages of batch ``batch_key`` NHN holds, found by ``senderGroupingKey`` and matched by
+        ``recipientGroupingKey``; raises ``ProviderUnavailable`` when NHN cannot be asked."""
+        wanted: dict[str, set[str]] = {}
+        for m in messages:
+            if m.kind == "alimtalk":
+                service = "alimtalk"
+            elif m.kind == "brand":
+                service = "friendtalk"
+            else:
+                service = "sms" if m.kind == "SMS" else "mms"
+            wanted.setdefault(service, set()).add(m.delivery_id)
+        now = datetime.fromtimestamp(self._clock(), _KST)
+        since = datetime.fromtimestamp(self._clock() - LOOKUP_DAYS * 86_400, _KST)
+        found: list[PhoneResult] = []
+        for service, deliveries in wanted.items():
+            for row in await self._listed(service, batch_key=batch_key, since=since, until=now):
+                delivery = str(row.get("recipientGroupingKey") or "")
+                if delivery in deliveries and row.get("requestId") and row.get("recipientSeq") is not None:
+                    deliveries.discard(delivery)
+                    message_id = f"{service}:{row['requestId']}:{row['recipientSeq']}"
+                    found.append(PhoneResult(delivery, "SENT", provider_message_id=message_id))
+        return found
+
+    async def _listed(self, service: str, *, batch_key: str, since: datetime, until: datetime) -> list[dict[str, Any]]:
+        if service in ("sms", "mms"):
+            url = f"{self._sms_base}/sms/v3.0/appKeys/{self._sms_key}/sender/{service}"
+            secret, fmt = self._sms_secret, "%Y-%m-%d %H:%M:%S"
+        else:
+            url = f"{self._alimtalk_base}/{service}/v2.3/appkeys/{self._alimtalk_key}/messages"
+            secret, fmt = self._alimtalk_secret, "%Y-%m-%d %H:%M"
+        rows: list[dict[str, Any]] = []
+        for page in range(1, _MAX_PAGES + 1):
+            params = {
+                "senderGroupingKey": batch_key,
+                "startRequestDate": since.strftime(fmt),
+                "endRequestDate": until.strftime(fmt),
+                "pageNum": str(page),
+                "pageSize": str(_PAGE_SIZE),
+            }
+            status, doc = await self._call("GET", url, headers={"X-Secret-Key": secret}, params=params)
+            ok, code = self._header(status, doc)
+            if not ok:
+                raise ProviderUnavailable(f"NHN_{code}", "NHN Cloud could not list the batch")
+            if service in ("sms", "mms"):
+                listing = (doc.get("body") or {}) if isinstance(doc, dict) else {}
+                items = listing.get("data") or []
+            else:
+                listing = (doc.get("messageSearchResultResponse") or {}) if isinstance(doc, dict) else {}
+                items = listing.get("messages") or []
+            rows.extend(r for r in items if isinstance(r, dict))
+            if not items or len(rows) >= int(listing.get("totalCount") or 0):
+                break
+        return rows
 
     @staticmethod
     def _header(status: int, doc: Any) -> tuple[bool, int]:

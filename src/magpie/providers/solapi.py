@@ -137,7 +137,7 @@ class SolapiGateway:
         self,
         messages: list[PhoneMessage],
         *,
-        batch_key: str,  # noqa: ARG002 - Solapi has no idempotency key: deliveries are matched by id
+        batch_key: str,
         maybe_sent: bool = False,
     ) -> list[PhoneResult]:
         results: dict[str, PhoneResult] = {}
@@ -149,7 +149,7 @@ class SolapiGateway:
                 results[m.delivery_id] = PhoneResult(m.delivery_id, "FAILED", error_code="MMS_IMAGES_NOT_SUPPORTED")
         todo = [m for m in messages if m.delivery_id not in results]
         if todo and maybe_sent:
-            for found in await self._already_accepted(todo):
+            for found in await self.lookup(todo, batch_key=batch_key):
                 results[found.delivery_id] = found
             todo = [m for m in todo if m.delivery_id not in results]
         if todo:
@@ -217,8 +217,14 @@ class SolapiGateway:
                 out.append(PhoneResult(delivery, "FAILED", error_code="SOLAPI_NO_RESULT"))
         return out
 
-    async def _already_accepted(self, messages: list[PhoneMessage]) -> list[PhoneResult]:
-        """What Solapi already holds for these deliveries (found by recipient, matched by our field)."""
+    async def lookup(
+        self,
+        messages: list[PhoneMessage],
+        *,
+        batch_key: str,  # noqa: ARG002 - Solapi has no idempotency key: deliveries are matched by id
+    ) -> list[PhoneResult]:
+        """What Solapi already holds for these deliveries (listed by recipient, matched by our field);
+        raises ``ProviderError`` when Solapi cannot be asked."""
         wanted = {m.delivery_id for m in messages}
         found: list[PhoneResult] = []
         for number in sorted({m.national_number for m in messages}):
@@ -233,7 +239,12 @@ class SolapiGateway:
             for item in listed.values() if isinstance(listed, dict) else listed:
                 delivery = _delivery_of(item)
                 if delivery in wanted and isinstance(item.get("messageId"), str):
-                    found.append(PhoneResult(delivery, "SENT", provider_message_id=item["messageId"]))
+                    code = str(item.get("statusCode") or "")
+                    if code.startswith("1"):
+                        # 1xxx: refused when the message was registered, so never sent.
+                        found.append(PhoneResult(delivery, "FAILED", error_code=f"SOLAPI_{code}"))
+                    else:
+                        found.append(PhoneResult(delivery, "SENT", provider_message_id=item["messageId"]))
                     wanted.discard(delivery)
         return found
 
