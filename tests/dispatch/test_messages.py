@@ -476,6 +476,35 @@ def test_solapi_sends_and_its_report_webhook_records_delivery(client: AppClient,
     assert (failed["deliveries"][0]["delivered"], failed["deliveries"][0]["reportCode"]) == (False, "3104")
 
 
+def test_nhn_sms_result_webhook_records_delivery_with_the_signature_nhn_sends(
+    client: AppClient, env: Env, nhn: FakeNhn
+) -> None:
+    config = {**nhn.config(), "webhookSecret": nhn.webhook_signature}
+    setup(client, env, {"smsGateway": "nhn", "providers": {"nhn": config}}, sms(purpose="INFORMATION"))
+    user(client, env, "u1")
+    user(client, env, "u2", phone="010-3333-4444")
+    nhn.undeliverable.add("01033334444")
+    dispatch_id = send(client, env, "sms", 12, [{"userId": "u1"}, {"userId": "u2"}])
+    run(client)
+    [hook] = nhn.webhooks  # one text request (the same text) for both
+    url = f"/v1/gateways/nhn/reports/{env.name}"
+    refused = client.post(url, json=hook, headers=nhn.webhook_headers("wrong"))
+    assert refused.status_code == 401 and refused.json()["code"] == "INVALID_API_KEY", refused.text
+    unsigned = client.post(url, json=hook)
+    assert unsigned.status_code == 401
+    response = client.post(url, json=hook, headers=nhn.webhook_headers())
+    assert response.status_code == 200 and response.json()["updated"] == 2, response.text
+    # A repeated call, or one about a message magpie never sent, changes nothing.
+    again = client.post(url, json=hook, headers=nhn.webhook_headers())
+    assert again.status_code == 200 and again.json()["updated"] == 0
+    stranger = {**hook, "hooks": [{**hook["hooks"][0], "requestId": "2026000000000999"}]}
+    unknown = client.post(url, json=stranger, headers=nhn.webhook_headers())
+    assert unknown.status_code == 200 and unknown.json()["updated"] == 0
+    after = {r["userId"]: r["deliveries"][0] for r in view(client, env, "sms", dispatch_id)["recipients"]}
+    assert (after["u1"]["delivered"], after["u1"]["reportCode"]) == (True, "1000")
+    assert (after["u2"]["delivered"], after["u2"]["reportCode"]) == (False, "3015")
+
+
 def test_gateway_retry_after_an_unanswered_batch_sends_nobody_twice(
     client: AppClient, env: Env, nhn: FakeNhn, solapi: FakeSolapi
 ) -> None:
@@ -589,6 +618,20 @@ def test_080_opt_out_unsubscribes_sms_marketing(client: AppClient, env: Env, gat
     crm = client.user(env, "u1")["consents"]
     assert crm["sms"]["marketing"]["status"] == "UNSUBSCRIBED"
     assert crm["kakao"]["marketing"]["status"] == "SUBSCRIBED"
+    assert client.user(env, "u2")["consents"]["sms"]["marketing"]["status"] == "SUBSCRIBED"
+
+
+@pytest.mark.parametrize("path", ["opt-outs", "reports"])
+def test_nhn_unsubscribe_webhook_as_nhn_sends_it(client: AppClient, env: Env, nhn: FakeNhn, path: str) -> None:
+    setup(client, env, {"providers": {"nhn": {**nhn.config(), "webhookSecret": nhn.webhook_signature}}})
+    user(client, env, "u1", sms_marketing="SUBSCRIBED")
+    user(client, env, "u2", phone="010-9999-8888", sms_marketing="SUBSCRIBED")
+    url = f"/v1/gateways/nhn/{path}/{env.name}"
+    hook = nhn.unsubscribe("01011112222")
+    assert client.post(url, json=hook, headers=nhn.webhook_headers("forged")).status_code == 401
+    response = client.post(url, json=hook, headers=nhn.webhook_headers())
+    assert response.status_code == 200 and response.json()["unsubscribed"] == 1, response.text
+    assert client.user(env, "u1")["consents"]["sms"]["marketing"]["status"] == "UNSUBSCRIBED"
     assert client.user(env, "u2")["consents"]["sms"]["marketing"]["status"] == "SUBSCRIBED"
 
 

@@ -5,7 +5,9 @@ fills registered AlimTalk templates from ``templateParameter`` (-3004 when a pla
 fails a request that repeats an ``X-NC-API-IDEMPOTENCY-KEY`` within 10 minutes (as NHN's API guides
 say; they name no result code, so the fake answers ``DUPLICATE_CODE``, its own stand-in), lists what
 it holds by ``requestId`` or by request dates with ``senderGroupingKey`` / ``recipientGroupingKey``,
-and answers result polls.
+answers result polls, and writes the SMS service's webhook calls (``webhooks``: a
+``MESSAGE_RESULT_UPDATE`` per text request; ``unsubscribe`` builds an ``UNSUBSCRIBE`` one) with the
+headers NHN sends them with (``webhook_headers``).
 For benchmarks: ``python -m tests.fakes.nhn --port 0`` prints ``READY <port>``.
 """
 
@@ -56,6 +58,9 @@ class FakeNhn(GatewayFake):
         self.senders = {"0212345678"}
         self._ids = itertools.count(1)
         self.idempotency_window = 600.0
+        self.webhook_signature = "nhn-webhook-signature"
+        self.webhooks: list[dict[str, Any]] = []
+        self._hooks = itertools.count(1)
         self._keys: dict[str, float] = {}
         self._results: dict[str, list[dict[str, Any]]] = {}
 
@@ -70,6 +75,33 @@ class FakeNhn(GatewayFake):
             "alimtalkBaseUrl": self.base_url,
             "smsBaseUrl": self.base_url,
         }
+
+    def webhook_headers(self, signature: str | None = None) -> dict[str, str]:
+        return {
+            "Content-Type": "application/json;charset=UTF-8",
+            "X-Toast-Webhook-Signature": self.webhook_signature if signature is None else signature,
+        }
+
+    def _envelope(self, event: str, hooks: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "hooksId": f"2026{next(self._hooks):020d}",
+            "webhookConfigId": "fake-webhook-config",
+            "productName": "SMS",
+            "appKey": SMS_APP_KEY,
+            "event": event,
+            "hooks": hooks,
+        }
+
+    def unsubscribe(self, number: str) -> dict[str, Any]:
+        """The webhook call NHN makes when ``number`` calls the 080 opt-out line."""
+        hook = {
+            "hookId": f"2026{next(self._hooks):020d}",
+            "recipientNo": number,
+            "unsubscribeNo": "0801234567",
+            "enterpriseName": "magpie",
+            "createdDateTime": "2026-11-26T12:00:00.000+09:00",
+        }
+        return self._envelope("UNSUBSCRIBE", [hook])
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/alimtalk/v2.3/appkeys/{appkey}/messages", self._kakao)
@@ -258,6 +290,25 @@ class FakeNhn(GatewayFake):
             )
         self._take(accepted)
         self._results[request_id] = stored
+        sender_type = ("AD_" if kind.startswith("ad-") else "NORMAL_") + kind.removeprefix("ad-").upper()
+        hooks = [
+            {
+                "hookId": f"2026{next(self._hooks):020d}",
+                "senderType": sender_type,
+                "requestId": request_id,
+                "recipientSeq": row["recipientSeq"],
+                "requestDate": "2026-11-26T12:00:00",
+                "receiveDate": "2026-11-26T12:00:02",
+                "sendNo": doc.get("sendNo"),
+                "recipientNo": row["recipientNo"],
+                "messageStatus": "FAILED" if row["msgStatus"] == "0" else "COMPLETED",
+                "recipientGroupingKey": row["recipientGroupingKey"],
+                "senderGroupingKey": row["senderGroupingKey"],
+                "resultCode": row["resultCode"],
+            }
+            for row in stored
+        ]
+        self.webhooks.append(self._envelope("MESSAGE_RESULT_UPDATE", hooks))
         data = {"requestId": request_id, "statusCode": "2", "sendResultList": results}
         return 200, {"header": _header(), "body": {"data": data}}
 

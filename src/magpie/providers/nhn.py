@@ -5,8 +5,10 @@ Cloud service with its own keys. Every send request carries ``X-NC-API-IDEMPOTEN
 from the batch key and the deliveries in it (NHN fails a request that repeats a key within 10
 minutes) and ``senderGroupingKey`` = the batch key, by which a batch whose answer was lost is
 looked up (``lookup``) before anything of it is sent again. Final results come from polling the
-request id: NHN documents no per-message result webhook (its KakaoTalk Bizmessage webhook reports
-template reviews, its SMS webhook 080 opt-outs).
+request id and, for text messages, from the SMS service's webhook (``parse_webhook``): its
+``MESSAGE_RESULT_UPDATE`` hooks carry each message's final status, its ``UNSUBSCRIBE`` hooks the
+numbers that called the 080 opt-out line. NHN's KakaoTalk Bizmessage webhook documents template
+review hooks only, so AlimTalk and brand message results are polled.
 """
 
 from __future__ import annotations
@@ -31,11 +33,23 @@ from magpie.providers.base import (
 )
 from magpie.providers.http import request_json
 
-__all__ = ["ALIMTALK_BASE_URL", "IDEMPOTENCY_HEADER", "SMS_BASE_URL", "NhnGateway"]
+__all__ = [
+    "ALIMTALK_BASE_URL",
+    "IDEMPOTENCY_HEADER",
+    "SIGNATURE_HEADER",
+    "SMS_BASE_URL",
+    "NhnGateway",
+    "Webhook",
+    "parse_webhook",
+]
 
 ALIMTALK_BASE_URL: Final = "https://api-alimtalk.cloud.toast.com"
 SMS_BASE_URL: Final = "https://api-sms.cloud.toast.com"
 IDEMPOTENCY_HEADER: Final = "X-NC-API-IDEMPOTENCY-KEY"
+# NHN's webhooks carry the signature string entered in the console, as it was entered.
+SIGNATURE_HEADER: Final = "X-Toast-Webhook-Signature"
+# messageStatus of a MESSAGE_RESULT_UPDATE hook that is final (the others are still on their way).
+_FINAL_STATUSES: Final = {"COMPLETED", "FAILED", "FAILED_AD", "CANCEL", "DUPLICATED"}
 # Answers about the credentials rather than the message: every message of the request fails with them.
 _AUTH_CODES: Final = {
     -1000: "invalid app key",
@@ -59,6 +73,37 @@ class _Request:
     body: dict[str, Any]
     deliveries: list[str]
     key: str  # X-NC-API-IDEMPOTENCY-KEY
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """What one NHN SMS webhook call says: final results, and numbers that opted out by 080 call."""
+
+    event: str
+    reports: list[DeliveryReport]
+    opted_out: list[str]
+
+
+def parse_webhook(doc: Any) -> Webhook:
+    """An NHN SMS webhook body: ``{"event": …, "hooks": [...]}`` (other fields are NHN's bookkeeping)."""
+    event = str(doc.get("event") or "") if isinstance(doc, dict) else ""
+    hooks = doc.get("hooks") if isinstance(doc, dict) else None
+    items = [h for h in hooks if isinstance(h, dict)] if isinstance(hooks, list) else []
+    reports: list[DeliveryReport] = []
+    opted_out: list[str] = []
+    if event == "MESSAGE_RESULT_UPDATE":
+        for hook in items:
+            status, request_id, seq = hook.get("messageStatus"), hook.get("requestId"), hook.get("recipientSeq")
+            if status not in _FINAL_STATUSES or not request_id or seq is None:
+                continue
+            # senderType names the endpoint family (e.g. NORMAL_SMS); LMS and MMS go through /sender/mms.
+            service = "sms" if str(hook.get("senderType") or "").endswith("SMS") else "mms"
+            code = str(hook.get("resultCode") or status)
+            delivery = str(hook.get("recipientGroupingKey") or "") or None
+            reports.append(DeliveryReport(f"{service}:{request_id}:{seq}", status == "COMPLETED", code, delivery))
+    elif event == "UNSUBSCRIBE":
+        opted_out = [str(h["recipientNo"]) for h in items if isinstance(h.get("recipientNo"), str)]
+    return Webhook(event, reports, opted_out)
 
 
 def _dumps(value: Any) -> bytes:
