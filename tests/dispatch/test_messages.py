@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from tests.fakes.gateway import JPEG
 from tests.fakes.nhn import FakeNhn
 from tests.fakes.solapi import FakeSolapi
 from tests.support import AppClient, Env, FakeClock, close_dispatcher, drain, make_dispatcher
@@ -503,6 +504,28 @@ def test_nhn_sms_result_webhook_records_delivery_with_the_signature_nhn_sends(
     after = {r["userId"]: r["deliveries"][0] for r in view(client, env, "sms", dispatch_id)["recipients"]}
     assert (after["u1"]["delivered"], after["u1"]["reportCode"]) == (True, "1000")
     assert (after["u2"]["delivered"], after["u2"]["reportCode"]) == (False, "3015")
+
+
+@pytest.mark.parametrize("gateway", ["nhn", "solapi"])
+def test_mms_campaign_reaches_each_gateway_with_its_uploaded_image(
+    client: AppClient, env: Env, nhn: FakeNhn, solapi: FakeSolapi, gateway: str
+) -> None:
+    fake: FakeNhn | FakeSolapi = nhn if gateway == "nhn" else solapi
+    campaign = sms(purpose="INFORMATION")
+    campaign["message"] = {
+        "text": "봄 신상품이 도착했어요",
+        "title": "봄 신상품",
+        "imageUrls": [fake.image_url("a.jpg", JPEG)],
+    }
+    setup(client, env, {"smsGateway": gateway, "providers": {gateway: fake.config()}}, campaign)
+    user(client, env, "u1")
+    dispatch_id = send(client, env, "sms", 12, [{"userId": "u1"}])
+    run(client)
+    [accepted] = fake.accepted
+    assert accepted.kind == ("mms" if gateway == "nhn" else "MMS")
+    assert list(fake.files.values()) == [JPEG]
+    [recipient] = view(client, env, "sms", dispatch_id)["recipients"]
+    assert (recipient["outcome"], recipient["deliveries"][0]["type"]) == ("SENT", "MMS")
 
 
 def test_gateway_retry_after_an_unanswered_batch_sends_nobody_twice(

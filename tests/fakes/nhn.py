@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
+import hashlib
 import itertools
 import json
 import re
@@ -34,6 +37,10 @@ SMS_SECRET_KEY = "nhn-sms-secret-key"
 SENDER_KEY = "a" * 40
 # Not NHN's: its guides say a repeated idempotency key fails the request without naming the code.
 DUPLICATE_CODE = -9010
+# Not NHN's either: the fake's answer to an MMS naming a file it never uploaded, or a bad upload.
+UNKNOWN_FILE_CODE = -9011
+BAD_FILE_CODE = -9012
+MAX_FILE_BYTES = 300 * 1024
 _KAKAO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}$")
 _SMS_DATE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 _PLACEHOLDER = re.compile(r"#\{([^{}#]+)\}")
@@ -57,6 +64,7 @@ class FakeNhn(GatewayFake):
         self.undeliverable: set[str] = set()
         self.senders = {"0212345678"}
         self._ids = itertools.count(1)
+        self.files: dict[int, bytes] = {}
         self.idempotency_window = 600.0
         self.webhook_signature = "nhn-webhook-signature"
         self.webhooks: list[dict[str, Any]] = []
@@ -110,6 +118,7 @@ class FakeNhn(GatewayFake):
         app.router.add_get("/friendtalk/v2.3/appkeys/{appkey}/messages", self._kakao_results)
         app.router.add_post("/sms/v3.0/appKeys/{appkey}/sender/{kind}", self._sms)
         app.router.add_get("/sms/v3.0/appKeys/{appkey}/sender/{kind}", self._sms_list)
+        app.router.add_post("/sms/v3.0/appKeys/{appkey}/attachfile/binaryUpload", self._upload)
         app.router.add_get("/sms/v3.0/appKeys/{appkey}/sender/{kind}/{request_id}", self._sms_results)
 
     # -- authentication and idempotency ----------------------------------------------------------
@@ -252,9 +261,32 @@ class FakeNhn(GatewayFake):
         kind = request.match_info["kind"]
         return await self._idempotent(request, lambda doc: self._take_sms(kind, doc))
 
+    async def _upload(self, request: web.Request) -> web.StreamResponse:
+        """attachfile/binaryUpload: a JPEG (jpg/jpeg name, at most 300 KB) as Base64 in ``fileBody``."""
+        refused = self._auth(request, SMS_APP_KEY, SMS_SECRET_KEY)
+        if refused is not None:
+            return refused
+        doc = await request.json()
+        name = str(doc.get("fileName") or "")
+        try:
+            data = base64.b64decode(str(doc.get("fileBody") or ""), validate=True)
+        except binascii.Error:
+            data = b""
+        if not name.endswith((".jpg", ".jpeg")) or not doc.get("createUser") or len(name) > 45:
+            return web.json_response({"header": _header(BAD_FILE_CODE, "fileName (jpg, jpeg) and createUser")})
+        if not data.startswith(b"\xff\xd8\xff") or len(data) > MAX_FILE_BYTES:
+            return web.json_response({"header": _header(BAD_FILE_CODE, "fileBody: a JPEG of at most 300 KB")})
+        file_id = next(self._ids)
+        self.files[file_id] = data
+        body = {"data": {"fileId": file_id, "fileName": name, "filePath": f"0/fake/{file_id}"}}
+        return web.json_response({"header": _header(), "body": body})
+
     def _take_sms(self, kind: str, doc: Any) -> tuple[int, Any]:
         if doc.get("sendNo") not in self.senders:
             return 200, {"header": _header(-1003, "Unregistered send number")}
+        files = doc.get("attachFileIdList") or []
+        if any(f not in self.files for f in files) or (files and not kind.endswith("mms")):
+            return 200, {"header": _header(UNKNOWN_FILE_CODE, "attachFileIdList names no uploaded file")}
         text = str(doc.get("body") or "")
         if kind.startswith("ad-") and not (text.startswith("(광고)") and "080" in text):
             return 200, {"header": _header(-2002, "An advertisement needs (광고) and a free opt-out number")}
@@ -274,7 +306,10 @@ class FakeNhn(GatewayFake):
                     "recipientGroupingKey": r.get("recipientGroupingKey"),
                 }
             )
-            accepted.append(Accepted(number, kind, text, f"{request_id}:{seq}", {"title": doc.get("title")}))
+            fields: dict[str, Any] = {"title": doc.get("title")}
+            if files:
+                fields["images"] = [hashlib.sha256(self.files[f]).hexdigest() for f in files]
+            accepted.append(Accepted(number, kind, text, f"{request_id}:{seq}", fields))
             failed = number in self.undeliverable
             stored.append(
                 {

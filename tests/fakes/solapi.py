@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import hashlib
 import hmac
 import itertools
@@ -32,6 +34,9 @@ API_SECRET = "FAKESECRETFAKESECRETFAKESECRET12"
 PF_ID = "KA01PF000000000000000000000001"
 _PLACEHOLDER = re.compile(r"#\{([^{}#]+)\}")
 TYPES = {"SMS", "LMS", "MMS", "ATA", "BMS_TEXT"}
+MAX_MMS_FILE_BYTES = 200 * 1024
+# Not Solapi's: the fake's status code for an MMS whose imageId names no uploaded MMS file.
+UNKNOWN_IMAGE_CODE = "1999"
 
 
 class FakeSolapi(GatewayFake):
@@ -53,6 +58,7 @@ class FakeSolapi(GatewayFake):
         self._salts: set[str] = set()
         self._ids = itertools.count(1)
         self._messages: dict[str, dict[str, Any]] = {}
+        self.files: dict[str, bytes] = {}
 
     def config(self) -> dict[str, str]:
         return {"apiKey": API_KEY, "apiSecret": API_SECRET, "pfId": PF_ID, "baseUrl": self.base_url}
@@ -60,6 +66,7 @@ class FakeSolapi(GatewayFake):
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/messages/v4/send-many/detail", self._send)
         app.router.add_get("/messages/v4/list", self._list)
+        app.router.add_post("/storage/v1/files", self._upload)
 
     def _refuse(self, request: web.Request) -> web.Response | None:
         value = request.headers.get("authorization", "")
@@ -140,10 +147,32 @@ class FakeSolapi(GatewayFake):
         }
         return web.json_response(body)
 
+    async def _upload(self, request: web.Request) -> web.StreamResponse:
+        """storage/v1/files: ``file`` (Base64), ``name``, ``type``; an MMS file is a JPEG of at most 200 KB."""
+        refused = self._refuse(request)
+        if refused is not None:
+            return refused
+        doc = await request.json()
+        try:
+            data = base64.b64decode(str(doc.get("file") or ""), validate=True)
+        except binascii.Error:
+            data = b""
+        if doc.get("type") == "MMS" and (not data.startswith(b"\xff\xd8\xff") or len(data) > MAX_MMS_FILE_BYTES):
+            return web.json_response(
+                {"errorCode": "ValidationError", "errorMessage": "MMS file: a JPEG of at most 200 KB"}, status=400
+            )
+        file_id = f"ST01FZ2026{next(self._ids):014d}"
+        self.files[file_id] = data
+        return web.json_response(
+            {"fileId": file_id, "type": doc.get("type"), "name": doc.get("name"), "originalName": doc.get("name")}
+        )
+
     def _check(self, m: dict[str, Any]) -> tuple[str | None, str]:
         text = str(m.get("text") or "")
         if m.get("type") not in TYPES:
             return "1024", text
+        if m.get("type") == "MMS" and m.get("imageId") not in self.files:
+            return UNKNOWN_IMAGE_CODE, text
         if m.get("from") not in self.senders:
             return "1062", text
         if m.get("type") in ("ATA", "BMS_TEXT"):

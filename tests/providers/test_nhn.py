@@ -4,6 +4,7 @@ retries that ask NHN first, fallback texts and result polling."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -11,6 +12,7 @@ import pytest
 
 from magpie.providers.base import Fallback, ProviderRejected, ProviderUnavailable
 from magpie.providers.nhn import NhnGateway
+from tests.fakes.gateway import JPEG
 from tests.fakes.nhn import DUPLICATE_CODE, FakeNhn
 from tests.providers.phone_messages import TEMPLATE, alimtalk, sms
 
@@ -154,10 +156,31 @@ def test_unregistered_sender_number_fails_with_nhn_code(nhn: FakeNhn) -> None:
     assert (results[0].status, results[0].error_code) == ("FAILED", "NHN_-1003")
 
 
-def test_mms_is_refused_before_the_gateway(nhn: FakeNhn) -> None:
-    results = run(nhn, lambda g: g.send_batch([sms("d1", kind="MMS", image_urls=("https://x/a.jpg",))], batch_key="b"))
-    assert results[0].error_code == "MMS_IMAGES_NOT_SUPPORTED"
-    assert nhn.send_requests == 0
+def test_mms_uploads_its_image_then_names_it_in_attach_file_id_list(nhn: FakeNhn) -> None:
+    url = nhn.image_url("sale.jpg", JPEG)
+    mms = [sms(f"d{i}", f"+82101111000{i}", kind="MMS", title="봄 세일", image_urls=(url,)) for i in range(2)]
+    results = run(nhn, lambda g: g.send_batch(mms, batch_key="b1"))
+    assert [r.status for r in results] == ["SENT", "SENT"]
+    assert len(nhn.files) == 1  # one upload for the image both messages carry
+    assert [a.kind for a in nhn.accepted] == ["mms", "mms"]
+    assert nhn.accepted[0].fields["images"] == [hashlib.sha256(JPEG).hexdigest()]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "code"),
+    [
+        pytest.param("photo.png", b"\x89PNG\r\n\x1a\n" + bytes(32), "MMS_IMAGE_NOT_JPEG", id="not-a-jpeg"),
+        pytest.param("huge.jpg", JPEG + bytes(300 * 1024), "MMS_IMAGE_TOO_LARGE", id="over-300-kb"),
+        pytest.param("gone.jpg", None, "MMS_IMAGE_UNAVAILABLE", id="not-found"),
+    ],
+)
+def test_mms_image_nhn_cannot_take_fails_that_recipient_before_any_send(
+    nhn: FakeNhn, name: str, data: bytes | None, code: str
+) -> None:
+    url = nhn.image_url(name, data) if data is not None else f"{nhn.base_url}/__fake/images/{name}"
+    results = run(nhn, lambda g: g.send_batch([sms("d1", kind="MMS", image_urls=(url,))], batch_key="b"))
+    assert (results[0].status, results[0].error_code) == ("FAILED", code)
+    assert nhn.send_requests == 0 and nhn.files == {}
 
 
 def test_unreachable_kakao_user_gets_the_fallback_text_and_polling_reports_it(nhn: FakeNhn) -> None:

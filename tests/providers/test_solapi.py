@@ -13,6 +13,7 @@ import pytest
 
 from magpie.providers.base import Fallback, PhoneMessage, ProviderRejected, ProviderUnavailable
 from magpie.providers.solapi import SolapiGateway, authorization, parse_report, verify_authorization
+from tests.fakes.gateway import JPEG
 from tests.fakes.solapi import API_KEY, API_SECRET, FakeSolapi
 from tests.providers.phone_messages import TEMPLATE, sms
 from tests.providers.phone_messages import alimtalk as _alimtalk
@@ -160,3 +161,41 @@ def test_delivery_reports_say_delivered_or_the_carrier_code(solapi: FakeSolapi) 
     assert reports["d1"].delivered and reports["d1"].code == "4000"
     assert (reports["d2"].delivered, reports["d2"].code) == (False, "3104")
     assert parse_report([{"messageId": "M1", "statusCode": "3000"}]) == []  # still pending
+
+
+def test_mms_uploads_its_image_to_storage_then_sends_its_image_id(solapi: FakeSolapi) -> None:
+    url = solapi.image_url("sale.jpg", JPEG)
+    mms = [sms(f"d{i}", f"+82101111000{i}", kind="MMS", title="봄 세일", image_urls=(url,)) for i in range(2)]
+    results = run(solapi, lambda g: g.send_batch(mms, batch_key="b"))
+    assert [r.status for r in results] == ["SENT", "SENT"]
+    [(file_id, data)] = solapi.files.items()  # one upload for the image both messages carry
+    assert data == JPEG
+    assert [(a.kind, a.fields["imageId"], a.fields["subject"]) for a in solapi.accepted] == [
+        ("MMS", file_id, "봄 세일")
+    ] * 2
+
+
+@pytest.mark.parametrize(
+    ("images", "code"),
+    [
+        pytest.param({"a.jpg": JPEG, "b.jpg": JPEG}, "MMS_ONE_IMAGE_ONLY", id="two-images"),
+        pytest.param({"big.jpg": JPEG + bytes(200 * 1024)}, "MMS_IMAGE_TOO_LARGE", id="over-200-kb"),
+        pytest.param({"a.gif": b"GIF89a" + bytes(16)}, "MMS_IMAGE_NOT_JPEG", id="not-a-jpeg"),
+    ],
+)
+def test_mms_image_solapi_cannot_take_fails_that_recipient_before_any_send(
+    solapi: FakeSolapi, images: dict[str, bytes], code: str
+) -> None:
+    urls = tuple(solapi.image_url(name, data) for name, data in images.items())
+    results = run(solapi, lambda g: g.send_batch([sms("d1", kind="MMS", image_urls=urls)], batch_key="b"))
+    assert (results[0].status, results[0].error_code) == ("FAILED", code)
+    assert solapi.send_requests == 0 and solapi.files == {}
+
+
+def test_lookup_reports_a_message_refused_at_registration_as_failed(solapi: FakeSolapi) -> None:
+    solapi.senders.clear()
+    refused = run(solapi, lambda g: g.send_batch([sms("d1")], batch_key="b"))
+    assert (refused[0].status, refused[0].error_code) == ("FAILED", "SOLAPI_1062")
+    solapi.fail_queries = 1
+    with pytest.raises(ProviderUnavailable):
+        run(solapi, lambda g: g.lookup([sms("d1")], batch_key="b"))

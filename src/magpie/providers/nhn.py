@@ -13,6 +13,7 @@ review hooks only, so AlimTalk and brand message results are polled.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import time
@@ -31,7 +32,7 @@ from magpie.providers.base import (
     ProviderRejected,
     ProviderUnavailable,
 )
-from magpie.providers.http import request_json
+from magpie.providers.http import ImageRefused, fetch_jpeg, request_json
 
 __all__ = [
     "ALIMTALK_BASE_URL",
@@ -64,6 +65,10 @@ _KST: Final = ZoneInfo("Asia/Seoul")
 LOOKUP_DAYS: Final = 7
 _PAGE_SIZE: Final = 1000
 _MAX_PAGES: Final = 20
+# MMS attachments: JPEG files of at most 300 KB, uploaded beforehand (attachfile/binaryUpload);
+# an uploaded file is reused for the same image URL for an hour.
+MMS_IMAGE_LIMIT: Final = 300 * 1024
+_UPLOAD_TTL: Final = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +141,7 @@ class NhnGateway:
         self._owns_session = session is None
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._clock = clock
+        self._uploads: dict[str, tuple[int, float]] = {}
 
     # -- sending ---------------------------------------------------------------------------------
 
@@ -152,7 +158,15 @@ class NhnGateway:
             for found in await self.lookup(todo, batch_key=batch_key):
                 results[found.delivery_id] = found
             todo = [m for m in todo if m.delivery_id not in results]
-        for request in self._requests(todo, batch_key=batch_key):
+        attachments: dict[str, tuple[int, ...]] = {}
+        for m in todo:
+            if m.kind == "MMS":
+                try:
+                    attachments[m.delivery_id] = tuple([await self._attachment(url) for url in m.image_urls])
+                except ImageRefused as exc:
+                    results[m.delivery_id] = PhoneResult(m.delivery_id, "FAILED", error_code=exc.code)
+        todo = [m for m in todo if m.delivery_id not in results]
+        for request in self._requests(todo, batch_key=batch_key, attachments=attachments):
             refused, answered = await self._send(request)
             if refused is not None and maybe_sent:
                 # After a lost answer, a refused request may be NHN refusing a repeated idempotency
@@ -169,12 +183,34 @@ class NhnGateway:
             return "PROVIDER_NOT_CONFIGURED"
         if message.channel == "sms" and not (self._sms_key and self._sms_secret and self._sender_number):
             return "PROVIDER_NOT_CONFIGURED"
-        if message.kind == "MMS":
-            # NHN takes MMS images only as files uploaded beforehand (attachFileIdList).
-            return "MMS_IMAGES_NOT_SUPPORTED"
         return None
 
-    def _requests(self, messages: list[PhoneMessage], *, batch_key: str) -> list[_Request]:
+    async def _attachment(self, url: str) -> int:
+        """NHN's file id for the image at ``url``: fetched, then uploaded (attachfile/binaryUpload)."""
+        cached = self._uploads.get(url)
+        if cached is not None and cached[1] > self._clock():
+            return cached[0]
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        image = await fetch_jpeg(self._session, url, limit=MMS_IMAGE_LIMIT, timeout=self._timeout)
+        body = {
+            "fileName": hashlib.sha256(image).hexdigest()[:32] + ".jpg",
+            "createUser": "magpie",
+            "fileBody": base64.b64encode(image).decode(),
+        }
+        path = f"{self._sms_base}/sms/v3.0/appKeys/{self._sms_key}/attachfile/binaryUpload"
+        headers = {"Content-Type": "application/json;charset=UTF-8", "X-Secret-Key": self._sms_secret}
+        status, doc = await self._call("POST", path, headers=headers, data=_dumps(body))
+        ok, code = self._header(status, doc)
+        data = ((doc.get("body") or {}).get("data") or {}) if isinstance(doc, dict) else {}
+        if not ok or not isinstance(data.get("fileId"), int):
+            raise ImageRefused(f"NHN_{code}" if not ok else "NHN_NO_FILE_ID")
+        self._uploads[url] = (data["fileId"], self._clock() + _UPLOAD_TTL)
+        return int(data["fileId"])
+
+    def _requests(
+        self, messages: list[PhoneMessage], *, batch_key: str, attachments: Mapping[str, tuple[int, ...]]
+    ) -> list[_Request]:
         groups: dict[tuple[str, ...], list[PhoneMessage]] = {}
         for m in messages:
             if m.kind == "alimtalk":
@@ -183,7 +219,8 @@ class NhnGateway:
                 key = ("friendtalk",)
             else:
                 # An SMS request has one body for all its recipients: personalised texts go one by one.
-                key = ("sms" if m.kind == "SMS" else "mms", m.text, m.title or "", "ad" if m.marketing else "")
+                files = ",".join(str(i) for i in attachments.get(m.delivery_id, ()))
+                key = ("sms" if m.kind == "SMS" else "mms", m.text, m.title or "", "ad" if m.marketing else "", files)
             groups.setdefault(key, []).append(m)
         requests: list[_Request] = []
         for key, group in groups.items():
@@ -226,6 +263,8 @@ class NhnGateway:
                 }
                 if key[0] == "mms":
                     body["title"] = first.title or ""
+                if attachments.get(first.delivery_id):
+                    body["attachFileIdList"] = list(attachments[first.delivery_id])
                 path = f"{self._sms_base}/sms/v3.0/appKeys/{self._sms_key}/sender/{endpoint}"
             digest = hashlib.sha256("\n".join([batch_key, key[0], *sorted(ids)]).encode()).hexdigest()
             requests.append(_Request(service=key[0], path=path, body=body, deliveries=ids, key=digest[:40]))

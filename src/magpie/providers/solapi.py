@@ -1,4 +1,5 @@
-"""Solapi gateway: messages v4 ``send-many/detail`` for SMS, LMS, AlimTalk (ATA) and brand messages.
+"""Solapi gateway: messages v4 ``send-many/detail`` for SMS, LMS, MMS (image uploaded to storage v1
+first), AlimTalk (ATA) and brand messages.
 
 Requests are signed with ``Authorization: HMAC-SHA256 apiKey=…, date=…, salt=…, signature=…``,
 the signature being HMAC-SHA256 of ``date + salt`` keyed by the API secret (hex). Solapi has no
@@ -10,6 +11,7 @@ Final results arrive through Solapi's delivery report webhook (``parse_report``)
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -28,7 +30,7 @@ from magpie.providers.base import (
     ProviderRejected,
     ProviderUnavailable,
 )
-from magpie.providers.http import request_json
+from magpie.providers.http import ImageRefused, fetch_jpeg, request_json
 
 __all__ = ["BASE_URL", "SolapiGateway", "authorization", "parse_report", "verify_authorization"]
 
@@ -41,6 +43,10 @@ _AUTH_ERRORS: Final = {"InvalidAPIKey", "SignatureDoesNotMatch", "RequestTimeToo
 _TYPES: Final = {"alimtalk": "ATA", "brand": "BMS_TEXT", "SMS": "SMS", "LMS": "LMS", "MMS": "MMS"}
 # Solapi's pending states; every other code is final.
 _PENDING: Final = {"2000", "3000"}
+# MMS: one JPEG of at most 200 KB, uploaded to storage first (type MMS) and named by its fileId;
+# an uploaded file is reused for the same image URL for an hour.
+MMS_IMAGE_LIMIT: Final = 200 * 1024
+_UPLOAD_TTL: Final = 3600.0
 
 
 def _iso(ts: float) -> str:
@@ -132,6 +138,7 @@ class SolapiGateway:
         self._owns_session = session is None
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._clock = clock
+        self._uploads: dict[str, tuple[str, float]] = {}
 
     async def send_batch(
         self,
@@ -144,20 +151,53 @@ class SolapiGateway:
         for m in messages:
             if not self._sender or (m.channel == "kakao" and not self._pf_id):
                 results[m.delivery_id] = PhoneResult(m.delivery_id, "FAILED", error_code="PROVIDER_NOT_CONFIGURED")
-            elif m.kind == "MMS":
-                # Solapi takes MMS images only as files uploaded beforehand (imageId).
-                results[m.delivery_id] = PhoneResult(m.delivery_id, "FAILED", error_code="MMS_IMAGES_NOT_SUPPORTED")
+            elif m.kind == "MMS" and len(m.image_urls) > 1:
+                # A Solapi MMS carries one image (imageId).
+                results[m.delivery_id] = PhoneResult(m.delivery_id, "FAILED", error_code="MMS_ONE_IMAGE_ONLY")
         todo = [m for m in messages if m.delivery_id not in results]
         if todo and maybe_sent:
             for found in await self.lookup(todo, batch_key=batch_key):
                 results[found.delivery_id] = found
             todo = [m for m in todo if m.delivery_id not in results]
+        images: dict[str, str] = {}
+        for m in todo:
+            if m.kind == "MMS" and m.image_urls:
+                try:
+                    images[m.delivery_id] = await self._upload(m.image_urls[0])
+                except ImageRefused as exc:
+                    results[m.delivery_id] = PhoneResult(m.delivery_id, "FAILED", error_code=exc.code)
+        todo = [m for m in todo if m.delivery_id not in results]
         if todo:
-            for result in await self._send(todo):
+            for result in await self._send(todo, images):
                 results[result.delivery_id] = result
         return [results[m.delivery_id] for m in messages]
 
-    def _message(self, m: PhoneMessage) -> dict[str, Any]:
+    async def _upload(self, url: str) -> str:
+        """Solapi's fileId for the image at ``url``: fetched, then uploaded to storage as an MMS file."""
+        cached = self._uploads.get(url)
+        if cached is not None and cached[1] > self._clock():
+            return cached[0]
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        image = await fetch_jpeg(self._session, url, limit=MMS_IMAGE_LIMIT, timeout=self._timeout)
+        body = {
+            "file": base64.b64encode(image).decode(),
+            "name": hashlib.sha256(image).hexdigest()[:32] + ".jpg",
+            "type": "MMS",
+        }
+        status, doc = await self._call("POST", "/storage/v1/files", body=body)
+        if status >= 300:
+            error = self._error(status, doc)
+            if isinstance(error, ProviderUnavailable) or error.code.removeprefix("SOLAPI_") in _AUTH_ERRORS:
+                raise error
+            raise ImageRefused(error.code)
+        file_id = (doc or {}).get("fileId") if isinstance(doc, dict) else None
+        if not isinstance(file_id, str) or not file_id:
+            raise ImageRefused("SOLAPI_NO_FILE_ID")
+        self._uploads[url] = (file_id, self._clock() + _UPLOAD_TTL)
+        return file_id
+
+    def _message(self, m: PhoneMessage, image_id: str | None = None) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "to": m.national_number,
             "from": self._sender,
@@ -167,6 +207,8 @@ class SolapiGateway:
         }
         if m.title and m.kind in ("LMS", "MMS"):
             doc["subject"] = m.title
+        if image_id is not None:
+            doc["imageId"] = image_id
         if m.channel == "kakao":
             options: dict[str, Any] = {
                 "pfId": self._pf_id,
@@ -191,8 +233,11 @@ class SolapiGateway:
                 ]
         return doc
 
-    async def _send(self, messages: list[PhoneMessage]) -> list[PhoneResult]:
-        body = {"messages": [self._message(m) for m in messages], "showMessageList": True}
+    async def _send(self, messages: list[PhoneMessage], images: Mapping[str, str]) -> list[PhoneResult]:
+        body = {
+            "messages": [self._message(m, images.get(m.delivery_id)) for m in messages],
+            "showMessageList": True,
+        }
         status, doc = await self._call("POST", "/messages/v4/send-many/detail", body=body)
         if status >= 300:
             raise self._error(status, doc)
