@@ -474,7 +474,7 @@ def test_solapi_sends_and_its_report_webhook_records_delivery(client: AppClient,
     assert view(client, env, "kakao", kakao)["recipients"][0]["deliveries"][0]["delivered"] is True
     failed = view(client, env, "sms", text)["recipients"][0]
     assert failed["outcome"] == "SENT"  # accepted by the gateway...
-    assert (failed["deliveries"][0]["delivered"], failed["deliveries"][0]["reportCode"]) == (False, "3104")
+    assert (failed["deliveries"][0]["delivered"], failed["deliveries"][0]["reportCode"]) == (False, "3040")
 
 
 def test_nhn_sms_result_webhook_records_delivery_with_the_signature_nhn_sends(
@@ -526,6 +526,17 @@ def test_mms_campaign_reaches_each_gateway_with_its_uploaded_image(
     assert list(fake.files.values()) == [JPEG]
     [recipient] = view(client, env, "sms", dispatch_id)["recipients"]
     assert (recipient["outcome"], recipient["deliveries"][0]["type"]) == ("SENT", "MMS")
+
+
+def test_brand_message_through_solapi_is_a_free_form_bms(client: AppClient, env: Env, solapi: FakeSolapi) -> None:
+    setup(client, env, {"kakaoGateway": "solapi", "providers": {"solapi": solapi.config()}}, brand())
+    user(client, env, "u1", kakao_marketing="SUBSCRIBED")
+    dispatch_id = send(client, env, "kakao", 11, [{"userId": "u1"}])
+    run(client)
+    [sent] = solapi.accepted
+    assert (sent.kind, sent.text) == ("BMS_FREE", "홍길동님, 겨울 세일이 시작됐어요")
+    assert sent.fields["kakaoOptions"]["bms"] == {"targeting": "I", "chatBubbleType": "TEXT"}
+    assert view(client, env, "kakao", dispatch_id)["recipients"][0]["outcome"] == "SENT"
 
 
 def test_gateway_retry_after_an_unanswered_batch_sends_nobody_twice(

@@ -33,15 +33,28 @@ API_KEY = "NCSFAKEAPIKEY001"
 API_SECRET = "FAKESECRETFAKESECRETFAKESECRET12"
 PF_ID = "KA01PF000000000000000000000001"
 _PLACEHOLDER = re.compile(r"#\{([^{}#]+)\}")
-TYPES = {"SMS", "LMS", "MMS", "ATA", "BMS_TEXT"}
+TYPES = {"SMS", "LMS", "MMS", "ATA", "BMS_FREE"}
+# Brand message template types: valid, but only with a registered brand message template (templateId).
+TEMPLATE_BMS = {"BMS_TEXT", "BMS_IMAGE", "BMS_WIDE", "BMS_WIDE_ITEM_LIST", "BMS_CAROUSEL_FEED", "BMS_PREMIUM_VIDEO"}
 MAX_MMS_FILE_BYTES = 200 * 1024
-# Not Solapi's: the fake's status code for an MMS whose imageId names no uploaded MMS file.
-UNKNOWN_IMAGE_CODE = "1999"
+MAX_BMS_FILE_BYTES = 500 * 1024
+BUBBLES = {"TEXT", "IMAGE", "WIDE", "WIDE_ITEM_LIST", "COMMERCE", "CAROUSEL_FEED", "CAROUSEL_COMMERCE", "PREMIUM_VIDEO"}
+# Solapi's message status codes (its "메시지 상태 코드" table) the fake answers with.
+MISSING_FIELD = "1010"  # 필수 입력 값 미입력
+BAD_TYPE = "1025"  # 잘못된 메시지 타입
+UNKNOWN_IMAGE = "1034"  # imageId가 존재하지 않습니다
+BAD_PFID = "1041"  # 유효한 플러스 친구 값이 아닙니다
+BAD_TEMPLATE = "1042"  # 유효한 템플릿 아이디가 아닙니다
+TEMPLATE_MISMATCH = "1043"  # 등록한 템플릿과 내용이 다릅니다
+UNREGISTERED_SENDER = "1062"  # 발신번호 미등록
+KAKAO_NON_USER = "3104"  # 카카오톡 미사용자
+SMS_TIMEOUT = "3040"  # 전송시간 초과
 
 
 class FakeSolapi(GatewayFake):
     """See the module docstring. ``templates``: templateId -> registered text; ``undeliverable``:
-    numbers whose reports say the carrier failed (3104); ``report_url``: where reports are POSTed."""
+    numbers whose reports say the message did not arrive (3104 for Kakao messages, 3040 for texts);
+    ``report_url``: where reports are POSTed."""
 
     name = "solapi"
 
@@ -59,6 +72,7 @@ class FakeSolapi(GatewayFake):
         self._ids = itertools.count(1)
         self._messages: dict[str, dict[str, Any]] = {}
         self.files: dict[str, bytes] = {}
+        self.file_types: dict[str, str] = {}
 
     def config(self) -> dict[str, str]:
         return {"apiKey": API_KEY, "apiSecret": API_SECRET, "pfId": PF_ID, "baseUrl": self.base_url}
@@ -125,7 +139,8 @@ class FakeSolapi(GatewayFake):
                 continue
             listed.append({**item, "statusCode": "2000", "statusMessage": "정상 접수(이통사로 접수 예정)"})
             accepted.append(Accepted(str(m.get("to")), str(m.get("type")), text, message_id, dict(m)))
-            final = "3104" if m.get("to") in self.undeliverable else "4000"
+            failure = KAKAO_NON_USER if str(m.get("type")) in ("ATA", "BMS_FREE") else SMS_TIMEOUT
+            final = failure if m.get("to") in self.undeliverable else "4000"
             self._messages[message_id] = {
                 **item,
                 "_id": message_id,
@@ -157,39 +172,50 @@ class FakeSolapi(GatewayFake):
             data = base64.b64decode(str(doc.get("file") or ""), validate=True)
         except binascii.Error:
             data = b""
-        if doc.get("type") == "MMS" and (not data.startswith(b"\xff\xd8\xff") or len(data) > MAX_MMS_FILE_BYTES):
+        limit = {"MMS": MAX_MMS_FILE_BYTES, "BMS": MAX_BMS_FILE_BYTES}.get(str(doc.get("type")))
+        if limit is None or not data.startswith(b"\xff\xd8\xff") or len(data) > limit:
             return web.json_response(
-                {"errorCode": "ValidationError", "errorMessage": "MMS file: a JPEG of at most 200 KB"}, status=400
+                {"errorCode": "ValidationError", "errorMessage": "type MMS or BMS: a JPEG within its size"}, status=400
             )
         file_id = f"ST01FZ2026{next(self._ids):014d}"
         self.files[file_id] = data
+        self.file_types[file_id] = str(doc["type"])
         return web.json_response(
             {"fileId": file_id, "type": doc.get("type"), "name": doc.get("name"), "originalName": doc.get("name")}
         )
 
     def _check(self, m: dict[str, Any]) -> tuple[str | None, str]:
         text = str(m.get("text") or "")
-        if m.get("type") not in TYPES:
-            return "1024", text
-        if m.get("type") == "MMS" and m.get("imageId") not in self.files:
-            return UNKNOWN_IMAGE_CODE, text
+        kind = m.get("type")
+        if kind in TEMPLATE_BMS and not (m.get("kakaoOptions") or {}).get("templateId"):
+            return MISSING_FIELD, text
+        if kind not in TYPES:
+            return BAD_TYPE, text
+        if kind == "MMS" and self.file_types.get(str(m.get("imageId"))) != "MMS":
+            return UNKNOWN_IMAGE, text
         if m.get("from") not in self.senders:
-            return "1062", text
-        if m.get("type") in ("ATA", "BMS_TEXT"):
+            return UNREGISTERED_SENDER, text
+        if kind in ("ATA", "BMS_FREE"):
             options = m.get("kakaoOptions") or {}
             if options.get("pfId") != PF_ID:
-                return "1102", text
-            if m.get("type") == "ATA":
+                return BAD_PFID, text
+            if kind == "ATA":
                 template = self.templates.get(str(options.get("templateId")))
                 if template is None:
-                    return "1104", text
+                    return BAD_TEMPLATE, text
                 variables = options.get("variables") or {}
                 try:
                     filled = _PLACEHOLDER.sub(lambda g: str(variables["#{" + g.group(1) + "}"]), template)
                 except KeyError:
-                    return "1105", text
+                    return MISSING_FIELD, text
                 if filled != text:
-                    return "3034", text
+                    return TEMPLATE_MISMATCH, text
+            else:
+                bms = options.get("bms") or {}
+                if bms.get("targeting") not in ("I", "M", "N") or bms.get("chatBubbleType") not in BUBBLES:
+                    return MISSING_FIELD, text
+                if bms["chatBubbleType"] == "IMAGE" and self.file_types.get(str(bms.get("imageId"))) != "BMS":
+                    return UNKNOWN_IMAGE, text
         return None, text
 
     async def _report(self, reports: list[dict[str, Any]]) -> None:

@@ -78,7 +78,7 @@ def test_send_many_detail_carries_types_kakao_options_and_our_delivery_ids(solap
 def test_failed_message_list_fails_only_those_messages_with_solapi_codes(solapi: FakeSolapi) -> None:
     wrong_text = alimtalk("d2", "+821033334444", text="다른 문장")
     results = run(solapi, lambda g: g.send_batch([alimtalk("d1"), wrong_text], batch_key="b"))
-    assert (results[0].status, results[1].status, results[1].error_code) == ("SENT", "FAILED", "SOLAPI_3034")
+    assert (results[0].status, results[1].status, results[1].error_code) == ("SENT", "FAILED", "SOLAPI_1043")
 
 
 @pytest.mark.parametrize(
@@ -159,7 +159,7 @@ def test_delivery_reports_say_delivered_or_the_carrier_code(solapi: FakeSolapi) 
     run(solapi, lambda g: g.send_batch([sms("d1"), sms("d2", "+821033334444")], batch_key="b"))
     reports = {r.delivery_id: r for r in parse_report(solapi.reports[-1])}
     assert reports["d1"].delivered and reports["d1"].code == "4000"
-    assert (reports["d2"].delivered, reports["d2"].code) == (False, "3104")
+    assert (reports["d2"].delivered, reports["d2"].code) == (False, "3040")
     assert parse_report([{"messageId": "M1", "statusCode": "3000"}]) == []  # still pending
 
 
@@ -199,3 +199,54 @@ def test_lookup_reports_a_message_refused_at_registration_as_failed(solapi: Fake
     solapi.fail_queries = 1
     with pytest.raises(ProviderUnavailable):
         run(solapi, lambda g: g.lookup([sms("d1")], batch_key="b"))
+
+
+def brand(delivery: str, **changes: Any) -> PhoneMessage:
+    fields: dict[str, Any] = {
+        "delivery_id": delivery,
+        "to": "+821011112222",
+        "channel": "kakao",
+        "kind": "brand",
+        "text": "겨울 세일이 시작됐어요",
+        "buttons": ({"type": "WL", "name": "보러 가기", "linkMo": "https://shop.example/sale"},),
+        "marketing": True,
+    }
+    return PhoneMessage(**{**fields, **changes})
+
+
+def test_brand_message_is_free_form_bms_with_targeting_and_bubble(solapi: FakeSolapi) -> None:
+    results = run(solapi, lambda g: g.send_batch([brand("d1")], batch_key="b"))
+    assert results[0].status == "SENT"
+    [sent] = solapi.accepted
+    assert sent.kind == "BMS_FREE" and sent.text == "겨울 세일이 시작됐어요"
+    assert sent.fields["kakaoOptions"]["bms"] == {
+        "targeting": "I",
+        "chatBubbleType": "TEXT",
+        "buttons": [{"linkType": "WL", "name": "보러 가기", "linkMobile": "https://shop.example/sale"}],
+    }
+
+
+def test_brand_message_image_is_uploaded_as_bms_and_sent_as_an_image_bubble(solapi: FakeSolapi) -> None:
+    url = solapi.image_url("sale.jpg", JPEG)
+    results = run(solapi, lambda g: g.send_batch([brand("d1", image_urls=(url,))], batch_key="b"), bmsTargeting="M")
+    assert results[0].status == "SENT"
+    [(file_id, kind)] = solapi.file_types.items()
+    bms = solapi.accepted[0].fields["kakaoOptions"]["bms"]
+    assert (kind, bms["chatBubbleType"], bms["imageId"], bms["targeting"]) == ("BMS", "IMAGE", file_id, "M")
+
+
+def test_fake_refuses_a_template_brand_type_without_its_template(solapi: FakeSolapi) -> None:
+    async def post() -> Any:
+        now = time.time()
+        headers = {"Authorization": authorization(api_key=API_KEY, secret=API_SECRET, now=now)}
+        message = {"to": "01011112222", "from": "0212345678", "text": "x", "type": "BMS_TEXT"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                solapi.base_url + "/messages/v4/send-many/detail", json={"messages": [message]}, headers=headers
+            ) as response,
+        ):
+            return await response.json()
+
+    doc = asyncio.run(post())
+    assert doc["failedMessageList"][0]["statusCode"] == "1010"

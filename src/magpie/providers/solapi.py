@@ -1,5 +1,5 @@
 """Solapi gateway: messages v4 ``send-many/detail`` for SMS, LMS, MMS (image uploaded to storage v1
-first), AlimTalk (ATA) and brand messages.
+first), AlimTalk (ATA) and free-form brand messages (BMS_FREE).
 
 Requests are signed with ``Authorization: HMAC-SHA256 apiKey=…, date=…, salt=…, signature=…``,
 the signature being HMAC-SHA256 of ``date + salt`` keyed by the API secret (hex). Solapi has no
@@ -40,7 +40,14 @@ DELIVERY_FIELD: Final = "magpieDeliveryId"
 MAX_SKEW_SECONDS: Final = 15 * 60
 DELIVERED: Final = "4000"
 _AUTH_ERRORS: Final = {"InvalidAPIKey", "SignatureDoesNotMatch", "RequestTimeTooSkewed", "DuplicatedSignature"}
-_TYPES: Final = {"alimtalk": "ATA", "brand": "BMS_TEXT", "SMS": "SMS", "LMS": "LMS", "MMS": "MMS"}
+# Brand messages are free-form (no registered template): BMS_FREE with kakaoOptions.bms; the BMS_TEXT,
+# BMS_IMAGE … types are for brand message templates (templateId), which magpie does not use.
+_TYPES: Final = {"alimtalk": "ATA", "brand": "BMS_FREE", "SMS": "SMS", "LMS": "LMS", "MMS": "MMS"}
+# kakaoOptions.bms.targeting: I = the channel's friends (FriendTalk's reach, magpie's default),
+# M = users who accepted marketing messages, N = those of them who are not friends.
+_TARGETING: Final = {"I", "M", "N"}
+# A brand message image: a JPEG uploaded to storage as type BMS.
+BMS_IMAGE_LIMIT: Final = 500 * 1024
 # Solapi's pending states; every other code is final.
 _PENDING: Final = {"2000", "3000"}
 # MMS: one JPEG of at most 200 KB, uploaded to storage first (type MMS) and named by its fileId;
@@ -132,6 +139,8 @@ class SolapiGateway:
         self._api_key = str(config["apiKey"])
         self._secret = str(config["apiSecret"])
         self._pf_id = str(config.get("pfId") or "")
+        targeting = str(config.get("bmsTargeting") or "I")
+        self._targeting = targeting if targeting in _TARGETING else "I"
         self._base = str(config.get("baseUrl") or BASE_URL).rstrip("/")
         self._sender = sender_number.replace("-", "")
         self._session = session
@@ -161,9 +170,10 @@ class SolapiGateway:
             todo = [m for m in todo if m.delivery_id not in results]
         images: dict[str, str] = {}
         for m in todo:
-            if m.kind == "MMS" and m.image_urls:
+            if m.kind in ("MMS", "brand") and m.image_urls:
                 try:
-                    images[m.delivery_id] = await self._upload(m.image_urls[0])
+                    kind = "MMS" if m.kind == "MMS" else "BMS"
+                    images[m.delivery_id] = await self._upload(m.image_urls[0], kind=kind)
                 except ImageRefused as exc:
                     results[m.delivery_id] = PhoneResult(m.delivery_id, "FAILED", error_code=exc.code)
         todo = [m for m in todo if m.delivery_id not in results]
@@ -172,18 +182,19 @@ class SolapiGateway:
                 results[result.delivery_id] = result
         return [results[m.delivery_id] for m in messages]
 
-    async def _upload(self, url: str) -> str:
-        """Solapi's fileId for the image at ``url``: fetched, then uploaded to storage as an MMS file."""
-        cached = self._uploads.get(url)
+    async def _upload(self, url: str, *, kind: str) -> str:
+        """Solapi's fileId for the image at ``url``: fetched, then uploaded to storage as ``kind`` (MMS, BMS)."""
+        cached = self._uploads.get(f"{kind} {url}")
         if cached is not None and cached[1] > self._clock():
             return cached[0]
         if self._session is None:
             self._session = aiohttp.ClientSession()
-        image = await fetch_jpeg(self._session, url, limit=MMS_IMAGE_LIMIT, timeout=self._timeout)
+        limit = MMS_IMAGE_LIMIT if kind == "MMS" else BMS_IMAGE_LIMIT
+        image = await fetch_jpeg(self._session, url, limit=limit, timeout=self._timeout)
         body = {
             "file": base64.b64encode(image).decode(),
             "name": hashlib.sha256(image).hexdigest()[:32] + ".jpg",
-            "type": "MMS",
+            "type": kind,
         }
         status, doc = await self._call("POST", "/storage/v1/files", body=body)
         if status >= 300:
@@ -194,7 +205,7 @@ class SolapiGateway:
         file_id = (doc or {}).get("fileId") if isinstance(doc, dict) else None
         if not isinstance(file_id, str) or not file_id:
             raise ImageRefused("SOLAPI_NO_FILE_ID")
-        self._uploads[url] = (file_id, self._clock() + _UPLOAD_TTL)
+        self._uploads[f"{kind} {url}"] = (file_id, self._clock() + _UPLOAD_TTL)
         return file_id
 
     def _message(self, m: PhoneMessage, image_id: str | None = None) -> dict[str, Any]:
@@ -207,19 +218,21 @@ class SolapiGateway:
         }
         if m.title and m.kind in ("LMS", "MMS"):
             doc["subject"] = m.title
-        if image_id is not None:
+        if image_id is not None and m.kind == "MMS":
             doc["imageId"] = image_id
         if m.channel == "kakao":
-            options: dict[str, Any] = {
-                "pfId": self._pf_id,
-                "disableSms": m.fallback is None,
-                "buttons": [_button(b) for b in m.buttons],
-            }
+            options: dict[str, Any] = {"pfId": self._pf_id, "disableSms": m.fallback is None}
             if m.kind == "alimtalk":
                 options["templateId"] = m.template_code
                 options["variables"] = {f"#{{{k}}}": v for k, v in m.template_parameters.items()}
-            if m.image_urls:
-                options["imageUrl"] = m.image_urls[0]
+                options["buttons"] = [_button(b) for b in m.buttons]
+            else:
+                bms: dict[str, Any] = {"targeting": self._targeting, "chatBubbleType": "TEXT"}
+                if image_id is not None:
+                    bms.update(chatBubbleType="IMAGE", imageId=image_id)
+                if m.buttons:
+                    bms["buttons"] = [_bms_button(b) for b in m.buttons]
+                options["bms"] = bms
             doc["kakaoOptions"] = options
             if m.fallback is not None:
                 doc["replacements"] = [
@@ -329,6 +342,19 @@ def _delivery_of(item: Any) -> str | None:
     fields = item.get("customFields")
     value = fields.get(DELIVERY_FIELD) if isinstance(fields, dict) else None
     return str(value) if value else None
+
+
+def _bms_button(button: Mapping[str, str]) -> dict[str, str]:
+    """magpie's (NHN-style) button fields in the names of Solapi's brand message buttons."""
+    names = {
+        "type": "linkType",
+        "name": "name",
+        "linkMo": "linkMobile",
+        "linkPc": "linkPc",
+        "schemeAndroid": "linkAndroid",
+        "schemeIos": "linkIos",
+    }
+    return {names[k]: v for k, v in button.items() if k in names}
 
 
 def _button(button: Mapping[str, str]) -> dict[str, str]:
