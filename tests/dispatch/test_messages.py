@@ -15,7 +15,7 @@ import pytest
 from tests.fakes.gateway import JPEG
 from tests.fakes.nhn import FakeNhn
 from tests.fakes.solapi import FakeSolapi
-from tests.support import AppClient, Env, FakeClock, close_dispatcher, drain, make_dispatcher
+from tests.support import AppClient, Env, FakeClock, close_dispatcher, drain, magpie_cli, make_dispatcher
 
 TEMPLATE = "#{고객명}님, 주문 #{주문번호}이 출발했어요"
 PHONE = "010-1111-2222"
@@ -612,6 +612,17 @@ def test_gateway_that_cannot_say_what_it_took_leaves_its_recipients_unknown(
         assert {r["deliveries"][0]["status"] for r in shown["recipients"]} == {"UNKNOWN"}
     stats = client.get("/v1/kakao-message/campaigns/10/stats", headers=env.headers).json()
     assert (stats["unknown"], stats["failed"], stats["pending"], stats["sent"]) == (2, 0, 0, 0)
+    shown = magpie_cli(
+        "stats",
+        "dispatch",
+        kakao,
+        "--env",
+        env.name,
+        data_dir=client.settings.data_dir,
+        database_url=client.settings.database_url_override,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "sent 0  failed 0  unknown 2  excluded 0  pending 0" in shown.stdout
 
 
 def test_gateway_that_never_took_the_batch_fails_it_after_saying_so(
