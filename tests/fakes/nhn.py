@@ -23,6 +23,7 @@ import json
 import re
 import sys
 import time
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -154,6 +155,9 @@ class FakeNhn(GatewayFake):
         if "requestId" in query:
             rows = list(self._results.get(query["requestId"], []))
         elif date.match(query.get("startRequestDate", "")) and date.match(query.get("endRequestDate", "")):
+            start, end = (datetime.fromisoformat(query[k]) for k in ("startRequestDate", "endRequestDate"))
+            if not timedelta(0) <= end - start <= timedelta(days=30):
+                return None  # AlimTalk v2.3: the request date range is at most 30 days
             rows = [r for stored in self._results.values() for r in stored]
         else:
             return None
