@@ -364,14 +364,17 @@ class FakeNhn(GatewayFake):
         return web.json_response({"header": _header(), "body": {"totalCount": len(rows), "data": rows}})
 
     async def _sms_results(self, request: web.Request) -> web.StreamResponse:
+        """One message: ``/sender/{kind}/{requestId}?recipientSeq=`` (required) answers ``body.data`` as an object."""
         refused = self._auth(request, SMS_APP_KEY, SMS_SECRET_KEY)
         if refused is not None:
             return refused
-        rows = [
-            {k: v for k, v in r.items() if k != "_kind"}
-            for r in self._results.get(request.match_info["request_id"], [])
-        ]
-        return web.json_response({"header": _header(), "body": {"data": rows}})
+        seq = request.query.get("recipientSeq")
+        rows = [r for r in self._results.get(request.match_info["request_id"], []) if str(r["recipientSeq"]) == seq]
+        if seq is None or not rows:
+            return web.json_response({"header": _header(-2000, "recipientSeq is required")})
+        return web.json_response(
+            {"header": _header(), "body": {"data": {k: v for k, v in rows[0].items() if k != "_kind"}}}
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,6 +111,33 @@ def parse_webhook(doc: Any) -> Webhook:
     return Webhook(event, reports, opted_out)
 
 
+# SMS v3.0 msgStatus: 0 failed, 1 requested, 2 in progress, 3 delivered, 4 reservation cancelled,
+# 5 failed as a duplicate, 6 failed (ad restriction), 7 waiting to be resent (ad restriction).
+_SMS_FINAL: Final = {"0", "3", "4", "5", "6"}
+
+
+def _sms_report(row: Mapping[str, Any]) -> tuple[bool, str] | None:
+    """``(delivered, code)`` of a final SMS v3.0 list row; None while the message is on its way."""
+    state = str(row.get("msgStatus"))
+    if state not in _SMS_FINAL:
+        return None
+    return state == "3", str(row.get("resultCode") or state)
+
+
+def _kakao_report(row: Mapping[str, Any]) -> tuple[bool, str] | None:
+    """``(delivered, code)`` of a final AlimTalk/FriendTalk v2.3 list row; None while on its way."""
+    state = str(row.get("messageStatus"))
+    if state not in ("COMPLETED", "FAILED", "CANCEL"):
+        return None
+    code = str(row.get("resultCode") or state)
+    if state == "COMPLETED" and code == "1000":
+        return True, code
+    # A fallback text that reached the phone counts as delivered, with its own code.
+    if row.get("resendStatus") == "RSC04":
+        return True, "RSC04"
+    return False, code
+
+
 def _dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -342,7 +369,13 @@ class NhnGateway:
         since = datetime.fromtimestamp(self._clock() - LOOKUP_DAYS * 86_400, _KST)
         found: list[PhoneResult] = []
         for service, deliveries in wanted.items():
-            for row in await self._listed(service, batch_key=batch_key, since=since, until=now):
+            fmt = "%Y-%m-%d %H:%M:%S" if service in ("sms", "mms") else "%Y-%m-%d %H:%M"
+            query = {
+                "senderGroupingKey": batch_key,
+                "startRequestDate": since.strftime(fmt),
+                "endRequestDate": now.strftime(fmt),
+            }
+            for row in await self._listed(service, query):
                 delivery = str(row.get("recipientGroupingKey") or "")
                 if delivery in deliveries and row.get("requestId") and row.get("recipientSeq") is not None:
                     deliveries.discard(delivery)
@@ -350,26 +383,22 @@ class NhnGateway:
                     found.append(PhoneResult(delivery, "SENT", provider_message_id=message_id))
         return found
 
-    async def _listed(self, service: str, *, batch_key: str, since: datetime, until: datetime) -> list[dict[str, Any]]:
+    async def _listed(self, service: str, query: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Every row of one of NHN's message lists (AlimTalk/FriendTalk v2.3, SMS v3.0 ``/sender/sms`` or
+        ``/sender/mms``) for ``query``, page by page."""
         if service in ("sms", "mms"):
             url = f"{self._sms_base}/sms/v3.0/appKeys/{self._sms_key}/sender/{service}"
-            secret, fmt = self._sms_secret, "%Y-%m-%d %H:%M:%S"
+            secret = self._sms_secret
         else:
             url = f"{self._alimtalk_base}/{service}/v2.3/appkeys/{self._alimtalk_key}/messages"
-            secret, fmt = self._alimtalk_secret, "%Y-%m-%d %H:%M"
+            secret = self._alimtalk_secret
         rows: list[dict[str, Any]] = []
         for page in range(1, _MAX_PAGES + 1):
-            params = {
-                "senderGroupingKey": batch_key,
-                "startRequestDate": since.strftime(fmt),
-                "endRequestDate": until.strftime(fmt),
-                "pageNum": str(page),
-                "pageSize": str(_PAGE_SIZE),
-            }
+            params = {**query, "pageNum": str(page), "pageSize": str(_PAGE_SIZE)}
             status, doc = await self._call("GET", url, headers={"X-Secret-Key": secret}, params=params)
             ok, code = self._header(status, doc)
             if not ok:
-                raise ProviderUnavailable(f"NHN_{code}", "NHN Cloud could not list the batch")
+                raise ProviderUnavailable(f"NHN_{code}", "NHN Cloud could not list the messages")
             if service in ("sms", "mms"):
                 listing = (doc.get("body") or {}) if isinstance(doc, dict) else {}
                 items = listing.get("data") or []
@@ -399,7 +428,8 @@ class NhnGateway:
     # -- final results -------------------------------------------------------------------------------
 
     async def poll(self, provider_message_ids: list[str]) -> list[DeliveryReport]:
-        """Ask NHN for the final result of accepted messages; those still in flight are left out."""
+        """Ask NHN for the final result of accepted messages (its message lists by ``requestId``); those
+        still in flight are left out."""
         by_request: dict[tuple[str, str], set[str]] = {}
         for message_id in provider_message_ids:
             service, _, rest = message_id.partition(":")
@@ -407,51 +437,15 @@ class NhnGateway:
             by_request.setdefault((service, request_id), set()).add(seq)
         reports: list[DeliveryReport] = []
         for (service, request_id), seqs in by_request.items():
-            if service in ("sms", "mms"):
-                path = f"{self._sms_base}/sms/v3.0/appKeys/{self._sms_key}/sender/{service}/{request_id}"
-                status, doc = await self._call("GET", path, headers={"X-Secret-Key": self._sms_secret})
-                self._header(status, doc)
-                rows = ((doc.get("body") or {}).get("data") or []) if isinstance(doc, dict) else []
-                for row in rows:
-                    seq, state = str(row.get("recipientSeq")), str(row.get("msgStatus"))
-                    if seq in seqs and state in ("3", "0", "5"):
-                        reports.append(
-                            DeliveryReport(
-                                f"{service}:{request_id}:{seq}",
-                                state == "3",
-                                str(row.get("resultCode") or state),
-                                str(row.get("recipientGroupingKey") or "") or None,
-                            )
-                        )
-                continue
-            path = f"{self._alimtalk_base}/{service}/v2.3/appkeys/{self._alimtalk_key}/messages"
-            status, doc = await self._call(
-                "GET",
-                path,
-                headers={"X-Secret-Key": self._alimtalk_secret},
-                params={"requestId": request_id, "pageSize": "1000"},
-            )
-            self._header(status, doc)
-            rows = (
-                ((doc.get("messageSearchResultResponse") or {}).get("messages") or []) if isinstance(doc, dict) else []
-            )
-            for row in rows:
-                seq, state = str(row.get("recipientSeq")), str(row.get("messageStatus"))
-                if seq not in seqs or state not in ("COMPLETED", "FAILED"):
+            for row in await self._listed(service, {"requestId": request_id}):
+                seq = str(row.get("recipientSeq"))
+                if seq not in seqs:
                     continue
-                code = str(row.get("resultCode") or "")
-                delivered = state == "COMPLETED" and code == "1000"
-                # A fallback text that reached the phone counts as delivered, with its own code.
-                if not delivered and row.get("resendStatus") == "RSC04":
-                    delivered, code = True, "RSC04"
-                reports.append(
-                    DeliveryReport(
-                        f"{service}:{request_id}:{seq}",
-                        delivered,
-                        code,
-                        str(row.get("recipientGroupingKey") or "") or None,
-                    )
-                )
+                report = _sms_report(row) if service in ("sms", "mms") else _kakao_report(row)
+                if report is not None:
+                    delivered, code = report
+                    delivery = str(row.get("recipientGroupingKey") or "") or None
+                    reports.append(DeliveryReport(f"{service}:{request_id}:{seq}", delivered, code, delivery))
         return reports
 
     # -- HTTP ------------------------------------------------------------------------------------
