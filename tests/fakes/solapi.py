@@ -148,7 +148,9 @@ class FakeSolapi(GatewayFake):
                 "statusCode": final,
                 "text": text,
             }
-            reports.append({**item, "groupId": group_id, "statusCode": final, "dateReceived": "2026-11-26T00:00:00Z"})
+            data = {**item, "groupId": group_id, "statusCode": final, "dateReceived": "2026-11-26T00:00:00Z"}
+            # Solapi's single report: the message under "data", with the event's id and retry count.
+            reports.append({"eventDataId": f"ED{message_id}", "data": data, "retryCount": 0})
         self._take(accepted)
         await self.after_accept(request)
         if reports and self.report_url:

@@ -107,10 +107,12 @@ def verify_authorization(value: str, *, secrets_by_key: Mapping[str, str], now: 
 
 
 def parse_report(doc: Any) -> list[DeliveryReport]:
-    """Final results out of a delivery report webhook body (a list of message objects)."""
+    """Final results out of a delivery report webhook body: Solapi's single reports are a list of
+    ``{"eventDataId", "data": <message>, "retryCount"}``; a bare message object is taken too."""
     items = doc if isinstance(doc, list) else [doc]
     reports: list[DeliveryReport] = []
-    for item in items:
+    for entry in items:
+        item = entry.get("data") if isinstance(entry, dict) and isinstance(entry.get("data"), dict) else entry
         if not isinstance(item, dict) or not isinstance(item.get("messageId"), str):
             continue
         code = str(item.get("statusCode") or "")
