@@ -71,6 +71,7 @@ class FakeSolapi(GatewayFake):
         self._salts: set[str] = set()
         self._ids = itertools.count(1)
         self._messages: dict[str, dict[str, Any]] = {}
+        self.list_limit = 100  # the most messages one page of /messages/v4/list holds
         self.files: dict[str, bytes] = {}
         self.file_types: dict[str, str] = {}
 
@@ -234,8 +235,16 @@ class FakeSolapi(GatewayFake):
         if failure is not None:
             return failure
         criteria, value = request.query.get("criteria"), request.query.get("value")
-        found = {k: v for k, v in self._messages.items() if criteria == "to" and v.get("to") == value}
-        return web.json_response({"startKey": None, "limit": 100, "messageList": found})
+        newest_first = [k for k, v in reversed(self._messages.items()) if criteria == "to" and v.get("to") == value]
+        start = request.query.get("startKey")
+        if start in newest_first:
+            newest_first = newest_first[newest_first.index(start) :]
+        limit = min(int(request.query.get("limit", "20")), self.list_limit)
+        page, rest = newest_first[:limit], newest_first[limit:]
+        body: dict[str, Any] = {"startKey": start, "limit": limit, "messageList": {k: self._messages[k] for k in page}}
+        if rest:
+            body["nextKey"] = rest[0]
+        return web.json_response(body)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -250,3 +250,15 @@ def test_fake_refuses_a_template_brand_type_without_its_template(solapi: FakeSol
 
     doc = asyncio.run(post())
     assert doc["failedMessageList"][0]["statusCode"] == "1010"
+
+
+def test_lookup_follows_the_message_list_past_its_first_page(solapi: FakeSolapi) -> None:
+    solapi.list_limit = 2
+    solapi.drop_after_accept = 1
+    with pytest.raises(ProviderUnavailable):
+        run(solapi, lambda g: g.send_batch([sms("d1")], batch_key="b"))
+    # Newer messages to the same number push the batch's message off the first page.
+    run(solapi, lambda g: g.send_batch([sms(f"n{i}", text=f"다른 문자 {i}") for i in range(5)], batch_key="later"))
+    results = run(solapi, lambda g: g.send_batch([sms("d1")], batch_key="b", maybe_sent=True))
+    assert results[0].status == "SENT"
+    assert solapi.sent_twice() == [] and len(solapi.accepted) == 6

@@ -54,6 +54,8 @@ _PENDING: Final = {"2000", "3000"}
 # an uploaded file is reused for the same image URL for an hour.
 MMS_IMAGE_LIMIT: Final = 200 * 1024
 _UPLOAD_TTL: Final = 3600.0
+# A lookup follows the message list of a number for at most this many pages of 100.
+_LIST_PAGES: Final = 10
 
 
 def _iso(ts: float) -> str:
@@ -288,15 +290,7 @@ class SolapiGateway:
         wanted = {m.delivery_id for m in messages}
         found: list[PhoneResult] = []
         for number in sorted({m.national_number for m in messages}):
-            status, doc = await self._call(
-                "GET",
-                "/messages/v4/list",
-                params={"criteria": "to", "cond": "eq", "value": number, "limit": "100"},
-            )
-            if status >= 300:
-                raise self._error(status, doc)
-            listed = (doc or {}).get("messageList") or {}
-            for item in listed.values() if isinstance(listed, dict) else listed:
+            for item in await self._listed(number):
                 delivery = _delivery_of(item)
                 if delivery in wanted and isinstance(item.get("messageId"), str):
                     code = str(item.get("statusCode") or "")
@@ -307,6 +301,22 @@ class SolapiGateway:
                         found.append(PhoneResult(delivery, "SENT", provider_message_id=item["messageId"]))
                     wanted.discard(delivery)
         return found
+
+    async def _listed(self, number: str) -> list[dict[str, Any]]:
+        """The messages Solapi holds for one recipient, newest first, following ``nextKey`` a few pages."""
+        items: list[dict[str, Any]] = []
+        params = {"criteria": "to", "cond": "eq", "value": number, "limit": "100"}
+        for _ in range(_LIST_PAGES):
+            status, doc = await self._call("GET", "/messages/v4/list", params=params)
+            if status >= 300:
+                raise self._error(status, doc)
+            listed = (doc or {}).get("messageList") or {} if isinstance(doc, dict) else {}
+            items.extend(i for i in (listed.values() if isinstance(listed, dict) else listed) if isinstance(i, dict))
+            next_key = doc.get("nextKey") if isinstance(doc, dict) else None
+            if not next_key:
+                break
+            params = {**params, "startKey": str(next_key)}
+        return items
 
     @staticmethod
     def _error(status: int, doc: Any) -> ProviderRejected | ProviderUnavailable:
