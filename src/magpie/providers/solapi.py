@@ -5,7 +5,7 @@ Requests are signed with ``Authorization: HMAC-SHA256 apiKey=…, date=…, salt
 the signature being HMAC-SHA256 of ``date + salt`` keyed by the API secret (hex). Solapi has no
 idempotency key, so every message carries ``customFields.magpieDeliveryId`` and a retry that may
 follow an accepted request (``maybe_sent``) first asks ``GET /messages/v4/list`` what Solapi holds
-for each recipient since the batch began, and sends only what it does not find.
+for each recipient (``lookup``), and sends only what it does not find.
 Final results arrive through Solapi's delivery report webhook (``parse_report``).
 """
 
