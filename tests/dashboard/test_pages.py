@@ -9,6 +9,11 @@ import httpx
 import pytest
 
 from tests.dashboard.test_session import _send, _sign_in
+from tests.dispatch.test_messages import run as run_messages
+from tests.dispatch.test_messages import send as send_messages
+from tests.dispatch.test_messages import setup, sms
+from tests.dispatch.test_messages import user as add_user
+from tests.fakes.nhn import FakeNhn
 from tests.sdk.batches import send, track_event
 from tests.support import (
     AppClient,
@@ -134,3 +139,18 @@ def test_pages_bad_query_is_a_400_page(
     cookies = _sign_in(client, env)
     response = _send(client, "GET", f"/dashboard/{env.name}/campaigns/3{query}", cookies=cookies)
     assert response.status_code == 400 and code in response.text
+
+
+def test_dispatch_page_shows_and_filters_recipients_a_gateway_left_unknown(client: AppClient, env: Env) -> None:
+    with FakeNhn() as nhn:
+        setup(client, env, {"smsGateway": "nhn", "providers": {"nhn": nhn.config()}}, sms(purpose="INFORMATION"))
+        add_user(client, env, "u1")
+        nhn.drop_after_accept = nhn.fail_queries = 100  # takes the batch, never answers, cannot be asked
+        dispatch_id = send_messages(client, env, "sms", 12, [{"userId": "u1"}])
+        run_messages(client, max_delivery_attempts=1)
+    cookies = _sign_in(client, env)
+    url = f"/dashboard/{env.name}/dispatches/{dispatch_id}"
+    page = _text(_page(client, cookies, url).text)
+    assert "UNKNOWN 1" in page and "GATEWAY_UNCONFIRMED" in page
+    assert "u1" in _text(_page(client, cookies, url + "?outcome=UNKNOWN").text)
+    assert "u1" not in _text(_page(client, cookies, url + "?outcome=FAILED").text)

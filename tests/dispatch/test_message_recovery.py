@@ -1,6 +1,6 @@
 """Money is at stake: a worker killed with ``kill -9`` after a gateway took a batch, before magpie recorded
 the answer, leaves the batch marked SENDING; the next worker resends exactly that batch asking the
-gateway first (NHN's idempotency key, Solapi's message list), and no phone gets a message twice."""
+gateway first (NHN's list by senderGroupingKey, Solapi's message list), and no phone gets a message twice."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def test_worker_killed_after_the_gateway_accepted_sends_nobody_twice(
             close_dispatcher(client, dispatcher)
 
         after = view(client, env, channel, dispatch_id)
-        assert after["counts"] == {"SENT": USERS, "FAILED": 0, "EXCLUDED": 0, "PENDING": 0}
+        assert after["counts"] == {"SENT": USERS, "FAILED": 0, "UNKNOWN": 0, "EXCLUDED": 0, "PENDING": 0}
         sent = [(a.to, a.message_id) for a in fake.accepted]
         assert fake.sent_twice() == [], (sent, worker.output()[-3000:])
         assert len(fake.accepted) == USERS
@@ -80,7 +80,7 @@ def test_worker_killed_after_the_gateway_accepted_sends_nobody_twice(
             # The ids recorded are those of the messages the dead worker's batch created.
             assert recorded == {a.message_id for a in fake.accepted}
         else:
-            # One NHN request, replayed by its idempotency key: the same request id everywhere.
+            # One NHN request, found again by its senderGroupingKey: the same request id everywhere.
             assert len(accepted_ids) == 1
             request_id = next(iter(accepted_ids))
             assert all(f":{request_id}:" in r for r in recorded), recorded

@@ -12,9 +12,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from tests.fakes.gateway import JPEG
 from tests.fakes.nhn import FakeNhn
 from tests.fakes.solapi import FakeSolapi
-from tests.support import AppClient, Env, FakeClock, close_dispatcher, drain, make_dispatcher
+from tests.support import AppClient, Env, FakeClock, close_dispatcher, drain, magpie_cli, make_dispatcher
 
 TEMPLATE = "#{고객명}님, 주문 #{주문번호}이 출발했어요"
 PHONE = "010-1111-2222"
@@ -503,7 +504,69 @@ def test_solapi_sends_and_its_report_webhook_records_delivery(client: AppClient,
     assert view(client, env, "kakao", kakao)["recipients"][0]["deliveries"][0]["delivered"] is True
     failed = view(client, env, "sms", text)["recipients"][0]
     assert failed["outcome"] == "SENT"  # accepted by the gateway...
-    assert (failed["deliveries"][0]["delivered"], failed["deliveries"][0]["reportCode"]) == (False, "3104")
+    assert (failed["deliveries"][0]["delivered"], failed["deliveries"][0]["reportCode"]) == (False, "3040")
+
+
+def test_nhn_sms_result_webhook_records_delivery_with_the_signature_nhn_sends(
+    client: AppClient, env: Env, nhn: FakeNhn
+) -> None:
+    config = {**nhn.config(), "webhookSecret": nhn.webhook_signature}
+    setup(client, env, {"smsGateway": "nhn", "providers": {"nhn": config}}, sms(purpose="INFORMATION"))
+    user(client, env, "u1")
+    user(client, env, "u2", phone="010-3333-4444")
+    nhn.undeliverable.add("01033334444")
+    dispatch_id = send(client, env, "sms", 12, [{"userId": "u1"}, {"userId": "u2"}])
+    run(client)
+    [hook] = nhn.webhooks  # one text request (the same text) for both
+    url = f"/v1/gateways/nhn/reports/{env.name}"
+    refused = client.post(url, json=hook, headers=nhn.webhook_headers("wrong"))
+    assert refused.status_code == 401 and refused.json()["code"] == "INVALID_API_KEY", refused.text
+    unsigned = client.post(url, json=hook)
+    assert unsigned.status_code == 401
+    response = client.post(url, json=hook, headers=nhn.webhook_headers())
+    assert response.status_code == 200 and response.json()["updated"] == 2, response.text
+    # A repeated call, or one about a message magpie never sent, changes nothing.
+    again = client.post(url, json=hook, headers=nhn.webhook_headers())
+    assert again.status_code == 200 and again.json()["updated"] == 0
+    stranger = {**hook, "hooks": [{**hook["hooks"][0], "requestId": "2026000000000999"}]}
+    unknown = client.post(url, json=stranger, headers=nhn.webhook_headers())
+    assert unknown.status_code == 200 and unknown.json()["updated"] == 0
+    after = {r["userId"]: r["deliveries"][0] for r in view(client, env, "sms", dispatch_id)["recipients"]}
+    assert (after["u1"]["delivered"], after["u1"]["reportCode"]) == (True, "1000")
+    assert (after["u2"]["delivered"], after["u2"]["reportCode"]) == (False, "3015")
+
+
+@pytest.mark.parametrize("gateway", ["nhn", "solapi"])
+def test_mms_campaign_reaches_each_gateway_with_its_uploaded_image(
+    client: AppClient, env: Env, nhn: FakeNhn, solapi: FakeSolapi, gateway: str
+) -> None:
+    fake: FakeNhn | FakeSolapi = nhn if gateway == "nhn" else solapi
+    campaign = sms(purpose="INFORMATION")
+    campaign["message"] = {
+        "text": "봄 신상품이 도착했어요",
+        "title": "봄 신상품",
+        "imageUrls": [fake.image_url("a.jpg", JPEG)],
+    }
+    setup(client, env, {"smsGateway": gateway, "providers": {gateway: fake.config()}}, campaign)
+    user(client, env, "u1")
+    dispatch_id = send(client, env, "sms", 12, [{"userId": "u1"}])
+    run(client)
+    [accepted] = fake.accepted
+    assert accepted.kind == ("mms" if gateway == "nhn" else "MMS")
+    assert list(fake.files.values()) == [JPEG]
+    [recipient] = view(client, env, "sms", dispatch_id)["recipients"]
+    assert (recipient["outcome"], recipient["deliveries"][0]["type"]) == ("SENT", "MMS")
+
+
+def test_brand_message_through_solapi_is_a_free_form_bms(client: AppClient, env: Env, solapi: FakeSolapi) -> None:
+    setup(client, env, {"kakaoGateway": "solapi", "providers": {"solapi": solapi.config()}}, brand())
+    user(client, env, "u1", kakao_marketing="SUBSCRIBED")
+    dispatch_id = send(client, env, "kakao", 11, [{"userId": "u1"}])
+    run(client)
+    [sent] = solapi.accepted
+    assert (sent.kind, sent.text) == ("BMS_FREE", "홍길동님, 겨울 세일이 시작됐어요")
+    assert sent.fields["kakaoOptions"]["bms"] == {"targeting": "I", "chatBubbleType": "TEXT"}
+    assert view(client, env, "kakao", dispatch_id)["recipients"][0]["outcome"] == "SENT"
 
 
 def test_gateway_retry_after_an_unanswered_batch_sends_nobody_twice(
@@ -529,6 +592,79 @@ def test_gateway_retry_after_an_unanswered_batch_sends_nobody_twice(
     for channel, dispatch_id in (("kakao", kakao), ("sms", text)):
         deliveries = [r["deliveries"][0] for r in view(client, env, channel, dispatch_id)["recipients"]]
         assert all(d["status"] == "SENT" and d["attempts"] == 2 for d in deliveries), deliveries
+
+
+def _two_gateways(client: AppClient, env: Env, nhn: FakeNhn, solapi: FakeSolapi, users: int) -> list[dict[str, Any]]:
+    setup(
+        client,
+        env,
+        {"kakaoGateway": "nhn", "smsGateway": "solapi", "providers": {"nhn": nhn.config(), "solapi": solapi.config()}},
+        alimtalk(),
+        sms(purpose="INFORMATION"),
+    )
+    for i in range(users):
+        user(client, env, f"u{i}", phone=f"010-7777-000{i}")
+    return [{"userId": f"u{i}", "apiProperties": {"orderNo": f"A-{i}"}} for i in range(users)]
+
+
+@pytest.mark.parametrize("attempts", [pytest.param(1, id="one-attempt"), pytest.param(3, id="three-attempts")])
+def test_gateway_that_accepts_then_times_out_every_time_fails_nobody_and_sends_nobody_twice(
+    client: AppClient, env: Env, nhn: FakeNhn, solapi: FakeSolapi, attempts: int
+) -> None:
+    users = _two_gateways(client, env, nhn, solapi, 3)
+    nhn.drop_after_accept = solapi.drop_after_accept = 100  # every send request is taken, never answered
+    kakao = send(client, env, "kakao", 10, users)
+    text = send(client, env, "sms", 12, users)
+    run(client, max_delivery_attempts=attempts)
+    assert nhn.sent_twice() == [] and solapi.sent_twice() == []
+    assert len(nhn.accepted) == 3 and len(solapi.accepted) == 3
+    assert nhn.send_requests == 1 and solapi.send_requests == 1  # the rest was asked, not sent
+    for channel, dispatch_id in (("kakao", kakao), ("sms", text)):
+        shown = view(client, env, channel, dispatch_id)
+        assert shown["counts"] == {"SENT": 3, "FAILED": 0, "UNKNOWN": 0, "EXCLUDED": 0, "PENDING": 0}
+        assert all(r["deliveries"][0]["providerMessageId"] for r in shown["recipients"])
+
+
+def test_gateway_that_cannot_say_what_it_took_leaves_its_recipients_unknown(
+    client: AppClient, env: Env, nhn: FakeNhn, solapi: FakeSolapi
+) -> None:
+    users = _two_gateways(client, env, nhn, solapi, 2)
+    nhn.drop_after_accept = solapi.drop_after_accept = 100
+    nhn.fail_queries = solapi.fail_queries = 100  # and its lookups answer 500
+    kakao = send(client, env, "kakao", 10, users)
+    text = send(client, env, "sms", 12, users)
+    run(client, max_delivery_attempts=2)
+    assert len(nhn.accepted) == 2 and len(solapi.accepted) == 2 and nhn.sent_twice() == solapi.sent_twice() == []
+    for channel, dispatch_id in (("kakao", kakao), ("sms", text)):
+        shown = view(client, env, channel, dispatch_id)
+        assert shown["counts"] == {"SENT": 0, "FAILED": 0, "UNKNOWN": 2, "EXCLUDED": 0, "PENDING": 0}
+        assert {(r["outcome"], r["reason"]) for r in shown["recipients"]} == {("UNKNOWN", "GATEWAY_UNCONFIRMED")}
+        assert {r["deliveries"][0]["status"] for r in shown["recipients"]} == {"UNKNOWN"}
+    stats = client.get("/v1/kakao-message/campaigns/10/stats", headers=env.headers).json()
+    assert (stats["unknown"], stats["failed"], stats["pending"], stats["sent"]) == (2, 0, 0, 0)
+    shown = magpie_cli(
+        "stats",
+        "dispatch",
+        kakao,
+        "--env",
+        env.name,
+        data_dir=client.settings.data_dir,
+        database_url=client.settings.database_url_override,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "sent 0  failed 0  unknown 2  excluded 0  pending 0" in shown.stdout
+
+
+def test_gateway_that_never_took_the_batch_fails_it_after_saying_so(
+    client: AppClient, env: Env, nhn: FakeNhn, solapi: FakeSolapi
+) -> None:
+    users = _two_gateways(client, env, nhn, solapi, 2)
+    nhn.fail_5xx = solapi.fail_5xx = 100
+    kakao = send(client, env, "kakao", 10, users)
+    run(client, max_delivery_attempts=2)
+    assert nhn.accepted == [] and nhn.queries >= 1
+    shown = view(client, env, "kakao", kakao)
+    assert {(r["outcome"], r["reason"]) for r in shown["recipients"]} == {("FAILED", "HTTP_500")}
 
 
 # -- the law ------------------------------------------------------------------------------------------------
@@ -557,6 +693,20 @@ def test_080_opt_out_unsubscribes_sms_marketing(client: AppClient, env: Env, gat
     crm = client.user(env, "u1")["consents"]
     assert crm["sms"]["marketing"]["status"] == "UNSUBSCRIBED"
     assert crm["kakao"]["marketing"]["status"] == "SUBSCRIBED"
+    assert client.user(env, "u2")["consents"]["sms"]["marketing"]["status"] == "SUBSCRIBED"
+
+
+@pytest.mark.parametrize("path", ["opt-outs", "reports"])
+def test_nhn_unsubscribe_webhook_as_nhn_sends_it(client: AppClient, env: Env, nhn: FakeNhn, path: str) -> None:
+    setup(client, env, {"providers": {"nhn": {**nhn.config(), "webhookSecret": nhn.webhook_signature}}})
+    user(client, env, "u1", sms_marketing="SUBSCRIBED")
+    user(client, env, "u2", phone="010-9999-8888", sms_marketing="SUBSCRIBED")
+    url = f"/v1/gateways/nhn/{path}/{env.name}"
+    hook = nhn.unsubscribe("01011112222")
+    assert client.post(url, json=hook, headers=nhn.webhook_headers("forged")).status_code == 401
+    response = client.post(url, json=hook, headers=nhn.webhook_headers())
+    assert response.status_code == 200 and response.json()["unsubscribed"] == 1, response.text
+    assert client.user(env, "u1")["consents"]["sms"]["marketing"]["status"] == "UNSUBSCRIBED"
     assert client.user(env, "u2")["consents"]["sms"]["marketing"]["status"] == "SUBSCRIBED"
 
 

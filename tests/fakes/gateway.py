@@ -13,6 +13,9 @@ from aiohttp import web
 
 from tests.fakes.server import HOST, BackgroundLoop, bind_loopback
 
+# The smallest bytes that read as a JPEG file (SOI marker, then an APP0 segment start), for MMS tests.
+JPEG = b"\xff\xd8\xff\xe0" + bytes(range(64)) + b"\xff\xd9"
+
 
 @dataclass(frozen=True)
 class Accepted:
@@ -31,13 +34,17 @@ class GatewayFake:
     Knobs (safe to change while running): ``fail_5xx`` (answer that many send requests with 500
     before taking them), ``drop_after_accept`` (take that many send requests, then close the
     connection without answering, as a timeout or a crash after acceptance looks), ``hold_after_accept``
-    (take send requests, then wait that many seconds before answering: time to kill the sender), ``delay``.
+    (take send requests, then wait that many seconds before answering: time to kill the sender), ``delay``,
+    ``fail_queries`` (answer that many lookups of what the gateway holds with 500).
     """
 
     name = "gateway"
 
     def __init__(self, *, port: int = 0, record: bool = True) -> None:
+        self.images: dict[str, bytes] = {}
         self.fail_5xx = 0
+        self.fail_queries = 0
+        self.queries = 0
         self.drop_after_accept = 0
         self.delay = 0.0
         self.hold_after_accept = 0.0
@@ -86,6 +93,7 @@ class GatewayFake:
         app = web.Application(client_max_size=1 << 21)
         self.routes(app)
         app.router.add_get("/__fake/stats", self._stats)
+        app.router.add_get("/__fake/images/{name}", self._image)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.SockSite(self._runner, self._sock).start()
@@ -110,6 +118,17 @@ class GatewayFake:
         counts = Counter((a.to, a.text) for a in self.accepted)
         return [f"{to}: {text}" for (to, text), n in counts.items() if n > 1]
 
+    def image_url(self, name: str, data: bytes) -> str:
+        """Serve ``data`` at a loopback URL (an MMS image for the gateway client to fetch and upload)."""
+        self.images[name] = data
+        return f"{self.base_url}/__fake/images/{name}"
+
+    async def _image(self, request: web.Request) -> web.Response:
+        data = self.images.get(request.match_info["name"])
+        if data is None:
+            return web.Response(status=404)
+        return web.Response(body=data, content_type="image/jpeg")
+
     async def _stats(self, request: web.Request) -> web.Response:
         with self._lock:
             return web.json_response({"accepted": self.accepted_count, "send_requests": self.send_requests})
@@ -129,6 +148,14 @@ class GatewayFake:
         with self._lock:
             if self.fail_5xx > 0:
                 self.fail_5xx -= 1
+                return web.json_response({"message": "Internal Server Error"}, status=500)
+        return None
+
+    def before_query(self) -> web.StreamResponse | None:
+        with self._lock:
+            self.queries += 1
+            if self.fail_queries > 0:
+                self.fail_queries -= 1
                 return web.json_response({"message": "Internal Server Error"}, status=500)
         return None
 

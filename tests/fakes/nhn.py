@@ -2,7 +2,12 @@
 
 It checks the app key in the path and ``X-Secret-Key`` (answering NHN's -1000/-1001 result codes),
 fills registered AlimTalk templates from ``templateParameter`` (-3004 when a placeholder has no value),
-replays the first answer for a repeated ``X-NC-API-IDEMPOTENCY-KEY``, and answers result polls.
+fails a request that repeats an ``X-NC-API-IDEMPOTENCY-KEY`` within 10 minutes (as NHN's API guides
+say; they name no result code, so the fake answers ``DUPLICATE_CODE``, its own stand-in), lists what
+it holds by ``requestId`` or by request dates with ``senderGroupingKey`` / ``recipientGroupingKey``,
+answers result polls, and writes the SMS service's webhook calls (``webhooks``: a
+``MESSAGE_RESULT_UPDATE`` per text request; ``unsubscribe`` builds an ``UNSUBSCRIBE`` one) with the
+headers NHN sends them with (``webhook_headers``).
 For benchmarks: ``python -m tests.fakes.nhn --port 0`` prints ``READY <port>``.
 """
 
@@ -10,10 +15,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
+import hashlib
 import itertools
 import json
 import re
 import sys
+import time
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -26,6 +36,14 @@ SECRET_KEY = "nhn-secret-key"
 SMS_APP_KEY = "nhn-sms-app-key"
 SMS_SECRET_KEY = "nhn-sms-secret-key"
 SENDER_KEY = "a" * 40
+# Not NHN's: its guides say a repeated idempotency key fails the request without naming the code.
+DUPLICATE_CODE = -9010
+# Not NHN's either: the fake's answer to an MMS naming a file it never uploaded, or a bad upload.
+UNKNOWN_FILE_CODE = -9011
+BAD_FILE_CODE = -9012
+MAX_FILE_BYTES = 300 * 1024
+_KAKAO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}$")
+_SMS_DATE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 _PLACEHOLDER = re.compile(r"#\{([^{}#]+)\}")
 
 
@@ -47,7 +65,12 @@ class FakeNhn(GatewayFake):
         self.undeliverable: set[str] = set()
         self.senders = {"0212345678"}
         self._ids = itertools.count(1)
-        self._replays: dict[str, asyncio.Future[tuple[int, Any]]] = {}
+        self.files: dict[int, bytes] = {}
+        self.idempotency_window = 600.0
+        self.webhook_signature = "nhn-webhook-signature"
+        self.webhooks: list[dict[str, Any]] = []
+        self._hooks = itertools.count(1)
+        self._keys: dict[str, float] = {}
         self._results: dict[str, list[dict[str, Any]]] = {}
 
     def config(self) -> dict[str, str]:
@@ -62,12 +85,41 @@ class FakeNhn(GatewayFake):
             "smsBaseUrl": self.base_url,
         }
 
+    def webhook_headers(self, signature: str | None = None) -> dict[str, str]:
+        return {
+            "Content-Type": "application/json;charset=UTF-8",
+            "X-Toast-Webhook-Signature": self.webhook_signature if signature is None else signature,
+        }
+
+    def _envelope(self, event: str, hooks: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "hooksId": f"2026{next(self._hooks):020d}",
+            "webhookConfigId": "fake-webhook-config",
+            "productName": "SMS",
+            "appKey": SMS_APP_KEY,
+            "event": event,
+            "hooks": hooks,
+        }
+
+    def unsubscribe(self, number: str) -> dict[str, Any]:
+        """The webhook call NHN makes when ``number`` calls the 080 opt-out line."""
+        hook = {
+            "hookId": f"2026{next(self._hooks):020d}",
+            "recipientNo": number,
+            "unsubscribeNo": "0801234567",
+            "enterpriseName": "magpie",
+            "createdDateTime": "2026-11-26T12:00:00.000+09:00",
+        }
+        return self._envelope("UNSUBSCRIBE", [hook])
+
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/alimtalk/v2.3/appkeys/{appkey}/messages", self._kakao)
         app.router.add_post("/friendtalk/v2.3/appkeys/{appkey}/messages", self._kakao)
         app.router.add_get("/alimtalk/v2.3/appkeys/{appkey}/messages", self._kakao_results)
         app.router.add_get("/friendtalk/v2.3/appkeys/{appkey}/messages", self._kakao_results)
         app.router.add_post("/sms/v3.0/appKeys/{appkey}/sender/{kind}", self._sms)
+        app.router.add_get("/sms/v3.0/appKeys/{appkey}/sender/{kind}", self._sms_list)
+        app.router.add_post("/sms/v3.0/appKeys/{appkey}/attachfile/binaryUpload", self._upload)
         app.router.add_get("/sms/v3.0/appKeys/{appkey}/sender/{kind}/{request_id}", self._sms_results)
 
     # -- authentication and idempotency ----------------------------------------------------------
@@ -81,25 +133,40 @@ class FakeNhn(GatewayFake):
         return None
 
     async def _idempotent(self, request: web.Request, handle: Any) -> web.StreamResponse:
-        """A repeated key gets the first answer; a repeat while the first is still being handled waits
-        for it, as an idempotency store that locks the key does."""
-        key = request.headers.get("X-NC-API-IDEMPOTENCY-KEY")
-        if key is not None:
-            first = self._replays.get(key)
-            if first is not None:
-                status, body = await first
-                return web.json_response(body, status=status)
+        """A key seen in the last 10 minutes fails the request, as NHN documents it."""
         failure = await self.before_send()
         if failure is not None:
             return failure
-        answer: asyncio.Future[tuple[int, Any]] = asyncio.get_running_loop().create_future()
+        key = request.headers.get("X-NC-API-IDEMPOTENCY-KEY")
         if key is not None:
-            self._replays[key] = answer
+            now = time.monotonic()
+            seen = self._keys.get(key)
+            if seen is not None and now - seen < self.idempotency_window:
+                return web.json_response({"header": _header(DUPLICATE_CODE, "Duplicated request")})
+            self._keys[key] = now
         doc = await request.json()
         status, body = handle(doc)
-        answer.set_result((status, body))
         await self.after_accept(request)
         return web.json_response(body, status=status)
+
+    def _listing(self, request: web.Request, kinds: set[str], date: re.Pattern[str]) -> list[dict[str, Any]] | None:
+        """Rows held for a list query: by requestId, or by request dates (both required) and grouping keys."""
+        query = request.query
+        if "requestId" in query:
+            rows = list(self._results.get(query["requestId"], []))
+        elif date.match(query.get("startRequestDate", "")) and date.match(query.get("endRequestDate", "")):
+            start, end = (datetime.fromisoformat(query[k]) for k in ("startRequestDate", "endRequestDate"))
+            if not timedelta(0) <= end - start <= timedelta(days=30):
+                return None  # AlimTalk v2.3: the request date range is at most 30 days
+            rows = [r for stored in self._results.values() for r in stored]
+        else:
+            return None
+        rows = [r for r in rows if r["_kind"] in kinds]
+        for field in ("senderGroupingKey", "recipientGroupingKey"):
+            if field in query:
+                rows = [r for r in rows if r.get(field) == query[field]]
+        page, size = int(query.get("pageNum", "1")), int(query.get("pageSize", "15"))
+        return [{k: v for k, v in r.items() if k != "_kind"} for r in rows[(page - 1) * size : page * size]]
 
     # -- KakaoTalk ------------------------------------------------------------------------------------
 
@@ -151,9 +218,11 @@ class FakeNhn(GatewayFake):
             unreachable = number in self.kakao_unreachable
             stored.append(
                 {
+                    "_kind": service,
                     "requestId": request_id,
                     "recipientSeq": seq,
                     "recipientNo": number,
+                    "senderGroupingKey": doc.get("senderGroupingKey"),
                     "messageStatus": "FAILED" if unreachable else "COMPLETED",
                     "resultCode": "3018" if unreachable else "1000",
                     "resendStatus": ("RSC04" if unreachable and resend.get("isResend") else "RSC01"),
@@ -175,7 +244,14 @@ class FakeNhn(GatewayFake):
         refused = self._auth(request, APP_KEY, SECRET_KEY)
         if refused is not None:
             return refused
-        rows = self._results.get(request.query.get("requestId", ""), [])
+        if "requestId" not in request.query:
+            failure = self.before_query()
+            if failure is not None:
+                return failure
+        service = request.path.split("/")[1]
+        rows = self._listing(request, {service}, _KAKAO_DATE)
+        if rows is None:
+            return web.json_response({"header": _header(-2000, "requestId or startRequestDate/endRequestDate")})
         return web.json_response(
             {"header": _header(), "messageSearchResultResponse": {"messages": rows, "totalCount": len(rows)}}
         )
@@ -189,9 +265,32 @@ class FakeNhn(GatewayFake):
         kind = request.match_info["kind"]
         return await self._idempotent(request, lambda doc: self._take_sms(kind, doc))
 
+    async def _upload(self, request: web.Request) -> web.StreamResponse:
+        """attachfile/binaryUpload: a JPEG (jpg/jpeg name, at most 300 KB) as Base64 in ``fileBody``."""
+        refused = self._auth(request, SMS_APP_KEY, SMS_SECRET_KEY)
+        if refused is not None:
+            return refused
+        doc = await request.json()
+        name = str(doc.get("fileName") or "")
+        try:
+            data = base64.b64decode(str(doc.get("fileBody") or ""), validate=True)
+        except binascii.Error:
+            data = b""
+        if not name.endswith((".jpg", ".jpeg")) or not doc.get("createUser") or len(name) > 45:
+            return web.json_response({"header": _header(BAD_FILE_CODE, "fileName (jpg, jpeg) and createUser")})
+        if not data.startswith(b"\xff\xd8\xff") or len(data) > MAX_FILE_BYTES:
+            return web.json_response({"header": _header(BAD_FILE_CODE, "fileBody: a JPEG of at most 300 KB")})
+        file_id = next(self._ids)
+        self.files[file_id] = data
+        body = {"data": {"fileId": file_id, "fileName": name, "filePath": f"0/fake/{file_id}"}}
+        return web.json_response({"header": _header(), "body": body})
+
     def _take_sms(self, kind: str, doc: Any) -> tuple[int, Any]:
         if doc.get("sendNo") not in self.senders:
             return 200, {"header": _header(-1003, "Unregistered send number")}
+        files = doc.get("attachFileIdList") or []
+        if any(f not in self.files for f in files) or (files and not kind.endswith("mms")):
+            return 200, {"header": _header(UNKNOWN_FILE_CODE, "attachFileIdList names no uploaded file")}
         text = str(doc.get("body") or "")
         if kind.startswith("ad-") and not (text.startswith("(광고)") and "080" in text):
             return 200, {"header": _header(-2002, "An advertisement needs (광고) and a free opt-out number")}
@@ -211,13 +310,18 @@ class FakeNhn(GatewayFake):
                     "recipientGroupingKey": r.get("recipientGroupingKey"),
                 }
             )
-            accepted.append(Accepted(number, kind, text, f"{request_id}:{seq}", {"title": doc.get("title")}))
+            fields: dict[str, Any] = {"title": doc.get("title")}
+            if files:
+                fields["images"] = [hashlib.sha256(self.files[f]).hexdigest() for f in files]
+            accepted.append(Accepted(number, kind, text, f"{request_id}:{seq}", fields))
             failed = number in self.undeliverable
             stored.append(
                 {
+                    "_kind": kind.removeprefix("ad-"),
                     "requestId": request_id,
                     "recipientSeq": seq,
                     "recipientNo": number,
+                    "senderGroupingKey": doc.get("senderGroupingKey"),
                     "msgStatus": "0" if failed else "3",
                     "resultCode": "3015" if failed else "1000",
                     "recipientGroupingKey": r.get("recipientGroupingKey"),
@@ -225,15 +329,52 @@ class FakeNhn(GatewayFake):
             )
         self._take(accepted)
         self._results[request_id] = stored
+        sender_type = ("AD_" if kind.startswith("ad-") else "NORMAL_") + kind.removeprefix("ad-").upper()
+        hooks = [
+            {
+                "hookId": f"2026{next(self._hooks):020d}",
+                "senderType": sender_type,
+                "requestId": request_id,
+                "recipientSeq": row["recipientSeq"],
+                "requestDate": "2026-11-26T12:00:00",
+                "receiveDate": "2026-11-26T12:00:02",
+                "sendNo": doc.get("sendNo"),
+                "recipientNo": row["recipientNo"],
+                "messageStatus": "FAILED" if row["msgStatus"] == "0" else "COMPLETED",
+                "recipientGroupingKey": row["recipientGroupingKey"],
+                "senderGroupingKey": row["senderGroupingKey"],
+                "resultCode": row["resultCode"],
+            }
+            for row in stored
+        ]
+        self.webhooks.append(self._envelope("MESSAGE_RESULT_UPDATE", hooks))
         data = {"requestId": request_id, "statusCode": "2", "sendResultList": results}
         return 200, {"header": _header(), "body": {"data": data}}
 
-    async def _sms_results(self, request: web.Request) -> web.StreamResponse:
+    async def _sms_list(self, request: web.Request) -> web.StreamResponse:
         refused = self._auth(request, SMS_APP_KEY, SMS_SECRET_KEY)
         if refused is not None:
             return refused
-        rows = self._results.get(request.match_info["request_id"], [])
-        return web.json_response({"header": _header(), "body": {"data": rows}})
+        failure = self.before_query()
+        if failure is not None:
+            return failure
+        rows = self._listing(request, {request.match_info["kind"]}, _SMS_DATE)
+        if rows is None:
+            return web.json_response({"header": _header(-2000, "requestId or startRequestDate/endRequestDate")})
+        return web.json_response({"header": _header(), "body": {"totalCount": len(rows), "data": rows}})
+
+    async def _sms_results(self, request: web.Request) -> web.StreamResponse:
+        """One message: ``/sender/{kind}/{requestId}?recipientSeq=`` (required) answers ``body.data`` as an object."""
+        refused = self._auth(request, SMS_APP_KEY, SMS_SECRET_KEY)
+        if refused is not None:
+            return refused
+        seq = request.query.get("recipientSeq")
+        rows = [r for r in self._results.get(request.match_info["request_id"], []) if str(r["recipientSeq"]) == seq]
+        if seq is None or not rows:
+            return web.json_response({"header": _header(-2000, "recipientSeq is required")})
+        return web.json_response(
+            {"header": _header(), "body": {"data": {k: v for k, v in rows[0].items() if k != "_kind"}}}
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import hashlib
 import hmac
 import itertools
@@ -31,12 +33,28 @@ API_KEY = "NCSFAKEAPIKEY001"
 API_SECRET = "FAKESECRETFAKESECRETFAKESECRET12"
 PF_ID = "KA01PF000000000000000000000001"
 _PLACEHOLDER = re.compile(r"#\{([^{}#]+)\}")
-TYPES = {"SMS", "LMS", "MMS", "ATA", "BMS_TEXT"}
+TYPES = {"SMS", "LMS", "MMS", "ATA", "BMS_FREE"}
+# Brand message template types: valid, but only with a registered brand message template (templateId).
+TEMPLATE_BMS = {"BMS_TEXT", "BMS_IMAGE", "BMS_WIDE", "BMS_WIDE_ITEM_LIST", "BMS_CAROUSEL_FEED", "BMS_PREMIUM_VIDEO"}
+MAX_MMS_FILE_BYTES = 200 * 1024
+MAX_BMS_FILE_BYTES = 500 * 1024
+BUBBLES = {"TEXT", "IMAGE", "WIDE", "WIDE_ITEM_LIST", "COMMERCE", "CAROUSEL_FEED", "CAROUSEL_COMMERCE", "PREMIUM_VIDEO"}
+# Solapi's message status codes (its "메시지 상태 코드" table) the fake answers with.
+MISSING_FIELD = "1010"  # 필수 입력 값 미입력
+BAD_TYPE = "1025"  # 잘못된 메시지 타입
+UNKNOWN_IMAGE = "1034"  # imageId가 존재하지 않습니다
+BAD_PFID = "1041"  # 유효한 플러스 친구 값이 아닙니다
+BAD_TEMPLATE = "1042"  # 유효한 템플릿 아이디가 아닙니다
+TEMPLATE_MISMATCH = "1043"  # 등록한 템플릿과 내용이 다릅니다
+UNREGISTERED_SENDER = "1062"  # 발신번호 미등록
+KAKAO_NON_USER = "3104"  # 카카오톡 미사용자
+SMS_TIMEOUT = "3040"  # 전송시간 초과
 
 
 class FakeSolapi(GatewayFake):
     """See the module docstring. ``templates``: templateId -> registered text; ``undeliverable``:
-    numbers whose reports say the carrier failed (3104); ``report_url``: where reports are POSTed."""
+    numbers whose reports say the message did not arrive (3104 for Kakao messages, 3040 for texts);
+    ``report_url``: where reports are POSTed."""
 
     name = "solapi"
 
@@ -53,6 +71,9 @@ class FakeSolapi(GatewayFake):
         self._salts: set[str] = set()
         self._ids = itertools.count(1)
         self._messages: dict[str, dict[str, Any]] = {}
+        self.list_limit = 100  # the most messages one page of /messages/v4/list holds
+        self.files: dict[str, bytes] = {}
+        self.file_types: dict[str, str] = {}
 
     def config(self) -> dict[str, str]:
         return {"apiKey": API_KEY, "apiSecret": API_SECRET, "pfId": PF_ID, "baseUrl": self.base_url}
@@ -60,6 +81,7 @@ class FakeSolapi(GatewayFake):
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/messages/v4/send-many/detail", self._send)
         app.router.add_get("/messages/v4/list", self._list)
+        app.router.add_post("/storage/v1/files", self._upload)
 
     def _refuse(self, request: web.Request) -> web.Response | None:
         value = request.headers.get("authorization", "")
@@ -118,7 +140,8 @@ class FakeSolapi(GatewayFake):
                 continue
             listed.append({**item, "statusCode": "2000", "statusMessage": "정상 접수(이통사로 접수 예정)"})
             accepted.append(Accepted(str(m.get("to")), str(m.get("type")), text, message_id, dict(m)))
-            final = "3104" if m.get("to") in self.undeliverable else "4000"
+            failure = KAKAO_NON_USER if str(m.get("type")) in ("ATA", "BMS_FREE") else SMS_TIMEOUT
+            final = failure if m.get("to") in self.undeliverable else "4000"
             self._messages[message_id] = {
                 **item,
                 "_id": message_id,
@@ -126,7 +149,9 @@ class FakeSolapi(GatewayFake):
                 "statusCode": final,
                 "text": text,
             }
-            reports.append({**item, "groupId": group_id, "statusCode": final, "dateReceived": "2026-11-26T00:00:00Z"})
+            data = {**item, "groupId": group_id, "statusCode": final, "dateReceived": "2026-11-26T00:00:00Z"}
+            # Solapi's single report: the message under "data", with the event's id and retry count.
+            reports.append({"eventDataId": f"ED{message_id}", "data": data, "retryCount": 0})
         self._take(accepted)
         await self.after_accept(request)
         if reports and self.report_url:
@@ -140,27 +165,60 @@ class FakeSolapi(GatewayFake):
         }
         return web.json_response(body)
 
+    async def _upload(self, request: web.Request) -> web.StreamResponse:
+        """storage/v1/files: ``file`` (Base64), ``name``, ``type``; an MMS file is a JPEG of at most 200 KB."""
+        refused = self._refuse(request)
+        if refused is not None:
+            return refused
+        doc = await request.json()
+        try:
+            data = base64.b64decode(str(doc.get("file") or ""), validate=True)
+        except binascii.Error:
+            data = b""
+        limit = {"MMS": MAX_MMS_FILE_BYTES, "BMS": MAX_BMS_FILE_BYTES}.get(str(doc.get("type")))
+        if limit is None or not data.startswith(b"\xff\xd8\xff") or len(data) > limit:
+            return web.json_response(
+                {"errorCode": "ValidationError", "errorMessage": "type MMS or BMS: a JPEG within its size"}, status=400
+            )
+        file_id = f"ST01FZ2026{next(self._ids):014d}"
+        self.files[file_id] = data
+        self.file_types[file_id] = str(doc["type"])
+        return web.json_response(
+            {"fileId": file_id, "type": doc.get("type"), "name": doc.get("name"), "originalName": doc.get("name")}
+        )
+
     def _check(self, m: dict[str, Any]) -> tuple[str | None, str]:
         text = str(m.get("text") or "")
-        if m.get("type") not in TYPES:
-            return "1024", text
+        kind = m.get("type")
+        if kind in TEMPLATE_BMS and not (m.get("kakaoOptions") or {}).get("templateId"):
+            return MISSING_FIELD, text
+        if kind not in TYPES:
+            return BAD_TYPE, text
+        if kind == "MMS" and self.file_types.get(str(m.get("imageId"))) != "MMS":
+            return UNKNOWN_IMAGE, text
         if m.get("from") not in self.senders:
-            return "1062", text
-        if m.get("type") in ("ATA", "BMS_TEXT"):
+            return UNREGISTERED_SENDER, text
+        if kind in ("ATA", "BMS_FREE"):
             options = m.get("kakaoOptions") or {}
             if options.get("pfId") != PF_ID:
-                return "1102", text
-            if m.get("type") == "ATA":
+                return BAD_PFID, text
+            if kind == "ATA":
                 template = self.templates.get(str(options.get("templateId")))
                 if template is None:
-                    return "1104", text
+                    return BAD_TEMPLATE, text
                 variables = options.get("variables") or {}
                 try:
                     filled = _PLACEHOLDER.sub(lambda g: str(variables["#{" + g.group(1) + "}"]), template)
                 except KeyError:
-                    return "1105", text
+                    return MISSING_FIELD, text
                 if filled != text:
-                    return "3034", text
+                    return TEMPLATE_MISMATCH, text
+            else:
+                bms = options.get("bms") or {}
+                if bms.get("targeting") not in ("I", "M", "N") or bms.get("chatBubbleType") not in BUBBLES:
+                    return MISSING_FIELD, text
+                if bms["chatBubbleType"] == "IMAGE" and self.file_types.get(str(bms.get("imageId"))) != "BMS":
+                    return UNKNOWN_IMAGE, text
         return None, text
 
     async def _report(self, reports: list[dict[str, Any]]) -> None:
@@ -173,9 +231,20 @@ class FakeSolapi(GatewayFake):
         refused = self._refuse(request)
         if refused is not None:
             return refused
+        failure = self.before_query()
+        if failure is not None:
+            return failure
         criteria, value = request.query.get("criteria"), request.query.get("value")
-        found = {k: v for k, v in self._messages.items() if criteria == "to" and v.get("to") == value}
-        return web.json_response({"startKey": None, "limit": 100, "messageList": found})
+        newest_first = [k for k, v in reversed(self._messages.items()) if criteria == "to" and v.get("to") == value]
+        start = request.query.get("startKey")
+        if start in newest_first:
+            newest_first = newest_first[newest_first.index(start) :]
+        limit = min(int(request.query.get("limit", "20")), self.list_limit)
+        page, rest = newest_first[:limit], newest_first[limit:]
+        body: dict[str, Any] = {"startKey": start, "limit": limit, "messageList": {k: self._messages[k] for k in page}}
+        if rest:
+            body["nextKey"] = rest[0]
+        return web.json_response(body)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,10 @@
 """NhnGateway against the fake NHN Cloud: request shapes, authentication, per-recipient codes,
-idempotent retries, fallback texts and result polling."""
+retries that ask NHN first, fallback texts and result polling."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -11,7 +12,8 @@ import pytest
 
 from magpie.providers.base import Fallback, ProviderRejected, ProviderUnavailable
 from magpie.providers.nhn import NhnGateway
-from tests.fakes.nhn import FakeNhn
+from tests.fakes.gateway import JPEG
+from tests.fakes.nhn import DUPLICATE_CODE, FakeNhn
 from tests.providers.phone_messages import TEMPLATE, alimtalk, sms
 
 T = TypeVar("T")
@@ -72,16 +74,55 @@ def test_unknown_template_fails_every_recipient_of_the_request(nhn: FakeNhn) -> 
     assert (results[0].status, results[0].error_code) == ("FAILED", "NHN_-3003")
 
 
-def test_retry_after_a_dropped_answer_replays_the_idempotent_result(nhn: FakeNhn) -> None:
+def test_retry_after_a_dropped_answer_asks_nhn_first_and_sends_nothing_twice(nhn: FakeNhn) -> None:
     nhn.drop_after_accept = 1
-    batch = [alimtalk("d1"), alimtalk("d2", "+821033334444")]
+    batch = [alimtalk("d1"), alimtalk("d2", "+821033334444"), sms("d3")]
     with pytest.raises(ProviderUnavailable):
         run(nhn, lambda g: g.send_batch(batch, batch_key="b1"))
-    assert len(nhn.accepted) == 2  # NHN took it; magpie never heard back
+    assert len(nhn.accepted) == 2  # NHN took the AlimTalk request; magpie never heard back
     results = run(nhn, lambda g: g.send_batch(batch, batch_key="b1", maybe_sent=True))
-    assert [r.status for r in results] == ["SENT", "SENT"]
-    assert nhn.sent_twice() == []
-    assert len(nhn.accepted) == 2
+    assert [r.status for r in results] == ["SENT", "SENT", "SENT"]
+    assert nhn.sent_twice() == [] and len(nhn.accepted) == 3
+    first = {a.to: a.message_id.split(":")[0] for a in nhn.accepted if a.kind == "alimtalk"}
+    assert results[0].provider_message_id == f"alimtalk:{first['01011112222']}:1"
+
+
+def test_a_repeated_idempotency_key_is_refused_and_never_recorded_failed(nhn: FakeNhn) -> None:
+    batch = [sms("d1")]
+    assert run(nhn, lambda g: g.send_batch(batch, batch_key="b1"))[0].status == "SENT"
+    # NHN fails a request repeating a key within 10 minutes; a plain resend reads as refused...
+    again = run(nhn, lambda g: g.send_batch(batch, batch_key="b1"))
+    assert (again[0].status, again[0].error_code) == ("FAILED", f"NHN_{DUPLICATE_CODE}")
+    # ...so a resend that may follow an accepted request asks first, and finds it.
+    asked = run(nhn, lambda g: g.send_batch(batch, batch_key="b1", maybe_sent=True))
+    assert asked[0].status == "SENT" and asked[0].provider_message_id
+    assert len(nhn.accepted) == 1
+
+
+def test_a_refused_resend_nhn_holds_nothing_of_is_unknown_not_failed(nhn: FakeNhn) -> None:
+    nhn.senders.clear()  # every send is refused (-1003)
+    results = run(nhn, lambda g: g.send_batch([sms("d1")], batch_key="b1", maybe_sent=True))
+    assert (results[0].status, results[0].error_code) == ("UNKNOWN", "NHN_-1003")
+
+
+def test_lookup_lists_by_sender_grouping_key_and_request_dates(nhn: FakeNhn) -> None:
+    batch = [alimtalk("d1"), sms("d2", "+821033334444"), sms("d3", kind="LMS", title="t", text="긴 문자")]
+
+    async def body(g: NhnGateway) -> Any:
+        await g.send_batch(batch, batch_key="b1")
+        await g.send_batch([sms("d9")], batch_key="other")
+        return await g.lookup([*batch, sms("d9"), sms("d4")], batch_key="b1")
+
+    found = {r.delivery_id: r for r in run(nhn, body)}
+    assert sorted(found) == ["d1", "d2", "d3"]
+    assert found["d3"].provider_message_id and found["d3"].provider_message_id.startswith("mms:")
+    assert nhn.queries == 3
+
+
+def test_lookup_that_nhn_cannot_answer_is_unavailable(nhn: FakeNhn) -> None:
+    nhn.fail_queries = 1
+    with pytest.raises(ProviderUnavailable):
+        run(nhn, lambda g: g.lookup([sms("d1")], batch_key="b1"))
 
 
 def test_5xx_is_retryable_and_then_sends_once(nhn: FakeNhn) -> None:
@@ -115,10 +156,31 @@ def test_unregistered_sender_number_fails_with_nhn_code(nhn: FakeNhn) -> None:
     assert (results[0].status, results[0].error_code) == ("FAILED", "NHN_-1003")
 
 
-def test_mms_is_refused_before_the_gateway(nhn: FakeNhn) -> None:
-    results = run(nhn, lambda g: g.send_batch([sms("d1", kind="MMS", image_urls=("https://x/a.jpg",))], batch_key="b"))
-    assert results[0].error_code == "MMS_IMAGES_NOT_SUPPORTED"
-    assert nhn.send_requests == 0
+def test_mms_uploads_its_image_then_names_it_in_attach_file_id_list(nhn: FakeNhn) -> None:
+    url = nhn.image_url("sale.jpg", JPEG)
+    mms = [sms(f"d{i}", f"+82101111000{i}", kind="MMS", title="봄 세일", image_urls=(url,)) for i in range(2)]
+    results = run(nhn, lambda g: g.send_batch(mms, batch_key="b1"))
+    assert [r.status for r in results] == ["SENT", "SENT"]
+    assert len(nhn.files) == 1  # one upload for the image both messages carry
+    assert [a.kind for a in nhn.accepted] == ["mms", "mms"]
+    assert nhn.accepted[0].fields["images"] == [hashlib.sha256(JPEG).hexdigest()]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "code"),
+    [
+        pytest.param("photo.png", b"\x89PNG\r\n\x1a\n" + bytes(32), "MMS_IMAGE_NOT_JPEG", id="not-a-jpeg"),
+        pytest.param("huge.jpg", JPEG + bytes(300 * 1024), "MMS_IMAGE_TOO_LARGE", id="over-300-kb"),
+        pytest.param("gone.jpg", None, "MMS_IMAGE_UNAVAILABLE", id="not-found"),
+    ],
+)
+def test_mms_image_nhn_cannot_take_fails_that_recipient_before_any_send(
+    nhn: FakeNhn, name: str, data: bytes | None, code: str
+) -> None:
+    url = nhn.image_url(name, data) if data is not None else f"{nhn.base_url}/__fake/images/{name}"
+    results = run(nhn, lambda g: g.send_batch([sms("d1", kind="MMS", image_urls=(url,))], batch_key="b"))
+    assert (results[0].status, results[0].error_code) == ("FAILED", code)
+    assert nhn.send_requests == 0 and nhn.files == {}
 
 
 def test_unreachable_kakao_user_gets_the_fallback_text_and_polling_reports_it(nhn: FakeNhn) -> None:

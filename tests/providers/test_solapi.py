@@ -13,6 +13,7 @@ import pytest
 
 from magpie.providers.base import Fallback, PhoneMessage, ProviderRejected, ProviderUnavailable
 from magpie.providers.solapi import SolapiGateway, authorization, parse_report, verify_authorization
+from tests.fakes.gateway import JPEG
 from tests.fakes.solapi import API_KEY, API_SECRET, FakeSolapi
 from tests.providers.phone_messages import TEMPLATE, sms
 from tests.providers.phone_messages import alimtalk as _alimtalk
@@ -77,7 +78,7 @@ def test_send_many_detail_carries_types_kakao_options_and_our_delivery_ids(solap
 def test_failed_message_list_fails_only_those_messages_with_solapi_codes(solapi: FakeSolapi) -> None:
     wrong_text = alimtalk("d2", "+821033334444", text="다른 문장")
     results = run(solapi, lambda g: g.send_batch([alimtalk("d1"), wrong_text], batch_key="b"))
-    assert (results[0].status, results[1].status, results[1].error_code) == ("SENT", "FAILED", "SOLAPI_3034")
+    assert (results[0].status, results[1].status, results[1].error_code) == ("SENT", "FAILED", "SOLAPI_1043")
 
 
 @pytest.mark.parametrize(
@@ -158,5 +159,106 @@ def test_delivery_reports_say_delivered_or_the_carrier_code(solapi: FakeSolapi) 
     run(solapi, lambda g: g.send_batch([sms("d1"), sms("d2", "+821033334444")], batch_key="b"))
     reports = {r.delivery_id: r for r in parse_report(solapi.reports[-1])}
     assert reports["d1"].delivered and reports["d1"].code == "4000"
-    assert (reports["d2"].delivered, reports["d2"].code) == (False, "3104")
+    assert (reports["d2"].delivered, reports["d2"].code) == (False, "3040")
     assert parse_report([{"messageId": "M1", "statusCode": "3000"}]) == []  # still pending
+
+
+def test_mms_uploads_its_image_to_storage_then_sends_its_image_id(solapi: FakeSolapi) -> None:
+    url = solapi.image_url("sale.jpg", JPEG)
+    mms = [sms(f"d{i}", f"+82101111000{i}", kind="MMS", title="봄 세일", image_urls=(url,)) for i in range(2)]
+    results = run(solapi, lambda g: g.send_batch(mms, batch_key="b"))
+    assert [r.status for r in results] == ["SENT", "SENT"]
+    [(file_id, data)] = solapi.files.items()  # one upload for the image both messages carry
+    assert data == JPEG
+    assert [(a.kind, a.fields["imageId"], a.fields["subject"]) for a in solapi.accepted] == [
+        ("MMS", file_id, "봄 세일")
+    ] * 2
+
+
+@pytest.mark.parametrize(
+    ("images", "code"),
+    [
+        pytest.param({"a.jpg": JPEG, "b.jpg": JPEG}, "MMS_ONE_IMAGE_ONLY", id="two-images"),
+        pytest.param({"big.jpg": JPEG + bytes(200 * 1024)}, "MMS_IMAGE_TOO_LARGE", id="over-200-kb"),
+        pytest.param({"a.gif": b"GIF89a" + bytes(16)}, "MMS_IMAGE_NOT_JPEG", id="not-a-jpeg"),
+    ],
+)
+def test_mms_image_solapi_cannot_take_fails_that_recipient_before_any_send(
+    solapi: FakeSolapi, images: dict[str, bytes], code: str
+) -> None:
+    urls = tuple(solapi.image_url(name, data) for name, data in images.items())
+    results = run(solapi, lambda g: g.send_batch([sms("d1", kind="MMS", image_urls=urls)], batch_key="b"))
+    assert (results[0].status, results[0].error_code) == ("FAILED", code)
+    assert solapi.send_requests == 0 and solapi.files == {}
+
+
+def test_lookup_reports_a_message_refused_at_registration_as_failed(solapi: FakeSolapi) -> None:
+    solapi.senders.clear()
+    refused = run(solapi, lambda g: g.send_batch([sms("d1")], batch_key="b"))
+    assert (refused[0].status, refused[0].error_code) == ("FAILED", "SOLAPI_1062")
+    solapi.fail_queries = 1
+    with pytest.raises(ProviderUnavailable):
+        run(solapi, lambda g: g.lookup([sms("d1")], batch_key="b"))
+
+
+def brand(delivery: str, **changes: Any) -> PhoneMessage:
+    fields: dict[str, Any] = {
+        "delivery_id": delivery,
+        "to": "+821011112222",
+        "channel": "kakao",
+        "kind": "brand",
+        "text": "겨울 세일이 시작됐어요",
+        "buttons": ({"type": "WL", "name": "보러 가기", "linkMo": "https://shop.example/sale"},),
+        "marketing": True,
+    }
+    return PhoneMessage(**{**fields, **changes})
+
+
+def test_brand_message_is_free_form_bms_with_targeting_and_bubble(solapi: FakeSolapi) -> None:
+    results = run(solapi, lambda g: g.send_batch([brand("d1")], batch_key="b"))
+    assert results[0].status == "SENT"
+    [sent] = solapi.accepted
+    assert sent.kind == "BMS_FREE" and sent.text == "겨울 세일이 시작됐어요"
+    assert sent.fields["kakaoOptions"]["bms"] == {
+        "targeting": "I",
+        "chatBubbleType": "TEXT",
+        "buttons": [{"linkType": "WL", "name": "보러 가기", "linkMobile": "https://shop.example/sale"}],
+    }
+
+
+def test_brand_message_image_is_uploaded_as_bms_and_sent_as_an_image_bubble(solapi: FakeSolapi) -> None:
+    url = solapi.image_url("sale.jpg", JPEG)
+    results = run(solapi, lambda g: g.send_batch([brand("d1", image_urls=(url,))], batch_key="b"), bmsTargeting="M")
+    assert results[0].status == "SENT"
+    [(file_id, kind)] = solapi.file_types.items()
+    bms = solapi.accepted[0].fields["kakaoOptions"]["bms"]
+    assert (kind, bms["chatBubbleType"], bms["imageId"], bms["targeting"]) == ("BMS", "IMAGE", file_id, "M")
+
+
+def test_fake_refuses_a_template_brand_type_without_its_template(solapi: FakeSolapi) -> None:
+    async def post() -> Any:
+        now = time.time()
+        headers = {"Authorization": authorization(api_key=API_KEY, secret=API_SECRET, now=now)}
+        message = {"to": "01011112222", "from": "0212345678", "text": "x", "type": "BMS_TEXT"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                solapi.base_url + "/messages/v4/send-many/detail", json={"messages": [message]}, headers=headers
+            ) as response,
+        ):
+            return await response.json()
+
+    doc = asyncio.run(post())
+    assert doc["failedMessageList"][0]["statusCode"] == "1010"
+
+
+def test_lookup_follows_the_message_list_past_its_first_page(solapi: FakeSolapi) -> None:
+    solapi.list_limit = 2
+    solapi.drop_after_accept = 1
+    with pytest.raises(ProviderUnavailable):
+        run(solapi, lambda g: g.send_batch([sms("d1")], batch_key="b"))
+    # Newer messages to the same number push the batch's message off the first page.
+    run(solapi, lambda g: g.send_batch([sms(f"n{i}", text=f"다른 문자 {i}") for i in range(5)], batch_key="later"))
+    results = run(solapi, lambda g: g.send_batch([sms("d1")], batch_key="b", maybe_sent=True))
+    assert results[0].status == "SENT"
+    assert solapi.sent_twice() == [] and len(solapi.accepted) == 6

@@ -13,6 +13,7 @@ from magpie.api.push import accept_trigger, show_campaign_stats, show_dispatch
 from magpie.domain.environment import effective
 from magpie.domain.phone import normalize
 from magpie.errors import InvalidApiKey, InvalidRequest
+from magpie.providers.nhn import SIGNATURE_HEADER, parse_webhook
 from magpie.providers.solapi import parse_report
 from magpie.store.accounts import environment_by_name
 from magpie.store.deliveries import RecordReports, users_by_phone
@@ -50,10 +51,13 @@ async def get_sms_campaign_stats(ctx: Context, request: Request) -> Response:
 
 
 async def _gateway_settings(ctx: Context, request: Request, gateway: str) -> tuple[int, dict[str, Any]]:
-    """The environment named in the path, after checking the webhook secret its settings hold."""
+    """The environment named in the path, after checking the webhook secret its settings hold: in the
+    ``secret`` query parameter, or (NHN) in the ``X-Toast-Webhook-Signature`` header NHN sends."""
     name = request.path_params["environment"]
     found = await ctx.read(lambda conn: environment_by_name(conn, ctx.db, name=name))
     secret = request.query.get("secret", "")
+    if gateway == "nhn" and not secret:
+        secret = request.header(SIGNATURE_HEADER.lower().encode()) or ""
     if found is None:
         raise InvalidApiKey("Unknown environment or webhook secret")
     env_id, raw_settings = found
@@ -69,6 +73,20 @@ async def solapi_report(ctx: Context, request: Request) -> Response:
     env_id, _ = await _gateway_settings(ctx, request, "solapi")
     reports = parse_report(decode_json(request.body))
     updated = await ctx.writer.submit(RecordReports(env_id=env_id, provider="solapi", reports=reports))
+    return 200, encode({"message": "success", "updated": updated})
+
+
+async def nhn_report(ctx: Context, request: Request) -> Response:
+    """Receive NHN Cloud's SMS webhook: MESSAGE_RESULT_UPDATE results (and UNSUBSCRIBE opt-outs)."""
+    return await _nhn_webhook(ctx, request)
+
+
+async def _nhn_webhook(ctx: Context, request: Request) -> Response:
+    env_id, _ = await _gateway_settings(ctx, request, "nhn")
+    hook = parse_webhook(decode_json(request.body))
+    if hook.event == "UNSUBSCRIBE":
+        return await _unsubscribe(ctx, env_id, hook.opted_out)
+    updated = await ctx.writer.submit(RecordReports(env_id=env_id, provider="nhn", reports=hook.reports))
     return 200, encode({"message": "success", "updated": updated})
 
 
@@ -89,6 +107,9 @@ def _numbers(doc: Any) -> list[str]:
 
 async def nhn_opt_out(ctx: Context, request: Request) -> Response:
     """Receive NHN Cloud's 080 opt-out webhook: the caller's SMS marketing consent becomes UNSUBSCRIBED."""
+    doc = decode_json(request.body)
+    if isinstance(doc, dict) and "event" in doc:
+        return await _nhn_webhook(ctx, request)
     return await _opt_out(ctx, request, "nhn")
 
 
@@ -99,14 +120,18 @@ async def solapi_opt_out(ctx: Context, request: Request) -> Response:
 
 async def _opt_out(ctx: Context, request: Request, gateway: str) -> Response:
     env_id, _ = await _gateway_settings(ctx, request, gateway)
+    return await _unsubscribe(ctx, env_id, _numbers(decode_json(request.body)))
+
+
+async def _unsubscribe(ctx: Context, env_id: int, numbers: list[str]) -> Response:
     hashes: list[str] = []
-    for raw in _numbers(decode_json(request.body)):
+    for raw in numbers:
         try:
             hashes.append(ctx.cipher.blind_index(normalize(raw)))
         except InvalidRequest:
             continue
     if not hashes:
-        raise InvalidRequest("no phone number in the opt-out (phoneNumber, recipientNo or from)")
+        raise InvalidRequest("no phone number in the opt-out (hooks[].recipientNo, phoneNumber, recipientNo or from)")
     users = await ctx.read(lambda conn: users_by_phone(conn, ctx.db, env_id=env_id, phone_hashes=hashes))
     changed = await ctx.writer.submit(UnsubscribeUsers(env_id=env_id, user_ids=users)) if users else 0
     if not changed:

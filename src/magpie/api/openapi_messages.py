@@ -40,12 +40,24 @@ _CHANNEL_STATS = {
         **STATS["properties"],
         "delivered": {"type": "integer", "description": "Confirmed on the phone by the gateway"},
         "undelivered": {"type": "integer", "description": "Accepted, then reported failed by the gateway"},
+        "unknown": {"type": "integer", "description": "Possibly taken by a gateway that would not confirm it"},
         "sentByType": {"type": "object", "additionalProperties": {"type": "integer"}},
     },
 }
 _WEBHOOK_PARAMS = [
     {"name": "environment", "in": "path", "required": True, "schema": {"type": "string"}},
     {"name": "secret", "in": "query", "required": True, "schema": {"type": "string"}},
+]
+_NHN_WEBHOOK_PARAMS = [
+    _WEBHOOK_PARAMS[0],
+    {**_WEBHOOK_PARAMS[1], "required": False, "description": "or the X-Toast-Webhook-Signature header"},
+    {
+        "name": "X-Toast-Webhook-Signature",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "The signature entered in NHN's webhook settings: the environment's webhookSecret",
+    },
 ]
 
 
@@ -103,12 +115,20 @@ def message_paths() -> dict[str, dict[str, Any]]:
                 tag="gateway callbacks",
             )
         },
+        "/v1/gateways/nhn/reports/{environment}": {
+            "post": operation(
+                "Receive NHN Cloud's SMS webhook: MESSAGE_RESULT_UPDATE results and UNSUBSCRIBE opt-outs",
+                body=webhook,
+                params=_NHN_WEBHOOK_PARAMS,
+                tag="gateway callbacks",
+            )
+        },
         **{
             f"/v1/gateways/{gateway}/opt-outs/{{environment}}": {
                 "post": operation(
                     f"Receive {name}'s 080 opt-out webhook: the caller's SMS marketing consent becomes UNSUBSCRIBED",
                     body=webhook,
-                    params=_WEBHOOK_PARAMS,
+                    params=_NHN_WEBHOOK_PARAMS if gateway == "nhn" else _WEBHOOK_PARAMS,
                     tag="gateway callbacks",
                 )
             }

@@ -95,6 +95,12 @@ WITH_PARAMS: list[tuple[str, Matcher, Route, str]] = [
     ),
     (
         "POST",
+        prefix_param("/v1/gateways/nhn/reports/", "", "environment"),
+        messages.nhn_report,
+        "/v1/gateways/nhn/reports/{environment}",
+    ),
+    (
+        "POST",
         prefix_param("/v1/gateways/nhn/opt-outs/", "", "environment"),
         messages.nhn_opt_out,
         "/v1/gateways/nhn/opt-outs/{environment}",

@@ -81,8 +81,13 @@ def campaign_stats(stats: CampaignStats) -> dict[str, Any]:
         "ctr": stats.ctr,
         **(
             {}
-            if stats.sent_by_type is None
-            else {"delivered": stats.delivered, "undelivered": stats.undelivered, "sentByType": stats.sent_by_type}
+            if stats.sent_by_type is None and not stats.unknown
+            else {
+                "delivered": stats.delivered,
+                "undelivered": stats.undelivered,
+                "unknown": stats.unknown,
+                "sentByType": stats.sent_by_type or {},
+            }
         ),
     }
 

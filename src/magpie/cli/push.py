@@ -18,7 +18,8 @@ from magpie.store.dispatches import dispatch_view
 from magpie.store.stats import campaign_stats
 
 TIME_HELP = "epoch milliseconds or ISO-8601 (2026-11-01 or 2026-11-01T09:00:00+09:00)"
-STATUS_ORDER = ("SENT", "FAILED", "EXCLUDED", "PENDING")
+# UNKNOWN: Kakao and SMS dispatches only (a gateway that may have taken a message but would not say).
+STATUS_ORDER = ("SENT", "FAILED", "UNKNOWN", "EXCLUDED", "PENDING")
 
 
 def _warn(lines: list[str]) -> None:
@@ -277,7 +278,7 @@ def cmd_stats_dispatch(args: argparse.Namespace, settings: Settings) -> None:
     text = (
         f"dispatch {view['dispatchId']} (campaign {view['campaignKey']}): {view['status']}\n"
         f"  requested {view['requested']}  "
-        + "  ".join(f"{status.lower()} {counts[status]}" for status in STATUS_ORDER)
+        + "  ".join(f"{status.lower()} {counts[status]}" for status in STATUS_ORDER if status in counts)
         + _reasons("failed", view["failures"])
         + _reasons("excluded", view["excluded"])
     )

@@ -51,7 +51,7 @@ from magpie.store.crypto import hash_secret
 T = TypeVar("T")
 _HERE = Path(__file__).parent
 _RANGES = {"24h": 1, "7d": 7, "30d": 30, "90d": 90}
-_OUTCOMES = ("SENT", "FAILED", "EXCLUDED", "PENDING")
+_OUTCOMES = ("SENT", "FAILED", "UNKNOWN", "EXCLUDED", "PENDING")
 _PAGE_SIZE = 20
 _SECURITY_HEADERS = {
     "content-security-policy": (

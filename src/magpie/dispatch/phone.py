@@ -2,9 +2,10 @@
 
 Money is at stake, so a batch is never sent twice: its deliveries are marked SENDING under a batch
 key before the gateway sees it, and whoever finds them so later (a retry after a timeout, or another
-worker after a crash) sends exactly that batch again with ``maybe_sent``, which the gateway answers
-from its idempotency record or from what it already holds. Phone numbers are decrypted here, at
-send time, and never logged.
+worker after a crash) sends exactly that batch again with ``maybe_sent``: the gateway is first asked
+what it already holds of the batch and only the rest is sent. A batch given up on is settled by
+asking the gateway too (``_settle``): what it may have taken is never recorded FAILED, but UNKNOWN
+when the gateway cannot say. Phone numbers are decrypted here, at send time, and never logged.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ class Dispatcher(Protocol):
 
 
 log = logging.getLogger("magpie.worker")
+# The reason of a recipient whose batch the gateway may or may not have taken, and would not say.
+UNCONFIRMED = "GATEWAY_UNCONFIRMED"
 
 
 @dataclass
@@ -221,6 +224,26 @@ async def process_phone(d: Dispatcher, snap: Snapshot, campaign: Campaign, now: 
             return
 
 
+async def _settle(
+    gateway: PhoneGateway, messages: list[PhoneMessage], *, batch_key: str, code: str
+) -> dict[str, PhoneResult]:
+    """The outcome of a batch magpie gives up on, as the gateway tells it.
+
+    What the gateway holds is SENT (or FAILED when it says it refused it), what it says it does not
+    hold FAILED with the last error; when it cannot even be asked, every message is UNKNOWN
+    (``GATEWAY_UNCONFIRMED``): it may have been sent, so it is neither failed nor sent again.
+    """
+    try:
+        held = {r.delivery_id: r for r in await gateway.lookup(messages, batch_key=batch_key)}
+    except ProviderError as exc:
+        log.warning("gateway %s could not say what it took of batch %s: %s", gateway.name, batch_key, exc.code)
+        return {m.delivery_id: PhoneResult(m.delivery_id, "UNKNOWN", error_code=UNCONFIRMED) for m in messages}
+    return {
+        m.delivery_id: held.get(m.delivery_id) or PhoneResult(m.delivery_id, "FAILED", error_code=code)
+        for m in messages
+    }
+
+
 def _delivery(snap: Snapshot, idx: int, channel: str) -> int:
     return snap.deliveries[(idx, channel)][0]
 
@@ -287,9 +310,7 @@ async def _send_batch(
                 # The gateway may have taken the batch before the failure: from now on, ask first.
                 maybe_sent = True
                 if attempts >= d.settings.max_delivery_attempts:
-                    results.update(
-                        (m.delivery_id, PhoneResult(m.delivery_id, "FAILED", error_code=exc.code)) for m in messages
-                    )
+                    results.update(await _settle(gateway, messages, batch_key=batch_key, code=exc.code))
                     break
                 await d.sleep(
                     backoff(
@@ -302,9 +323,13 @@ async def _send_batch(
                 )
             except ProviderError as exc:
                 log.warning("gateway %s refused a batch of campaign %s: %s", gateway.name, campaign.key, exc.message)
-                results.update(
-                    (m.delivery_id, PhoneResult(m.delivery_id, "FAILED", error_code=exc.code)) for m in messages
-                )
+                if maybe_sent:
+                    # An earlier attempt may have gone through before this refusal: ask, never guess.
+                    results.update(await _settle(gateway, messages, batch_key=batch_key, code=exc.code))
+                else:
+                    results.update(
+                        (m.delivery_id, PhoneResult(m.delivery_id, "FAILED", error_code=exc.code)) for m in messages
+                    )
                 break
     records = []
     for delivery_id, send in batch:

@@ -146,11 +146,13 @@ class PhoneResult:
     """What a gateway said about one message of a batch.
 
     ``SENT``: accepted (the gateway took it and will try the phone); ``FAILED``: refused, with the
-    gateway's code. Whether it reached the phone (delivered) comes later, from a report.
+    gateway's code, or never taken (the gateway said it holds no such message); ``UNKNOWN``: the
+    gateway may have taken it but could not say so. Whether it reached the phone (delivered) comes
+    later, from a report.
     """
 
     delivery_id: str
-    status: str  # SENT | FAILED
+    status: str  # SENT | FAILED | UNKNOWN
     provider_message_id: str | None = None
     error_code: str | None = None
 
@@ -169,8 +171,11 @@ class PhoneGateway(Protocol):
     """Sends batches of Kakao and text messages; one module per gateway in this package.
 
     ``send_batch`` is safe to call again with the same ``batch_key`` after a timeout, a 5xx or a
-    crash: a gateway with idempotency keys replays its first answer, the others are asked first
-    what they already accepted (``maybe_sent``), so no phone gets a message twice.
+    crash: with ``maybe_sent`` the gateway is first asked what it already accepted of the batch and
+    only the rest is sent, so no phone gets a message twice.
+
+    ``lookup`` only asks: a ``SENT`` result for each message of the batch the gateway holds, none
+    for those it does not hold; it raises ``ProviderError`` when the gateway cannot be asked.
     """
 
     name: str
@@ -178,5 +183,7 @@ class PhoneGateway(Protocol):
     async def send_batch(
         self, messages: list[PhoneMessage], *, batch_key: str, maybe_sent: bool = False
     ) -> list[PhoneResult]: ...
+
+    async def lookup(self, messages: list[PhoneMessage], *, batch_key: str) -> list[PhoneResult]: ...
 
     async def aclose(self) -> None: ...

@@ -1,4 +1,5 @@
-"""The one HTTP exchange the phone gateways make: a JSON request, transport failures as typed errors."""
+"""The HTTP exchanges the phone gateways make: a JSON request (transport failures as typed errors), and
+fetching an MMS image to upload."""
 
 from __future__ import annotations
 
@@ -29,3 +30,35 @@ async def request_json(
         return status, json.loads(raw) if raw else None
     except ValueError:
         return status, None
+
+
+class ImageRefused(Exception):
+    """An MMS image magpie cannot hand to a gateway; ``code`` is the recipient's reason."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+        super().__init__(code)
+
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+async def fetch_jpeg(session: aiohttp.ClientSession, url: str, *, limit: int, timeout: aiohttp.ClientTimeout) -> bytes:
+    """The JPEG at ``url``, at most ``limit`` bytes: both gateways take MMS images only as JPEG files.
+
+    Raises ``ImageRefused`` with ``MMS_IMAGE_UNAVAILABLE``, ``MMS_IMAGE_TOO_LARGE`` or ``MMS_IMAGE_NOT_JPEG``.
+    """
+    data = bytearray()
+    try:
+        async with session.get(url, timeout=timeout) as response:
+            if response.status != 200:
+                raise ImageRefused("MMS_IMAGE_UNAVAILABLE")
+            async for chunk in response.content.iter_chunked(64 * 1024):
+                data += chunk
+                if len(data) > limit:
+                    raise ImageRefused("MMS_IMAGE_TOO_LARGE")
+    except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+        raise ImageRefused("MMS_IMAGE_UNAVAILABLE") from exc
+    if not data.startswith(_JPEG_MAGIC):
+        raise ImageRefused("MMS_IMAGE_NOT_JPEG")
+    return bytes(data)

@@ -69,5 +69,15 @@ class SandboxGateway:
             results.append(PhoneResult(m.delivery_id, "SENT", provider_message_id=f"sandbox-{inbox_id}"))
         return results
 
+    async def lookup(
+        self,
+        messages: list[PhoneMessage],  # noqa: ARG002 - see below
+        *,
+        batch_key: str,  # noqa: ARG002 - see below
+    ) -> list[PhoneResult]:
+        # The inbox is written in-process and never leaves a batch unanswered; a resend with
+        # ``maybe_sent`` reuses the entries already there.
+        return []
+
     async def aclose(self) -> None:
         return None

@@ -451,7 +451,7 @@ class PrepareRecipients:
 class DeliveryResult:
     delivery_id: int
     token: str
-    status: str  # SENT | FAILED
+    status: str  # SENT | FAILED | UNKNOWN (phone gateways only)
     provider: str
     provider_message_id: str | None
     error_code: str | None
@@ -516,8 +516,9 @@ class RecordRecipient:
             (self.outcome, self.reason, self.now_ms, self.dispatch_id, self.idx),
         ):
             count_outcome(tx, dispatch_id=self.dispatch_id, outcome=self.outcome, reason=self.reason)
-        if self.outcome != "SENT":
-            # A push that never arrived does not count against the user's frequency caps.
+        if self.outcome not in ("SENT", "UNKNOWN"):
+            # A push that never arrived does not count against the user's frequency caps (a message
+            # the gateway may have taken, UNKNOWN, keeps counting, and keeps its paid count).
             tx.execute(
                 "DELETE FROM marketing_sends WHERE env_id = ? AND user_key = ? AND dispatch_id = ?",
                 (self.env_id, self.user_key, self.dispatch_id),

@@ -143,7 +143,7 @@ class DispatchRow:
     requested: int
     created_at: int
     completed_at: int | None
-    counts: dict[str, int]  # SENT, FAILED, EXCLUDED, PENDING
+    counts: dict[str, int]  # SENT, FAILED, EXCLUDED, PENDING (+ UNKNOWN for Kakao and SMS)
     excluded: dict[str, int]  # by reason
     failures: dict[str, int]  # FAILED recipients by reason
     recipients: list[RecipientRow] | None  # None when not asked for
@@ -188,6 +188,9 @@ def dispatch_view(
     )
     users = _decode(row[7])
     counts = {"SENT": 0, "FAILED": 0, "EXCLUDED": 0, "PENDING": 0}
+    if row[8] != "push":
+        # A gateway that may have taken a message but would not say so leaves its recipient UNKNOWN.
+        counts["UNKNOWN"] = 0
     excluded: dict[str, int] = {}
     failures: dict[str, int] = {}
     by_idx = {r[0]: r for r in outcome_rows}

@@ -9,6 +9,7 @@ row per hour and metric instead of counting recipients. Metrics:
 ``SENT``               recipients whose push a provider accepted, at outcome time
 ``FAILED:<reason>``    recipients that failed, with the provider's (or magpie's) reason
 ``EXCLUDED:<reason>``  recipients magpie excluded, with the reason
+``UNKNOWN:<reason>``   Kakao and SMS recipients a gateway may have taken but would not confirm
 ``CLICK``              attributed clicks, at click time
 ``UNIQUE_CLICK``       deliveries clicked at least once, at their first click
 =====================  ====================================================================
@@ -77,10 +78,10 @@ def count_outcome(tx: Tx, *, dispatch_id: str, outcome: str, reason: str | None,
 class Totals:
     """The numbers of one campaign (or of all campaigns) over a range, with one definition each."""
 
-    __slots__ = ("clicks", "excluded", "failed", "requested", "sent", "unique_clicks")
+    __slots__ = ("clicks", "excluded", "failed", "requested", "sent", "unique_clicks", "unknown")
 
     def __init__(self) -> None:
-        self.requested = self.sent = self.clicks = self.unique_clicks = 0
+        self.requested = self.sent = self.clicks = self.unique_clicks = self.unknown = 0
         self.failed: dict[str, int] = {}
         self.excluded: dict[str, int] = {}
 
@@ -93,6 +94,8 @@ class Totals:
             self.clicks += n
         elif metric == "UNIQUE_CLICK":
             self.unique_clicks += n
+        elif metric.startswith("UNKNOWN:"):
+            self.unknown += n
         else:
             outcome, _, reason = metric.partition(":")
             bucket = self.failed if outcome == "FAILED" else self.excluded
@@ -108,7 +111,7 @@ class Totals:
 
     @property
     def pending(self) -> int:
-        return max(0, self.requested - self.sent - self.failed_total - self.excluded_total)
+        return max(0, self.requested - self.sent - self.failed_total - self.excluded_total - self.unknown)
 
     @property
     def ctr(self) -> float:
@@ -212,6 +215,7 @@ class CampaignStats:
     sent_by_type: dict[str, int] | None = None
     delivered: int = 0
     undelivered: int = 0
+    unknown: int = 0  # recipients a gateway may have taken but would not confirm
 
     @property
     def failed(self) -> int:
@@ -223,7 +227,7 @@ class CampaignStats:
 
     @property
     def pending(self) -> int:
-        return max(0, self.requested - self.sent - self.failed - self.excluded_total)
+        return max(0, self.requested - self.sent - self.failed - self.excluded_total - self.unknown)
 
     @property
     def ctr(self) -> float:
@@ -265,6 +269,7 @@ def campaign_stats(
         excluded=t.excluded,
         unique_clicks=t.unique_clicks,
         total_clicks=t.clicks,
+        unknown=t.unknown,
         **_report_counts(conn, db, env_id=env_id, campaign_key=campaign_key, since=hour_of(since), until=until),
     )
 
