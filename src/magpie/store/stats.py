@@ -196,39 +196,60 @@ def series(
 
 @dataclass(frozen=True, slots=True)
 class CampaignStats:
-    """A campaign's numbers over a range, each with its one definition (see the module docstring)."""
+    """A campaign's numbers over a range: its ``Totals`` (each figure's one definition), with dispatches
+    and, for Kakao and SMS, what the gateways reported."""
 
     campaign_key: int
     since: int
     until: int
     dispatches: int
-    requested: int
-    sent: int
-    failures: dict[str, int]
-    excluded: dict[str, int]  # by reason
-    unique_clicks: int
-    total_clicks: int
+    totals: Totals
     # Kakao and SMS: sent messages by type, and what the gateways confirmed (None for push).
     sent_by_type: dict[str, int] | None = None
     delivered: int = 0
     undelivered: int = 0
 
     @property
+    def requested(self) -> int:
+        return self.totals.requested
+
+    @property
+    def sent(self) -> int:
+        return self.totals.sent
+
+    @property
+    def failures(self) -> dict[str, int]:
+        """Failed recipients by reason."""
+        return self.totals.failed
+
+    @property
     def failed(self) -> int:
-        return sum(self.failures.values())
+        return self.totals.failed_total
+
+    @property
+    def excluded(self) -> dict[str, int]:
+        """Excluded recipients by reason."""
+        return self.totals.excluded
 
     @property
     def excluded_total(self) -> int:
-        return sum(self.excluded.values())
+        return self.totals.excluded_total
 
     @property
     def pending(self) -> int:
-        return max(0, self.requested - self.sent - self.failed - self.excluded_total)
+        return self.totals.pending
+
+    @property
+    def unique_clicks(self) -> int:
+        return self.totals.unique_clicks
+
+    @property
+    def total_clicks(self) -> int:
+        return self.totals.clicks
 
     @property
     def ctr(self) -> float:
-        """Unique clicks / sent: never above 1."""
-        return round(min(self.unique_clicks, self.sent) / self.sent, 4) if self.sent else 0.0
+        return self.totals.ctr
 
 
 def campaign_stats(
@@ -259,12 +280,7 @@ def campaign_stats(
         since=since,
         until=until,
         dispatches=int(dispatches[0]) if dispatches else 0,
-        requested=t.requested,
-        sent=t.sent,
-        failures=t.failed,
-        excluded=t.excluded,
-        unique_clicks=t.unique_clicks,
-        total_clicks=t.clicks,
+        totals=t,
         **_report_counts(conn, db, env_id=env_id, campaign_key=campaign_key, since=hour_of(since), until=until),
     )
 
