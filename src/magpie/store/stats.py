@@ -22,6 +22,7 @@ Hours are UTC hours (epoch ms); a display in a whole-hour time zone groups them 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from magpie.errors import CampaignNotFound
@@ -37,15 +38,34 @@ def hour_of(ms: int) -> int:
     return ms - ms % HOUR_MS
 
 
+CountKey = tuple[int, int, int, str]  # env_id, campaign_key, hour, metric
+_PENDING = "campaign-counts"  # the transaction's memo entry for its count increments
+
+
 def add_count(tx: Tx, *, env_id: int, campaign_key: int, at_ms: int, metric: str, n: int = 1) -> None:
-    """Add ``n`` to one hourly count of the campaign and of the environment (rows made on first use)."""
+    """Add ``n`` to one hourly count of the campaign and of the environment (rows made on first use).
+
+    The increment is applied when the transaction commits, summed with the batch's others for the
+    same row (see ``_apply_counts``).
+    """
     if n <= 0:
         return
+    pending: dict[CountKey, int] | None = tx.memo.get(_PENDING)
+    if pending is None:
+        pending = tx.memo[_PENDING] = {}
+        tx.before_commit.append(partial(_apply_counts, tx, pending))
     hour = hour_of(at_ms)
-    tx.execute(
-        "INSERT INTO campaign_counts (env_id, campaign_key, hour, metric, n) VALUES (?, ?, ?, ?, ?), (?, ?, ?, ?, ?) "
+    for key in ((env_id, campaign_key, hour, metric), (env_id, ALL, hour, metric)):
+        pending[key] = pending.get(key, 0) + n
+
+
+def _apply_counts(tx: Tx, pending: dict[CountKey, int]) -> None:
+    """One upsert per row, in key order: concurrent batches (several processes on PostgreSQL) lock the
+    rows they share in the same order, so they queue behind each other instead of deadlocking."""
+    tx.executemany(
+        "INSERT INTO campaign_counts (env_id, campaign_key, hour, metric, n) VALUES (?, ?, ?, ?, ?) "
         "ON CONFLICT (env_id, campaign_key, hour, metric) DO UPDATE SET n = campaign_counts.n + excluded.n",
-        (env_id, campaign_key, hour, metric, n, env_id, ALL, hour, metric, n),
+        [(*key, n) for key, n in sorted(pending.items())],
     )
 
 
