@@ -9,23 +9,18 @@ send time, and never logged.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from liquid.exceptions import LiquidError
 
-from magpie.config import Settings
 from magpie.dispatch.retry import backoff
 from magpie.domain.campaigns import Campaign, MessageTooLarge, PhoneRendering, render_phone
-from magpie.domain.delivery import Decision, Exclude, Hold, NightRule
-from magpie.metrics import Metrics
+from magpie.domain.delivery import Exclude, Hold, NightRule
 from magpie.providers.base import (
     DeliveryReport,
     Fallback,
@@ -35,8 +30,6 @@ from magpie.providers.base import (
     ProviderError,
     ProviderUnavailable,
 )
-from magpie.providers.registry import ProviderRegistry
-from magpie.store.crypto import Cipher
 from magpie.store.deliveries import (
     DeliveryResult,
     FinishItem,
@@ -49,41 +42,9 @@ from magpie.store.deliveries import (
     Snapshot,
     Target,
 )
-from magpie.store.writer import Writer
 
-
-class Dispatcher(Protocol):
-    """What of the worker's dispatcher a Kakao or SMS work item uses."""
-
-    channels: ProviderRegistry
-    owner: str
-    writer: Writer
-    settings: Settings
-    cipher: Cipher
-    metrics: Metrics
-    rng: random.Random
-    sleep: Callable[[float], Awaitable[None]]
-    _send_slots: asyncio.Semaphore
-
-    def now_ms(self) -> int: ...
-
-    def _decide(
-        self, snap: Snapshot, campaign: Campaign, target: Target | None, night: NightRule, now: int
-    ) -> Decision: ...
-
-    async def _prepare(
-        self,
-        snap: Snapshot,
-        campaign: Campaign | None,
-        excluded: dict[int, tuple[str, str]],
-        planned: list[Planned],
-        now: int,
-        *,
-        channel: str = "push",
-        paid_limit: int = 0,
-        day: str = "",
-        batch_key: str | None = None,
-    ) -> tuple[dict[int, dict[str, int]], set[int]]: ...
+if TYPE_CHECKING:
+    from magpie.dispatch.worker import Dispatcher
 
 
 log = logging.getLogger("magpie.worker")
