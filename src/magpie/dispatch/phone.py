@@ -55,7 +55,6 @@ class _Send:
     idx: int
     user_key: str
     rendering: PhoneRendering
-    paid: bool
     marketing: bool
     phone_enc: bytes | None
 
@@ -129,7 +128,7 @@ async def process_phone(d: Dispatcher, snap: Snapshot, campaign: Campaign, now: 
         if gateway is None:
             excluded[idx] = ("FAILED", "PROVIDER_NOT_CONFIGURED")
             continue
-        sends[idx] = _Send(idx, target.user_key, rendering, paid, campaign.is_marketing, target.phone_enc)
+        sends[idx] = _Send(idx, target.user_key, rendering, campaign.is_marketing, target.phone_enc)
         if idx not in resumed_idx:
             planned.append(
                 Planned(
@@ -176,9 +175,7 @@ async def process_phone(d: Dispatcher, snap: Snapshot, campaign: Campaign, now: 
     for n, (batch_key, batch, maybe_sent) in enumerate(batches, start=1):
         assert gateway is not None
         last = n == len(batches)
-        if not await _send_batch(
-            d, snap, campaign, gateway, batch_key, batch, maybe_sent=maybe_sent, day=day, last=last
-        ):
+        if not await _send_batch(d, snap, campaign, gateway, batch_key, batch, maybe_sent=maybe_sent, last=last):
             return
 
 
@@ -216,7 +213,6 @@ async def _send_batch(
     batch: list[tuple[int, _Send]],
     *,
     maybe_sent: bool,
-    day: str,
     last: bool,
 ) -> bool:
     """Send one batch and record its outcomes; False when the item's lease was lost (nothing recorded)."""
@@ -291,7 +287,6 @@ async def _send_batch(
                 reason=r.error_code,
                 user_key=send.user_key,
                 now_ms=d.now_ms(),
-                paid_day=day if send.paid else None,
             )
         )
     finish = FinishItem(item_id=snap.item.id, dispatch_id=snap.item.dispatch_id, now_ms=d.now_ms()) if last else None
