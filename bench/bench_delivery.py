@@ -21,12 +21,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import httpx
 import jwt
 
-from bench._harness import PYTHON, ROOT, Report, median, rounds, workdir
+from bench._delivery import Round, run_rounds
+from bench._harness import PYTHON, ROOT, Report, median, workdir
 from magpie.domain.environment import parse_settings
 from magpie.providers.base import PushMessage
 from magpie.providers.fcm import FcmProvider
@@ -190,7 +192,6 @@ def _accept_all(writer: GroupCommitWriter, key: str, env_id: int, users: int, ro
 
 
 def main() -> Report:
-    runs = []
     with workdir("delivery") as tmp:
         fake = start_fake(tmp)
         data = tmp / "data"
@@ -225,71 +226,49 @@ def main() -> Report:
             },
         )
         _seed(db, env.id, RECIPIENTS)
-        worker_env = {
-            "MAGPIE_DATA_DIR": str(data),
-            "MAGPIE_WORKER_CONCURRENCY": str(CONCURRENCY // WORKER_PROCESSES),
-            "MAGPIE_POLL_INTERVAL": "0.05",
-        }
-        workers = [
-            subprocess.Popen(
-                [PYTHON, "-m", "magpie.cli", "worker"],
-                cwd=ROOT,
-                env={**os.environ, **worker_env},
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+
+        def baseline() -> tuple[float, float]:
+            return asyncio.run(_minimal_client(fake, RECIPIENTS)), asyncio.run(_provider_alone(fake, RECIPIENTS))
+
+        def report(r: Round[tuple[float, float]]) -> dict[str, Any]:
+            base_rate, provider_rate = r.baseline
+            with db.transaction(write=False) as conn:
+                sent = db.fetchone(
+                    conn,
+                    f"SELECT COUNT(*) FROM recipients WHERE outcome = 'SENT' AND dispatch_id IN "
+                    f"({','.join('?' * len(r.dispatch_ids))})",
+                    r.dispatch_ids,
+                )
+            print(
+                f"  [delivery] round {r.number}: minimal client {base_rate:,.0f}/s, provider alone "
+                f"{provider_rate:,.0f}/s (ratio {provider_rate / base_rate:.2f}), end to end {r.rate:,.0f}/s "
+                f"(ratio {r.rate / base_rate:.2f}); recipients SENT so far {sent[0] if sent else 0}",
+                flush=True,
             )
-            for _ in range(WORKER_PROCESSES)
-        ]
-        writer = GroupCommitWriter(db=db)
-        writer.start()
+            return {
+                "round": r.number,
+                "baseline_per_second": base_rate,
+                "provider_per_second": provider_rate,
+                "provider_ratio": provider_rate / base_rate,
+                "magpie_per_second": r.rate,
+                "ratio": r.rate / base_rate,
+                "recipients": RECIPIENTS,
+            }
+
         try:
-            time.sleep(3)  # the workers are up and polling
-            for round_no in range(1, rounds() + 1):
-                base_rate = asyncio.run(_minimal_client(fake, RECIPIENTS))
-                provider_rate = asyncio.run(_provider_alone(fake, RECIPIENTS))
-                before = fake.delivered()
-                started = time.perf_counter()
-                ids = _accept_all(writer, key, env.id, RECIPIENTS, round_no)
-                deadline = time.monotonic() + 300
-                while fake.delivered() - before < RECIPIENTS and time.monotonic() < deadline:
-                    time.sleep(0.02)
-                elapsed = time.perf_counter() - started
-                rate = (fake.delivered() - before) / elapsed
-                with db.transaction(write=False) as conn:
-                    sent = db.fetchone(
-                        conn,
-                        f"SELECT COUNT(*) FROM recipients WHERE outcome = 'SENT' AND dispatch_id IN "
-                        f"({','.join('?' * len(ids))})",
-                        ids,
-                    )
-                runs.append(
-                    {
-                        "round": round_no,
-                        "baseline_per_second": base_rate,
-                        "provider_per_second": provider_rate,
-                        "provider_ratio": provider_rate / base_rate,
-                        "magpie_per_second": rate,
-                        "ratio": rate / base_rate,
-                        "recipients": RECIPIENTS,
-                    }
-                )
-                print(
-                    f"  [delivery] round {round_no}: minimal client {base_rate:,.0f}/s, provider alone "
-                    f"{provider_rate:,.0f}/s (ratio {provider_rate / base_rate:.2f}), end to end {rate:,.0f}/s "
-                    f"(ratio {rate / base_rate:.2f}); recipients SENT so far {sent[0] if sent else 0}",
-                    flush=True,
-                )
-        finally:
-            writer.stop()
-            for worker in workers:
-                worker.terminate()
-            for worker in workers:
-                worker.wait(timeout=30)
-            fake.stop()
-        with db.transaction(write=False) as conn:
-            outcomes = dict(
-                db.fetchall(conn, "SELECT COALESCE(outcome, 'PENDING'), COUNT(*) FROM recipients GROUP BY 1")
+            runs, outcomes = run_rounds(
+                db=db,
+                data=data,
+                processes=WORKER_PROCESSES,
+                worker_env={"MAGPIE_WORKER_CONCURRENCY": str(CONCURRENCY // WORKER_PROCESSES)},
+                recipients=RECIPIENTS,
+                received=fake.delivered,
+                baseline=baseline,
+                accept=lambda writer, round_no: _accept_all(writer, key, env.id, RECIPIENTS, round_no),
+                report=report,
             )
+        finally:
+            fake.stop()
     summary = {
         "ratio_median": round(median([r["ratio"] for r in runs]), 3),
         "provider_ratio_median": round(median([r["provider_ratio"] for r in runs]), 3),

@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from bench._delivery import Round, run_rounds
 from bench._harness import (
     PYTHON,
     ROOT,
@@ -246,7 +247,6 @@ def _accept_all(writer: GroupCommitWriter, key: str, env_id: int, channel: str, 
 
 def delivery(gateway: str) -> Report:
     channel = "kakao" if gateway == "nhn" else "sms"
-    runs = []
     with workdir(f"delivery-{gateway}") as tmp:
         fake = Fake(gateway)
         data = tmp / "data"
@@ -269,67 +269,38 @@ def delivery(gateway: str) -> Report:
         campaign = {**(ALIMTALK if channel == "kakao" else SMS), "provider": "gateway"}
         campaigns.apply_campaign(db, env_id=env.id, raw=campaign)
         _seed(db, cipher, env.id, RECIPIENTS)
-        worker_env = {
-            "MAGPIE_DATA_DIR": str(data),
-            "MAGPIE_WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
-            "MAGPIE_POLL_INTERVAL": "0.05",
-            "MAGPIE_REPORT_POLL_SECONDS": "3600",
-        }
-        workers = [
-            subprocess.Popen(
-                [PYTHON, "-m", "magpie.cli", "worker"],
-                cwd=ROOT,
-                env={**os.environ, **worker_env},
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+
+        def report(r: Round[float]) -> dict[str, Any]:
+            print(
+                f"  [delivery {gateway}] round {r.number}: baseline {r.baseline:,.0f}/s, magpie {r.rate:,.0f}/s "
+                f"(ratio {r.rate / r.baseline:.2f})",
+                flush=True,
             )
-            for _ in range(WORKER_PROCESSES)
-        ]
-        writer = GroupCommitWriter(db=db)
-        writer.start()
+            return {
+                "round": r.number,
+                "baseline_per_second": r.baseline,
+                "magpie_per_second": r.rate,
+                "ratio": r.rate / r.baseline,
+            }
+
         try:
-            time.sleep(3)
-            for round_no in range(1, rounds() + 1):
-                base_rate = asyncio.run(_blast(gateway, fake.url, RECIPIENTS))
-                before = fake.accepted()
-                started = time.perf_counter()
-                _accept_all(writer, key, env.id, channel, round_no)
-                deadline = time.monotonic() + 300
-                while fake.accepted() - before < RECIPIENTS and time.monotonic() < deadline:
-                    time.sleep(0.02)
-                elapsed = time.perf_counter() - started
-                rate = (fake.accepted() - before) / elapsed
-                runs.append(
-                    {
-                        "round": round_no,
-                        "baseline_per_second": base_rate,
-                        "magpie_per_second": rate,
-                        "ratio": rate / base_rate,
-                    }
-                )
-                print(
-                    f"  [delivery {gateway}] round {round_no}: baseline {base_rate:,.0f}/s, magpie {rate:,.0f}/s "
-                    f"(ratio {rate / base_rate:.2f})",
-                    flush=True,
-                )
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                with db.transaction(write=False) as conn:
-                    pending = db.fetchone(conn, "SELECT COUNT(*) FROM dispatches WHERE status <> 'COMPLETED'")
-                if pending and pending[0] == 0:
-                    break
-                time.sleep(0.2)
-        finally:
-            writer.stop()
-            for worker in workers:
-                worker.terminate()
-            for worker in workers:
-                worker.wait(timeout=30)
-            fake.stop()
-        with db.transaction(write=False) as conn:
-            outcomes = dict(
-                db.fetchall(conn, "SELECT COALESCE(outcome, 'PENDING'), COUNT(*) FROM recipients GROUP BY 1")
+            runs, outcomes = run_rounds(
+                db=db,
+                data=data,
+                processes=WORKER_PROCESSES,
+                worker_env={
+                    "MAGPIE_WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
+                    "MAGPIE_REPORT_POLL_SECONDS": "3600",
+                },
+                recipients=RECIPIENTS,
+                received=fake.accepted,
+                baseline=lambda: asyncio.run(_blast(gateway, fake.url, RECIPIENTS)),
+                accept=lambda writer, round_no: _accept_all(writer, key, env.id, channel, round_no),
+                report=report,
+                settle_seconds=60,
             )
+        finally:
+            fake.stop()
     summary = {
         "ratio_median": round(median([r["ratio"] for r in runs]), 3),
         "magpie_per_second_median": round(median([r["magpie_per_second"] for r in runs])),

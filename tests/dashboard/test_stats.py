@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+from magpie.api import views
+from magpie.store.stats import CampaignStats, Totals
 from tests.sdk.batches import send, track_event
 from tests.support import (
     AppClient,
@@ -139,3 +141,37 @@ def test_stats_failures_count_with_their_reason(client: AppClient, env: Env) -> 
     stats = _stats(client, env, 7)
     assert (stats["requested"], stats["failed"], stats["pending"]) == (2, 2, 0)
     assert stats["failures"] == {"CAMPAIGN_INACTIVE": 2}
+
+
+def test_stats_json_derives_every_figure_from_the_same_totals_as_the_dashboard() -> None:
+    totals = Totals()
+    for metric, n in [
+        ("REQUESTED", 20),
+        ("SENT", 8),
+        ("FAILED:TOKEN_INVALID", 2),
+        ("FAILED:", 1),
+        ("EXCLUDED:UNKNOWN_USER", 3),
+        ("UNIQUE_CLICK", 2),
+        ("CLICK", 5),
+    ]:
+        totals.add(metric, n)
+    body = views.campaign_stats(CampaignStats(campaign_key=7, since=0, until=10, dispatches=2, totals=totals))
+    assert body == {
+        "campaignKey": 7,
+        "from": 0,
+        "to": 10,
+        "dispatches": 2,
+        "requested": 20,
+        "sent": 8,
+        "failed": 3,
+        "failures": {"TOKEN_INVALID": 2, "UNKNOWN": 1},
+        "excluded": {"UNKNOWN_USER": 3},
+        "excludedTotal": 3,
+        "pending": 6,
+        "uniqueClicks": 2,
+        "totalClicks": 5,
+        "clicks": 2,
+        "ctr": 0.25,
+    }
+    # The dashboard reads the same object: the API's figures are the dashboard's.
+    assert (totals.failed_total, totals.excluded_total, totals.pending, totals.ctr) == (3, 3, 6, 0.25)

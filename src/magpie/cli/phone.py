@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from magpie.cli._common import UsageError, emit, open_db
+from magpie.cli._common import UsageError, emit, env_id, open_db
 from magpie.config import Settings
 from magpie.store.crypto import Cipher
 from magpie.store.profiles import ReindexPhones
@@ -16,6 +16,7 @@ def cmd_phone_reindex(args: argparse.Namespace, settings: Settings) -> None:
     if not 1 <= args.batch <= 10_000:
         raise UsageError("--batch must be 1 to 10000")
     db = open_db(settings)
+    only = None if args.env is None else env_id(db, args.env)
     # The index is keyed by the data key: the same key the server decrypts the numbers with.
     writer = GroupCommitWriter(db=db, secret=Cipher.load(secret_key=settings.secret_key, data_dir=settings.data_dir))
     writer.start()
@@ -24,7 +25,7 @@ def cmd_phone_reindex(args: argparse.Namespace, settings: Settings) -> None:
         after: tuple[int, str] | None = None
         while True:
             # One short writer transaction per page: the server keeps writing between them.
-            page = writer.run_sync(ReindexPhones(after=after, limit=args.batch))
+            page = writer.run_sync(ReindexPhones(after=after, limit=args.batch, env_id=only))
             totals["batches"] += 1
             for name in ("users", "phones", "added", "removed", "unreadable"):
                 totals[name] += getattr(page, name)
@@ -57,4 +58,5 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     reindex.add_argument(
         "--batch", type=int, default=500, help="users per writer transaction (default %(default)s, at most 10000)"
     )
+    reindex.add_argument("--env", metavar="NAME", help="only this environment (default: every environment)")
     reindex.set_defaults(fn=cmd_phone_reindex)

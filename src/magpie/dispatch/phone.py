@@ -10,23 +10,18 @@ when the gateway cannot say. Phone numbers are decrypted here, at send time, and
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from liquid.exceptions import LiquidError
 
-from magpie.config import Settings
 from magpie.dispatch.retry import backoff
 from magpie.domain.campaigns import Campaign, MessageTooLarge, PhoneRendering, render_phone
-from magpie.domain.delivery import Decision, Exclude, Hold, NightRule
-from magpie.metrics import Metrics
+from magpie.domain.delivery import Exclude, Hold, NightRule
 from magpie.providers.base import (
     DeliveryReport,
     Fallback,
@@ -36,8 +31,6 @@ from magpie.providers.base import (
     ProviderError,
     ProviderUnavailable,
 )
-from magpie.providers.registry import ProviderRegistry
-from magpie.store.crypto import Cipher
 from magpie.store.deliveries import (
     DeliveryResult,
     FinishItem,
@@ -50,41 +43,9 @@ from magpie.store.deliveries import (
     Snapshot,
     Target,
 )
-from magpie.store.writer import Writer
 
-
-class Dispatcher(Protocol):
-    """What of the worker's dispatcher a Kakao or SMS work item uses."""
-
-    channels: ProviderRegistry
-    owner: str
-    writer: Writer
-    settings: Settings
-    cipher: Cipher
-    metrics: Metrics
-    rng: random.Random
-    sleep: Callable[[float], Awaitable[None]]
-    _send_slots: asyncio.Semaphore
-
-    def now_ms(self) -> int: ...
-
-    def _decide(
-        self, snap: Snapshot, campaign: Campaign, target: Target | None, night: NightRule, now: int
-    ) -> Decision: ...
-
-    async def _prepare(
-        self,
-        snap: Snapshot,
-        campaign: Campaign | None,
-        excluded: dict[int, tuple[str, str]],
-        planned: list[Planned],
-        now: int,
-        *,
-        channel: str = "push",
-        paid_limit: int = 0,
-        day: str = "",
-        batch_key: str | None = None,
-    ) -> tuple[dict[int, dict[str, int]], set[int]]: ...
+if TYPE_CHECKING:
+    from magpie.dispatch.worker import Dispatcher
 
 
 log = logging.getLogger("magpie.worker")
@@ -97,7 +58,6 @@ class _Send:
     idx: int
     user_key: str
     rendering: PhoneRendering
-    paid: bool
     marketing: bool
     phone_enc: bytes | None
 
@@ -171,7 +131,7 @@ async def process_phone(d: Dispatcher, snap: Snapshot, campaign: Campaign, now: 
         if gateway is None:
             excluded[idx] = ("FAILED", "PROVIDER_NOT_CONFIGURED")
             continue
-        sends[idx] = _Send(idx, target.user_key, rendering, paid, campaign.is_marketing, target.phone_enc)
+        sends[idx] = _Send(idx, target.user_key, rendering, campaign.is_marketing, target.phone_enc)
         if idx not in resumed_idx:
             planned.append(
                 Planned(
@@ -218,9 +178,7 @@ async def process_phone(d: Dispatcher, snap: Snapshot, campaign: Campaign, now: 
     for n, (batch_key, batch, maybe_sent) in enumerate(batches, start=1):
         assert gateway is not None
         last = n == len(batches)
-        if not await _send_batch(
-            d, snap, campaign, gateway, batch_key, batch, maybe_sent=maybe_sent, day=day, last=last
-        ):
+        if not await _send_batch(d, snap, campaign, gateway, batch_key, batch, maybe_sent=maybe_sent, last=last):
             return
 
 
@@ -278,7 +236,6 @@ async def _send_batch(
     batch: list[tuple[int, _Send]],
     *,
     maybe_sent: bool,
-    day: str,
     last: bool,
 ) -> bool:
     """Send one batch and record its outcomes; False when the item's lease was lost (nothing recorded)."""
@@ -355,7 +312,6 @@ async def _send_batch(
                 reason=r.error_code,
                 user_key=send.user_key,
                 now_ms=d.now_ms(),
-                paid_day=day if send.paid else None,
             )
         )
     finish = FinishItem(item_id=snap.item.id, dispatch_id=snap.item.dispatch_id, now_ms=d.now_ms()) if last else None

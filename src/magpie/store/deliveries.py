@@ -339,6 +339,7 @@ class PrepareRecipients:
         capped: set[int] = set()
         window = compliance.longest_window_ms(self.caps)
         sending: list[Planned] = []
+        paid: set[int] = set()  # recipients whose delivery reserves one of today's paid messages
         for plan in self.planned:
             if plan.marketing:
                 if self.caps and self._capped(tx, plan.user_key, window):
@@ -359,15 +360,20 @@ class PrepareRecipients:
                         self.channel,
                     ),
                 )
-            if plan.paid and self.paid_limit and not self._reserve_paid(tx):
-                excluded[plan.idx] = ("EXCLUDED", "DAILY_LIMIT")
-                capped.add(plan.idx)
-                if plan.marketing:
-                    tx.execute(
-                        "DELETE FROM marketing_sends WHERE env_id = ? AND user_key = ? AND dispatch_id = ?",
-                        (self.env_id, plan.user_key, self.dispatch_id),
-                    )
-                continue
+            if plan.paid and self.paid_limit and not self._has_delivery(tx, plan.idx):
+                # Counted once per delivery row, on the day it is created: a recipient whose delivery
+                # another attempt already created (a worker that stalled past its lease, and the one
+                # that took over) was counted then.
+                if not self._reserve_paid(tx):
+                    excluded[plan.idx] = ("EXCLUDED", "DAILY_LIMIT")
+                    capped.add(plan.idx)
+                    if plan.marketing:
+                        tx.execute(
+                            "DELETE FROM marketing_sends WHERE env_id = ? AND user_key = ? AND dispatch_id = ?",
+                            (self.env_id, plan.user_key, self.dispatch_id),
+                        )
+                    continue
+                paid.add(plan.idx)
             sending.append(plan)
         for idx, (outcome, reason) in excluded.items():
             if tx.fetchone(
@@ -378,8 +384,8 @@ class PrepareRecipients:
                 count_outcome(tx, dispatch_id=self.dispatch_id, outcome=outcome, reason=reason)
         tx.executemany(
             "INSERT INTO deliveries (env_id, dispatch_id, recipient_idx, campaign_key, user_key, device_id, token, "
-            "provider, status, attempts, created_at, updated_at, channel, kind, size_bytes, batch_key) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "provider, status, attempts, created_at, updated_at, channel, kind, size_bytes, batch_key, paid_day) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             [
                 (
                     self.env_id,
@@ -399,6 +405,7 @@ class PrepareRecipients:
                     p.kind,
                     p.size_bytes,
                     self.batch_key,
+                    self.day if p.idx in paid else None,
                 )
                 for p in sending
                 for device, token, _ in p.tokens
@@ -431,6 +438,12 @@ class PrepareRecipients:
             now_ms=self.now_ms,
             channel=self.channel,
         )
+
+    def _has_delivery(self, tx: Tx, idx: int) -> bool:
+        row = tx.fetchone(
+            "SELECT 1 FROM deliveries WHERE dispatch_id = ? AND recipient_idx = ? LIMIT 1", (self.dispatch_id, idx)
+        )
+        return row is not None
 
     def _reserve_paid(self, tx: Tx) -> bool:
         """Count one more paid message today; False (and nothing counted) past the environment's limit."""
@@ -475,7 +488,6 @@ class RecordRecipient:
         reason: str | None,
         user_key: str,
         now_ms: int,
-        paid_day: str | None = None,
     ) -> None:
         self.env_id = env_id
         self.dispatch_id = dispatch_id
@@ -485,7 +497,6 @@ class RecordRecipient:
         self.reason = reason
         self.user_key = user_key
         self.now_ms = now_ms
-        self.paid_day = paid_day
 
     def run(self, tx: Tx) -> None:
         tx.executemany(
@@ -523,12 +534,21 @@ class RecordRecipient:
                 "DELETE FROM marketing_sends WHERE env_id = ? AND user_key = ? AND dispatch_id = ?",
                 (self.env_id, self.user_key, self.dispatch_id),
             )
-            if self.paid_day is not None:
-                # A message the gateway refused is not charged: it leaves today's paid count.
-                tx.execute(
-                    "UPDATE paid_messages SET count = count - 1 WHERE env_id = ? AND day = ? AND count > 0",
-                    (self.env_id, self.paid_day),
-                )
+            # A message the gateway refused is not charged: it leaves the paid count of the day its
+            # delivery was counted on, once (whoever clears the delivery's mark releases it).
+            for delivery_id, day in tx.fetchall(
+                "SELECT id, paid_day FROM deliveries WHERE dispatch_id = ? AND recipient_idx = ? "
+                "AND paid_day IS NOT NULL",
+                (self.dispatch_id, self.idx),
+            ):
+                if tx.fetchone(
+                    "UPDATE deliveries SET paid_day = NULL WHERE id = ? AND paid_day IS NOT NULL RETURNING id",
+                    (delivery_id,),
+                ):
+                    tx.execute(
+                        "UPDATE paid_messages SET count = count - 1 WHERE env_id = ? AND day = ? AND count > 0",
+                        (self.env_id, day),
+                    )
 
 
 class RecordRecipients:

@@ -172,18 +172,21 @@ class ReindexPhones:
     is logged; running it again changes nothing.
     """
 
-    __slots__ = ("after", "limit")
+    __slots__ = ("after", "env_id", "limit")
 
-    def __init__(self, *, after: tuple[int, str] | None = None, limit: int = 500) -> None:
+    def __init__(self, *, after: tuple[int, str] | None = None, limit: int = 500, env_id: int | None = None) -> None:
         self.after = after
         self.limit = limit
+        self.env_id = env_id  # None: every environment
 
     def run(self, tx: Tx) -> ReindexPage:
         env_id, ident = self.after if self.after is not None else (-1, "")
+        only = "" if self.env_id is None else "AND env_id = ? "
         rows = tx.fetchall(
             "SELECT env_id, ident, phone_enc FROM profiles "
-            "WHERE kind = ? AND (env_id > ? OR (env_id = ? AND ident > ?)) ORDER BY env_id, ident LIMIT ? FOR UPDATE",
-            (USER, env_id, env_id, ident, self.limit),
+            f"WHERE kind = ? {only}AND (env_id > ? OR (env_id = ? AND ident > ?)) "
+            "ORDER BY env_id, ident LIMIT ? FOR UPDATE",
+            (USER, *(() if self.env_id is None else (self.env_id,)), env_id, env_id, ident, self.limit),
         )
         wanted: dict[tuple[int, str], str | None] = {}
         unreadable = 0

@@ -23,6 +23,7 @@ Hours are UTC hours (epoch ms); a display in a whole-hour time zone groups them 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from magpie.errors import CampaignNotFound
@@ -38,15 +39,34 @@ def hour_of(ms: int) -> int:
     return ms - ms % HOUR_MS
 
 
+CountKey = tuple[int, int, int, str]  # env_id, campaign_key, hour, metric
+_PENDING = "campaign-counts"  # the transaction's memo entry for its count increments
+
+
 def add_count(tx: Tx, *, env_id: int, campaign_key: int, at_ms: int, metric: str, n: int = 1) -> None:
-    """Add ``n`` to one hourly count of the campaign and of the environment (rows made on first use)."""
+    """Add ``n`` to one hourly count of the campaign and of the environment (rows made on first use).
+
+    The increment is applied when the transaction commits, summed with the batch's others for the
+    same row (see ``_apply_counts``).
+    """
     if n <= 0:
         return
+    pending: dict[CountKey, int] | None = tx.memo.get(_PENDING)
+    if pending is None:
+        pending = tx.memo[_PENDING] = {}
+        tx.before_commit.append(partial(_apply_counts, tx, pending))
     hour = hour_of(at_ms)
-    tx.execute(
-        "INSERT INTO campaign_counts (env_id, campaign_key, hour, metric, n) VALUES (?, ?, ?, ?, ?), (?, ?, ?, ?, ?) "
+    for key in ((env_id, campaign_key, hour, metric), (env_id, ALL, hour, metric)):
+        pending[key] = pending.get(key, 0) + n
+
+
+def _apply_counts(tx: Tx, pending: dict[CountKey, int]) -> None:
+    """One upsert per row, in key order: concurrent batches (several processes on PostgreSQL) lock the
+    rows they share in the same order, so they queue behind each other instead of deadlocking."""
+    tx.executemany(
+        "INSERT INTO campaign_counts (env_id, campaign_key, hour, metric, n) VALUES (?, ?, ?, ?, ?) "
         "ON CONFLICT (env_id, campaign_key, hour, metric) DO UPDATE SET n = campaign_counts.n + excluded.n",
-        (env_id, campaign_key, hour, metric, n, env_id, ALL, hour, metric, n),
+        [(*key, n) for key, n in sorted(pending.items())],
     )
 
 
@@ -199,40 +219,65 @@ def series(
 
 @dataclass(frozen=True, slots=True)
 class CampaignStats:
-    """A campaign's numbers over a range, each with its one definition (see the module docstring)."""
+    """A campaign's numbers over a range: its ``Totals`` (each figure's one definition), with dispatches
+    and, for Kakao and SMS, what the gateways reported."""
 
     campaign_key: int
     since: int
     until: int
     dispatches: int
-    requested: int
-    sent: int
-    failures: dict[str, int]
-    excluded: dict[str, int]  # by reason
-    unique_clicks: int
-    total_clicks: int
+    totals: Totals
     # Kakao and SMS: sent messages by type, and what the gateways confirmed (None for push).
     sent_by_type: dict[str, int] | None = None
     delivered: int = 0
     undelivered: int = 0
-    unknown: int = 0  # recipients a gateway may have taken but would not confirm
+
+    @property
+    def requested(self) -> int:
+        return self.totals.requested
+
+    @property
+    def sent(self) -> int:
+        return self.totals.sent
+
+    @property
+    def failures(self) -> dict[str, int]:
+        """Failed recipients by reason."""
+        return self.totals.failed
 
     @property
     def failed(self) -> int:
-        return sum(self.failures.values())
+        return self.totals.failed_total
+
+    @property
+    def excluded(self) -> dict[str, int]:
+        """Excluded recipients by reason."""
+        return self.totals.excluded
 
     @property
     def excluded_total(self) -> int:
-        return sum(self.excluded.values())
+        return self.totals.excluded_total
 
     @property
     def pending(self) -> int:
-        return max(0, self.requested - self.sent - self.failed - self.excluded_total - self.unknown)
+        return self.totals.pending
+
+    @property
+    def unknown(self) -> int:
+        """Recipients a gateway may have taken but would not confirm."""
+        return self.totals.unknown
+
+    @property
+    def unique_clicks(self) -> int:
+        return self.totals.unique_clicks
+
+    @property
+    def total_clicks(self) -> int:
+        return self.totals.clicks
 
     @property
     def ctr(self) -> float:
-        """Unique clicks / sent: never above 1."""
-        return round(min(self.unique_clicks, self.sent) / self.sent, 4) if self.sent else 0.0
+        return self.totals.ctr
 
 
 def campaign_stats(
@@ -263,13 +308,7 @@ def campaign_stats(
         since=since,
         until=until,
         dispatches=int(dispatches[0]) if dispatches else 0,
-        requested=t.requested,
-        sent=t.sent,
-        failures=t.failed,
-        excluded=t.excluded,
-        unique_clicks=t.unique_clicks,
-        total_clicks=t.clicks,
-        unknown=t.unknown,
+        totals=t,
         **_report_counts(conn, db, env_id=env_id, campaign_key=campaign_key, since=hour_of(since), until=until),
     )
 

@@ -13,7 +13,7 @@ batch's API keys and its profiles (one statement for every kind) in one pipeline
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -176,6 +176,8 @@ class Tx:
         self.after_commit: list[Any] = []
         # Per-transaction lookups jobs share (e.g. campaign status), valid until commit.
         self.memo: dict[Any, Any] = {}
+        # Writes the jobs left for commit time (e.g. aggregated counters), run after the profiles.
+        self.before_commit: list[Callable[[], None]] = []
 
     # -- SQL pass-through ------------------------------------------------------------------
 
@@ -339,14 +341,16 @@ class Tx:
         self._journal = None
 
     def commit(self) -> None:
-        """Write back every changed profile and commit: one round trip on PostgreSQL."""
+        """Write back every changed profile, run ``before_commit`` and commit: one round trip on PostgreSQL."""
         if self.db.is_sqlite:
             self.flush()
+            self._before_commit()
             self.db.commit(self.conn)
             return
         try:
             with self._pg().pipeline():
                 self.flush()
+                self._before_commit()
                 self.db.commit(self.conn)
         except psycopg.errors.UniqueViolation as exc:
             if exc.diag.constraint_name != "profiles_pkey":
@@ -354,6 +358,10 @@ class Tx:
             # Another process created a profile this batch meant to create: the batch runs again,
             # this time reading (and locking) what the other process wrote. Nothing is overwritten.
             raise ConcurrentCreation("a profile was created concurrently") from exc
+
+    def _before_commit(self) -> None:
+        for write in self.before_commit:
+            write()
 
     def flush(self) -> None:
         inserts: list[tuple[Any, ...]] = []

@@ -1,0 +1,107 @@
+"""The delivery benchmarks' round loop: `magpie worker` processes delivering accepted dispatches to a fake.
+
+Each round measures the baseline first, then accepts every dispatch of the round in one writer
+transaction and times until the fake has received one message per recipient. The benchmark
+supplies the parts that differ (the baseline, the dispatches, what a round reports); this runs the
+workers, the rounds and the clean-up the same way for all of them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from bench._harness import PYTHON, ROOT, rounds
+from magpie.store.db import Database
+from magpie.store.writer import GroupCommitWriter
+
+B = TypeVar("B")
+
+
+@dataclass
+class Round(Generic[B]):
+    """One measured round: the baseline's figures, magpie's rate and the dispatches it accepted."""
+
+    number: int
+    baseline: B
+    rate: float
+    dispatch_ids: list[str]
+
+
+def start_workers(data: Path, processes: int, env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
+    """``processes`` `magpie worker` processes on the data directory, polling every 50 ms."""
+    worker_env = {"MAGPIE_DATA_DIR": str(data), "MAGPIE_POLL_INTERVAL": "0.05", **env}
+    return [
+        subprocess.Popen(
+            [PYTHON, "-m", "magpie.cli", "worker"],
+            cwd=ROOT,
+            env={**os.environ, **worker_env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(processes)
+    ]
+
+
+def outcomes(db: Database) -> dict[str, int]:
+    """Recipients by outcome (``PENDING`` for those without one yet)."""
+    with db.transaction(write=False) as conn:
+        return dict(db.fetchall(conn, "SELECT COALESCE(outcome, 'PENDING'), COUNT(*) FROM recipients GROUP BY 1"))
+
+
+def run_rounds(
+    *,
+    db: Database,
+    data: Path,
+    processes: int,
+    worker_env: dict[str, str],
+    recipients: int,
+    received: Callable[[], int],
+    baseline: Callable[[], B],
+    accept: Callable[[GroupCommitWriter, int], list[str]],
+    report: Callable[[Round[B]], dict[str, Any]],
+    settle_seconds: float = 0.0,
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Run ``rounds()`` rounds; answer each round's ``report`` and the recipients' outcomes at the end.
+
+    ``received`` counts what the fake has received so far; ``accept(writer, round_no)`` accepts the
+    round's dispatches (``recipients`` messages in all) and answers their ids. With
+    ``settle_seconds``, the workers get up to that long after the last round to complete every
+    dispatch (reports included) before they are stopped.
+    """
+    runs: list[dict[str, Any]] = []
+    workers = start_workers(data, processes, worker_env)
+    writer = GroupCommitWriter(db=db)
+    writer.start()
+    try:
+        time.sleep(3)  # the workers are up and polling
+        for round_no in range(1, rounds() + 1):
+            figures = baseline()
+            before = received()
+            started = time.perf_counter()
+            ids = accept(writer, round_no)
+            deadline = time.monotonic() + 300
+            while received() - before < recipients and time.monotonic() < deadline:
+                time.sleep(0.02)
+            elapsed = time.perf_counter() - started
+            rate = (received() - before) / elapsed
+            runs.append(report(Round(round_no, figures, rate, ids)))
+        deadline = time.monotonic() + settle_seconds
+        while time.monotonic() < deadline:
+            with db.transaction(write=False) as conn:
+                pending = db.fetchone(conn, "SELECT COUNT(*) FROM dispatches WHERE status <> 'COMPLETED'")
+            if pending and pending[0] == 0:
+                break
+            time.sleep(0.2)
+    finally:
+        writer.stop()
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=30)
+    return runs, outcomes(db)
