@@ -8,7 +8,10 @@ docs/img/inbox-messages.png for docs/dashboard.md.
 
 from __future__ import annotations
 
+import json
 import re
+import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -158,3 +161,44 @@ def test_inbox_draws_kakao_and_text_messages_as_bubbles(
     everything = page.locator("main").inner_text()
     assert everything.count("+82 10-****-5678") == 4 and "1234-5678" not in everything
     screenshot(page, "inbox-messages")
+
+
+def _age_sms_consent(magpie: Magpie, days: int) -> int:
+    """Make the user's SMS marketing consent ``days`` old, straight in the store; returns that time."""
+    at = int(time.time() * 1000) - days * 86_400_000
+    db = sqlite3.connect(magpie.server.data_dir / "magpie.db", timeout=30)
+    try:
+        (raw,) = db.execute("SELECT crm FROM profiles WHERE kind = 'u' AND ident = ?", (USER,)).fetchone()
+        crm = json.loads(raw)
+        crm["sms"]["marketing"].update({"changedAt": at, "updatedAt": at})
+        with db:
+            db.execute("UPDATE profiles SET crm = ? WHERE kind = 'u' AND ident = ?", (json.dumps(crm), USER))
+    finally:
+        db.close()
+    return at
+
+
+def test_consent_page_lists_users_due_for_the_two_year_notice_and_sends_it(
+    magpie: Magpie, sent: dict[str, dict[str, Any]], page: Any
+) -> None:
+    assert sent  # the user, her number and consents exist
+    magpie.sign_in(page, "/dashboard/development/consent?channel=sms")
+    assert "Nobody is due." in page.locator("table").inner_text()  # consented today
+
+    _age_sms_consent(magpie, 800)
+    page.reload()
+    row = page.locator("tbody tr", has_text=USER)
+    assert "sms" in row.inner_text() and row.locator(".badge", has_text="overdue").is_visible()
+    assert "1 due" in page.locator("main").inner_text()
+    # Only ACTIVE informational campaigns are offered: the LMS notice (14), not the marketing SMS (12).
+    offered = page.get_by_label("Campaign").locator("option").all_inner_texts()
+    assert any(o.startswith("#14 ") for o in offered) and not any(o.startswith("#12 ") for o in offered), offered
+    page.get_by_label("Campaign").select_option("14")
+    page.get_by_role("button", name="Send to 1 due").click()
+    page.wait_for_load_state()
+    notice = page.get_by_role("status").filter(has_text="Notice sent")
+    assert "1 recipient in 1 dispatch" in notice.inner_text()
+    dispatch_id = notice.locator("a").get_attribute("href").rsplit("/", 1)[1]  # type: ignore[union-attr]
+    assert magpie.settle(dispatch_id, "sms")["counts"].get("SENT") == 1
+    assert page.get_by_label("Channel").input_value() == "sms"  # the page keeps the chosen channel
+    screenshot(page, "dashboard-consent")

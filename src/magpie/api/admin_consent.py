@@ -42,11 +42,13 @@ def _within(raw: object) -> int:
     return days * _DAY_MS
 
 
-async def due_report(ctx: Context, request: Request) -> Any:
-    """Users whose marketing consent is due for the two-year re-confirmation notice (``channel``, ``withinDays``)."""
-    env_id = await _env_id(ctx, request)
-    channels = _channels(request.query_params.get("channel"))
-    within = _within(request.query_params.get("withinDays"))
+async def due(ctx: Context, *, env_id: int, channel: object, within_days: object) -> dict[str, Any]:
+    """Users whose marketing consent is due for the two-year notice: ``{"due": [...], "count": n}``.
+
+    ``channel`` is push, kakao or sms (absent: every channel); ``within_days`` 0 to 365 (absent: 30).
+    """
+    channels = _channels(channel)
+    within = _within(within_days)
     now = int(time.time() * 1000)
     users = await ctx.read(
         lambda conn: reconfirmations_due(
@@ -54,6 +56,13 @@ async def due_report(ctx: Context, request: Request) -> Any:
         )
     )
     return {"due": users, "count": len(users)}
+
+
+async def due_report(ctx: Context, request: Request) -> Any:
+    """Users whose marketing consent is due for the two-year re-confirmation notice (``channel``, ``withinDays``)."""
+    env_id = await _env_id(ctx, request)
+    query = request.query_params
+    return await due(ctx, env_id=env_id, channel=query.get("channel"), within_days=query.get("withinDays"))
 
 
 def _iso(ms: int) -> str:
@@ -66,7 +75,20 @@ async def send_notice(ctx: Context, request: Request) -> Any:
     body = await body_json(request)
     if not isinstance(body, dict) or not isinstance(body.get("campaignKey"), int):
         raise InvalidRequest("body: {campaignKey: number, channel?: push|kakao|sms, withinDays?: number}")
-    key = int(body["campaignKey"])
+    return await notify(
+        ctx,
+        env_id=env_id,
+        key=int(body["campaignKey"]),
+        channel=body.get("channel"),
+        within_days=body.get("withinDays"),
+    )
+
+
+async def notify(ctx: Context, *, env_id: int, key: int, channel: object, within_days: object) -> dict[str, Any]:
+    """Trigger campaign ``key`` for every user due (50 per dispatch): ``{"recipients": n, "dispatchIds": [...]}``.
+
+    The campaign must be ACTIVE and informational; ``channel`` defaults to the campaign's.
+    """
     campaign = await ctx.read(lambda conn: CampaignCache().load(conn, ctx.db, env_id=env_id, key=key))
     if campaign is None:
         raise CampaignNotFound(channel=None)
@@ -74,14 +96,7 @@ async def send_notice(ctx: Context, request: Request) -> Any:
         raise InvalidRequest(f"campaign {key} is {campaign.status}: the notice is sent through an ACTIVE campaign")
     if campaign.is_marketing:
         raise InvalidRequest("the re-confirmation notice is informational: use a campaign with purpose INFORMATION")
-    channels = _channels(body.get("channel", campaign.channel))
-    within = _within(body.get("withinDays"))
-    now = int(time.time() * 1000)
-    due = await ctx.read(
-        lambda conn: reconfirmations_due(
-            conn, ctx.db, env_id=env_id, channels=channels, now_ms=now, within_ms=within, limit=MAX_REPORT
-        )
-    )
+    report = await due(ctx, env_id=env_id, channel=channel or campaign.channel, within_days=within_days)
     users = [
         {
             "userId": d["userId"],
@@ -91,7 +106,7 @@ async def send_notice(ctx: Context, request: Request) -> Any:
                 "dueAt": _iso(int(d["dueAt"])),
             },
         }
-        for d in due
+        for d in report["due"]
     ]
     dispatch_ids: list[str] = []
     for start in range(0, len(users), 50):

@@ -25,7 +25,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from magpie.api import views
+from magpie.api import admin_consent, views
 from magpie.api.context import Context
 from magpie.api.failures import failure
 from magpie.dashboard import present
@@ -53,6 +53,7 @@ _HERE = Path(__file__).parent
 _RANGES = {"24h": 1, "7d": 7, "30d": 30, "90d": 90}
 _OUTCOMES = ("SENT", "FAILED", "UNKNOWN", "EXCLUDED", "PENDING")
 _PAGE_SIZE = 20
+_DUE_SHOWN = 200  # rows of the re-confirmation report drawn; the count says how many in all
 _SECURITY_HEADERS = {
     "content-security-policy": (
         "default-src 'self'; img-src 'self' data: https: http:; style-src 'self'; script-src 'self'; "
@@ -424,6 +425,45 @@ class Dashboard:
         )
         return self.render("inbox.html", view=view, messages=messages, who=who)
 
+    # -- the two-year consent re-confirmation ----------------------------------------------------
+
+    async def consent(self, view: View, *, sent: dict[str, Any] | None = None) -> Response:
+        # After sending, the form's choices (the page was posted, not asked with a query).
+        query = view.request.state.form if sent is not None else view.request.query_params
+        channel, within = query.get("channel", ""), query.get("withinDays", "") or "30"
+        report = await admin_consent.due(self.ctx, env_id=view.env.id, channel=channel, within_days=within)
+
+        def notices(conn: Any) -> list[dict[str, Any]]:
+            """ACTIVE informational campaigns: what the notice can be sent through."""
+            found = []
+            for row in campaigns.list_campaigns(conn, self.ctx.db, env_id=view.env.id):
+                campaign = parse_campaign(row.definition)
+                if campaign.status == "ACTIVE" and not campaign.is_marketing:
+                    found.append({"key": campaign.key, "name": campaign.name, "channel": campaign.channel})
+            return found
+
+        return self.render(
+            "consent.html",
+            view=view,
+            due=report["due"][:_DUE_SHOWN],
+            count=report["count"],
+            channel=channel,
+            within=within,
+            notices=await view.read(notices),
+            sent=sent,
+        )
+
+    async def consent_send(self, view: View) -> Response:
+        form = view.request.state.form
+        sent = await admin_consent.notify(
+            self.ctx,
+            env_id=view.env.id,
+            key=_int_param(form.get("campaign", ""), "campaign"),
+            channel=form.get("channel") or None,
+            within_days=form.get("withinDays") or None,
+        )
+        return await self.consent(view, sent=sent)
+
     # -- keys ------------------------------------------------------------------------------------
 
     async def keys(self, view: View, *, created: str | None = None) -> Response:
@@ -477,6 +517,8 @@ class Dashboard:
                     Route(e + "/dispatches/{dispatch_id}", p(self.dispatch), methods=["GET"]),
                     Route(e + "/users", p(self.users), methods=["GET"]),
                     Route(e + "/inbox", p(self.inbox), methods=["GET"]),
+                    Route(e + "/consent", p(self.consent), methods=["GET"]),
+                    Route(e + "/consent", p(self.consent_send), methods=["POST"]),
                     Route(e + "/keys", p(self.keys), methods=["GET"]),
                     Route(e + "/keys", p(self.key_create), methods=["POST"]),
                     Route(e + "/keys/{prefix}/revoke", p(self.key_revoke_confirm), methods=["GET"]),
