@@ -4,6 +4,9 @@ the admin API with its token, waiting for the in-process worker, and signing a p
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -61,3 +64,14 @@ class Magpie:
         page.get_by_label("Admin token").fill(self.token)
         page.get_by_role("button", name="Sign in").click()
         page.wait_for_load_state()
+
+
+@contextmanager
+def served(data_dir: Path) -> Iterator[Magpie]:
+    """A first start of ``magpie serve`` on ``data_dir`` (demo environment, key and token), stopped after."""
+    with ServerProcess(data_dir=data_dir) as server:
+        instance = Magpie(server)
+        try:
+            yield instance
+        finally:
+            instance.http.close()

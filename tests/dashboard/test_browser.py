@@ -17,9 +17,8 @@ import pytest
 
 from tests.api.test_seeds import SEED_PHONE, SEED_PROPERTIES, SEED_PUSH
 from tests.chromium import screenshot
-from tests.dashboard.served import Magpie
+from tests.dashboard.served import Magpie, served
 from tests.dispatch.test_trigger import SEED_TRIGGER
-from tests.support import ServerProcess
 
 pytestmark = pytest.mark.browser
 
@@ -28,11 +27,8 @@ SEED_USER = "eb24b2d8-21a3-4e95-b801-626ba0904e01"
 
 @pytest.fixture(scope="module")
 def magpie(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Magpie]:
-    data = tmp_path_factory.mktemp("dashboard") / "data"
-    with ServerProcess(data_dir=data) as server:
-        instance = Magpie(server)
+    with served(tmp_path_factory.mktemp("dashboard") / "data") as instance:
         yield instance
-        instance.http.close()
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 
 from tests.chromium import screenshot
-from tests.dashboard.served import Magpie
-from tests.support import ServerProcess
+from tests.dashboard.served import Magpie, served
 
 pytestmark = pytest.mark.browser
 
@@ -89,11 +88,8 @@ def daytime_zone() -> str:
 
 @pytest.fixture(scope="module")
 def magpie(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Magpie]:
-    data = tmp_path_factory.mktemp("inbox") / "data"
-    with ServerProcess(data_dir=data) as server:
-        instance = Magpie(server)
+    with served(tmp_path_factory.mktemp("inbox") / "data") as instance:
         yield instance
-        instance.http.close()
 
 
 @pytest.fixture(scope="module")

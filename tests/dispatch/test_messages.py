@@ -572,18 +572,9 @@ def test_brand_message_through_solapi_is_a_free_form_bms(client: AppClient, env:
 def test_gateway_retry_after_an_unanswered_batch_sends_nobody_twice(
     client: AppClient, env: Env, nhn: FakeNhn, solapi: FakeSolapi
 ) -> None:
-    setup(
-        client,
-        env,
-        {"kakaoGateway": "nhn", "smsGateway": "solapi", "providers": {"nhn": nhn.config(), "solapi": solapi.config()}},
-        alimtalk(),
-        sms(purpose="INFORMATION"),
-    )
-    for i in range(5):
-        user(client, env, f"u{i}", phone=f"010-7777-000{i}")
+    users = _two_gateways(client, env, nhn, solapi, 5)
     nhn.drop_after_accept = 1
     solapi.drop_after_accept = 1
-    users = [{"userId": f"u{i}", "apiProperties": {"orderNo": f"A-{i}"}} for i in range(5)]
     kakao = send(client, env, "kakao", 10, users)
     text = send(client, env, "sms", 12, users)
     run(client)
