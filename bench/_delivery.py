@@ -8,6 +8,7 @@ workers, the rounds and the clean-up the same way for all of them.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -17,8 +18,10 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from bench._harness import PYTHON, ROOT, rounds
+from magpie.store.crypto import hash_secret
 from magpie.store.db import Database
-from magpie.store.writer import GroupCommitWriter
+from magpie.store.dispatches import AcceptTrigger
+from magpie.store.writer import FnJob, GroupCommitWriter
 
 B = TypeVar("B")
 
@@ -31,6 +34,32 @@ class Round(Generic[B]):
     baseline: B
     rate: float
     dispatch_ids: list[str]
+
+
+def accept_all(
+    writer: GroupCommitWriter, *, key: str, env_id: int, users: int, round_no: int, channel: str = "push"
+) -> list[str]:
+    """Accept ``users`` recipients of campaign 1 as Hackle's trigger would, 50 per dispatch; returns their ids.
+
+    All dispatches of the round commit in one transaction: the round's clock starts at that commit.
+    """
+    jobs = []
+    for start_at in range(0, users, 50):
+        batch = [
+            {"userId": f"user-{i}", "apiProperties": {"productNumber": str(i)}} for i in range(start_at, start_at + 50)
+        ]
+        jobs.append(
+            AcceptTrigger(
+                key_hash=hash_secret(key),
+                env_id=env_id,
+                campaign_key=1,
+                users=json.dumps(batch),
+                requested=len(batch),
+                idempotency_key=f"bench-{round_no}-{start_at}",
+                channel=channel,
+            )
+        )
+    return [dispatch_id for dispatch_id, _ in writer.run_sync(FnJob(lambda tx: [job.run(tx) for job in jobs]))]
 
 
 def start_workers(data: Path, processes: int, env: dict[str, str]) -> list[subprocess.Popen[bytes]]:

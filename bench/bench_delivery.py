@@ -27,16 +27,13 @@ import aiohttp
 import httpx
 import jwt
 
-from bench._delivery import Round, run_rounds
+from bench._delivery import Round, accept_all, run_rounds
 from bench._harness import PYTHON, ROOT, Report, median, workdir
 from magpie.domain.environment import parse_settings
 from magpie.providers.base import PushMessage
 from magpie.providers.fcm import FcmProvider
 from magpie.store import accounts, campaigns
-from magpie.store.crypto import hash_secret
 from magpie.store.db import Database
-from magpie.store.dispatches import AcceptTrigger
-from magpie.store.writer import FnJob, GroupCommitWriter
 
 RECIPIENTS = int(os.environ.get("BENCH_RECIPIENTS", "10000"))
 CONCURRENCY = 64
@@ -171,26 +168,6 @@ def _seed(db: Database, env_id: int, users: int) -> None:
         )
 
 
-def _accept_all(writer: GroupCommitWriter, key: str, env_id: int, users: int, round_no: int) -> list[str]:
-    jobs = []
-    for start_at in range(0, users, 50):
-        batch = [
-            {"userId": f"user-{i}", "apiProperties": {"productNumber": str(i)}} for i in range(start_at, start_at + 50)
-        ]
-        jobs.append(
-            AcceptTrigger(
-                key_hash=hash_secret(key),
-                env_id=env_id,
-                campaign_key=1,
-                users=json.dumps(batch),
-                requested=len(batch),
-                idempotency_key=f"bench-{round_no}-{start_at}",
-            )
-        )
-    # All dispatches of the round in one transaction: the clock starts at its commit.
-    return [dispatch_id for dispatch_id, _ in writer.run_sync(FnJob(lambda tx: [job.run(tx) for job in jobs]))]
-
-
 def main() -> Report:
     with workdir("delivery") as tmp:
         fake = start_fake(tmp)
@@ -264,7 +241,9 @@ def main() -> Report:
                 recipients=RECIPIENTS,
                 received=fake.delivered,
                 baseline=baseline,
-                accept=lambda writer, round_no: _accept_all(writer, key, env.id, RECIPIENTS, round_no),
+                accept=lambda writer, round_no: accept_all(
+                    writer, key=key, env_id=env.id, users=RECIPIENTS, round_no=round_no
+                ),
                 report=report,
             )
         finally:

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from bench._delivery import Round, run_rounds
+from bench._delivery import Round, accept_all, run_rounds
 from bench._harness import (
     PYTHON,
     ROOT,
@@ -44,10 +44,8 @@ from magpie.providers.base import PhoneGateway, PhoneMessage
 from magpie.providers.nhn import NhnGateway
 from magpie.providers.solapi import SolapiGateway
 from magpie.store import accounts, campaigns
-from magpie.store.crypto import Cipher, hash_secret
+from magpie.store.crypto import Cipher
 from magpie.store.db import Database
-from magpie.store.dispatches import AcceptTrigger
-from magpie.store.writer import FnJob, GroupCommitWriter
 
 RECIPIENTS = int(os.environ.get("BENCH_MESSAGES", "5000"))
 WORKER_PROCESSES = int(os.environ.get("BENCH_WORKERS", "1"))
@@ -227,24 +225,6 @@ def _seed(db: Database, cipher: Cipher, env_id: int, users: int) -> None:
         )
 
 
-def _accept_all(writer: GroupCommitWriter, key: str, env_id: int, channel: str, round_no: int) -> list[str]:
-    jobs = []
-    for start in range(0, RECIPIENTS, 50):
-        batch = [{"userId": f"user-{i}", "apiProperties": {"productNumber": str(i)}} for i in range(start, start + 50)]
-        jobs.append(
-            AcceptTrigger(
-                key_hash=hash_secret(key),
-                env_id=env_id,
-                campaign_key=1,
-                users=json.dumps(batch),
-                requested=len(batch),
-                idempotency_key=f"bench-{round_no}-{start}",
-                channel=channel,
-            )
-        )
-    return [dispatch_id for dispatch_id, _ in writer.run_sync(FnJob(lambda tx: [job.run(tx) for job in jobs]))]
-
-
 def delivery(gateway: str) -> Report:
     channel = "kakao" if gateway == "nhn" else "sms"
     with workdir(f"delivery-{gateway}") as tmp:
@@ -295,7 +275,9 @@ def delivery(gateway: str) -> Report:
                 recipients=RECIPIENTS,
                 received=fake.accepted,
                 baseline=lambda: asyncio.run(_blast(gateway, fake.url, RECIPIENTS)),
-                accept=lambda writer, round_no: _accept_all(writer, key, env.id, channel, round_no),
+                accept=lambda writer, round_no: accept_all(
+                    writer, key=key, env_id=env.id, users=RECIPIENTS, round_no=round_no, channel=channel
+                ),
                 report=report,
                 settle_seconds=60,
             )
