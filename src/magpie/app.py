@@ -16,14 +16,14 @@ from starlette.routing import BaseRoute
 
 from magpie.api import asgi, routes
 from magpie.api.asgi import Receive, Request, Scope, Send
-from magpie.api.auth import Authenticator
+from magpie.api.auth import Authenticator, presented
 from magpie.api.context import Context
 from magpie.api.fallback import build_fallback
 from magpie.api.routes import Matcher, Route
 from magpie.config import Settings
-from magpie.dashboard.pages import dashboard_routes
+from magpie.dashboard.pages import FORM_MAX_BYTES, dashboard_routes
 from magpie.dispatch.worker import Workers
-from magpie.errors import MethodNotAllowed, NotFound, Unauthorized
+from magpie.errors import MagpieError, MethodNotAllowed, NotFound, Unauthorized
 from magpie.metrics import Metrics
 from magpie.runtime import Runtime
 from magpie.store.db import Database
@@ -137,15 +137,28 @@ class MagpieApp:
         methods += [method for method, matcher, _, _ in self.param_routes if matcher(path) is not None]
         return sorted(set(methods))
 
+    def _body_limit(self, path: str) -> int:
+        """The largest body a request to ``path`` may carry; the dashboard's forms are small."""
+        limit = self.settings.max_body_bytes
+        return min(limit, FORM_MAX_BYTES) if path.startswith("/dashboard") else limit
+
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = self.ctx
         if ctx is None:  # served without a lifespan (some test clients): start lazily
             await self.startup()
             ctx = self.ctx
             assert ctx is not None
-        found = self._find(scope["method"], scope["path"])
+        path = scope["path"]
+        found = self._find(scope["method"], path)
+        # Every route's body is read here, once, under one limit: refused while reading (before
+        # more than the limit is held), and answered in the JSON error format on every route.
+        try:
+            body = await asgi.read_body(scope, receive, self._body_limit(path))
+        except MagpieError as exc:
+            status = await asgi.send_error(send, exc, close=True)
+            self.metrics.count(found[2] if found is not None else "unmatched", status)
+            return
         if found is None:
-            path = scope["path"]
             allowed = self._other_methods(path)
             if allowed:
                 status = await asgi.send_error(
@@ -159,22 +172,22 @@ class MagpieApp:
             else:
                 assert self._fallback is not None
                 try:
-                    await self._fallback(scope, receive, send)
+                    await self._fallback(scope, asgi.replay(body, receive), asgi.no_store(send))
                 except Exception:
                     # Answered already: Starlette's catch-all handler maps (and logs) every error,
                     # then re-raises it for servers that log; it has been logged, so stop here.
                     pass
             return
         handler, params, template = found
-        client = scope.get("client")
-        address = client[0] if client else None
+        request = Request(scope, body, params)
         try:
-            ctx.auth.failures.check(address)
-            body = await asgi.read_body(scope, receive, self.settings.max_body_bytes)
-            result = await handler(ctx, Request(scope, body, params))
+            result = await handler(ctx, request)
         except Exception as exc:
             if isinstance(exc, Unauthorized):
-                ctx.auth.failures.failed(address)
+                # Only failures count, after the credential was checked: a valid key is never refused here.
+                client = scope.get("client")
+                address = client[0] if client else None
+                exc = ctx.auth.failures.failed(address=address, credential=presented(request.headers)) or exc
             self.metrics.count(template, await asgi.send_error(send, exc))
             return
         status = result[0]

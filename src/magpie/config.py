@@ -8,6 +8,7 @@ variable, default and description, and both ``Settings.from_env`` and the genera
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import typing
 from dataclasses import dataclass, replace
@@ -156,6 +157,30 @@ class Settings:
         "After start-up, move what start-up allocated out of the garbage collector's sight (shorter collections "
         "on the hot path). A program that builds many apps in one process should turn it off.",
     )
+
+    trusted_proxies: str | None = setting(
+        None,
+        "MAGPIE_TRUSTED_PROXIES",
+        "Comma-separated addresses or CIDR ranges of reverse proxies whose `X-Forwarded-For` and "
+        "`X-Forwarded-Proto` are believed (the client address the failed-authentication throttle counts). "
+        "Unset: no proxy is trusted and the connection's own address counts.",
+    )
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """``MAGPIE_TRUSTED_PROXIES`` parsed; ``ValueError`` naming the variable when it does not parse."""
+        if not self.trusted_proxies:
+            return ()
+        try:
+            return tuple(
+                ipaddress.ip_network(part.strip(), strict=False)
+                for part in self.trusted_proxies.split(",")
+                if part.strip()
+            )
+        except ValueError as exc:
+            raise ValueError(
+                f"MAGPIE_TRUSTED_PROXIES={self.trusted_proxies!r} is not a list of CIDR ranges: {exc}"
+            ) from None
 
     @property
     def database_url(self) -> str:

@@ -165,7 +165,9 @@ def test_session_post_without_csrf_is_403_and_changes_nothing(
 def test_session_keys_create_shows_the_key_once_and_revoke_rejects_it(client: AppClient, env: Env) -> None:
     cookies = _sign_in(client, env)
     csrf = _page_csrf(client, f"/dashboard/{env.name}/keys", cookies)
-    created = _send(client, "POST", f"/dashboard/{env.name}/keys", data={"csrf": csrf, "name": "ci"}, cookies=cookies)
+    posted = _send(client, "POST", f"/dashboard/{env.name}/keys", data={"csrf": csrf, "name": "ci"}, cookies=cookies)
+    assert posted.status_code == 303  # POST, then the keys page shows the new key once
+    created = _send(client, "GET", posted.headers["location"], cookies=cookies)
     key = re.search(r'value="(mgp_[^"]+)"', created.text)
     assert key is not None
     listing = _send(client, "GET", f"/dashboard/{env.name}/keys", cookies=cookies)

@@ -47,16 +47,16 @@ def admin(ctx: Context, handler: AdminHandler, *, status: int = 200) -> Callable
     """Wrap an admin handler: check the bearer token, encode the result (errors: ``magpie.api.failures``)."""
 
     async def endpoint(request: Request) -> Response:
-        address = request.client.host if request.client else None
-        ctx.auth.failures.check(address)
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            ctx.auth.failures.failed(address)
-            raise InvalidAdminToken()
-        if not await ctx.read(lambda conn: check_admin_token(conn, ctx.db, token.strip())):
-            ctx.auth.failures.failed(address)
-            raise InvalidAdminToken()
+        token = token.strip()
+        valid = scheme.lower() == "bearer" and bool(token)
+        if valid:
+            valid = await ctx.read(lambda conn: check_admin_token(conn, ctx.db, token))
+        if not valid:
+            # Counted only once the token proved wrong: a valid token is never refused for others' failures.
+            address = request.client.host if request.client else None
+            raise ctx.auth.failures.failed(address=address, credential=token) or InvalidAdminToken()
         result = await handler(ctx, request)
         if isinstance(result, Response):
             return result

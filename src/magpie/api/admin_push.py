@@ -12,7 +12,7 @@ from magpie.api import views
 from magpie.api.admin import admin, body_json
 from magpie.api.bodies import parse_int
 from magpie.api.context import Context
-from magpie.api.push import parse_time
+from magpie.api.push import parse_range
 from magpie.errors import InvalidRequest
 from magpie.store import accounts, campaigns, dispatches, stats
 
@@ -70,8 +70,7 @@ async def campaign_stats(ctx: Context, request: Request) -> Any:
     env_id = await _env_id(ctx, request)
     key = _key(request)
     now = int(time.time() * 1000)
-    since = parse_time(request.query_params.get("from"), name="from", default=now - 7 * 86_400_000)
-    until = parse_time(request.query_params.get("to"), name="to", default=now + 1)
+    since, until = parse_range(request.query_params.get("from"), request.query_params.get("to"), now=now)
     found = await ctx.read(
         lambda conn: stats.campaign_stats(conn, ctx.db, env_id=env_id, campaign_key=key, since=since, until=until)
     )

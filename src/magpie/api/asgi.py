@@ -21,7 +21,9 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-_JSON_HEADERS = [(b"content-type", b"application/json")]
+# API answers are about one client's data at one moment: no cache (a browser's, a proxy's) keeps them.
+_JSON_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+_CLOSE = [(b"connection", b"close")]
 SUCCESS = b'{"message":"success"}'
 _encode = msgspec.json.encode
 
@@ -56,7 +58,12 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The whole body, or an error: a body cut short (by a disconnect) is never handed on."""
+    """The whole body, or an error: a body cut short (by a disconnect) is never handed on.
+
+    The limit holds while reading: a ``Content-Length`` over it is refused before a byte of the
+    body is read, and a chunked body is counted as it arrives, so at most ``limit`` bytes (and
+    the server's read buffer) are ever held for a request.
+    """
     declared = -1
     for name, value in scope["headers"]:
         if name == b"content-length":
@@ -94,10 +101,41 @@ async def send_response(send: Send, status: int, body: bytes, headers: list[tupl
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_error(send: Send, exc: BaseException) -> int:
-    """Answer ``exc`` as ``failures`` maps it; returns the status sent."""
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives the body already read, then waits on the connection as before."""
+    pending = True
+
+    async def again() -> dict[str, Any]:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return again
+
+
+def no_store(send: Send) -> Send:
+    """A ``send`` that marks JSON answers ``Cache-Control: no-store`` unless they say otherwise."""
+
+    async def sending(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            names = {bytes(name).lower(): bytes(value) for name, value in headers}
+            if b"cache-control" not in names and names.get(b"content-type", b"").startswith(b"application/json"):
+                message["headers"] = [*headers, (b"cache-control", b"no-store")]
+        await send(message)
+
+    return sending
+
+
+async def send_error(send: Send, exc: BaseException, *, close: bool = False) -> int:
+    """Answer ``exc`` as ``failures`` maps it; returns the status sent.
+
+    ``close`` ends the connection after the answer: the rest of a refused body is never read.
+    """
     answer = failure(exc)
-    await send_response(send, answer.status, answer.body, list(answer.headers))
+    await send_response(send, answer.status, answer.body, [*answer.headers, *(_CLOSE if close else ())])
     return answer.status
 
 

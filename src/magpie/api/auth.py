@@ -128,48 +128,70 @@ class Authenticator:
         bucket.tokens -= 1.0
 
 
-class FailedAuthThrottle:
-    """Failed authentications per client address, as a token bucket: guessing keys gets a 429.
+def presented(headers: dict[bytes, bytes]) -> str:
+    """The credential a request carries (an API or SDK key, or a bearer token), or ``""``."""
+    raw = headers.get(API_KEY_HEADER) or headers.get(SDK_KEY_HEADER)
+    if raw is None:
+        scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+        raw = token if scheme.lower() == b"bearer" else b""
+    return raw.decode("latin-1").strip()
 
-    Each failure takes a token; tokens come back at ``rate`` a second up to ``4 * rate``. An
-    address without tokens is answered ``429 RATE_LIMITED`` on every authenticated request,
-    right key or not, until it has one again. ``rate`` 0 turns the throttle off.
+
+class FailedAuthThrottle:
+    """Failed authentications per client address and per credential prefix, as token buckets.
+
+    Only failures are throttled: a request is authenticated first, and one whose key or token
+    is valid is served whatever other clients sent before it (from the same address, behind the
+    same proxy or NAT, or with credentials sharing its prefix). Each failure takes a token from
+    the bucket of its address and from that of its credential's prefix (the first 12 characters,
+    what listings show); tokens come back at ``rate`` a second up to ``4 * rate``. A failure
+    while either bucket is empty is answered ``429 RATE_LIMITED`` with ``Retry-After`` instead
+    of ``401``. ``rate`` 0 turns the throttle off.
 
     >>> throttle = FailedAuthThrottle(rate=1.0, clock=lambda: 0.0)
-    >>> for _ in range(4): throttle.failed("10.0.0.1")
-    >>> throttle.check("10.0.0.2")  # other addresses are not affected
+    >>> [throttle.failed(address="10.0.0.1", credential="mgp_guess") is None for _ in range(5)]
+    [True, True, True, True, False]
+    >>> throttle.failed(address="10.0.0.2", credential="mgp_other") is None  # another address, another prefix
+    True
+    >>> throttle.failed(address="10.0.0.3", credential="mgp_guess") is None  # the prefix is out of tokens
+    False
     """
+
+    PREFIX = 12
 
     def __init__(self, *, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
         self.burst = 4.0 * rate
         self.clock = clock
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
 
-    def _refilled(self, address: str) -> _Bucket | None:
-        bucket = self._buckets.get(address)
-        if bucket is not None:
-            now = self.clock()
-            bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
-            bucket.stamp = now
-        return bucket
-
-    def check(self, address: str | None) -> None:
-        if not self._buckets or address is None:
-            return  # the hot path: nobody failed lately
-        bucket = self._refilled(address)
-        if bucket is not None and bucket.tokens < 1.0:
-            wait = (1.0 - bucket.tokens) / self.rate
-            raise RateLimited(
-                "too many failed authentications from this address", retry_after=max(1, int(wait + 0.999))
-            )
-
-    def failed(self, address: str | None) -> None:
-        if self.rate <= 0 or address is None:
-            return
-        bucket = self._refilled(address)
+    def _bucket(self, kind: str, value: str, now: float) -> _Bucket:
+        bucket = self._buckets.get((kind, value))
         if bucket is None:
             if len(self._buckets) > 10_000:
                 self._buckets.clear()
-            bucket = self._buckets[address] = _Bucket(self.burst, self.clock())
-        bucket.tokens -= 1.0
+            bucket = self._buckets[(kind, value)] = _Bucket(self.burst, now)
+        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
+        bucket.stamp = now
+        return bucket
+
+    def failed(self, *, address: str | None, credential: str = "") -> RateLimited | None:
+        """Count one failed authentication: the error to answer instead of 401 when over the budget."""
+        if self.rate <= 0:
+            return None
+        now = self.clock()
+        buckets = []
+        if address:
+            buckets.append(("address", self._bucket("address", address, now)))
+        if credential:
+            buckets.append(("credential prefix", self._bucket("prefix", credential[: self.PREFIX], now)))
+        for what, bucket in buckets:
+            if bucket.tokens < 1.0:
+                wait = (1.0 - bucket.tokens) / self.rate
+                return RateLimited(
+                    f"too many failed authentications from this {what}; retry later",
+                    retry_after=max(1, int(wait + 0.999)),
+                )
+        for _, bucket in buckets:
+            bucket.tokens -= 1.0
+        return None

@@ -23,7 +23,7 @@ _ERRORS = {
 }
 _TIME = {"type": "integer", "description": "epoch milliseconds"}
 _OBJECT: dict[str, Any] = {"type": "object"}
-_ENV_NAME = {"type": "string", "pattern": "^[a-z0-9_-]{1,64}$"}
+_ENV_NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$"}
 _ENVIRONMENT = {
     "type": "object",
     "required": ["id", "name", "timezone", "settings", "created_at"],

@@ -109,6 +109,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 (
                     STATUS_LINE[exc.status],
                     b"content-type: application/json\r\n",
+                    b"cache-control: no-store\r\n",
                     b"content-length: " + str(len(body)).encode() + b"\r\n",
                     b"connection: close\r\n\r\n",
                     body,
@@ -144,4 +145,13 @@ def server_options(settings: Settings) -> dict[str, Any]:
             "max_connections": settings.max_connections,
         },
     )
-    return {"http": protocol, "loop": "uvloop", "timeout_keep_alive": 5}
+    # X-Forwarded-For names the client only when a configured proxy sent it; by default no one is
+    # trusted (uvicorn's own default trusts loopback, so anything on the host could pick its address).
+    proxies = settings.trusted_proxy_networks
+    return {
+        "http": protocol,
+        "loop": "uvloop",
+        "timeout_keep_alive": 5,
+        "proxy_headers": bool(proxies),
+        "forwarded_allow_ips": [str(network) for network in proxies] or None,
+    }

@@ -160,6 +160,15 @@ def parse_time(value: str | None, *, name: str, default: int) -> int:
         raise InvalidRequest(f"{name} must be epoch milliseconds or an ISO-8601 time") from exc
 
 
+def parse_range(since: str | None, until: str | None, *, now: int) -> tuple[int, int]:
+    """``[from, to)`` of a statistics request (default: the last 7 days); ``to`` must come after ``from``."""
+    start = parse_time(since, name="from", default=now - 7 * 86_400_000)
+    end = parse_time(until, name="to", default=now + 1)
+    if end <= start:
+        raise InvalidRequest("to must be after from")
+    return start, end
+
+
 async def get_campaign_stats(ctx: Context, request: Request) -> Response:
     """Campaign statistics over a time range: requested, sent, failed, excluded by reason, clicks, CTR."""
     return await show_campaign_stats(ctx, request, channel="push")
@@ -171,10 +180,7 @@ async def show_campaign_stats(ctx: Context, request: Request, *, channel: str) -
     campaign_key = parse_int(request.path_params["campaign_key"], name="the campaign key", default=0)
     now = int(time.time() * 1000)
     query = request.query
-    since = parse_time(query.get("from"), name="from", default=now - 7 * 86_400_000)
-    until = parse_time(query.get("to"), name="to", default=now + 1)
-    if until <= since:
-        raise InvalidRequest("to must be after from")
+    since, until = parse_range(query.get("from"), query.get("to"), now=now)
     stats = await ctx.read(
         lambda conn: campaign_stats(
             conn, ctx.db, env_id=env_id, campaign_key=campaign_key, since=since, until=until, channel=channel

@@ -1,12 +1,17 @@
 """The dashboard under ``/dashboard``: server-rendered pages over the admin API's data.
 
 Every page needs a session (see ``magpie.dashboard.session``); every state-changing form is a
-POST carrying the session's CSRF token. Pages read through ``Context.read`` (one read
-transaction on a reader thread); statistics come from the hourly counts in ``store.stats``.
+POST carrying a form token of its session, and answers with a redirect (303) to a page to GET:
+a form sent twice (a double click, a reload, the back button) acts once and leads to the same
+page. Pages read through ``Context.read`` (one read transaction on a reader thread); statistics
+come from the hourly counts in ``store.stats``.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -44,7 +49,7 @@ from magpie.domain import delivery
 from magpie.domain.campaigns import parse_campaign
 from magpie.domain.environment import effective
 from magpie.domain.identity import DEVICE, USER
-from magpie.errors import Forbidden, InvalidRequest, NotFound
+from magpie.errors import Forbidden, InvalidRequest, MagpieError, NotFound
 from magpie.store import accounts, browse, campaigns, dispatches, events, profiles, stats
 from magpie.store.crypto import hash_secret
 
@@ -53,10 +58,14 @@ _HERE = Path(__file__).parent
 _RANGES = {"24h": 1, "7d": 7, "30d": 30, "90d": 90}
 _OUTCOMES = ("SENT", "FAILED", "UNKNOWN", "EXCLUDED", "PENDING")
 _PAGE_SIZE = 20
+_FIRST_DAY, _LAST_DAY = date(1970, 1, 2), date(9999, 12, 30)
 _DUE_SHOWN = 200  # rows of the re-confirmation report drawn; the count says how many in all
+# The largest form the dashboard accepts, enforced while reading like every body limit (``MagpieApp``).
+FORM_MAX_BYTES = 64 * 1024
+# Campaign images are previewed from their https URLs (see docs/security.md); plain http is not loaded.
 _SECURITY_HEADERS = {
     "content-security-policy": (
-        "default-src 'self'; img-src 'self' data: https: http:; style-src 'self'; script-src 'self'; "
+        "default-src 'self'; img-src 'self' data: https:; style-src 'self'; script-src 'self'; "
         "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
     ),
     "x-content-type-options": "nosniff",
@@ -75,6 +84,9 @@ class View:
     environments: list[accounts.Environment]
     env: accounts.Environment
     now_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    # A POST's form, as claimed (``accounts.claim_form``), and what its result page shows once.
+    form_key: str | None = None
+    result: dict[str, Any] | None = None
 
     @property
     def zone(self) -> str:
@@ -87,6 +99,10 @@ class View:
 
     async def read(self, fn: Callable[[Any], Any]) -> Any:
         return await self.ctx.read(fn)
+
+    def done_url(self, path: str = "", **query: Any) -> str:
+        """The page a POST redirects to when it has something to show once (``Dashboard.shown``)."""
+        return self.url(path, **query, done=self.form_key)
 
 
 PageHandler = Callable[[View], Awaitable[Response]]
@@ -131,17 +147,55 @@ class Dashboard:
         if session is None:
             return None
         live = await self.ctx.read(
-            lambda conn: self.ctx.db.fetchone(
-                conn, "SELECT 1 FROM admin_tokens WHERE token_hash = ? AND revoked_at IS NULL", (session.token_hash,)
-            )
+            lambda conn: accounts.session_live(conn, self.ctx.db, session_id=session.id, token_hash=session.token_hash)
         )
         return session if live else None
+
+    async def shown(self, view: View) -> dict[str, Any] | None:
+        """What the POST that redirected here left to show (``done=``), once, for this session only."""
+        form_key = view.request.query_params.get("done", "")
+        if not form_key:
+            return None
+        sealed = await _in_thread(
+            self.ctx,
+            lambda: accounts.take_form_payload(self.ctx.db, session_id=view.session.id, form_key=form_key[:64]),
+        )
+        if sealed is None:
+            return None
+        found: dict[str, Any] = msgspec.json.decode(self.ctx.cipher.decrypt(base64.b64decode(sealed)))
+        return found
+
+    async def _claim(self, request: Request, session: Session, form_id: str) -> str | None:
+        """Claim a POST's form: its key, or ``None`` when the form was sent before (answered already)."""
+        form_key = hashlib.sha256(f"{session.id}\0{form_id}\0{request.url.path}".encode()).hexdigest()
+        earlier = await _in_thread(
+            self.ctx, lambda: accounts.claim_form(self.ctx.db, session_id=session.id, form_key=form_key)
+        )
+        if earlier is not None:
+            request.state.earlier = earlier
+            return None
+        return form_key
+
+    async def _finish(self, view: View, response: Response | None) -> None:
+        """Record where a POST led (a second send of its form goes there); a refused POST did nothing."""
+        form_key = view.form_key
+        if form_key is None:
+            return
+        location = response.headers.get("location") if response is not None else None
+        sealed = None
+        if view.result is not None and location is not None:
+            sealed = base64.b64encode(self.ctx.cipher.encrypt(msgspec.json.encode(view.result).decode())).decode()
+        await _in_thread(
+            self.ctx,
+            lambda: accounts.finish_form(self.ctx.db, form_key=form_key, location=location, payload=sealed),
+        )
 
     def page(self, handler: PageHandler) -> Callable[[Request], Awaitable[Response]]:
         """Wrap a handler: require a session, resolve the environment, check CSRF on POST, map errors."""
 
         async def endpoint(request: Request) -> Response:
             view: View | None = None
+            form_key: str | None = None
             try:
                 session = await self._session(request)
                 if session is None:
@@ -149,9 +203,15 @@ class Dashboard:
                     return RedirectResponse(f"/dashboard/login?next={quote(target)}", status_code=303)
                 if request.method == "POST":
                     form = await _form(request)
-                    if not session.csrf_ok(form.get("csrf")):
+                    form_id = session.form_id(form.get("csrf"))
+                    if form_id is None:
                         raise Forbidden()
                     request.state.form = form
+                    form_key = await self._claim(request, session, form_id)
+                    if form_key is None:  # sent before: nothing again, to where the first send led
+                        env_name = request.path_params.get("env")
+                        back = request.state.earlier or (f"/dashboard/{env_name}/" if env_name else "/dashboard/")
+                        return RedirectResponse(back, status_code=303)
                 environments = await self.ctx.read(lambda conn: _environments(conn, self.ctx))
                 if not environments:
                     raise NotFound("there is no environment yet: create one with `magpie env create`")
@@ -159,9 +219,25 @@ class Dashboard:
                 chosen = next((e for e in environments if e.name == name), None) if name else environments[0]
                 if chosen is None:
                     raise NotFound(f"no environment named '{name}'")
-                view = View(request=request, ctx=self.ctx, session=session, environments=environments, env=chosen)
-                return await handler(view)
+                view = View(
+                    request=request,
+                    ctx=self.ctx,
+                    session=session,
+                    environments=environments,
+                    env=chosen,
+                    form_key=form_key,
+                )
+                response = await handler(view)
+                if view.form_key is not None:
+                    await self._finish(view, response)
+                return response
             except Exception as exc:
+                if form_key is not None and isinstance(exc, MagpieError) and exc.status < 500:
+                    # Refused before acting (not found, invalid, conflict): the form may be sent again.
+                    await _in_thread(
+                        self.ctx,
+                        lambda: accounts.finish_form(self.ctx.db, form_key=form_key, location=None, payload=None),
+                    )
                 return self.error_page(exc, view)
 
         return endpoint
@@ -169,7 +245,7 @@ class Dashboard:
     # -- sign in and out -------------------------------------------------------------------------
 
     async def login_form(self, request: Request) -> Response:
-        nonce = hash_secret(str(time.time_ns()))[:24]
+        nonce = secrets.token_urlsafe(18)
         response = self.render("login.html", csrf=nonce, next=_safe_next(request.query_params.get("next")), error=None)
         response.set_cookie(
             LOGIN_COOKIE,
@@ -196,22 +272,38 @@ class Dashboard:
                 )
             )
         if row is None:
+            # Throttled like every failed authentication; a valid token is never refused for others' failures.
+            address = request.client.host if request.client else None
+            limited = self.ctx.auth.failures.failed(address=address, credential=token)
+            if limited is not None:
+                return self.render(
+                    "login.html",
+                    status_code=limited.status,
+                    csrf=pre["n"],
+                    next=next_url,
+                    error=f"Too many failed sign-ins; try again in {limited.retry_after} s.",
+                )
             response = self.render(
                 "login.html", status_code=401, csrf=pre["n"], next=next_url, error="That admin token is not valid."
             )
             return response
         actor = f"{row[0] or 'admin'} ({row[1]}…)"
+        token_hash = hash_secret(token)
+        session_id = await _in_thread(
+            self.ctx, lambda: accounts.start_session(self.ctx.db, token_hash=token_hash, seconds=SESSION_SECONDS)
+        )
         redirect = RedirectResponse(next_url, status_code=303)
         secure = request.url.scheme == "https"
         redirect.set_cookie(
             SESSION_COOKIE,
-            new_session_cookie(self.signer, token_hash=hash_secret(token), actor=actor),
+            new_session_cookie(self.signer, session_id=session_id, token_hash=token_hash, actor=actor),
             **cookie_flags(secure=secure, max_age=SESSION_SECONDS),
         )
         redirect.delete_cookie(LOGIN_COOKIE, path="/dashboard")
         return redirect
 
     async def logout(self, view: View) -> Response:
+        await _in_thread(self.ctx, lambda: accounts.end_session(self.ctx.db, session_id=view.session.id))
         response = RedirectResponse("/dashboard/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/dashboard")
         return response
@@ -341,6 +433,7 @@ class Dashboard:
         definition = await view.read(
             lambda conn: views.campaign(campaigns.get_campaign(conn, self.ctx.db, env_id=view.env.id, key=key))
         )
+        campaigns.check_status_change(current=definition["status"], key=key)
         return self.render("confirm_status.html", view=view, c=definition, to=target)
 
     async def status_change(self, view: View) -> Response:
@@ -427,9 +520,9 @@ class Dashboard:
 
     # -- the two-year consent re-confirmation ----------------------------------------------------
 
-    async def consent(self, view: View, *, sent: dict[str, Any] | None = None) -> Response:
-        # After sending, the form's choices (the page was posted, not asked with a query).
-        query = view.request.state.form if sent is not None else view.request.query_params
+    async def consent(self, view: View) -> Response:
+        sent = await self.shown(view)  # after sending: what was sent, once
+        query = view.request.query_params
         channel, within = query.get("channel", ""), query.get("withinDays", "") or "30"
         report = await admin_consent.due(self.ctx, env_id=view.env.id, channel=channel, within_days=within)
 
@@ -462,20 +555,26 @@ class Dashboard:
             channel=form.get("channel") or None,
             within_days=form.get("withinDays") or None,
         )
-        return await self.consent(view, sent=sent)
+        view.result = sent
+        return RedirectResponse(
+            view.done_url("/consent", channel=form.get("channel", ""), withinDays=form.get("withinDays", "")),
+            status_code=303,
+        )
 
     # -- keys ------------------------------------------------------------------------------------
 
-    async def keys(self, view: View, *, created: str | None = None) -> Response:
+    async def keys(self, view: View) -> Response:
+        shown = await self.shown(view)  # after creating a key: the key, once
         keys = await _in_thread(self.ctx, lambda: accounts.list_api_keys(self.ctx.db, environment=view.env.name))
-        return self.render("keys.html", view=view, keys=keys, created=created)
+        return self.render("keys.html", view=view, keys=keys, created=shown.get("key") if shown else None)
 
     async def key_create(self, view: View) -> Response:
         name = view.request.state.form.get("name", "").strip()[:128]
         key, _ = await _in_thread(
             self.ctx, lambda: accounts.create_api_key(self.ctx.db, environment=view.env.name, name=name)
         )
-        return await self.keys(view, created=key)
+        view.result = {"key": key}  # shown once by the page redirected to, kept encrypted until then
+        return RedirectResponse(view.done_url("/keys"), status_code=303)
 
     async def key_revoke_confirm(self, view: View) -> Response:
         prefix = view.request.path_params["prefix"]
@@ -540,10 +639,11 @@ async def _in_thread(ctx: Context, fn: Callable[[], T]) -> T:
 
 
 async def _form(request: Request) -> dict[str, str]:
-    """An ``application/x-www-form-urlencoded`` body (the only kind the dashboard's forms send)."""
+    """An ``application/x-www-form-urlencoded`` body (the only kind the dashboard's forms send).
+
+    Its size was bounded while it was read, to ``FORM_MAX_BYTES`` (``MagpieApp._body_limit``).
+    """
     raw = await request.body()
-    if len(raw) > 64 * 1024:
-        raise InvalidRequest("the form is too large")
     parsed = parse_qs(raw.decode("utf-8", errors="replace"), keep_blank_values=True)
     return {k: v[0] for k, v in parsed.items()}
 
@@ -563,7 +663,7 @@ def _safe_next(value: str | None) -> str:
 
 
 def _int_param(raw: str, name: str) -> int:
-    if not raw.isdigit() or len(raw) > 12:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
         raise InvalidRequest(f"{name} must be a positive number")
     return int(raw)
 
@@ -578,6 +678,9 @@ def _range(query: Any, zone: str, now_ms: int) -> tuple[int, int, str]:
             end = date.fromisoformat(query.get("to") or "")
         except ValueError as exc:
             raise InvalidRequest("from and to are dates (YYYY-MM-DD)") from exc
+        # Days any time zone turns into epoch milliseconds both engines keep (the statistics API's range).
+        if start < _FIRST_DAY or end > _LAST_DAY:
+            raise InvalidRequest(f"from and to are dates from {_FIRST_DAY} to {_LAST_DAY}")
         if end < start or (end - start).days > 366:
             raise InvalidRequest("to must be on or after from, at most a year later")
         since = int(datetime.combine(start, datetime.min.time(), tz).timestamp() * 1000)

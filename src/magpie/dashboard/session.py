@@ -1,12 +1,15 @@
-"""The dashboard's session: a signed, expiring cookie naming the admin token that signed in.
+"""The dashboard's session: a signed, expiring cookie naming a session kept in the store.
 
-The cookie holds ``{token hash, label, expiry, csrf}`` signed with HMAC-SHA256 under a key
-derived from the store's secret key, so every process sharing the store accepts it. It is
-``HttpOnly`` and ``SameSite=Strict`` (``Secure`` when served over https). Each request also
-checks that the admin token is still live: revoking the token ends its sessions.
+The cookie holds ``{session id, token hash, label, expiry, csrf secret}`` signed with
+HMAC-SHA256 under a key derived from the store's secret key, so every process sharing the store
+accepts it. It is ``HttpOnly`` and ``SameSite=Strict`` (``Secure`` when served over https). Each
+request also checks the store (``accounts.session_live``): signing out ends the session for
+every copy of the cookie, and revoking the admin token ends all of its sessions.
 
-Every state-changing form carries the session's CSRF token (``csrf``); the sign-in form, which
-has no session yet, carries one bound to a short-lived pre-session cookie.
+Every state-changing form carries a form token (``csrf``): the session's CSRF secret and a
+one-time form id, fresh for each form drawn. The secret proves the form came from a page of
+this session; the id makes a form sent twice act once (``accounts.claim_form``). The sign-in
+form, which has no session yet, carries a nonce bound to a short-lived pre-session cookie.
 
 >>> signer = Signer(b"k" * 32)
 >>> cookie = signer.dumps({"a": 1}, ttl=60, now=0)
@@ -76,24 +79,44 @@ class Signer:
 
 @dataclass(frozen=True)
 class Session:
+    """A signed-in session as its cookie describes it.
+
+    >>> session = Session(id="s1", token_hash="h", actor="ops", secret="x" * 32, expires=0)
+    >>> token = session.csrf
+    >>> session.form_id(token) == token.split(".")[1], session.form_id("x" * 32), session.form_id("guessed.1")
+    (True, None, None)
+    """
+
+    id: str
     token_hash: str
     actor: str
-    csrf: str
+    secret: str
     expires: int
 
-    def csrf_ok(self, submitted: str | None) -> bool:
-        return bool(submitted) and hmac.compare_digest(str(submitted), self.csrf)
+    @property
+    def csrf(self) -> str:
+        """A new form token: the session's CSRF secret and a one-time form id."""
+        return f"{self.secret}.{secrets.token_urlsafe(12)}"
+
+    def form_id(self, submitted: str | None) -> str | None:
+        """The one-time id of a form token of this session, or ``None`` when it is not one."""
+        secret, _, form_id = str(submitted or "").partition(".")
+        if not secret or not 8 <= len(form_id) <= 64 or not hmac.compare_digest(secret, self.secret):
+            return None
+        return form_id
 
 
-def new_session_cookie(signer: Signer, *, token_hash: str, actor: str) -> str:
-    return signer.dumps({"t": token_hash, "a": actor, "c": secrets.token_urlsafe(24)}, ttl=SESSION_SECONDS)
+def new_session_cookie(signer: Signer, *, session_id: str, token_hash: str, actor: str) -> str:
+    return signer.dumps(
+        {"s": session_id, "t": token_hash, "a": actor, "c": secrets.token_urlsafe(24)}, ttl=SESSION_SECONDS
+    )
 
 
 def read_session(signer: Signer, value: str | None) -> Session | None:
     data = signer.loads(value)
-    if data is None or not all(isinstance(data.get(k), str) for k in ("t", "a", "c")):
+    if data is None or not all(isinstance(data.get(k), str) for k in ("s", "t", "a", "c")):
         return None
-    return Session(token_hash=data["t"], actor=data["a"], csrf=data["c"], expires=data["exp"])
+    return Session(id=data["s"], token_hash=data["t"], actor=data["a"], secret=data["c"], expires=data["exp"])
 
 
 def cookie_flags(*, secure: bool, max_age: int) -> dict[str, Any]:

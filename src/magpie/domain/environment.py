@@ -15,7 +15,7 @@ from magpie.errors import InvalidRequest
 
 DEFAULT_OPT_OUT: Final = "수신거부: 앱 설정 > 알림 설정"
 MAX_CAP_WINDOW_HOURS: Final = 30 * 24
-_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+_HHMM = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 
 DEFAULTS: Final[dict[str, Any]] = {
     "senderName": "",
@@ -150,7 +150,7 @@ def parse_settings(raw: object) -> dict[str, Any]:
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
         raise InvalidRequest("settings.paidMessagesDailyLimit must be a non-negative integer (0: no limit)")
     for name in ("nightStart", "nightEnd"):
-        if not _HHMM.match(result[name]):
+        if not _HHMM.fullmatch(result[name]):
             raise InvalidRequest(f"settings.{name} must be HH:MM")
     return result
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from typing import Any
 
@@ -12,7 +13,8 @@ from magpie.errors import Conflict, InvalidRequest, NotFound
 from magpie.store.crypto import hash_secret, new_admin_token, new_api_key
 from magpie.store.db import Connection, Database
 
-_ENV_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# Matched whole (``fullmatch``): ``$`` would also match before a final newline ("nl\n").
+_ENV_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
 def _now() -> int:
@@ -35,7 +37,7 @@ _ENV_COLUMNS = "id, name, timezone, settings, created_at"
 
 
 def create_environment(db: Database, *, name: str, timezone: str = "Asia/Seoul") -> Environment:
-    if not _ENV_NAME.match(name):
+    if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
         raise InvalidRequest("environment names are 1-64 lowercase letters, digits, '-' or '_'")
     _check_timezone(timezone)
     now = _now()
@@ -235,3 +237,85 @@ def environment_settings(conn: Connection, db: Database, *, env_id: int) -> dict
     row = db.fetchone(conn, "SELECT settings FROM environments WHERE id = ?", (env_id,))
     settings: dict[str, Any] = msgspec.json.decode(row[0]) if row is not None else {}
     return settings
+
+
+# -- dashboard sessions and their forms -------------------------------------------------------------
+
+_FORMS_KEPT_MS = 24 * 3600 * 1000  # a form sent twice within a day acts once
+
+
+def start_session(db: Database, *, token_hash: str, seconds: int) -> str:
+    """Record a new dashboard session of the admin token ``token_hash``; returns its id."""
+    session_id = secrets.token_urlsafe(24)
+    now = _now()
+    with db.transaction() as conn:
+        db.execute(conn, "DELETE FROM dashboard_sessions WHERE expires_at < ?", (now,))
+        db.execute(
+            conn,
+            "INSERT INTO dashboard_sessions (id, token_hash, created_at, expires_at) VALUES (?, ?, ?, ?)",
+            (session_id, token_hash, now, now + seconds * 1000),
+        )
+    return session_id
+
+
+def session_live(conn: Connection, db: Database, *, session_id: str, token_hash: str) -> bool:
+    """Whether the session is neither ended nor expired, and its admin token not revoked."""
+    row = db.fetchone(
+        conn,
+        "SELECT 1 FROM dashboard_sessions s JOIN admin_tokens t ON t.token_hash = s.token_hash "
+        "WHERE s.id = ? AND s.token_hash = ? AND s.ended_at IS NULL AND s.expires_at > ? AND t.revoked_at IS NULL",
+        (session_id, token_hash, _now()),
+    )
+    return row is not None
+
+
+def end_session(db: Database, *, session_id: str) -> None:
+    """Sign a session out: every copy of its cookie stops working at once."""
+    with db.transaction() as conn:
+        db.execute(
+            conn, "UPDATE dashboard_sessions SET ended_at = COALESCE(ended_at, ?) WHERE id = ?", (_now(), session_id)
+        )
+
+
+def claim_form(db: Database, *, session_id: str, form_key: str) -> str | None:
+    """Record the first use of a form; ``None`` then, else where its first use led (``""``: still running)."""
+    now = _now()
+    with db.transaction() as conn:
+        db.execute(conn, "DELETE FROM dashboard_forms WHERE used_at < ?", (now - _FORMS_KEPT_MS,))
+        fresh = db.fetchone(
+            conn,
+            "INSERT INTO dashboard_forms (form_key, session_id, used_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (form_key) DO NOTHING RETURNING form_key",
+            (form_key, session_id, now),
+        )
+        if fresh is not None:
+            return None
+        row = db.fetchone(conn, "SELECT location FROM dashboard_forms WHERE form_key = ?", (form_key,))
+    return str(row[0] or "") if row is not None else ""
+
+
+def finish_form(db: Database, *, form_key: str, location: str | None, payload: str | None) -> None:
+    """Where a form's first use led, and what that page shows (once); ``location`` None: forget the use."""
+    with db.transaction() as conn:
+        if location is None:
+            db.execute(conn, "DELETE FROM dashboard_forms WHERE form_key = ?", (form_key,))
+        else:
+            db.execute(
+                conn,
+                "UPDATE dashboard_forms SET location = ?, payload = ? WHERE form_key = ?",
+                (location, payload, form_key),
+            )
+
+
+def take_form_payload(db: Database, *, session_id: str, form_key: str) -> str | None:
+    """What a form's result page shows, for the session that sent it, once: it is gone after this."""
+    with db.transaction() as conn:
+        row = db.fetchone(
+            conn,
+            "SELECT payload FROM dashboard_forms WHERE form_key = ? AND session_id = ? FOR UPDATE",
+            (form_key, session_id),
+        )
+        if row is None or row[0] is None:
+            return None
+        db.execute(conn, "UPDATE dashboard_forms SET payload = NULL WHERE form_key = ?", (form_key,))
+    return str(row[0])

@@ -10,7 +10,7 @@ import msgspec
 
 from magpie.domain.campaigns import DEMO_CAMPAIGN, Campaign, check_for_environment, delivery_warnings, parse_campaign
 from magpie.domain.environment import effective
-from magpie.errors import InvalidRequest, NotFound
+from magpie.errors import Conflict, InvalidRequest, NotFound
 from magpie.store.db import Connection, Database
 
 _decode = msgspec.json.decode
@@ -32,8 +32,10 @@ def apply_campaign(db: Database, *, env_id: int, raw: Any) -> tuple[Campaign, bo
         env = db.fetchone(conn, "SELECT settings FROM environments WHERE id = ?", (env_id,))
         check_for_environment(campaign, effective(_decode(env[0]) if env is not None else {}))
         existing = db.fetchone(
-            conn, "SELECT 1 FROM campaigns WHERE env_id = ? AND key = ? FOR UPDATE", (env_id, campaign.key)
+            conn, "SELECT status FROM campaigns WHERE env_id = ? AND key = ? FOR UPDATE", (env_id, campaign.key)
         )
+        if existing is not None:
+            check_status_change(current=existing[0], key=campaign.key, to=campaign.status)
         if existing is None:
             db.execute(
                 conn,
@@ -49,6 +51,16 @@ def apply_campaign(db: Database, *, env_id: int, raw: Any) -> tuple[Campaign, bo
                 (campaign.name, campaign.status, definition, campaign.channel, now, env_id, campaign.key),
             )
     return campaign, existing is None
+
+
+def check_status_change(*, current: object, key: int, to: str | None = None) -> None:
+    """ARCHIVED is final: an archived campaign is never made DRAFT, ACTIVE or PAUSED again."""
+    if current == "ARCHIVED" and to != "ARCHIVED":
+        raise Conflict(
+            f"campaign {key} is ARCHIVED, which is final: it cannot be changed"
+            + (f" to {to}" if to else "")
+            + "; apply it under a new key instead"
+        )
 
 
 def check_delivery(db: Database, *, env_id: int, raw: Any) -> list[str]:
@@ -226,6 +238,7 @@ def set_campaign_status(db: Database, *, env_id: int, key: int, status: str, act
         if row is None:
             raise NotFound(f"no campaign with key {key}")
         definition: dict[str, Any] = _decode(row[0])
+        check_status_change(current=definition.get("status"), key=key, to=status)
         definition["status"] = status
         db.execute(
             conn,
