@@ -1,4 +1,5 @@
-"""One body limit for every route, enforced while reading: 100 MB bodies against a real ``magpie serve``."""
+"""Against a real ``magpie serve`` on a loopback port: one body limit for every route, enforced while
+reading (100 MB bodies, bounded memory), and client addresses that cannot be picked by the client."""
 
 from __future__ import annotations
 
@@ -136,3 +137,25 @@ def test_body_limit_every_route_refuses_100_mb_with_413_in_bounded_memory(
     assert rise_mb < 50, f"peak RSS rose {rise_mb:.0f} MB"
     # The server still serves after all that.
     assert httpx.get(server.url + "/healthz", timeout=5).status_code == 200
+
+
+def test_rotating_forwarded_for_does_not_escape_the_throttle(server: ServerProcess) -> None:
+    # From loopback, where uvicorn would trust X-Forwarded-For by default: each guess claims another client.
+    statuses = [
+        httpx.post(
+            server.url + "/v1/properties",
+            json={"userId": "u", "operations": {"$set": {"a": 1}}},
+            headers={"X-HACKLE-API-KEY": f"mgp_{i:08d}-guess", "X-Forwarded-For": f"203.0.113.{i}"},
+            timeout=5,
+        ).status_code
+        for i in range(30)
+    ]
+    assert statuses[:20] == [401] * 20 and statuses[-1] == 429, statuses
+    key, _ = server.credentials()
+    valid = httpx.post(
+        server.url + "/v1/properties",
+        json={"userId": "u", "operations": {"$set": {"a": 1}}},
+        headers={"X-HACKLE-API-KEY": key},
+        timeout=5,
+    )
+    assert valid.status_code == 200, valid.text
