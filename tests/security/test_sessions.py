@@ -84,6 +84,23 @@ def test_the_two_year_notice_posted_twice_is_sent_once(client: AppClient, env: E
     assert shown.status_code == 200 and "Notice sent" in shown.text
 
 
+def test_the_two_year_notice_with_one_idempotency_key_is_sent_once_through_the_admin_api(
+    client: AppClient, env: Env
+) -> None:
+    apply_campaign(client, env, key=7)
+    body = {"userId": "old-1", "marketingSubscriptionStatus": "SUBSCRIBED"}
+    assert client.post("/v1/push-subscriptions", json=body, headers=env.headers).status_code == 200
+    _backdate_push_consent(client, env, "old-1", 800)
+    url = f"/admin/v1/environments/{env.name}/consent-reconfirmations/send"
+    headers = {**env.admin, "Idempotency-Key": "notice-2026-12"}
+    answers = [client.post(url, json={"campaignKey": 7, "channel": "push"}, headers=headers) for _ in range(2)]
+    assert [a.status_code for a in answers] == [200, 200], answers[0].text
+    assert answers[0].json() == answers[1].json() and answers[0].json()["recipients"] == 1
+    with client.app.db.transaction(write=False) as conn:
+        row = client.app.db.fetchone(conn, "SELECT COUNT(*) FROM dispatches WHERE env_id = ?", (env.id,))
+    assert row is not None and row[0] == 1
+
+
 def test_a_status_change_posted_twice_records_one_change(client: AppClient, env: Env) -> None:
     apply_campaign(client, env, key=7)
     cookies = sign_in(client, env)

@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute, Route
 from magpie.api.admin import admin, body_json
 from magpie.api.admin_push import _env_id
 from magpie.api.context import Context
+from magpie.domain.identity import check_identifier
 from magpie.domain.messages import CHANNELS
 from magpie.errors import CampaignNotFound, InvalidRequest
 from magpie.store.campaigns import CampaignCache
@@ -70,24 +71,37 @@ def _iso(ms: int) -> str:
 
 
 async def send_notice(ctx: Context, request: Request) -> Any:
-    """Send the two-year notice through an informational campaign to every user due (50 per dispatch)."""
+    """Send the two-year notice through an informational campaign to every user due (50 per dispatch).
+
+    With an ``Idempotency-Key`` header, sending again with the same key sends nothing again.
+    """
     env_id = await _env_id(ctx, request)
     body = await body_json(request)
     if not isinstance(body, dict) or not isinstance(body.get("campaignKey"), int):
         raise InvalidRequest("body: {campaignKey: number, channel?: push|kakao|sms, withinDays?: number}")
+    idempotency = request.headers.get("idempotency-key")
+    if idempotency is not None:
+        check_identifier(idempotency, field="Idempotency-Key", max_length=200)
+        if not idempotency:
+            raise InvalidRequest("Idempotency-Key must be 1 to 200 characters")
     return await notify(
         ctx,
         env_id=env_id,
         key=int(body["campaignKey"]),
         channel=body.get("channel"),
         within_days=body.get("withinDays"),
+        idempotency_key=idempotency,
     )
 
 
-async def notify(ctx: Context, *, env_id: int, key: int, channel: object, within_days: object) -> dict[str, Any]:
+async def notify(
+    ctx: Context, *, env_id: int, key: int, channel: object, within_days: object, idempotency_key: str | None = None
+) -> dict[str, Any]:
     """Trigger campaign ``key`` for every user due (50 per dispatch): ``{"recipients": n, "dispatchIds": [...]}``.
 
-    The campaign must be ACTIVE and informational; ``channel`` defaults to the campaign's.
+    The campaign must be ACTIVE and informational; ``channel`` defaults to the campaign's. With an
+    ``idempotency_key``, each dispatch carries it (and its index): a repeat answers the dispatches
+    already made instead of making them again.
     """
     campaign = await ctx.read(lambda conn: CampaignCache().load(conn, ctx.db, env_id=env_id, key=key))
     if campaign is None:
@@ -109,21 +123,23 @@ async def notify(ctx: Context, *, env_id: int, key: int, channel: object, within
         for d in report["due"]
     ]
     dispatch_ids: list[str] = []
+    created_any = False
     for start in range(0, len(users), 50):
         chunk = users[start : start + 50]
-        dispatch_id, _ = await ctx.writer.submit(
+        dispatch_id, created = await ctx.writer.submit(
             AcceptTrigger(
                 key_hash=None,
                 env_id=env_id,
                 campaign_key=key,
                 users=msgspec.json.encode(chunk).decode(),
                 requested=len(chunk),
-                idempotency_key=None,
+                idempotency_key=None if idempotency_key is None else f"{idempotency_key}#{start // 50}",
                 channel=campaign.channel,
             )
         )
         dispatch_ids.append(dispatch_id)
-    if dispatch_ids:
+        created_any = created_any or created
+    if created_any:
         ctx.wake_workers()
     return {"recipients": len(users), "dispatchIds": dispatch_ids}
 

@@ -554,6 +554,7 @@ class Dashboard:
             key=_int_param(form.get("campaign", ""), "campaign"),
             channel=form.get("channel") or None,
             within_days=form.get("withinDays") or None,
+            idempotency_key=f"dashboard:{view.form_key}",
         )
         view.result = sent
         return RedirectResponse(
