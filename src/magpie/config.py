@@ -53,7 +53,10 @@ class Settings:
         "balances connections between them).",
     )
     max_body_bytes: int = setting(
-        1 << 20, "MAGPIE_MAX_BODY_BYTES", "Largest request body accepted; larger bodies answer `413 PAYLOAD_TOO_LARGE`."
+        1 << 20,
+        "MAGPIE_MAX_BODY_BYTES",
+        "Largest request body accepted on every route (the dashboard's forms: 64 KiB at most), enforced while "
+        "reading; larger bodies answer `413 PAYLOAD_TOO_LARGE`.",
     )
     batch_max: int = setting(
         512, "MAGPIE_BATCH_MAX", "Group commit: at most this many requests share one transaction and one fsync."
