@@ -114,6 +114,8 @@ def test_dashboard_sign_in_is_throttled_but_never_for_the_valid_token(client: Ap
         for i in range(30)
     ]
     assert statuses[:20] == [401] * 20 and statuses[-1] == 429, statuses
+    refused = send(client, "POST", "/dashboard/login", data={"csrf": csrf, "token": "mga_wrong"}, cookies=cookies)
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
     valid = send(client, "POST", "/dashboard/login", data={"csrf": csrf, "token": env.admin_token}, cookies=cookies)
     assert valid.status_code == 303
 

@@ -276,13 +276,15 @@ class Dashboard:
             address = request.client.host if request.client else None
             limited = self.ctx.auth.failures.failed(address=address, credential=token)
             if limited is not None:
-                return self.render(
+                refused = self.render(
                     "login.html",
                     status_code=limited.status,
                     csrf=pre["n"],
                     next=next_url,
                     error=f"Too many failed sign-ins; try again in {limited.retry_after} s.",
                 )
+                refused.headers["retry-after"] = str(limited.retry_after)
+                return refused
             response = self.render(
                 "login.html", status_code=401, csrf=pre["n"], next=next_url, error="That admin token is not valid."
             )
