@@ -48,6 +48,20 @@ def test_a_key_form_sent_twice_creates_one_key_and_redirects(client: AppClient, 
     assert 'id="created-key"' not in send(client, "GET", first.headers["location"], cookies=cookies).text
 
 
+def test_a_key_form_sent_twice_at_once_creates_one_key(client: AppClient, env: Env) -> None:
+    cookies = sign_in(client, env)
+    url = f"/dashboard/{env.name}/keys"
+    token = page_token(client, url, cookies)
+    header = {"cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())}
+    assert client.http is not None
+    client.http.cookies.clear()
+    form = {"data": {"csrf": token, "name": "double-click"}, "headers": header}
+    answers = client.gather([("POST", url, form), ("POST", url, form)])
+    assert [a.status_code for a in answers] == [303, 303]
+    names = [k.name for k in accounts.list_api_keys(client.app.db, environment=env.name)]
+    assert names.count("double-click") == 1
+
+
 def _backdate_push_consent(client: AppClient, env: Env, user_id: str, days: int) -> None:
     db = client.app.db
     at = int((time.time() - days * 86_400) * 1000)
