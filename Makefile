@@ -12,6 +12,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
+# The store lives in ~/.local/share/magpie (or MAGPIE_DATA_DIR), the same for every magpie command.
 run: $(STAMP)
 	$(BIN)/magpie serve
 
@@ -48,4 +49,4 @@ lock:
 	$(BIN)/python -m pip freeze --all --exclude-editable | grep -v "^pip==" | sed '1i # Exact pins for reproducible installs: regenerate with `make lock`.' > requirements.lock
 
 clean:
-	rm -rf $(VENV) .magpie
+	rm -rf $(VENV) build

@@ -381,7 +381,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     settings_cmds = env_settings.add_subparsers(dest="settings_cmd")
     ss = settings_cmds.add_parser("set", parents=[common], help="replace the settings with a file's")
     ss.add_argument("-f", "--file", required=True, help="YAML (or .json) settings file; - for stdin")
-    add_env(ss, nested=True)
+    add_env(ss)
     ss.add_argument(
         "--timezone",
         default=argparse.SUPPRESS,
@@ -390,7 +390,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     ss.set_defaults(fn=cmd_settings_set)
     sshow = settings_cmds.add_parser("show", parents=[common], help="show the settings (provider names, no secrets)")
-    add_env(sshow, nested=True)
+    add_env(sshow)
     sshow.set_defaults(fn=cmd_settings_show)
     settings_cmds.add_parser("list", parents=[common], help="every environment's settings").set_defaults(
         fn=cmd_settings_list
