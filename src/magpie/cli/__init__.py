@@ -20,7 +20,7 @@ import psycopg
 
 import magpie
 from magpie.cli import accounts, consent, phone, push, server
-from magpie.cli._common import UsageError, data_location, environment_missing
+from magpie.cli._common import FileProblems, UsageError, data_location, environment_missing
 from magpie.config import Settings
 from magpie.errors import MagpieError, NotFound
 
@@ -95,10 +95,22 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return settings.with_(**changes) if changes else settings
 
 
-def _fail(args: argparse.Namespace | None, code: str, message: str, status: int = 1) -> int:
+def _fail(
+    args: argparse.Namespace | None,
+    code: str,
+    message: str,
+    status: int = 1,
+    problems: list[dict[str, Any]] | None = None,
+) -> int:
+    """The error on stderr: one line (after one line per problem of a file), or one JSON object."""
     if args is not None and getattr(args, "json", False):
-        print(json.dumps({"code": code, "message": message}, ensure_ascii=False), file=sys.stderr)
+        body: dict[str, Any] = {"code": code, "message": message}
+        if problems:
+            body["problems"] = problems
+        print(json.dumps(body, ensure_ascii=False), file=sys.stderr)
     else:
+        for problem in problems or ():
+            print(push.problem_line(problem), file=sys.stderr)
         print(f"magpie: {code}: {message}", file=sys.stderr)
     return status
 
@@ -126,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         if settings is not None and message.startswith("no environment named"):
             message = environment_missing(message, settings)
         return _fail(args, exc.code, message)
+    except FileProblems as exc:
+        return _fail(args, exc.code, exc.message, problems=exc.problems)
     except MagpieError as exc:
         return _fail(args, exc.code, exc.message)
     except UsageError as exc:

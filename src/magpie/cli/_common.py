@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -15,7 +16,7 @@ import msgspec
 import yaml
 
 from magpie.config import Settings, default_data_dir
-from magpie.errors import InvalidRequest, NotFound
+from magpie.errors import InvalidCampaign, InvalidRequest, NotFound
 from magpie.store import accounts
 from magpie.store.db import Database
 
@@ -133,13 +134,70 @@ def read_text(path: str) -> str:
         raise UsageError(f"{path}: not UTF-8 text") from None
 
 
+def _parse_error(path: str, exc: Exception) -> InvalidRequest:
+    """A YAML or JSON syntax error as ``FILE:LINE:COLUMN: cannot parse: PROBLEM``, as the parser placed it."""
+    if isinstance(exc, json.JSONDecodeError):
+        return InvalidRequest(f"{path}:{exc.lineno}:{exc.colno}: cannot parse: {exc.msg}")
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        context = f" ({exc.context})" if exc.context else ""
+        return InvalidRequest(f"{path}:{mark.line + 1}:{mark.column + 1}: cannot parse: {exc.problem}{context}")
+    return InvalidRequest(f"{path}: cannot parse: {str(exc).splitlines()[0]}")
+
+
 def load_document(path: str) -> Any:
     """A YAML or JSON document (JSON when the name ends in ``.json``)."""
+    return load_located(path).value
+
+
+@dataclass(frozen=True)
+class Located:
+    """A parsed YAML or JSON file with the positions of its nodes, to say where a problem is."""
+
+    path: str
+    value: Any
+    node: yaml.Node | None
+
+    def position(self, steps: tuple[int | str, ...], *, on_key: bool = False) -> tuple[int, int]:
+        """1-based line and column of the value at ``steps`` (of its key with ``on_key``), or of the
+        nearest enclosing node that exists (a missing field is reported at its object)."""
+        node = self.node
+        if node is None:
+            return 1, 1
+        for n, step in enumerate(steps):
+            last = n == len(steps) - 1
+            if isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value):
+                node = node.value[step]
+            elif isinstance(node, yaml.MappingNode):
+                pair = next(((k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == step), None)
+                if pair is None:
+                    break
+                node = pair[0] if last and on_key else pair[1]
+            else:
+                break
+        return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def load_located(path: str) -> Located:
+    """A YAML or JSON document with its node positions; syntax errors name their line and column."""
     text = read_text(path)
     try:
-        return json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+        value = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
-        raise InvalidRequest(f"{path}: cannot parse: {str(exc).splitlines()[0]}") from None
+        raise _parse_error(path, exc) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)  # JSON is (nearly always) YAML too
+    except yaml.YAMLError:
+        node = None
+    return Located(path, value, node)
+
+
+class FileProblems(InvalidCampaign):
+    """Several problems found in one file; nothing of it was applied."""
+
+    def __init__(self, message: str, problems: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.problems = problems
 
 
 def read_lines(path: str) -> list[str]:

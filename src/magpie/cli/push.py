@@ -9,9 +9,21 @@ import time
 from typing import Any
 
 from magpie.api import views
-from magpie.cli._common import UsageError, add_env, emit, env_id, load_document, open_db, read_lines
+from magpie.cli._common import (
+    FileProblems,
+    Located,
+    UsageError,
+    add_env,
+    emit,
+    env_id,
+    load_document,
+    load_located,
+    open_db,
+    read_lines,
+)
 from magpie.config import Settings
-from magpie.domain.environment import DEFAULTS, parse_settings
+from magpie.domain.campaigns import Problem, campaign_problems
+from magpie.domain.environment import DEFAULTS, effective, parse_settings
 from magpie.errors import InvalidRequest, NotFound
 from magpie.store import accounts, campaigns, tokens
 from magpie.store.dispatches import dispatch_view
@@ -27,27 +39,72 @@ def _warn(lines: list[str]) -> None:
         print(f"magpie: warning: {line}", file=sys.stderr)
 
 
+def _file_problems(file: Located, documents: list[Any], env_settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every problem of every campaign in the file, each with its line, column and campaign key."""
+    problems: list[dict[str, Any]] = []
+    seen: dict[int, int] = {}
+    for i, raw in enumerate(documents):
+        prefix: tuple[int, ...] = (i,) if isinstance(file.value, list) else ()
+        key = raw.get("key") if isinstance(raw, dict) else None
+        key = key if isinstance(key, int) and not isinstance(key, bool) else None
+        found = campaign_problems(raw, settings=env_settings)
+        if key is not None and key in seen:
+            found.append(Problem(("key",), f"key {key} is also the key of campaign #{seen[key] + 1} in this file"))
+        if key is not None:
+            seen.setdefault(key, i)
+        for problem in found:
+            line, column = file.position((*prefix, *problem.path), on_key=problem.on_key)
+            problems.append(
+                {
+                    "file": file.path,
+                    "line": line,
+                    "column": column,
+                    "campaignKey": key,
+                    "index": i,
+                    "field": ".".join(problem.path),
+                    "message": problem.message,
+                }
+            )
+    return problems
+
+
+def problem_line(problem: dict[str, Any]) -> str:
+    """``FILE:LINE:COLUMN: campaign KEY: MESSAGE``, the shape compilers and editors read."""
+    which = (
+        f"campaign {problem['campaignKey']}"
+        if problem["campaignKey"] is not None
+        else f"campaign #{problem['index'] + 1}"
+    )
+    return f"{problem['file']}:{problem['line']}:{problem['column']}: {which}: {problem['message']}"
+
+
 def cmd_campaign_apply(args: argparse.Namespace, settings: Settings) -> None:
-    raw = load_document(args.file)
+    """Check every campaign of the file, then apply them all in one transaction, or none of them."""
+    file = load_located(args.file)
     db = open_db(settings)
     env = env_id(db, args.env)
-    documents = raw if isinstance(raw, list) else [raw]
+    with db.transaction(write=False) as conn:
+        env_settings = effective(accounts.environment_settings(conn, db, env_id=env))
+    documents = file.value if isinstance(file.value, list) else [file.value]
+    problems = _file_problems(file, documents, env_settings)
+    if problems:
+        n = len(problems)
+        raise FileProblems(f"{args.file}: {n} problem{'s' * (n != 1)}; nothing applied", problems)
     warnings = {i: campaigns.check_delivery(db, env_id=env, raw=doc) for i, doc in enumerate(documents)}
     if args.strict and any(warnings.values()):
         _warn([w for ws in warnings.values() for w in ws])
         raise InvalidRequest("--strict: not applied, the environment cannot deliver these campaigns (see warnings)")
-    results: list[dict[str, Any]] = []
-    for i, document in enumerate(documents):
-        campaign, created = campaigns.apply_campaign(db, env_id=env, raw=document)
-        results.append(
-            {
-                "key": campaign.key,
-                "name": campaign.name,
-                "status": campaign.status,
-                "created": created,
-                "warnings": warnings[i],
-            }
-        )
+    applied = campaigns.apply_campaigns(db, env_id=env, raws=documents)
+    results: list[dict[str, Any]] = [
+        {
+            "key": campaign.key,
+            "name": campaign.name,
+            "status": campaign.status,
+            "created": created,
+            "warnings": warnings[i],
+        }
+        for i, (campaign, created) in enumerate(applied)
+    ]
     _warn([w for r in results for w in r["warnings"]])
     emit(
         args,
