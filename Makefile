@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-sqlite check bench lock clean browser docs pg-server
+.PHONY: run test test-sqlite check bench lock clean browser docs pg-server screenshots
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ run: $(STAMP)
 
 test: $(STAMP) browser pg-server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The page tests write their screenshots to build/screenshots/; this refreshes the ones docs/ shows.
+screenshots: $(STAMP) browser
+	MAGPIE_SCREENSHOTS=docs/img MAGPIE_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q tests/browser tests/dashboard/test_browser.py tests/dashboard/test_browser_messages.py
 
 # Debian's PostgreSQL server binaries (initdb, pg_ctl): the outage test runs a private server it can stop.
 pg-server:
