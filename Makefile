@@ -23,11 +23,12 @@ test: $(STAMP) browser pg-server
 screenshots: $(STAMP) browser
 	MAGPIE_SCREENSHOTS=docs/img MAGPIE_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q tests/browser tests/dashboard/test_browser.py tests/dashboard/test_browser_messages.py
 
-# Debian's PostgreSQL server binaries (initdb, pg_ctl): the outage test runs a private server it can stop.
+# Debian's PostgreSQL server binaries (initdb, pg_ctl): the outage test runs a private server it can stop,
+# and the test session starts a throwaway one when no password-less server answers on 127.0.0.1:5432.
 pg-server:
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
-	  else echo "initdb/pg_ctl are missing: run 'sudo apt-get install postgresql' for the outage test"; fi; }
+	  else echo "initdb/pg_ctl are missing: run 'sudo apt-get install postgresql' for the PostgreSQL tests"; fi; }
 
 # Debian's Chromium (with CJK fonts for Korean text) for the page tests; Playwright drives this binary.
 browser:

@@ -233,12 +233,18 @@ def _shown(value: Any) -> str:
 DEVELOPMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
     (
         "MAGPIE_TEST_POSTGRES_URL",
-        "`postgresql://postgres@127.0.0.1:5432/postgres`",
-        "PostgreSQL server the tests create their databases on.",
+        "`postgresql://postgres@127.0.0.1:5432/postgres` if it answers without a password, else a throwaway server",
+        "PostgreSQL server the tests create their databases on. Unset, and with no password-less server at "
+        "the default address, the test session starts its own with Debian's `initdb`/`pg_ctl`.",
     ),
     ("MAGPIE_REQUIRE_POSTGRES", "(unset)", "`1`: the PostgreSQL tests fail instead of skipping without a server (CI)."),
     ("MAGPIE_REQUIRE_BROWSER", "(unset)", "`1`: the page tests fail instead of skipping without Chromium (CI)."),
     ("MAGPIE_CHROMIUM", "`chromium` on the PATH", "Chromium binary the page tests drive."),
+    (
+        "MAGPIE_SCREENSHOTS",
+        "`build/screenshots`",
+        "Directory, relative to the checkout, the page tests save screenshots in (`make screenshots`: `docs/img`).",
+    ),
     (
         "MAGPIE_BENCH_POSTGRES_URL",
         "`postgresql://postgres@127.0.0.1:5432/postgres`",
