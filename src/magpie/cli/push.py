@@ -34,6 +34,22 @@ TIME_HELP = "epoch milliseconds or ISO-8601 (2026-11-01 or 2026-11-01T09:00:00+0
 STATUS_ORDER = ("SENT", "FAILED", "UNKNOWN", "EXCLUDED", "PENDING")
 
 
+# The push providers by every spelling the API, the settings file and the two commands use, in any case.
+_PUSH_PROVIDERS = {"fcm": "fcm", "apn": "apns", "apns": "apns"}
+
+
+def push_provider(value: str) -> str:
+    """``fcm`` or ``apns`` from any of FCM, fcm, APN, APNs, apns (``--provider`` of token add and provider check).
+
+    >>> [push_provider(v) for v in ("FCM", "apn", "APNs")]
+    ['fcm', 'apns', 'apns']
+    """
+    try:
+        return _PUSH_PROVIDERS[value.strip().lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected fcm (Android) or apns (iOS); FCM and APN too") from None
+
+
 def _warn(lines: list[str]) -> None:
     for line in lines:
         print(f"magpie: warning: {line}", file=sys.stderr)
@@ -180,7 +196,7 @@ def cmd_token_add(args: argparse.Namespace, settings: Settings) -> None:
                 env_id=env,
                 device_id=args.device_id,
                 user_id=args.user_id,
-                provider_type=args.provider,
+                provider_type={"fcm": "FCM", "apns": "APN"}[args.provider],  # as the API and SDKs name them
                 token=args.token,
             )
         )
@@ -412,7 +428,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     add_env(ta)
     ta.add_argument("--device-id", required=True, metavar="ID", help="the device the token belongs to")
     ta.add_argument("--user-id", metavar="ID", help="link the device to this user (default: no user)")
-    ta.add_argument("--provider", choices=["FCM", "APN"], required=True, help="FCM (Android) or APN (iOS)")
+    ta.add_argument(
+        "--provider",
+        type=push_provider,
+        choices=("fcm", "apns"),
+        required=True,
+        metavar="fcm|apns",
+        help="FCM (Android) or APNs (iOS), any case",
+    )
     ta.add_argument("--token", required=True, help="the device token from FCM or APNs")
     ta.set_defaults(fn=cmd_token_add)
     tl = token.add_parser("list", parents=[common], help="list push tokens, newest first (tokens shortened)")
@@ -462,7 +485,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="check the configured FCM/APNs credentials against the provider, notifying no one",
     )
     add_env(pc)
-    pc.add_argument("--provider", choices=["fcm", "apns"], help="check only this one (default: every configured one)")
+    pc.add_argument(
+        "--provider",
+        type=push_provider,
+        choices=("fcm", "apns"),
+        metavar="fcm|apns",
+        help="check only this one, any case, APN too (default: every configured one)",
+    )
     pc.add_argument("--token", help="FCM: validate a send to this device token (default: a placeholder token)")
     pc.set_defaults(fn=cmd_provider_check)
 
