@@ -229,9 +229,6 @@ class Campaign:
         """One compiled Liquid part of a Kakao or SMS message (``text``, ``title``, ``var:<name>``...)."""
         return self._templates[name].render(**context)
 
-    def has_part(self, name: str) -> bool:
-        return name in self._templates
-
 
 def _choice(raw: Mapping[str, Any], name: str, options: tuple[str, ...], default: str | None) -> str:
     value = raw.get(name, default)

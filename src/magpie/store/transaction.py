@@ -308,17 +308,6 @@ class Tx:
             row = self.profiles[key]
         return row
 
-    def peek_profile(self, env_id: int, kind: str, ident: str) -> ProfileRow | None:
-        """A profile if it exists, without creating or locking anything for it."""
-        key = (env_id, kind, ident)
-        row = self.profiles.get(key)
-        if row is not None:
-            return row if row.exists or row.dirty else None
-        found = self.fetchone(f"SELECT {_COLUMNS} FROM profiles WHERE env_id = ? AND kind = ? AND ident = ?", key)
-        if found is None:
-            return None
-        return ProfileRow.from_row(found)
-
     def update(self, row: ProfileRow, **changes: Any) -> None:
         """Change a cached profile; journalled so a failing job can be undone."""
         if self._journal is not None:
