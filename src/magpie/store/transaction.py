@@ -215,17 +215,10 @@ class Tx:
         assert isinstance(conn, psycopg.Connection)
         return conn
 
-    def open(self, jobs: Iterable[object]) -> None:
-        """Begin the transaction and read what ``jobs`` declare up front: API keys and profiles."""
-        wanted: set[ProfileKey] = set()
-        key_hashes: set[str] = set()
-        for job in jobs:
-            keys = getattr(job, "profile_keys", None)
-            if keys:
-                wanted.update(keys)
-            key_hash = getattr(job, "key_hash", None)
-            if key_hash:
-                key_hashes.add(key_hash)
+    def open(self, *, key_hashes: Iterable[str], profile_keys: Iterable[ProfileKey]) -> None:
+        """Begin the transaction and read what the batch's jobs declare up front: API keys and profiles."""
+        wanted = set(profile_keys)
+        key_hashes = set(key_hashes)
         if self.db.is_sqlite:
             self.db.begin(self.conn)
             if key_hashes:
