@@ -52,7 +52,12 @@ def test_the_readme_examples_work_as_written_on_a_fresh_store(tmp_path: Path) ->
         assert statuses == ["200"] * len(statuses) and len(statuses) == hackle.count("curl "), result.stdout
         dispatch = re.findall(r'"dispatchId":"([0-9a-f-]+)"', result.stdout)[-1]
         headers = {"X-HACKLE-API-KEY": key}
-        view = httpx.get(f"{server.url}/v1/push-message/dispatches/{dispatch}", headers=headers).json()
+        deadline = time.monotonic() + 30
+        while True:  # the worker decides asynchronously: wait for the outcome
+            view = httpx.get(f"{server.url}/v1/push-message/dispatches/{dispatch}", headers=headers).json()
+            if view["recipients"][0]["outcome"] != "PENDING" or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         # As the README says: the user exists, and has no push token yet.
         assert [(r["userId"], r["outcome"], r["reason"]) for r in view["recipients"]] == [
             ("19285035", "EXCLUDED", "NO_PUSH_TOKEN")
@@ -69,7 +74,7 @@ def test_the_readme_examples_work_as_written_on_a_fresh_store(tmp_path: Path) ->
         )
         second = json.loads(again.stdout)["dispatchId"]
         stats = next(line for line in flow if "magpie stats dispatch" in line).replace("<dispatchId>", second)
-        for _ in range(100):
+        for _ in range(300):
             shown = _bash(stats, data=data, port=server.port)
             if "sent 1" in shown.stdout:
                 break
