@@ -1,28 +1,42 @@
 # magpie — the whole set-up is `make run` or `make test`; both install into .venv when needed.
+# `make run` installs the runtime packages only (requirements.lock); `make test` and `make check` add the
+# test and development tools (requirements-dev.lock).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+RUNTIME := $(VENV)/.runtime
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-sqlite check bench lock clean browser docs pg-server
+.PHONY: run test test-sqlite check bench lock clean browser docs pg-server screenshots
 
-$(STAMP): requirements.lock pyproject.toml
+$(RUNTIME): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PIP) -r requirements.lock
+	$(PIP) --no-deps --no-build-isolation -e .
+	@touch $(RUNTIME)
+
+$(STAMP): $(RUNTIME) requirements-dev.lock
+	$(PIP) -r requirements.lock -r requirements-dev.lock
 	@touch $(STAMP)
 
-run: $(STAMP)
+# The store lives in ~/.local/share/magpie (or MAGPIE_DATA_DIR), the same for every magpie command.
+run: $(RUNTIME)
 	$(BIN)/magpie serve
 
 test: $(STAMP) browser pg-server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Debian's PostgreSQL server binaries (initdb, pg_ctl): the outage test runs a private server it can stop.
+# The page tests write their screenshots to build/screenshots/; this refreshes the ones docs/ shows.
+screenshots: $(STAMP) browser
+	MAGPIE_SCREENSHOTS=docs/img MAGPIE_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q tests/browser tests/dashboard/test_browser.py tests/dashboard/test_browser_messages.py
+
+# Debian's PostgreSQL server binaries (initdb, pg_ctl): the outage test runs a private server it can stop,
+# and the test session starts a throwaway one when no password-less server answers on 127.0.0.1:5432.
 pg-server:
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
-	  else echo "initdb/pg_ctl are missing: run 'sudo apt-get install postgresql' for the outage test"; fi; }
+	  else echo "initdb/pg_ctl are missing: run 'sudo apt-get install postgresql' for the PostgreSQL tests"; fi; }
 
 # Debian's Chromium (with CJK fonts for Korean text) for the page tests; Playwright drives this binary.
 browser:
@@ -37,15 +51,28 @@ check: $(STAMP)
 	$(BIN)/lint-imports --no-logo
 
 # docs/configuration.md is generated from the settings table in src/magpie/config.py.
-docs: $(STAMP)
+docs: $(RUNTIME)
 	$(BIN)/python -c 'import sys; from magpie.config import configuration_markdown as doc; sys.stdout.write(doc())' > docs/configuration.md
 
 bench: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench.run_all $(BENCH)
 
+# Both lock files from fresh resolutions: the runtime set from `pip install .`, then the development
+# tools from `pip install .[dev]` held to the runtime pins (so that the two files never disagree).
+LOCK := build/lock
+FREEZE = bin/python -m pip freeze --all --exclude magpie | grep -v "^pip=="
 lock:
-	$(BIN)/python -m pip freeze --all --exclude-editable | grep -v "^pip==" | sed '1i # Exact pins for reproducible installs: regenerate with `make lock`.' > requirements.lock
+	rm -rf $(LOCK) && $(PYTHON) -m venv $(LOCK)/runtime && $(PYTHON) -m venv $(LOCK)/dev
+	$(LOCK)/runtime/bin/python -m pip install --quiet --upgrade setuptools wheel
+	$(LOCK)/runtime/bin/python -m pip install --quiet --no-build-isolation .
+	{ sed -n '1,2p' requirements.lock; $(LOCK)/runtime/$(FREEZE); } > $(LOCK)/requirements.lock
+	mv $(LOCK)/requirements.lock requirements.lock
+	$(LOCK)/dev/bin/python -m pip install --quiet --upgrade -c requirements.lock setuptools wheel
+	$(LOCK)/dev/bin/python -m pip install --quiet --no-build-isolation -c requirements.lock ".[dev]"
+	{ sed -n '1,2p' requirements-dev.lock; $(LOCK)/dev/$(FREEZE) | grep -vxF -f requirements.lock; } > $(LOCK)/dev.lock
+	mv $(LOCK)/dev.lock requirements-dev.lock
+	rm -rf $(LOCK)
 
 clean:
-	rm -rf $(VENV) .magpie
+	rm -rf $(VENV) build

@@ -50,9 +50,6 @@ class MagpieApp:
     def add_route(self, method: str, path: str, handler: Route) -> None:
         self.routes[(method, path)] = handler
 
-    def add_param_route(self, method: str, matcher: Matcher, handler: Route, template: str) -> None:
-        self.param_routes.append((method, matcher, handler, template))
-
     # -- lifespan ---------------------------------------------------------------------------
 
     async def startup(self) -> None:

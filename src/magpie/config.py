@@ -26,6 +26,22 @@ def setting(default: T, env: str, description: str) -> T:
     return dataclasses.field(default=default, metadata={"env": env, "description": description})
 
 
+def default_data_dir() -> Path:
+    """The data directory when neither ``--data-dir`` nor ``MAGPIE_DATA_DIR`` names one.
+
+    The same wherever a command runs: ``$XDG_DATA_HOME/magpie``, or ``~/.local/share/magpie``.
+
+    >>> default_data_dir().name
+    'magpie'
+    """
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
+    return base / "magpie"
+
+
+DEFAULT_DATA_DIR_SHOWN = "`$XDG_DATA_HOME/magpie`, else `~/.local/share/magpie`"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable about one magpie process.
@@ -34,10 +50,15 @@ class Settings:
     'sqlite:////tmp/m/magpie.db'
     """
 
-    data_dir: Path = setting(
-        Path(".magpie"),
-        "MAGPIE_DATA_DIR",
-        "Directory of the SQLite database and of the generated secret key (`secret.key`).",
+    data_dir: Path = dataclasses.field(
+        default_factory=default_data_dir,
+        metadata={
+            "env": "MAGPIE_DATA_DIR",
+            "description": "Directory of the SQLite database and of the generated secret key (`secret.key`). "
+            "Every command finds it the same way, wherever it runs: `--data-dir`, then this variable, "
+            "then the default (never the current directory).",
+            "shown": DEFAULT_DATA_DIR_SHOWN,
+        },
     )
     database_url_override: str | None = setting(
         None,
@@ -240,12 +261,18 @@ def _shown(value: Any) -> str:
 DEVELOPMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
     (
         "MAGPIE_TEST_POSTGRES_URL",
-        "`postgresql://postgres@127.0.0.1:5432/postgres`",
-        "PostgreSQL server the tests create their databases on.",
+        "`postgresql://postgres@127.0.0.1:5432/postgres` if it answers without a password, else a throwaway server",
+        "PostgreSQL server the tests create their databases on. Unset, and with no password-less server at "
+        "the default address, the test session starts its own with Debian's `initdb`/`pg_ctl`.",
     ),
     ("MAGPIE_REQUIRE_POSTGRES", "(unset)", "`1`: the PostgreSQL tests fail instead of skipping without a server (CI)."),
     ("MAGPIE_REQUIRE_BROWSER", "(unset)", "`1`: the page tests fail instead of skipping without Chromium (CI)."),
     ("MAGPIE_CHROMIUM", "`chromium` on the PATH", "Chromium binary the page tests drive."),
+    (
+        "MAGPIE_SCREENSHOTS",
+        "`build/screenshots`",
+        "Directory, relative to the checkout, the page tests save screenshots in (`make screenshots`: `docs/img`).",
+    ),
     (
         "MAGPIE_BENCH_POSTGRES_URL",
         "`postgresql://postgres@127.0.0.1:5432/postgres`",
@@ -276,7 +303,8 @@ def configuration_markdown() -> str:
         kind = hints[f.name]
         base = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
         type_name = {Path: "path", str: "text", int: "integer", float: "number", bool: "boolean"}[base]
-        lines.append(f"| `{f.metadata['env']}` | {type_name} | {_shown(f.default)} | {f.metadata['description']} |")
+        shown = f.metadata.get("shown") or _shown(f.default)
+        lines.append(f"| `{f.metadata['env']}` | {type_name} | {shown} | {f.metadata['description']} |")
     lines += ["", "## For tests and benchmarks", "", "| Variable | Default | Meaning |", "|---|---|---|"]
     lines += [f"| `{name}` | {default} | {meaning} |" for name, default, meaning in DEVELOPMENT_VARIABLES]
     return "\n".join(lines) + "\n"

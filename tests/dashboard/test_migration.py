@@ -10,7 +10,6 @@ import psycopg
 import pytest
 
 from magpie.store.db import Database
-from tests.conftest import PG_ADMIN_URL
 
 HOUR = 3_600_000
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % HOUR  # the start of an hour
@@ -21,12 +20,12 @@ def empty_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> I
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'old.db'}"
         return
-    request.getfixturevalue("pg_database")  # skips or fails when PostgreSQL is unreachable, as configured
+    admin = request.getfixturevalue("pg_admin_url")  # skips or fails when PostgreSQL is unreachable, as configured
     name = f"magpie_mig_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+    with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+    yield f"{admin.rsplit('/', 1)[0]}/{name}"
+    with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

@@ -116,7 +116,7 @@ def test_night_release_in_environment_zone(
 
 
 def expected_exceeded(caps: list[dict[str, Any]], tags: set[str], sends: list[tuple[int, set[str]]], now: int) -> bool:
-    """SPEC: at most ``limit`` marketing pushes per user per window, overall and per tag."""
+    """docs/operations.md: at most ``limit`` marketing pushes per user per window, overall and per tag."""
     for cap in caps:
         tag = cap["tag"]
         if tag is not None and tag not in tags:

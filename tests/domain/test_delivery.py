@@ -1,9 +1,10 @@
-"""Per-recipient delivery decisions against SPEC §3 (consent, night time), rendering and the Hackle payload.
+"""Per-recipient delivery decisions against the documented rules (README.md, docs/channels.md: consent, night time),
+rendering and the Hackle payload.
 
-``expected_decision`` below restates the rules from the specification on its own terms (stored
+``expected_decision`` below restates the documented rules on its own terms (stored
 consent shapes written by hand, the night window as milliseconds since local midnight in a
-fixed-offset zone); hypothesis checks ``decide`` against it, then a table pins the sentences of
-SPEC one by one.
+fixed-offset zone); hypothesis checks ``decide`` against it, then a table pins the documented
+sentences one by one.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class Case:
 
 
 def expected_decision(case: Case) -> Decision:
-    """SPEC §3, in the order magpie reports the first reason that applies."""
+    """The documented rules, in the order magpie reports the first reason that applies."""
     if not case.known:
         return Exclude("UNKNOWN_USER")
     if not case.in_audience:

@@ -1,7 +1,8 @@
 """A lean ASGI layer for the hot ingestion paths: read, decode, answer, map errors.
 
 The Hackle-compatible endpoints run here rather than behind a framework's request and
-routing objects, which would cost a third of the throughput (SPEC §7). Everything else
+routing objects, whose per-request cost the hot paths cannot afford (docs/benchmarks.md measures them
+against a server that parses the same requests and stores nothing). Everything else
 (admin, docs, dashboard) is a Starlette app mounted behind this router.
 """
 

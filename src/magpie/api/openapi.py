@@ -16,6 +16,7 @@ from starlette.staticfiles import StaticFiles
 from magpie.api.openapi_messages import message_paths
 from magpie.api.openapi_push import push_paths
 from magpie.api.schema import ID, operation
+from magpie.domain import consent
 from magpie.domain.operations import OPERATION_ORDER
 
 _ERROR_SCHEMA = {
@@ -27,19 +28,17 @@ _ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/
 _STATUS = {"type": ["string", "null"], "enum": ["SUBSCRIBED", "UNSUBSCRIBED", None]}
 
 
-def _subscription(user_required: bool, night: bool = False) -> dict[str, Any]:
-    props: dict[str, Any] = {
-        "userId": ID,
-        "marketingSubscriptionStatus": _STATUS,
-        "informationSubscriptionStatus": _STATUS,
-    }
+_NIGHT = "magpie extension: consent to marketing messages between 21:00 and 08:00"
+
+
+def _subscription(channel: str) -> dict[str, Any]:
+    """The body of a channel's subscription endpoint: its status fields (``consent.status_fields``)."""
+    user_required = channel != "push"
+    props: dict[str, Any] = {"userId": ID}
+    for field, purpose in consent.status_fields(channel):
+        props[field] = {**_STATUS, "description": _NIGHT} if purpose == "night" else _STATUS
     if not user_required:
         props["deviceId"] = ID
-    if night:
-        props["nightSubscriptionStatus"] = {
-            **_STATUS,
-            "description": "magpie extension: consent to marketing messages between 21:00 and 08:00",
-        }
     return {"type": "object", "properties": props, "required": ["userId"] if user_required else []}
 
 
@@ -197,9 +196,9 @@ PATHS: dict[str, dict[str, Any]] = {
             params=[{"name": "userId", "in": "query", "required": True, "schema": {"type": "string"}}],
         ),
     },
-    "/v1/push-subscriptions": {"post": operation("Record push consent", body=_subscription(False, night=True))},
-    "/v1/kakao-subscriptions": {"post": operation("Record KakaoTalk consent", body=_subscription(True))},
-    "/v1/sms-subscriptions": {"post": operation("Record text-message consent", body=_subscription(True, night=True))},
+    "/v1/push-subscriptions": {"post": operation("Record push consent", body=_subscription("push"))},
+    "/v1/kakao-subscriptions": {"post": operation("Record KakaoTalk consent", body=_subscription("kakao"))},
+    "/v1/sms-subscriptions": {"post": operation("Record text-message consent", body=_subscription("sms"))},
     **_SDK_PATHS,
 }
 

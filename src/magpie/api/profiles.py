@@ -77,32 +77,19 @@ async def delete_phone_number(ctx: Context, request: Request) -> Response:
     return 200, SUCCESS
 
 
-_FIELDS = (
-    ("marketingSubscriptionStatus", "marketing"),
-    ("informationSubscriptionStatus", "information"),
-    ("nightSubscriptionStatus", "night"),
-)
-
-
 def _changes(body: dict[str, Any], channel: str) -> dict[str, str]:
     changes: dict[str, str] = {}
-    for field, purpose in _FIELDS:
-        if purpose == "night" and channel not in consent.NIGHT_CHANNELS:
-            continue
+    for field, purpose in consent.status_fields(channel):
         status = consent.parse_status(field, body.get(field))
         if status is not None:
             changes[purpose] = status
     return changes
 
 
-def _status_fields(channel: str) -> tuple[str, ...]:
-    return tuple(field for field, purpose in _FIELDS if purpose != "night" or channel == "push")
-
-
 async def _subscriptions(ctx: Context, request: Request, channel: str) -> Response:
     key_hash, env_id = await ctx.auth.authenticate(request.headers)
     body = request.json_object()
-    statuses = _status_fields(channel)
+    statuses = tuple(field for field, _ in consent.status_fields(channel))
     require_action(body, acts_on=statuses, known=("userId", "deviceId", *statuses))
     user_id, device_id = request_ids(body, user_required=channel != "push")
     job = SetConsent(

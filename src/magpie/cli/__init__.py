@@ -20,9 +20,9 @@ import psycopg
 
 import magpie
 from magpie.cli import accounts, consent, phone, push, server
-from magpie.cli._common import UsageError
+from magpie.cli._common import FileProblems, UsageError, data_location, environment_missing
 from magpie.config import Settings
-from magpie.errors import MagpieError
+from magpie.errors import MagpieError, NotFound
 
 __all__ = ["build_parser", "main"]
 
@@ -38,8 +38,18 @@ def _common(*, suppress: bool) -> argparse.ArgumentParser:
     common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS if suppress else False, help="machine-readable output"
     )
+    if not suppress:  # the commands that take --env declare it themselves (magpie.cli._common.add_env)
+        common.add_argument(
+            "--env",
+            default=argparse.SUPPRESS,
+            metavar="NAME",
+            help="environment of the commands that take one (also accepted after the command)",
+        )
     common.add_argument(
-        "--data-dir", default=default, metavar="DIR", help="data directory (default: MAGPIE_DATA_DIR or ./.magpie)"
+        "--data-dir",
+        default=default,
+        metavar="DIR",
+        help="data directory (default: MAGPIE_DATA_DIR, else ~/.local/share/magpie)",
     )
     common.add_argument(
         "--database-url",
@@ -54,8 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="magpie",
         description="Self-hosted, Hackle-compatible user properties, consent, events and push campaigns.",
-        epilog="Settings come from MAGPIE_* environment variables (docs/configuration.md); "
-        "run `magpie COMMAND --help` for a command's options.",
+        epilog="Settings come from MAGPIE_* environment variables (docs/configuration.md). Every command finds "
+        "its data the same way, wherever it runs: --database-url or --data-dir, then MAGPIE_DATABASE_URL or "
+        "MAGPIE_DATA_DIR, then SQLite in $XDG_DATA_HOME/magpie (~/.local/share/magpie). "
+        "Run `magpie COMMAND --help` for a command's options.",
         parents=[_common(suppress=False)],
     )
     parser.add_argument("--version", action="version", version=f"magpie {magpie.__version__}")
@@ -83,16 +95,28 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return settings.with_(**changes) if changes else settings
 
 
-def _fail(args: argparse.Namespace | None, code: str, message: str, status: int = 1) -> int:
+def _fail(
+    args: argparse.Namespace | None,
+    code: str,
+    message: str,
+    status: int = 1,
+    problems: list[dict[str, Any]] | None = None,
+) -> int:
+    """The error on stderr: one line (after one line per problem of a file), or one JSON object."""
     if args is not None and getattr(args, "json", False):
-        print(json.dumps({"code": code, "message": message}, ensure_ascii=False), file=sys.stderr)
+        body: dict[str, Any] = {"code": code, "message": message}
+        if problems:
+            body["problems"] = problems
+        print(json.dumps(body, ensure_ascii=False), file=sys.stderr)
     else:
+        for problem in problems or ():
+            print(push.problem_line(problem), file=sys.stderr)
         print(f"magpie: {code}: {message}", file=sys.stderr)
     return status
 
 
 def _database_error(exc: BaseException, settings: Settings | None) -> str:
-    where = server.data_location(settings) if settings is not None else "the database"
+    where = data_location(settings) if settings is not None else "the database"
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return f"cannot use the database at {where}: {first}"
 
@@ -100,10 +124,22 @@ def _database_error(exc: BaseException, settings: Settings | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not hasattr(args, "env_default"):
+        if hasattr(args, "env"):
+            parser.error(f"--env: `magpie {args.command}` does not take an environment")
+    elif not hasattr(args, "env"):
+        args.env = args.env_default
     settings: Settings | None = None
     try:
         settings = settings_from(args)
         args.fn(args, settings)
+    except NotFound as exc:
+        message = exc.message
+        if settings is not None and message.startswith("no environment named"):
+            message = environment_missing(message, settings)
+        return _fail(args, exc.code, message)
+    except FileProblems as exc:
+        return _fail(args, exc.code, exc.message, problems=exc.problems)
     except MagpieError as exc:
         return _fail(args, exc.code, exc.message)
     except UsageError as exc:

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from magpie.api import views
-from magpie.cli._common import DEFAULT_ENV, ENV_HELP, emit, open_db
+from magpie.cli._common import add_env, emit, open_db
 from magpie.config import Settings
 from magpie.store import accounts, events, profiles
 from magpie.store.crypto import Cipher
@@ -17,7 +17,7 @@ def _state(revoked_at: int | None) -> str:
 
 
 def cmd_env_create(args: argparse.Namespace, settings: Settings) -> None:
-    db = open_db(settings)
+    db = open_db(settings, create=True)
     env = accounts.create_environment(db, name=args.name, timezone=args.timezone)
     key, info = accounts.create_api_key(db, environment=env.name, name="default")
     emit(
@@ -52,7 +52,7 @@ def cmd_key_revoke(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_admin_token_create(args: argparse.Namespace, settings: Settings) -> None:
-    token = accounts.create_admin_token(open_db(settings), name=args.name)
+    token = accounts.create_admin_token(open_db(settings, create=True), name=args.name)
     emit(args, {"adminToken": token}, f"admin token: {token}  (shown once)")
 
 
@@ -103,11 +103,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
     key = sub.add_parser("key", parents=[common], help="API keys").add_subparsers(dest="key_cmd", required=True)
     kc = key.add_parser("create", parents=[common], help="create an API key (shown once)")
-    kc.add_argument("--env", default=DEFAULT_ENV, metavar="NAME", help=ENV_HELP)
+    add_env(kc)
     kc.add_argument("--name", default="", help="a label shown by key list (default: none)")
     kc.set_defaults(fn=cmd_key_create)
     kl = key.add_parser("list", parents=[common], help="list API keys (prefixes only)")
-    kl.add_argument("--env", metavar="NAME", help="only this environment's keys (default: every environment)")
+    add_env(kl, default=None, help="only this environment's keys (default: every environment)")
     kl.set_defaults(fn=cmd_key_list)
     kr = key.add_parser("revoke", parents=[common], help="revoke an API key")
     kr.add_argument("key", help="the whole key, or the prefix key list shows")
@@ -130,7 +130,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     user = sub.add_parser("user", parents=[common], help="users").add_subparsers(dest="user_cmd", required=True)
     us = user.add_parser("show", parents=[common], help="show a user (or a device) with its recent events")
     us.add_argument("id", help="the userId (or, with --device, the deviceId)")
-    us.add_argument("--env", default=DEFAULT_ENV, metavar="NAME", help=ENV_HELP)
+    add_env(us)
     us.add_argument("--device", action="store_true", help="the id is a deviceId")
     us.add_argument("--events", type=int, default=20, metavar="N", help="recent events to show (default: %(default)s)")
     us.set_defaults(fn=cmd_user_show)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from magpie.cli._common import UsageError, emit, env_id, open_db
+from magpie.cli._common import UsageError, add_env, emit, env_id, open_db
 from magpie.config import Settings
 from magpie.store.crypto import Cipher
 from magpie.store.profiles import ReindexPhones
@@ -58,5 +58,5 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     reindex.add_argument(
         "--batch", type=int, default=500, help="users per writer transaction (default %(default)s, at most 10000)"
     )
-    reindex.add_argument("--env", metavar="NAME", help="only this environment (default: every environment)")
+    add_env(reindex, default=None, help="only this environment (default: every environment)")
     reindex.set_defaults(fn=cmd_phone_reindex)

@@ -9,9 +9,21 @@ import time
 from typing import Any
 
 from magpie.api import views
-from magpie.cli._common import UsageError, add_env, emit, env_id, load_document, open_db, read_lines
+from magpie.cli._common import (
+    FileProblems,
+    Located,
+    UsageError,
+    add_env,
+    emit,
+    env_id,
+    load_document,
+    load_located,
+    open_db,
+    read_lines,
+)
 from magpie.config import Settings
-from magpie.domain.environment import DEFAULTS, parse_settings
+from magpie.domain.campaigns import Problem, campaign_problems
+from magpie.domain.environment import DEFAULTS, effective, parse_settings
 from magpie.errors import InvalidRequest, NotFound
 from magpie.store import accounts, campaigns, tokens
 from magpie.store.dispatches import dispatch_view
@@ -22,32 +34,93 @@ TIME_HELP = "epoch milliseconds or ISO-8601 (2026-11-01 or 2026-11-01T09:00:00+0
 STATUS_ORDER = ("SENT", "FAILED", "UNKNOWN", "EXCLUDED", "PENDING")
 
 
+# The push providers by every spelling the API, the settings file and the two commands use, in any case.
+_PUSH_PROVIDERS = {"fcm": "fcm", "apn": "apns", "apns": "apns"}
+
+
+def push_provider(value: str) -> str:
+    """``fcm`` or ``apns`` from any of FCM, fcm, APN, APNs, apns (``--provider`` of token add and provider check).
+
+    >>> [push_provider(v) for v in ("FCM", "apn", "APNs")]
+    ['fcm', 'apns', 'apns']
+    """
+    try:
+        return _PUSH_PROVIDERS[value.strip().lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected fcm (Android) or apns (iOS); FCM and APN too") from None
+
+
 def _warn(lines: list[str]) -> None:
     for line in lines:
         print(f"magpie: warning: {line}", file=sys.stderr)
 
 
+def _file_problems(file: Located, documents: list[Any], env_settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every problem of every campaign in the file, each with its line, column and campaign key."""
+    problems: list[dict[str, Any]] = []
+    seen: dict[int, int] = {}
+    for i, raw in enumerate(documents):
+        prefix: tuple[int, ...] = (i,) if isinstance(file.value, list) else ()
+        key = raw.get("key") if isinstance(raw, dict) else None
+        key = key if isinstance(key, int) and not isinstance(key, bool) else None
+        found = campaign_problems(raw, settings=env_settings)
+        if key is not None and key in seen:
+            found.append(Problem(("key",), f"key {key} is also the key of campaign #{seen[key] + 1} in this file"))
+        if key is not None:
+            seen.setdefault(key, i)
+        for problem in found:
+            line, column = file.position((*prefix, *problem.path), on_key=problem.on_key)
+            problems.append(
+                {
+                    "file": file.path,
+                    "line": line,
+                    "column": column,
+                    "campaignKey": key,
+                    "index": i,
+                    "field": ".".join(problem.path),
+                    "message": problem.message,
+                }
+            )
+    return problems
+
+
+def problem_line(problem: dict[str, Any]) -> str:
+    """``FILE:LINE:COLUMN: campaign KEY: MESSAGE``, the shape compilers and editors read."""
+    which = (
+        f"campaign {problem['campaignKey']}"
+        if problem["campaignKey"] is not None
+        else f"campaign #{problem['index'] + 1}"
+    )
+    return f"{problem['file']}:{problem['line']}:{problem['column']}: {which}: {problem['message']}"
+
+
 def cmd_campaign_apply(args: argparse.Namespace, settings: Settings) -> None:
-    raw = load_document(args.file)
+    """Check every campaign of the file, then apply them all in one transaction, or none of them."""
+    file = load_located(args.file)
     db = open_db(settings)
     env = env_id(db, args.env)
-    documents = raw if isinstance(raw, list) else [raw]
+    with db.transaction(write=False) as conn:
+        env_settings = effective(accounts.environment_settings(conn, db, env_id=env))
+    documents = file.value if isinstance(file.value, list) else [file.value]
+    problems = _file_problems(file, documents, env_settings)
+    if problems:
+        n = len(problems)
+        raise FileProblems(f"{args.file}: {n} problem{'s' * (n != 1)}; nothing applied", problems)
     warnings = {i: campaigns.check_delivery(db, env_id=env, raw=doc) for i, doc in enumerate(documents)}
     if args.strict and any(warnings.values()):
         _warn([w for ws in warnings.values() for w in ws])
         raise InvalidRequest("--strict: not applied, the environment cannot deliver these campaigns (see warnings)")
-    results: list[dict[str, Any]] = []
-    for i, document in enumerate(documents):
-        campaign, created = campaigns.apply_campaign(db, env_id=env, raw=document)
-        results.append(
-            {
-                "key": campaign.key,
-                "name": campaign.name,
-                "status": campaign.status,
-                "created": created,
-                "warnings": warnings[i],
-            }
-        )
+    applied = campaigns.apply_campaigns(db, env_id=env, raws=documents)
+    results: list[dict[str, Any]] = [
+        {
+            "key": campaign.key,
+            "name": campaign.name,
+            "status": campaign.status,
+            "created": created,
+            "warnings": warnings[i],
+        }
+        for i, (campaign, created) in enumerate(applied)
+    ]
     _warn([w for r in results for w in r["warnings"]])
     emit(
         args,
@@ -123,7 +196,7 @@ def cmd_token_add(args: argparse.Namespace, settings: Settings) -> None:
                 env_id=env,
                 device_id=args.device_id,
                 user_id=args.user_id,
-                provider_type=args.provider,
+                provider_type={"fcm": "FCM", "apns": "APN"}[args.provider],  # as the API and SDKs name them
                 token=args.token,
             )
         )
@@ -355,7 +428,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     add_env(ta)
     ta.add_argument("--device-id", required=True, metavar="ID", help="the device the token belongs to")
     ta.add_argument("--user-id", metavar="ID", help="link the device to this user (default: no user)")
-    ta.add_argument("--provider", choices=["FCM", "APN"], required=True, help="FCM (Android) or APN (iOS)")
+    ta.add_argument(
+        "--provider",
+        type=push_provider,
+        choices=("fcm", "apns"),
+        required=True,
+        metavar="fcm|apns",
+        help="FCM (Android) or APNs (iOS), any case",
+    )
     ta.add_argument("--token", required=True, help="the device token from FCM or APNs")
     ta.set_defaults(fn=cmd_token_add)
     tl = token.add_parser("list", parents=[common], help="list push tokens, newest first (tokens shortened)")
@@ -381,7 +461,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     settings_cmds = env_settings.add_subparsers(dest="settings_cmd")
     ss = settings_cmds.add_parser("set", parents=[common], help="replace the settings with a file's")
     ss.add_argument("-f", "--file", required=True, help="YAML (or .json) settings file; - for stdin")
-    add_env(ss, nested=True)
+    add_env(ss)
     ss.add_argument(
         "--timezone",
         default=argparse.SUPPRESS,
@@ -390,7 +470,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     ss.set_defaults(fn=cmd_settings_set)
     sshow = settings_cmds.add_parser("show", parents=[common], help="show the settings (provider names, no secrets)")
-    add_env(sshow, nested=True)
+    add_env(sshow)
     sshow.set_defaults(fn=cmd_settings_show)
     settings_cmds.add_parser("list", parents=[common], help="every environment's settings").set_defaults(
         fn=cmd_settings_list
@@ -405,7 +485,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="check the configured FCM/APNs credentials against the provider, notifying no one",
     )
     add_env(pc)
-    pc.add_argument("--provider", choices=["fcm", "apns"], help="check only this one (default: every configured one)")
+    pc.add_argument(
+        "--provider",
+        type=push_provider,
+        choices=("fcm", "apns"),
+        metavar="fcm|apns",
+        help="check only this one, any case, APN too (default: every configured one)",
+    )
     pc.add_argument("--token", help="FCM: validate a send to this device token (default: a placeholder token)")
     pc.set_defaults(fn=cmd_provider_check)
 

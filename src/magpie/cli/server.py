@@ -12,11 +12,11 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import magpie
-from magpie.cli._common import UsageError, emit, open_db
+from magpie.cli._common import LOOKUP_ORDER, UsageError, data_location, emit, location, open_db
 from magpie.config import Settings
+from magpie.errors import NotFound
 from magpie.store import accounts
 from magpie.store.crypto import Cipher
 from magpie.store.db import Database
@@ -40,18 +40,6 @@ def bootstrap(db: Database) -> dict[str, Any] | None:
     if demo is not None:
         result["demoCampaignKey"] = demo
     return result
-
-
-def data_location(settings: Settings) -> str:
-    """Where the data lives, safe to print: the SQLite file, or the database URL without its password."""
-    if settings.is_sqlite:
-        return str(settings.data_dir.resolve() / "magpie.db")
-    parts = urlsplit(settings.database_url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}@" if parts.username else ""
-    return urlunsplit((parts.scheme, user + host, parts.path, "", ""))
 
 
 def announce(settings: Settings, *, role: str, url: str | None = None) -> None:
@@ -90,7 +78,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
 def _serve(args: argparse.Namespace, settings: Settings, sock: socket.socket) -> None:
     from magpie.app import create_app
 
-    db = open_db(settings)
+    db = open_db(settings, create=True)
     if settings.bootstrap:
         created = bootstrap(db)
         if created is not None:
@@ -185,7 +173,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     from magpie.logs import configure_logging
 
     configure_logging(settings.log_level)
-    open_db(settings)
+    open_db(settings, create=True)
     role = f"dispatch ({max(1, settings.workers)} worker{'s' * (max(1, settings.workers) != 1)})"
     announce(settings, role=role)
     started = time.monotonic()
@@ -194,7 +182,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> None:
-    db = open_db(settings)
+    db = open_db(settings, create=True)
     emit(args, {"revision": db.current_revision()}, f"schema at revision {db.current_revision()}")
 
 
@@ -212,7 +200,10 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> None:
         )
     source = settings.data_dir.resolve() / "magpie.db"
     if not source.exists():
-        raise UsageError(f"no store at {source}")
+        raise NotFound(
+            f"no magpie store at {location(settings)}; looked in {LOOKUP_ORDER}: "
+            "pass --data-dir (or MAGPIE_DATA_DIR) of the store to back up"
+        )
     target = Path(args.to)
     if target.exists() and any(target.iterdir()):
         raise UsageError(f"{target}: exists and is not empty; back up into a new directory")
@@ -282,7 +273,7 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(key)
         note = "secret.key restored beside it"
-    db = open_db(settings)
+    db = open_db(settings, create=True)
     emit(
         args,
         {"restored": str(data_dir), "revision": db.current_revision()},

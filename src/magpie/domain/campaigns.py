@@ -107,12 +107,23 @@ class _Lookup:
         return self.liquid.render(*args, **kwargs)
 
 
+# ``{{ x | default: }}``: Liquid drops a filter's ':' with nothing after it, so a forgotten argument
+# would render silently; it is refused at apply time instead.
+_TAGS = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
+_BARE_FILTER = re.compile(r"\|\s*([A-Za-z_][\w-]*)\s*:\s*(?=,|\||-?\}\}|-?%\})")
+
+
 def compile_template(source: str, *, field_name: str) -> Template:
     """Parse a Liquid template and render it once on empty data, so errors surface at apply time.
 
     What every recipient's rendering would do the same way is settled here: text without markup
     is returned as it is, and a lone ``{{ path }}`` reads the value at that path.
     """
+    bare = next((m for tag in _TAGS.findall(source) if (m := _BARE_FILTER.search(tag))), None)
+    if bare is not None:
+        raise InvalidCampaign(
+            f"message.{field_name}: template error: the filter '{bare.group(1)}' has ':' but no argument"
+        )
     try:
         template = _liquid.from_string(source)
         template.render(**_sample_context())
@@ -217,9 +228,6 @@ class Campaign:
     def render_part(self, name: str, context: Mapping[str, Any]) -> str:
         """One compiled Liquid part of a Kakao or SMS message (``text``, ``title``, ``var:<name>``...)."""
         return self._templates[name].render(**context)
-
-    def has_part(self, name: str) -> bool:
-        return name in self._templates
 
 
 def _choice(raw: Mapping[str, Any], name: str, options: tuple[str, ...], default: str | None) -> str:
@@ -389,6 +397,97 @@ def check_for_environment(campaign: Campaign, settings: Mapping[str, Any]) -> No
         messages.check_sms_size(text=text, title=title, images=len(sms.image_urls), where=f"message.{prefix}text")
     except MessageError as exc:
         raise InvalidCampaign(str(exc)) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a campaign definition, at ``path`` in the document.
+
+    ``path`` names the field (``("message", "clickAction")``); ``on_key`` says the field's name
+    itself is the problem (an unknown field), not its value.
+    """
+
+    path: tuple[str, ...]
+    message: str
+    on_key: bool = False
+
+
+def _suggest(name: str, known: Iterable[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+_PROBLEM_PATH = re.compile(r"^([A-Za-z]+(?:\.[A-Za-z:]+)*)\b")
+
+
+def campaign_problems(raw: object, *, settings: Mapping[str, Any] | None = None) -> list[Problem]:
+    """Every problem of a campaign definition that can be told apart, rather than the first.
+
+    Unknown fields (with the nearest known name), each choice field's value and each push template are
+    checked on their own; then the definition, without what was already found wrong, goes through
+    ``parse_campaign`` and, with ``settings``, ``check_for_environment``, which add their first problem.
+    An empty list means ``parse_campaign`` and ``check_for_environment`` accept it.
+    """
+    if not isinstance(raw, Mapping):
+        return [Problem((), "a campaign must be an object")]
+    problems: list[Problem] = []
+    cleaned = dict(raw)
+    for name in sorted(set(raw) - _FIELDS, key=str):
+        problems.append(Problem((str(name),), f"unknown campaign field '{name}'{_suggest(str(name), _FIELDS)}", True))
+        del cleaned[name]
+    channel = raw.get("channel", "push")
+    choices: dict[str, tuple[str, ...]] = {
+        "channel": messages.CHANNELS,
+        "status": STATUSES,
+        "purpose": PURPOSES,
+        "consentRule": CONSENT_RULES,
+        "provider": PROVIDERS if channel == "push" else PHONE_PROVIDERS,
+        "nightPolicy": NIGHT_POLICIES,
+    }
+    if channel == "kakao":
+        choices["type"] = messages.KAKAO_KINDS
+    for name, options in choices.items():
+        if name in raw and raw[name] not in options:
+            value = raw[name]
+            hint = _suggest(value, options) if isinstance(value, str) else ""
+            if name == "provider" and str(value).lower() in ("fcm", "apns", "apn"):
+                hint = " (FCM and APNs are both provider: push, chosen by each device's token)"
+            problems.append(Problem((name,), f"{name} must be one of {', '.join(options)}, got {value!r}{hint}"))
+            del cleaned[name]
+    message = raw.get("message")
+    if channel == "push" and isinstance(message, Mapping):
+        kept = dict(message)
+        for name in sorted(set(message) - _MESSAGE_FIELDS, key=str):
+            hint = _suggest(str(name), _MESSAGE_FIELDS)
+            problems.append(Problem(("message", str(name)), f"unknown message field '{name}'{hint}", True))
+            del kept[name]
+        click = message.get("clickAction", "APP_OPEN")
+        if click not in CLICK_ACTIONS:
+            allowed = ", ".join(CLICK_ACTIONS)
+            problems.append(Problem(("message", "clickAction"), f"clickAction must be one of {allowed}, got {click!r}"))
+            del kept["clickAction"]
+        for part in ("title", "body", "link"):
+            text = message.get(part)
+            if isinstance(text, str) and text:
+                try:
+                    compile_template(text, field_name=part)
+                except InvalidCampaign as exc:
+                    problems.append(Problem(("message", part), exc.message))
+                    kept[part] = "-"  # reported: let the rest of the definition be checked
+        cleaned["message"] = kept
+    found = {p.path for p in problems}
+    try:
+        campaign = parse_campaign(cleaned)
+        if settings is not None:
+            check_for_environment(campaign, settings)
+    except InvalidCampaign as exc:
+        match = _PROBLEM_PATH.match(exc.message)
+        path = tuple(match.group(1).split(".")) if match and match.group(1).split(".")[0] in _FIELDS else ()
+        if path not in found:
+            problems.append(Problem(path, exc.message))
+    return problems
 
 
 DEMO_CAMPAIGN: Final[dict[str, Any]] = {

@@ -13,7 +13,30 @@ UNKNOWN: Final = "UNKNOWN"
 CHANNELS: Final = ("push", "sms", "kakao")
 # "night" (push and SMS only): consent to marketing messages between 21:00 and 08:00.
 PURPOSES: Final = ("marketing", "information", "night")
+# The one list of channels with a night consent: the API, its OpenAPI document and delivery read it.
 NIGHT_CHANNELS: Final = ("push", "sms")
+# The request fields of the subscription endpoints and the purpose each records
+# (``nightSubscriptionStatus`` is magpie's extension, on the NIGHT_CHANNELS only).
+STATUS_FIELDS: Final = (
+    ("marketingSubscriptionStatus", "marketing"),
+    ("informationSubscriptionStatus", "information"),
+    ("nightSubscriptionStatus", "night"),
+)
+
+
+def status_fields(channel: str) -> tuple[tuple[str, str], ...]:
+    """``(request field, purpose)`` pairs a channel's subscription endpoint takes.
+
+    >>> [field for field, _ in status_fields("sms")]
+    ['marketingSubscriptionStatus', 'informationSubscriptionStatus', 'nightSubscriptionStatus']
+    >>> [field for field, _ in status_fields("kakao")]
+    ['marketingSubscriptionStatus', 'informationSubscriptionStatus']
+    """
+    return tuple(
+        (field, purpose) for field, purpose in STATUS_FIELDS if purpose != "night" or channel in NIGHT_CHANNELS
+    )
+
+
 _API_STATUSES: Final = frozenset((SUBSCRIBED, UNSUBSCRIBED))
 
 

@@ -1,6 +1,7 @@
 """Per-recipient delivery: who gets a message, what a push says, and the payload Hackle's SDKs read. No I/O.
 
-``decide`` applies SPEC's rules in this order and answers with one of three small types:
+``decide`` applies the rules README.md (push) and docs/channels.md (Kakao, SMS) describe, in this order,
+and answers with one of three small types:
 
 =====================  ===============================================================
 ``Exclude(reason)``    ``UNKNOWN_USER``, ``NOT_IN_AUDIENCE``, ``NO_CONSENT``,

@@ -83,10 +83,6 @@ def get_environment(db: Database, name: str) -> Environment:
     return _environment_where(db, "name", name, f"no environment named '{name}'")
 
 
-def get_environment_by_id(db: Database, env_id: int) -> Environment:
-    return _environment_where(db, "id", env_id, f"no environment with id {env_id}")
-
-
 def update_environment_settings(
     db: Database, *, name: str, settings: dict[str, Any], timezone: str | None = None
 ) -> Environment:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,32 +26,47 @@ def apply_campaign(db: Database, *, env_id: int, raw: Any) -> tuple[Campaign, bo
 
     Returns the campaign and whether it was created.
     """
-    campaign = parse_campaign(raw)
-    definition = msgspec.json.encode(campaign.to_json()).decode()
+    return apply_campaigns(db, env_id=env_id, raws=[raw])[0]
+
+
+def apply_campaigns(db: Database, *, env_id: int, raws: Sequence[Any]) -> list[tuple[Campaign, bool]]:
+    """Validate and store several campaigns in one transaction: every one of them, or (on an error) none."""
+    parsed = [parse_campaign(raw) for raw in raws]
     now = _now()
+    results: list[tuple[Campaign, bool]] = []
     with db.transaction() as conn:
         env = db.fetchone(conn, "SELECT settings FROM environments WHERE id = ?", (env_id,))
-        check_for_environment(campaign, effective(_decode(env[0]) if env is not None else {}))
-        existing = db.fetchone(
-            conn, "SELECT status FROM campaigns WHERE env_id = ? AND key = ? FOR UPDATE", (env_id, campaign.key)
+        settings = effective(_decode(env[0]) if env is not None else {})
+        for campaign in parsed:
+            check_for_environment(campaign, settings)
+        for campaign in parsed:
+            results.append((campaign, _store(conn, db, env_id=env_id, campaign=campaign, now=now)))
+    return results
+
+
+def _store(conn: Connection, db: Database, *, env_id: int, campaign: Campaign, now: int) -> bool:
+    """Insert or replace one campaign; True when it was created."""
+    definition = msgspec.json.encode(campaign.to_json()).decode()
+    existing = db.fetchone(
+        conn, "SELECT status FROM campaigns WHERE env_id = ? AND key = ? FOR UPDATE", (env_id, campaign.key)
+    )
+    if existing is not None:
+        check_status_change(current=existing[0], key=campaign.key, to=campaign.status)
+    if existing is None:
+        db.execute(
+            conn,
+            "INSERT INTO campaigns (env_id, key, name, status, definition, channel, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (env_id, campaign.key, campaign.name, campaign.status, definition, campaign.channel, now, now),
         )
-        if existing is not None:
-            check_status_change(current=existing[0], key=campaign.key, to=campaign.status)
-        if existing is None:
-            db.execute(
-                conn,
-                "INSERT INTO campaigns (env_id, key, name, status, definition, channel, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (env_id, campaign.key, campaign.name, campaign.status, definition, campaign.channel, now, now),
-            )
-        else:
-            db.execute(
-                conn,
-                "UPDATE campaigns SET name = ?, status = ?, definition = ?, channel = ?, updated_at = ? "
-                "WHERE env_id = ? AND key = ?",
-                (campaign.name, campaign.status, definition, campaign.channel, now, env_id, campaign.key),
-            )
-    return campaign, existing is None
+    else:
+        db.execute(
+            conn,
+            "UPDATE campaigns SET name = ?, status = ?, definition = ?, channel = ?, updated_at = ? "
+            "WHERE env_id = ? AND key = ?",
+            (campaign.name, campaign.status, definition, campaign.channel, now, env_id, campaign.key),
+        )
+    return existing is None
 
 
 def check_status_change(*, current: object, key: int, to: str | None = None) -> None:

@@ -24,6 +24,7 @@ from magpie.store.campaigns import memberships
 from magpie.store.db import Connection, Database
 from magpie.store.stats import count_outcome
 from magpie.store.transaction import Tx, dumps
+from magpie.store.writer import JobDefaults
 
 _decode = msgspec.json.decode
 
@@ -37,7 +38,7 @@ class WorkItem:
     attempts: int
 
 
-class ClaimWork:
+class ClaimWork(JobDefaults):
     profile_keys = ()
 
     def __init__(self, *, owner: str, now_ms: int, lease_ms: int, limit: int) -> None:
@@ -60,7 +61,7 @@ class ClaimWork:
         )
 
 
-class ExtendLease:
+class ExtendLease(JobDefaults):
     profile_keys = ()
 
     def __init__(self, *, item_ids: list[int], owner: str, until_ms: int) -> None:
@@ -75,7 +76,7 @@ class ExtendLease:
         )
 
 
-class HoldLease:
+class HoldLease(JobDefaults):
     """Whether ``owner`` still holds the lease of a work item, extending it if so.
 
     Checked right before a paid batch goes to a gateway: a worker whose lease lapsed (it stalled,
@@ -282,7 +283,7 @@ class Planned:
     paid: bool = False
 
 
-class PrepareRecipients:
+class PrepareRecipients(JobDefaults):
     """Record exclusions, apply frequency caps (reserving sends), and create delivery rows.
 
     Returns ``{idx: {token: delivery_id}}`` for recipients still to send, and the set of
@@ -472,7 +473,7 @@ class DeliveryResult:
     retire: bool = False
 
 
-class RecordRecipient:
+class RecordRecipient(JobDefaults):
     """Store one recipient's delivery results and its single outcome."""
 
     profile_keys = ()
@@ -551,7 +552,7 @@ class RecordRecipient:
                     )
 
 
-class RecordRecipients:
+class RecordRecipients(JobDefaults):
     """Several recipients' outcomes in one job (a gateway batch answers for all of them at once),
     and the end of the work item when this was its last batch."""
 
@@ -568,7 +569,7 @@ class RecordRecipients:
             self.finish.run(tx)
 
 
-class HoldRecipients:
+class HoldRecipients(JobDefaults):
     """Night time: hand these recipients to a new work item that becomes available at release."""
 
     profile_keys = ()
@@ -588,7 +589,7 @@ class HoldRecipients:
         tx.execute("UPDATE dispatches SET status = 'SCHEDULED' WHERE id = ?", (self.dispatch_id,))
 
 
-class FinishItem:
+class FinishItem(JobDefaults):
     profile_keys = ()
 
     def __init__(self, *, item_id: int, dispatch_id: str, now_ms: int, fail_reason: str | None = None) -> None:
@@ -649,7 +650,7 @@ def _storable(ident: object) -> str | None:
     return ident.replace("\x00", "") if isinstance(ident, str) else None
 
 
-class RetryItem:
+class RetryItem(JobDefaults):
     """Hand a failed work item back, to be claimed again once ``available_ms`` has passed."""
 
     profile_keys = ()
@@ -667,7 +668,7 @@ class RetryItem:
         )
 
 
-class InboxRecord:
+class InboxRecord(JobDefaults):
     """One message in the sandbox inbox; with ``once``, an entry for the same delivery is reused."""
 
     profile_keys = ()
@@ -700,7 +701,7 @@ class InboxRecord:
 # -- Kakao and SMS ---------------------------------------------------------------------------------------
 
 
-class RecordReports:
+class RecordReports(JobDefaults):
     """A gateway's final word on accepted messages: delivered (with the time) or not, with its code."""
 
     profile_keys = ()

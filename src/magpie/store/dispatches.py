@@ -16,6 +16,7 @@ from magpie.errors import CampaignNotFound, IdempotencyKeyReused, NotFound
 from magpie.store.db import Connection, Database
 from magpie.store.stats import add_count
 from magpie.store.transaction import Tx
+from magpie.store.writer import JobDefaults
 
 _decode = msgspec.json.decode
 
@@ -35,7 +36,7 @@ def _campaign_active(tx: Tx, env_id: int, key: int, channel: str) -> bool:
     return bool(found)
 
 
-class AcceptTrigger:
+class AcceptTrigger(JobDefaults):
     """Write a dispatch and its work item in the same transaction (the transactional outbox)."""
 
     __slots__ = ("campaign_key", "channel", "env_id", "idempotency_key", "key_hash", "requested", "users")

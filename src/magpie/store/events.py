@@ -54,7 +54,7 @@ from magpie.store.profiles import resolve, set_phone
 from magpie.store.stats import add_count
 from magpie.store.tokens import register_token_row
 from magpie.store.transaction import ProfileRow, Tx, dumps
-from magpie.store.writer import Writer
+from magpie.store.writer import JobDefaults, Writer
 
 log = logging.getLogger("magpie.events")
 
@@ -79,7 +79,7 @@ def _profile_keys(events: Sequence[Event], env_id: int) -> tuple[tuple[int, str,
     return tuple(keys)
 
 
-class StoreEvents:
+class StoreEvents(JobDefaults):
     """Apply and store a batch of events in the group commit; returns how many were new.
 
     >>> await writer.submit(StoreEvents(key_hash=h, env_id=1, events=events))  # doctest: +SKIP
@@ -87,6 +87,7 @@ class StoreEvents:
     """
 
     __slots__ = ("env_id", "events", "key_hash", "profile_keys")
+    key_hash: str  # always acting for an API key
 
     def __init__(self, *, key_hash: str, env_id: int, events: list[Event]) -> None:
         self.key_hash = key_hash
@@ -343,7 +344,7 @@ def list_events(
 # -- retention --------------------------------------------------------------------------------------
 
 
-class PurgeEvents:
+class PurgeEvents(JobDefaults):
     """Delete up to ``limit`` events per environment received before ``before_ms``; returns how many."""
 
     __slots__ = ("before_ms", "limit")

@@ -21,6 +21,7 @@ from magpie.errors import NotFound
 from magpie.store.crypto import Cipher
 from magpie.store.db import Connection, Database
 from magpie.store.transaction import ProfileRow, Tx
+from magpie.store.writer import JobDefaults
 
 _decode = msgspec.json.decode
 
@@ -62,10 +63,11 @@ def resolve(tx: Tx, *, env_id: int, user_id: str | None, device_id: str | None) 
     return device
 
 
-class ProfileJob:
+class ProfileJob(JobDefaults):
     """Base for jobs acting on one resolved profile."""
 
     __slots__ = ("device_id", "env_id", "key_hash", "profile_keys", "user_id")
+    key_hash: str  # always acting for an API key
 
     def __init__(
         self,
@@ -161,7 +163,7 @@ class ReindexPage:
     unreadable: int = 0  # numbers the data key cannot decrypt (a wrong MAGPIE_SECRET_KEY), left alone
 
 
-class ReindexPhones:
+class ReindexPhones(JobDefaults):
     """Rebuild the phone blind index for one page of users, in key order after ``after``.
 
     Numbers stored before migration ``0005_phone_channels`` have no index row, and a migration
@@ -233,7 +235,7 @@ class ReindexPhones:
         )
 
 
-class UnsubscribeUsers:
+class UnsubscribeUsers(JobDefaults):
     """A gateway's 080 opt-out: these users' SMS marketing consent becomes UNSUBSCRIBED.
 
     Authenticated by the webhook's secret, not an API key; the users were found by the blind

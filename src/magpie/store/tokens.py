@@ -8,9 +8,10 @@ from magpie.domain.identity import DEVICE
 from magpie.store.db import Connection, Database
 from magpie.store.profiles import link_device
 from magpie.store.transaction import Tx
+from magpie.store.writer import JobDefaults
 
 
-class RegisterToken:
+class RegisterToken(JobDefaults):
     """Attach a push token to a device (and the device to a user when given)."""
 
     __slots__ = (

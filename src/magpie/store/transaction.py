@@ -215,17 +215,10 @@ class Tx:
         assert isinstance(conn, psycopg.Connection)
         return conn
 
-    def open(self, jobs: Iterable[object]) -> None:
-        """Begin the transaction and read what ``jobs`` declare up front: API keys and profiles."""
-        wanted: set[ProfileKey] = set()
-        key_hashes: set[str] = set()
-        for job in jobs:
-            keys = getattr(job, "profile_keys", None)
-            if keys:
-                wanted.update(keys)
-            key_hash = getattr(job, "key_hash", None)
-            if key_hash:
-                key_hashes.add(key_hash)
+    def open(self, *, key_hashes: Iterable[str], profile_keys: Iterable[ProfileKey]) -> None:
+        """Begin the transaction and read what the batch's jobs declare up front: API keys and profiles."""
+        wanted = set(profile_keys)
+        key_hashes = set(key_hashes)
         if self.db.is_sqlite:
             self.db.begin(self.conn)
             if key_hashes:
@@ -307,17 +300,6 @@ class Tx:
             self._load([key])
             row = self.profiles[key]
         return row
-
-    def peek_profile(self, env_id: int, kind: str, ident: str) -> ProfileRow | None:
-        """A profile if it exists, without creating or locking anything for it."""
-        key = (env_id, kind, ident)
-        row = self.profiles.get(key)
-        if row is not None:
-            return row if row.exists or row.dirty else None
-        found = self.fetchone(f"SELECT {_COLUMNS} FROM profiles WHERE env_id = ? AND kind = ? AND ident = ?", key)
-        if found is None:
-            return None
-        return ProfileRow.from_row(found)
 
     def update(self, row: ProfileRow, **changes: Any) -> None:
         """Change a cached profile; journalled so a failing job can be undone."""

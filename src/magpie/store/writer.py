@@ -35,7 +35,7 @@ from typing import Any, Generic, Protocol, TypeVar, cast
 from magpie.errors import InvalidApiKey, InvalidRequest, MagpieError, ServiceUnavailable, StorageRefused
 from magpie.logs import Throttle, configure_logging
 from magpie.store.db import DATA_ERRORS, OPERATIONAL_ERRORS, RETRYABLE_ERRORS, Connection, Database
-from magpie.store.transaction import Tx
+from magpie.store.transaction import ProfileKey, Tx
 
 log = logging.getLogger("magpie.writer")
 _outage_log = Throttle(interval=1.0)
@@ -50,15 +50,39 @@ T_co = TypeVar("T_co", covariant=True)
 class Job(Protocol[T_co]):
     """A unit of work for the writer; ``submit(job)`` resolves to what ``run`` returns.
 
-    A job may also define ``prepare()`` (validate before the batch reads anything; a
-    ``MagpieError`` there fails that job alone) and ``key_hash`` (the API key it acts for,
-    dropped from every cache when the writer finds it revoked).
+    Every job declares the four members the writer uses (``JobDefaults`` gives the usual ones):
+
+    - ``key_hash``: the API key it acts for, checked when the batch opens and dropped from every
+      cache when the writer finds it revoked (None: no key);
+    - ``profile_keys``: the profiles the batch reads and locks up front, in one round trip;
+    - ``prepare()``: validation before the batch reads anything; a ``MagpieError`` there fails
+      this job alone;
+    - ``run(tx)``: the work, inside the batch's transaction.
     """
+
+    @property
+    def key_hash(self) -> str | None: ...
+
+    @property
+    def profile_keys(self) -> tuple[ProfileKey, ...]: ...
+
+    def prepare(self) -> None: ...
 
     def run(self, tx: Tx) -> T_co: ...
 
 
-class FnJob(Generic[T]):
+class JobDefaults:
+    """What most jobs leave as it is: no API key, no profiles read up front, nothing to validate first."""
+
+    __slots__ = ()
+    key_hash: str | None = None
+    profile_keys: tuple[ProfileKey, ...] = ()
+
+    def prepare(self) -> None:
+        return None
+
+
+class FnJob(JobDefaults, Generic[T]):
     """Wrap a plain function of the transaction as a job (thread writer only: it cannot be pickled)."""
 
     __slots__ = ("fn",)
@@ -183,21 +207,23 @@ class BatchRunner:
         # Jobs that carry a raw request validate it first; a bad one is answered without a read.
         rejected: dict[int, MagpieError] = {}
         for index, job in enumerate(jobs):
-            prepare = getattr(job, "prepare", None)
-            if prepare is not None:
-                try:
-                    prepare()
-                except MagpieError as exc:
-                    rejected[index] = exc
-                except Exception as exc:
-                    # Never let one request's body fail the batch it was gathered into.
-                    log.warning("request rejected while decoding: %s: %s", type(exc).__name__, exc)
-                    rejected[index] = InvalidRequest("the request body could not be decoded")
+            try:
+                job.prepare()
+            except MagpieError as exc:
+                rejected[index] = exc
+            except Exception as exc:
+                # Never let one request's body fail the batch it was gathered into.
+                log.warning("request rejected while decoding: %s: %s", type(exc).__name__, exc)
+                rejected[index] = InvalidRequest("the request body could not be decoded")
         conn = self._connection()
         db = self.db
         try:
             tx = Tx(db=db, conn=conn, secret=self.secret)
-            tx.open(job for index, job in enumerate(jobs) if index not in rejected)
+            admitted = [job for index, job in enumerate(jobs) if index not in rejected]
+            tx.open(
+                key_hashes=(job.key_hash for job in admitted if job.key_hash),
+                profile_keys=(key for job in admitted for key in job.profile_keys),
+            )
             outcomes: list[Outcome] = []
             for index, job in enumerate(jobs):
                 if index in rejected:
@@ -243,9 +269,8 @@ class _Answers:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, bool]]] = {}
         for (job, loop, target), (value, failed) in zip(targets, outcomes, strict=True):
             if failed and isinstance(value, InvalidApiKey) and self.on_invalid_key is not None:
-                key_hash = getattr(job, "key_hash", None)
-                if key_hash:
-                    self.on_invalid_key(key_hash)  # a revoked key must leave every cache at once
+                if job.key_hash:
+                    self.on_invalid_key(job.key_hash)  # a revoked key must leave every cache at once
             if loop is None:
                 done, box = target
                 box.extend((value, failed))
@@ -630,9 +655,8 @@ class ProcessWriter(_WriterBase):
                 continue
             job, _, future = target
             if failed and isinstance(value, InvalidApiKey) and self._answers.on_invalid_key is not None:
-                key_hash = getattr(job, "key_hash", None)
-                if key_hash:
-                    self._answers.on_invalid_key(key_hash)  # a revoked key leaves every cache at once
+                if job.key_hash:
+                    self._answers.on_invalid_key(job.key_hash)  # a revoked key leaves every cache at once
             if not future.done():
                 if failed:
                     future.set_exception(value)
