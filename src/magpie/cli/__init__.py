@@ -23,6 +23,8 @@ from magpie.cli import accounts, consent, phone, push, server
 from magpie.cli._common import UsageError
 from magpie.config import Settings
 from magpie.errors import MagpieError
+from magpie.store.crypto import BadSecretKey
+from magpie.store.db import keep_files_private
 
 __all__ = ["build_parser", "main"]
 
@@ -98,6 +100,7 @@ def _database_error(exc: BaseException, settings: Settings | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_files_private()
     parser = build_parser()
     args = parser.parse_args(argv)
     settings: Settings | None = None
@@ -106,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         args.fn(args, settings)
     except MagpieError as exc:
         return _fail(args, exc.code, exc.message)
-    except UsageError as exc:
+    except (UsageError, BadSecretKey) as exc:
         return _fail(args, "INVALID_REQUEST", str(exc), 2)
     except (psycopg.Error, sqlite3.Error) as exc:
         return _fail(args, "DATABASE_UNAVAILABLE", _database_error(exc, settings))

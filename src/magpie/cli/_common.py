@@ -15,7 +15,7 @@ import yaml
 from magpie.config import Settings
 from magpie.errors import InvalidRequest
 from magpie.store import accounts
-from magpie.store.db import Database
+from magpie.store.db import Database, private_dir
 
 Command = Callable[[argparse.Namespace, Settings], Any]
 Register = Callable[[Any, argparse.ArgumentParser], None]
@@ -37,7 +37,9 @@ def emit(args: argparse.Namespace, value: Any, text: str | None = None) -> None:
 
 
 def open_db(settings: Settings) -> Database:
-    """The store of these settings, migrated to the current schema."""
+    """The store of these settings, migrated to the current schema (a SQLite one in a 0700 data directory)."""
+    if settings.is_sqlite and not settings.database_url_override:
+        private_dir(settings.data_dir)
     db = Database(settings.database_url)
     db.upgrade()
     return db

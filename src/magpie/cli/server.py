@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import logging
 import os
@@ -18,8 +19,8 @@ import magpie
 from magpie.cli._common import UsageError, emit, open_db
 from magpie.config import Settings
 from magpie.store import accounts
-from magpie.store.crypto import Cipher
-from magpie.store.db import Database
+from magpie.store.crypto import BadSecretKey, Cipher, parse_key
+from magpie.store.db import PRIVATE_FILE_MODE, Database, private_dir, private_file
 
 log = logging.getLogger("magpie.server")
 
@@ -87,9 +88,15 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         sock.close()
 
 
+def check_secret_key(settings: Settings) -> None:
+    """Load (or create) the secret key now, so that a bad one ends the start with one line, not a traceback."""
+    Cipher.load(secret_key=settings.secret_key, data_dir=settings.data_dir)
+
+
 def _serve(args: argparse.Namespace, settings: Settings, sock: socket.socket) -> None:
     from magpie.app import create_app
 
+    check_secret_key(settings)
     db = open_db(settings)
     if settings.bootstrap:
         created = bootstrap(db)
@@ -185,6 +192,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     from magpie.logs import configure_logging
 
     configure_logging(settings.log_level)
+    check_secret_key(settings)
     open_db(settings)
     role = f"dispatch ({max(1, settings.workers)} worker{'s' * (max(1, settings.workers) != 1)})"
     announce(settings, role=role)
@@ -216,10 +224,10 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> None:
     target = Path(args.to)
     if target.exists() and any(target.iterdir()):
         raise UsageError(f"{target}: exists and is not empty; back up into a new directory")
-    target.mkdir(parents=True, exist_ok=True)
-    os.chmod(target, 0o700)
+    private_dir(target)
     cipher = Cipher.load(secret_key=settings.secret_key, data_dir=settings.data_dir)
     started = time.time()
+    private_file(target / "magpie.db")
     src = sqlite3.connect(str(source), timeout=30.0)
     dst = sqlite3.connect(str(target / "magpie.db"))
     try:
@@ -232,13 +240,8 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> None:
         src.close()
     if check != "ok":
         raise UsageError(f"the copy failed its integrity check: {check}")
-    os.chmod(target / "magpie.db", 0o600)
-    import base64
-
     key_path = target / "secret.key"
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(base64.urlsafe_b64encode(cipher.key))
+    _write_private(key_path, base64.urlsafe_b64encode(cipher.key))
     manifest = {
         "version": magpie.__version__,
         "revision": Database(f"sqlite:///{target / 'magpie.db'}").current_revision(),
@@ -246,7 +249,7 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> None:
         "seconds": round(time.time() - started, 3),
         "bytes": (target / "magpie.db").stat().st_size,
     }
-    (target / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    _write_private(target / _MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
     emit(
         args,
         {"backup": str(target), **manifest},
@@ -256,31 +259,60 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> None:
     )
 
 
+def _write_private(path: Path, data: bytes) -> None:
+    """A new file (never an existing one, nor through a link) readable by magpie's user only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, PRIVATE_FILE_MODE)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def _backup_member(source: Path, name: str) -> Path:
+    """A file of a backup, refused when it is missing or a link (a backup holds its own files)."""
+    path = source / name
+    if path.is_symlink():
+        raise UsageError(f"{path}: is a symbolic link; a backup holds its own files, restore refuses links")
+    if not path.is_file():
+        raise UsageError(f"{source}: not a magpie backup (no {name})")
+    return path
+
+
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> None:
-    """Bring a backup back into an empty data directory."""
+    """Bring a backup back into an empty data directory, after checking the backup and its key."""
     if not settings.is_sqlite:
         raise UsageError("magpie restore restores SQLite backups; for PostgreSQL use pg_restore or psql")
     source = Path(args.source)
-    if not (source / _MANIFEST).exists() or not (source / "magpie.db").exists():
-        raise UsageError(f"{source}: not a magpie backup (no {_MANIFEST} or magpie.db)")
+    _backup_member(source, _MANIFEST)
+    store = _backup_member(source, "magpie.db")
+    key_file = _backup_member(source, "secret.key")
+    try:
+        fd = os.open(key_file, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise UsageError(f"{key_file}: cannot read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        key_text = fh.read(4096)
+    try:
+        key = parse_key(key_text, where=str(key_file))
+        if settings.secret_key and parse_key(settings.secret_key, where="MAGPIE_SECRET_KEY") != key:
+            raise UsageError("MAGPIE_SECRET_KEY is set and is not the backup's key: unset it or set it to secret.key")
+    except BadSecretKey as exc:
+        raise UsageError(str(exc)) from None
     data_dir = settings.data_dir
     if data_dir.exists() and any(data_dir.iterdir()):
         raise UsageError(f"{data_dir}: not empty; restore into a new or empty data directory")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    src = sqlite3.connect(str(source / "magpie.db"))
+    private_dir(data_dir)
+    private_file(data_dir / "magpie.db")
+    # Read-only: restoring leaves the backup exactly as it was.
+    src = sqlite3.connect(f"{store.resolve().as_uri()}?mode=ro", uri=True)
     dst = sqlite3.connect(str(data_dir / "magpie.db"))
     try:
         src.backup(dst, pages=-1)
     finally:
         dst.close()
         src.close()
-    key = (source / "secret.key").read_bytes()
     if settings.secret_key:
-        note = "MAGPIE_SECRET_KEY is set: it must be the key in the backup's secret.key"
+        note = "MAGPIE_SECRET_KEY is the backup's key"
     else:
-        fd = os.open(data_dir / "secret.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key)
+        _write_private(data_dir / "secret.key", base64.urlsafe_b64encode(key))
         note = "secret.key restored beside it"
     db = open_db(settings)
     emit(
