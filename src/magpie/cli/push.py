@@ -11,7 +11,7 @@ from typing import Any
 from magpie.api import views
 from magpie.cli._common import UsageError, add_env, emit, env_id, load_document, open_db, read_lines
 from magpie.config import Settings
-from magpie.domain.environment import DEFAULTS, parse_settings
+from magpie.domain.environment import DEFAULTS, keep_stored_secrets, parse_settings, redact_settings
 from magpie.errors import InvalidRequest, NotFound
 from magpie.store import accounts, campaigns, tokens
 from magpie.store.dispatches import dispatch_view
@@ -163,8 +163,8 @@ def cmd_token_show(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _shown_settings(env: accounts.Environment) -> dict[str, Any]:
-    # Provider credentials are secrets: name the configured providers, never print their keys.
-    return {**DEFAULTS, **env.settings, "providers": sorted(env.settings.get("providers", {}))}
+    # Provider credentials are write-only: name the configured providers (redacted, like every answer).
+    return {**DEFAULTS, **redact_settings(env.settings), "providers": sorted(env.settings.get("providers", {}))}
 
 
 def _settings_text(env: accounts.Environment) -> str:
@@ -178,7 +178,8 @@ def _settings_text(env: accounts.Environment) -> str:
 def cmd_settings_set(args: argparse.Namespace, settings: Settings) -> None:
     if not args.file:
         raise UsageError("settings set needs -f FILE (YAML or JSON)")
-    parsed = parse_settings(load_document(args.file))
+    stored = accounts.get_environment(open_db(settings), args.env).settings
+    parsed = parse_settings(keep_stored_secrets(load_document(args.file), stored))
     env = accounts.update_environment_settings(
         open_db(settings), name=args.env, settings=parsed, timezone=args.timezone
     )
