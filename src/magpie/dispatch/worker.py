@@ -114,6 +114,7 @@ class Dispatcher:
             record_phone=self._record_phone,
             timeout=settings.provider_timeout_seconds,
             concurrency=settings.worker_concurrency,
+            fetch_allow=settings.fetch_allow_networks,
         )
         self._send_slots = asyncio.Semaphore(settings.worker_concurrency)
         self._campaigns: dict[tuple[int, int], tuple[int, Campaign]] = {}
