@@ -55,7 +55,17 @@ def data_location(settings: Settings) -> str:
     return urlunsplit((parts.scheme, user + host, parts.path, "", ""))
 
 
-def announce(settings: Settings, *, role: str, url: str | None = None) -> None:
+def say(facts: dict[str, Any], text: str, *, json_lines: bool) -> None:
+    """A line for a person on stdout or, with ``--json``, the facts as one JSON line on stdout and the
+    person's line on stderr: the standard output of ``--json`` is JSON lines and nothing else."""
+    if json_lines:
+        print(json.dumps(facts, ensure_ascii=False), flush=True)
+        print(text, file=sys.stderr, flush=True)
+    else:
+        print(text, flush=True)
+
+
+def announce(settings: Settings, *, role: str, url: str | None = None, json_lines: bool = False) -> None:
     """The start line for a person (stdout) and the same facts as one JSON log record."""
     engine = "sqlite" if settings.is_sqlite else "postgresql"
     facts: dict[str, Any] = {
@@ -69,7 +79,9 @@ def announce(settings: Settings, *, role: str, url: str | None = None) -> None:
     where = f"listening on {url}" if url else "started"
     if url:
         facts["url"] = url
-    print(f"magpie {magpie.__version__} {where} · role {role} · {engine} at {facts['data']}", flush=True)
+    say(
+        facts, f"magpie {magpie.__version__} {where} · role {role} · {engine} at {facts['data']}", json_lines=json_lines
+    )
     log.info("magpie %s %s", where, role, extra={"fields": facts})
 
 
@@ -101,17 +113,16 @@ def _serve(args: argparse.Namespace, settings: Settings, sock: socket.socket) ->
     if settings.bootstrap:
         created = bootstrap(db)
         if created is not None:
-            emit(
-                args,
-                created,
+            say(
+                {"event": "created", **created},
                 "magpie: created a new store with a ready demo environment.\n"
                 f"  environment:  {created['environment']}\n"
                 f"  API key:      {created['apiKey']}\n"
                 f"  admin token:  {created['adminToken']}\n"
                 f"  (shown once: magpie keeps only their hashes; {RECOVERY_HINT})",
+                json_lines=args.json,
             )
-            sys.stdout.flush()
-    serve_app(create_app(settings), settings, sock=sock, role=_roles(settings))
+    serve_app(create_app(settings), settings, sock=sock, role=_roles(settings), json_lines=args.json)
 
 
 def listening_socket(settings: Settings) -> socket.socket:
@@ -132,7 +143,7 @@ def listening_socket(settings: Settings) -> socket.socket:
     return sock
 
 
-def serve_app(app: Any, settings: Settings, *, sock: socket.socket, role: str) -> None:
+def serve_app(app: Any, settings: Settings, *, sock: socket.socket, role: str, json_lines: bool = False) -> None:
     """Run ``app`` under uvicorn on ``sock``, with the start and shutdown lines."""
     import uvicorn
 
@@ -159,13 +170,13 @@ def serve_app(app: Any, settings: Settings, *, sock: socket.socket, role: str) -
             await super().startup(sockets=sockets)
             if self.started:
                 self.started_at = time.monotonic()
-                announce(settings, role=role, url=url)
+                announce(settings, role=role, url=url, json_lines=json_lines)
 
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             drained = {"connections": len(self.server_state.connections), "requests": len(self.server_state.tasks)}
             await super().shutdown(sockets=sockets)
             # Said here: after a signal, uvicorn re-raises it once serving ends, and the process exits.
-            say_stopped(role=role, uptime=time.monotonic() - self.started_at, drained=drained)
+            say_stopped(role=role, uptime=time.monotonic() - self.started_at, drained=drained, json_lines=json_lines)
 
     # The socket object itself, not its descriptor: uvicorn then knows it is TCP, and the loop sets
     # TCP_NODELAY on each accepted connection (a bare descriptor is taken for a Unix socket, and small
@@ -173,16 +184,17 @@ def serve_app(app: Any, settings: Settings, *, sock: socket.socket, role: str) -
     Server(config).run(sockets=[sock])
 
 
-def say_stopped(*, role: str, uptime: float, drained: dict[str, int]) -> None:
+def say_stopped(*, role: str, uptime: float, drained: dict[str, int], json_lines: bool = False) -> None:
     facts = {"event": "stopped", "role": role, "uptimeSeconds": round(uptime, 1), **drained}
     parts = [
         f"{n} open connection{'s' * (n != 1)}" if k == "connections" else f"{n} request{'s' * (n != 1)} in flight"
         for k, n in drained.items()
     ]
     done = f"drained {', '.join(parts)}; " if parts else ""
-    print(
+    say(
+        facts,
         f"magpie stopped after {uptime:.0f} s: {done}pending writes committed, in-flight dispatch work finished",
-        flush=True,
+        json_lines=json_lines,
     )
     log.info("magpie stopped", extra={"fields": facts})
 
@@ -195,10 +207,10 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     check_secret_key(settings)
     open_db(settings)
     role = f"dispatch ({max(1, settings.workers)} worker{'s' * (max(1, settings.workers) != 1)})"
-    announce(settings, role=role)
+    announce(settings, role=role, json_lines=args.json)
     started = time.monotonic()
     run_worker(settings)
-    say_stopped(role=role, uptime=time.monotonic() - started, drained={})
+    say_stopped(role=role, uptime=time.monotonic() - started, drained={}, json_lines=args.json)
 
 
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> None:
