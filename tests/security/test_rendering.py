@@ -110,10 +110,17 @@ def test_rendering_lookalike_values_go_out_as_text_in_a_push(client: AppClient, 
     assert shown == sorted([(value, f"주문 {value}"), ("홍길동", "주문 2")])
 
 
+@pytest.mark.parametrize(
+    ("template", "light"),
+    [
+        pytest.param(HEAVY_LOOP, "...", id="loop"),
+        pytest.param("{{ (1..user_properties.n) | join: ',' }}", "1,2,3", id="range-filter"),
+    ],
+)
 def test_rendering_past_the_loop_bound_fails_that_recipient_only(
-    client: AppClient, env: Env, caplog: pytest.LogCaptureFixture
+    client: AppClient, env: Env, caplog: pytest.LogCaptureFixture, template: str, light: str
 ) -> None:
-    setup(client, env, None, sms(purpose="INFORMATION", message={"text": "점검 " + HEAVY_LOOP}))
+    setup(client, env, None, sms(purpose="INFORMATION", message={"text": "점검 " + template}))
     user(client, env, "heavy")
     user(client, env, "light", phone="010-3333-4444")
     _set(client, env, "heavy", n=4_000_000)
@@ -125,7 +132,7 @@ def test_rendering_past_the_loop_bound_fails_that_recipient_only(
         "heavy": ("FAILED", "RENDER_ERROR"),
         "light": ("SENT", None),
     }
-    assert [m["message"]["text"] for m in inbox(client, env)] == ["점검 ..."]
+    assert [m["message"]["text"] for m in inbox(client, env)] == [f"점검 {light}"]
     assert "4000000" not in caplog.text and "Traceback" not in caplog.text
 
 

@@ -18,8 +18,9 @@ Kakao and SMS campaigns say ``channel: kakao`` (with ``type: alimtalk`` or ``typ
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from io import StringIO
 from typing import Any, Final, Protocol, TextIO
@@ -109,11 +110,27 @@ class _BoundedTemplate(BoundTemplate):
         return _Output(limit=RENDER_OUTPUT_LIMIT)
 
 
+def _bounded_filter(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func`` refusing a range longer than the loop bound: ``(1..n) | join`` iterates like a loop."""
+
+    @functools.wraps(func)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        if any(isinstance(a, range) and len(a) > RENDER_LOOP_LIMIT for a in (*args, *kwargs.values())):
+            raise LoopIterationLimitError("loop iteration limit reached", token=None)
+        return func(*args, **kwargs)
+
+    return bounded
+
+
 class _BoundedLiquid(Environment):
     loop_iteration_limit = RENDER_LOOP_LIMIT
     output_stream_limit = RENDER_OUTPUT_LIMIT
     local_namespace_limit = RENDER_NAMESPACE_LIMIT
     template_class = _BoundedTemplate
+
+    def setup_tags_and_filters(self, *, extra: bool = False) -> None:
+        super().setup_tags_and_filters(extra=extra)
+        self.filters = {name: _bounded_filter(func) for name, func in self.filters.items()}
 
 
 _liquid = _BoundedLiquid()
