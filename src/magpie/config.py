@@ -181,6 +181,29 @@ class Settings:
         "After start-up, move what start-up allocated out of the garbage collector's sight (shorter collections "
         "on the hot path). A program that builds many apps in one process should turn it off.",
     )
+    fetch_allow_cidrs: str = setting(
+        "",
+        "MAGPIE_FETCH_ALLOW_CIDRS",
+        "Comma-separated address ranges (CIDR) magpie may fetch campaign images (MMS, brand) from although "
+        "they are not public, e.g. `10.20.0.0/16` for an internal image server. Unset: public addresses "
+        "only; loopback, private, shared, link-local and metadata addresses are refused "
+        "([operations.md](operations.md#outbound-fetches)).",
+    )
+
+    def __post_init__(self) -> None:
+        self.fetch_allow_networks  # noqa: B018 - a bad range fails at start, naming the variable
+
+    @property
+    def fetch_allow_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """``fetch_allow_cidrs`` as networks; raises ``ValueError`` naming the variable and the bad range."""
+        networks = []
+        for part in self.fetch_allow_cidrs.split(","):
+            if part.strip():
+                try:
+                    networks.append(ipaddress.ip_network(part.strip()))
+                except ValueError as exc:
+                    raise ValueError(f"MAGPIE_FETCH_ALLOW_CIDRS: {part.strip()!r} is not a CIDR range: {exc}") from None
+        return tuple(networks)
 
     trusted_proxies: str | None = setting(
         None,

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +18,7 @@ import pytest
 import magpie
 from magpie.cli.server import data_location
 from magpie.config import Settings
-from tests.support import ServerProcess
+from tests.support import ROOT, ServerProcess, free_port
 
 
 def _records(output: str) -> list[dict[str, Any]]:
@@ -169,3 +173,37 @@ def test_start_line_on_postgresql_names_the_host_without_the_password(pg_databas
     record = next(r for r in _records(out) if r.get("event") == "started")
     assert record["engine"] == "postgresql" and record["role"] == "api"
     assert "start-line-secret" not in out
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_json_start_writes_only_json_lines_to_stdout(tmp_path: Path, command: str) -> None:
+    port = free_port()
+    environ = dict(os.environ, MAGPIE_DATA_DIR=str(tmp_path / "data"), MAGPIE_PORT=str(port), MAGPIE_HOST="127.0.0.1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "magpie.cli", command, "--json"],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (tmp_path / "data" / "magpie.db-wal").exists():
+            time.sleep(0.05)
+        if command == "serve":
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.05)
+        time.sleep(0.3)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+    lines = stdout.decode().splitlines()
+    events = [json.loads(line)["event"] for line in lines]  # every line is one JSON document
+    expected = ["created", "started", "stopped"] if command == "serve" else ["started", "stopped"]
+    assert events == expected, stdout
+    assert "listening on" in stderr.decode() or command == "worker"
+    assert "magpie stopped after" in stderr.decode()

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
 
 from magpie.providers.base import Fallback, ProviderRejected, ProviderUnavailable
+from magpie.providers.http import ImageFetcher
 from magpie.providers.nhn import NhnGateway
 from tests.fakes.gateway import JPEG
 from tests.fakes.nhn import DUPLICATE_CODE, FakeNhn
@@ -27,11 +29,16 @@ def nhn() -> Iterator[FakeNhn]:
 
 def run(nhn: FakeNhn, body: Callable[[NhnGateway], Awaitable[T]], **config: Any) -> T:
     async def main() -> T:
-        gateway = NhnGateway(config={**nhn.config(), **config}, sender_number="02-1234-5678", timeout=2.0)
+        # The fake serves images from loopback: allowed explicitly, as MAGPIE_FETCH_ALLOW_CIDRS would.
+        images = ImageFetcher(allow=[ipaddress.ip_network("127.0.0.0/8")])
+        gateway = NhnGateway(
+            config={**nhn.config(), **config}, sender_number="02-1234-5678", images=images, timeout=2.0
+        )
         try:
             return await body(gateway)
         finally:
             await gateway.aclose()
+            await images.aclose()
 
     return asyncio.run(main())
 

@@ -4,6 +4,7 @@ reconciliation before a retry, and delivery reports."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -12,6 +13,7 @@ import aiohttp
 import pytest
 
 from magpie.providers.base import Fallback, PhoneMessage, ProviderRejected, ProviderUnavailable
+from magpie.providers.http import ImageFetcher
 from magpie.providers.solapi import SolapiGateway, authorization, parse_report, verify_authorization
 from tests.fakes.gateway import JPEG
 from tests.fakes.solapi import API_KEY, API_SECRET, FakeSolapi
@@ -39,11 +41,16 @@ def run(
     **config: Any,
 ) -> T:
     async def main() -> T:
-        gateway = SolapiGateway(config={**solapi.config(), **config}, sender_number="02-1234-5678", clock=clock)
+        # The fake serves images from loopback: allowed explicitly, as MAGPIE_FETCH_ALLOW_CIDRS would.
+        images = ImageFetcher(allow=[ipaddress.ip_network("127.0.0.0/8")])
+        gateway = SolapiGateway(
+            config={**solapi.config(), **config}, sender_number="02-1234-5678", images=images, clock=clock
+        )
         try:
             return await body(gateway)
         finally:
             await gateway.aclose()
+            await images.aclose()
 
     return asyncio.run(main())
 

@@ -17,7 +17,7 @@ from magpie.api import views
 from magpie.api.bodies import decode_json, parse_int
 from magpie.api.context import Context
 from magpie.api.failures import failure
-from magpie.domain.environment import parse_settings
+from magpie.domain.environment import keep_stored_secrets, parse_settings, redact_settings
 from magpie.domain.identity import USER
 from magpie.errors import InvalidAdminToken, InvalidRequest
 from magpie.store import accounts, profiles
@@ -69,10 +69,15 @@ def admin(ctx: Context, handler: AdminHandler, *, status: int = 200) -> Callable
 # -- environments and keys --------------------------------------------------------------------
 
 
+def _environment(env: accounts.Environment) -> dict[str, Any]:
+    """An environment as answers show it: provider credentials redacted (they are write-only)."""
+    return {**msgspec.to_builtins(env), "settings": redact_settings(env.settings)}
+
+
 async def list_environments(ctx: Context, request: Request) -> Any:
     """List environments."""
     envs = await ctx.runtime.reader.call(lambda: accounts.list_environments(ctx.db))
-    return {"environments": [msgspec.to_builtins(e) for e in envs]}
+    return {"environments": [_environment(e) for e in envs]}
 
 
 async def create_environment(ctx: Context, request: Request) -> Any:
@@ -85,27 +90,30 @@ async def create_environment(ctx: Context, request: Request) -> Any:
     key, info = await ctx.runtime.reader.call(
         lambda: accounts.create_api_key(ctx.db, environment=env.name, name="default")
     )
-    return {"environment": msgspec.to_builtins(env), "apiKey": key, "key": msgspec.to_builtins(info)}
+    return {"environment": _environment(env), "apiKey": key, "key": msgspec.to_builtins(info)}
 
 
 async def get_environment(ctx: Context, request: Request) -> Any:
     """Show one environment with its settings."""
     env = await ctx.runtime.reader.call(lambda: accounts.get_environment(ctx.db, request.path_params["env"]))
-    return msgspec.to_builtins(env)
+    return _environment(env)
 
 
 async def update_environment(ctx: Context, request: Request) -> Any:
     """Replace an environment's settings (compliance, providers) and optionally its time zone."""
+    # Provider credentials are write-only: one left out (or sent back as shown) keeps its stored value.
     body = await body_json(request)
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be an object")
-    settings = parse_settings(body.get("settings", {}))
+    name = request.path_params["env"]
+    stored = await ctx.runtime.reader.call(lambda: accounts.get_environment(ctx.db, name))
+    settings = parse_settings(keep_stored_secrets(body.get("settings", {}), stored.settings))
     env = await ctx.runtime.reader.call(
         lambda: accounts.update_environment_settings(
-            ctx.db, name=request.path_params["env"], settings=settings, timezone=body.get("timezone")
+            ctx.db, name=name, settings=settings, timezone=body.get("timezone")
         )
     )
-    return msgspec.to_builtins(env)
+    return _environment(env)
 
 
 async def list_keys(ctx: Context, request: Request) -> Any:

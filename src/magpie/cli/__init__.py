@@ -23,6 +23,8 @@ from magpie.cli import accounts, consent, phone, push, server
 from magpie.cli._common import FileProblems, UsageError, data_location, environment_missing
 from magpie.config import Settings
 from magpie.errors import MagpieError, NotFound
+from magpie.store.crypto import BadSecretKey
+from magpie.store.db import keep_files_private
 
 __all__ = ["build_parser", "main"]
 
@@ -122,6 +124,7 @@ def _database_error(exc: BaseException, settings: Settings | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_files_private()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "env_default"):
@@ -142,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args, exc.code, exc.message, problems=exc.problems)
     except MagpieError as exc:
         return _fail(args, exc.code, exc.message)
-    except UsageError as exc:
+    except (UsageError, BadSecretKey) as exc:
         return _fail(args, "INVALID_REQUEST", str(exc), 2)
     except (psycopg.Error, sqlite3.Error) as exc:
         return _fail(args, "DATABASE_UNAVAILABLE", _database_error(exc, settings))

@@ -18,7 +18,7 @@ import yaml
 from magpie.config import Settings, default_data_dir
 from magpie.errors import InvalidCampaign, InvalidRequest, NotFound
 from magpie.store import accounts
-from magpie.store.db import Database
+from magpie.store.db import Database, private_dir
 
 Command = Callable[[argparse.Namespace, Settings], Any]
 Register = Callable[[Any, argparse.ArgumentParser], None]
@@ -94,6 +94,8 @@ def open_db(settings: Settings, *, create: bool = False) -> Database:
             "Start `magpie serve` once to create one, or point --data-dir or MAGPIE_DATA_DIR at an existing "
             "data directory"
         )
+    if settings.is_sqlite and not settings.database_url_override:
+        private_dir(settings.data_dir)
     db = Database(settings.database_url)
     db.upgrade()
     return db

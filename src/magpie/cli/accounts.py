@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import msgspec
+
 from magpie.api import views
 from magpie.cli._common import add_env, emit, open_db
 from magpie.config import Settings
+from magpie.domain.environment import redact_settings
 from magpie.store import accounts, events, profiles
 from magpie.store.crypto import Cipher
 
@@ -16,19 +19,24 @@ def _state(revoked_at: int | None) -> str:
     return "revoked" if revoked_at else "active"
 
 
+def shown(env: accounts.Environment) -> accounts.Environment:
+    """An environment as the CLI prints it: provider credentials redacted (they are write-only)."""
+    return msgspec.structs.replace(env, settings=redact_settings(env.settings))
+
+
 def cmd_env_create(args: argparse.Namespace, settings: Settings) -> None:
     db = open_db(settings, create=True)
     env = accounts.create_environment(db, name=args.name, timezone=args.timezone)
     key, info = accounts.create_api_key(db, environment=env.name, name="default")
     emit(
         args,
-        {"environment": env, "apiKey": key, "key": info},
+        {"environment": shown(env), "apiKey": key, "key": info},
         f"created environment {env.name} (time zone {env.timezone})\nAPI key: {key}  (shown once)",
     )
 
 
 def cmd_env_list(args: argparse.Namespace, settings: Settings) -> None:
-    envs = accounts.list_environments(open_db(settings))
+    envs = [shown(e) for e in accounts.list_environments(open_db(settings))]
     emit(args, envs, "\n".join(f"{e.name}\t{e.timezone}" for e in envs) or "(no environments)")
 
 

@@ -23,7 +23,7 @@ from magpie.cli._common import (
 )
 from magpie.config import Settings
 from magpie.domain.campaigns import Problem, campaign_problems
-from magpie.domain.environment import DEFAULTS, effective, parse_settings
+from magpie.domain.environment import DEFAULTS, effective, keep_stored_secrets, parse_settings, redact_settings
 from magpie.errors import InvalidRequest, NotFound
 from magpie.store import accounts, campaigns, tokens
 from magpie.store.dispatches import dispatch_view
@@ -236,8 +236,8 @@ def cmd_token_show(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _shown_settings(env: accounts.Environment) -> dict[str, Any]:
-    # Provider credentials are secrets: name the configured providers, never print their keys.
-    return {**DEFAULTS, **env.settings, "providers": sorted(env.settings.get("providers", {}))}
+    # Provider credentials are write-only: name the configured providers (redacted, like every answer).
+    return {**DEFAULTS, **redact_settings(env.settings), "providers": sorted(env.settings.get("providers", {}))}
 
 
 def _settings_text(env: accounts.Environment) -> str:
@@ -251,7 +251,8 @@ def _settings_text(env: accounts.Environment) -> str:
 def cmd_settings_set(args: argparse.Namespace, settings: Settings) -> None:
     if not args.file:
         raise UsageError("settings set needs -f FILE (YAML or JSON)")
-    parsed = parse_settings(load_document(args.file))
+    stored = accounts.get_environment(open_db(settings), args.env).settings
+    parsed = parse_settings(keep_stored_secrets(load_document(args.file), stored))
     env = accounts.update_environment_settings(
         open_db(settings), name=args.env, settings=parsed, timezone=args.timezone
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import logging
 import os
@@ -18,8 +19,8 @@ from magpie.cli._common import LOOKUP_ORDER, UsageError, data_location, emit, lo
 from magpie.config import Settings
 from magpie.errors import NotFound
 from magpie.store import accounts
-from magpie.store.crypto import Cipher
-from magpie.store.db import Database
+from magpie.store.crypto import BadSecretKey, Cipher, parse_key
+from magpie.store.db import PRIVATE_FILE_MODE, Database, private_dir, private_file
 
 log = logging.getLogger("magpie.server")
 
@@ -42,7 +43,17 @@ def bootstrap(db: Database) -> dict[str, Any] | None:
     return result
 
 
-def announce(settings: Settings, *, role: str, url: str | None = None) -> None:
+def say(facts: dict[str, Any], text: str, *, json_lines: bool) -> None:
+    """A line for a person on stdout or, with ``--json``, the facts as one JSON line on stdout and the
+    person's line on stderr: the standard output of ``--json`` is JSON lines and nothing else."""
+    if json_lines:
+        print(json.dumps(facts, ensure_ascii=False), flush=True)
+        print(text, file=sys.stderr, flush=True)
+    else:
+        print(text, flush=True)
+
+
+def announce(settings: Settings, *, role: str, url: str | None = None, json_lines: bool = False) -> None:
     """The start line for a person (stdout) and the same facts as one JSON log record."""
     engine = "sqlite" if settings.is_sqlite else "postgresql"
     facts: dict[str, Any] = {
@@ -56,7 +67,9 @@ def announce(settings: Settings, *, role: str, url: str | None = None) -> None:
     where = f"listening on {url}" if url else "started"
     if url:
         facts["url"] = url
-    print(f"magpie {magpie.__version__} {where} · role {role} · {engine} at {facts['data']}", flush=True)
+    say(
+        facts, f"magpie {magpie.__version__} {where} · role {role} · {engine} at {facts['data']}", json_lines=json_lines
+    )
     log.info("magpie %s %s", where, role, extra={"fields": facts})
 
 
@@ -75,24 +88,29 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         sock.close()
 
 
+def check_secret_key(settings: Settings) -> None:
+    """Load (or create) the secret key now, so that a bad one ends the start with one line, not a traceback."""
+    Cipher.load(secret_key=settings.secret_key, data_dir=settings.data_dir)
+
+
 def _serve(args: argparse.Namespace, settings: Settings, sock: socket.socket) -> None:
     from magpie.app import create_app
 
+    check_secret_key(settings)
     db = open_db(settings, create=True)
     if settings.bootstrap:
         created = bootstrap(db)
         if created is not None:
-            emit(
-                args,
-                created,
+            say(
+                {"event": "created", **created},
                 "magpie: created a new store with a ready demo environment.\n"
                 f"  environment:  {created['environment']}\n"
                 f"  API key:      {created['apiKey']}\n"
                 f"  admin token:  {created['adminToken']}\n"
                 f"  (shown once: magpie keeps only their hashes; {RECOVERY_HINT})",
+                json_lines=args.json,
             )
-            sys.stdout.flush()
-    serve_app(create_app(settings), settings, sock=sock, role=_roles(settings))
+    serve_app(create_app(settings), settings, sock=sock, role=_roles(settings), json_lines=args.json)
 
 
 def listening_socket(settings: Settings) -> socket.socket:
@@ -113,7 +131,7 @@ def listening_socket(settings: Settings) -> socket.socket:
     return sock
 
 
-def serve_app(app: Any, settings: Settings, *, sock: socket.socket, role: str) -> None:
+def serve_app(app: Any, settings: Settings, *, sock: socket.socket, role: str, json_lines: bool = False) -> None:
     """Run ``app`` under uvicorn on ``sock``, with the start and shutdown lines."""
     import uvicorn
 
@@ -140,13 +158,13 @@ def serve_app(app: Any, settings: Settings, *, sock: socket.socket, role: str) -
             await super().startup(sockets=sockets)
             if self.started:
                 self.started_at = time.monotonic()
-                announce(settings, role=role, url=url)
+                announce(settings, role=role, url=url, json_lines=json_lines)
 
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             drained = {"connections": len(self.server_state.connections), "requests": len(self.server_state.tasks)}
             await super().shutdown(sockets=sockets)
             # Said here: after a signal, uvicorn re-raises it once serving ends, and the process exits.
-            say_stopped(role=role, uptime=time.monotonic() - self.started_at, drained=drained)
+            say_stopped(role=role, uptime=time.monotonic() - self.started_at, drained=drained, json_lines=json_lines)
 
     # The socket object itself, not its descriptor: uvicorn then knows it is TCP, and the loop sets
     # TCP_NODELAY on each accepted connection (a bare descriptor is taken for a Unix socket, and small
@@ -154,16 +172,17 @@ def serve_app(app: Any, settings: Settings, *, sock: socket.socket, role: str) -
     Server(config).run(sockets=[sock])
 
 
-def say_stopped(*, role: str, uptime: float, drained: dict[str, int]) -> None:
+def say_stopped(*, role: str, uptime: float, drained: dict[str, int], json_lines: bool = False) -> None:
     facts = {"event": "stopped", "role": role, "uptimeSeconds": round(uptime, 1), **drained}
     parts = [
         f"{n} open connection{'s' * (n != 1)}" if k == "connections" else f"{n} request{'s' * (n != 1)} in flight"
         for k, n in drained.items()
     ]
     done = f"drained {', '.join(parts)}; " if parts else ""
-    print(
+    say(
+        facts,
         f"magpie stopped after {uptime:.0f} s: {done}pending writes committed, in-flight dispatch work finished",
-        flush=True,
+        json_lines=json_lines,
     )
     log.info("magpie stopped", extra={"fields": facts})
 
@@ -173,12 +192,13 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     from magpie.logs import configure_logging
 
     configure_logging(settings.log_level)
+    check_secret_key(settings)
     open_db(settings, create=True)
     role = f"dispatch ({max(1, settings.workers)} worker{'s' * (max(1, settings.workers) != 1)})"
-    announce(settings, role=role)
+    announce(settings, role=role, json_lines=args.json)
     started = time.monotonic()
     run_worker(settings)
-    say_stopped(role=role, uptime=time.monotonic() - started, drained={})
+    say_stopped(role=role, uptime=time.monotonic() - started, drained={}, json_lines=args.json)
 
 
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> None:
@@ -207,10 +227,10 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> None:
     target = Path(args.to)
     if target.exists() and any(target.iterdir()):
         raise UsageError(f"{target}: exists and is not empty; back up into a new directory")
-    target.mkdir(parents=True, exist_ok=True)
-    os.chmod(target, 0o700)
+    private_dir(target)
     cipher = Cipher.load(secret_key=settings.secret_key, data_dir=settings.data_dir)
     started = time.time()
+    private_file(target / "magpie.db")
     src = sqlite3.connect(str(source), timeout=30.0)
     dst = sqlite3.connect(str(target / "magpie.db"))
     try:
@@ -223,13 +243,8 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> None:
         src.close()
     if check != "ok":
         raise UsageError(f"the copy failed its integrity check: {check}")
-    os.chmod(target / "magpie.db", 0o600)
-    import base64
-
     key_path = target / "secret.key"
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(base64.urlsafe_b64encode(cipher.key))
+    _write_private(key_path, base64.urlsafe_b64encode(cipher.key))
     manifest = {
         "version": magpie.__version__,
         "revision": Database(f"sqlite:///{target / 'magpie.db'}").current_revision(),
@@ -237,7 +252,7 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> None:
         "seconds": round(time.time() - started, 3),
         "bytes": (target / "magpie.db").stat().st_size,
     }
-    (target / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    _write_private(target / _MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
     emit(
         args,
         {"backup": str(target), **manifest},
@@ -247,31 +262,60 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> None:
     )
 
 
+def _write_private(path: Path, data: bytes) -> None:
+    """A new file (never an existing one, nor through a link) readable by magpie's user only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, PRIVATE_FILE_MODE)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def _backup_member(source: Path, name: str) -> Path:
+    """A file of a backup, refused when it is missing or a link (a backup holds its own files)."""
+    path = source / name
+    if path.is_symlink():
+        raise UsageError(f"{path}: is a symbolic link; a backup holds its own files, restore refuses links")
+    if not path.is_file():
+        raise UsageError(f"{source}: not a magpie backup (no {name})")
+    return path
+
+
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> None:
-    """Bring a backup back into an empty data directory."""
+    """Bring a backup back into an empty data directory, after checking the backup and its key."""
     if not settings.is_sqlite:
         raise UsageError("magpie restore restores SQLite backups; for PostgreSQL use pg_restore or psql")
     source = Path(args.source)
-    if not (source / _MANIFEST).exists() or not (source / "magpie.db").exists():
-        raise UsageError(f"{source}: not a magpie backup (no {_MANIFEST} or magpie.db)")
+    _backup_member(source, _MANIFEST)
+    store = _backup_member(source, "magpie.db")
+    key_file = _backup_member(source, "secret.key")
+    try:
+        fd = os.open(key_file, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise UsageError(f"{key_file}: cannot read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        key_text = fh.read(4096)
+    try:
+        key = parse_key(key_text, where=str(key_file))
+        if settings.secret_key and parse_key(settings.secret_key, where="MAGPIE_SECRET_KEY") != key:
+            raise UsageError("MAGPIE_SECRET_KEY is set and is not the backup's key: unset it or set it to secret.key")
+    except BadSecretKey as exc:
+        raise UsageError(str(exc)) from None
     data_dir = settings.data_dir
     if data_dir.exists() and any(data_dir.iterdir()):
         raise UsageError(f"{data_dir}: not empty; restore into a new or empty data directory")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    src = sqlite3.connect(str(source / "magpie.db"))
+    private_dir(data_dir)
+    private_file(data_dir / "magpie.db")
+    # Read-only: restoring leaves the backup exactly as it was.
+    src = sqlite3.connect(f"{store.resolve().as_uri()}?mode=ro", uri=True)
     dst = sqlite3.connect(str(data_dir / "magpie.db"))
     try:
         src.backup(dst, pages=-1)
     finally:
         dst.close()
         src.close()
-    key = (source / "secret.key").read_bytes()
     if settings.secret_key:
-        note = "MAGPIE_SECRET_KEY is set: it must be the key in the backup's secret.key"
+        note = "MAGPIE_SECRET_KEY is the backup's key"
     else:
-        fd = os.open(data_dir / "secret.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key)
+        _write_private(data_dir / "secret.key", base64.urlsafe_b64encode(key))
         note = "secret.key restored beside it"
     db = open_db(settings, create=True)
     emit(

@@ -10,17 +10,17 @@ when the gateway cannot say. Phone numbers are decrypted here, at send time, and
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from liquid.exceptions import LiquidError
-
 from magpie.dispatch.retry import backoff
-from magpie.domain.campaigns import Campaign, MessageTooLarge, PhoneRendering, render_phone
+from magpie.domain.campaigns import Campaign, MessageTooLarge, PhoneRendering, RenderFailed, render_phone
 from magpie.domain.delivery import Exclude, Hold, NightRule
 from magpie.providers.base import (
     DeliveryReport,
@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 
 log = logging.getLogger("magpie.worker")
+# Rendering runs on the event loop: it gives the loop a turn at least this often (seconds).
+RENDER_SLICE = 0.02
 # The reason of a recipient whose batch the gateway may or may not have taken, and would not say.
 UNCONFIRMED = "GATEWAY_UNCONFIRMED"
 
@@ -103,7 +105,11 @@ async def process_phone(d: Dispatcher, snap: Snapshot, campaign: Campaign, now: 
     sends: dict[int, _Send] = {}
     hold: list[int] = []
     release_at = 0
+    turn = time.monotonic()
     for idx in todo:
+        if time.monotonic() - turn > RENDER_SLICE:
+            await asyncio.sleep(0)
+            turn = time.monotonic()
         target = snap.targets.get(idx)
         if idx in resumed_idx:
             if target is None:
@@ -121,8 +127,9 @@ async def process_phone(d: Dispatcher, snap: Snapshot, campaign: Campaign, now: 
         assert target is not None
         try:
             rendering = render_phone(campaign, _context(snap, target, idx), snap.settings)
-        except LiquidError as exc:
-            log.warning("render error in campaign %s: %s", campaign.key, str(exc).splitlines()[0])
+        except RenderFailed as exc:
+            # The kind of failure only: the recipient's data stays out of the log.
+            log.warning("render error in campaign %s: %s", campaign.key, exc.kind)
             excluded[idx] = ("FAILED", "RENDER_ERROR")
             continue
         except MessageTooLarge:

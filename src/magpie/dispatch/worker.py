@@ -24,7 +24,7 @@ import msgspec
 from liquid.exceptions import LiquidError
 
 from magpie.config import Settings
-from magpie.dispatch.phone import process_phone
+from magpie.dispatch.phone import RENDER_SLICE, process_phone
 from magpie.dispatch.retry import backoff
 from magpie.domain import delivery
 from magpie.domain.audience import Recipient, cohort_names
@@ -114,6 +114,7 @@ class Dispatcher:
             record_phone=self._record_phone,
             timeout=settings.provider_timeout_seconds,
             concurrency=settings.worker_concurrency,
+            fetch_allow=settings.fetch_allow_networks,
         )
         self._send_slots = asyncio.Semaphore(settings.worker_concurrency)
         self._campaigns: dict[tuple[int, int], tuple[int, Campaign]] = {}
@@ -308,7 +309,7 @@ class Dispatcher:
         if campaign.channel != "push":
             await process_phone(self, snap, campaign, now)
             return
-        todo = self._sort(snap, campaign, now)
+        todo = await self._sort(snap, campaign, now)
         ids, capped = await self._prepare(snap, campaign, todo.excluded, todo.planned, now)
         if todo.hold:
             await self.writer.submit(
@@ -325,12 +326,16 @@ class Dispatcher:
         )
         await self.writer.submit(FinishItem(item_id=item.id, dispatch_id=item.dispatch_id, now_ms=self.now_ms()))
 
-    def _sort(self, snap: Snapshot, campaign: Campaign, now: int) -> _Sorted:
+    async def _sort(self, snap: Snapshot, campaign: Campaign, now: int) -> _Sorted:
         """Ask the domain about each recipient still open in this item and sort them by the answer."""
         held_only = snap.item.payload.get("held")
         todo = _Sorted()
         night = NightRule.from_settings(snap.settings, timezone=snap.timezone)
+        turn = time.monotonic()
         for idx in range(len(snap.users)):
+            if time.monotonic() - turn > RENDER_SLICE:
+                await asyncio.sleep(0)  # rendering is bounded per recipient, not per item: let the loop in
+                turn = time.monotonic()
             if snap.outcomes.get(idx) is not None or (held_only is not None and idx not in held_only):
                 continue
             target = snap.targets.get(idx)

@@ -18,13 +18,15 @@ Kakao and SMS campaigns say ``channel: kakao`` (with ``type: alimtalk`` or ``typ
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from io import StringIO
+from typing import Any, Final, Protocol, TextIO
 
-from liquid import BoundTemplate, Environment
-from liquid.exceptions import LiquidError
+from liquid import BoundTemplate, Environment, RenderContext
+from liquid.exceptions import LiquidError, LoopIterationLimitError, OutputStreamLimitError
 
 from magpie.domain import messages
 from magpie.domain.audience import Audience, audience_to_json, parse_audience
@@ -57,7 +59,89 @@ _FIELDS: Final = {
 }
 _MESSAGE_FIELDS: Final = {"title", "body", "imageUrl", "clickAction", "link"}
 
-_liquid = Environment()
+# Bounds on one rendering of one template part (a title, a body, an AlimTalk variable...): every
+# recipient's data goes through the template, so what it may cost is capped. A rendering past a bound
+# fails that recipient with RENDER_ERROR; a template past one on no data is refused when applied.
+RENDER_LOOP_LIMIT: Final = 2_000
+RENDER_OUTPUT_LIMIT: Final = 16 * 1024  # characters
+RENDER_NAMESPACE_LIMIT: Final = 64 * 1024
+
+
+class _CountingContext(RenderContext):
+    """Counts every loop iteration of a rendering: Liquid's own limit bounds nested loops, not a series."""
+
+    __slots__ = ("iterations",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.iterations = 0
+
+    def raise_for_loop_limit(self, length: int = 1) -> None:
+        super().raise_for_loop_limit(length)
+        self.iterations += length
+        if self.iterations > RENDER_LOOP_LIMIT:
+            raise LoopIterationLimitError("loop iteration limit reached", token=None)
+
+    def get_buffer(self, buf: TextIO | None = None) -> StringIO:
+        carry = buf.size if isinstance(buf, _Output) else 0
+        return _Output(limit=RENDER_OUTPUT_LIMIT - carry)
+
+
+class _Output(StringIO):
+    """A bounded rendering output, counted in characters and keeping what is written as it is (Liquid's
+    own bounded output turns a CR into LF and cannot count a lone surrogate)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(newline="\n")
+        self.limit = limit
+        self.size = 0
+
+    def write(self, s: str, /) -> int:
+        self.size += len(s)
+        if self.size > self.limit:
+            raise OutputStreamLimitError("output stream limit reached", token=None)
+        return super().write(s)
+
+
+class _BoundedTemplate(BoundTemplate):
+    context_class = _CountingContext
+
+    def _get_buffer(self) -> StringIO:
+        return _Output(limit=RENDER_OUTPUT_LIMIT)
+
+
+def _bounded_filter(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func`` refusing a range longer than the loop bound: ``(1..n) | join`` iterates like a loop."""
+
+    @functools.wraps(func)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        if any(isinstance(a, range) and len(a) > RENDER_LOOP_LIMIT for a in (*args, *kwargs.values())):
+            raise LoopIterationLimitError("loop iteration limit reached", token=None)
+        return func(*args, **kwargs)
+
+    return bounded
+
+
+class _BoundedLiquid(Environment):
+    loop_iteration_limit = RENDER_LOOP_LIMIT
+    output_stream_limit = RENDER_OUTPUT_LIMIT
+    local_namespace_limit = RENDER_NAMESPACE_LIMIT
+    template_class = _BoundedTemplate
+
+    def setup_tags_and_filters(self, *, extra: bool = False) -> None:
+        super().setup_tags_and_filters(extra=extra)
+        self.filters = {name: _bounded_filter(func) for name, func in self.filters.items()}
+
+
+_liquid = _BoundedLiquid()
+
+
+class RenderFailed(LiquidError):
+    """A template failed on one recipient's data. Its text names the kind of failure only, never the data."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(type(cause).__name__, token=None)
+        self.kind = type(cause).__name__
 
 
 def _sample_context() -> dict[str, Any]:
@@ -219,15 +303,22 @@ class Campaign:
         }
 
     def render(self, context: Mapping[str, Any]) -> tuple[str, str, str | None]:
-        """Title, body and link for one recipient. Raises ``LiquidError`` on a runtime error."""
-        title = self._templates["title"].render(**context)
-        body = self._templates["body"].render(**context)
-        link = self._templates["link"].render(**context) if "link" in self._templates else None
+        """Title, body and link for one recipient. Raises ``RenderFailed`` (a ``LiquidError``)."""
+        title = self.render_part("title", context)
+        body = self.render_part("body", context)
+        link = self.render_part("link", context) if "link" in self._templates else None
         return title, body, link
 
     def render_part(self, name: str, context: Mapping[str, Any]) -> str:
-        """One compiled Liquid part of a Kakao or SMS message (``text``, ``title``, ``var:<name>``...)."""
-        return self._templates[name].render(**context)
+        """One compiled Liquid part (``title``, ``text``, ``var:<name>``...) for one recipient.
+
+        Whatever goes wrong in the template on this recipient's data (an error, a bound reached) is a
+        ``RenderFailed`` for this recipient alone. The output is data: nothing re-reads it as markup.
+        """
+        try:
+            return self._templates[name].render(**context)
+        except (LiquidError, ArithmeticError, LookupError, TypeError, ValueError, RecursionError) as exc:
+            raise RenderFailed(exc) from None
 
 
 def _choice(raw: Mapping[str, Any], name: str, options: tuple[str, ...], default: str | None) -> str:
@@ -339,7 +430,8 @@ def _parse_phone_campaign(
             else:
                 templates["text"] = compile_template(message.text, field_name="text")
             if message.fallback is not None:
-                _sms_templates(message.fallback, templates, prefix="fallback.")
+                names = tuple(var for var, _ in message.variables)
+                _sms_templates(message.fallback, templates, prefix="fallback.", placeholders=names)
         else:
             message = messages.parse_sms(raw.get("message"))
             _sms_templates(message, templates, prefix="")
@@ -363,10 +455,15 @@ def _parse_phone_campaign(
     )
 
 
-def _sms_templates(message: SmsMessage, templates: dict[str, Template], *, prefix: str) -> None:
-    templates[f"{prefix}text"] = compile_template(message.text, field_name=f"{prefix}text")
-    if message.title is not None:
-        templates[f"{prefix}title"] = compile_template(message.title, field_name=f"{prefix}title")
+def _sms_templates(
+    message: SmsMessage, templates: dict[str, Template], *, prefix: str, placeholders: tuple[str, ...] = ()
+) -> None:
+    """Compile an SMS text and title; an AlimTalk fallback's ``#{name}`` placeholders become Liquid
+    lookups, so a recipient's values are filled in the same single rendering (never re-read)."""
+    for part, source in (("text", message.text), ("title", message.title)):
+        if source is not None:
+            source = messages.placeholders_to_liquid(source, placeholders) if placeholders else source
+            templates[f"{prefix}{part}"] = compile_template(source, field_name=f"{prefix}{part}")
 
 
 def check_for_environment(campaign: Campaign, settings: Mapping[str, Any]) -> None:
@@ -541,16 +638,20 @@ def _render_sms(
     prefix: str,
     values: Mapping[str, str] | None = None,
 ) -> tuple[str, str | None]:
-    values = values or {}
-    text = messages.fill_placeholders(campaign.render_part(f"{prefix}text", context), values)
-    title = None
-    if sms.title is not None:
-        title = messages.fill_placeholders(campaign.render_part(f"{prefix}title", context), values)
+    if values:
+        assert isinstance(campaign.message, KakaoMessage)
+        names = [name for name, _ in campaign.message.variables]
+        context = {**context, messages.PLACEHOLDER_VALUES: messages.placeholder_values(names, values)}
+    text = campaign.render_part(f"{prefix}text", context)
+    title = campaign.render_part(f"{prefix}title", context) if sms.title is not None else None
     return text, title
 
 
 def render_phone(campaign: Campaign, context: Mapping[str, Any], settings: Mapping[str, Any]) -> PhoneRendering:
-    """Render a Kakao or SMS message for one recipient; Liquid errors propagate (``LiquidError``).
+    """Render a Kakao or SMS message for one recipient; a template failing on its data raises ``RenderFailed``.
+
+    A recipient's values are substituted once, into text that is no longer read as markup: an
+    AlimTalk's ``#{name}`` placeholders in the registered template, Liquid everywhere else.
 
     A marketing SMS gets its ``(광고)`` head and free opt-out line here, and its type follows its size.
     """

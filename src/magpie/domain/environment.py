@@ -158,3 +158,92 @@ def parse_settings(raw: object) -> dict[str, Any]:
 def effective(stored: Mapping[str, Any]) -> dict[str, Any]:
     """Stored settings with defaults for anything not set."""
     return {**DEFAULTS, **stored}
+
+
+# -- secrets: write-only ------------------------------------------------------------------------------
+
+# The provider fields that are credentials. Every answer (admin API, CLI, dashboard) shows them through
+# ``redact_settings`` only; a settings update that leaves one out keeps the stored value.
+SECRET_FIELDS: Final[dict[str, frozenset[str]]] = {
+    "fcm": frozenset({"serviceAccount"}),
+    "apns": frozenset({"privateKey"}),
+    "webhook": frozenset({"secret"}),
+    "nhn": frozenset({"alimtalkAppKey", "alimtalkSecretKey", "smsAppKey", "smsSecretKey", "webhookSecret"}),
+    "solapi": frozenset({"apiKey", "apiSecret", "webhookSecret"}),
+}
+# A secret shorter than this shows no characters at all: four would be too large a part of it.
+_SHOW_LAST_FROM: Final = 16
+
+
+def redact_secret(value: object) -> dict[str, Any]:
+    """What an answer shows of a secret: that it is set, and the last 4 characters of a long text one.
+
+    >>> redact_secret("sk_live_0123456789abcdef")
+    {'set': True, 'last4': 'cdef'}
+    >>> redact_secret("short")
+    {'set': True}
+    >>> redact_secret(None)
+    {'set': False}
+    """
+    if value is None or value == "":
+        return {"set": False}
+    if isinstance(value, str) and len(value) >= _SHOW_LAST_FROM:
+        return {"set": True, "last4": value[-4:]}
+    return {"set": True}
+
+
+def is_redacted(value: object) -> bool:
+    """Whether ``value`` is what ``redact_secret`` shows (sent back unchanged, it keeps the stored secret)."""
+    return isinstance(value, Mapping) and set(value) <= {"set", "last4"} and isinstance(value.get("set"), bool)
+
+
+def redact_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings as every surface shows them: each provider credential as ``redact_secret`` shows it.
+
+    >>> redact_settings({"providers": {"webhook": {"url": "https://h.example", "secret": "s3cr3t"}}})["providers"]
+    {'webhook': {'url': 'https://h.example', 'secret': {'set': True}}}
+    """
+    shown = dict(settings)
+    providers = settings.get("providers")
+    if isinstance(providers, Mapping):
+        shown["providers"] = {
+            name: {
+                **{k: v for k, v in config.items() if k not in SECRET_FIELDS.get(name, ())},
+                **{k: redact_secret(config.get(k)) for k in SECRET_FIELDS.get(name, ()) if k in config},
+            }
+            for name, config in providers.items()
+            if isinstance(config, Mapping)
+        }
+    return shown
+
+
+def keep_stored_secrets(raw: object, stored: Mapping[str, Any]) -> object:
+    """New settings ``raw`` with each provider credential it leaves out (or sends back redacted) taken
+    from the ``stored`` settings: secrets are write-only, so an update need not repeat them.
+
+    ``null`` clears an optional credential; leaving a provider out of ``providers`` removes it whole.
+
+    >>> stored = {"providers": {"webhook": {"url": "https://a.example", "secret": "s3cr3t"}}}
+    >>> keep_stored_secrets({"providers": {"webhook": {"url": "https://b.example"}}}, stored)
+    {'providers': {'webhook': {'url': 'https://b.example', 'secret': 's3cr3t'}}}
+    """
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("providers"), Mapping):
+        return raw
+    before = stored.get("providers") or {}
+    providers: dict[str, Any] = {}
+    for name, config in raw["providers"].items():
+        if isinstance(config, Mapping):
+            config = dict(config)
+            found = before.get(name)
+            old: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+            for field in SECRET_FIELDS.get(name, ()):
+                if field in config and config[field] is None:
+                    del config[field]
+                elif field in old and (field not in config or is_redacted(config[field])):
+                    config[field] = old[field]
+                elif field in config and is_redacted(config[field]):
+                    raise InvalidRequest(
+                        f"settings.providers.{name}.{field}: no {field} is stored to keep; send the secret itself"
+                    )
+        providers[name] = config
+    return {**raw, "providers": providers}

@@ -18,7 +18,7 @@ Three message kinds travel to a phone number instead of a device token::
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -38,6 +38,10 @@ OPT_OUT_PREFIX: Final = "무료수신거부"
 BRAND_NIGHT: Final = ("20:50", "08:00")
 
 _PLACEHOLDER = re.compile(r"#\{([^{}#\s][^{}#]*)\}")
+# Liquid markup (a raw block whole): placeholders inside it are left to Liquid.
+_MARKUP = re.compile(r"\{%-?\s*raw\s*-?%\}.*?\{%-?\s*endraw\s*-?%\}|\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
+# The Liquid variable an AlimTalk's SMS fallback reads its placeholders' values from.
+PLACEHOLDER_VALUES: Final = "_alimtalk"
 _OPT_OUT_NUMBER = re.compile(r"^080-?\d{3,4}-?\d{4}$")
 
 SmsKind = Literal["SMS", "LMS", "MMS"]
@@ -144,6 +148,36 @@ def placeholders(text: str) -> list[str]:
 def fill_placeholders(text: str, values: Mapping[str, str]) -> str:
     """Replace every ``#{name}`` by its value; a name without a value raises ``KeyError``."""
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+
+
+def placeholders_to_liquid(text: str, names: Sequence[str]) -> str:
+    """A Liquid template with each ``#{name}`` of ``names`` outside markup read from ``PLACEHOLDER_VALUES``.
+
+    The values are then output by the same rendering as the rest of the template, as data: a value
+    that looks like a placeholder or like Liquid is never read again.
+
+    >>> placeholders_to_liquid("#{a}님 {{ x }} #{b}", ["a", "b"])
+    '{{ _alimtalk.v0 }}님 {{ x }} {{ _alimtalk.v1 }}'
+    """
+    index = {name: i for i, name in enumerate(names)}
+
+    def lookup(match: re.Match[str]) -> str:
+        i = index.get(match.group(1))
+        return match.group(0) if i is None else f"{{{{ {PLACEHOLDER_VALUES}.v{i} }}}}"
+
+    out: list[str] = []
+    end = 0
+    for markup in _MARKUP.finditer(text):
+        out.append(_PLACEHOLDER.sub(lookup, text[end : markup.start()]))
+        out.append(markup.group(0))
+        end = markup.end()
+    out.append(_PLACEHOLDER.sub(lookup, text[end:]))
+    return "".join(out)
+
+
+def placeholder_values(names: Sequence[str], values: Mapping[str, str]) -> dict[str, str]:
+    """The ``PLACEHOLDER_VALUES`` object for a template made by ``placeholders_to_liquid(text, names)``."""
+    return {f"v{i}": values[name] for i, name in enumerate(names) if name in values}
 
 
 def unfillable(template_parts: list[str], declared: set[str]) -> list[str]:

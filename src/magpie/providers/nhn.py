@@ -32,7 +32,7 @@ from magpie.providers.base import (
     ProviderUnavailable,
     compact_json,
 )
-from magpie.providers.http import ImageRefused, fetch_jpeg, request_json
+from magpie.providers.http import ImageFetcher, ImageRefused, request_json
 
 __all__ = [
     "ALIMTALK_BASE_URL",
@@ -149,6 +149,7 @@ class NhnGateway:
         config: Mapping[str, Any],
         sender_number: str = "",
         session: aiohttp.ClientSession | None = None,
+        images: ImageFetcher | None = None,
         timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -162,6 +163,9 @@ class NhnGateway:
         self._sender_number = sender_number.replace("-", "")
         self._session = session
         self._owns_session = session is None
+        # Images come from URLs campaigns name: fetched apart from the gateway's own session, public only.
+        self._images = images or ImageFetcher()
+        self._owns_images = images is None
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._clock = clock
         self._uploads: dict[str, tuple[int, float]] = {}
@@ -213,9 +217,7 @@ class NhnGateway:
         cached = self._uploads.get(url)
         if cached is not None and cached[1] > self._clock():
             return cached[0]
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-        image = await fetch_jpeg(self._session, url, limit=MMS_IMAGE_LIMIT, timeout=self._timeout)
+        image = await self._images.jpeg(url, limit=MMS_IMAGE_LIMIT, timeout=self._timeout)
         body = {
             "fileName": hashlib.sha256(image).hexdigest()[:32] + ".jpg",
             "createUser": "magpie",
@@ -455,3 +457,5 @@ class NhnGateway:
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None
+        if self._owns_images:
+            await self._images.aclose()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 import aiohttp
@@ -19,6 +19,7 @@ import msgspec
 from magpie.providers.apns import ApnsProvider
 from magpie.providers.base import PhoneGateway, Provider, ProviderRejected
 from magpie.providers.fcm import FcmProvider
+from magpie.providers.http import ImageFetcher, Network
 from magpie.providers.nhn import NhnGateway
 from magpie.providers.sandbox import Record, RecordPhone, SandboxGateway, SandboxProvider
 from magpie.providers.solapi import SolapiGateway
@@ -69,8 +70,10 @@ class ProviderRegistry:
         timeout: float = 10.0,
         concurrency: int = 64,
         clock: Callable[[], float] | None = None,
+        fetch_allow: Iterable[Network] = (),
     ) -> None:
         self._record = record_sandbox
+        self._images = ImageFetcher(allow=fetch_allow)
         self._timeout = timeout
         self._concurrency = concurrency
         self._clock = clock
@@ -172,11 +175,18 @@ class ProviderRegistry:
             assert self._record_phone is not None
             gateway = SandboxGateway(env_id=env_id, record=self._record_phone)
         elif name == "nhn":
-            gateway = NhnGateway(config=config, sender_number=sender, session=self._aiohttp(), timeout=self._timeout)
+            gateway = NhnGateway(
+                config=config, sender_number=sender, session=self._aiohttp(), images=self._images, timeout=self._timeout
+            )
         else:
             clock_kw: dict[str, Any] = {"clock": self._clock} if self._clock is not None else {}
             gateway = SolapiGateway(
-                config=config, sender_number=sender, session=self._aiohttp(), timeout=self._timeout, **clock_kw
+                config=config,
+                sender_number=sender,
+                session=self._aiohttp(),
+                images=self._images,
+                timeout=self._timeout,
+                **clock_kw,
             )
         return gateway
 
@@ -188,6 +198,7 @@ class ProviderRegistry:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        await self._images.aclose()
         for client in self._http2.values():
             await client.aclose()
         self._http2.clear()

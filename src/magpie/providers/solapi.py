@@ -30,7 +30,7 @@ from magpie.providers.base import (
     ProviderUnavailable,
     compact_json,
 )
-from magpie.providers.http import ImageRefused, fetch_jpeg, request_json
+from magpie.providers.http import ImageFetcher, ImageRefused, request_json
 
 __all__ = ["BASE_URL", "SolapiGateway", "authorization", "parse_report", "verify_authorization"]
 
@@ -137,6 +137,7 @@ class SolapiGateway:
         config: Mapping[str, Any],
         sender_number: str = "",
         session: aiohttp.ClientSession | None = None,
+        images: ImageFetcher | None = None,
         timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -149,6 +150,9 @@ class SolapiGateway:
         self._sender = sender_number.replace("-", "")
         self._session = session
         self._owns_session = session is None
+        # Images come from URLs campaigns name: fetched apart from the gateway's own session, public only.
+        self._images = images or ImageFetcher()
+        self._owns_images = images is None
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._clock = clock
         self._uploads: dict[str, tuple[str, float]] = {}
@@ -191,10 +195,8 @@ class SolapiGateway:
         cached = self._uploads.get(f"{kind} {url}")
         if cached is not None and cached[1] > self._clock():
             return cached[0]
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
         limit = MMS_IMAGE_LIMIT if kind == "MMS" else BMS_IMAGE_LIMIT
-        image = await fetch_jpeg(self._session, url, limit=limit, timeout=self._timeout)
+        image = await self._images.jpeg(url, limit=limit, timeout=self._timeout)
         body = {
             "file": base64.b64encode(image).decode(),
             "name": hashlib.sha256(image).hexdigest()[:32] + ".jpg",
@@ -346,6 +348,8 @@ class SolapiGateway:
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None
+        if self._owns_images:
+            await self._images.aclose()
 
 
 def _delivery_of(item: Any) -> str | None:

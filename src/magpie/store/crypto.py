@@ -11,6 +11,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from magpie.store.db import PRIVATE_FILE_MODE, private_dir
+
 
 def hash_secret(value: str) -> str:
     # Keys are 192-bit random strings, so a fast hash is enough: there is nothing to brute-force.
@@ -50,19 +52,19 @@ class Cipher:
 
     @classmethod
     def load(cls, *, secret_key: str | None, data_dir: Path) -> Cipher:
-        """The key from ``MAGPIE_SECRET_KEY`` (base64, 32 bytes), else ``<data_dir>/secret.key``."""
+        """The key from ``MAGPIE_SECRET_KEY`` (base64, 32 bytes), else ``<data_dir>/secret.key``.
+
+        Raises ``BadSecretKey`` (one line, naming where the key came from) when it is not such a key.
+        """
         if secret_key:
-            key = base64.urlsafe_b64decode(secret_key + "=" * (-len(secret_key) % 4))
-            if len(key) != 32:
-                raise ValueError("MAGPIE_SECRET_KEY must be 32 bytes, base64-encoded")
-            return cls(key)
+            return cls(parse_key(secret_key, where="MAGPIE_SECRET_KEY"))
+        private_dir(data_dir)
         path = data_dir / "secret.key"
         if not path.exists():
-            data_dir.mkdir(parents=True, exist_ok=True)
             tmp = data_dir / f".secret.key.{os.getpid()}"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
             with os.fdopen(fd, "wb") as fh:
-                fh.write(base64.urlsafe_b64encode(os.urandom(32)))
+                fh.write(base64.urlsafe_b64encode(os.urandom(KEY_BYTES)))
                 fh.flush()
                 os.fsync(fh.fileno())
             try:
@@ -71,4 +73,41 @@ class Cipher:
                 pass
             finally:
                 tmp.unlink()
-        return cls(base64.urlsafe_b64decode(path.read_bytes().strip()))
+        return cls(read_key_file(path))
+
+
+KEY_BYTES = 32
+
+
+class BadSecretKey(ValueError):
+    """A secret key that is not 32 bytes in URL-safe base64; the text says where it came from."""
+
+
+def parse_key(text: str | bytes, *, where: str) -> bytes:
+    """The 32-byte key that ``text`` (URL-safe base64, padding optional) encodes.
+
+    >>> len(parse_key(base64.urlsafe_b64encode(bytes(32)), where="test"))
+    32
+    >>> parse_key("abc", where="secret.key")
+    Traceback (most recent call last):
+    ...
+    magpie.store.crypto.BadSecretKey: secret.key is not a secret key: 32 bytes in URL-safe base64 expected
+    """
+    raw = text.encode() if isinstance(text, str) else text
+    raw = raw.strip()
+    try:
+        key = base64.b64decode(raw + b"=" * (-len(raw) % 4), altchars=b"-_", validate=True)
+    except ValueError:
+        key = b""
+    if len(key) != KEY_BYTES:
+        raise BadSecretKey(f"{where} is not a secret key: {KEY_BYTES} bytes in URL-safe base64 expected")
+    return key
+
+
+def read_key_file(path: Path) -> bytes:
+    """The key in a ``secret.key`` file (the file may be a link, as mounted secrets are)."""
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise BadSecretKey(f"{path}: cannot read the secret key: {exc.strerror}") from None
+    return parse_key(text, where=str(path))

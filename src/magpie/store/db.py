@@ -7,14 +7,16 @@ magpie writes its SQL once with ``?`` placeholders and the subset both engines s
 from __future__ import annotations
 
 import logging
+import os
 import random
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import psycopg
 
@@ -23,6 +25,47 @@ from magpie.logs import Throttle
 log = logging.getLogger("magpie.store")
 
 Row = tuple[Any, ...]
+
+# What magpie creates (the data directory, the store and its -wal/-shm, secret.key, backups) is its
+# user's alone, whatever the umask it was started with (docs/operations.md#file-permissions).
+PRIVATE_UMASK: Final = 0o077
+PRIVATE_DIR_MODE: Final = 0o700
+PRIVATE_FILE_MODE: Final = 0o600
+
+
+def keep_files_private() -> None:
+    """From now on, files and directories this process creates are its user's alone.
+
+    Set first by every ``magpie`` command, because not every file is magpie's to open: SQLite creates
+    its -wal and -shm files itself (with the store file's mode, which ``Database`` keeps at 0600).
+    """
+    os.umask(PRIVATE_UMASK)
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory only its owner can enter: created 0700, or tightened to 0700.
+
+    A directory magpie's user does not own, or a shared one (sticky, like /tmp), is left as it is,
+    with a warning: it is not magpie's to change.
+    """
+    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    mode = path.stat().st_mode
+    if mode & 0o077:
+        if path.stat().st_uid == os.geteuid() and not mode & stat.S_ISVTX:
+            os.chmod(path, PRIVATE_DIR_MODE)
+            log.warning("directory %s was open to others (mode %o): tightened to 0700", path, mode & 0o777)
+        else:
+            log.warning("directory %s is open to others (mode %o) and not magpie's to tighten", path, mode & 0o777)
+    return path
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 when it is missing, else tighten it to 0600."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
+    except FileExistsError:
+        if os.stat(path).st_mode & 0o077:
+            os.chmod(path, PRIVATE_FILE_MODE)
 
 
 class Cursor(Protocol):
@@ -161,7 +204,12 @@ class Database:
         if self.is_sqlite:
             self.path = url.split("sqlite:///", 1)[1]
             if self.path not in ("", ":memory:"):
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                store = Path(self.path)
+                store.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+                # Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files the same mode.
+                for path in (store, Path(f"{store}-wal"), Path(f"{store}-shm")):
+                    if path is store or path.exists():
+                        private_file(path)
         else:
             self.conninfo = url.replace("postgresql+psycopg://", "postgresql://")
 
