@@ -18,6 +18,7 @@ Kakao and SMS campaigns say ``channel: kakao`` (with ``type: alimtalk`` or ``typ
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -31,6 +32,7 @@ from liquid.exceptions import LiquidError, LoopIterationLimitError, OutputStream
 from magpie.domain import messages
 from magpie.domain.audience import Audience, audience_to_json, parse_audience
 from magpie.domain.messages import KakaoMessage, MessageError, SmsMessage
+from magpie.domain.schedules import Schedule, parse_schedule
 from magpie.errors import InvalidCampaign
 
 STATUSES: Final = ("DRAFT", "ACTIVE", "PAUSED", "ARCHIVED")
@@ -56,6 +58,7 @@ _FIELDS: Final = {
     "message",
     "audience",
     "description",
+    "schedule",
 }
 _MESSAGE_FIELDS: Final = {"title", "body", "imageUrl", "clickAction", "link"}
 
@@ -248,6 +251,8 @@ class Campaign:
     kind: str | None = None
     # HOLD or DROP at night; None follows the environment's setting.
     night_policy: str | None = None
+    # A broadcast's schedule (magpie.domain.schedules); None: sent by triggers only.
+    schedule: Schedule | None = None
     _templates: dict[str, Template] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -260,6 +265,12 @@ class Campaign:
         return self.message
 
     def to_json(self) -> dict[str, Any]:
+        doc = self._definition()
+        if self.schedule is not None:
+            doc["schedule"] = self.schedule.to_json()
+        return doc
+
+    def _definition(self) -> dict[str, Any]:
         if self.channel != "push":
             assert not isinstance(self.message, Message)
             doc: dict[str, Any] = {
@@ -330,6 +341,13 @@ def _choice(raw: Mapping[str, Any], name: str, options: tuple[str, ...], default
 
 def parse_campaign(raw: object) -> Campaign:
     """Validate a campaign definition; every problem is an ``InvalidCampaign`` naming the field."""
+    campaign = _parse_definition(raw)
+    if isinstance(raw, Mapping) and raw.get("schedule") is not None:
+        return dataclasses.replace(campaign, schedule=parse_schedule(raw["schedule"]))
+    return campaign
+
+
+def _parse_definition(raw: object) -> Campaign:
     if not isinstance(raw, Mapping):
         raise InvalidCampaign("a campaign must be an object")
     unknown = set(raw) - _FIELDS
