@@ -26,6 +26,7 @@ from liquid.exceptions import LiquidError
 from magpie.config import Settings
 from magpie.dispatch.phone import RENDER_SLICE, process_phone
 from magpie.dispatch.retry import backoff
+from magpie.dispatch.scheduler import Scheduler
 from magpie.domain import delivery
 from magpie.domain.audience import Recipient, cohort_names
 from magpie.domain.campaigns import Campaign, parse_campaign
@@ -632,6 +633,7 @@ class Workers:
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(d.run(self._stop)) for d in self.dispatchers]
+        self._tasks.append(asyncio.create_task(Scheduler(self.runtime).run(self._stop)))  # broadcasts
         self.runtime.wakers.extend(d.wake.set for d in self.dispatchers)
 
     async def stop(self) -> None:

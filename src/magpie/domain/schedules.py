@@ -33,7 +33,12 @@ from enum import StrEnum
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterBadCronError, CroniterBadDateError, CroniterError, croniter
+from croniter import (  # type: ignore[import-untyped]
+    CroniterBadCronError,
+    CroniterBadDateError,
+    CroniterError,
+    croniter,
+)
 
 from magpie.errors import InvalidCampaign
 
@@ -135,7 +140,7 @@ def parse_schedule(raw: object) -> Schedule:
     if unknown:
         raise InvalidCampaign(f"unknown schedule fields: {', '.join(sorted(unknown))}")
     try:
-        kind = ScheduleType(raw.get("type"))
+        kind = ScheduleType(str(raw.get("type")))
     except ValueError:
         raise InvalidCampaign(
             f"schedule.type must be one of {', '.join(t.value for t in ScheduleType)}, got {raw.get('type')!r}"
@@ -252,3 +257,25 @@ def check_schedule(schedule: Schedule, *, timezone: str, now_ms: int) -> int:
     raise InvalidCampaign(
         f"schedule {schedule.cron_expression!r} never fires (not once in {HORIZON_YEARS} years between start and end)"
     )
+
+
+def check_broadcast(
+    *, channel: str, provider: str, schedule: Schedule | None, settings: Mapping[str, Any], timezone: str, now_ms: int
+) -> None:
+    """Apply-time checks of a scheduled campaign in its environment: the schedule (``check_schedule``), and a
+    provider configured for its channel, since a broadcast is sent with nobody there to see it fail."""
+    if schedule is None:
+        return
+    check_schedule(schedule, timezone=timezone, now_ms=now_ms)
+    configured = set(settings.get("providers") or {})
+    if channel == "push" and provider == "push" and not configured & {"fcm", "apns"}:
+        raise InvalidCampaign(
+            "a scheduled push campaign needs a provider: the environment has no fcm or apns settings "
+            "(or use provider: sandbox)"
+        )
+    if channel == "push" and provider == "webhook" and "webhook" not in configured:
+        raise InvalidCampaign("a scheduled webhook campaign needs the environment's webhook settings")
+    if channel in ("kakao", "sms") and provider == "gateway":
+        gateway = settings.get(f"{channel}Gateway", "sandbox")
+        if gateway != "sandbox" and gateway not in configured:
+            raise InvalidCampaign(f"a scheduled {channel} campaign needs the environment's {gateway} settings")

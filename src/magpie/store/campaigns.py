@@ -11,6 +11,7 @@ import msgspec
 
 from magpie.domain.campaigns import DEMO_CAMPAIGN, Campaign, check_for_environment, delivery_warnings, parse_campaign
 from magpie.domain.environment import effective
+from magpie.domain.schedules import check_broadcast
 from magpie.errors import Conflict, InvalidRequest, NotFound
 from magpie.store.db import Connection, Database
 
@@ -35,10 +36,18 @@ def apply_campaigns(db: Database, *, env_id: int, raws: Sequence[Any]) -> list[t
     now = _now()
     results: list[tuple[Campaign, bool]] = []
     with db.transaction() as conn:
-        env = db.fetchone(conn, "SELECT settings FROM environments WHERE id = ?", (env_id,))
+        env = db.fetchone(conn, "SELECT settings, timezone FROM environments WHERE id = ?", (env_id,))
         settings = effective(_decode(env[0]) if env is not None else {})
         for campaign in parsed:
             check_for_environment(campaign, settings)
+            check_broadcast(
+                channel=campaign.channel,
+                provider=campaign.provider,
+                schedule=campaign.schedule,
+                settings=settings,
+                timezone=env[1] if env is not None else "Asia/Seoul",
+                now_ms=now,
+            )
         for campaign in parsed:
             results.append((campaign, _store(conn, db, env_id=env_id, campaign=campaign, now=now)))
     return results
