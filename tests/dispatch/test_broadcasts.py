@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.support import AppClient, Env, add_token, apply_campaign, close_dispatcher, drain, inbox, make_dispatcher
 
 
@@ -72,3 +74,234 @@ def test_send_now_reaches_each_reachable_user_once(client: AppClient, env: Env) 
     assert done["progress"]["sent"] == 8 and done["progress"]["remaining"] == 0
     tokens = sorted(m["token"] for m in inbox(client, env))
     assert tokens == sorted(f"tok-{i}" for i in range(8))
+
+
+def _planned_users(client: AppClient, occurrence_id: int) -> list[str]:
+    db = client.app.db
+    with db.transaction(write=False) as conn:
+        rows = db.fetchall(conn, "SELECT user_id FROM broadcast_recipients WHERE occurrence_id = ?", (occurrence_id,))
+        users: list[str] = []
+        for (dispatch_id,) in db.fetchall(
+            conn, "SELECT dispatch_id FROM broadcast_dispatches WHERE occurrence_id = ?", (occurrence_id,)
+        ):
+            row = db.fetchone(conn, "SELECT users FROM dispatches WHERE id = ?", (dispatch_id,))
+            assert row is not None
+            import json
+
+            users += [u["userId"] for u in json.loads(row[0])]
+    assert sorted(r[0] for r in rows) == sorted(users)
+    return users
+
+
+def test_replanning_after_a_lost_lease_never_adds_a_user_twice(client: AppClient, env: Env) -> None:
+    from magpie.store.broadcasts import ClaimOccurrence, CreateOccurrence, OccurrenceKind, PlanPage
+
+    ids = _users(client, env, 10, with_token=10)
+    apply_campaign(client, env)
+    writer = client.app.ctx.runtime.writer  # type: ignore[union-attr]
+    occurrence_id = writer.run_sync(
+        CreateOccurrence(env_id=env.id, campaign_key=7, slot_ms=1, channel="push", kind=OccurrenceKind.NOW)
+    )
+    # A first planner enqueues one page, then dies (its lease lapses) before moving on.
+    first = writer.run_sync(ClaimOccurrence(owner="a", now_ms=10, lease_ms=5))
+    assert first is not None and first.id == occurrence_id
+    page = {
+        "occurrence_id": occurrence_id,
+        "env_id": env.id,
+        "campaign_key": 7,
+        "channel": "push",
+        "unreachable": {},
+        "lease_ms": 5,
+    }
+    assert (writer.run_sync(PlanPage(owner="a", users=ids[:4], last=ids[3], **page))) == 4  # type: ignore[arg-type]
+    # A second planner takes over; even asked to plan the same users again, it adds only the others.
+    second = writer.run_sync(ClaimOccurrence(owner="b", now_ms=2**50, lease_ms=60_000))
+    assert second is not None and second.cursor == ids[3]
+    assert (writer.run_sync(PlanPage(owner="b", users=ids, last=ids[-1], **page))) == 6  # type: ignore[arg-type]
+    # The first planner, back from the dead, may write nothing.
+    assert (writer.run_sync(PlanPage(owner="a", users=ids, last=ids[-1], **page))) is None  # type: ignore[arg-type]
+    assert sorted(_planned_users(client, occurrence_id)) == ids
+
+
+def test_cancel_sends_nothing_more_and_gives_every_recipient_an_outcome(client: AppClient, env: Env) -> None:
+    _users(client, env, 6, with_token=6)
+    apply_campaign(client, env)
+    occurrence_id = client.post(f"/admin/v1/environments/{env.name}/campaigns/7/send-now", headers=env.admin).json()[
+        "occurrence"
+    ]["id"]
+    client.run(_scheduler(client, broadcast_page_size=2).tick())
+    cancelled = client.post(f"/admin/v1/environments/{env.name}/occurrences/{occurrence_id}/cancel", headers=env.admin)
+    assert cancelled.status_code == 200, cancelled.text
+    body = cancelled.json()
+    assert body["occurrence"]["state"] == "cancelled"
+    assert body["progress"]["excludedBy"] == {"BROADCAST_CANCELLED": 6} and body["progress"]["remaining"] == 0
+    db = client.app.db
+    with db.transaction(write=False) as conn:
+        assert db.fetchall(conn, "SELECT id FROM work_items WHERE env_id = ? AND done = 0", (env.id,)) == []
+    dispatcher = make_dispatcher(client)
+    try:
+        drain(client, dispatcher)
+    finally:
+        close_dispatcher(client, dispatcher)
+    assert inbox(client, env) == []
+    again = client.post(f"/admin/v1/environments/{env.name}/occurrences/{occurrence_id}/resume", headers=env.admin)
+    assert again.status_code == 409 and again.json()["code"] == "CONFLICT"
+
+
+def test_pause_holds_waiting_batches_until_resumed(client: AppClient, env: Env) -> None:
+    _users(client, env, 4, with_token=4)
+    apply_campaign(client, env)
+    occurrence_id = client.post(f"/admin/v1/environments/{env.name}/campaigns/7/send-now", headers=env.admin).json()[
+        "occurrence"
+    ]["id"]
+    client.run(_scheduler(client).tick())
+    url = f"/admin/v1/environments/{env.name}/occurrences/{occurrence_id}"
+    assert client.post(url + "/pause", headers=env.admin).json()["occurrence"]["state"] == "paused"
+    dispatcher = make_dispatcher(client)
+    try:
+        drain(client, dispatcher)
+        assert inbox(client, env) == []
+        resumed = client.post(url + "/resume", headers=env.admin).json()
+        assert resumed["occurrence"]["state"] == "sending"
+        drain(client, dispatcher)
+    finally:
+        close_dispatcher(client, dispatcher)
+    assert _occurrence(client, env, occurrence_id)["progress"]["sent"] == 4
+
+
+def test_test_send_goes_to_named_users_only_and_at_most_five(client: AppClient, env: Env) -> None:
+    _users(client, env, 8, with_token=8)
+    apply_campaign(client, env)
+    url = f"/admin/v1/environments/{env.name}/campaigns/7/test-send"
+    too_many = client.post(url, json={"userIds": [f"user-{i:04d}" for i in range(6)]}, headers=env.admin)
+    assert too_many.status_code == 400 and too_many.json()["code"] == "INVALID_REQUEST"
+    sent = client.post(url, json={"userIds": ["user-0001", "user-0002"]}, headers=env.admin)
+    assert sent.status_code == 200, sent.text
+    assert sent.json()["occurrence"]["kind"] == "TEST" and sent.json()["progress"]["planned"] == 2
+    dispatcher = make_dispatcher(client)
+    try:
+        drain(client, dispatcher)
+    finally:
+        close_dispatcher(client, dispatcher)
+    assert sorted(m["token"] for m in inbox(client, env)) == ["tok-1", "tok-2"]
+
+
+def test_kakao_reach_counts_users_without_a_phone_number(client: AppClient, env: Env) -> None:
+    _users(client, env, 3, with_token=0)
+    phone = client.post(
+        "/v1/properties/phone-numbers",
+        json={"userId": "user-0000", "phoneNumber": "010-1234-5678"},
+        headers=env.headers,
+    )
+    assert phone.status_code == 200, phone.text
+    apply_campaign(
+        client,
+        env,
+        key=8,
+        channel="kakao",
+        type="alimtalk",
+        provider="sandbox",
+        message={"templateCode": "T1", "text": "안녕하세요"},
+    )
+    reach = client.get(f"/admin/v1/environments/{env.name}/campaigns/8/reach", headers=env.admin).json()
+    assert reach["channel"] == "kakao" and reach["reachable"] == 1 and reach["unreachable"] == {"NO_PHONE_NUMBER": 2}
+
+
+def test_audience_conditions_select_who_is_planned(client: AppClient, env: Env) -> None:
+    _users(client, env, 6, with_token=6)
+    gold = {
+        "targets": [
+            {
+                "conditions": [
+                    {
+                        "key": {"type": "USER_PROPERTY", "name": "grade"},
+                        "match": {"type": "MATCH", "operator": "IN", "valueType": "STRING", "values": ["GOLD"]},
+                    }
+                ]
+            }
+        ]
+    }
+    apply_campaign(client, env, audience=gold)
+    reach = client.get(f"/admin/v1/environments/{env.name}/campaigns/7/reach", headers=env.admin).json()
+    assert reach["audience"] == 3 and reach["reachable"] == 3
+
+
+@pytest.mark.parametrize(
+    ("schedule", "message"),
+    [
+        pytest.param({"type": "once", "at": "2020-01-01T10:00"}, "in the past", id="past"),
+        pytest.param({"type": "daily", "time": "10:00", "timezone": "Mars/Base"}, "unknown time zone", id="zone"),
+        pytest.param({"type": "cron", "cron": "0 0 31 4 *"}, "never fires", id="never"),
+    ],
+)
+def test_apply_refuses_a_bad_schedule_and_changes_nothing(
+    client: AppClient, env: Env, schedule: dict[str, Any], message: str
+) -> None:
+    definition = {
+        "key": 9,
+        "name": "Winter sale",
+        "status": "ACTIVE",
+        "purpose": "INFORMATION",
+        "provider": "sandbox",
+        "message": {"title": "t", "body": "b"},
+        "schedule": schedule,
+    }
+    response = client.post(f"/admin/v1/environments/{env.name}/campaigns", json=definition, headers=env.admin)
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "INVALID_CAMPAIGN" and message in response.json()["message"]
+    assert client.get(f"/admin/v1/environments/{env.name}/campaigns/9", headers=env.admin).status_code == 404
+
+
+def test_apply_refuses_a_scheduled_push_campaign_without_a_provider(client: AppClient, env: Env) -> None:
+    definition = {
+        "key": 9,
+        "name": "Winter sale",
+        "status": "ACTIVE",
+        "purpose": "INFORMATION",
+        "provider": "push",
+        "message": {"title": "t", "body": "b"},
+        "schedule": {"type": "daily", "time": "10:00"},
+    }
+    response = client.post(f"/admin/v1/environments/{env.name}/campaigns", json=definition, headers=env.admin)
+    assert response.status_code == 400 and "no fcm or apns" in response.json()["message"]
+
+
+@pytest.mark.pg
+@pytest.mark.parametrize("backend", [pytest.param("pg", id="pg")])
+def test_two_schedulers_racing_create_one_occurrence_per_slot(client: AppClient, env: Env, backend: str) -> None:
+    """Two schedulers, each with its own runtime (writer, connections), on one PostgreSQL."""
+    import asyncio
+    import time
+
+    from magpie.dispatch.scheduler import Scheduler
+    from magpie.runtime import Runtime
+
+    _users(client, env, 5, with_token=5)
+    apply_campaign(client, env, schedule={"type": "cron", "cron": "* * * * *"})
+    db = client.app.db
+    with db.transaction() as conn:  # applied a while ago, so that missed minutes are due
+        db.execute(
+            conn, "UPDATE campaigns SET updated_at = ? WHERE env_id = ?", (int(time.time() * 1000) - 3_600_000, env.id)
+        )
+    settings = client.settings.with_(broadcast_catch_up="all")
+
+    async def race() -> list[list[int]]:
+        runtimes = [Runtime.open(settings, migrate=False) for _ in range(2)]
+        try:
+            schedulers = [Scheduler(r, settings=settings) for r in runtimes]
+            created = await asyncio.gather(*(s.create_due() for s in schedulers))
+            await asyncio.gather(*(s.plan_one() for s in schedulers))
+            await asyncio.gather(*(s.plan_one() for s in schedulers))
+            return list(created)
+        finally:
+            for r in runtimes:
+                await r.close()
+
+    created = client.run(race())
+    with db.transaction(write=False) as conn:
+        slots = db.fetchall(
+            conn, "SELECT slot_ms, COUNT(*) FROM broadcast_occurrences WHERE env_id = ? GROUP BY slot_ms", (env.id,)
+        )
+    assert len(slots) >= 59 and all(n == 1 for _, n in slots)
+    assert sorted(created[0] + created[1]) == sorted(set(created[0] + created[1]))
+    assert len(created[0]) + len(created[1]) == len(slots)
