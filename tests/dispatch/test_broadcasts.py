@@ -305,3 +305,32 @@ def test_two_schedulers_racing_create_one_occurrence_per_slot(client: AppClient,
     assert len(slots) >= 59 and all(n == 1 for _, n in slots)
     assert sorted(created[0] + created[1]) == sorted(set(created[0] + created[1]))
     assert len(created[0]) + len(created[1]) == len(slots)
+
+
+def test_rate_per_minute_hands_the_workers_no_more_than_the_rate(client: AppClient, env: Env) -> None:
+    _users(client, env, 25, with_token=25)
+    apply_campaign(client, env, schedule={"type": "daily", "time": "10:00", "ratePerMinute": 60})
+    occurrence_id = client.post(f"/admin/v1/environments/{env.name}/campaigns/7/send-now", headers=env.admin).json()[
+        "occurrence"
+    ]["id"]
+    client.run(_scheduler(client).tick())
+    db = client.app.db
+    with db.transaction(write=False) as conn:
+        started = db.fetchone(conn, "SELECT started_at FROM broadcast_occurrences WHERE id = ?", (occurrence_id,))
+        items = db.fetchall(
+            conn,
+            "SELECT b.size, w.available_at FROM work_items w JOIN broadcast_dispatches b ON b.dispatch_id = w.dispatch_id "
+            "WHERE b.occurrence_id = ? ORDER BY w.available_at",
+            (occurrence_id,),
+        )
+    assert started is not None
+    # 60 a minute: ten users each ten seconds.
+    assert [size for size, _ in items] == [10, 10, 5]
+    offsets = [at - started[0] for _, at in items]
+    assert offsets[0] < 10_000 and offsets[1:] == [10_000, 20_000]
+    dispatcher = make_dispatcher(client)
+    try:
+        drain(client, dispatcher)
+    finally:
+        close_dispatcher(client, dispatcher)
+    assert len(inbox(client, env)) == 10

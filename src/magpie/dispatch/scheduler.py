@@ -162,6 +162,7 @@ class Scheduler:
                         unreachable=page.unreachable,
                         last=page.last,
                         lease_ms=self._lease_ms,
+                        rate_per_minute=campaign.schedule.rate_per_minute if campaign.schedule else None,
                     )
                 )
             except MagpieError as exc:

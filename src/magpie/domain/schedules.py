@@ -9,6 +9,7 @@ A scheduled campaign is sent to its whole audience at each *slot* of its schedul
       start: "2026-12-01"     # optional: no slot before (local date or date-time)
       end: "2027-01-31"       # optional: no slot after (a date alone: through that whole day)
       timezone: Asia/Seoul    # optional: the environment's time zone when left out
+      ratePerMinute: 6000     # optional: at most this many recipients handed to the workers per minute
 
 ``type: once`` takes ``at`` (a local date-time, ``2026-12-05T10:00``); ``type: cron`` takes ``cron``, a
 five-field expression (``30 19 * * MON``). Daily and weekly schedules are cron expressions too, so that
@@ -42,7 +43,7 @@ from croniter import (  # type: ignore[import-untyped]
 
 from magpie.errors import InvalidCampaign
 
-_FIELDS: Final = {"type", "at", "time", "days", "cron", "start", "end", "timezone"}
+_FIELDS: Final = {"type", "at", "time", "days", "cron", "start", "end", "timezone", "ratePerMinute"}
 _HHMM: Final = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 DAYS: Final = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")
 # A recurring schedule that fires less than once in this many years is taken for one that never fires.
@@ -68,6 +69,7 @@ class Schedule:
     start: str | None = None
     end: str | None = None
     timezone: str | None = None
+    rate_per_minute: int | None = None
 
     @property
     def cron_expression(self) -> str | None:
@@ -89,6 +91,8 @@ class Schedule:
                 doc[name] = value
         if self.days:
             doc["days"] = list(self.days)
+        if self.rate_per_minute is not None:
+            doc["ratePerMinute"] = self.rate_per_minute
         return doc
 
 
@@ -150,7 +154,7 @@ def parse_schedule(raw: object) -> Schedule:
         ScheduleType.DAILY: {"time"},
         ScheduleType.WEEKLY: {"time", "days"},
         ScheduleType.CRON: {"cron"},
-    }[kind] | {"type", "start", "end", "timezone"}
+    }[kind] | {"type", "start", "end", "timezone", "ratePerMinute"}
     extra = set(raw) - allowed
     if extra:
         raise InvalidCampaign(f"schedule.{sorted(extra)[0]} does not apply to a {kind.value} schedule")
@@ -191,7 +195,20 @@ def parse_schedule(raw: object) -> Schedule:
         utc = ZoneInfo("UTC")
         if _to_datetime(end, utc, end_of_day=True) < _to_datetime(start, utc):
             raise InvalidCampaign("schedule.end is before schedule.start")
-    return Schedule(type=kind, at=at, time=time_of_day, days=days, cron=cron, start=start, end=end, timezone=tz_name)
+    rate = raw.get("ratePerMinute")
+    if rate is not None and (not isinstance(rate, int) or isinstance(rate, bool) or not 1 <= rate <= 10_000_000):
+        raise InvalidCampaign(f"schedule.ratePerMinute must be a whole number of messages per minute, got {rate!r}")
+    return Schedule(
+        type=kind,
+        at=at,
+        time=time_of_day,
+        days=days,
+        cron=cron,
+        start=start,
+        end=end,
+        timezone=tz_name,
+        rate_per_minute=rate,
+    )
 
 
 def _bounds(schedule: Schedule, tz: ZoneInfo) -> tuple[int | None, int | None]:

@@ -290,8 +290,21 @@ def _holds(tx: Tx, occurrence_id: int, owner: str) -> bool:
     return row is not None and row[0] == OccurrenceState.PLANNING.value and row[1] == owner
 
 
-def _enqueue(tx: Tx, *, occurrence_id: int, env_id: int, campaign_key: int, channel: str, users: list[str]) -> int:
-    """Write ``users`` (those not yet planned by this occurrence) into one dispatch and its work item."""
+def _enqueue(
+    tx: Tx,
+    *,
+    occurrence_id: int,
+    env_id: int,
+    campaign_key: int,
+    channel: str,
+    users: list[str],
+    rate_per_minute: int | None = None,
+) -> int:
+    """Write ``users`` (those not yet planned by this occurrence) into dispatches and their work items.
+
+    With a rate, the users go in slices of ten seconds' worth, each work item available when the rate
+    allows it counted from the occurrence's start, so that the workers are handed no more than the rate.
+    """
     if not users:
         return 0
     marks = ",".join("?" * len(users))
@@ -305,6 +318,40 @@ def _enqueue(tx: Tx, *, occurrence_id: int, env_id: int, campaign_key: int, chan
     fresh = [u for u in dict.fromkeys(users) if u not in seen]
     if not fresh:
         return 0
+    if not rate_per_minute:
+        _dispatch(
+            tx, occurrence_id=occurrence_id, env_id=env_id, campaign_key=campaign_key, channel=channel, users=fresh
+        )
+        return len(fresh)
+    row = tx.fetchone("SELECT planned, started_at FROM broadcast_occurrences WHERE id = ?", (occurrence_id,))
+    assert row is not None
+    before, start = int(row[0]), int(row[1] or tx.now_ms)
+    step = max(1, rate_per_minute // 6)
+    for offset in range(0, len(fresh), step):
+        due = start + (before + offset) * 60_000 // rate_per_minute
+        _dispatch(
+            tx,
+            occurrence_id=occurrence_id,
+            env_id=env_id,
+            campaign_key=campaign_key,
+            channel=channel,
+            users=fresh[offset : offset + step],
+            available_at=max(due, tx.now_ms),
+        )
+    return len(fresh)
+
+
+def _dispatch(
+    tx: Tx,
+    *,
+    occurrence_id: int,
+    env_id: int,
+    campaign_key: int,
+    channel: str,
+    users: list[str],
+    available_at: int | None = None,
+) -> None:
+    fresh = users
     dispatch_id, _ = AcceptTrigger(
         key_hash=None,
         env_id=env_id,
@@ -322,7 +369,8 @@ def _enqueue(tx: Tx, *, occurrence_id: int, env_id: int, campaign_key: int, chan
         "INSERT INTO broadcast_dispatches (occurrence_id, dispatch_id, size) VALUES (?, ?, ?)",
         (occurrence_id, dispatch_id, len(fresh)),
     )
-    return len(fresh)
+    if available_at is not None:
+        tx.execute("UPDATE work_items SET available_at = ? WHERE dispatch_id = ?", (available_at, dispatch_id))
 
 
 class PlanPage(JobDefaults):
@@ -340,6 +388,7 @@ class PlanPage(JobDefaults):
         "lease_ms",
         "occurrence_id",
         "owner",
+        "rate_per_minute",
         "unreachable",
         "users",
     )
@@ -357,7 +406,9 @@ class PlanPage(JobDefaults):
         unreachable: dict[str, int],
         last: str | None,
         lease_ms: int,
+        rate_per_minute: int | None = None,
     ) -> None:
+        self.rate_per_minute = rate_per_minute
         self.occurrence_id = occurrence_id
         self.owner = owner
         self.env_id = env_id
@@ -378,6 +429,7 @@ class PlanPage(JobDefaults):
             campaign_key=self.campaign_key,
             channel=self.channel,
             users=self.users,
+            rate_per_minute=self.rate_per_minute,
         )
         row = tx.fetchone("SELECT unreachable FROM broadcast_occurrences WHERE id = ?", (self.occurrence_id,))
         counts: dict[str, int] = _decode(row[0]) if row is not None else {}
