@@ -319,7 +319,8 @@ def test_rate_per_minute_hands_the_workers_no_more_than_the_rate(client: AppClie
         started = db.fetchone(conn, "SELECT started_at FROM broadcast_occurrences WHERE id = ?", (occurrence_id,))
         items = db.fetchall(
             conn,
-            "SELECT b.size, w.available_at FROM work_items w JOIN broadcast_dispatches b ON b.dispatch_id = w.dispatch_id "
+            "SELECT b.size, w.available_at FROM work_items w JOIN broadcast_dispatches b "
+            "ON b.dispatch_id = w.dispatch_id "
             "WHERE b.occurrence_id = ? ORDER BY w.available_at",
             (occurrence_id,),
         )
