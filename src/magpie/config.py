@@ -217,8 +217,9 @@ class Settings:
     broadcast_poll_seconds: float = setting(
         5.0,
         "MAGPIE_BROADCAST_POLL_SECONDS",
-        "Seconds between two looks of each scheduler (in every `magpie serve` and `magpie worker`) for due "
-        "broadcast slots and occurrences to plan ([broadcasts.md](broadcasts.md)); 0: no scheduler in this process.",
+        "Seconds between two looks of each broadcast scheduler for due slots and occurrences to plan "
+        "([broadcasts.md](broadcasts.md)). One runs beside the dispatch workers of every `magpie worker` and of "
+        "`magpie serve` (unless `MAGPIE_WORKERS=0`); 0: none in this process.",
     )
     broadcast_catch_up: str = setting(
         "latest",
