@@ -34,6 +34,7 @@ from magpie.api import admin_consent, views
 from magpie.api.context import Context
 from magpie.api.failures import failure
 from magpie.dashboard import present
+from magpie.dashboard.broadcasts import BroadcastPages
 from magpie.dashboard.session import (
     LOGIN_COOKIE,
     LOGIN_SECONDS,
@@ -625,6 +626,7 @@ class Dashboard:
                     Route(e + "/keys", p(self.key_create), methods=["POST"]),
                     Route(e + "/keys/{prefix}/revoke", p(self.key_revoke_confirm), methods=["GET"]),
                     Route(e + "/keys/{prefix}/revoke", p(self.key_revoke), methods=["POST"]),
+                    *BroadcastPages(self).routes(p),
                 ],
             )
         ]
