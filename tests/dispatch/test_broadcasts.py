@@ -335,3 +335,35 @@ def test_rate_per_minute_hands_the_workers_no_more_than_the_rate(client: AppClie
     finally:
         close_dispatcher(client, dispatcher)
     assert len(inbox(client, env)) == 10
+
+
+def test_an_occurrence_running_into_the_night_holds_its_marketing_remainder(client: AppClient, env: Env) -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from tests.support import FakeClock
+
+    ids = _users(client, env, 4, with_token=4)
+    for user_id in ids:
+        consent = {"userId": user_id, "marketingSubscriptionStatus": "SUBSCRIBED"}
+        assert client.post("/v1/push-subscriptions", json=consent, headers=env.headers).status_code == 200
+    apply_campaign(client, env, purpose="MARKETING", consentRule="SUBSCRIBED_ONLY")
+    occurrence_id = client.post(f"/admin/v1/environments/{env.name}/campaigns/7/send-now", headers=env.admin).json()[
+        "occurrence"
+    ]["id"]
+    client.run(_scheduler(client).tick())
+    # The next 22:30 in Seoul: later than the work items' availability, inside the night window.
+    seoul = ZoneInfo("Asia/Seoul")
+    today = datetime.now(seoul)
+    night = today.replace(hour=22, minute=30, second=0, microsecond=0).timestamp()
+    if night <= today.timestamp():
+        night += 86_400
+    dispatcher = make_dispatcher(client, clock=FakeClock(night))
+    try:
+        drain(client, dispatcher)
+    finally:
+        close_dispatcher(client, dispatcher)
+    progress = _occurrence(client, env, occurrence_id)["progress"]
+    assert progress["sent"] == 0, progress
+    assert progress["held"] == 4 and progress["remaining"] == 4, progress
+    assert inbox(client, env) == []
