@@ -23,7 +23,12 @@
         if (!data) return;
         Object.keys(data.progress).forEach(function (name) { show(name, data.progress[name]); });
         show("state", data.occurrence.state);
-        if (final.indexOf(data.occurrence.state) < 0) window.setTimeout(refresh, 2000);
+        if (final.indexOf(data.occurrence.state) < 0) {
+          window.setTimeout(refresh, 2000);
+        } else {
+          // Over: the controls no longer apply.
+          document.querySelectorAll(".actions").forEach(function (el) { el.hidden = true; });
+        }
       })
       .catch(function () { window.setTimeout(refresh, 5000); });
   }
