@@ -7,8 +7,9 @@ of users at a time, and the dispatch workers deliver them as they deliver trigge
 - one occurrence per campaign and slot: ``UNIQUE (env_id, campaign_key, slot_ms)`` and
   ``INSERT ... ON CONFLICT DO NOTHING``, whatever the number of schedulers;
 - one planner at a time: an occurrence is claimed with a lease, like a work item;
-- each user at most once per occurrence: ``broadcast_recipients`` is keyed by (occurrence, user), and a
-  page's dispatch, its users and the planning cursor are written in one transaction.
+- each user at most once per occurrence: ``broadcast_recipients`` is keyed by (occurrence, user) and a
+  page enqueues only the users its ``INSERT ... ON CONFLICT DO NOTHING`` took; the page's dispatch, its
+  users and the planning cursor are written in one transaction.
 """
 
 from __future__ import annotations
@@ -98,26 +99,20 @@ def audience_page(
     if not rows:
         return page
     ids = [r[0] for r in rows]
-    marks = ",".join("?" * len(ids))
     devices: dict[str, list[str]] = {}
-    for ident, linked in db.fetchall(
+    with_token: set[str] = set()
+    # The page's devices are those linked to a user id in the page's range: one range scan of the
+    # linked-user index, with whether each has a live token, instead of lists of ids.
+    for ident, linked, live in db.fetchall(
         conn,
-        f"SELECT ident, linked_user FROM profiles WHERE env_id = ? AND kind = 'd' AND linked_user IN ({marks})",
-        (env_id, *ids),
+        "SELECT d.ident, d.linked_user, EXISTS (SELECT 1 FROM push_tokens t WHERE t.env_id = d.env_id "
+        "AND t.device_id = d.ident AND t.status = 'ACTIVE') FROM profiles d WHERE d.env_id = ? AND d.kind = 'd' "
+        "AND d.linked_user > ? AND d.linked_user <= ?",
+        (env_id, after or "", page.last),
     ):
         devices.setdefault(linked, []).append(ident)
-    with_token: set[str] = set()
-    if campaign.channel == "push":
-        owned = {d: u for u, ds in devices.items() for d in ds}
-        for start in range(0, len(owned), 900):
-            chunk = list(owned)[start : start + 900]
-            for (device_id,) in db.fetchall(
-                conn,
-                f"SELECT DISTINCT device_id FROM push_tokens WHERE env_id = ? AND status = 'ACTIVE' "
-                f"AND device_id IN ({','.join('?' * len(chunk))})",
-                (env_id, *chunk),
-            ):
-                with_token.add(owned[device_id])
+        if live:
+            with_token.add(linked)
     cohorts = cohort_names(campaign.audience)
     members = (
         memberships(conn, db, env_id=env_id, cohorts=cohorts, ids={*ids, *(d for ds in devices.values() for d in ds)})
@@ -307,15 +302,21 @@ def _enqueue(
     """
     if not users:
         return 0
-    marks = ",".join("?" * len(users))
-    seen = {
-        r[0]
-        for r in tx.fetchall(
-            f"SELECT user_id FROM broadcast_recipients WHERE occurrence_id = ? AND user_id IN ({marks})",
-            (occurrence_id, *users),
+    # The (occurrence, user) key decides: only the users it takes are enqueued, whatever ran before.
+    taken: set[str] = set()
+    unique = list(dict.fromkeys(users))
+    for start in range(0, len(unique), 500):
+        chunk = unique[start : start + 500]
+        taken.update(
+            r[0]
+            for r in tx.fetchall(
+                "INSERT INTO broadcast_recipients (occurrence_id, user_id) VALUES "
+                + ",".join(["(?, ?)"] * len(chunk))
+                + " ON CONFLICT DO NOTHING RETURNING user_id",
+                [v for u in chunk for v in (occurrence_id, u)],
+            )
         )
-    }
-    fresh = [u for u in dict.fromkeys(users) if u not in seen]
+    fresh = [u for u in unique if u in taken]
     if not fresh:
         return 0
     if not rate_per_minute:
@@ -361,10 +362,6 @@ def _dispatch(
         idempotency_key=None,
         channel=channel,
     ).run(tx)
-    tx.executemany(
-        "INSERT INTO broadcast_recipients (occurrence_id, user_id, dispatch_id) VALUES (?, ?, ?)",
-        [(occurrence_id, u, dispatch_id) for u in fresh],
-    )
     tx.execute(
         "INSERT INTO broadcast_dispatches (occurrence_id, dispatch_id, size) VALUES (?, ?, ?)",
         (occurrence_id, dispatch_id, len(fresh)),

@@ -47,7 +47,6 @@ def upgrade() -> None:
         "broadcast_recipients",
         sa.Column("occurrence_id", sa.Integer, primary_key=True),
         sa.Column("user_id", sa.String(256), primary_key=True),
-        sa.Column("dispatch_id", sa.String(36), nullable=False),
         sqlite_with_rowid=False,
     )
     op.create_table(
