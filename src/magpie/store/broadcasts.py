@@ -89,16 +89,44 @@ def audience_page(
     Reachable: in the audience, consented for the channel and purpose, with a live push token (push) or a
     phone number (Kakao, SMS). The night window is not a reason: the worker holds or drops at send time.
     """
-    rows = db.fetchall(
-        conn,
-        "SELECT ident, properties, crm, phone_enc IS NOT NULL FROM profiles WHERE env_id = ? AND kind = 'u' "
-        "AND ident > ? ORDER BY ident LIMIT ?",
-        (env_id, after or "", limit),
-    )
-    page = AudiencePage(scanned=len(rows), last=rows[-1][0] if rows else after)
-    if not rows:
-        return page
-    ids = [r[0] for r in rows]
+    # A user is a user profile, or a user id only devices were linked to (a token registered with a
+    # userId): two ordered index scans, merged, and the page ends where the fuller one ended.
+    start = after or ""
+    named = [
+        r[0]
+        for r in db.fetchall(
+            conn,
+            "SELECT ident FROM profiles WHERE env_id = ? AND kind = 'u' AND ident > ? ORDER BY ident LIMIT ?",
+            (env_id, start, limit),
+        )
+    ]
+    linked_ids = [
+        r[0]
+        for r in db.fetchall(
+            conn,
+            "SELECT linked_user FROM profiles WHERE env_id = ? AND kind = 'd' AND linked_user > ? "
+            "ORDER BY linked_user LIMIT ?",
+            (env_id, start, limit),
+        )
+    ]
+    ids = sorted({*named, *linked_ids})
+    if not ids:
+        return AudiencePage(scanned=0, last=after)
+    full = [stream[-1] for stream in (named, linked_ids) if len(stream) == limit]
+    last = min(full) if full else ids[-1]
+    ids = [i for i in ids if i <= last][:limit]
+    last = ids[-1]
+    page = AudiencePage(scanned=len(ids), last=last)
+    found = {
+        r[0]: r
+        for r in db.fetchall(
+            conn,
+            "SELECT ident, properties, crm, phone_enc IS NOT NULL FROM profiles WHERE env_id = ? AND kind = 'u' "
+            "AND ident > ? AND ident <= ?",
+            (env_id, start, last),
+        )
+    }
+    rows = [found.get(i) or (i, "{}", "{}", False) for i in ids]
     devices: dict[str, list[str]] = {}
     with_token: set[str] = set()
     # The page's devices are those linked to a user id in the page's range: one range scan of the
