@@ -21,7 +21,7 @@ every recurring slot comes from one library (croniter), in the time zone, across
 >>> from datetime import datetime, timezone
 >>> start = int(datetime(2026, 12, 4, tzinfo=timezone.utc).timestamp() * 1000)
 >>> datetime.fromtimestamp(next_slot(s, timezone="Asia/Seoul", after_ms=start) / 1000, timezone.utc).isoformat()
-'2026-12-05T01:00:00+00:00'
+'2026-12-04T01:00:00+00:00'
 """
 
 from __future__ import annotations
