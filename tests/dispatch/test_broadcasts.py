@@ -144,6 +144,9 @@ def test_cancel_sends_nothing_more_and_gives_every_recipient_an_outcome(client: 
     finally:
         close_dispatcher(client, dispatcher)
     assert inbox(client, env) == []
+    stats = client.get(f"/admin/v1/environments/{env.name}/campaigns/7/stats", headers=env.admin).json()
+    # The campaign's statistics count the occurrence with the same definitions as triggers.
+    assert (stats["requested"], stats["excluded"], stats["pending"]) == (6, {"BROADCAST_CANCELLED": 6}, 0)
     again = client.post(f"/admin/v1/environments/{env.name}/occurrences/{occurrence_id}/resume", headers=env.admin)
     assert again.status_code == 409 and again.json()["code"] == "CONFLICT"
 
