@@ -23,7 +23,9 @@ def _users(client: AppClient, env: Env, n: int, *, with_token: int) -> list[str]
     return ids
 
 
-def _scheduler(client: AppClient, **settings: Any) -> Any:
+def _scheduler(client: AppClient, clock: Any = None, **settings: Any) -> Any:
+    import time
+
     from magpie.dispatch.scheduler import Scheduler
 
     ctx = client.app.ctx
@@ -31,7 +33,7 @@ def _scheduler(client: AppClient, **settings: Any) -> Any:
     merged = client.settings.with_(**settings) if settings else client.settings
 
     async def build() -> Any:
-        return Scheduler(ctx.runtime, settings=merged)
+        return Scheduler(ctx.runtime, settings=merged, clock=clock or time.time)
 
     return client.run(build())
 
@@ -370,3 +372,22 @@ def test_an_occurrence_running_into_the_night_holds_its_marketing_remainder(clie
     assert progress["sent"] == 0, progress
     assert progress["held"] == 4 and progress["remaining"] == 4, progress
     assert inbox(client, env) == []
+
+
+def test_a_due_slot_becomes_one_scheduled_occurrence_and_is_planned(client: AppClient, env: Env) -> None:
+    import time
+
+    _users(client, env, 3, with_token=3)
+    apply_campaign(client, env, schedule={"type": "cron", "cron": "* * * * *"})
+    db = client.app.db
+    with db.transaction() as conn:  # applied three minutes ago: three slots missed
+        db.execute(
+            conn, "UPDATE campaigns SET updated_at = ? WHERE env_id = ?", (int(time.time() * 1000) - 180_000, env.id)
+        )
+    now = time.time()
+    scheduler = _scheduler(client, clock=lambda: now, broadcast_catch_up="latest")
+    client.run(scheduler.tick())
+    client.run(scheduler.tick())  # a second look creates nothing more
+    listed = client.get(f"/admin/v1/environments/{env.name}/campaigns/7/occurrences", headers=env.admin).json()
+    assert [(o["kind"], o["state"], o["planned"]) for o in listed["occurrences"]] == [("SCHEDULED", "sending", 3)]
+    assert listed["occurrences"][0]["slot"] % 60_000 == 0
