@@ -391,3 +391,47 @@ def test_a_due_slot_becomes_one_scheduled_occurrence_and_is_planned(client: AppC
     listed = client.get(f"/admin/v1/environments/{env.name}/campaigns/7/occurrences", headers=env.admin).json()
     assert [(o["kind"], o["state"], o["planned"]) for o in listed["occurrences"]] == [("SCHEDULED", "sending", 3)]
     assert listed["occurrences"][0]["slot"] % 60_000 == 0
+
+
+def test_a_cohort_audience_reaches_its_members_by_user_or_device_id(client: AppClient, env: Env) -> None:
+    _users(client, env, 6, with_token=6)
+    cohort = {"members": ["user-0001", "dev-4", "someone-else"]}
+    assert (
+        client.put(f"/admin/v1/environments/{env.name}/cohorts/vip", json=cohort, headers=env.admin).status_code == 200
+    )
+    vip = {
+        "targets": [
+            {
+                "conditions": [
+                    {
+                        "key": {"type": "COHORT"},
+                        "match": {"type": "MATCH", "operator": "IN", "valueType": "STRING", "values": ["vip"]},
+                    }
+                ]
+            }
+        ]
+    }
+    apply_campaign(client, env, audience=vip)
+    reach = client.get(f"/admin/v1/environments/{env.name}/campaigns/7/reach", headers=env.admin).json()
+    assert (reach["audience"], reach["reachable"]) == (2, 2)
+
+
+def test_apply_warns_when_a_scheduled_campaign_reaches_nobody(client: AppClient, env: Env) -> None:
+    _users(client, env, 2, with_token=0)
+    definition = {
+        "key": 9,
+        "name": "Nobody",
+        "status": "ACTIVE",
+        "purpose": "INFORMATION",
+        "provider": "sandbox",
+        "message": {"title": "t", "body": "b"},
+        "schedule": {"type": "daily", "time": "10:00"},
+    }
+    response = client.post(f"/admin/v1/environments/{env.name}/campaigns", json=definition, headers=env.admin)
+    assert response.status_code == 200, response.text
+    [warning] = response.json()["warnings"]
+    assert "reaches nobody on push" in warning and "NO_PUSH_TOKEN 2" in warning
+    unscheduled = {**definition, "key": 10}
+    del unscheduled["schedule"]
+    response = client.post(f"/admin/v1/environments/{env.name}/campaigns", json=unscheduled, headers=env.admin)
+    assert response.json()["warnings"] == []

@@ -27,7 +27,6 @@ from magpie.domain.audience import Recipient, cohort_names
 from magpie.domain.campaigns import Campaign
 from magpie.domain.delivery import Exclude, NightRule
 from magpie.errors import Conflict, InvalidRequest, NotFound
-from magpie.store.campaigns import memberships
 from magpie.store.db import Connection, Database
 from magpie.store.dispatches import AcceptTrigger
 from magpie.store.stats import count_outcome
@@ -141,12 +140,22 @@ def audience_page(
         devices.setdefault(linked, []).append(ident)
         if live:
             with_token.add(linked)
-    cohorts = cohort_names(campaign.audience)
-    members = (
-        memberships(conn, db, env_id=env_id, cohorts=cohorts, ids={*ids, *(d for ds in devices.values() for d in ds)})
-        if cohorts
-        else set()
-    )
+    cohorts = sorted(cohort_names(campaign.audience))
+    members: set[tuple[str, str]] = set()
+    if cohorts:
+        everyone = sorted({*ids, *(d for ds in devices.values() for d in ds)})
+        cohort_marks = ",".join("?" * len(cohorts))
+        for offset in range(0, len(everyone), 900):
+            chunk = everyone[offset : offset + 900]
+            members.update(
+                (r[0], r[1])
+                for r in db.fetchall(
+                    conn,
+                    f"SELECT cohort, member FROM cohort_members WHERE env_id = ? AND cohort IN ({cohort_marks}) "
+                    f"AND member IN ({','.join('?' * len(chunk))})",
+                    (env_id, *cohorts, *chunk),
+                )
+            )
     night = NightRule()
     for ident, props, crm, has_phone in rows:
         device_ids = tuple(devices.get(ident, ()))
@@ -783,3 +792,24 @@ def scheduled_campaigns(conn: Connection, db: Database) -> list[ScheduledCampaig
         ('%"schedule":%',),
     )
     return [ScheduledCampaign(*r) for r in rows]
+
+
+def broadcast_warnings(
+    read: Callable[[Callable[[Connection], AudiencePage]], AudiencePage],
+    db: Database,
+    *,
+    env_id: int,
+    campaign: Campaign,
+    now_ms: int,
+) -> list[str]:
+    """What applying a scheduled campaign should warn of: an audience that reaches nobody now."""
+    if campaign.schedule is None:
+        return []
+    found = reach(read, db, env_id=env_id, campaign=campaign, now_ms=now_ms)
+    if found.reachable:
+        return []
+    why = ", ".join(f"{reason} {n}" for reason, n in sorted(found.unreachable.items())) or "no user matches"
+    return [
+        f"campaign {campaign.key} reaches nobody on {found.channel} now ({found.audience} of {found.users} users in "
+        f"its audience; {why}): its occurrences would complete with zero recipients"
+    ]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -13,9 +13,11 @@ from magpie.domain.campaigns import DEMO_CAMPAIGN, Campaign, check_for_environme
 from magpie.domain.environment import effective
 from magpie.domain.schedules import check_broadcast
 from magpie.errors import Conflict, InvalidRequest, NotFound
+from magpie.store import broadcasts
 from magpie.store.db import Connection, Database
 
 _decode = msgspec.json.decode
+T = TypeVar("T")
 
 
 def _now() -> int:
@@ -96,7 +98,16 @@ def check_delivery(db: Database, *, env_id: int, raw: Any) -> list[str]:
     if row is None:
         raise NotFound(f"no environment with id {env_id}")
     providers = _decode(row[1]).get("providers", {})
-    return delivery_warnings(provider=campaign.provider, configured=providers, environment=row[0])
+    warnings = delivery_warnings(provider=campaign.provider, configured=providers, environment=row[0])
+    return warnings + broadcasts.broadcast_warnings(_read(db), db, env_id=env_id, campaign=campaign, now_ms=_now())
+
+
+def _read(db: Database) -> Callable[[Callable[[Connection], T]], T]:
+    def read(fn: Callable[[Connection], T]) -> T:
+        with db.transaction(write=False) as conn:
+            return fn(conn)
+
+    return read
 
 
 def archive_campaign(db: Database, *, env_id: int, key: int) -> Campaign:
