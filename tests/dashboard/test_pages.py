@@ -88,10 +88,13 @@ def test_pages_show_the_same_numbers_as_the_api(client: AppClient, env: Env, sen
 
     campaign = _text(_page(client, cookies, e + "/campaigns/3").text)
     assert "Requested 3" in campaign and "Sent 1" in campaign and "NOT_IN_AUDIENCE 1" in campaign
-    assert "(광고) magpie shop 김민지님 할인" in campaign  # the marketing rules on the sample recipient
+    # The marketing rules on sample data made from the template's own property: user_properties.name.
+    assert "(광고) magpie shop [name]님 할인" in campaign
     assert "수신거부" in campaign  # the default opt-out text
     assert "property “grade” is GOLD" in campaign
-    assert "at most 3 marketing pushes per user in 1 days" in campaign
+    assert "at most 3 marketing messages of any channel per user in 1 day" in campaign
+    as_user = _text(_page(client, cookies, e + "/campaigns/3?as=u1").text)
+    assert "(광고) magpie shop 민지님 할인" in as_user and '"grade": "GOLD"' in as_user  # u1's own properties
     assert "key: 3" in campaign and "purpose: MARKETING" in campaign
 
     hourly = _page(client, cookies, e + "/campaigns/3?range=24h&grain=hour").text

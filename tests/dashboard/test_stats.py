@@ -144,7 +144,7 @@ def test_stats_failures_count_with_their_reason(client: AppClient, env: Env) -> 
 
 
 def test_stats_json_derives_every_figure_from_the_same_totals_as_the_dashboard() -> None:
-    totals = Totals()
+    totals = Totals(channel="push")
     for metric, n in [
         ("REQUESTED", 20),
         ("SENT", 8),
@@ -158,6 +158,7 @@ def test_stats_json_derives_every_figure_from_the_same_totals_as_the_dashboard()
     body = views.campaign_stats(CampaignStats(campaign_key=7, since=0, until=10, dispatches=2, totals=totals))
     assert body == {
         "campaignKey": 7,
+        "channel": "push",
         "from": 0,
         "to": 10,
         "dispatches": 2,
@@ -166,8 +167,10 @@ def test_stats_json_derives_every_figure_from_the_same_totals_as_the_dashboard()
         "failed": 3,
         "failures": {"TOKEN_INVALID": 2, "UNKNOWN": 1},
         "excluded": {"UNKNOWN_USER": 3},
+        "unknown": 0,
         "excludedTotal": 3,
         "pending": 6,
+        "sentRate": round(8 / 11, 4),
         "uniqueClicks": 2,
         "totalClicks": 5,
         "clicks": 2,
@@ -175,3 +178,4 @@ def test_stats_json_derives_every_figure_from_the_same_totals_as_the_dashboard()
     }
     # The dashboard reads the same object: the API's figures are the dashboard's.
     assert (totals.failed_total, totals.excluded_total, totals.pending, totals.ctr) == (3, 3, 6, 0.25)
+    assert totals.sent_rate == body["sentRate"]
