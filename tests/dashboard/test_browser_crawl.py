@@ -125,8 +125,9 @@ def _wait(magpie: Magpie, dispatch_id: str, channel: str, status: str) -> dict[s
 
 
 @pytest.fixture(scope="module")
-def outcomes(magpie: Magpie, nhn: FakeNhn) -> dict[str, int]:
-    """Every channel and type sent, with recipients in every outcome; returns the outcomes seen."""
+def outcomes(magpie: Magpie, nhn: FakeNhn) -> dict[str, Any]:
+    """Every channel and type sent, with recipients in every outcome; returns the outcomes seen
+    (``seen``) and the dispatch held for night time (``held``)."""
     settings: dict[str, Any] = {
         "smsOptOutNumber": "080-123-4567",
         "smsSender": "02-1234-5678",
@@ -174,13 +175,13 @@ def outcomes(magpie: Magpie, nhn: FakeNhn) -> dict[str, int]:
     held = magpie.ok("/v1/push-message/trigger/send", body)["dispatchId"]
     assert _wait(magpie, held, "push", "SCHEDULED")["counts"]["PENDING"] == 1
     seen["SCHEDULED"] = 1
-    return seen
+    return {"seen": seen, "held": held}
 
 
 def test_crawl_every_dashboard_page_of_every_channel_at_both_widths(
-    magpie: Magpie, outcomes: dict[str, int], browser: Any
+    magpie: Magpie, outcomes: dict[str, Any], browser: Any
 ) -> None:
-    assert {"SENT", "FAILED", "EXCLUDED", "UNKNOWN", "SCHEDULED"} <= set(outcomes), outcomes
+    assert {"SENT", "FAILED", "EXCLUDED", "UNKNOWN", "SCHEDULED"} <= set(outcomes["seen"]), outcomes
     context = browser.new_context(viewport=DESKTOP, locale="ko-KR")
     context.set_default_timeout(15_000)
     page = context.new_page()
@@ -206,6 +207,8 @@ def test_crawl_every_dashboard_page_of_every_channel_at_both_widths(
             width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
             if width[0] > width[1]:
                 problems.append(f"{url} at {viewport['width']} px: {width[0]} px wide")
+            if re.search(r"\bNone\b", page.inner_text("main")):
+                problems.append(f"{url}: Python's None on the page")
             if kind not in shot:  # the first page of each kind, to look at
                 name = kind.strip("/").replace("/", "-").replace("…", "x") or "overview"
                 SHOTS.mkdir(parents=True, exist_ok=True)
@@ -255,7 +258,7 @@ def test_crawl_every_dashboard_page_of_every_channel_at_both_widths(
     ],
 )
 def test_campaign_page_previews_each_channel_as_the_phone_shows_it(
-    magpie: Magpie, outcomes: dict[str, int], page: Any, key: int, shows: list[str]
+    magpie: Magpie, outcomes: dict[str, Any], page: Any, key: int, shows: list[str]
 ) -> None:
     assert outcomes
     magpie.sign_in(page, f"/dashboard/development/campaigns/{key}")
@@ -273,13 +276,38 @@ def test_campaign_page_previews_each_channel_as_the_phone_shows_it(
     _shoot(page, f"campaign-{key}")
 
 
-def test_caps_on_a_push_campaign_are_the_push_caps_only(magpie: Magpie, outcomes: dict[str, int], page: Any) -> None:
+def test_caps_on_a_push_campaign_are_the_push_caps_only(magpie: Magpie, outcomes: dict[str, Any], page: Any) -> None:
     assert outcomes
     magpie.sign_in(page, "/dashboard/development/campaigns/20")
     caps = page.locator("ul.caps").inner_text()
     assert "at most 3 marketing pushes per user in 7 days" in caps and "SMS" not in caps
     page.goto(magpie.url + "/dashboard/development/campaigns/12")
     assert "at most 1 marketing SMS per user in 1 day" in page.locator("ul.caps").inner_text()
+
+
+def test_held_recipient_shows_when_it_is_released(magpie: Magpie, outcomes: dict[str, Any], page: Any) -> None:
+    magpie.sign_in(page, f"/dashboard/development/dispatches/{outcomes['held']}")
+    release = f"{(LOCAL_HOUR + 2) % 24:02d}:00"
+    assert "SCHEDULED" in page.locator("h1").inner_text()
+    row = page.locator("table.recipients tbody tr", has_text=NIGHT_OWL).inner_text()
+    assert "SCHEDULED" in row and "released" in row and release in row
+    assert "1 recipient held for the end of night time" in page.locator("main").inner_text()
+
+
+def test_pause_and_activate_a_kakao_campaign_land_on_its_page(
+    magpie: Magpie, outcomes: dict[str, Any], page: Any
+) -> None:
+    assert outcomes
+    magpie.sign_in(page, "/dashboard/development/campaigns/11")
+    for button, confirm, status in (
+        ("Pause…", "Pause campaign", "PAUSED"),
+        ("Activate…", "Activate campaign", "ACTIVE"),
+    ):
+        page.get_by_role("button", name=button).click()
+        page.get_by_role("button", name=confirm).click()
+        page.wait_for_load_state()
+        assert page.url.endswith("/campaigns/11") and status in page.locator("h1").inner_text()
+        assert "겨울 세일이 시작됐어요" in page.locator(".phone").inner_text()
 
 
 def _kind(url: str) -> str:

@@ -271,7 +271,14 @@ class Dashboard:
             }
 
         data = await view.read(load)
-        chart = _chart(data["series"], since=month_ago, until=now, zone=view.zone, grain="day")
+        chart = _chart(
+            data["series"],
+            since=month_ago,
+            until=now,
+            zone=view.zone,
+            grain="day",
+            clicks=channel in ("", *stats.CLICK_CHANNELS),
+        )
         return self.render("overview.html", view=view, chart=chart, channel=channel, **data)
 
     # -- campaigns -------------------------------------------------------------------------------
@@ -381,7 +388,14 @@ class Dashboard:
         return self.render(
             "campaign.html",
             view=view,
-            chart=_chart(data["series"], since=since, until=until, zone=view.zone, grain=grain),
+            chart=_chart(
+                data["series"],
+                since=since,
+                until=until,
+                zone=view.zone,
+                grain=grain,
+                clicks=channel in stats.CLICK_CHANNELS,
+            ),
             grain=grain,
             range=chosen,
             since=since,
@@ -727,8 +741,11 @@ def _range(query: Any, zone: str, now_ms: int) -> tuple[int, int, str]:
     return now_ms - _RANGES[chosen] * stats.DAY_MS, now_ms + 1, chosen
 
 
-def _chart(rows: list[tuple[int, str, int]], *, since: int, until: int, zone: str, grain: str) -> dict[str, Any]:
-    """Chart.js data: one label per hour or local day of the range, sent / failed / unknown / excluded / clicks."""
+def _chart(
+    rows: list[tuple[int, str, int]], *, since: int, until: int, zone: str, grain: str, clicks: bool = True
+) -> dict[str, Any]:
+    """Chart.js data: one label per hour or local day of the range, sent / failed / unknown / excluded, and
+    unique clicks where messages can be clicked (``clicks``; None otherwise)."""
     tz = ZoneInfo(zone)
     labels: list[str] = []
     index: dict[Any, int] = {}
@@ -755,4 +772,4 @@ def _chart(rows: list[tuple[int, str, int]], *, since: int, until: int, zone: st
             name = "clicks"
         if name in series:
             series[name][slot] += n
-    return {"labels": labels, **series}
+    return {"labels": labels, **series, "clicks": series["clicks"] if clicks else None}
