@@ -209,8 +209,11 @@ def test_crawl_every_dashboard_page_of_every_channel_at_both_widths(
                 problems.append(f"{url} at {viewport['width']} px: {width[0]} px wide")
             if re.search(r"\bNone\b", page.inner_text("main")):
                 problems.append(f"{url}: Python's None on the page")
-            if kind not in shot:  # the first page of each kind, to look at
+            each = "/dispatches/" in url or "/users?" in url  # every dispatch and user, the first of the rest
+            if kind not in shot or each:
                 name = kind.strip("/").replace("/", "-").replace("…", "x") or "overview"
+                if each:
+                    name += "-" + re.sub(r"[^\w-]", "_", urlsplit(url).path.rsplit("/", 1)[1][:8] + urlsplit(url).query)
                 SHOTS.mkdir(parents=True, exist_ok=True)
                 suffix = "-phone" if viewport is PHONE else ""
                 page.screenshot(path=str(SHOTS / f"crawl-{name}{suffix}.png"), full_page=True)
