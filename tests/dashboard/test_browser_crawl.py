@@ -295,6 +295,9 @@ def test_held_recipient_shows_when_it_is_released(magpie: Magpie, outcomes: dict
     row = page.locator("table.recipients tbody tr", has_text=NIGHT_OWL).inner_text()
     assert "SCHEDULED" in row and "released" in row and release in row
     assert "1 recipient held for the end of night time" in page.locator("main").inner_text()
+    page.get_by_role("link", name=NIGHT_OWL).click()
+    shown = page.locator("table.outcomes tbody tr", has_text="주말 할인 푸시").inner_text()
+    assert "SCHEDULED" in shown and release in shown
 
 
 def test_pause_and_activate_a_kakao_campaign_land_on_its_page(

@@ -325,7 +325,7 @@ def test_stats_every_outcome_of_every_channel_is_the_same_on_every_surface(
             for o in outcomes:
                 outcomes[o] += view["counts"].get(o, 0)
                 cli_outcomes[o] += json.loads(by_cli.stdout)["counts"].get(o, 0)
-            for o, n in re.findall(r'badge (\w+)">\w+</span> <strong>([\d,]+)</strong>', html):
+            for o, n in re.findall(r'badge (\w+)">\w+</span></span> <strong>([\d,]+)</strong>', html):
                 page_outcomes[o.upper()] += int(n.replace(",", ""))
         row = TABLE[channel]
         wanted = {"SENT": row["SENT"], "FAILED": row["FAILED"], "EXCLUDED": row["EXCLUDED"]}
@@ -355,6 +355,13 @@ def test_stats_every_outcome_of_every_channel_is_the_same_on_every_surface(
     for label, key in (("Requested", "requested"), ("Unknown", "unknown"), ("Pending", "pending")):
         n = everything[key]
         assert f"{label} {n} {n} {n}" in overview, label
+    assert "CTR 0.0% 0.0% 0.0%" in overview  # over the push sent, not over every channel's
+    for channel in TABLE:
+        e = _expected(channel)
+        filtered = _text(_page(client, cookies, f"/dashboard/{env.name}/?channel={channel}").text)
+        assert f"Requested {e['requested']} {e['requested']} {e['requested']}" in filtered, channel
+        assert f"Unknown {e['unknown']} {e['unknown']} {e['unknown']}" in filtered, channel
+        assert ("CTR 0.0% 0.0% 0.0%" if channel == "push" else "CTR — — —") in filtered, channel
 
 
 _FUNNEL = re.compile(r'<span class="label">([\w ()]+)</span><strong>([\d,]+)</strong>')

@@ -238,36 +238,51 @@ class Dashboard:
 
         def load(conn: Connection) -> dict[str, Any]:
             db, env_id = self.ctx.db, view.env.id
-            # One read of the month's hourly counts per channel serves every period, the chart and the alerts.
-            by_channel = stats.channel_series(conn, db, env_id=env_id, since=month_ago, until=now + 1)
-            shown = {ch: rows for ch, rows in by_channel.items() if not channel or ch == channel}
+            info = _campaign_info(conn, db, env_id)
+            keys: dict[str, list[int]] = {}
+            for key, c in info.items():
+                keys.setdefault(c["channel"], []).append(key)
+            present = set(keys)
+            # One read of the month's hourly counts serves every period and the chart: the environment's
+            # own rows when they are the chosen channel's, else the sum of the channel's campaigns.
+            since, until = month_ago, now + 1
+            if not channel or present <= {channel}:
+                rows = stats.series(conn, db, env_id=env_id, since=since, until=until)
+            else:
+                rows = stats.series_of(
+                    conn, db, env_id=env_id, since=since, until=until, campaign_keys=keys.get(channel, [])
+                )
+            if present <= set(stats.CLICK_CHANNELS) or channel in stats.CLICK_CHANNELS:
+                clickable = rows
+            elif not channel:
+                clickable_keys = [k for ch in stats.CLICK_CHANNELS for k in keys.get(ch, [])]
+                clickable = stats.series_of(
+                    conn, db, env_id=env_id, since=since, until=until, campaign_keys=clickable_keys, metric="SENT"
+                )
+            else:
+                clickable = []
 
             def period(since: int) -> stats.Totals:
-                return stats.combine(
-                    stats.totals_of(rows, since=since, until=now + 1, channel=ch) for ch, rows in shown.items()
-                )
+                return stats.mixed_totals(rows, clickable=clickable, since=since, until=now + 1)
 
-            info = _campaign_info(conn, db, env_id)
-            busiest = stats.per_campaign(conn, db, env_id=env_id, since=week_ago, until=now + 1)
-            last_hour = {
-                ch: stats.totals_of(rows, since=now - stats.HOUR_MS, until=now + 1, channel=ch)
-                for ch, rows in shown.items()
-            }
+            week = stats.per_campaign(conn, db, env_id=env_id, since=week_ago, until=now + 1)
+            last_hour = stats.per_campaign(conn, db, env_id=env_id, since=now - stats.HOUR_MS, until=now + 1)
             return {
                 "periods": {"Today": period(midnight), "7 days": period(week_ago), "30 days": period(month_ago)},
-                "channels": {
-                    ch: stats.totals_of(rows, since=week_ago, until=now + 1, channel=ch)
-                    for ch, rows in sorted(by_channel.items())
-                },
-                "series": sorted((row for rows in shown.values() for row in rows), key=lambda r: r[0]),
+                "channels": stats.by_channel(week),
+                "series": rows,
                 "busiest": sorted(
-                    ((k, t) for k, t in busiest.items() if not channel or t.channel == channel),
+                    ((k, t) for k, t in week.items() if not channel or t.channel == channel),
                     key=lambda kv: -kv[1].requested,
                 )[:5],
                 "info": info,
                 "latest": browse.latest_dispatches(conn, db, env_id=env_id, channel=channel or None, limit=10),
                 "work": browse.work_status(conn, db, env_id=env_id, now_ms=now),
-                "last_hour": {ch: t for ch, t in last_hour.items() if t.failed or t.unknown},
+                "last_hour": {
+                    ch: t
+                    for ch, t in stats.by_channel(last_hour).items()
+                    if (not channel or ch == channel) and (t.failed or t.unknown)
+                },
             }
 
         data = await view.read(load)
@@ -535,12 +550,19 @@ class Dashboard:
                         }
                     )
             outcomes.sort(key=lambda o: -o["at"])
+            outcomes = outcomes[:20]
+            # A recipient without an outcome yet may be held for the end of night time: say until when.
+            for dispatch_id in {o["dispatchId"] for o in outcomes if not o["outcome"]}:
+                held = browse.held_until(conn, db, dispatch_id=dispatch_id)
+                for o in outcomes:
+                    if o["dispatchId"] == dispatch_id and not o["outcome"]:
+                        o["heldUntil"] = held.get(o["idx"])
             return {
                 "user": found,
                 "device": device,
                 "events": recent,
                 "attributed": browse.click_attribution(conn, db, env_id=env_id, insert_ids=clicks),
-                "outcomes": outcomes[:20],
+                "outcomes": outcomes,
                 "campaigns": _campaign_info(conn, db, env_id),
             }
 

@@ -22,7 +22,6 @@ Hours are UTC hours (epoch ms); a display in a whole-hour time zone groups them 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -208,14 +207,6 @@ class Totals:
         return round(self.sent / tried, 4) if tried else None
 
 
-def combine(parts: Iterable[Totals]) -> Totals:
-    """One ``Totals`` over several channels' (CTR stays over the channels with clicks)."""
-    result = Totals()
-    for part in parts:
-        result.merge(part)
-    return result
-
-
 def totals_of(rows: list[tuple[int, str, int]], *, since: int, until: int, channel: str | None = None) -> Totals:
     """Sum ``series`` rows whose hour starts in ``[since, until)`` (``since`` rounded down to its hour)."""
     result = Totals(channel=channel)
@@ -247,18 +238,13 @@ def totals(
     campaign_key: int | None = None,
     channel: str | None = None,
 ) -> Totals:
-    """Sums over the hours that start in ``[since, until)`` (``since`` is rounded down to its hour).
-
-    ``channel`` is the campaign's (it decides whether CTR applies); the environment's totals
-    (``campaign_key`` None) are summed per channel instead.
-    """
-    if campaign_key is None:
-        return combine(channel_totals(conn, db, env_id=env_id, since=since, until=until).values())
+    """Sums over the hours that start in ``[since, until)`` (``since`` is rounded down to its hour), of one
+    campaign or of the environment; ``channel`` is the campaign's (it decides whether CTR applies)."""
     rows = db.fetchall(
         conn,
         "SELECT metric, SUM(n) FROM campaign_counts WHERE env_id = ? AND campaign_key = ? AND hour >= ? AND hour < ? "
         "GROUP BY metric",
-        (env_id, campaign_key, hour_of(since), until),
+        (env_id, ALL if campaign_key is None else campaign_key, hour_of(since), until),
     )
     result = Totals(channel=channel)
     for metric, n in rows:
@@ -285,30 +271,48 @@ def per_campaign(conn: Connection, db: Database, *, env_id: int, since: int, unt
     return result
 
 
-def channel_series(
-    conn: Connection, db: Database, *, env_id: int, since: int, until: int
-) -> dict[str, list[tuple[int, str, int]]]:
-    """``(hour, metric, n)`` rows per channel over the range, in time order (for per-channel figures)."""
+def series_of(
+    conn: Connection,
+    db: Database,
+    *,
+    env_id: int,
+    since: int,
+    until: int,
+    campaign_keys: list[int],
+    metric: str | None = None,
+) -> list[tuple[int, str, int]]:
+    """``(hour, metric, n)`` rows over the range summed over some campaigns (those of one channel), in
+    time order; of one ``metric`` only, when given."""
+    if not campaign_keys:
+        return []
+    marks = ",".join("?" * len(campaign_keys))
+    only = "" if metric is None else " AND metric = ?"
     rows = db.fetchall(
         conn,
-        "SELECT c.channel, s.hour, s.metric, SUM(s.n) FROM campaign_counts s "
-        "JOIN campaigns c ON c.env_id = s.env_id AND c.key = s.campaign_key "
-        "WHERE s.env_id = ? AND s.hour >= ? AND s.hour < ? AND s.campaign_key <> 0 "
-        "GROUP BY c.channel, s.hour, s.metric ORDER BY s.hour",
-        (env_id, hour_of(since), until),
+        f"SELECT hour, metric, SUM(n) FROM campaign_counts WHERE env_id = ? AND campaign_key IN ({marks}) "
+        f"AND hour >= ? AND hour < ?{only} GROUP BY hour, metric ORDER BY hour",
+        (env_id, *campaign_keys, hour_of(since), until, *([] if metric is None else [metric])),
     )
-    result: dict[str, list[tuple[int, str, int]]] = {}
-    for channel, hour, metric, n in rows:
-        result.setdefault(str(channel), []).append((int(hour), str(metric), int(n)))
+    return [(int(h), str(m), int(n)) for h, m, n in rows]
+
+
+def mixed_totals(
+    rows: list[tuple[int, str, int]], *, clickable: list[tuple[int, str, int]], since: int, until: int
+) -> Totals:
+    """Totals of several channels from their summed ``rows``, with CTR over ``clickable`` (the rows of the
+    channels with clicks) only."""
+    result = totals_of(rows, since=since, until=until)
+    result.clickable_sent = totals_of(clickable, since=since, until=until, channel="push").sent
     return result
 
 
-def channel_totals(conn: Connection, db: Database, *, env_id: int, since: int, until: int) -> dict[str, Totals]:
-    """The environment's totals per channel over the range."""
-    return {
-        channel: totals_of(rows, since=since, until=until, channel=channel)
-        for channel, rows in channel_series(conn, db, env_id=env_id, since=since, until=until).items()
-    }
+def by_channel(per_campaign: dict[int, Totals]) -> dict[str, Totals]:
+    """Campaigns' totals summed per channel."""
+    result: dict[str, Totals] = {}
+    for t in per_campaign.values():
+        channel = t.channel or "push"
+        result.setdefault(channel, Totals(channel=channel)).merge(t)
+    return dict(sorted(result.items()))
 
 
 def series(
