@@ -288,6 +288,24 @@ def test_caps_on_a_push_campaign_are_the_push_caps_only(magpie: Magpie, outcomes
     assert "at most 1 marketing SMS per user in 1 day" in page.locator("ul.caps").inner_text()
 
 
+def test_campaign_list_names_channel_type_and_gateway(magpie: Magpie, outcomes: dict[str, Any], page: Any) -> None:
+    assert outcomes
+    magpie.sign_in(page, "/dashboard/development/campaigns")
+
+    def row(key: int) -> str:
+        text: str = page.locator("table.campaigns tbody tr", has_text=f"#{key}").first.inner_text()
+        return re.sub(r"\s+", " ", text)
+
+    assert "SMS · LMS ACTIVE INFORMATION NHN Cloud" in row(14)
+    assert "SMS · MMS ACTIVE INFORMATION sandbox" in row(15)
+    assert "Kakao brand message" in row(11) and "Kakao AlimTalk" in row(10)
+    assert "FCM / APNs" in row(21) and row(12).endswith("— —")  # no clicks, no CTR for an SMS
+    page.get_by_label("Channel").select_option("kakao")
+    page.get_by_role("button", name="Filter").click()
+    listed = page.locator("table.campaigns tbody tr").all_inner_texts()
+    assert len(listed) == 2 and all("Kakao" in r for r in listed), listed
+
+
 def test_held_recipient_shows_when_it_is_released(magpie: Magpie, outcomes: dict[str, Any], page: Any) -> None:
     magpie.sign_in(page, f"/dashboard/development/dispatches/{outcomes['held']}")
     release = f"{(LOCAL_HOUR + 2) % 24:02d}:00"

@@ -325,7 +325,7 @@ class Dashboard:
                     {
                         **c,
                         "channel": c_channel,
-                        "channelLabel": present.channel_label(c),
+                        "channelLabel": _channel_and_type(c, settings),
                         "providerLabel": present.provider_label(c, settings),
                         "week": t,
                         "lastSend": last,
@@ -716,6 +716,16 @@ def _channel_param(query: Any) -> str:
     if channel and channel not in messages.CHANNELS:
         raise InvalidRequest(f"channel is one of {', '.join(messages.CHANNELS)}")
     return channel
+
+
+def _channel_and_type(definition: dict[str, Any], settings: dict[str, Any]) -> str:
+    """The channel, and for SMS the type the message travels as with sample data (``SMS · LMS``)."""
+    label = present.channel_label(definition)
+    if definition.get("channel") != "sms":
+        return label
+    campaign = parse_campaign({k: v for k, v in definition.items() if k not in ("createdAt", "updatedAt")})
+    kind = preview.render(campaign, settings).get("kind")
+    return f"{label} · {kind}" if kind in ("LMS", "MMS") else label
 
 
 def _campaign_info(conn: Connection, db: Database, env_id: int) -> dict[int, dict[str, Any]]:
