@@ -242,17 +242,17 @@ class Dashboard:
             keys: dict[str, list[int]] = {}
             for key, c in info.items():
                 keys.setdefault(c["channel"], []).append(key)
-            present = set(keys)
+            in_use = set(keys)
             # One read of the month's hourly counts serves every period and the chart: the environment's
             # own rows when they are the chosen channel's, else the sum of the channel's campaigns.
             since, until = month_ago, now + 1
-            if not channel or present <= {channel}:
+            if not channel or in_use <= {channel}:
                 rows = stats.series(conn, db, env_id=env_id, since=since, until=until)
             else:
                 rows = stats.series_of(
                     conn, db, env_id=env_id, since=since, until=until, campaign_keys=keys.get(channel, [])
                 )
-            if present <= set(stats.CLICK_CHANNELS) or channel in stats.CLICK_CHANNELS:
+            if in_use <= set(stats.CLICK_CHANNELS) or channel in stats.CLICK_CHANNELS:
                 clickable = rows
             elif not channel:
                 clickable_keys = [k for ch in stats.CLICK_CHANNELS for k in keys.get(ch, [])]
