@@ -306,6 +306,13 @@ def test_stats_every_outcome_of_every_channel_is_the_same_on_every_surface(
         admin = client.get(f"/admin/v1/environments/{env.name}/campaigns/{key}/stats", headers=env.admin).json()
         shown = magpie_cli("stats", "campaign", str(key), "--env", env.name, "--json", **cli)
         assert shown.returncode == 0, shown.stderr
+        text = magpie_cli("stats", "campaign", str(key), "--env", env.name, **cli).stdout
+        e = expected
+        assert (
+            f"sent {e['sent']}, failed {e['failed']}, unknown {e['unknown']}, excluded {e['excludedTotal']}, "
+            f"pending {e['pending']}"
+        ) in text, text
+        assert ("CTR" in text) == (channel == "push"), text
         for surface, stats in (("api", public), ("admin", admin), ("cli", json.loads(shown.stdout))):
             assert (surface, _figures(stats)) == (surface, expected)
             # CTR only where clicks exist; the sent rate counts UNKNOWN as not (yet) sent.
