@@ -54,13 +54,31 @@ REASONS: Final[dict[str, str]] = {
     "SOLAPI_NO_RESULT": "Solapi accepted the batch but gave no result for this message.",
     "SOLAPI_NO_FILE_ID": "Solapi did not return an id for the uploaded MMS image.",
     "DELIVERY_FAILED": "The gateway reported that the message did not reach the phone.",
+    "BadDeviceToken": "APNs says the device token is not valid; it was retired.",
+    "DeviceTokenNotForTopic": "APNs says the device token belongs to another app; it was retired.",
+    "Unregistered": "APNs says the app is no longer installed; the token was retired.",
     "UNKNOWN": "No reason was recorded.",
+}
+# Codes built from a provider's own number: the prefix says whose.
+PREFIXES: Final[dict[str, str]] = {
+    "NHN_": "NHN Cloud refused the message with its result code {}.",
+    "SOLAPI_": "Solapi refused the message with its status code {}.",
+    "HTTP_": "The provider answered HTTP {} and gave no reason.",
 }
 _PROVIDER_CODE: Final = "The provider's own error code."
 
 
 def describe(code: str | None) -> str:
-    """The sentence for a reason code ('' for none)."""
+    """The sentence for a reason code ('' for none).
+
+    >>> describe("NHN_-1000")
+    'NHN Cloud refused the message with its result code -1000.'
+    """
     if not code:
         return ""
-    return REASONS.get(code, _PROVIDER_CODE)
+    if code in REASONS:
+        return REASONS[code]
+    for prefix, sentence in PREFIXES.items():
+        if code.startswith(prefix):
+            return sentence.format(code.removeprefix(prefix))
+    return _PROVIDER_CODE
