@@ -107,7 +107,7 @@ class Totals:
 
     - *pending* = requested - sent - failed - unknown - excluded (never below 0);
     - *sent rate* = sent / (sent + failed + unknown): of the recipients magpie tried to send to, the
-      share the provider accepted (*sent* is acceptance, not delivery; see SPEC "Statistics");
+      share the provider accepted (*sent* is acceptance, not delivery; docs/dashboard.md);
     - *CTR* = unique clicks / sent, over the channels that carry clicks (push) only.
 
     >>> t = Totals(channel="sms")
