@@ -2,8 +2,8 @@
 any number of schedulers create it once), the users each occurrence planned (each at most once), and
 the dispatches planning wrote them into.
 
-Revision ID: 0008_broadcast_occurrences
-Revises: 0007_dashboard_sessions
+Revision ID: 0009_broadcast_occurrences
+Revises: 0008_recipients_by_user
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_broadcast_occurrences"
-down_revision = "0007_dashboard_sessions"
+revision = "0009_broadcast_occurrences"
+down_revision = "0008_recipients_by_user"
 branch_labels = None
 depends_on = None
 
