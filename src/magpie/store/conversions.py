@@ -1,0 +1,267 @@
+"""Experiments in the store: the arm each recipient got, conversions attributed at event ingestion, and
+the figures the statistics read (docs/experiments.md).
+
+Attribution, in one place: an event whose key is a campaign's goal (and whose properties meet its
+conditions) converts the profile's **last** exposure to that campaign whose time is at most the goal's
+window before the event's time — a SENT recipient of a variant, or a control-group recipient from the
+moment it was recorded EXCLUDED CONTROL_GROUP. A recipient converts at most once (the ``conversions``
+primary key); later goal events of the same recipient change nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from magpie.domain.events import Event
+from magpie.domain.experiments import CONTROL_ARM, MAX_WINDOW_MS, Goal, parse_goal
+from magpie.domain.identity import DEVICE, USER
+from magpie.errors import InvalidCampaign
+from magpie.store.db import Connection, Database
+from magpie.store.stats import add_count
+from magpie.store.transaction import Tx
+from magpie.store.writer import JobDefaults
+
+_decode = msgspec.json.decode
+_CHUNK = 200
+CONVERSION_METRIC = "CONVERSION"
+
+
+class RecordExposures(JobDefaults):
+    """Record the arm of each decided recipient of an experiment campaign: ``rows`` of (idx, arm, user_key).
+
+    Submitted after ``PrepareRecipients`` made the recipients' rows; safe to run again (a retried work item).
+    """
+
+    profile_keys = ()
+
+    def __init__(
+        self,
+        *,
+        env_id: int,
+        dispatch_id: str,
+        campaign_key: int,
+        version: str,
+        rows: Sequence[tuple[int, int, str]],
+        now_ms: int,
+    ) -> None:
+        self.env_id = env_id
+        self.dispatch_id = dispatch_id
+        self.campaign_key = campaign_key
+        self.version = version
+        self.rows = list(rows)
+        self.now_ms = now_ms
+
+    def run(self, tx: Tx) -> int:
+        tx.executemany(
+            "INSERT INTO exposures (dispatch_id, idx, env_id, campaign_key, version, arm, user_key, exposed_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [
+                (self.dispatch_id, idx, self.env_id, self.campaign_key, self.version, arm, user_key, self.now_ms)
+                for idx, arm, user_key in self.rows
+            ],
+        )
+        tx.executemany(
+            "UPDATE recipients SET variant = ? WHERE dispatch_id = ? AND idx = ?",
+            [(arm, self.dispatch_id, idx) for idx, arm, _ in self.rows],
+        )
+        return len(self.rows)
+
+
+# -- attribution at ingestion ----------------------------------------------------------------------------
+
+
+def _goals(tx: Tx, env_id: int) -> dict[str, list[tuple[int, Goal]]]:
+    """The environment's campaign goals by event key (one indexed read per batch)."""
+    memo_key = ("experiment-goals", env_id)
+    cached: dict[str, list[tuple[int, Goal]]] | None = tx.memo.get(memo_key)
+    if cached is not None:
+        return cached
+    goals: dict[str, list[tuple[int, Goal]]] = {}
+    for key, definition in tx.fetchall(
+        "SELECT key, definition FROM campaigns WHERE env_id = ? AND definition LIKE ?", (env_id, '%"goal":%')
+    ):
+        raw = _decode(definition).get("goal")
+        try:
+            goal = parse_goal(raw) if raw is not None else None
+        except InvalidCampaign:
+            continue
+        if goal is not None:
+            goals.setdefault(goal.event, []).append((int(key), goal))
+    tx.memo[memo_key] = goals
+    return goals
+
+
+@dataclass(frozen=True, slots=True)
+class _Exposure:
+    dispatch_id: str
+    idx: int
+    campaign_key: int
+    version: str
+    arm: int
+    user_key: str
+    exposed_at: int
+
+
+def _user_keys(event: Event) -> list[str]:
+    keys = []
+    if event.user_id is not None:
+        keys.append(f"{USER}:{event.user_id}")
+    if event.device_id is not None:
+        keys.append(f"{DEVICE}:{event.device_id}")
+    return keys
+
+
+def attribute_conversions(tx: Tx, *, env_id: int, events: Sequence[Event]) -> int:
+    """Attribute the goal events of a stored batch to exposures; returns how many conversions were new.
+
+    Costs one read of the goals, and for a batch holding goal events one indexed read of the exposures
+    of those events' profiles (``ix_exposures_user``) per 200 profiles.
+    """
+    goals = _goals(tx, env_id)
+    if not goals:
+        return 0
+    candidates = [e for e in events if e.key in goals and _user_keys(e)]
+    if not candidates:
+        return 0
+    campaign_keys = sorted({key for e in candidates for key, _ in goals[e.key]})
+    since = min(e.timestamp for e in candidates) - MAX_WINDOW_MS
+    users = sorted({k for e in candidates for k in _user_keys(e)})
+    exposures: dict[tuple[str, int], list[_Exposure]] = {}
+    ckeys = ",".join("?" * len(campaign_keys))
+    for start in range(0, len(users), _CHUNK):
+        chunk = users[start : start + _CHUNK]
+        marks = ",".join("?" * len(chunk))
+        for row in tx.fetchall(
+            "SELECT x.dispatch_id, x.idx, x.campaign_key, x.version, x.arm, x.user_key, x.exposed_at "
+            "FROM exposures x JOIN recipients r ON r.dispatch_id = x.dispatch_id AND r.idx = x.idx "
+            f"WHERE x.env_id = ? AND x.user_key IN ({marks}) AND x.exposed_at >= ? AND x.campaign_key IN ({ckeys}) "
+            "AND (x.arm = ? OR r.outcome = 'SENT')",
+            (env_id, *chunk, since, *campaign_keys, CONTROL_ARM),
+        ):
+            exposure = _Exposure(str(row[0]), int(row[1]), int(row[2]), str(row[3]), int(row[4]), row[5], int(row[6]))
+            exposures.setdefault((exposure.user_key, exposure.campaign_key), []).append(exposure)
+    if not exposures:
+        return 0
+    new = 0
+    for event in sorted(candidates, key=lambda e: (e.timestamp, e.insert_id)):
+        properties: dict[str, Any] | None = None
+        for campaign_key, goal in goals[event.key]:
+            found = [
+                x
+                for k in _user_keys(event)
+                for x in exposures.get((k, campaign_key), ())
+                if x.exposed_at <= event.timestamp <= x.exposed_at + goal.window_ms
+            ]
+            if not found:
+                continue
+            if properties is None:
+                decoded = _decode(event.properties) if event.properties else {}
+                properties = decoded if isinstance(decoded, dict) else {}
+            if not goal.matches(properties):
+                continue
+            last = max(found, key=lambda x: (x.exposed_at, x.dispatch_id, x.idx))
+            inserted = tx.fetchone(
+                "INSERT INTO conversions (dispatch_id, idx, env_id, campaign_key, version, arm, insert_id, value, "
+                "converted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING idx",
+                (
+                    last.dispatch_id,
+                    last.idx,
+                    env_id,
+                    campaign_key,
+                    last.version,
+                    last.arm,
+                    event.insert_id,
+                    goal.value_of(properties),
+                    event.timestamp,
+                ),
+            )
+            if inserted is not None:
+                new += 1
+                if last.arm != CONTROL_ARM:
+                    add_count(
+                        tx, env_id=env_id, campaign_key=campaign_key, at_ms=event.timestamp, metric=CONVERSION_METRIC
+                    )
+    return new
+
+
+# -- reads -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ArmFigures:
+    """One arm of one experiment version: how many were exposed and what they did."""
+
+    arm: int
+    exposed: int = 0  # SENT for a variant; recorded CONTROL_GROUP for the control group
+    clicks: int = 0
+    unique_clicks: int = 0  # recipients with at least one attributed click
+    conversions: int = 0
+    revenue: float = 0.0
+    daily: list[tuple[int, int]] = field(default_factory=list)  # (day start ms, conversions that day)
+
+
+@dataclass
+class VersionFigures:
+    version: str
+    first_exposed: int
+    last_exposed: int
+    arms: dict[int, ArmFigures] = field(default_factory=dict)
+
+
+def experiment_figures(conn: Connection, db: Database, *, env_id: int, campaign_key: int) -> list[VersionFigures]:
+    """Every version of a campaign's experiment, newest first, with its arms' counts."""
+    versions: dict[str, VersionFigures] = {}
+
+    def arm(version: str, number: int) -> ArmFigures:
+        return versions[version].arms.setdefault(number, ArmFigures(arm=number))
+
+    for version, number, exposed, first, last in db.fetchall(
+        conn,
+        "SELECT x.version, x.arm, COUNT(*), MIN(x.exposed_at), MAX(x.exposed_at) FROM exposures x "
+        "JOIN recipients r ON r.dispatch_id = x.dispatch_id AND r.idx = x.idx "
+        "WHERE x.env_id = ? AND x.campaign_key = ? AND (x.arm = ? OR r.outcome = 'SENT') GROUP BY x.version, x.arm",
+        (env_id, campaign_key, CONTROL_ARM),
+    ):
+        figures = versions.setdefault(version, VersionFigures(version=version, first_exposed=first, last_exposed=last))
+        figures.first_exposed = min(figures.first_exposed, int(first))
+        figures.last_exposed = max(figures.last_exposed, int(last))
+        arm(version, int(number)).exposed = int(exposed)
+    for version, number, clicks, unique in db.fetchall(
+        conn,
+        "SELECT x.version, x.arm, COUNT(*), COUNT(DISTINCT d.recipient_idx || ':' || d.dispatch_id) "
+        "FROM push_clicks c JOIN deliveries d ON d.id = c.delivery_id "
+        "JOIN exposures x ON x.dispatch_id = d.dispatch_id AND x.idx = d.recipient_idx "
+        "WHERE c.env_id = ? AND c.campaign_key = ? AND c.attributed = 1 GROUP BY x.version, x.arm",
+        (env_id, campaign_key),
+    ):
+        if version in versions:
+            figures_arm = arm(version, int(number))
+            figures_arm.clicks, figures_arm.unique_clicks = int(clicks), int(unique)
+    for version, number, day, count, revenue in db.fetchall(
+        conn,
+        "SELECT version, arm, converted_at / 86400000, COUNT(*), SUM(value) FROM conversions "
+        "WHERE env_id = ? AND campaign_key = ? GROUP BY version, arm, converted_at / 86400000 "
+        "ORDER BY converted_at / 86400000",
+        (env_id, campaign_key),
+    ):
+        if version not in versions:
+            continue
+        figures_arm = arm(version, int(number))
+        figures_arm.conversions += int(count)
+        figures_arm.revenue += float(revenue or 0.0)
+        figures_arm.daily.append((int(day) * 86_400_000, int(count)))
+    return sorted(versions.values(), key=lambda v: v.last_exposed, reverse=True)
+
+
+def seen_event_keys(conn: Connection, db: Database, *, env_id: int, keys: Iterable[str]) -> set[str]:
+    """Which of ``keys`` the environment has received an event for."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return set()
+    marks = ",".join("?" * len(wanted))
+    rows = db.fetchall(conn, f"SELECT key FROM event_types WHERE env_id = ? AND key IN ({marks})", (env_id, *wanted))
+    return {str(r[0]) for r in rows}
