@@ -439,7 +439,8 @@ def _parse_experiment_campaign(raw: Mapping[str, Any]) -> Campaign:
         try:
             variants.append(parse_campaign({**base, "message": message}))
         except InvalidCampaign as exc:
-            raise InvalidCampaign(f"variants[{i}].{exc.message}") from exc
+            sep = "." if exc.message.startswith("message.") else ": "
+            raise InvalidCampaign(f"variants[{i}]{sep}{exc.message}") from exc
     experiment = experiments.parse_experiment(
         raw, key=campaign.key, messages=[v.to_json()["message"] for v in variants]
     )
