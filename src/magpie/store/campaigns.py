@@ -12,6 +12,7 @@ import msgspec
 from magpie.domain.campaigns import DEMO_CAMPAIGN, Campaign, check_for_environment, delivery_warnings, parse_campaign
 from magpie.domain.environment import effective
 from magpie.errors import Conflict, InvalidRequest, NotFound
+from magpie.store.conversions import experiment_warnings
 from magpie.store.db import Connection, Database
 
 _decode = msgspec.json.decode
@@ -84,10 +85,11 @@ def check_delivery(db: Database, *, env_id: int, raw: Any) -> list[str]:
     campaign = parse_campaign(raw)
     with db.transaction(write=False) as conn:
         row = db.fetchone(conn, "SELECT name, settings FROM environments WHERE id = ?", (env_id,))
+        measured = experiment_warnings(conn, db, env_id=env_id, campaign=campaign)
     if row is None:
         raise NotFound(f"no environment with id {env_id}")
     providers = _decode(row[1]).get("providers", {})
-    return delivery_warnings(provider=campaign.provider, configured=providers, environment=row[0])
+    return delivery_warnings(provider=campaign.provider, configured=providers, environment=row[0]) + measured
 
 
 def archive_campaign(db: Database, *, env_id: int, key: int) -> Campaign:

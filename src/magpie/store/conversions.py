@@ -10,12 +10,16 @@ primary key); later goal events of the same recipient change nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import csv
+import io
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
+from magpie.domain import statistics
+from magpie.domain.campaigns import Campaign
 from magpie.domain.events import Event
 from magpie.domain.experiments import CONTROL_ARM, MAX_WINDOW_MS, Goal, parse_goal
 from magpie.domain.identity import DEVICE, USER
@@ -265,3 +269,186 @@ def seen_event_keys(conn: Connection, db: Database, *, env_id: int, keys: Iterab
     marks = ",".join("?" * len(wanted))
     rows = db.fetchall(conn, f"SELECT key FROM event_types WHERE env_id = ? AND key IN ({marks})", (env_id, *wanted))
     return {str(r[0]) for r in rows}
+
+
+def experiment_warnings(conn: Connection, db: Database, *, env_id: int, campaign: Campaign) -> list[str]:
+    """What applying ``campaign`` means for its experiment: a goal no event has named yet, and a change of
+    variants after sends (a new version whose figures are kept apart from the old one's)."""
+    experiment = campaign.experiment
+    if experiment is None:
+        return []
+    warnings: list[str] = []
+    goal = experiment.goal
+    if goal is not None and goal.event not in seen_event_keys(conn, db, env_id=env_id, keys=[goal.event]):
+        warnings.append(
+            f"goal.event '{goal.event}' has never been received in this environment: check the key "
+            "(conversions count only events with exactly this key)"
+        )
+    row = db.fetchone(
+        conn,
+        "SELECT version, COUNT(*) FROM exposures WHERE env_id = ? AND campaign_key = ? AND version <> ? "
+        "GROUP BY version ORDER BY MAX(exposed_at) DESC LIMIT 1",
+        (env_id, campaign.key, experiment.version),
+    )
+    if row is not None:
+        warnings.append(
+            f"the experiment changed after sends: version {experiment.version} starts now; the {int(row[1])} "
+            f"recipients of version {row[0]} keep their own figures"
+        )
+    return warnings
+
+
+# -- the report every surface shows ------------------------------------------------------------------------
+
+
+def _interval(interval: statistics.Interval) -> list[float]:
+    return [round(interval.low, 6), round(interval.high, 6)]
+
+
+def _comparison(arm: ArmFigures, reference: ArmFigures) -> dict[str, Any]:
+    result = statistics.compare(x1=arm.conversions, n1=arm.exposed, x2=reference.conversions, n2=reference.exposed)
+    return {
+        "difference": round(result.difference, 6),
+        "interval": _interval(result.interval),
+        "zTest": {"z": round(result.z_test.statistic, 4), "pValue": round(result.z_test.p_value, 6)},
+        "alwaysValid": {
+            "pValue": round(result.always_valid.p_value, 6),
+            "interval": _interval(result.always_valid.interval),
+        },
+        "verdict": result.verdict,
+    }
+
+
+def _arm_report(arm: ArmFigures, name: str, first: ArmFigures | None, control: ArmFigures | None) -> dict[str, Any]:
+    interval = statistics.wilson(successes=arm.conversions, trials=arm.exposed)
+    running = 0
+    cumulative = []
+    for day, count in arm.daily:
+        running += count
+        cumulative.append([day, running])
+    report: dict[str, Any] = {
+        "arm": arm.arm,
+        "name": name,
+        "exposed": arm.exposed,
+        "clicks": arm.clicks,
+        "uniqueClicks": arm.unique_clicks,
+        "uniqueCtr": round(statistics.rate(successes=arm.unique_clicks, trials=arm.exposed), 6),
+        "conversions": arm.conversions,
+        "conversionRate": round(statistics.rate(successes=arm.conversions, trials=arm.exposed), 6),
+        "interval": _interval(interval),
+        "revenue": round(arm.revenue, 6),
+        "cumulativeConversions": cumulative,
+    }
+    if arm.arm != CONTROL_ARM and first is not None and first is not arm:
+        report["vsFirst"] = _comparison(arm, first)
+    if arm.arm != CONTROL_ARM and control is not None:
+        report["vsControl"] = _comparison(arm, control)
+    return report
+
+
+def experiment_report(conn: Connection, db: Database, *, env_id: int, campaign: Campaign) -> dict[str, Any]:
+    """A campaign's experiment figures and statistics, per version (current first) and per arm.
+
+    Rates are of the exposed: SENT recipients of a variant, recorded recipients of the control group.
+    ``vsFirst`` compares a variant with the first one, ``vsControl`` with the control group (the uplift);
+    ``verdict`` comes from the always-valid test only (docs/experiments.md#statistics).
+    """
+    experiment = campaign.experiment
+    names = dict(experiment.arms) if experiment is not None else {}
+    versions = []
+    for figures in experiment_figures(conn, db, env_id=env_id, campaign_key=campaign.key):
+        current = experiment is not None and figures.version == experiment.version
+        arms = [figures.arms[n] for n in sorted(figures.arms)]
+        control = figures.arms.get(CONTROL_ARM)
+        first = next((a for a in arms if a.arm != CONTROL_ARM), None)
+        versions.append(
+            {
+                "version": figures.version,
+                "current": current,
+                "firstExposedAt": figures.first_exposed,
+                "lastExposedAt": figures.last_exposed,
+                "arms": [
+                    _arm_report(a, (names.get(a.arm) if current else None) or _arm_name(a.arm), first, control)
+                    for a in arms
+                ],
+            }
+        )
+    return {
+        "campaignKey": campaign.key,
+        "level": statistics.LEVEL,
+        "version": experiment.version if experiment is not None else None,
+        "goal": experiment.goal.to_json() if experiment is not None and experiment.goal is not None else None,
+        "controlGroup": experiment.control_percent if experiment is not None else 0,
+        "versions": versions,
+    }
+
+
+def _arm_name(arm: int) -> str:
+    return "control" if arm == CONTROL_ARM else f"variant {arm}"
+
+
+CSV_COLUMNS = (
+    "version",
+    "arm",
+    "name",
+    "exposed",
+    "clicks",
+    "uniqueClicks",
+    "uniqueCtr",
+    "conversions",
+    "conversionRate",
+    "rateLow",
+    "rateHigh",
+    "revenue",
+    "upliftVsControl",
+    "upliftLow",
+    "upliftHigh",
+    "alwaysValidPValueVsControl",
+    "verdictVsControl",
+    "differenceVsFirst",
+    "pValueVsFirst",
+    "alwaysValidPValueVsFirst",
+    "verdictVsFirst",
+)
+
+
+def report_csv_rows(report: Mapping[str, Any]) -> list[list[Any]]:
+    """The report as CSV rows (a header, then one row per version and arm)."""
+    rows: list[list[Any]] = [list(CSV_COLUMNS)]
+    for version in report["versions"]:
+        for arm in version["arms"]:
+            control = arm.get("vsControl", {})
+            first = arm.get("vsFirst", {})
+            uplift_interval = control.get("alwaysValid", {}).get("interval", ["", ""])
+            rows.append(
+                [
+                    version["version"],
+                    arm["arm"],
+                    arm["name"],
+                    arm["exposed"],
+                    arm["clicks"],
+                    arm["uniqueClicks"],
+                    arm["uniqueCtr"],
+                    arm["conversions"],
+                    arm["conversionRate"],
+                    arm["interval"][0],
+                    arm["interval"][1],
+                    arm["revenue"],
+                    control.get("difference", ""),
+                    uplift_interval[0],
+                    uplift_interval[1],
+                    control.get("alwaysValid", {}).get("pValue", ""),
+                    control.get("verdict", ""),
+                    first.get("difference", ""),
+                    first.get("zTest", {}).get("pValue", ""),
+                    first.get("alwaysValid", {}).get("pValue", ""),
+                    first.get("verdict", ""),
+                ]
+            )
+    return rows
+
+
+def report_csv(report: Mapping[str, Any]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(report_csv_rows(report))
+    return out.getvalue()
