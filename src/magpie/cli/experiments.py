@@ -43,11 +43,11 @@ def experiment_text(report: Mapping[str, Any]) -> str:
             if "vsControl" in arm:
                 c = arm["vsControl"]
                 lo, hi = c["alwaysValid"]["interval"]
-                line += (
-                    f"; uplift {c['difference'] * 100:+.2f} pt (95% {lo * 100:+.2f} to {hi * 100:+.2f}): {c['verdict']}"
-                )
+                uplift = f"{c['difference'] * 100:+.2f} pt (95% {lo * 100:+.2f} to {hi * 100:+.2f})"
+                line += f"; uplift vs control {uplift}: {c['verdict']}"
             if "vsFirst" in arm:
-                line += f"; vs {version['arms'][0 if version['arms'][0]['arm'] else 1]['name']}: {arm['vsFirst']['verdict']}"
+                first = next(a["name"] for a in version["arms"] if a["arm"])
+                line += f"; vs {first}: {arm['vsFirst']['verdict']}"
             lines.append(line)
     lines.append(
         "  verdicts and uplift intervals are always-valid: they hold however often they are read (docs/experiments.md)"
