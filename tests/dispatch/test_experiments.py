@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from magpie.domain.campaigns import parse_campaign
 from magpie.domain.experiments import Control, Variant
 from tests.support import AppClient, Env, add_token, apply_campaign, dispatch, inbox, run_dispatcher, trigger
@@ -39,7 +41,9 @@ def _send(client: AppClient, env: Env, users: list[str]) -> tuple[str, dict[str,
     for user in users:
         add_token(client, env, device_id=f"dev-{user}", token=f"tok-{user}", user_id=user)
     definition = apply_campaign(client, env, **EXPERIMENT)
-    dispatch_id = trigger(client, env, [{"userId": u} for u in users])
+    dispatch_id = trigger(client, env, [{"userId": u} for u in users[:50]])
+    for start in range(50, len(users), 50):
+        trigger(client, env, [{"userId": u} for u in users[start : start + 50]])
     run_dispatcher(client)
     return dispatch_id, definition
 
@@ -104,3 +108,74 @@ def test_experiment_conversion_is_attributed_once_within_window_and_matching(cli
     variant_arm = campaign.assign(user_key=f"u:{variant}")
     assert isinstance(variant_arm, Variant)
     assert rows == [(variant, variant_arm.index + 1, "e1", 1500.0), (control, 0, "e3", 700.0)]
+
+
+def _report(client: AppClient, env: Env, key: int = 7, **params: str) -> Any:
+    url = f"/admin/v1/environments/{env.name}/campaigns/{key}/experiment"
+    response = client.get(url, params=params, headers=env.admin)
+    assert response.status_code == 200, response.text
+    return response.json() if not params else response.text
+
+
+def test_experiment_report_counts_per_arm_with_intervals_and_csv(client: AppClient, env: Env) -> None:
+    users = [f"user{i}" for i in range(60)]
+    _, definition = _send(client, env, users)
+    campaign = parse_campaign(definition)
+    arms = {u: campaign.assign(user_key=f"u:{u}").arm for u in users}  # type: ignore[union-attr]
+    (sent_at,) = _rows(client, "SELECT MAX(exposed_at) FROM exposures WHERE env_id = ?", (env.id,))[0]
+    converting = users[::3]
+    for i, user in enumerate(converting):
+        _track(client, env, user, at=sent_at + 10, insert_id=f"c{i}", currency="KRW", amount=100)
+    report = _report(client, env)
+    assert report["version"] == campaign.experiment.version  # type: ignore[union-attr]
+    (version,) = report["versions"]
+    by_arm = {a["arm"]: a for a in version["arms"]}
+    for number in (0, 1, 2):
+        members = [u for u in users if arms[u] == number]
+        converted = [u for u in converting if arms[u] == number]
+        arm = by_arm[number]
+        assert (arm["exposed"], arm["conversions"], arm["revenue"]) == (
+            len(members),
+            len(converted),
+            100.0 * len(converted),
+        )
+        assert arm["interval"][0] <= arm["conversionRate"] <= arm["interval"][1]
+    assert [a["name"] for a in version["arms"]] == ["control", "A", "B"]
+    assert "vsControl" in by_arm[2] and "vsFirst" in by_arm[2] and "vsFirst" not in by_arm[1]
+    assert by_arm[1]["vsControl"]["difference"] == pytest.approx(
+        by_arm[1]["conversionRate"] - by_arm[0]["conversionRate"], abs=1e-5
+    )
+    lines = _report(client, env, format="csv").splitlines()
+    assert lines[0].startswith("version,arm,name,exposed")
+    assert [line.split(",")[2] for line in lines[1:]] == ["control", "A", "B"]
+
+
+def test_experiment_apply_warns_of_unseen_goal_and_of_a_new_version(client: AppClient, env: Env) -> None:
+    url = f"/admin/v1/environments/{env.name}/campaigns"
+    base = apply_campaign(client, env)
+    answer = client.post(url, json={**base, **EXPERIMENT}, headers=env.admin).json()
+    assert any("goal.event 'purchase' has never been received" in w for w in answer["warnings"])
+    _send(client, env, ["a1", "a2", "a3"])
+    first = _report(client, env)["version"]
+    _track(client, env, "a1", at=1, insert_id="seen", currency="KRW")
+    changed = {**EXPERIMENT, "variants": [VARIANTS[0], {**VARIANTS[1], "weight": 3}]}
+    answer = client.post(url, json={**base, **changed}, headers=env.admin).json()
+    assert not any("never been received" in w for w in answer["warnings"])
+    assert any(f"recipients of version {first} keep their own figures" in w for w in answer["warnings"])
+    trigger(client, env, [{"userId": "a1"}])
+    run_dispatcher(client)
+    report = _report(client, env)
+    assert [v["current"] for v in report["versions"]] == [True, False]
+    assert report["versions"][1]["version"] == first
+    assert sum(a["exposed"] for a in report["versions"][1]["arms"]) == 3
+
+
+def test_experiment_bad_definition_changes_nothing(client: AppClient, env: Env) -> None:
+    base = apply_campaign(client, env)
+    url = f"/admin/v1/environments/{env.name}/campaigns"
+    response = client.post(url, json={**base, "controlGroup": 80}, headers=env.admin)
+    assert response.status_code == 400
+    assert response.json()["code"] == "INVALID_CAMPAIGN"
+    assert "controlGroup must be a percentage from 0 to 50" in response.json()["message"]
+    stored = client.get(f"{url}/7", headers=env.admin).json()
+    assert "controlGroup" not in stored.get("definition", stored)

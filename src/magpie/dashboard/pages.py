@@ -51,6 +51,7 @@ from magpie.domain.environment import effective
 from magpie.domain.identity import DEVICE, USER
 from magpie.errors import Forbidden, InvalidRequest, MagpieError, NotFound
 from magpie.store import accounts, browse, campaigns, dispatches, events, profiles, stats
+from magpie.store.conversions import campaign_experiment
 from magpie.store.crypto import hash_secret
 
 T = TypeVar("T")
@@ -404,6 +405,7 @@ class Dashboard:
                 "series": series,
                 "latest": browse.latest_dispatches(conn, db, env_id=env_id, campaign_key=key, limit=10),
                 "audit": browse.audit(conn, db, env_id=env_id, target=f"campaign:{key}"),
+                "experiment": campaign_experiment(conn, db, env_id=env_id, key=key),
             }
 
         data = await view.read(load)

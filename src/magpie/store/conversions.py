@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from magpie.domain import statistics
-from magpie.domain.campaigns import Campaign
+from magpie.domain.campaigns import Campaign, parse_campaign
 from magpie.domain.events import Event
 from magpie.domain.experiments import CONTROL_ARM, MAX_WINDOW_MS, Goal, parse_goal
 from magpie.domain.identity import DEVICE, USER
@@ -452,3 +452,16 @@ def report_csv(report: Mapping[str, Any]) -> str:
     out = io.StringIO()
     csv.writer(out, lineterminator="\n").writerows(report_csv_rows(report))
     return out.getvalue()
+
+
+def campaign_experiment(conn: Connection, db: Database, *, env_id: int, key: int) -> dict[str, Any] | None:
+    """The experiment report of a campaign (with its CSV text, ``csv``), or None when it has no goal, control
+    group or variants: what the campaign page shows."""
+    row = db.fetchone(conn, "SELECT definition FROM campaigns WHERE env_id = ? AND key = ?", (env_id, key))
+    if row is None:
+        return None
+    campaign = parse_campaign(_decode(row[0]))
+    if campaign.experiment is None:
+        return None
+    report = experiment_report(conn, db, env_id=env_id, campaign=campaign)
+    return {**report, "csv": report_csv(report)}
