@@ -145,6 +145,10 @@ def test_experiment_report_counts_per_arm_with_intervals_and_csv(client: AppClie
     assert by_arm[1]["vsControl"]["difference"] == pytest.approx(
         by_arm[1]["conversionRate"] - by_arm[0]["conversionRate"], abs=1e-5
     )
+    # The delivery statistics count the held-out users as excluded, and conversions nowhere else.
+    stats = client.get("/v1/push-message/campaigns/7/stats", headers=env.headers).json()
+    assert stats["excluded"] == {"CONTROL_GROUP": by_arm[0]["exposed"]}
+    assert stats["sent"] == by_arm[1]["exposed"] + by_arm[2]["exposed"]
     lines = _report(client, env, format="csv").splitlines()
     assert lines[0].startswith("version,arm,name,exposed")
     assert [line.split(",")[2] for line in lines[1:]] == ["control", "A", "B"]

@@ -25,13 +25,11 @@ from magpie.domain.experiments import CONTROL_ARM, MAX_WINDOW_MS, Goal, parse_go
 from magpie.domain.identity import DEVICE, USER
 from magpie.errors import InvalidCampaign
 from magpie.store.db import Connection, Database
-from magpie.store.stats import add_count
 from magpie.store.transaction import Tx
 from magpie.store.writer import JobDefaults
 
 _decode = msgspec.json.decode
 _CHUNK = 200
-CONVERSION_METRIC = "CONVERSION"
 
 
 class RecordExposures(JobDefaults):
@@ -185,10 +183,6 @@ def attribute_conversions(tx: Tx, *, env_id: int, events: Sequence[Event]) -> in
             )
             if inserted is not None:
                 new += 1
-                if last.arm != CONTROL_ARM:
-                    add_count(
-                        tx, env_id=env_id, campaign_key=campaign_key, at_ms=event.timestamp, metric=CONVERSION_METRIC
-                    )
     return new
 
 
