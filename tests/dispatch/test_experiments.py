@@ -8,6 +8,8 @@ import pytest
 
 from magpie.domain.campaigns import parse_campaign
 from magpie.domain.experiments import Control, Variant
+from tests.sdk.batches import send as send_events
+from tests.sdk.batches import track_event
 from tests.support import AppClient, Env, add_token, apply_campaign, dispatch, inbox, run_dispatcher, trigger
 
 VARIANTS = [
@@ -35,6 +37,19 @@ def _track(client: AppClient, env: Env, user_id: str, *, at: int, insert_id: str
     }
     response = client.post("/v1/track", json=body, headers=env.headers)
     assert response.status_code == 200, response.text
+
+
+def _converted(client: AppClient, dispatch_id: str) -> set[str]:
+    """The users of a dispatch with a conversion."""
+    return {
+        r[0]
+        for r in _rows(
+            client,
+            "SELECT r.user_id FROM conversions c JOIN recipients r ON r.dispatch_id = c.dispatch_id "
+            "AND r.idx = c.idx WHERE c.dispatch_id = ?",
+            (dispatch_id,),
+        )
+    }
 
 
 def _send(client: AppClient, env: Env, users: list[str]) -> tuple[str, dict[str, Any]]:
@@ -183,3 +198,24 @@ def test_experiment_bad_definition_changes_nothing(client: AppClient, env: Env) 
     assert "controlGroup must be a percentage from 0 to 50" in response.json()["message"]
     stored = client.get(f"{url}/7", headers=env.admin).json()
     assert "controlGroup" not in stored.get("definition", stored)
+
+
+def test_experiment_device_only_events_convert_through_the_link_they_have_when_stored(
+    client: AppClient, env: Env
+) -> None:
+    users = [f"user{i}" for i in range(20)]
+    dispatch_id, definition = _send(client, env, users)
+    campaign = parse_campaign(definition)
+    sent = [u for u in users if isinstance(campaign.assign(user_key=f"u:{u}"), Variant)]
+    first, second = sent[0], sent[1]
+    (at,) = _rows(client, "SELECT MAX(exposed_at) FROM exposures WHERE env_id = ?", (env.id,))[0]
+    purchase = {"currency": "KRW", "amount": 3}
+    # The device _send registered for the first user is linked to it: its device-only event converts.
+    send_events(client, env, track_event("purchase", device_id=f"dev-{first}", properties=purchase, timestamp=at + 1))
+    # A device not linked yet: its event converts nobody, and linking it later does not go back to it.
+    send_events(client, env, track_event("purchase", device_id="tablet", properties=purchase, timestamp=at + 2))
+    add_token(client, env, device_id="tablet", token="tok-tablet", user_id=second)
+    assert _converted(client, dispatch_id) == {first}
+    # Once linked, the device's next event (still in the window) converts the second user.
+    send_events(client, env, track_event("purchase", device_id="tablet", properties=purchase, timestamp=at + 3))
+    assert _converted(client, dispatch_id) == {first, second}

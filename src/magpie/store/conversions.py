@@ -108,13 +108,27 @@ class _Exposure:
     exposed_at: int
 
 
-def _user_keys(event: Event) -> list[str]:
+def _user_keys(event: Event, linked: Mapping[str, str] | None = None) -> list[str]:
+    """The recipient keys an event speaks for: its user, its device, and the user its device is linked to
+    (for an event that carries a device alone)."""
     keys = []
     if event.user_id is not None:
         keys.append(f"{USER}:{event.user_id}")
     if event.device_id is not None:
         keys.append(f"{DEVICE}:{event.device_id}")
+        if event.user_id is None and linked and event.device_id in linked:
+            keys.append(f"{USER}:{linked[event.device_id]}")
     return keys
+
+
+def _linked_users(tx: Tx, env_id: int, device_ids: set[str]) -> dict[str, str]:
+    """The users the devices are linked to, as this batch leaves them (the batch read their profiles)."""
+    found: dict[str, str] = {}
+    for device_id in sorted(device_ids):
+        user = tx.profile(env_id, DEVICE, device_id).linked_user
+        if user:
+            found[device_id] = user
+    return found
 
 
 def attribute_conversions(tx: Tx, *, env_id: int, events: Sequence[Event]) -> int:
@@ -131,7 +145,9 @@ def attribute_conversions(tx: Tx, *, env_id: int, events: Sequence[Event]) -> in
         return 0
     campaign_keys = sorted({key for e in candidates for key, _ in goals[e.key]})
     since = min(e.timestamp for e in candidates) - MAX_WINDOW_MS
-    users = sorted({k for e in candidates for k in _user_keys(e)})
+    linked = _linked_users(tx, env_id, {e.device_id for e in candidates if e.user_id is None and e.device_id})
+    keys_of = {e.insert_id: _user_keys(e, linked) for e in candidates}
+    users = sorted({k for keys in keys_of.values() for k in keys})
     exposures: dict[tuple[str, int], list[_Exposure]] = {}
     ckeys = ",".join("?" * len(campaign_keys))
     for start in range(0, len(users), _CHUNK):
@@ -154,7 +170,7 @@ def attribute_conversions(tx: Tx, *, env_id: int, events: Sequence[Event]) -> in
         for campaign_key, goal in goals[event.key]:
             found = [
                 x
-                for k in _user_keys(event)
+                for k in keys_of[event.insert_id]
                 for x in exposures.get((k, campaign_key), ())
                 if x.exposed_at <= event.timestamp <= x.exposed_at + goal.window_ms
             ]
