@@ -8,6 +8,12 @@ import pytest
 
 from magpie.domain.campaigns import parse_campaign
 from magpie.domain.experiments import Control, Variant
+from tests.dispatch.test_messages import run as run_messages
+from tests.dispatch.test_messages import send as send_messages
+from tests.dispatch.test_messages import setup as setup_messages
+from tests.dispatch.test_messages import sms
+from tests.dispatch.test_messages import user as add_user
+from tests.dispatch.test_messages import view as view_messages
 from tests.sdk.batches import send as send_events
 from tests.sdk.batches import track_event
 from tests.support import AppClient, Env, add_token, apply_campaign, dispatch, inbox, run_dispatcher, trigger
@@ -219,3 +225,35 @@ def test_experiment_device_only_events_convert_through_the_link_they_have_when_s
     # Once linked, the device's next event (still in the window) converts the second user.
     send_events(client, env, track_event("purchase", device_id="tablet", properties=purchase, timestamp=at + 3))
     assert _converted(client, dispatch_id) == {first, second}
+
+
+def test_experiment_sms_campaign_holds_out_control_and_sends_each_variants_text(client: AppClient, env: Env) -> None:
+    campaign = sms(
+        provider="sandbox",
+        purpose="INFORMATION",
+        consentRule="SUBSCRIBED_OR_UNKNOWN",
+        controlGroup=40,
+        goal={"event": "purchase", "window": "1h"},
+        variants=[{"name": "A", "message": {"text": "A text"}}, {"name": "B", "message": {"text": "B text"}}],
+    )
+    setup_messages(client, env, None, campaign)
+    users = [f"phone-user{i}" for i in range(16)]
+    for user_id in users:
+        add_user(client, env, user_id)
+    dispatch_id = send_messages(client, env, "sms", 12, [{"userId": u} for u in users])
+    run_messages(client)
+    parsed = parse_campaign(campaign)
+    expected = {u: parsed.assign(user_key=f"u:{u}") for u in users}
+    assert {type(a) for a in expected.values()} == {Control, Variant}
+    outcomes = {
+        r["userId"]: (r["outcome"], r["reason"]) for r in view_messages(client, env, "sms", dispatch_id)["recipients"]
+    }
+    assert outcomes == {
+        u: ("EXCLUDED", "CONTROL_GROUP") if isinstance(a, Control) else ("SENT", None) for u, a in expected.items()
+    }
+    texts = sorted(m["message"]["text"] for m in inbox(client, env))
+    assert texts == sorted(f"{'AB'[a.index]} text" for a in expected.values() if isinstance(a, Variant))
+    (at,) = _rows(client, "SELECT MAX(exposed_at) FROM exposures WHERE env_id = ?", (env.id,))[0]
+    for i, user in enumerate(users):
+        _track(client, env, user, at=at + 1, insert_id=f"s{i}")
+    assert _converted(client, dispatch_id) == set(users)
