@@ -257,3 +257,30 @@ def test_experiment_sms_campaign_holds_out_control_and_sends_each_variants_text(
     for i, user in enumerate(users):
         _track(client, env, user, at=at + 1, insert_id=f"s{i}")
     assert _converted(client, dispatch_id) == set(users)
+
+
+def test_experiment_control_group_takes_no_frequency_cap_room(client: AppClient, env: Env) -> None:
+    settings = {"settings": {"frequencyCaps": [{"limit": 1, "windowHours": 24}]}}
+    assert client.put(f"/admin/v1/environments/{env.name}", json=settings, headers=env.admin).status_code == 200
+    users = [f"user{i}" for i in range(30)]
+    for user in users:
+        add_token(client, env, device_id=f"dev-{user}", token=f"tok-{user}", user_id=user)
+        consent = {"userId": user, "marketingSubscriptionStatus": "SUBSCRIBED", "nightSubscriptionStatus": "SUBSCRIBED"}
+        assert client.post("/v1/push-subscriptions", json=consent, headers=env.headers).status_code == 200
+    definition = apply_campaign(client, env, purpose="MARKETING", **EXPERIMENT)
+    campaign = parse_campaign(definition)
+    held = {u for u in users if isinstance(campaign.assign(user_key=f"u:{u}"), Control)}
+    assert held and held != set(users)
+    first = trigger(client, env, [{"userId": u} for u in users])
+    run_dispatcher(client)
+    second = trigger(client, env, [{"userId": u} for u in users])
+    run_dispatcher(client)
+    reserved = {r[0] for r in _rows(client, "SELECT user_key FROM marketing_sends WHERE env_id = ?", (env.id,))}
+    assert reserved == {f"u:{u}" for u in users if u not in held}
+    for dispatch_id, others in ((first, ("SENT", None)), (second, ("EXCLUDED", "FREQUENCY_CAP"))):
+        view = dispatch(client, env, dispatch_id)
+        outcomes = {r["userId"]: (r["outcome"], r["reason"]) for r in view["recipients"]}
+        assert outcomes == {u: ("EXCLUDED", "CONTROL_GROUP") if u in held else others for u in users}
+    # A recipient the cap stopped was not exposed: only the control group is recorded the second time.
+    exposed = {r[0] for r in _rows(client, "SELECT user_key FROM exposures WHERE dispatch_id = ?", (second,))}
+    assert exposed == {f"u:{u}" for u in held}
