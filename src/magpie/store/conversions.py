@@ -132,10 +132,11 @@ def _linked_users(tx: Tx, env_id: int, device_ids: set[str]) -> dict[str, str]:
 
 
 def attribute_conversions(tx: Tx, *, env_id: int, events: Sequence[Event]) -> int:
-    """Attribute the goal events of a stored batch to exposures; returns how many conversions were new.
+    """Attribute the goal events of a stored batch to exposures; returns how many conversions it made.
 
     Costs one read of the goals, and for a batch holding goal events one indexed read of the exposures
-    of those events' profiles (``ix_exposures_user``) per 200 profiles.
+    of those events' profiles (``ix_exposures_user``, with their conversions) per 200 profiles, and one
+    batched insert of the new conversions.
     """
     goals = _goals(tx, env_id)
     if not goals:
@@ -149,22 +150,26 @@ def attribute_conversions(tx: Tx, *, env_id: int, events: Sequence[Event]) -> in
     keys_of = {e.insert_id: _user_keys(e, linked) for e in candidates}
     users = sorted({k for keys in keys_of.values() for k in keys})
     exposures: dict[tuple[str, int], list[_Exposure]] = {}
+    converted: set[tuple[str, int]] = set()  # exposures with a conversion, stored or made by this batch
     ckeys = ",".join("?" * len(campaign_keys))
     for start in range(0, len(users), _CHUNK):
         chunk = users[start : start + _CHUNK]
         marks = ",".join("?" * len(chunk))
         for row in tx.fetchall(
-            "SELECT x.dispatch_id, x.idx, x.campaign_key, x.version, x.arm, x.user_key, x.exposed_at "
-            "FROM exposures x JOIN recipients r ON r.dispatch_id = x.dispatch_id AND r.idx = x.idx "
+            "SELECT x.dispatch_id, x.idx, x.campaign_key, x.version, x.arm, x.user_key, x.exposed_at, "
+            "c.idx IS NOT NULL FROM exposures x JOIN recipients r ON r.dispatch_id = x.dispatch_id AND r.idx = x.idx "
+            "LEFT JOIN conversions c ON c.dispatch_id = x.dispatch_id AND c.idx = x.idx "
             f"WHERE x.env_id = ? AND x.user_key IN ({marks}) AND x.exposed_at >= ? AND x.campaign_key IN ({ckeys}) "
             "AND (x.arm = ? OR r.outcome = 'SENT')",
             (env_id, *chunk, since, *campaign_keys, CONTROL_ARM),
         ):
             exposure = _Exposure(str(row[0]), int(row[1]), int(row[2]), str(row[3]), int(row[4]), row[5], int(row[6]))
+            if row[7]:
+                converted.add((exposure.dispatch_id, exposure.idx))
             exposures.setdefault((exposure.user_key, exposure.campaign_key), []).append(exposure)
     if not exposures:
         return 0
-    new = 0
+    rows: list[tuple[Any, ...]] = []
     for event in sorted(candidates, key=lambda e: (e.timestamp, e.insert_id)):
         properties: dict[str, Any] | None = None
         for campaign_key, goal in goals[event.key]:
@@ -182,9 +187,10 @@ def attribute_conversions(tx: Tx, *, env_id: int, events: Sequence[Event]) -> in
             if not goal.matches(properties):
                 continue
             last = max(found, key=lambda x: (x.exposed_at, x.dispatch_id, x.idx))
-            inserted = tx.fetchone(
-                "INSERT INTO conversions (dispatch_id, idx, env_id, campaign_key, version, arm, insert_id, value, "
-                "converted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING idx",
+            if (last.dispatch_id, last.idx) in converted:
+                continue  # at most once per recipient: its first goal event converted it
+            converted.add((last.dispatch_id, last.idx))
+            rows.append(
                 (
                     last.dispatch_id,
                     last.idx,
@@ -195,11 +201,15 @@ def attribute_conversions(tx: Tx, *, env_id: int, events: Sequence[Event]) -> in
                     event.insert_id,
                     goal.value_of(properties),
                     event.timestamp,
-                ),
+                )
             )
-            if inserted is not None:
-                new += 1
-    return new
+    # A conflict is a conversion another process stored meanwhile: the first one stays.
+    tx.executemany(
+        "INSERT INTO conversions (dispatch_id, idx, env_id, campaign_key, version, arm, insert_id, value, "
+        "converted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        rows,
+    )
+    return len(rows)
 
 
 # -- reads -----------------------------------------------------------------------------------------------
