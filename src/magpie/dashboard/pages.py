@@ -404,8 +404,8 @@ class Dashboard:
                 "totals": stats.totals_of(series, since=since, until=until),
                 "series": series,
                 "latest": browse.latest_dispatches(conn, db, env_id=env_id, campaign_key=key, limit=10),
-                "audit": browse.audit(conn, db, env_id=env_id, target=f"campaign:{key}"),
                 "experiment": campaign_experiment(conn, db, env_id=env_id, key=key),
+                "audit": browse.audit(conn, db, env_id=env_id, target=f"campaign:{key}"),
             }
 
         data = await view.read(load)
