@@ -284,3 +284,23 @@ def test_experiment_control_group_takes_no_frequency_cap_room(client: AppClient,
     # A recipient the cap stopped was not exposed: only the control group is recorded the second time.
     exposed = {r[0] for r in _rows(client, "SELECT user_key FROM exposures WHERE dispatch_id = ?", (second,))}
     assert exposed == {f"u:{u}" for u in held}
+
+
+def test_experiment_report_counts_attributed_clicks_per_arm(client: AppClient, env: Env) -> None:
+    users = [f"user{i}" for i in range(20)]
+    dispatch_id, definition = _send(client, env, users)
+    campaign = parse_campaign(definition)
+    view = dispatch(client, env, dispatch_id)
+    sent = [r for r in view["recipients"] if r["outcome"] == "SENT"]
+    clicked = sent[0]
+    arm = campaign.assign(user_key=f"u:{clicked['userId']}")
+    assert isinstance(arm, Variant)
+    delivery = clicked["deliveries"][0]["deliveryId"]
+    click = {"push_message_key": 7, "push_message_delivery_id": delivery, "campaign_type": "PUSH_MESSAGE"}
+    for _ in range(2):
+        send_events(client, env, track_event("$push_click", user_id=clicked["userId"], properties=click))
+    (version,) = _report(client, env)["versions"]
+    by_arm = {a["arm"]: a for a in version["arms"]}
+    assert (by_arm[arm.arm]["clicks"], by_arm[arm.arm]["uniqueClicks"]) == (2, 1)
+    assert by_arm[arm.arm]["uniqueCtr"] == round(1 / by_arm[arm.arm]["exposed"], 6)
+    assert all(a["clicks"] == 0 for n, a in by_arm.items() if n != arm.arm)
