@@ -28,12 +28,18 @@
       });
     });
   }
+  // Chart.js is loaded once per page: dashboard.js may have asked for it already (loading it twice would
+  // replace window.Chart, and with it the registry of the charts drawn so far).
   function start() {
     if (window.Chart) { draw(); return; }
-    var script = document.createElement("script");
-    script.src = "/dashboard/static/vendor/chart.umd.min.js";
-    script.onload = draw;
-    document.head.appendChild(script);
+    var script = document.querySelector('script[src$="/vendor/chart.umd.min.js"]');
+    if (!script) {
+      script = document.createElement("script");
+      script.src = "/dashboard/static/vendor/chart.umd.min.js";
+      document.head.appendChild(script);
+    }
+    script.addEventListener("load", draw);
   }
-  if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", start); } else { start(); }
+  // After the page's load event: by then dashboard.js (which runs after this script) has loaded Chart.js.
+  if (document.readyState === "complete") { start(); } else { window.addEventListener("load", start); }
 })();
