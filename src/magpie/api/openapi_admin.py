@@ -227,6 +227,21 @@ BROADCAST_PATHS: dict[str, dict[str, Any]] = {
         )
     },
 }
+# docs/experiments.md#where-it-shows
+EXPERIMENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["campaignKey", "level", "version", "goal", "controlGroup", "versions"],
+    "properties": {
+        "versions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["version", "current", "arms"],
+                "properties": {"arms": {"type": "array", "items": {"type": "object", "required": ["arm", "name"]}}},
+            },
+        }
+    },
+}
 
 PATHS: dict[str, dict[str, Any]] = {
     "/admin/v1/environments": {
@@ -335,6 +350,13 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     _E + "/campaigns/{key}/stats": {
         "get": _op("Campaign statistics over a time range", STATS, params=[_ENV, _CAMPAIGN_KEY, *_FROM_TO])
+    },
+    _E + "/campaigns/{key}/experiment": {
+        "get": _op(
+            "Experiment statistics of a campaign per version, variant and control (format=csv for CSV)",
+            EXPERIMENT,
+            params=[_ENV, _CAMPAIGN_KEY, _query("format", {"type": "string", "enum": ["json", "csv"]}, "json or csv")],
+        )
     },
     _E + "/cohorts": {
         "get": _op(

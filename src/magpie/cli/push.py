@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from magpie.api import views
+from magpie.cli import experiments
 from magpie.cli._common import (
     FileProblems,
     Located,
@@ -25,7 +26,7 @@ from magpie.config import Settings
 from magpie.domain.campaigns import Problem, campaign_problems
 from magpie.domain.environment import DEFAULTS, effective, keep_stored_secrets, parse_settings, redact_settings
 from magpie.errors import InvalidRequest, NotFound
-from magpie.store import accounts, campaigns, tokens
+from magpie.store import accounts, campaigns, conversions, tokens
 from magpie.store.dispatches import dispatch_view
 from magpie.store.stats import campaign_stats
 
@@ -408,6 +409,13 @@ def cmd_stats_campaign(args: argparse.Namespace, settings: Settings) -> None:
         + _reasons("failed", stats["failures"])
         + _reasons("excluded", stats["excluded"])
     )
+    report = experiments.experiment_report(db, env_id=env, key=args.key)
+    if report is not None:
+        if args.csv:
+            sys.stdout.write(conversions.report_csv(report))
+            return
+        stats["experiment"] = report
+        text += "\n" + experiments.experiment_text(report)
     emit(args, stats, text)
 
 
@@ -538,4 +546,5 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     add_env(sc)
     sc.add_argument("--from", dest="since", metavar="TIME", help=f"start, inclusive: {TIME_HELP} (default: 7 days ago)")
     sc.add_argument("--to", dest="until", metavar="TIME", help=f"end, exclusive: {TIME_HELP} (default: now)")
+    sc.add_argument("--csv", action="store_true", help="the experiment's figures per version and arm as CSV")
     sc.set_defaults(fn=cmd_stats_campaign)

@@ -51,6 +51,7 @@ from magpie.domain.environment import effective
 from magpie.domain.identity import DEVICE, USER
 from magpie.errors import Forbidden, InvalidRequest, MagpieError, NotFound
 from magpie.store import accounts, browse, campaigns, dispatches, events, profiles, stats
+from magpie.store.conversions import campaign_experiment
 from magpie.store.crypto import hash_secret
 from magpie.store.db import Connection, Database
 
@@ -476,6 +477,7 @@ class Dashboard:
                 "totals": stats.totals_of(series, since=since, until=until, channel=definition.get("channel", "push")),
                 "series": series,
                 "latest": browse.latest_dispatches(conn, db, env_id=env_id, campaign_key=key, limit=10),
+                "experiment": campaign_experiment(conn, db, env_id=env_id, key=key),
                 "audit": browse.audit(conn, db, env_id=env_id, target=f"campaign:{key}"),
                 "user": user,
             }

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 from magpie.dispatch.retry import backoff
 from magpie.domain.campaigns import Campaign, MessageTooLarge, PhoneRendering, RenderFailed, render_phone
 from magpie.domain.delivery import Exclude, Hold, NightRule
+from magpie.domain.experiments import CONTROL_GROUP, Assignment, Control
 from magpie.providers.base import (
     DeliveryReport,
     Fallback,
@@ -105,6 +106,7 @@ async def process_phone(d: Dispatcher, snap: Snapshot, campaign: Campaign, now: 
     sends: dict[int, _Send] = {}
     hold: list[int] = []
     release_at = 0
+    arms: dict[int, tuple[Assignment, str]] = {}
     turn = time.monotonic()
     for idx in todo:
         if time.monotonic() - turn > RENDER_SLICE:
@@ -125,8 +127,14 @@ async def process_phone(d: Dispatcher, snap: Snapshot, campaign: Campaign, now: 
                     release_at = until_ms
                     continue
         assert target is not None
+        arm = campaign.assign(user_key=target.user_key)
+        if arm is not None:
+            arms[idx] = (arm, target.user_key)
+        if isinstance(arm, Control) and idx not in resumed_idx:
+            excluded[idx] = ("EXCLUDED", CONTROL_GROUP)
+            continue
         try:
-            rendering = render_phone(campaign, _context(snap, target, idx), snap.settings)
+            rendering = render_phone(campaign.for_arm(arm), _context(snap, target, idx), snap.settings)
         except RenderFailed as exc:
             # The kind of failure only: the recipient's data stays out of the log.
             log.warning("render error in campaign %s: %s", campaign.key, exc.kind)
@@ -166,6 +174,7 @@ async def process_phone(d: Dispatcher, snap: Snapshot, campaign: Campaign, now: 
         day=day,
         batch_key=fresh_key,
     )
+    await d.record_arms(snap, campaign, arms, excluded, capped, now)
     if hold:
         await d.writer.submit(
             HoldRecipients(env_id=item.env_id, dispatch_id=item.dispatch_id, idxs=hold, release_ms=release_at)

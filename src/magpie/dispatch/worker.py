@@ -2,7 +2,7 @@
 
 Every recipient ends with exactly one outcome: SENT, FAILED, or EXCLUDED with a reason
 (NOT_IN_AUDIENCE, NO_CONSENT, NIGHT_TIME_DROPPED, FREQUENCY_CAP, NO_PUSH_TOKEN,
-UNKNOWN_USER). Night-time marketing recipients are handed to a work item that becomes
+UNKNOWN_USER, CONTROL_GROUP). Night-time marketing recipients are handed to a work item that becomes
 available when the night ends, and are decided again then.
 """
 
@@ -32,6 +32,7 @@ from magpie.domain.audience import Recipient, cohort_names
 from magpie.domain.campaigns import Campaign, parse_campaign
 from magpie.domain.delivery import Decision, Exclude, Hold, NightRule, Rendered, Send
 from magpie.domain.environment import effective
+from magpie.domain.experiments import CONTROL_GROUP, Assignment, Control
 from magpie.domain.phone import mask
 from magpie.errors import MagpieError, ServiceUnavailable
 from magpie.providers.base import PhoneMessage, ProviderError, ProviderUnavailable, PushMessage, TokenInvalid
@@ -39,6 +40,7 @@ from magpie.providers.nhn import NhnGateway
 from magpie.providers.registry import ProviderRegistry
 from magpie.runtime import Runtime
 from magpie.store.accounts import environment_settings
+from magpie.store.conversions import RecordExposures
 from magpie.store.db import Connection
 from magpie.store.deliveries import (
     ClaimWork,
@@ -82,6 +84,7 @@ class _Sorted:
     rendered: dict[int, Rendered] = field(default_factory=dict)
     hold: list[int] = field(default_factory=list)
     release_at: int = 0
+    arms: dict[int, tuple[Assignment, str]] = field(default_factory=dict)  # idx -> (arm, user_key)
 
 
 class Dispatcher:
@@ -312,6 +315,7 @@ class Dispatcher:
             return
         todo = await self._sort(snap, campaign, now)
         ids, capped = await self._prepare(snap, campaign, todo.excluded, todo.planned, now)
+        await self.record_arms(snap, campaign, todo.arms, todo.excluded, capped, now)
         if todo.hold:
             await self.writer.submit(
                 HoldRecipients(
@@ -320,12 +324,47 @@ class Dispatcher:
             )
         await asyncio.gather(
             *(
-                self._deliver_recipient(snap, campaign, plan, todo.rendered[plan.idx], ids.get(plan.idx, {}))
+                self._deliver_recipient(
+                    snap,
+                    campaign.for_arm(todo.arms[plan.idx][0] if plan.idx in todo.arms else None),
+                    plan,
+                    todo.rendered[plan.idx],
+                    ids.get(plan.idx, {}),
+                )
                 for plan in todo.planned
                 if plan.idx not in capped
             )
         )
         await self.writer.submit(FinishItem(item_id=item.id, dispatch_id=item.dispatch_id, now_ms=self.now_ms()))
+
+    async def record_arms(
+        self,
+        snap: Snapshot,
+        campaign: Campaign,
+        arms: dict[int, tuple[Assignment, str]],
+        excluded: dict[int, tuple[str, str]],
+        capped: set[int],
+        now: int,
+    ) -> None:
+        """Record the arm of each recipient of an experiment that was sent to or held out as control."""
+        if campaign.experiment is None:
+            return
+        rows = [
+            (idx, arm.arm, user_key)
+            for idx, (arm, user_key) in sorted(arms.items())
+            if idx not in capped and (idx not in excluded or excluded[idx][1] == CONTROL_GROUP)
+        ]
+        if rows:
+            await self.writer.submit(
+                RecordExposures(
+                    env_id=snap.item.env_id,
+                    dispatch_id=snap.item.dispatch_id,
+                    campaign_key=snap.campaign_key,
+                    version=campaign.experiment.version,
+                    rows=rows,
+                    now_ms=now,
+                )
+            )
 
     async def _sort(self, snap: Snapshot, campaign: Campaign, now: int) -> _Sorted:
         """Ask the domain about each recipient still open in this item and sort them by the answer."""
@@ -348,7 +387,13 @@ class Dispatcher:
                     todo.release_at = until_ms
                 case Send():
                     assert target is not None
-                    plan = self._plan(snap, campaign, target, idx)
+                    arm = campaign.assign(user_key=target.user_key)
+                    if arm is not None:
+                        todo.arms[idx] = (arm, target.user_key)
+                    if isinstance(arm, Control):
+                        todo.excluded[idx] = ("EXCLUDED", CONTROL_GROUP)
+                        continue
+                    plan = self._plan(snap, campaign.for_arm(arm), target, idx)
                     if isinstance(plan, str):
                         todo.excluded[idx] = ("FAILED", plan)
                     else:

@@ -14,6 +14,7 @@ from magpie.domain.environment import effective
 from magpie.domain.schedules import check_broadcast
 from magpie.errors import Conflict, InvalidRequest, NotFound
 from magpie.store import broadcasts
+from magpie.store.conversions import experiment_warnings
 from magpie.store.db import Connection, Database
 
 _decode = msgspec.json.decode
@@ -95,11 +96,16 @@ def check_delivery(db: Database, *, env_id: int, raw: Any) -> list[str]:
     campaign = parse_campaign(raw)
     with db.transaction(write=False) as conn:
         row = db.fetchone(conn, "SELECT name, settings FROM environments WHERE id = ?", (env_id,))
+        measured = experiment_warnings(conn, db, env_id=env_id, campaign=campaign)
     if row is None:
         raise NotFound(f"no environment with id {env_id}")
     providers = _decode(row[1]).get("providers", {})
     warnings = delivery_warnings(provider=campaign.provider, configured=providers, environment=row[0])
-    return warnings + broadcasts.broadcast_warnings(_read(db), db, env_id=env_id, campaign=campaign, now_ms=_now())
+    return (
+        warnings
+        + measured
+        + broadcasts.broadcast_warnings(_read(db), db, env_id=env_id, campaign=campaign, now_ms=_now())
+    )
 
 
 def _read(db: Database) -> Callable[[Callable[[Connection], T]], T]:
