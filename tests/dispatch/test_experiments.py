@@ -304,3 +304,49 @@ def test_experiment_report_counts_attributed_clicks_per_arm(client: AppClient, e
     assert (by_arm[arm.arm]["clicks"], by_arm[arm.arm]["uniqueClicks"]) == (2, 1)
     assert by_arm[arm.arm]["uniqueCtr"] == round(1 / by_arm[arm.arm]["exposed"], 6)
     assert all(a["clicks"] == 0 for n, a in by_arm.items() if n != arm.arm)
+
+
+def test_experiment_conversions_are_counted_hourly_per_arm_and_the_report_reads_those_counts(
+    client: AppClient, env: Env
+) -> None:
+    users = [f"user{i}" for i in range(40)]
+    _, definition = _send(client, env, users)
+    campaign = parse_campaign(definition)
+    version = campaign.experiment.version  # type: ignore[union-attr]
+    arms = {u: campaign.assign(user_key=f"u:{u}").arm for u in users}  # type: ignore[union-attr]
+    (sent_at,) = _rows(client, "SELECT MAX(exposed_at) FROM exposures WHERE env_id = ?", (env.id,))[0]
+    converting = users[::2]
+    for i, user in enumerate(converting):
+        _track(client, env, user, at=sent_at + 10 + (i % 2) * 60_000, insert_id=f"h{i}", currency="KRW", amount=i)
+    _track(client, env, converting[0], at=sent_at + 20, insert_id="again", currency="KRW", amount=1000)  # once only
+    expected: dict[int, tuple[int, float]] = {}
+    for i, user in enumerate(converting):
+        count, revenue = expected.get(arms[user], (0, 0.0))
+        expected[arms[user]] = (count + 1, revenue + i)
+    for key in (7, 0):  # the campaign's rows and the environment's
+        rows = _rows(
+            client,
+            "SELECT metric, SUM(n), SUM(revenue) FROM campaign_counts WHERE env_id = ? AND campaign_key = ? "
+            "AND metric LIKE ? GROUP BY metric",
+            (env.id, key, "CONVERSION:%"),
+        )
+        assert {str(m): (int(n), float(r)) for m, n, r in rows} == {
+            f"CONVERSION:{version}:{arm}": figures for arm, figures in expected.items()
+        }
+    stats = client.get("/v1/push-message/campaigns/7/stats", headers=env.headers).json()
+    assert set(stats["excluded"]) == {"CONTROL_GROUP"} and stats["failed"] == 0
+    before = _report(client, env)
+    by_arm = {a["arm"]: a for a in before["versions"][0]["arms"]}
+    assert {n: (a["conversions"], a["revenue"]) for n, a in by_arm.items() if a["conversions"]} == expected
+    # The report reads the hourly counts: they alone decide its conversions.
+    with client.app.db.transaction() as conn:
+        client.app.db.execute(conn, "DELETE FROM conversions WHERE env_id = ?", (env.id,))
+        client.app.db.execute(
+            conn,
+            "INSERT INTO campaign_counts (env_id, campaign_key, hour, metric, n, revenue) VALUES (?, 7, ?, ?, 1, 5)",
+            (env.id, sent_at - sent_at % 3_600_000 + 3 * 3_600_000, f"CONVERSION:{version}:1"),
+        )
+    after = {a["arm"]: a for a in _report(client, env)["versions"][0]["arms"]}
+    count, revenue = expected.get(1, (0, 0.0))
+    assert (after[1]["conversions"], after[1]["revenue"]) == (count + 1, revenue + 5)
+    assert after[1]["cumulativeConversions"][-1][1] == count + 1

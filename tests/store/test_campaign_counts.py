@@ -114,3 +114,38 @@ def test_two_writers_recording_outcomes_at_once_keep_exact_counts_without_deadlo
     # The writers' backends report their statistics as they close.
     time.sleep(1.5)
     assert _deadlocks(pg_database) == before
+
+
+def test_conversions_have_their_own_figures_and_count_in_no_outcome(settings: Settings) -> None:
+    db = Database(settings.database_url)
+    db.upgrade()
+    env = make_env(db)
+    control, variant = stats.conversion_metric(version="v1", arm=0), stats.conversion_metric(version="v1", arm=2)
+
+    def run(tx: Tx) -> None:
+        stats.add_count(tx, env_id=env.id, campaign_key=4, at_ms=HOUR, metric="REQUESTED", n=10)
+        stats.add_count(tx, env_id=env.id, campaign_key=4, at_ms=HOUR, metric="SENT", n=7)
+        stats.add_count(tx, env_id=env.id, campaign_key=4, at_ms=HOUR, metric="EXCLUDED:CONTROL_GROUP", n=3)
+        stats.add_count(tx, env_id=env.id, campaign_key=4, at_ms=HOUR + 5, metric=variant, revenue=12.5)
+        stats.add_count(tx, env_id=env.id, campaign_key=4, at_ms=HOUR + 9, metric=variant, revenue=0.25)
+        stats.add_count(tx, env_id=env.id, campaign_key=4, at_ms=3 * HOUR, metric=control, revenue=4.0)
+
+    runner = BatchRunner(db=db)
+    try:
+        assert [failed for _, failed in runner.run_batch([FnJob(run)])] == [False]
+    finally:
+        runner.shutdown()
+    with db.transaction(write=False) as conn:
+        one = stats.totals(conn, db, env_id=env.id, since=0, until=4 * HOUR, campaign_key=4, channel="push")
+        everything = stats.totals(conn, db, env_id=env.id, since=0, until=4 * HOUR)
+        hourly = stats.conversion_counts(conn, db, env_id=env.id, campaign_key=4)
+    for t in (one, everything):
+        assert (t.conversions, t.revenue) == (3, 16.75)
+        assert (t.excluded, t.unknown, t.failed, t.pending) == ({"CONTROL_GROUP": 3}, 0, {}, 0)
+        assert t.sent_rate == 1.0
+    # One row per hour and arm, the revenue summed with the count.
+    assert hourly == [("v1", 2, HOUR, 2, 12.75), ("v1", 0, 3 * HOUR, 1, 4.0)]
+    merged = stats.Totals()
+    merged.merge(one)
+    merged.merge(everything)
+    assert (merged.conversions, merged.revenue, merged.excluded_total) == (6, 33.5, 6)

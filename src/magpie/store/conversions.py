@@ -6,6 +6,10 @@ conditions) converts the profile's **last** exposure to that campaign whose time
 window before the event's time — a SENT recipient of a variant, or a control-group recipient from the
 moment it was recorded EXCLUDED CONTROL_GROUP. A recipient converts at most once (the ``conversions``
 primary key); later goal events of the same recipient change nothing.
+
+Each conversion is also counted in the hourly campaign counts (``stats``: metric
+``CONVERSION:<version>:<arm>`` in the hour of its goal event, its value added to the row's
+``revenue``), in the same transaction; the experiment report reads its conversions from there.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from magpie.domain.events import Event
 from magpie.domain.experiments import CONTROL_ARM, MAX_WINDOW_MS, Goal, parse_goal
 from magpie.domain.identity import DEVICE, USER
 from magpie.errors import InvalidCampaign
+from magpie.store import stats
 from magpie.store.db import Connection, Database
 from magpie.store.transaction import Tx
 from magpie.store.writer import JobDefaults
@@ -135,8 +140,12 @@ def attribute_conversions(tx: Tx, *, env_id: int, events: Sequence[Event]) -> in
     """Attribute the goal events of a stored batch to exposures; returns how many conversions it made.
 
     Costs one read of the goals, and for a batch holding goal events one indexed read of the exposures
-    of those events' profiles (``ix_exposures_user``, with their conversions) per 200 profiles, and one
-    batched insert of the new conversions.
+    of those events' profiles (``ix_exposures_user``, with their conversions) per 200 profiles, one
+    batched insert of the new conversions and their hourly counts (one upsert per row, with the batch's
+    other counts).
+
+    Events are stored with their profiles locked (the job's ``profile_keys``), so two batches never
+    attribute the same user's goal events at once and each conversion is counted once.
     """
     goals = _goals(tx, env_id)
     if not goals:
@@ -190,6 +199,7 @@ def attribute_conversions(tx: Tx, *, env_id: int, events: Sequence[Event]) -> in
             if (last.dispatch_id, last.idx) in converted:
                 continue  # at most once per recipient: its first goal event converted it
             converted.add((last.dispatch_id, last.idx))
+            value = goal.value_of(properties)
             rows.append(
                 (
                     last.dispatch_id,
@@ -199,9 +209,17 @@ def attribute_conversions(tx: Tx, *, env_id: int, events: Sequence[Event]) -> in
                     last.version,
                     last.arm,
                     event.insert_id,
-                    goal.value_of(properties),
+                    value,
                     event.timestamp,
                 )
+            )
+            stats.add_count(
+                tx,
+                env_id=env_id,
+                campaign_key=campaign_key,
+                at_ms=event.timestamp,
+                metric=stats.conversion_metric(version=last.version, arm=last.arm),
+                revenue=value or 0.0,
             )
     # A conflict is a conversion another process stored meanwhile: the first one stays.
     tx.executemany(
@@ -265,19 +283,20 @@ def experiment_figures(conn: Connection, db: Database, *, env_id: int, campaign_
         if version in versions:
             figures_arm = arm(version, int(number))
             figures_arm.clicks, figures_arm.unique_clicks = int(clicks), int(unique)
-    for version, number, day, count, revenue in db.fetchall(
-        conn,
-        "SELECT version, arm, converted_at / 86400000, COUNT(*), SUM(value) FROM conversions "
-        "WHERE env_id = ? AND campaign_key = ? GROUP BY version, arm, converted_at / 86400000 "
-        "ORDER BY converted_at / 86400000",
-        (env_id, campaign_key),
+    # Conversions from the hourly counts (one row per hour and arm), summed into days.
+    for version, number, hour, count, revenue in stats.conversion_counts(
+        conn, db, env_id=env_id, campaign_key=campaign_key
     ):
         if version not in versions:
             continue
-        figures_arm = arm(version, int(number))
-        figures_arm.conversions += int(count)
-        figures_arm.revenue += float(revenue or 0.0)
-        figures_arm.daily.append((int(day) * 86_400_000, int(count)))
+        figures_arm = arm(version, number)
+        figures_arm.conversions += count
+        figures_arm.revenue += revenue
+        day = hour - hour % stats.DAY_MS
+        if figures_arm.daily and figures_arm.daily[-1][0] == day:
+            figures_arm.daily[-1] = (day, figures_arm.daily[-1][1] + count)
+        else:
+            figures_arm.daily.append((day, count))
     return sorted(versions.values(), key=lambda v: v.last_exposed, reverse=True)
 
 

@@ -12,7 +12,11 @@ row per hour and metric instead of counting recipients. Metrics:
 ``UNKNOWN:<reason>``   Kakao and SMS recipients a gateway may have taken but would not confirm
 ``CLICK``              attributed clicks, at click time
 ``UNIQUE_CLICK``       deliveries clicked at least once, at their first click
+``CONVERSION:<v>:<a>``  conversions of arm ``a`` (0: control group) of experiment version ``v``,
+                       at the goal event's time; ``revenue`` sums their values
 =====================  ====================================================================
+
+``n`` is the count of each row; ``revenue`` is 0 except on ``CONVERSION`` rows.
 
 Each fact is also added under campaign key ``0`` (``ALL``; campaign keys are positive), the
 environment's total, so an overview of every campaign reads one row per hour and metric too.
@@ -43,35 +47,57 @@ CountKey = tuple[int, int, int, str]  # env_id, campaign_key, hour, metric
 _PENDING = "campaign-counts"  # the transaction's memo entry for its count increments
 
 
-def add_count(tx: Tx, *, env_id: int, campaign_key: int, at_ms: int, metric: str, n: int = 1) -> None:
-    """Add ``n`` to one hourly count of the campaign and of the environment (rows made on first use).
+def add_count(
+    tx: Tx, *, env_id: int, campaign_key: int, at_ms: int, metric: str, n: int = 1, revenue: float = 0.0
+) -> None:
+    """Add ``n`` (and ``revenue``) to one hourly count of the campaign and of the environment (rows made on
+    first use).
 
     The increment is applied when the transaction commits, summed with the batch's others for the
     same row (see ``_apply_counts``).
     """
     if n <= 0:
         return
-    pending: dict[CountKey, int] | None = tx.memo.get(_PENDING)
+    pending: dict[CountKey, tuple[int, float]] | None = tx.memo.get(_PENDING)
     if pending is None:
         pending = tx.memo[_PENDING] = {}
         tx.before_commit.append(partial(_apply_counts, tx, pending))
     hour = hour_of(at_ms)
     for key in ((env_id, campaign_key, hour, metric), (env_id, ALL, hour, metric)):
-        pending[key] = pending.get(key, 0) + n
+        old_n, old_revenue = pending.get(key, (0, 0.0))
+        pending[key] = (old_n + n, old_revenue + revenue)
 
 
-def _apply_counts(tx: Tx, pending: dict[CountKey, int]) -> None:
+def _apply_counts(tx: Tx, pending: dict[CountKey, tuple[int, float]]) -> None:
     """One upsert per row, in key order: concurrent batches (several processes on PostgreSQL) lock the
     rows they share in the same order, so they queue behind each other instead of deadlocking."""
     tx.executemany(
-        "INSERT INTO campaign_counts (env_id, campaign_key, hour, metric, n) VALUES (?, ?, ?, ?, ?) "
-        "ON CONFLICT (env_id, campaign_key, hour, metric) DO UPDATE SET n = campaign_counts.n + excluded.n",
-        [(*key, n) for key, n in sorted(pending.items())],
+        "INSERT INTO campaign_counts (env_id, campaign_key, hour, metric, n, revenue) VALUES (?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (env_id, campaign_key, hour, metric) DO UPDATE SET n = campaign_counts.n + excluded.n, "
+        "revenue = campaign_counts.revenue + excluded.revenue",
+        [(*key, n, revenue) for key, (n, revenue) in sorted(pending.items())],
     )
 
 
 def outcome_metric(outcome: str, reason: str | None) -> str:
     return "SENT" if outcome == "SENT" else f"{outcome}:{reason or ''}"
+
+
+CONVERSION = "CONVERSION"
+
+
+def conversion_metric(*, version: str, arm: int) -> str:
+    """The metric of the conversions of one arm of one experiment version."""
+    return f"{CONVERSION}:{version}:{arm}"
+
+
+def parse_conversion_metric(metric: str) -> tuple[str, int] | None:
+    """``(version, arm)`` of a conversion metric; None for any other metric."""
+    kind, _, rest = metric.partition(":")
+    if kind != CONVERSION:
+        return None
+    version, _, arm = rest.rpartition(":")
+    return version, int(arm)
 
 
 def dispatch_campaign(tx: Tx, dispatch_id: str) -> tuple[int, int]:
@@ -108,22 +134,28 @@ class Totals:
     - *pending* = requested - sent - failed - unknown - excluded (never below 0);
     - *sent rate* = sent / (sent + failed + unknown): of the recipients magpie tried to send to, the
       share the provider accepted (*sent* is acceptance, not delivery; docs/dashboard.md);
-    - *CTR* = unique clicks / sent, over the channels that carry clicks (push) only.
+    - *CTR* = unique clicks / sent, over the channels that carry clicks (push) only;
+    - *conversions* and *revenue* = attributed goal events and their values, of every arm (control
+      group included) and experiment version; they are neither recipients nor outcomes, so they count
+      in no other figure (docs/experiments.md).
 
     >>> t = Totals(channel="sms")
     >>> for metric, n in (("REQUESTED", 10), ("SENT", 6), ("FAILED:TIMEOUT", 1), ("UNKNOWN:GATEWAY_UNCONFIRMED", 3)):
     ...     t.add(metric, n)
-    >>> t.sent_rate, t.pending, t.ctr
-    (0.6, 0, None)
+    >>> t.add("CONVERSION:0123456789abcdef:1", 2, revenue=30.0)
+    >>> t.sent_rate, t.pending, t.ctr, t.excluded_total, t.conversions, t.revenue
+    (0.6, 0, None, 0, 2, 30.0)
     """
 
     __slots__ = (
         "channel",
         "clickable_sent",
         "clicks",
+        "conversions",
         "excluded",
         "failed",
         "requested",
+        "revenue",
         "sent",
         "unique_clicks",
         "unknown",
@@ -135,11 +167,13 @@ class Totals:
         self.requested = self.sent = self.clicks = self.unique_clicks = self.unknown = 0
         # Sent messages of channels with clicks (all of ``sent`` for a push campaign).
         self.clickable_sent = 0
+        self.conversions = 0
+        self.revenue = 0.0
         self.failed: dict[str, int] = {}
         self.excluded: dict[str, int] = {}
         self.unknown_reasons: dict[str, int] = {}
 
-    def add(self, metric: str, n: int) -> None:
+    def add(self, metric: str, n: int, revenue: float = 0.0) -> None:
         if metric == "REQUESTED":
             self.requested += n
         elif metric == "SENT":
@@ -150,6 +184,9 @@ class Totals:
             self.clicks += n
         elif metric == "UNIQUE_CLICK":
             self.unique_clicks += n
+        elif metric.startswith(f"{CONVERSION}:"):
+            self.conversions += n
+            self.revenue += revenue
         else:
             outcome, _, reason = metric.partition(":")
             if outcome == "UNKNOWN":
@@ -167,6 +204,8 @@ class Totals:
         self.unique_clicks += other.unique_clicks
         self.unknown += other.unknown
         self.clickable_sent += other.clickable_sent
+        self.conversions += other.conversions
+        self.revenue += other.revenue
         for mine, theirs in (
             (self.failed, other.failed),
             (self.excluded, other.excluded),
@@ -242,13 +281,13 @@ def totals(
     campaign or of the environment; ``channel`` is the campaign's (it decides whether CTR applies)."""
     rows = db.fetchall(
         conn,
-        "SELECT metric, SUM(n) FROM campaign_counts WHERE env_id = ? AND campaign_key = ? AND hour >= ? AND hour < ? "
-        "GROUP BY metric",
+        "SELECT metric, SUM(n), SUM(revenue) FROM campaign_counts WHERE env_id = ? AND campaign_key = ? "
+        "AND hour >= ? AND hour < ? GROUP BY metric",
         (env_id, ALL if campaign_key is None else campaign_key, hour_of(since), until),
     )
     result = Totals(channel=channel)
-    for metric, n in rows:
-        result.add(str(metric), int(n))
+    for metric, n, revenue in rows:
+        result.add(str(metric), int(n), float(revenue or 0.0))
     return result
 
 
@@ -256,18 +295,18 @@ def per_campaign(conn: Connection, db: Database, *, env_id: int, since: int, unt
     """Each campaign's totals over the range (with its channel), keyed by campaign key."""
     rows = db.fetchall(
         conn,
-        "SELECT s.campaign_key, c.channel, s.metric, SUM(s.n) FROM campaign_counts s "
+        "SELECT s.campaign_key, c.channel, s.metric, SUM(s.n), SUM(s.revenue) FROM campaign_counts s "
         "JOIN campaigns c ON c.env_id = s.env_id AND c.key = s.campaign_key "
         "WHERE s.env_id = ? AND s.hour >= ? AND s.hour < ? AND s.campaign_key <> 0 "
         "GROUP BY s.campaign_key, c.channel, s.metric",
         (env_id, hour_of(since), until),
     )
     result: dict[int, Totals] = {}
-    for key, channel, metric, n in rows:
+    for key, channel, metric, n, revenue in rows:
         found = result.get(int(key))
         if found is None:
             found = result[int(key)] = Totals(channel=str(channel))
-        found.add(str(metric), int(n))
+        found.add(str(metric), int(n), float(revenue or 0.0))
     return result
 
 
@@ -332,6 +371,25 @@ def series(
         (env_id, ALL if campaign_key is None else campaign_key, hour_of(since), until),
     )
     return [(int(h), str(m), int(n)) for h, m, n in rows]
+
+
+def conversion_counts(
+    conn: Connection, db: Database, *, env_id: int, campaign_key: int
+) -> list[tuple[str, int, int, int, float]]:
+    """``(version, arm, hour, conversions, revenue)`` rows of a campaign's experiment, in time order: one
+    row per hour and arm, read through the table's primary key."""
+    rows = db.fetchall(
+        conn,
+        "SELECT metric, hour, n, revenue FROM campaign_counts WHERE env_id = ? AND campaign_key = ? "
+        "AND metric LIKE ? ORDER BY hour",
+        (env_id, campaign_key, f"{CONVERSION}:%"),
+    )
+    result = []
+    for metric, hour, n, revenue in rows:
+        parsed = parse_conversion_metric(str(metric))
+        if parsed is not None:
+            result.append((parsed[0], parsed[1], int(hour), int(n), float(revenue or 0.0)))
+    return result
 
 
 @dataclass(frozen=True, slots=True)
