@@ -25,7 +25,7 @@ import msgspec
 from magpie.domain import statistics
 from magpie.domain.campaigns import Campaign, parse_campaign
 from magpie.domain.events import Event
-from magpie.domain.experiments import CONTROL_ARM, MAX_WINDOW_MS, Goal, parse_goal
+from magpie.domain.experiments import CONTROL_ARM, Goal, parse_goal
 from magpie.domain.identity import DEVICE, USER
 from magpie.errors import InvalidCampaign
 from magpie.store import stats
@@ -140,7 +140,9 @@ def attribute_conversions(tx: Tx, *, env_id: int, events: Sequence[Event]) -> in
     """Attribute the goal events of a stored batch to exposures; returns how many conversions it made.
 
     Costs one read of the goals, and for a batch holding goal events one indexed read of the exposures
-    of those events' profiles (``ix_exposures_user``, with their conversions) per 200 profiles, one
+    of those events' profiles (``ix_exposures_user``, with their conversions) per 200 profiles, limited to
+    the times that could own the batch's events (from the earliest event less its goal's window to the
+    latest event), one
     batched insert of the new conversions and their hourly counts (one upsert per row, with the batch's
     other counts).
 
@@ -154,7 +156,9 @@ def attribute_conversions(tx: Tx, *, env_id: int, events: Sequence[Event]) -> in
     if not candidates:
         return 0
     campaign_keys = sorted({key for e in candidates for key, _ in goals[e.key]})
-    since = min(e.timestamp for e in candidates) - MAX_WINDOW_MS
+    # Only exposures that could own one of these events: sent at most a goal's window before it, not after.
+    since = min(e.timestamp - max(goal.window_ms for _, goal in goals[e.key]) for e in candidates)
+    until = max(e.timestamp for e in candidates)
     linked = _linked_users(tx, env_id, {e.device_id for e in candidates if e.user_id is None and e.device_id})
     keys_of = {e.insert_id: _user_keys(e, linked) for e in candidates}
     users = sorted({k for keys in keys_of.values() for k in keys})
@@ -168,9 +172,9 @@ def attribute_conversions(tx: Tx, *, env_id: int, events: Sequence[Event]) -> in
             "SELECT x.dispatch_id, x.idx, x.campaign_key, x.version, x.arm, x.user_key, x.exposed_at, "
             "c.idx IS NOT NULL FROM exposures x JOIN recipients r ON r.dispatch_id = x.dispatch_id AND r.idx = x.idx "
             "LEFT JOIN conversions c ON c.dispatch_id = x.dispatch_id AND c.idx = x.idx "
-            f"WHERE x.env_id = ? AND x.user_key IN ({marks}) AND x.exposed_at >= ? AND x.campaign_key IN ({ckeys}) "
-            "AND (x.arm = ? OR r.outcome = 'SENT')",
-            (env_id, *chunk, since, *campaign_keys, CONTROL_ARM),
+            f"WHERE x.env_id = ? AND x.user_key IN ({marks}) AND x.exposed_at >= ? AND x.exposed_at <= ? "
+            f"AND x.campaign_key IN ({ckeys}) AND (x.arm = ? OR r.outcome = 'SENT')",
+            (env_id, *chunk, since, until, *campaign_keys, CONTROL_ARM),
         ):
             exposure = _Exposure(str(row[0]), int(row[1]), int(row[2]), str(row[3]), int(row[4]), row[5], int(row[6]))
             if row[7]:
