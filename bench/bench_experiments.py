@@ -9,7 +9,8 @@ them the goal event, each of a random user at a random time of the last 24 hours
 happen; the exposures of the last day are those a 24 h goal can still convert). Environment ``goal``'s
 campaign has a goal (its goal events go through attribution); environment ``plain``'s is the same
 campaign without one. The rounds (``BENCH_ROUNDS``, default 3) alternate the two on equal slices of
-events, so drift on a shared machine hits both alike; the figure is the median of the rounds' rate ratios (with goal / without).
+events, so drift on a shared machine hits both alike; the figure is the median of the rounds' rate
+ratios (with goal / without).
 ``BENCH_EXPERIMENTS_SCALE`` scales outcomes, users and events down for a quick run.
 
 Then a real ``magpie serve`` serves the experiment's campaign page to a signed-in client
