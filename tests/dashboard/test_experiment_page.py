@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import html as html_lib
 import re
 import urllib.parse
+
+import yaml
 
 from tests.dashboard.test_session import _send, _sign_in
 from tests.dispatch.test_experiments import _report, _rows, _track
@@ -44,3 +47,24 @@ def test_experiment_page_has_no_section_without_an_experiment(client: AppClient,
     response = _send(client, "GET", f"/dashboard/{env.name}/campaigns/7", cookies=cookies)
     assert response.status_code == 200
     assert 'id="experiment"' not in response.text
+
+
+def test_experiment_page_shows_the_definition_and_where_to_change_it(client: AppClient, env: Env) -> None:
+    send_experiment(client, env, [f"user{i}" for i in range(10)])
+    cookies = _sign_in(client, env)
+    html = _send(client, "GET", f"/dashboard/{env.name}/campaigns/7", cookies=cookies).text
+    section = html[html.index('id="experiment"') : html.index("</section>", html.index('id="experiment"'))]
+    note = re.search(r"<p[^>]*data-experiment-definition>(.*?)</p>", section, re.S)
+    assert note is not None and 'href="#file"' in note.group(1)
+    assert "magpie campaign apply" in note.group(1) and "admin API" in note.group(1)
+    # The page's file section holds the whole definition: goal with its conditions, control share, variants.
+    file_text = html[html.index('id="file"') :]
+    pre = re.search(r'<pre class="file">(.*?)</pre>', file_text, re.S)
+    assert pre is not None
+    shown = yaml.safe_load(html_lib.unescape(pre.group(1)))
+    assert shown["goal"] == {"event": "purchase", "window": "1h", "value": "amount", "where": {"currency": "KRW"}}
+    assert shown["controlGroup"] == 30
+    assert [(v["name"], v["weight"], v["message"]["title"]) for v in shown["variants"]] == [
+        ("A", 1, "A for {{ user.id }}"),
+        ("B", 1, "B for {{ user.id }}"),
+    ]
