@@ -350,3 +350,23 @@ def test_experiment_conversions_are_counted_hourly_per_arm_and_the_report_reads_
     count, revenue = expected.get(1, (0, 0.0))
     assert (after[1]["conversions"], after[1]["revenue"]) == (count + 1, revenue + 5)
     assert after[1]["cumulativeConversions"][-1][1] == count + 1
+
+
+def test_experiment_report_counts_only_sent_variant_recipients_as_exposed(client: AppClient, env: Env) -> None:
+    users = [f"user{i}" for i in range(30)]
+    dispatch_id, definition = _send(client, env, users)
+    campaign = parse_campaign(definition)
+    before = {a["arm"]: a["exposed"] for a in _report(client, env)["versions"][0]["arms"]}
+    variant = next(u for u in users if isinstance(campaign.assign(user_key=f"u:{u}"), Variant))
+    control = next(u for u in users if isinstance(campaign.assign(user_key=f"u:{u}"), Control))
+    arm = campaign.assign(user_key=f"u:{variant}").arm  # type: ignore[union-attr]
+    with client.app.db.transaction() as conn:
+        # A variant recipient whose send failed is not exposed; the control group never is sent.
+        for user, outcome in ((variant, "FAILED"), (control, "EXCLUDED")):
+            client.app.db.execute(
+                conn,
+                "UPDATE recipients SET outcome = ? WHERE dispatch_id = ? AND user_id = ?",
+                (outcome, dispatch_id, user),
+            )
+    after = {a["arm"]: a["exposed"] for a in _report(client, env)["versions"][0]["arms"]}
+    assert after == {**before, arm: before[arm] - 1}

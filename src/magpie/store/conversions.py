@@ -265,17 +265,29 @@ def experiment_figures(conn: Connection, db: Database, *, env_id: int, campaign_
     def arm(version: str, number: int) -> ArmFigures:
         return versions[version].arms.setdefault(number, ArmFigures(arm=number))
 
+    # Every recorded exposure per arm, from ``ix_exposures_campaign`` alone...
     for version, number, exposed, first, last in db.fetchall(
         conn,
-        "SELECT x.version, x.arm, COUNT(*), MIN(x.exposed_at), MAX(x.exposed_at) FROM exposures x "
-        "JOIN recipients r ON r.dispatch_id = x.dispatch_id AND r.idx = x.idx "
-        "WHERE x.env_id = ? AND x.campaign_key = ? AND (x.arm = ? OR r.outcome = 'SENT') GROUP BY x.version, x.arm",
-        (env_id, campaign_key, CONTROL_ARM),
+        "SELECT version, arm, COUNT(*), MIN(exposed_at), MAX(exposed_at) FROM exposures "
+        "WHERE env_id = ? AND campaign_key = ? GROUP BY version, arm",
+        (env_id, campaign_key),
     ):
         figures = versions.setdefault(version, VersionFigures(version=version, first_exposed=first, last_exposed=last))
         figures.first_exposed = min(figures.first_exposed, int(first))
         figures.last_exposed = max(figures.last_exposed, int(last))
         arm(version, int(number)).exposed = int(exposed)
+    # ... less the variant recipients not SENT (failed, excluded or pending), from the partial index
+    # ``ix_recipients_unsent_variant``, which holds only those: a variant's exposed are its SENT recipients.
+    for version, number, unsent in db.fetchall(
+        conn,
+        # CROSS JOIN: SQLite reads the recipients (the small partial index) first, as PostgreSQL would choose to.
+        "SELECT x.version, x.arm, COUNT(*) FROM recipients r CROSS JOIN exposures x "
+        "WHERE r.variant > 0 AND (r.outcome IS NULL OR r.outcome <> 'SENT') AND x.dispatch_id = r.dispatch_id "
+        "AND x.idx = r.idx AND x.env_id = ? AND x.campaign_key = ? AND x.arm <> ? GROUP BY x.version, x.arm",
+        (env_id, campaign_key, CONTROL_ARM),
+    ):
+        if version in versions:
+            arm(version, int(number)).exposed -= int(unsent)
     for version, number, clicks, unique in db.fetchall(
         conn,
         "SELECT x.version, x.arm, COUNT(*), COUNT(DISTINCT d.recipient_idx || ':' || d.dispatch_id) "

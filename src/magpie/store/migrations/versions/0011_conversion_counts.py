@@ -1,9 +1,14 @@
 """Conversions in the hourly campaign counts: ``campaign_counts.revenue``, and the counts of the
-conversions already stored.
+conversions already stored; indexes that let the experiment report count exposures without reading
+every recipient.
 
 A conversion adds 1 to metric ``CONVERSION:<version>:<arm>`` of its campaign (and of campaign ``0``)
 in the hour of its goal event, and its value to that row's ``revenue`` (0 on every other row), so the
 experiment report reads a few rows per hour instead of counting conversions.
+
+``ix_exposures_campaign`` gains ``exposed_at`` (counts and first/last times from the index alone), and
+``ix_recipients_unsent_variant`` holds only the variant recipients not (yet) ``SENT``: a variant's
+exposed count is its exposures less those.
 
 Revision ID: 0011_conversion_counts
 Revises: 0010_experiments
@@ -20,6 +25,7 @@ branch_labels = None
 depends_on = None
 
 _HOUR = 3_600_000
+_UNSENT = "variant > 0 AND (outcome IS NULL OR outcome <> 'SENT')"
 _METRIC = "'CONVERSION:' || version || ':' || CAST(arm AS VARCHAR(8))"
 
 
@@ -35,8 +41,21 @@ def upgrade() -> None:
             f"GROUP BY env_id, {grouped}(converted_at / {_HOUR}) * {_HOUR}, {_METRIC}"
         )
 
+    op.drop_index("ix_exposures_campaign", table_name="exposures")
+    op.create_index("ix_exposures_campaign", "exposures", ["env_id", "campaign_key", "version", "arm", "exposed_at"])
+    op.create_index(
+        "ix_recipients_unsent_variant",
+        "recipients",
+        ["dispatch_id", "idx"],
+        sqlite_where=sa.text(_UNSENT),
+        postgresql_where=sa.text(_UNSENT),
+    )
+
 
 def downgrade() -> None:
+    op.drop_index("ix_recipients_unsent_variant", table_name="recipients")
+    op.drop_index("ix_exposures_campaign", table_name="exposures")
+    op.create_index("ix_exposures_campaign", "exposures", ["env_id", "campaign_key", "version", "arm"])
     op.execute("DELETE FROM campaign_counts WHERE metric LIKE 'CONVERSION:%'")
     with op.batch_alter_table("campaign_counts") as batch:
         batch.drop_column("revenue")
