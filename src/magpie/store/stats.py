@@ -4,17 +4,17 @@ Every fact that changes a campaign's numbers adds to ``campaign_counts`` in the 
 records it (acceptance, an outcome, an attributed click), so a statistics page reads at most one
 row per hour and metric instead of counting recipients. Metrics:
 
-=====================  ====================================================================
-``REQUESTED``          recipients named in accepted triggers, at acceptance time
-``SENT``               recipients whose push a provider accepted, at outcome time
-``FAILED:<reason>``    recipients that failed, with the provider's (or magpie's) reason
-``EXCLUDED:<reason>``  recipients magpie excluded, with the reason
-``UNKNOWN:<reason>``   Kakao and SMS recipients a gateway may have taken but would not confirm
-``CLICK``              attributed clicks, at click time
-``UNIQUE_CLICK``       deliveries clicked at least once, at their first click
+======================  ====================================================================
+``REQUESTED``           recipients named in accepted triggers, at acceptance time
+``SENT``                recipients whose push a provider accepted, at outcome time
+``FAILED:<reason>``     recipients that failed, with the provider's (or magpie's) reason
+``EXCLUDED:<reason>``   recipients magpie excluded, with the reason
+``UNKNOWN:<reason>``    Kakao and SMS recipients a gateway may have taken but would not confirm
+``CLICK``               attributed clicks, at click time
+``UNIQUE_CLICK``        deliveries clicked at least once, at their first click
 ``CONVERSION:<v>:<a>``  conversions of arm ``a`` (0: control group) of experiment version ``v``,
-                       at the goal event's time; ``revenue`` sums their values
-=====================  ====================================================================
+                        at the goal event's time; ``revenue`` sums their values
+======================  ====================================================================
 
 ``n`` is the count of each row; ``revenue`` is 0 except on ``CONVERSION`` rows.
 
