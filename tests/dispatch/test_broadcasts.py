@@ -435,3 +435,77 @@ def test_apply_warns_when_a_scheduled_campaign_reaches_nobody(client: AppClient,
     del unscheduled["schedule"]
     response = client.post(f"/admin/v1/environments/{env.name}/campaigns", json=unscheduled, headers=env.admin)
     assert response.json()["warnings"] == []
+
+
+def _grade(operator: str, value_type: str, values: list[Any], match: str = "MATCH") -> dict[str, Any]:
+    condition = {
+        "key": {"type": "USER_PROPERTY", "name": "grade"},
+        "match": {"type": match, "operator": operator, "valueType": value_type, "values": values},
+    }
+    return {"targets": [{"conditions": [condition]}]}
+
+
+@pytest.mark.parametrize(
+    "campaign",
+    [
+        {"purpose": "MARKETING", "consentRule": "SUBSCRIBED_ONLY"},
+        {"purpose": "MARKETING", "consentRule": "SUBSCRIBED_OR_UNKNOWN"},
+        {"purpose": "INFORMATION", "audience": _grade("IN", "STRING", ["GOLD"], match="NOT_MATCH")},
+        {"purpose": "MARKETING", "audience": _grade("GTE", "NUMBER", [3])},
+        {
+            "key": 8,
+            "channel": "kakao",
+            "type": "brand",
+            "purpose": "MARKETING",
+            "provider": "sandbox",
+            "message": {"text": "겨울 세일"},
+            "audience": _grade("IN", "STRING", ["GOLD", "VIP"]),
+        },
+    ],
+    ids=["subscribed-only", "all-but-unsubscribed", "not-gold", "number-gte", "kakao-brand"],
+)
+def test_the_grouped_reach_counts_as_the_rules_do_user_by_user(
+    client: AppClient, env: Env, campaign: dict[str, Any]
+) -> None:
+    from magpie.domain.campaigns import parse_campaign
+    from magpie.store import broadcasts
+
+    grades: list[Any] = ["GOLD", "SILVER", 3, "5", ["GOLD", "VIP"], None, 1.5, True]
+    consent = [None, "SUBSCRIBED", "UNSUBSCRIBED"]
+    for i in range(24):
+        user_id = f"user-{i:04d}"
+        props = {} if grades[i % len(grades)] is None else {"grade": grades[i % len(grades)]}
+        response = client.post(
+            "/v1/properties", json={"userId": user_id, "operations": {"$set": props}}, headers=env.headers
+        )
+        assert response.status_code == 200, response.text
+        status = consent[i % 3]
+        if status is not None:
+            body = {"userId": user_id, "marketingSubscriptionStatus": status}
+            if i % 2:
+                body["informationSubscriptionStatus"] = status
+            for path in ("/v1/push-subscriptions", "/v1/kakao-subscriptions"):
+                set_consent = client.post(path, json=body, headers=env.headers)
+                assert set_consent.status_code == 200, set_consent.text
+        if i % 4:
+            add_token(client, env, device_id=f"dev-{i}", token=f"tok-{i}", user_id=user_id)
+        if i % 5 == 1:
+            phone = client.post(
+                "/v1/properties/phone-numbers",
+                json={"userId": user_id, "phoneNumber": f"010-1234-{i:04d}"},
+                headers=env.headers,
+            )
+            assert phone.status_code == 200, phone.text
+    # A user id only a device was linked to, with a live token.
+    add_token(client, env, device_id="dev-only", token="tok-only", user_id="user-devices-only")
+    raw = apply_campaign(client, env, **campaign)
+    parsed = parse_campaign(raw)
+    db = client.app.db
+    reader = client.app.ctx.runtime.reader  # type: ignore[union-attr]
+    grouped = reader.read_here(
+        lambda conn: broadcasts.grouped_reach(conn, db=db, env_id=env.id, campaign=parsed, now_ms=0)
+    )
+    paged = broadcasts.reach(reader.read_here, db, env_id=env.id, campaign=parsed, now_ms=0, grouped=False)
+    assert grouped is not None
+    assert grouped == paged
+    assert grouped.users == 25 and grouped.reachable > 0 and sum(grouped.unreachable.values()) > 0
