@@ -265,44 +265,72 @@ def grouped_reach(conn: Connection, *, db: Database, env_id: int, campaign: Camp
         return None
     channel = campaign.channel
     purposes = ("marketing", "information")
-    if db.is_sqlite:
-        prop_sql = [f"p.properties -> '$.\"{n}\"'" for n in names]
-        consent_sql = [f"json_extract(p.crm, '$.{channel}.{purpose}.status')" for purpose in purposes]
-    else:
-        prop_sql = [f"(p.properties::jsonb -> '{n.replace(chr(39), chr(39) * 2)}')::text" for n in names]
-        consent_sql = [f"p.crm::jsonb #>> '{{{channel},{purpose},status}}'" for purpose in purposes]
-    live = (
-        "EXISTS (SELECT 1 FROM profiles d JOIN push_tokens t ON t.env_id = d.env_id AND t.device_id = d.ident "
-        "AND t.status = 'ACTIVE' WHERE d.env_id = {env} AND d.linked_user = {user} AND d.kind = 'd')"
+    # The live-token test per user: a user id some device with an ACTIVE token is linked to.
+    live_users = (
+        "SELECT DISTINCT d.linked_user AS u FROM profiles d JOIN push_tokens t ON t.env_id = d.env_id "
+        "AND t.device_id = d.ident AND t.status = 'ACTIVE' WHERE d.env_id = ? AND d.kind = 'd' "
+        "AND d.linked_user IS NOT NULL"
     )
-    token_sql = live.format(env="p.env_id", user="p.ident") if channel == "push" else "0 = 1"
-    columns = [
-        *prop_sql,
-        *consent_sql,
-        f"CASE WHEN {token_sql} THEN 1 ELSE 0 END",
-        "CASE WHEN p.phone_enc IS NULL THEN 0 ELSE 1 END",
-    ]
-    groups = ", ".join(str(i + 1) for i in range(len(columns)))
+    if db.is_sqlite:
+        # Each JSON document is parsed once per user; the inner query is materialised (LIMIT -1) so that
+        # GROUP BY does not evaluate its expressions a second time.
+        values = [f"p.properties -> '$.\"{n}\"'" for n in names]
+        paths = ", ".join(f"'$.{channel}.{purpose}.status'" for purpose in purposes)
+        statuses = f"json_extract(p.crm, {paths})"  # with two paths or more: a JSON array
+        token = (
+            "EXISTS (SELECT 1 FROM profiles d JOIN push_tokens t ON t.env_id = d.env_id AND t.device_id = d.ident "
+            "AND t.status = 'ACTIVE' WHERE d.env_id = p.env_id AND d.linked_user = p.ident AND d.kind = 'd')"
+        )
+        inner = (
+            f"SELECT {''.join(f'{v} AS v{i}, ' for i, v in enumerate(values))}{statuses} AS s, "
+            f"{token if channel == 'push' else '0'} AS live, p.phone_enc IS NOT NULL AS ph "
+            "FROM profiles p WHERE p.env_id = ? AND p.kind = 'u' LIMIT -1"
+        )
+        params: tuple[Any, ...] = (env_id,)
+    else:
+        # Each JSON document is cast once per user (OFFSET 0 keeps the casts in the inner query), the
+        # users with a live token are one hashed set, and JIT (seconds of compiling for a one-off
+        # aggregate) is off for this transaction.
+        db.execute(conn, "SET LOCAL jit = off")
+        values = [f"(q.pj -> '{n.replace(chr(39), chr(39) * 2)}')::text" for n in names]
+        statuses = "jsonb_build_array(" + ", ".join(f"q.c #> '{{{channel},{p},status}}'" for p in purposes) + ")::text"
+        inner = (
+            f"SELECT {''.join(f'{v} AS v{i}, ' for i, v in enumerate(values))}{statuses} AS s, "
+            f"CASE WHEN lt.u IS NULL THEN 0 ELSE 1 END AS live, q.ph FROM (SELECT p.ident, "
+            f"{'p.properties::jsonb' if names else 'NULL::jsonb'} AS pj, p.crm::jsonb AS c, "
+            "CASE WHEN p.phone_enc IS NULL THEN 0 ELSE 1 END AS ph FROM profiles p WHERE p.env_id = ? "
+            f"AND p.kind = 'u' OFFSET 0) q LEFT JOIN ({live_users if channel == 'push' else 'SELECT NULL AS u'}) lt "
+            "ON lt.u = q.ident"
+        )
+        params = (env_id, env_id) if channel == "push" else (env_id,)
+    groups = ", ".join(str(i + 1) for i in range(len(names) + 3))
     rows: list[tuple[Any, ...]] = [
-        tuple(r)
+        (*r[: len(names)], *_decode(r[len(names)]), *r[len(names) + 1 :])
         for r in db.fetchall(
             conn,
-            f"SELECT {', '.join(columns)}, COUNT(*) FROM profiles p WHERE p.env_id = ? AND p.kind = 'u' "
+            f"SELECT {''.join(f'v{i}, ' for i in range(len(names)))}s, live, ph, COUNT(*) FROM ({inner}) x "
             f"GROUP BY {groups}",
-            (env_id,),
+            params,
         )
     ]
     # User ids only devices were linked to (no user profile): no properties, no consent, no number.
-    device_token = live.format(env="l.env_id", user="l.linked_user") if channel == "push" else "0 = 1"
-    for has_token, n in db.fetchall(
-        conn,
-        f"SELECT CASE WHEN {device_token} THEN 1 ELSE 0 END, COUNT(*) FROM (SELECT DISTINCT d.env_id, "
-        "d.linked_user FROM profiles d WHERE d.env_id = ? AND d.kind = 'd' AND d.linked_user IS NOT NULL "
-        "AND NOT EXISTS (SELECT 1 FROM profiles u WHERE u.env_id = d.env_id AND u.kind = 'u' "
-        "AND u.ident = d.linked_user)) l GROUP BY 1",
-        (env_id,),
-    ):
-        rows.append((*([None] * len(names)), *([None] * len(purposes)), has_token, 0, n))
+    linked_only = (
+        "FROM (SELECT DISTINCT d.linked_user AS u FROM profiles d WHERE d.env_id = ? AND d.kind = 'd' "
+        "AND d.linked_user IS NOT NULL AND NOT EXISTS (SELECT 1 FROM profiles u WHERE u.env_id = d.env_id "
+        "AND u.kind = 'u' AND u.ident = d.linked_user)) l"
+    )
+    if channel == "push":
+        found = db.fetchall(
+            conn,
+            f"SELECT CASE WHEN lt.u IS NULL THEN 0 ELSE 1 END, COUNT(*) {linked_only} LEFT JOIN ({live_users}) lt "
+            "ON lt.u = l.u GROUP BY 1",
+            (env_id, env_id),
+        )
+    else:
+        found = db.fetchall(conn, f"SELECT 0, COUNT(*) {linked_only}", (env_id,))
+    for has_token, n in found:
+        if n:
+            rows.append((*([None] * len(names)), *([None] * len(purposes)), has_token, 0, n))
     night = NightRule()
     users = audience = reachable = 0
     unreachable: dict[str, int] = {}
