@@ -335,10 +335,10 @@ def grouped_reach(conn: Connection, *, db: Database, env_id: int, campaign: Camp
     users = audience = reachable = 0
     unreachable: dict[str, int] = {}
     for row in rows:
-        values, statuses = row[: len(names)], row[len(names) : len(names) + len(purposes)]
+        read_values, read_statuses = row[: len(names)], row[len(names) : len(names) + len(purposes)]
         has_token, has_phone, n = row[-3], row[-2], int(row[-1])
-        properties = {name: _decode(v) for name, v in zip(names, values, strict=True) if v is not None}
-        crm = {channel: {p: {"status": s} for p, s in zip(purposes, statuses, strict=True) if s is not None}}
+        properties = {name: _decode(v) for name, v in zip(names, read_values, strict=True) if v is not None}
+        crm = {channel: {p: {"status": s} for p, s in zip(purposes, read_statuses, strict=True) if s is not None}}
         decision = delivery.decide(
             campaign=campaign,
             recipient=Recipient(user_id=None, device_ids=(), properties=properties),
