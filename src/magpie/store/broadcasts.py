@@ -129,11 +129,14 @@ def audience_page(
     devices: dict[str, list[str]] = {}
     with_token: set[str] = set()
     # The page's devices are those linked to a user id in the page's range: one range scan of the
-    # linked-user index, with whether each has a live token, instead of lists of ids.
+    # linked-user index, with whether each has a live token, instead of lists of ids. The token test is a
+    # scalar subquery, not EXISTS: PostgreSQL would turn an EXISTS into a hash of every token of the
+    # environment, built again for each page.
     for ident, linked, live in db.fetchall(
         conn,
-        "SELECT d.ident, d.linked_user, EXISTS (SELECT 1 FROM push_tokens t WHERE t.env_id = d.env_id "
-        "AND t.device_id = d.ident AND t.status = 'ACTIVE') FROM profiles d WHERE d.env_id = ? AND d.kind = 'd' "
+        "SELECT d.ident, d.linked_user, (SELECT 1 FROM push_tokens t WHERE t.env_id = d.env_id "
+        "AND t.device_id = d.ident AND t.status = 'ACTIVE' LIMIT 1) IS NOT NULL FROM profiles d "
+        "WHERE d.env_id = ? AND d.kind = 'd' "
         "AND d.linked_user > ? AND d.linked_user <= ?",
         (env_id, after or "", page.last),
     ):
@@ -484,7 +487,20 @@ def _enqueue(
     # The (occurrence, user) key decides: only the users it takes are enqueued, whatever ran before.
     taken: set[str] = set()
     unique = list(dict.fromkeys(users))
-    for start in range(0, len(unique), 500):
+    if not tx.db.is_sqlite:
+        # One statement for the page: the ids go as one array parameter.
+        taken.update(
+            r[0]
+            for r in tx.fetchall(
+                "INSERT INTO broadcast_recipients (occurrence_id, user_id) SELECT ?, u FROM unnest(?::text[]) AS u "
+                "ON CONFLICT DO NOTHING RETURNING user_id",
+                (occurrence_id, unique),
+            )
+        )
+        chunks = range(0)
+    else:
+        chunks = range(0, len(unique), 500)
+    for start in chunks:
         chunk = unique[start : start + 500]
         taken.update(
             r[0]
