@@ -6,7 +6,18 @@ from typing import Any
 
 import pytest
 
-from tests.support import AppClient, Env, add_token, apply_campaign, close_dispatcher, drain, inbox, make_dispatcher
+from tests.support import (
+    AppClient,
+    Env,
+    add_token,
+    apply_campaign,
+    close_dispatcher,
+    drain,
+    inbox,
+    make_dispatcher,
+    run_dispatcher,
+    trigger,
+)
 
 
 def _users(client: AppClient, env: Env, n: int, *, with_token: int) -> list[str]:
@@ -509,3 +520,39 @@ def test_the_grouped_reach_counts_as_the_rules_do_user_by_user(
     assert grouped is not None
     assert grouped == paged
     assert grouped.users == 25 and grouped.reachable > 0 and sum(grouped.unreachable.values()) > 0
+
+
+@pytest.mark.parametrize("grouped", [True, False], ids=["grouped", "paged"])
+def test_reach_counts_users_at_a_frequency_cap_as_not_reachable(client: AppClient, env: Env, grouped: bool) -> None:
+    from magpie.domain.campaigns import parse_campaign
+    from magpie.store import broadcasts
+
+    settings = {"settings": {"frequencyCaps": [{"limit": 1, "windowHours": 24}]}}
+    assert client.put(f"/admin/v1/environments/{env.name}", json=settings, headers=env.admin).status_code == 200
+    users = [f"user-{i}" for i in range(5)]
+    for user in users:
+        add_token(client, env, device_id=f"dev-{user}", token=f"tok-{user}", user_id=user)
+        consent = {"userId": user, "marketingSubscriptionStatus": "SUBSCRIBED", "nightSubscriptionStatus": "SUBSCRIBED"}
+        assert client.post("/v1/push-subscriptions", json=consent, headers=env.headers).status_code == 200
+    apply_campaign(client, env, purpose="MARKETING")
+    # Two users get a marketing push now: one more would break the cap of one a day.
+    trigger(client, env, [{"userId": u} for u in users[:2]])
+    run_dispatcher(client)
+    assert sorted(m["token"] for m in inbox(client, env)) == ["tok-user-0", "tok-user-1"]
+    other = apply_campaign(client, env, key=9, purpose="MARKETING")
+    reader = client.app.ctx.runtime.reader  # type: ignore[union-attr]
+    import time
+
+    found = broadcasts.reach(
+        reader.read_here,
+        client.app.db,
+        env_id=env.id,
+        campaign=parse_campaign(other),
+        now_ms=int(time.time() * 1000),
+        grouped=grouped,
+    )
+    assert (found.reachable, found.unreachable) == (3, {"FREQUENCY_CAP": 2})
+    # An information push counts against no cap.
+    info = apply_campaign(client, env, key=10, purpose="INFORMATION")
+    reach = client.get(f"/admin/v1/environments/{env.name}/campaigns/10/reach", headers=env.admin).json()
+    assert info["key"] == 10 and (reach["reachable"], reach["unreachable"]) == (5, {})

@@ -14,7 +14,7 @@ of users at a time, and the dispatch workers deliver them as they deliver trigge
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import partial
@@ -27,6 +27,7 @@ from magpie.domain.audience import KeyType, Recipient, cohort_names
 from magpie.domain.campaigns import Campaign
 from magpie.domain.delivery import Exclude, NightRule
 from magpie.errors import Conflict, InvalidRequest, NotFound
+from magpie.store import accounts
 from magpie.store.db import Connection, Database
 from magpie.store.dispatches import AcceptTrigger
 from magpie.store.stats import count_outcome
@@ -39,6 +40,8 @@ PAUSED_UNTIL: Final = 2**62
 # At most this many named users in a test send.
 MAX_TEST_USERS: Final = 5
 CANCELLED_REASON: Final = "BROADCAST_CANCELLED"
+# The reason a reachable count gives for users a frequency cap stops now (as the workers say it).
+FREQUENCY_CAP: Final = "FREQUENCY_CAP"
 
 
 class OccurrenceState(StrEnum):
@@ -214,8 +217,12 @@ def reach(
 ) -> Reach:
     """Count who the campaign would reach now: in one grouped query when its audience reads only user
     properties (``grouped_reach``), else page by page (memory stays bounded)."""
+    settings = read(lambda conn: accounts.environment_settings(conn, db, env_id=env_id))
+    caps = _applicable_caps(campaign, settings)
     if grouped:
-        found = read(lambda conn: grouped_reach(conn, db=db, env_id=env_id, campaign=campaign, now_ms=now_ms))
+        found = read(
+            lambda conn: grouped_reach(conn, db=db, env_id=env_id, campaign=campaign, now_ms=now_ms, caps=caps)
+        )
         if found is not None:
             return found
     after: str | None = None
@@ -229,7 +236,24 @@ def reach(
             break
         users += page.scanned
         audience += page.scanned - page.outside
-        reachable += len(page.reachable)
+        at_cap = (
+            read(
+                partial(
+                    _capped_users,
+                    db=db,
+                    caps=caps,
+                    env_id=env_id,
+                    channel=campaign.channel,
+                    users=page.reachable,
+                    now_ms=now_ms,
+                )
+            )
+            if caps
+            else set()
+        )
+        reachable += len(page.reachable) - len(at_cap)
+        if at_cap:
+            unreachable[FREQUENCY_CAP] = unreachable.get(FREQUENCY_CAP, 0) + len(at_cap)
         for reason, n in page.unreachable.items():
             unreachable[reason] = unreachable.get(reason, 0) + n
         after = page.last
@@ -255,7 +279,68 @@ def _groupable(campaign: Campaign) -> list[str] | None:
     return names
 
 
-def grouped_reach(conn: Connection, *, db: Database, env_id: int, campaign: Campaign, now_ms: int) -> Reach | None:
+def _applicable_caps(campaign: Campaign, settings: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The frequency caps one more message of the campaign counts against (as the workers apply them)."""
+    return [
+        cap
+        for cap in delivery.frequency_caps(campaign=campaign, settings=settings)
+        if (cap.get("tag") is None or cap["tag"] in campaign.tags)
+        and (cap.get("channel") is None or cap["channel"] == campaign.channel)
+    ]
+
+
+def _capped_sql(
+    caps: Sequence[Mapping[str, Any]], *, user: str, env_id: int, channel: str, now_ms: int
+) -> tuple[str, list[Any]]:
+    """An SQL condition true when the user (an SQL expression for the user id) is at a cap now."""
+    parts: list[str] = []
+    params: list[Any] = []
+    for cap in caps:
+        condition = f"m.env_id = ? AND m.user_key = 'u:' || {user} AND m.sent_at > ?"
+        params += [env_id, now_ms - int(float(cap["windowHours"]) * 3_600_000)]
+        if cap.get("channel") is not None:
+            condition += " AND m.channel = ?"
+            params.append(channel)
+        if cap.get("tag") is not None:
+            condition += " AND m.tags LIKE ?"
+            params.append(f"%{dumps(cap['tag'])}%")
+        parts.append(f"(SELECT COUNT(*) FROM marketing_sends m WHERE {condition}) >= {int(cap['limit'])}")
+    return (" OR ".join(f"({p})" for p in parts) or "0 = 1"), params
+
+
+def _capped_users(
+    conn: Connection,
+    *,
+    db: Database,
+    caps: Sequence[Mapping[str, Any]],
+    env_id: int,
+    channel: str,
+    users: list[str],
+    now_ms: int,
+) -> set[str]:
+    """Which of ``users`` are at a cap now."""
+    capped: set[str] = set()
+    if not caps:
+        return capped
+    for start in range(0, len(users), 500):
+        chunk = users[start : start + 500]
+        condition, params = _capped_sql(caps, user="x.u", env_id=env_id, channel=channel, now_ms=now_ms)
+        values = " UNION ALL ".join(["SELECT CAST(? AS TEXT) AS u"] * len(chunk))
+        capped.update(
+            r[0] for r in db.fetchall(conn, f"SELECT x.u FROM ({values}) x WHERE {condition}", (*chunk, *params))
+        )
+    return capped
+
+
+def grouped_reach(
+    conn: Connection,
+    *,
+    db: Database,
+    env_id: int,
+    campaign: Campaign,
+    now_ms: int,
+    caps: Sequence[Mapping[str, Any]] = (),
+) -> Reach | None:
     """The reachable count of a campaign from one aggregate query, or None when its audience needs cohorts
     or ids (then ``reach`` counts page by page).
 
@@ -274,6 +359,8 @@ def grouped_reach(conn: Connection, *, db: Database, env_id: int, campaign: Camp
         "AND t.device_id = d.ident AND t.status = 'ACTIVE' WHERE d.env_id = ? AND d.kind = 'd' "
         "AND d.linked_user IS NOT NULL"
     )
+    # Whether each user is at a frequency cap the campaign counts against (only when one applies).
+    capped, cap_params = _capped_sql(caps, user="p.ident", env_id=env_id, channel=channel, now_ms=now_ms)
     if db.is_sqlite:
         # Each JSON document is parsed once per user; the inner query is materialised (LIMIT -1) so that
         # GROUP BY does not evaluate its expressions a second time.
@@ -286,10 +373,10 @@ def grouped_reach(conn: Connection, *, db: Database, env_id: int, campaign: Camp
         )
         inner = (
             f"SELECT {''.join(f'{v} AS v{i}, ' for i, v in enumerate(values))}{statuses} AS s, "
-            f"{token if channel == 'push' else '0'} AS live, p.phone_enc IS NOT NULL AS ph "
-            "FROM profiles p WHERE p.env_id = ? AND p.kind = 'u' LIMIT -1"
+            f"{token if channel == 'push' else '0'} AS live, p.phone_enc IS NOT NULL AS ph, "
+            f"CASE WHEN {capped} THEN 1 ELSE 0 END AS cap FROM profiles p WHERE p.env_id = ? AND p.kind = 'u' LIMIT -1"
         )
-        params: tuple[Any, ...] = (env_id,)
+        params: tuple[Any, ...] = (*cap_params, env_id)
     else:
         # Each JSON document is cast once per user (OFFSET 0 keeps the casts in the inner query), the
         # users with a live token are one hashed set, and JIT (seconds of compiling for a one-off
@@ -299,19 +386,20 @@ def grouped_reach(conn: Connection, *, db: Database, env_id: int, campaign: Camp
         statuses = "jsonb_build_array(" + ", ".join(f"q.c #> '{{{channel},{p},status}}'" for p in purposes) + ")::text"
         inner = (
             f"SELECT {''.join(f'{v} AS v{i}, ' for i, v in enumerate(values))}{statuses} AS s, "
-            f"CASE WHEN lt.u IS NULL THEN 0 ELSE 1 END AS live, q.ph FROM (SELECT p.ident, "
+            f"CASE WHEN lt.u IS NULL THEN 0 ELSE 1 END AS live, q.ph, q.cap FROM (SELECT p.ident, "
             f"{'p.properties::jsonb' if names else 'NULL::jsonb'} AS pj, p.crm::jsonb AS c, "
-            "CASE WHEN p.phone_enc IS NULL THEN 0 ELSE 1 END AS ph FROM profiles p WHERE p.env_id = ? "
+            f"CASE WHEN p.phone_enc IS NULL THEN 0 ELSE 1 END AS ph, CASE WHEN {capped} THEN 1 ELSE 0 END AS cap "
+            "FROM profiles p WHERE p.env_id = ? "
             f"AND p.kind = 'u' OFFSET 0) q LEFT JOIN ({live_users if channel == 'push' else 'SELECT NULL AS u'}) lt "
             "ON lt.u = q.ident"
         )
-        params = (env_id, env_id) if channel == "push" else (env_id,)
-    groups = ", ".join(str(i + 1) for i in range(len(names) + 3))
+        params = (*cap_params, env_id, env_id) if channel == "push" else (*cap_params, env_id)
+    groups = ", ".join(str(i + 1) for i in range(len(names) + 4))
     rows: list[tuple[Any, ...]] = [
         (*r[: len(names)], *_decode(r[len(names)]), *r[len(names) + 1 :])
         for r in db.fetchall(
             conn,
-            f"SELECT {''.join(f'v{i}, ' for i in range(len(names)))}s, live, ph, COUNT(*) FROM ({inner}) x "
+            f"SELECT {''.join(f'v{i}, ' for i in range(len(names)))}s, live, ph, cap, COUNT(*) FROM ({inner}) x "
             f"GROUP BY {groups}",
             params,
         )
@@ -322,24 +410,28 @@ def grouped_reach(conn: Connection, *, db: Database, env_id: int, campaign: Camp
         "AND d.linked_user IS NOT NULL AND NOT EXISTS (SELECT 1 FROM profiles u WHERE u.env_id = d.env_id "
         "AND u.kind = 'u' AND u.ident = d.linked_user)) l"
     )
+    linked_capped, linked_params = _capped_sql(caps, user="l.u", env_id=env_id, channel=channel, now_ms=now_ms)
+    linked_cap = f"CASE WHEN {linked_capped} THEN 1 ELSE 0 END"
     if channel == "push":
         found = db.fetchall(
             conn,
-            f"SELECT CASE WHEN lt.u IS NULL THEN 0 ELSE 1 END, COUNT(*) {linked_only} LEFT JOIN ({live_users}) lt "
-            "ON lt.u = l.u GROUP BY 1",
-            (env_id, env_id),
+            f"SELECT CASE WHEN lt.u IS NULL THEN 0 ELSE 1 END, {linked_cap}, COUNT(*) {linked_only} "
+            f"LEFT JOIN ({live_users}) lt ON lt.u = l.u GROUP BY 1, 2",
+            (*linked_params, env_id, env_id),
         )
     else:
-        found = db.fetchall(conn, f"SELECT 0, COUNT(*) {linked_only}", (env_id,))
-    for has_token, n in found:
+        found = db.fetchall(
+            conn, f"SELECT 0, {linked_cap}, COUNT(*) {linked_only} GROUP BY 1, 2", (*linked_params, env_id)
+        )
+    for has_token, at_cap, n in found:
         if n:
-            rows.append((*([None] * len(names)), *([None] * len(purposes)), has_token, 0, n))
+            rows.append((*([None] * len(names)), *([None] * len(purposes)), has_token, 0, at_cap, n))
     night = NightRule()
     users = audience = reachable = 0
     unreachable: dict[str, int] = {}
     for row in rows:
         read_values, read_statuses = row[: len(names)], row[len(names) : len(names) + len(purposes)]
-        has_token, has_phone, n = row[-3], row[-2], int(row[-1])
+        has_token, has_phone, at_cap, n = row[-4], row[-3], row[-2], int(row[-1])
         properties = {name: _decode(v) for name, v in zip(names, read_values, strict=True) if v is not None}
         crm = {channel: {p: {"status": s} for p, s in zip(purposes, read_statuses, strict=True) if s is not None}}
         decision = delivery.decide(
@@ -358,6 +450,8 @@ def grouped_reach(conn: Connection, *, db: Database, env_id: int, campaign: Camp
         audience += n
         if isinstance(decision, Exclude) and decision.reason != delivery.NIGHT_TIME_DROPPED:
             unreachable[decision.reason] = unreachable.get(decision.reason, 0) + n
+        elif at_cap:
+            unreachable[FREQUENCY_CAP] = unreachable.get(FREQUENCY_CAP, 0) + n
         else:
             reachable += n
     return Reach(channel=channel, users=users, audience=audience, reachable=reachable, unreachable=unreachable)
