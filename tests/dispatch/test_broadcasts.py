@@ -87,6 +87,27 @@ def test_send_now_reaches_each_reachable_user_once(client: AppClient, env: Env) 
     assert done["progress"]["sent"] == 8 and done["progress"]["remaining"] == 0
     tokens = sorted(m["token"] for m in inbox(client, env))
     assert tokens == sorted(f"tok-{i}" for i in range(8))
+    base = f"/admin/v1/environments/{env.name}/campaigns/7/occurrence-statistics"
+    stats = client.get(base, headers=env.admin).json()["occurrences"]
+    assert [
+        (s["occurrence"]["id"], s["progress"]["planned"], s["progress"]["sent"], s["progress"]["remaining"])
+        for s in stats
+    ] == [(occurrence_id, 8, 8, 0)]
+    exported = client.get(base + "?format=csv", headers=env.admin)
+    assert exported.status_code == 200 and exported.headers["content-type"].startswith("text/csv")
+    import csv
+
+    (row,) = list(csv.DictReader(exported.text.splitlines()))
+    assert (row["occurrence"], row["state"], row["planned"], row["sent"], row["remaining"]) == (
+        str(occurrence_id),
+        "completed",
+        "8",
+        "8",
+        "0",
+    )
+    assert row["not_reachable"] == "NO_PUSH_TOKEN 4" and row["finished_at"].endswith("Z")
+    refused = client.get(base + "?format=xml", headers=env.admin)
+    assert refused.status_code == 400 and "format" in refused.json()["message"]
 
 
 def _planned_users(client: AppClient, occurrence_id: int) -> list[str]:

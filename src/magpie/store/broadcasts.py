@@ -14,8 +14,11 @@ of users at a time, and the dispatch workers deliver them as they deliver trigge
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from functools import partial
 from typing import Any, Final, Protocol, TypeVar
@@ -1065,3 +1068,78 @@ def broadcast_warnings(
         f"campaign {campaign.key} reaches nobody on {found.channel} now ({found.audience} of {found.users} users in "
         f"its audience; {why}): its occurrences would complete with zero recipients"
     ]
+
+
+# -- statistics per occurrence -------------------------------------------------------------------------------
+
+STATISTICS_COLUMNS: Final = (
+    "occurrence",
+    "kind",
+    "state",
+    "channel",
+    "slot",
+    "started_at",
+    "finished_at",
+    "planned",
+    "sent",
+    "failed",
+    "excluded",
+    "held",
+    "unknown",
+    "remaining",
+    "not_reachable",
+    "excluded_by",
+    "failed_by",
+)
+
+
+def occurrence_statistics(
+    conn: Connection, db: Database, *, env_id: int, campaign_key: int, now_ms: int, limit: int = 100
+) -> list[Progress]:
+    """Where the recipients of each of a campaign's occurrences stand, newest first."""
+    return [
+        occurrence_progress(conn, db, env_id=env_id, occurrence_id=row.id, now_ms=now_ms)
+        for row in list_occurrences(conn, db, env_id=env_id, campaign_key=campaign_key, limit=limit)
+    ]
+
+
+def _iso(ms: int | None) -> str:
+    if ms is None:
+        return ""
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _reasons(counts: Mapping[str, int]) -> str:
+    return "; ".join(f"{reason} {n}" for reason, n in sorted(counts.items()))
+
+
+def statistics_csv(rows: Sequence[Progress]) -> str:
+    """Occurrence statistics as CSV: one line per occurrence, times in UTC (ISO 8601), reasons as
+    ``REASON n; REASON n``."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(STATISTICS_COLUMNS)
+    for p in rows:
+        occ = p.occurrence
+        writer.writerow(
+            (
+                occ.id,
+                occ.kind,
+                occ.state,
+                occ.channel,
+                _iso(occ.slot_ms),
+                _iso(occ.started_at),
+                _iso(occ.finished_at),
+                p.planned,
+                p.sent,
+                p.failed,
+                p.excluded,
+                p.held,
+                p.unknown,
+                p.remaining,
+                _reasons(occ.unreachable),
+                _reasons(p.excluded_by),
+                _reasons(p.failed_by),
+            )
+        )
+    return out.getvalue()
