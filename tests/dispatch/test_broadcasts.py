@@ -577,3 +577,45 @@ def test_reach_counts_users_at_a_frequency_cap_as_not_reachable(client: AppClien
     info = apply_campaign(client, env, key=10, purpose="INFORMATION")
     reach = client.get(f"/admin/v1/environments/{env.name}/campaigns/10/reach", headers=env.admin).json()
     assert info["key"] == 10 and (reach["reachable"], reach["unreachable"]) == (5, {})
+
+
+def test_the_gateway_limit_of_the_environment_throttles_an_occurrence_below_its_campaign_rate(
+    client: AppClient, env: Env
+) -> None:
+    refused = client.put(
+        f"/admin/v1/environments/{env.name}",
+        json={"settings": {"gatewayRatePerMinute": {"fcm": 60}}},
+        headers=env.admin,
+    )
+    assert refused.status_code == 400 and "gatewayRatePerMinute.fcm" in refused.json()["message"]
+    limited = {"settings": {"gatewayRatePerMinute": {"sandbox": 60}}}
+    assert client.put(f"/admin/v1/environments/{env.name}", json=limited, headers=env.admin).status_code == 200
+    _users(client, env, 25, with_token=25)
+    # The campaign allows 600 a minute; its gateway (the sandbox) 60: the lower one applies.
+    apply_campaign(client, env, schedule={"type": "daily", "time": "10:00", "ratePerMinute": 600})
+    started = client.post(f"/admin/v1/environments/{env.name}/campaigns/7/send-now", headers=env.admin)
+    occurrence_id = started.json()["occurrence"]["id"]
+    client.run(_scheduler(client).tick())
+    db = client.app.db
+    with db.transaction(write=False) as conn:
+        (begun,) = db.fetchone(conn, "SELECT started_at FROM broadcast_occurrences WHERE id = ?", (occurrence_id,))
+        items = db.fetchall(
+            conn,
+            "SELECT b.size, w.available_at FROM work_items w JOIN broadcast_dispatches b "
+            "ON b.dispatch_id = w.dispatch_id WHERE b.occurrence_id = ? ORDER BY w.available_at",
+            (occurrence_id,),
+        )
+    assert [size for size, _ in items] == [10, 10, 5]
+    offsets = [at - begun for _, at in items]
+    assert offsets[0] < 10_000 and offsets[1:] == [10_000, 20_000]
+    # Without a gateway limit the campaign's own rate applies: 100 users each ten seconds, one slice.
+    assert client.put(f"/admin/v1/environments/{env.name}", json={"settings": {}}, headers=env.admin).status_code == 200
+    again = client.post(f"/admin/v1/environments/{env.name}/campaigns/7/send-now", headers=env.admin)
+    client.run(_scheduler(client).tick())
+    with db.transaction(write=False) as conn:
+        sizes = db.fetchall(
+            conn,
+            "SELECT size FROM broadcast_dispatches WHERE occurrence_id = ?",
+            (again.json()["occurrence"]["id"],),
+        )
+    assert [s for (s,) in sizes] == [25]

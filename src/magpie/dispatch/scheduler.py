@@ -19,9 +19,10 @@ import msgspec
 
 from magpie.config import Settings
 from magpie.domain.campaigns import Campaign, parse_campaign
-from magpie.domain.schedules import slots_between
+from magpie.domain.schedules import effective_rate, gateway_of, slots_between
 from magpie.errors import MagpieError, ServiceUnavailable
 from magpie.runtime import Runtime
+from magpie.store import accounts
 from magpie.store.broadcasts import (
     AudiencePage,
     ClaimOccurrence,
@@ -142,6 +143,14 @@ class Scheduler:
             return occ
         size = max(1, self.settings.broadcast_page_size)
         now = self.now_ms()
+        env_settings = await self.runtime.reader.read(
+            lambda conn: accounts.environment_settings(conn, db, env_id=occ.env_id)
+        )
+        rate = effective_rate(
+            rate_per_minute=campaign.schedule.rate_per_minute if campaign.schedule else None,
+            gateway=gateway_of(channel=campaign.channel, provider=campaign.provider, settings=env_settings),
+            settings=env_settings,
+        )
 
         def read(after: str | None) -> asyncio.Future[AudiencePage]:
             return asyncio.ensure_future(
@@ -172,7 +181,7 @@ class Scheduler:
                             unreachable=page.unreachable,
                             last=page.last,
                             lease_ms=self._lease_ms,
-                            rate_per_minute=campaign.schedule.rate_per_minute if campaign.schedule else None,
+                            rate_per_minute=rate,
                         )
                     )
                 except MagpieError as exc:
