@@ -7,6 +7,7 @@ push, the rest consented. The campaign is a MARKETING push to everyone (SUBSCRIB
 in one process, on the same code the scheduler runs:
 
 - reach: ``store.broadcasts.reach`` over the whole environment (pages of 5,000 users);
+- peak RSS: of the measuring process (the store is filled by a child process);
 - planning: one "send now" occurrence planned by ``Scheduler.plan_one`` (pages of
   ``MAGPIE_BROADCAST_PAGE_SIZE``, default 1,000): every reachable user written into dispatches and work
   items; the rate is reachable users per second of planning.
@@ -18,10 +19,12 @@ with N; the report says what N was run.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import resource
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import msgspec
@@ -138,7 +141,9 @@ def run(engine: str) -> Report:
             url = f"sqlite:///{tmp / 'data' / 'magpie.db'}" if engine == "sqlite" else _pg_database()
             (tmp / "data").mkdir()
             try:
-                env_id = fill(url, USERS)
+                # Filled in a child process, so that the peak RSS measured is the planner's alone.
+                with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                    env_id = pool.submit(fill, url, USERS).result()
                 runs.append(asyncio.run(_measure(url, env_id, tmp / "data")))
             finally:
                 if engine == "pg":

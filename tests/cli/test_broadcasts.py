@@ -58,6 +58,19 @@ def test_cli_broadcast_reach_test_send_send_now_pause_and_cancel(tmp_path: Path)
     assert sorted(o["kind"] for o in listed) == ["NOW", "TEST"]
     refused = magpie_cli("broadcast", "resume", occurrence_id, data_dir=data)
     assert refused.returncode != 0 and "cancelled" in refused.stderr
+    stats = _ok("broadcast", "stats", "21", data_dir=data)["occurrences"]
+    assert [(o["occurrence"]["kind"], o["occurrence"]["state"], o["progress"]["planned"]) for o in stats] == [
+        ("NOW", "cancelled", 0),
+        ("TEST", "sending", 2),
+    ]
+    exported = magpie_cli("broadcast", "stats", "21", "--csv", data_dir=data)
+    assert exported.returncode == 0, exported.stderr
+    lines = exported.stdout.splitlines()
+    assert lines[0].startswith("occurrence,kind,state,channel,slot,")
+    assert [line.split(",")[:4] for line in lines[1:]] == [
+        [occurrence_id, "NOW", "cancelled", "push"],
+        [str(test["occurrence"]["id"]), "TEST", "sending", "push"],
+    ]
 
 
 def test_cli_apply_refuses_a_once_schedule_in_the_past(tmp_path: Path) -> None:

@@ -6,7 +6,18 @@ from typing import Any
 
 import pytest
 
-from tests.support import AppClient, Env, add_token, apply_campaign, close_dispatcher, drain, inbox, make_dispatcher
+from tests.support import (
+    AppClient,
+    Env,
+    add_token,
+    apply_campaign,
+    close_dispatcher,
+    drain,
+    inbox,
+    make_dispatcher,
+    run_dispatcher,
+    trigger,
+)
 
 
 def _users(client: AppClient, env: Env, n: int, *, with_token: int) -> list[str]:
@@ -76,6 +87,27 @@ def test_send_now_reaches_each_reachable_user_once(client: AppClient, env: Env) 
     assert done["progress"]["sent"] == 8 and done["progress"]["remaining"] == 0
     tokens = sorted(m["token"] for m in inbox(client, env))
     assert tokens == sorted(f"tok-{i}" for i in range(8))
+    base = f"/admin/v1/environments/{env.name}/campaigns/7/occurrence-statistics"
+    stats = client.get(base, headers=env.admin).json()["occurrences"]
+    assert [
+        (s["occurrence"]["id"], s["progress"]["planned"], s["progress"]["sent"], s["progress"]["remaining"])
+        for s in stats
+    ] == [(occurrence_id, 8, 8, 0)]
+    exported = client.get(base + "?format=csv", headers=env.admin)
+    assert exported.status_code == 200 and exported.headers["content-type"].startswith("text/csv")
+    import csv
+
+    (row,) = list(csv.DictReader(exported.text.splitlines()))
+    assert (row["occurrence"], row["state"], row["planned"], row["sent"], row["remaining"]) == (
+        str(occurrence_id),
+        "completed",
+        "8",
+        "8",
+        "0",
+    )
+    assert row["not_reachable"] == "NO_PUSH_TOKEN 4" and row["finished_at"].endswith("Z")
+    refused = client.get(base + "?format=xml", headers=env.admin)
+    assert refused.status_code == 400 and "format" in refused.json()["message"]
 
 
 def _planned_users(client: AppClient, occurrence_id: int) -> list[str]:
@@ -435,3 +467,155 @@ def test_apply_warns_when_a_scheduled_campaign_reaches_nobody(client: AppClient,
     del unscheduled["schedule"]
     response = client.post(f"/admin/v1/environments/{env.name}/campaigns", json=unscheduled, headers=env.admin)
     assert response.json()["warnings"] == []
+
+
+def _grade(operator: str, value_type: str, values: list[Any], match: str = "MATCH") -> dict[str, Any]:
+    condition = {
+        "key": {"type": "USER_PROPERTY", "name": "grade"},
+        "match": {"type": match, "operator": operator, "valueType": value_type, "values": values},
+    }
+    return {"targets": [{"conditions": [condition]}]}
+
+
+@pytest.mark.parametrize(
+    "campaign",
+    [
+        {"purpose": "MARKETING", "consentRule": "SUBSCRIBED_ONLY"},
+        {"purpose": "MARKETING", "consentRule": "SUBSCRIBED_OR_UNKNOWN"},
+        {"purpose": "INFORMATION", "audience": _grade("IN", "STRING", ["GOLD"], match="NOT_MATCH")},
+        {"purpose": "MARKETING", "audience": _grade("GTE", "NUMBER", [3])},
+        {
+            "key": 8,
+            "channel": "kakao",
+            "type": "brand",
+            "purpose": "MARKETING",
+            "provider": "sandbox",
+            "message": {"text": "겨울 세일"},
+            "audience": _grade("IN", "STRING", ["GOLD", "VIP"]),
+        },
+    ],
+    ids=["subscribed-only", "all-but-unsubscribed", "not-gold", "number-gte", "kakao-brand"],
+)
+def test_the_grouped_reach_counts_as_the_rules_do_user_by_user(
+    client: AppClient, env: Env, campaign: dict[str, Any]
+) -> None:
+    from magpie.domain.campaigns import parse_campaign
+    from magpie.store import broadcasts
+
+    grades: list[Any] = ["GOLD", "SILVER", 3, "5", ["GOLD", "VIP"], None, 1.5, True]
+    consent = [None, "SUBSCRIBED", "UNSUBSCRIBED"]
+    for i in range(24):
+        user_id = f"user-{i:04d}"
+        props = {} if grades[i % len(grades)] is None else {"grade": grades[i % len(grades)]}
+        response = client.post(
+            "/v1/properties", json={"userId": user_id, "operations": {"$set": props}}, headers=env.headers
+        )
+        assert response.status_code == 200, response.text
+        status = consent[i % 3]
+        if status is not None:
+            body = {"userId": user_id, "marketingSubscriptionStatus": status}
+            if i % 2:
+                body["informationSubscriptionStatus"] = status
+            for path in ("/v1/push-subscriptions", "/v1/kakao-subscriptions"):
+                set_consent = client.post(path, json=body, headers=env.headers)
+                assert set_consent.status_code == 200, set_consent.text
+        if i % 4:
+            add_token(client, env, device_id=f"dev-{i}", token=f"tok-{i}", user_id=user_id)
+        if i % 5 == 1:
+            phone = client.post(
+                "/v1/properties/phone-numbers",
+                json={"userId": user_id, "phoneNumber": f"010-1234-{i:04d}"},
+                headers=env.headers,
+            )
+            assert phone.status_code == 200, phone.text
+    # A user id only a device was linked to, with a live token.
+    add_token(client, env, device_id="dev-only", token="tok-only", user_id="user-devices-only")
+    raw = apply_campaign(client, env, **campaign)
+    parsed = parse_campaign(raw)
+    db = client.app.db
+    reader = client.app.ctx.runtime.reader  # type: ignore[union-attr]
+    grouped = reader.read_here(
+        lambda conn: broadcasts.grouped_reach(conn, db=db, env_id=env.id, campaign=parsed, now_ms=0)
+    )
+    paged = broadcasts.reach(reader.read_here, db, env_id=env.id, campaign=parsed, now_ms=0, grouped=False)
+    assert grouped is not None
+    assert grouped == paged
+    assert grouped.users == 25 and grouped.reachable > 0 and sum(grouped.unreachable.values()) > 0
+
+
+@pytest.mark.parametrize("grouped", [True, False], ids=["grouped", "paged"])
+def test_reach_counts_users_at_a_frequency_cap_as_not_reachable(client: AppClient, env: Env, grouped: bool) -> None:
+    from magpie.domain.campaigns import parse_campaign
+    from magpie.store import broadcasts
+
+    settings = {"settings": {"frequencyCaps": [{"limit": 1, "windowHours": 24}]}}
+    assert client.put(f"/admin/v1/environments/{env.name}", json=settings, headers=env.admin).status_code == 200
+    users = [f"user-{i}" for i in range(5)]
+    for user in users:
+        add_token(client, env, device_id=f"dev-{user}", token=f"tok-{user}", user_id=user)
+        consent = {"userId": user, "marketingSubscriptionStatus": "SUBSCRIBED", "nightSubscriptionStatus": "SUBSCRIBED"}
+        assert client.post("/v1/push-subscriptions", json=consent, headers=env.headers).status_code == 200
+    apply_campaign(client, env, purpose="MARKETING")
+    # Two users get a marketing push now: one more would break the cap of one a day.
+    trigger(client, env, [{"userId": u} for u in users[:2]])
+    run_dispatcher(client)
+    assert sorted(m["token"] for m in inbox(client, env)) == ["tok-user-0", "tok-user-1"]
+    other = apply_campaign(client, env, key=9, purpose="MARKETING")
+    reader = client.app.ctx.runtime.reader  # type: ignore[union-attr]
+    import time
+
+    found = broadcasts.reach(
+        reader.read_here,
+        client.app.db,
+        env_id=env.id,
+        campaign=parse_campaign(other),
+        now_ms=int(time.time() * 1000),
+        grouped=grouped,
+    )
+    assert (found.reachable, found.unreachable) == (3, {"FREQUENCY_CAP": 2})
+    # An information push counts against no cap.
+    info = apply_campaign(client, env, key=10, purpose="INFORMATION")
+    reach = client.get(f"/admin/v1/environments/{env.name}/campaigns/10/reach", headers=env.admin).json()
+    assert info["key"] == 10 and (reach["reachable"], reach["unreachable"]) == (5, {})
+
+
+def test_the_gateway_limit_of_the_environment_throttles_an_occurrence_below_its_campaign_rate(
+    client: AppClient, env: Env
+) -> None:
+    refused = client.put(
+        f"/admin/v1/environments/{env.name}",
+        json={"settings": {"gatewayRatePerMinute": {"fcm": 60}}},
+        headers=env.admin,
+    )
+    assert refused.status_code == 400 and "gatewayRatePerMinute.fcm" in refused.json()["message"]
+    limited = {"settings": {"gatewayRatePerMinute": {"sandbox": 60}}}
+    assert client.put(f"/admin/v1/environments/{env.name}", json=limited, headers=env.admin).status_code == 200
+    _users(client, env, 25, with_token=25)
+    # The campaign allows 600 a minute; its gateway (the sandbox) 60: the lower one applies.
+    apply_campaign(client, env, schedule={"type": "daily", "time": "10:00", "ratePerMinute": 600})
+    started = client.post(f"/admin/v1/environments/{env.name}/campaigns/7/send-now", headers=env.admin)
+    occurrence_id = started.json()["occurrence"]["id"]
+    client.run(_scheduler(client).tick())
+    db = client.app.db
+    with db.transaction(write=False) as conn:
+        (begun,) = db.fetchone(conn, "SELECT started_at FROM broadcast_occurrences WHERE id = ?", (occurrence_id,))
+        items = db.fetchall(
+            conn,
+            "SELECT b.size, w.available_at FROM work_items w JOIN broadcast_dispatches b "
+            "ON b.dispatch_id = w.dispatch_id WHERE b.occurrence_id = ? ORDER BY w.available_at",
+            (occurrence_id,),
+        )
+    assert [size for size, _ in items] == [10, 10, 5]
+    offsets = [at - begun for _, at in items]
+    assert offsets[0] < 10_000 and offsets[1:] == [10_000, 20_000]
+    # Without a gateway limit the campaign's own rate applies: 100 users each ten seconds, one slice.
+    assert client.put(f"/admin/v1/environments/{env.name}", json={"settings": {}}, headers=env.admin).status_code == 200
+    again = client.post(f"/admin/v1/environments/{env.name}/campaigns/7/send-now", headers=env.admin)
+    client.run(_scheduler(client).tick())
+    with db.transaction(write=False) as conn:
+        sizes = db.fetchall(
+            conn,
+            "SELECT size FROM broadcast_dispatches WHERE occurrence_id = ?",
+            (again.json()["occurrence"]["id"],),
+        )
+    assert [s for (s,) in sizes] == [25]

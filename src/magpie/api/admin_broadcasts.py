@@ -7,6 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from magpie.api.admin import admin, body_json
@@ -138,6 +139,29 @@ async def list_occurrences(ctx: Context, request: Request) -> Any:
     return {"occurrences": [occurrence_view(r) for r in rows]}
 
 
+async def occurrence_statistics(ctx: Context, request: Request) -> Any:
+    """Statistics of a campaign's occurrences, newest first, one per occurrence (format=csv for CSV)."""
+    env_id = await _env_id(ctx, request)
+    key = _key(request)
+    limit = parse_int(request.query_params.get("limit"), name="limit", default=50, low=1, high=500)
+    fmt = request.query_params.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise InvalidRequest("format must be json or csv")
+    await _campaign(ctx, env_id, key)
+    rows = await ctx.read(
+        lambda conn: broadcasts.occurrence_statistics(
+            conn, ctx.db, env_id=env_id, campaign_key=key, now_ms=_now(), limit=limit
+        )
+    )
+    if fmt == "csv":
+        return Response(
+            broadcasts.statistics_csv(rows),
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": f'attachment; filename="campaign-{key}-occurrences.csv"'},
+        )
+    return {"occurrences": [progress_view(r) for r in rows]}
+
+
 async def _progress(ctx: Context, env_id: int, occurrence_id: int) -> dict[str, Any]:
     found = await ctx.read(
         lambda conn: broadcasts.occurrence_progress(
@@ -189,6 +213,7 @@ def broadcast_admin_routes(ctx: Context) -> list[BaseRoute]:
         Route(env + "/campaigns/{key}/test-send", admin(ctx, test_send), methods=["POST"]),
         Route(env + "/campaigns/{key}/send-now", admin(ctx, send_now), methods=["POST"]),
         Route(env + "/campaigns/{key}/occurrences", admin(ctx, list_occurrences), methods=["GET"]),
+        Route(env + "/campaigns/{key}/occurrence-statistics", admin(ctx, occurrence_statistics), methods=["GET"]),
         Route(occ, admin(ctx, get_occurrence), methods=["GET"]),
         Route(occ + "/pause", admin(ctx, pause_occurrence), methods=["POST"]),
         Route(occ + "/resume", admin(ctx, resume_occurrence), methods=["POST"]),

@@ -202,6 +202,18 @@ BROADCAST_PATHS: dict[str, dict[str, Any]] = {
             params=[_ENV, _CAMPAIGN_KEY, _LIMIT],
         )
     },
+    _E + "/campaigns/{key}/occurrence-statistics": {
+        "get": _op(
+            "Statistics of a campaign's broadcast occurrences, newest first (format=csv for CSV)",
+            _list("occurrences", _PROGRESS),
+            params=[
+                _ENV,
+                _CAMPAIGN_KEY,
+                _LIMIT,
+                _query("format", {"type": "string", "enum": ["json", "csv"]}, "json or csv"),
+            ],
+        )
+    },
     _E + "/occurrences/{occurrence_id}": {
         "get": _op("Show an occurrence's state and progress", _PROGRESS, params=[_ENV, _OCCURRENCE])
     },

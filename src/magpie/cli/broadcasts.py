@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -124,6 +125,24 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> None:
     emit(args, {"occurrences": views}, text or "(no occurrences)")
 
 
+def cmd_stats(args: argparse.Namespace, settings: Settings) -> None:
+    db = open_db(settings)
+    env = env_id(db, args.env)
+    rows = _read(db)(
+        lambda conn: broadcasts.occurrence_statistics(conn, db, env_id=env, campaign_key=args.key, now_ms=_now())
+    )
+    if args.csv:
+        sys.stdout.write(broadcasts.statistics_csv(rows))
+        return
+    views = [progress_view(r) for r in rows]
+    text = "\n".join(
+        f"{p.occurrence.id}\t{p.occurrence.state}\tplanned {p.planned}\tsent {p.sent}\tfailed {p.failed}\t"
+        f"excluded {p.excluded}\theld {p.held}\tunknown {p.unknown}\tremaining {p.remaining}"
+        for p in rows
+    )
+    emit(args, {"occurrences": views}, text or "(no occurrences)")
+
+
 def cmd_show(args: argparse.Namespace, settings: Settings) -> None:
     db = open_db(settings)
     _show(args, db, env_id(db, args.env), args.occurrence_id)
@@ -154,6 +173,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         parser.add_argument("key", type=int, help="the campaign key")
         add_env(parser)
         parser.set_defaults(fn=fn)
+    stats = broadcast.add_parser("stats", parents=[common], help="statistics of a campaign's occurrences, newest first")
+    stats.add_argument("key", type=int, help="the campaign key")
+    stats.add_argument("--csv", action="store_true", help="one CSV line per occurrence")
+    add_env(stats)
+    stats.set_defaults(fn=cmd_stats)
     test = broadcast.add_parser("test-send", parents=[common], help="send a campaign now to 1 to 5 named users")
     test.add_argument("key", type=int, help="the campaign key")
     test.add_argument("--user", action="append", required=True, help="a userId (repeat, at most 5)")

@@ -19,10 +19,12 @@ import msgspec
 
 from magpie.config import Settings
 from magpie.domain.campaigns import Campaign, parse_campaign
-from magpie.domain.schedules import slots_between
+from magpie.domain.schedules import effective_rate, gateway_of, slots_between
 from magpie.errors import MagpieError, ServiceUnavailable
 from magpie.runtime import Runtime
+from magpie.store import accounts
 from magpie.store.broadcasts import (
+    AudiencePage,
     ClaimOccurrence,
     CompleteOccurrences,
     CreateOccurrence,
@@ -139,43 +141,62 @@ class Scheduler:
         except MagpieError as exc:
             await self.runtime.writer.submit(FinishPlanning(occurrence_id=occ.id, owner=self.owner, error=exc.message))
             return occ
-        cursor = occ.cursor
         size = max(1, self.settings.broadcast_page_size)
         now = self.now_ms()
-        while True:
-            page = await self.runtime.reader.read(
-                partial(
-                    audience_page, db=db, env_id=occ.env_id, campaign=campaign, after=cursor, limit=size, now_ms=now
-                )
-            )
-            if not page.scanned:
-                break
-            try:
-                planned = await self.runtime.writer.submit(
-                    PlanPage(
-                        occurrence_id=occ.id,
-                        owner=self.owner,
-                        env_id=occ.env_id,
-                        campaign_key=occ.campaign_key,
-                        channel=campaign.channel,
-                        users=page.reachable,
-                        unreachable=page.unreachable,
-                        last=page.last,
-                        lease_ms=self._lease_ms,
-                        rate_per_minute=campaign.schedule.rate_per_minute if campaign.schedule else None,
+        env_settings = await self.runtime.reader.read(
+            lambda conn: accounts.environment_settings(conn, db, env_id=occ.env_id)
+        )
+        rate = effective_rate(
+            rate_per_minute=campaign.schedule.rate_per_minute if campaign.schedule else None,
+            gateway=gateway_of(channel=campaign.channel, provider=campaign.provider, settings=env_settings),
+            settings=env_settings,
+        )
+
+        def read(after: str | None) -> asyncio.Future[AudiencePage]:
+            return asyncio.ensure_future(
+                self.runtime.reader.read(
+                    partial(
+                        audience_page, db=db, env_id=occ.env_id, campaign=campaign, after=after, limit=size, now_ms=now
                     )
                 )
-            except MagpieError as exc:
-                # The campaign was paused or archived meanwhile (its dispatches refuse it): the occurrence fails.
-                await self.runtime.writer.submit(
-                    FinishPlanning(occurrence_id=occ.id, owner=self.owner, error=exc.message)
-                )
-                return occ
-            if planned is None:
-                return occ  # paused, cancelled or taken over: stop here
-            if planned:
-                self.runtime.wake_workers()
-            cursor = page.last
+            )
+
+        # The next page is read while this one is written: reading does not depend on what was planned.
+        ahead = read(occ.cursor)
+        try:
+            while True:
+                page = await ahead
+                if not page.scanned:
+                    break
+                ahead = read(page.last)
+                try:
+                    planned = await self.runtime.writer.submit(
+                        PlanPage(
+                            occurrence_id=occ.id,
+                            owner=self.owner,
+                            env_id=occ.env_id,
+                            campaign_key=occ.campaign_key,
+                            channel=campaign.channel,
+                            users=page.reachable,
+                            unreachable=page.unreachable,
+                            last=page.last,
+                            lease_ms=self._lease_ms,
+                            rate_per_minute=rate,
+                        )
+                    )
+                except MagpieError as exc:
+                    # The campaign was paused or archived meanwhile (its dispatches refuse it): the occurrence fails.
+                    await self.runtime.writer.submit(
+                        FinishPlanning(occurrence_id=occ.id, owner=self.owner, error=exc.message)
+                    )
+                    return occ
+                if planned is None:
+                    return occ  # paused, cancelled or taken over: stop here
+                if planned:
+                    self.runtime.wake_workers()
+        finally:
+            if not ahead.done():
+                ahead.cancel()
         await self.runtime.writer.submit(FinishPlanning(occurrence_id=occ.id, owner=self.owner))
         return occ
 

@@ -32,8 +32,12 @@ DEFAULTS: Final[dict[str, Any]] = {
     "smsSender": "",
     "smsOptOutNumber": "",
     "paidMessagesDailyLimit": 0,
+    # Broadcasts: at most this many messages a minute handed to the workers per gateway (docs/broadcasts.md).
+    "gatewayRatePerMinute": {},
 }
 GATEWAYS: Final = ("sandbox", "nhn", "solapi")
+# The gateways a broadcast's messages leave by: push (FCM and APNs), a webhook, a Kakao/SMS gateway, the sandbox.
+RATE_GATEWAYS: Final = ("push", "webhook", *GATEWAYS)
 
 _PROVIDER_FIELDS: Final = {
     "fcm": ({"projectId", "serviceAccount"}, {"baseUrl"}),
@@ -111,6 +115,17 @@ def _providers(raw: object) -> dict[str, Any]:
     return result
 
 
+def _gateway_rates(raw: object) -> dict[str, int]:
+    if not isinstance(raw, Mapping):
+        raise InvalidRequest("settings.gatewayRatePerMinute must be an object: gateway -> messages per minute")
+    for name, rate in raw.items():
+        if name not in RATE_GATEWAYS:
+            raise InvalidRequest(f"settings.gatewayRatePerMinute.{name}: the gateways are {', '.join(RATE_GATEWAYS)}")
+        if not isinstance(rate, int) or isinstance(rate, bool) or rate < 1:
+            raise InvalidRequest(f"settings.gatewayRatePerMinute.{name} must be a positive integer")
+    return dict(raw)
+
+
 def parse_settings(raw: object) -> dict[str, Any]:
     """Validate settings and fill in defaults."""
     if raw is None:
@@ -136,6 +151,7 @@ def parse_settings(raw: object) -> dict[str, Any]:
         "smsSender": _str(raw, "smsSender", ""),
         "smsOptOutNumber": _str(raw, "smsOptOutNumber", ""),
         "paidMessagesDailyLimit": raw.get("paidMessagesDailyLimit", 0),
+        "gatewayRatePerMinute": _gateway_rates(raw.get("gatewayRatePerMinute", {})),
     }
     for name in ("kakaoGateway", "smsGateway"):
         if result[name] not in GATEWAYS:

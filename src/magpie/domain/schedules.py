@@ -296,3 +296,18 @@ def check_broadcast(
         gateway = settings.get(f"{channel}Gateway", "sandbox")
         if gateway != "sandbox" and gateway not in configured:
             raise InvalidCampaign(f"a scheduled {channel} campaign needs the environment's {gateway} settings")
+
+
+def gateway_of(*, channel: str, provider: str, settings: Mapping[str, Any]) -> str:
+    """The gateway a campaign's messages leave by, as ``gatewayRatePerMinute`` names it."""
+    if provider != "gateway":
+        return provider  # push, webhook or sandbox
+    return str(settings.get("kakaoGateway" if channel == "kakao" else "smsGateway", "sandbox"))
+
+
+def effective_rate(*, rate_per_minute: int | None, gateway: str, settings: Mapping[str, Any]) -> int | None:
+    """The rate an occurrence hands its recipients to the workers at: the campaign's throttle or its
+    gateway's limit, whichever is lower (None: as fast as planning goes)."""
+    limits: Mapping[str, int] = settings.get("gatewayRatePerMinute") or {}
+    rates = [r for r in (rate_per_minute, limits.get(gateway)) if r]
+    return min(rates) if rates else None

@@ -14,19 +14,23 @@ of users at a time, and the dispatch workers deliver them as they deliver trigge
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import csv
+import io
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from functools import partial
-from typing import Any, Final
+from typing import Any, Final, Protocol, TypeVar
 
 import msgspec
 
 from magpie.domain import delivery
-from magpie.domain.audience import Recipient, cohort_names
+from magpie.domain.audience import KeyType, Recipient, cohort_names
 from magpie.domain.campaigns import Campaign
 from magpie.domain.delivery import Exclude, NightRule
 from magpie.errors import Conflict, InvalidRequest, NotFound
+from magpie.store import accounts
 from magpie.store.db import Connection, Database
 from magpie.store.dispatches import AcceptTrigger
 from magpie.store.stats import count_outcome
@@ -39,6 +43,8 @@ PAUSED_UNTIL: Final = 2**62
 # At most this many named users in a test send.
 MAX_TEST_USERS: Final = 5
 CANCELLED_REASON: Final = "BROADCAST_CANCELLED"
+# The reason a reachable count gives for users a frequency cap stops now (as the workers say it).
+FREQUENCY_CAP: Final = "FREQUENCY_CAP"
 
 
 class OccurrenceState(StrEnum):
@@ -129,11 +135,14 @@ def audience_page(
     devices: dict[str, list[str]] = {}
     with_token: set[str] = set()
     # The page's devices are those linked to a user id in the page's range: one range scan of the
-    # linked-user index, with whether each has a live token, instead of lists of ids.
+    # linked-user index, with whether each has a live token, instead of lists of ids. The token test is a
+    # scalar subquery, not EXISTS: PostgreSQL would turn an EXISTS into a hash of every token of the
+    # environment, built again for each page.
     for ident, linked, live in db.fetchall(
         conn,
-        "SELECT d.ident, d.linked_user, EXISTS (SELECT 1 FROM push_tokens t WHERE t.env_id = d.env_id "
-        "AND t.device_id = d.ident AND t.status = 'ACTIVE') FROM profiles d WHERE d.env_id = ? AND d.kind = 'd' "
+        "SELECT d.ident, d.linked_user, (SELECT 1 FROM push_tokens t WHERE t.env_id = d.env_id "
+        "AND t.device_id = d.ident AND t.status = 'ACTIVE' LIMIT 1) IS NOT NULL FROM profiles d "
+        "WHERE d.env_id = ? AND d.kind = 'd' "
         "AND d.linked_user > ? AND d.linked_user <= ?",
         (env_id, after or "", page.last),
     ):
@@ -179,6 +188,15 @@ def audience_page(
     return page
 
 
+_T = TypeVar("_T")
+
+
+class Read(Protocol):
+    """Runs a function on a reading connection (``Reader.read_here``)."""
+
+    def __call__(self, fn: Callable[[Connection], _T], /) -> _T: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Reach:
     """The reachable count of a campaign on its channel, and why the rest of its audience is not."""
@@ -191,15 +209,25 @@ class Reach:
 
 
 def reach(
-    read: Callable[[Callable[[Connection], AudiencePage]], AudiencePage],
+    read: Read,
     db: Database,
     *,
     env_id: int,
     campaign: Campaign,
     now_ms: int,
     page_size: int = 5000,
+    grouped: bool = True,
 ) -> Reach:
-    """Count, page by page (memory stays bounded), who the campaign would reach now."""
+    """Count who the campaign would reach now: in one grouped query when its audience reads only user
+    properties (``grouped_reach``), else page by page (memory stays bounded)."""
+    settings = read(lambda conn: accounts.environment_settings(conn, db, env_id=env_id))
+    caps = _applicable_caps(campaign, settings)
+    if grouped:
+        found = read(
+            lambda conn: grouped_reach(conn, db=db, env_id=env_id, campaign=campaign, now_ms=now_ms, caps=caps)
+        )
+        if found is not None:
+            return found
     after: str | None = None
     users = audience = reachable = 0
     unreachable: dict[str, int] = {}
@@ -211,11 +239,225 @@ def reach(
             break
         users += page.scanned
         audience += page.scanned - page.outside
-        reachable += len(page.reachable)
+        at_cap = (
+            read(
+                partial(
+                    _capped_users,
+                    db=db,
+                    caps=caps,
+                    env_id=env_id,
+                    channel=campaign.channel,
+                    users=page.reachable,
+                    now_ms=now_ms,
+                )
+            )
+            if caps
+            else set()
+        )
+        reachable += len(page.reachable) - len(at_cap)
+        if at_cap:
+            unreachable[FREQUENCY_CAP] = unreachable.get(FREQUENCY_CAP, 0) + len(at_cap)
         for reason, n in page.unreachable.items():
             unreachable[reason] = unreachable.get(reason, 0) + n
         after = page.last
     return Reach(channel=campaign.channel, users=users, audience=audience, reachable=reachable, unreachable=unreachable)
+
+
+# -- the reachable count in SQL -----------------------------------------------------------------------------
+
+# Audience keys the grouped count can read from SQL: user properties. Cohorts, user and device ids
+# make the count go page by page (``audience_page``).
+_SQL_KEYS: Final = frozenset((KeyType.USER_PROPERTY,))
+
+
+def _groupable(campaign: Campaign) -> list[str] | None:
+    """The user properties the audience reads, or None when it needs more than user properties."""
+    names: list[str] = []
+    for target in campaign.audience.targets:
+        for condition in target.conditions:
+            if condition.key_type not in _SQL_KEYS or condition.name is None or '"' in condition.name:
+                return None
+            if condition.name not in names:
+                names.append(condition.name)
+    return names
+
+
+def _applicable_caps(campaign: Campaign, settings: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The frequency caps one more message of the campaign counts against (as the workers apply them)."""
+    return [
+        cap
+        for cap in delivery.frequency_caps(campaign=campaign, settings=settings)
+        if (cap.get("tag") is None or cap["tag"] in campaign.tags)
+        and (cap.get("channel") is None or cap["channel"] == campaign.channel)
+    ]
+
+
+def _capped_sql(
+    caps: Sequence[Mapping[str, Any]], *, user: str, env_id: int, channel: str, now_ms: int
+) -> tuple[str, list[Any]]:
+    """An SQL condition true when the user (an SQL expression for the user id) is at a cap now."""
+    parts: list[str] = []
+    params: list[Any] = []
+    for cap in caps:
+        condition = f"m.env_id = ? AND m.user_key = 'u:' || {user} AND m.sent_at > ?"
+        params += [env_id, now_ms - int(float(cap["windowHours"]) * 3_600_000)]
+        if cap.get("channel") is not None:
+            condition += " AND m.channel = ?"
+            params.append(channel)
+        if cap.get("tag") is not None:
+            condition += " AND m.tags LIKE ?"
+            params.append(f"%{dumps(cap['tag'])}%")
+        parts.append(f"(SELECT COUNT(*) FROM marketing_sends m WHERE {condition}) >= {int(cap['limit'])}")
+    return (" OR ".join(f"({p})" for p in parts) or "0 = 1"), params
+
+
+def _capped_users(
+    conn: Connection,
+    *,
+    db: Database,
+    caps: Sequence[Mapping[str, Any]],
+    env_id: int,
+    channel: str,
+    users: list[str],
+    now_ms: int,
+) -> set[str]:
+    """Which of ``users`` are at a cap now."""
+    capped: set[str] = set()
+    if not caps:
+        return capped
+    for start in range(0, len(users), 500):
+        chunk = users[start : start + 500]
+        condition, params = _capped_sql(caps, user="x.u", env_id=env_id, channel=channel, now_ms=now_ms)
+        values = " UNION ALL ".join(["SELECT CAST(? AS TEXT) AS u"] * len(chunk))
+        capped.update(
+            r[0] for r in db.fetchall(conn, f"SELECT x.u FROM ({values}) x WHERE {condition}", (*chunk, *params))
+        )
+    return capped
+
+
+def grouped_reach(
+    conn: Connection,
+    *,
+    db: Database,
+    env_id: int,
+    campaign: Campaign,
+    now_ms: int,
+    caps: Sequence[Mapping[str, Any]] = (),
+) -> Reach | None:
+    """The reachable count of a campaign from one aggregate query, or None when its audience needs cohorts
+    or ids (then ``reach`` counts page by page).
+
+    The query groups the environment's users by what the campaign's rules read: the audience's user
+    properties, the channel's consent statuses, whether a live push token or a phone number is there.
+    The rules then run once per group (``delivery.decide``, as for a recipient), not once per user.
+    """
+    names = _groupable(campaign)
+    if names is None:
+        return None
+    channel = campaign.channel
+    purposes = ("marketing", "information")
+    # The live-token test per user: a user id some device with an ACTIVE token is linked to.
+    live_users = (
+        "SELECT DISTINCT d.linked_user AS u FROM profiles d JOIN push_tokens t ON t.env_id = d.env_id "
+        "AND t.device_id = d.ident AND t.status = 'ACTIVE' WHERE d.env_id = ? AND d.kind = 'd' "
+        "AND d.linked_user IS NOT NULL"
+    )
+    # Whether each user is at a frequency cap the campaign counts against (only when one applies).
+    capped, cap_params = _capped_sql(caps, user="p.ident", env_id=env_id, channel=channel, now_ms=now_ms)
+    if db.is_sqlite:
+        # Each JSON document is parsed once per user; the inner query is materialised (LIMIT -1) so that
+        # GROUP BY does not evaluate its expressions a second time.
+        values = [f"p.properties -> '$.\"{n}\"'" for n in names]
+        paths = ", ".join(f"'$.{channel}.{purpose}.status'" for purpose in purposes)
+        statuses = f"json_extract(p.crm, {paths})"  # with two paths or more: a JSON array
+        token = (
+            "EXISTS (SELECT 1 FROM profiles d JOIN push_tokens t ON t.env_id = d.env_id AND t.device_id = d.ident "
+            "AND t.status = 'ACTIVE' WHERE d.env_id = p.env_id AND d.linked_user = p.ident AND d.kind = 'd')"
+        )
+        inner = (
+            f"SELECT {''.join(f'{v} AS v{i}, ' for i, v in enumerate(values))}{statuses} AS s, "
+            f"{token if channel == 'push' else '0'} AS live, p.phone_enc IS NOT NULL AS ph, "
+            f"CASE WHEN {capped} THEN 1 ELSE 0 END AS cap FROM profiles p WHERE p.env_id = ? AND p.kind = 'u' LIMIT -1"
+        )
+        params: tuple[Any, ...] = (*cap_params, env_id)
+    else:
+        # Each JSON document is cast once per user (OFFSET 0 keeps the casts in the inner query), the
+        # users with a live token are one hashed set, and JIT (seconds of compiling for a one-off
+        # aggregate) is off for this transaction.
+        db.execute(conn, "SET LOCAL jit = off")
+        values = [f"(q.pj -> '{n.replace(chr(39), chr(39) * 2)}')::text" for n in names]
+        statuses = "jsonb_build_array(" + ", ".join(f"q.c #> '{{{channel},{p},status}}'" for p in purposes) + ")::text"
+        inner = (
+            f"SELECT {''.join(f'{v} AS v{i}, ' for i, v in enumerate(values))}{statuses} AS s, "
+            f"CASE WHEN lt.u IS NULL THEN 0 ELSE 1 END AS live, q.ph, q.cap FROM (SELECT p.ident, "
+            f"{'p.properties::jsonb' if names else 'NULL::jsonb'} AS pj, p.crm::jsonb AS c, "
+            f"CASE WHEN p.phone_enc IS NULL THEN 0 ELSE 1 END AS ph, CASE WHEN {capped} THEN 1 ELSE 0 END AS cap "
+            "FROM profiles p WHERE p.env_id = ? "
+            f"AND p.kind = 'u' OFFSET 0) q LEFT JOIN ({live_users if channel == 'push' else 'SELECT NULL AS u'}) lt "
+            "ON lt.u = q.ident"
+        )
+        params = (*cap_params, env_id, env_id) if channel == "push" else (*cap_params, env_id)
+    groups = ", ".join(str(i + 1) for i in range(len(names) + 4))
+    rows: list[tuple[Any, ...]] = [
+        (*r[: len(names)], *_decode(r[len(names)]), *r[len(names) + 1 :])
+        for r in db.fetchall(
+            conn,
+            f"SELECT {''.join(f'v{i}, ' for i in range(len(names)))}s, live, ph, cap, COUNT(*) FROM ({inner}) x "
+            f"GROUP BY {groups}",
+            params,
+        )
+    ]
+    # User ids only devices were linked to (no user profile): no properties, no consent, no number.
+    linked_only = (
+        "FROM (SELECT DISTINCT d.linked_user AS u FROM profiles d WHERE d.env_id = ? AND d.kind = 'd' "
+        "AND d.linked_user IS NOT NULL AND NOT EXISTS (SELECT 1 FROM profiles u WHERE u.env_id = d.env_id "
+        "AND u.kind = 'u' AND u.ident = d.linked_user)) l"
+    )
+    linked_capped, linked_params = _capped_sql(caps, user="l.u", env_id=env_id, channel=channel, now_ms=now_ms)
+    linked_cap = f"CASE WHEN {linked_capped} THEN 1 ELSE 0 END"
+    if channel == "push":
+        found = db.fetchall(
+            conn,
+            f"SELECT CASE WHEN lt.u IS NULL THEN 0 ELSE 1 END, {linked_cap}, COUNT(*) {linked_only} "
+            f"LEFT JOIN ({live_users}) lt ON lt.u = l.u GROUP BY 1, 2",
+            (*linked_params, env_id, env_id),
+        )
+    else:
+        found = db.fetchall(
+            conn, f"SELECT 0, {linked_cap}, COUNT(*) {linked_only} GROUP BY 1, 2", (*linked_params, env_id)
+        )
+    for has_token, at_cap, n in found:
+        if n:
+            rows.append((*([None] * len(names)), *([None] * len(purposes)), has_token, 0, at_cap, n))
+    night = NightRule()
+    users = audience = reachable = 0
+    unreachable: dict[str, int] = {}
+    for row in rows:
+        read_values, read_statuses = row[: len(names)], row[len(names) : len(names) + len(purposes)]
+        has_token, has_phone, at_cap, n = row[-4], row[-3], row[-2], int(row[-1])
+        properties = {name: _decode(v) for name, v in zip(names, read_values, strict=True) if v is not None}
+        crm = {channel: {p: {"status": s} for p, s in zip(purposes, read_statuses, strict=True) if s is not None}}
+        decision = delivery.decide(
+            campaign=campaign,
+            recipient=Recipient(user_id=None, device_ids=(), properties=properties),
+            crm=crm,
+            has_push_token=bool(has_token),
+            has_phone=bool(has_phone),
+            in_cohort=lambda _name: False,
+            now_ms=now_ms,
+            night=night,
+        )
+        users += n
+        if isinstance(decision, Exclude) and decision.reason == delivery.NOT_IN_AUDIENCE:
+            continue
+        audience += n
+        if isinstance(decision, Exclude) and decision.reason != delivery.NIGHT_TIME_DROPPED:
+            unreachable[decision.reason] = unreachable.get(decision.reason, 0) + n
+        elif at_cap:
+            unreachable[FREQUENCY_CAP] = unreachable.get(FREQUENCY_CAP, 0) + n
+        else:
+            reachable += n
+    return Reach(channel=channel, users=users, audience=audience, reachable=reachable, unreachable=unreachable)
 
 
 # -- occurrences ---------------------------------------------------------------------------------------------
@@ -342,7 +584,20 @@ def _enqueue(
     # The (occurrence, user) key decides: only the users it takes are enqueued, whatever ran before.
     taken: set[str] = set()
     unique = list(dict.fromkeys(users))
-    for start in range(0, len(unique), 500):
+    if not tx.db.is_sqlite:
+        # One statement for the page: the ids go as one array parameter.
+        taken.update(
+            r[0]
+            for r in tx.fetchall(
+                "INSERT INTO broadcast_recipients (occurrence_id, user_id) SELECT ?, u FROM unnest(?::text[]) AS u "
+                "ON CONFLICT DO NOTHING RETURNING user_id",
+                (occurrence_id, unique),
+            )
+        )
+        chunks = range(0)
+    else:
+        chunks = range(0, len(unique), 500)
+    for start in chunks:
         chunk = unique[start : start + 500]
         taken.update(
             r[0]
@@ -795,7 +1050,7 @@ def scheduled_campaigns(conn: Connection, db: Database) -> list[ScheduledCampaig
 
 
 def broadcast_warnings(
-    read: Callable[[Callable[[Connection], AudiencePage]], AudiencePage],
+    read: Read,
     db: Database,
     *,
     env_id: int,
@@ -813,3 +1068,78 @@ def broadcast_warnings(
         f"campaign {campaign.key} reaches nobody on {found.channel} now ({found.audience} of {found.users} users in "
         f"its audience; {why}): its occurrences would complete with zero recipients"
     ]
+
+
+# -- statistics per occurrence -------------------------------------------------------------------------------
+
+STATISTICS_COLUMNS: Final = (
+    "occurrence",
+    "kind",
+    "state",
+    "channel",
+    "slot",
+    "started_at",
+    "finished_at",
+    "planned",
+    "sent",
+    "failed",
+    "excluded",
+    "held",
+    "unknown",
+    "remaining",
+    "not_reachable",
+    "excluded_by",
+    "failed_by",
+)
+
+
+def occurrence_statistics(
+    conn: Connection, db: Database, *, env_id: int, campaign_key: int, now_ms: int, limit: int = 100
+) -> list[Progress]:
+    """Where the recipients of each of a campaign's occurrences stand, newest first."""
+    return [
+        occurrence_progress(conn, db, env_id=env_id, occurrence_id=row.id, now_ms=now_ms)
+        for row in list_occurrences(conn, db, env_id=env_id, campaign_key=campaign_key, limit=limit)
+    ]
+
+
+def _iso(ms: int | None) -> str:
+    if ms is None:
+        return ""
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _reasons(counts: Mapping[str, int]) -> str:
+    return "; ".join(f"{reason} {n}" for reason, n in sorted(counts.items()))
+
+
+def statistics_csv(rows: Sequence[Progress]) -> str:
+    """Occurrence statistics as CSV: one line per occurrence, times in UTC (ISO 8601), reasons as
+    ``REASON n; REASON n``."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(STATISTICS_COLUMNS)
+    for p in rows:
+        occ = p.occurrence
+        writer.writerow(
+            (
+                occ.id,
+                occ.kind,
+                occ.state,
+                occ.channel,
+                _iso(occ.slot_ms),
+                _iso(occ.started_at),
+                _iso(occ.finished_at),
+                p.planned,
+                p.sent,
+                p.failed,
+                p.excluded,
+                p.held,
+                p.unknown,
+                p.remaining,
+                _reasons(occ.unreachable),
+                _reasons(p.excluded_by),
+                _reasons(p.failed_by),
+            )
+        )
+    return out.getvalue()
