@@ -28,7 +28,7 @@ from starlette.staticfiles import StaticFiles
 from magpie.api import admin_consent, views
 from magpie.api.context import Context
 from magpie.api.failures import failure
-from magpie.dashboard import present
+from magpie.dashboard import present, reports
 from magpie.dashboard.session import (
     LOGIN_COOKIE,
     LOGIN_SECONDS,
@@ -499,6 +499,7 @@ class Dashboard:
     def routes(self) -> list[BaseRoute]:
         p = self.page
         e = "/{env}"
+        extra = reports.Reports(self.ctx, self.render)
         return [
             Mount(
                 "/dashboard",
@@ -508,10 +509,10 @@ class Dashboard:
                     Route("/login", self.login, methods=["POST"]),
                     Route("/logout", p(self.logout), methods=["POST"]),
                     Route("/", p(self.home), methods=["GET"]),
-                    Route(e + "/", p(self.overview), methods=["GET"]),
+                    Route(e + "/", p(extra.comparing(self.overview)), methods=["GET"]),
                     Route(e, p(self.home), methods=["GET"]),
                     Route(e + "/campaigns", p(self.campaign_list), methods=["GET"]),
-                    Route(e + "/campaigns/{key}", p(self.campaign), methods=["GET"]),
+                    Route(e + "/campaigns/{key}", p(extra.comparing(self.campaign, campaign=True)), methods=["GET"]),
                     Route(e + "/campaigns/{key}/status", p(self.status_confirm), methods=["GET"]),
                     Route(e + "/campaigns/{key}/status", p(self.status_change), methods=["POST"]),
                     Route(e + "/dispatches/{dispatch_id}", p(self.dispatch), methods=["GET"]),
@@ -523,6 +524,7 @@ class Dashboard:
                     Route(e + "/keys", p(self.key_create), methods=["POST"]),
                     Route(e + "/keys/{prefix}/revoke", p(self.key_revoke_confirm), methods=["GET"]),
                     Route(e + "/keys/{prefix}/revoke", p(self.key_revoke), methods=["POST"]),
+                    *extra.routes(p, e),
                 ],
             )
         ]
