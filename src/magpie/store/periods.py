@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 from magpie.errors import InvalidRequest
 from magpie.store.db import Connection, Database
-from magpie.store.stats import Totals, totals
+from magpie.store.stats import Totals, hour_of, totals
 
 MAX_DAYS = 366
 _FIRST_YEAR, _LAST_YEAR = 1970, 9998
@@ -93,6 +93,9 @@ def compare_periods(
 ) -> Comparison:
     """``[since, until)`` against the period of equal length before it, or the one starting at
     ``previous_since`` (today so far against yesterday until the same time)."""
+    # Counts are hourly: the period starts at its first hour, and the previous one ends there, so
+    # no hour is counted in both.
+    since = hour_of(since)
     length = until - since
     start = since - length if previous_since is None else previous_since
     current = totals(conn, db, env_id=env_id, since=since, until=until, campaign_key=campaign_key)
