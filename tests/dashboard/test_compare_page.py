@@ -38,6 +38,21 @@ def counted(client: AppClient, env: Env) -> None:
     add_counts(db, env, now - DAY_MS, {"REQUESTED": 20, "SENT": 16, "FAILED:HTTP_500": 4}, campaign_key=4)
 
 
+def _sms(client: AppClient, env: Env) -> None:
+    """An informational SMS campaign (key 12) with 5 sent today: no clicks to count."""
+    campaign = {
+        "key": 12,
+        "name": "Delivery notice",
+        "status": "ACTIVE",
+        "channel": "sms",
+        "purpose": "INFORMATION",
+        "message": {"text": "주문하신 상품이 도착했어요"},
+    }
+    response = client.post(f"/admin/v1/environments/{env.name}/campaigns", json=campaign, headers=env.admin)
+    assert response.status_code == 200, response.text
+    add_counts(client.app.db, env, int(time.time() * 1000), {"REQUESTED": 5, "SENT": 5}, campaign_key=12)
+
+
 def test_overview_shows_today_against_yesterday_and_the_period_against_the_previous(
     client: AppClient, env: Env, counted: None
 ) -> None:
@@ -80,6 +95,12 @@ def test_compare_page_sets_two_campaigns_side_by_side(client: AppClient, env: En
     assert "A · #3 Spring sale" in page and "B · #4 Restock alert" in page
     assert "Sent 22 16 -6 -27.3%" in page, page
     assert "Failed 0 4 +4 —" in page and "Channel push push" in page
+
+    # An SMS campaign has no clicks: its click figures and CTR are absent, and so is their change.
+    _sms(client, env)
+    mixed = _text(_send(client, "GET", e + "/compare?a=3&b=12&range=7d", cookies=cookies).text)
+    assert "Channel push sms" in mixed and "Sent 22 5 -17 -77.3%" in mixed, mixed
+    assert re.search(r"CTR \d+\.\d% — — —", mixed) and "Unique clicks 4 — — —" in mixed, mixed
 
     for query, status in (("?a=3&b=x", 400), ("?a=3&b=999", 404), ("?a=3&b=4&from=2026-01-02&to=2026-01-01", 400)):
         assert _send(client, "GET", e + "/compare" + query, cookies=cookies).status_code == status, query

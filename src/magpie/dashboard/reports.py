@@ -92,19 +92,31 @@ def chosen_period(query: Mapping[str, str], *, timezone: str, now_ms: int) -> Pe
     return Period(since=now_ms - RANGES[chosen] * stats.DAY_MS, until=now_ms + 1, range=chosen)
 
 
-def _rows(current: Totals, previous: Totals) -> list[dict[str, Any]]:
-    """One row per figure: its value now and before, and the change (None where a figure is absent)."""
+CLICK_FIGURES = ("unique_clicks", "clicks", "ctr")
+
+
+def _rows(current: Totals, previous: Totals, *, clicks: tuple[bool, bool] = (True, True)) -> list[dict[str, Any]]:
+    """One row per figure: its value now and before, and the change (None where a figure is absent).
+
+    ``clicks`` says whether each side counts clicks at all (push does; Kakao and SMS do not): where
+    it does not, click figures and CTR are absent, never 0.
+    """
     changes = compare_totals(current, previous)
-    return [
-        {
-            "name": name,
-            "label": LABELS[name],
-            "now": figure(current, name),
-            "before": figure(previous, name),
-            "change": changes[name],
-        }
-        for name in FIGURES
-    ]
+    rows = []
+    for name in FIGURES:
+        now, before = figure(current, name), figure(previous, name)
+        change = changes[name]
+        if name in CLICK_FIGURES:
+            now = now if clicks[0] else None
+            before = before if clicks[1] else None
+            change = change if all(clicks) else None
+        rows.append({"name": name, "label": LABELS[name], "now": now, "before": before, "change": change})
+    return rows
+
+
+def _clicks(definition: Mapping[str, Any]) -> bool:
+    """Whether a campaign's channel has clicks to count (push only)."""
+    return str(definition.get("channel") or "push") == "push"
 
 
 class Reports:
@@ -127,18 +139,21 @@ class Reports:
             db, env_id = self.ctx.db, view.env.id
 
             def load(conn: Any) -> dict[str, Any]:
+                shown = campaigns.get_campaign(conn, db, env_id=env_id, key=key).definition if key is not None else {}
                 today = today_vs_yesterday(
                     conn, db, env_id=env_id, timezone=view.zone, now_ms=view.now_ms, campaign_key=key
                 )
                 chosen = compare_periods(
                     conn, db, env_id=env_id, since=period.since, until=period.until, campaign_key=key
                 )
-                return {"today": today, "chosen": chosen}
+                return {"today": today, "chosen": chosen, "clicks": _clicks(shown)}
 
             found = await view.read(load)
+            both = (found["clicks"], found["clicks"])
+            today, chosen = found["today"], found["chosen"]
             view.request.state.comparisons = {
-                "today": {"c": found["today"], "rows": _rows(found["today"].current, found["today"].previous)},
-                "chosen": {"c": found["chosen"], "rows": _rows(found["chosen"].current, found["chosen"].previous)},
+                "today": {"c": today, "rows": _rows(today.current, today.previous, clicks=both)},
+                "chosen": {"c": chosen, "rows": _rows(chosen.current, chosen.previous, clicks=both)},
                 "period": period,
                 "form": not campaign,  # the campaign page has its own range form
             }
@@ -174,7 +189,9 @@ class Reports:
         data = await view.read(load)
         a, b = data["sides"]
         # B against A: A is the "before" of each change.
-        rows = _rows(b["totals"], a["totals"]) if a is not None and b is not None else None
+        rows = None
+        if a is not None and b is not None:
+            rows = _rows(b["totals"], a["totals"], clicks=(_clicks(b["c"]), _clicks(a["c"])))
         return self.render(
             "compare.html",
             view=view,

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 from magpie.errors import InvalidRequest
 from magpie.store.db import Connection, Database
-from magpie.store.stats import Totals, hour_of, totals
+from magpie.store.stats import HOUR_MS, Totals, hour_of, totals
 
 MAX_DAYS = 366
 _FIRST_YEAR, _LAST_YEAR = 1970, 9998
@@ -97,14 +97,19 @@ def compare_periods(
     # no hour is counted in both.
     since = hour_of(since)
     length = until - since
-    start = since - length if previous_since is None else previous_since
+    if previous_since is None:
+        # As many hourly counts before as the period holds (its last hour may have only begun).
+        end = since
+        start = since - -(-length // HOUR_MS) * HOUR_MS
+    else:
+        start, end = previous_since, previous_since + length
     current = totals(conn, db, env_id=env_id, since=since, until=until, campaign_key=campaign_key)
-    previous = totals(conn, db, env_id=env_id, since=start, until=start + length, campaign_key=campaign_key)
+    previous = totals(conn, db, env_id=env_id, since=start, until=end, campaign_key=campaign_key)
     return Comparison(
         since=since,
         until=until,
         previous_since=start,
-        previous_until=start + length,
+        previous_until=end,
         current=current,
         previous=previous,
         changes=compare_totals(current, previous),
