@@ -26,7 +26,9 @@ def test_gateways_page_shows_each_channel_paid_use_and_sends_by_type(
     assert response.status_code == 200, response.text[:2000]
     page = _text(response.text)
     assert "Configured nhn sender 02-1234-5678" in page
-    assert "GATEWAY_UNCONFIRMED 2" in page and "3040 1" in page
+    # Each code with its explanation beside it (a gateway's own report code has none).
+    assert "GATEWAY_UNCONFIRMED 2 the gateway may have taken it but could not say; not sent again" in page
+    assert "3040 1" in page
     assert "delivered 2 · undelivered 1" in page
     assert f"of {LIMIT} allowed on" in page
     assert re.search(rf"{DAY} 3 {LIMIT}", page), page  # SMS 3, paid 5 on the dispatchers' day

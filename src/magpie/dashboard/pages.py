@@ -28,7 +28,7 @@ from starlette.staticfiles import StaticFiles
 from magpie.api import admin_consent, views
 from magpie.api.context import Context
 from magpie.api.failures import failure
-from magpie.dashboard import present, reports
+from magpie.dashboard import i18n, present, reports
 from magpie.dashboard.session import (
     LOGIN_COOKIE,
     LOGIN_SECONDS,
@@ -104,6 +104,7 @@ class Dashboard:
         self.templates.filters["num"] = present.number
         self.templates.filters["pct"] = present.percent
         self.templates.filters["token"] = present.mask_token
+        i18n.install(self.templates)
         self._signer: Signer | None = None
 
     # -- plumbing ---------------------------------------------------------------------------------
@@ -170,7 +171,9 @@ class Dashboard:
 
     async def login_form(self, request: Request) -> Response:
         nonce = hash_secret(str(time.time_ns()))[:24]
-        response = self.render("login.html", csrf=nonce, next=_safe_next(request.query_params.get("next")), error=None)
+        response = self.render(
+            "login.html", request=request, csrf=nonce, next=_safe_next(request.query_params.get("next")), error=None
+        )
         response.set_cookie(
             LOGIN_COOKIE,
             self.signer.dumps({"n": nonce}, ttl=LOGIN_SECONDS),
@@ -197,7 +200,12 @@ class Dashboard:
             )
         if row is None:
             response = self.render(
-                "login.html", status_code=401, csrf=pre["n"], next=next_url, error="That admin token is not valid."
+                "login.html",
+                status_code=401,
+                request=request,
+                csrf=pre["n"],
+                next=next_url,
+                error="That admin token is not valid.",
             )
             return response
         actor = f"{row[0] or 'admin'} ({row[1]}…)"
@@ -505,6 +513,7 @@ class Dashboard:
                 "/dashboard",
                 routes=[
                     Mount("/static", app=StaticFiles(directory=str(_HERE / "static")), name="dashboard-static"),
+                    *i18n.routes(),
                     Route("/login", self.login_form, methods=["GET"]),
                     Route("/login", self.login, methods=["POST"]),
                     Route("/logout", p(self.logout), methods=["POST"]),
