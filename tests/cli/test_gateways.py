@@ -7,7 +7,7 @@ import json
 import subprocess
 from typing import Any
 
-from tests.store.test_gateways import DAY, LIMIT, traffic  # noqa: F401 (the fixture)
+from tests.store.test_gateways import DAY, LIMIT, TODAY, traffic  # noqa: F401 (the fixture)
 from tests.support import AppClient, Env, magpie_cli
 
 
@@ -20,10 +20,10 @@ def test_gateways_command_shows_each_channel_and_paid_use(
     env: Env,
     traffic: dict[str, Any],  # noqa: F811
 ) -> None:
-    shown = _cli(client, "gateways", "--env", env.name, "--from", DAY, "--to", DAY)
+    shown = _cli(client, "gateways", "--env", env.name, "--from", TODAY, "--to", DAY)
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
-    assert lines[0] == f"gateways of {env.name}, {DAY} to {DAY} (Asia/Seoul)"
+    assert lines[0] == f"gateways of {env.name}, {TODAY} to {DAY} (Asia/Seoul)"
     text = shown.stdout
     assert "kakao  nhn sender=02-1234-5678" in text
     assert "unknown 2 (GATEWAY_UNCONFIRMED 2)" in text
@@ -33,12 +33,12 @@ def test_gateways_command_shows_each_channel_and_paid_use(
     for secret in traffic["secrets"]:
         assert secret not in text
 
-    as_json = _cli(client, "--json", "gateways", "--env", env.name, "--from", DAY, "--to", DAY)
+    as_json = _cli(client, "--json", "gateways", "--env", env.name, "--from", TODAY, "--to", DAY)
     assert as_json.returncode == 0, as_json.stderr
     body = json.loads(as_json.stdout)
-    assert body["paidMessages"]["byDay"] == {DAY: LIMIT} and body["sentByType"] == {"SMS": 3}
+    assert body["paidMessages"]["byDay"] == {TODAY: 0, DAY: LIMIT} and body["sentByType"] == {"SMS": 3}
     api = client.get(
-        f"/admin/v1/environments/{env.name}/gateways", params={"from": DAY, "to": DAY}, headers=env.admin
+        f"/admin/v1/environments/{env.name}/gateways", params={"from": TODAY, "to": DAY}, headers=env.admin
     ).json()
     # One report on every surface (today's paid count aside: the CLI and the API ask at their own time).
     assert {**body, "paidMessages": None} == {**api, "paidMessages": None}

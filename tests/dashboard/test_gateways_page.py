@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.dashboard.test_session import _send, _sign_in
-from tests.store.test_gateways import DAY, LIMIT, traffic  # noqa: F401 (the fixture)
+from tests.store.test_gateways import DAY, LIMIT, TODAY, traffic  # noqa: F401 (the fixture)
 from tests.support import AppClient, Env
 
 
@@ -22,7 +22,7 @@ def test_gateways_page_shows_each_channel_paid_use_and_sends_by_type(
     traffic: dict[str, Any],  # noqa: F811
 ) -> None:
     cookies = _sign_in(client, env)
-    response = _send(client, "GET", f"/dashboard/{env.name}/gateways?from={DAY}&to={DAY}", cookies=cookies)
+    response = _send(client, "GET", f"/dashboard/{env.name}/gateways?from={TODAY}&to={DAY}", cookies=cookies)
     assert response.status_code == 200, response.text[:2000]
     page = _text(response.text)
     assert "Configured nhn sender 02-1234-5678" in page

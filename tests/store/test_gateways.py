@@ -5,7 +5,7 @@ the daily paid-message limit, and a push through the sandbox; read by the store,
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -18,6 +18,8 @@ from tests.fakes.solapi import PF_ID, FakeSolapi
 from tests.support import AppClient, Env, add_token, apply_campaign, trigger
 
 DAY = TOMORROW.isoformat()  # the dispatchers' clocks run at noon tomorrow (see tests.dispatch.test_messages)
+# Outcomes are counted at the writer's time, today: a range with both days sees everything.
+TODAY = (TOMORROW - timedelta(days=1)).isoformat()
 LIMIT = 5
 WEBHOOK = "https://hooks.example/notify?token=hook-url-secret"
 
@@ -140,7 +142,7 @@ def test_admin_gateways_answers_the_report_and_never_a_secret(
     client: AppClient, env: Env, traffic: dict[str, Any]
 ) -> None:
     url = f"/admin/v1/environments/{env.name}/gateways"
-    response = client.get(url, params={"from": DAY, "to": DAY}, headers=env.admin)
+    response = client.get(url, params={"from": TODAY, "to": DAY}, headers=env.admin)
     assert response.status_code == 200, response.text
     body = response.json()
     channels = {c["channel"]: c for c in body["channels"]}
@@ -148,13 +150,28 @@ def test_admin_gateways_answers_the_report_and_never_a_secret(
     assert channels["kakao"]["lastError"]["code"] == "GATEWAY_UNCONFIRMED"
     assert channels["sms"]["undeliveredByCode"] == {"3040": 1} and channels["sms"]["delivered"] == 2
     assert [g["name"] for g in channels["push"]["configured"]] == ["sandbox", "webhook"]
-    assert body["paidMessages"]["dailyLimit"] == LIMIT and body["paidMessages"]["byDay"] == {DAY: LIMIT}
-    assert body["sentByType"] == {"SMS": 3} and body["sentByTypePerDay"] == {DAY: {"SMS": 3}}
+    assert body["paidMessages"]["dailyLimit"] == LIMIT and body["paidMessages"]["byDay"] == {TODAY: 0, DAY: LIMIT}
+    assert body["sentByType"] == {"SMS": 3} and body["sentByTypePerDay"] == {TODAY: {}, DAY: {"SMS": 3}}
+    assert (channels["sms"]["sent"], channels["push"]["sent"], channels["kakao"]["sent"]) == (3, 1, 0)
     for secret in traffic["secrets"]:
         assert secret not in response.text, secret
     # The default range, the last 7 days, ends today: the dispatchers' tomorrow is outside it.
     default = client.get(url, headers=env.admin).json()
     assert len(default["paidMessages"]["byDay"]) == 7 and DAY not in default["paidMessages"]["byDay"]
+    assert {c["channel"]: c["sent"] for c in default["channels"]} == {"push": 1, "kakao": 0, "sms": 3}
+
+
+def test_admin_gateways_last_answer_known_only_to_the_hour(
+    client: AppClient, env: Env, traffic: dict[str, Any]
+) -> None:
+    """Today alone: the statistics counted today's outcomes, but the deliveries carry the dispatchers'
+    time (tomorrow), so push's last success is known to the hour only, without its provider."""
+    url = f"/admin/v1/environments/{env.name}/gateways"
+    body = client.get(url, params={"from": TODAY, "to": TODAY}, headers=env.admin).json()
+    push = next(c for c in body["channels"] if c["channel"] == "push")
+    last = push["lastSuccess"]
+    assert (push["sent"], last["exact"], last["provider"], last["at"] % 3_600_000) == (1, False, None, 0)
+    assert body["sentByType"] == {}  # the messages were prepared tomorrow
 
 
 @pytest.mark.parametrize(

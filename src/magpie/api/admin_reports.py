@@ -45,7 +45,10 @@ def grain_of(raw: str | None, *, since: int, until: int) -> str:
 
 
 def _answer(found: Answer | None) -> dict[str, Any] | None:
-    return None if found is None else {"provider": found.provider, "at": found.at, "code": found.code}
+    if found is None:
+        return None
+    # Not exact: known to the hour only (the statistics' hourly counts), without the provider.
+    return {"provider": found.provider or None, "at": found.at, "code": found.code, "exact": found.exact}
 
 
 def gateway_json(report: GatewayReport) -> dict[str, Any]:

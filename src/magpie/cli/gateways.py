@@ -18,6 +18,9 @@ from magpie.store.gateways import Answer, GatewayReport, gateway_report
 def _answer(found: Answer | None, zone: ZoneInfo) -> str:
     if found is None:
         return "none"
+    if not found.exact:
+        hour = datetime.fromtimestamp(found.at / 1000, zone).strftime("%Y-%m-%d %H:00")
+        return f"in the hour from {hour}{' (' + found.code + ')' if found.code else ''}"
     at = datetime.fromtimestamp(found.at / 1000, zone).strftime("%Y-%m-%d %H:%M:%S")
     return f"{at} ({found.provider}{', ' + found.code if found.code else ''})"
 

@@ -1,13 +1,18 @@
-"""Gateway health per environment, derived from what deliveries recorded: which provider or gateway
-each channel goes through, when one last answered and last failed, outcomes by code, the daily
-paid-message count against its limit, and messages sent by type per day.
+"""Gateway health per environment, derived from what is already recorded: which provider or gateway
+each channel goes through, when one last answered and last failed, outcomes by reason and report
+code, the daily paid-message count against its limit, and messages sent by type per day.
 
-Nothing here is recorded for the report: every figure comes from the ``deliveries`` rows the
-dispatcher writes (status, provider, error and report codes, times) and from ``paid_messages``,
-the counter the daily limit is enforced with. A delivery counts in the range its row was created in
-(when it was prepared for sending); it is found through the dispatches accepted up to two days
-before the range starts (night-time holds and retries end well within that), so the read follows
-the dispatches' index instead of scanning every delivery of every environment.
+Nothing is recorded for the report, and no read scans every delivery:
+
+- sent, failed and UNKNOWN by reason come from the statistics' hourly counts (``campaign_counts``,
+  by the time each outcome was recorded), per campaign and so per channel;
+- Kakao and SMS details (report codes, message types, paid messages, the gateways' last answers with
+  their exact time) come from the phone deliveries created in the range, read through their own
+  partial index (``ix_deliveries_reports``), so push deliveries are never read for them;
+- push's last success and last error take their exact time and provider from the latest deliveries
+  (``_PUSH_WINDOW`` of them); older than that, the hour the statistics counted them in is shown;
+- the paid count is ``paid_messages``, the counter the daily limit is enforced with (without a
+  limit, the phone deliveries that went to a gateway other than the sandbox).
 
 Secrets never leave this module: a provider's configuration is reported by its name and the
 identifiers it is known by (an FCM project, an APNs team and topic, a webhook's host), never by
@@ -29,8 +34,6 @@ from magpie.store.db import Connection, Database
 CHANNELS = ("push", "kakao", "sms")
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
-# How long before the range a dispatch may have been accepted and still have deliveries in it.
-_LOOKBACK_MS = 2 * DAY_MS
 # The identifiers a provider is known by, shown as they are; every other field may be a secret.
 _PUBLIC = {"fcm": ("projectId",), "apns": ("teamId", "keyId", "topic"), "solapi": ("pfId",)}
 
@@ -50,6 +53,8 @@ class Answer:
     provider: str
     at: int
     code: str | None = None
+    # False: known only to the hour (the statistics' hourly counts), without the provider.
+    exact: bool = True
 
 
 @dataclass(slots=True)
@@ -157,24 +162,26 @@ def gateway_report(
     health = {
         channel: ChannelHealth(channel=channel, configured=found) for channel, found in configured(settings).items()
     }
-    scope = (
-        "FROM deliveries l WHERE l.dispatch_id IN (SELECT id FROM dispatches WHERE env_id = ? AND created_at >= ? "
-        "AND created_at < ?) AND l.env_id = ? AND l.created_at >= ? AND l.created_at < ?"
-    )
-    params = (env_id, since - _LOOKBACK_MS, until, env_id, since, until)
+    _outcomes(conn, db, health, env_id=env_id, since=since, until=until)
+
+    days = _days(since, until, zone)
+    sent_by_type: dict[str, dict[str, int]] = {day: {} for day in days}
+    paid_derived: dict[str, int] = dict.fromkeys(days, 0)
+    # Kakao and SMS deliveries, through the index of phone deliveries (push ones are never read):
+    # report codes, types, paid messages and the gateways' last answers.
     rows = db.fetchall(
         conn,
-        "SELECT l.channel, l.provider, l.status, l.error_code, l.report_code, l.delivered_at IS NOT NULL, COUNT(*), "
-        f"MAX(l.updated_at) {scope} GROUP BY l.channel, l.provider, l.status, l.error_code, l.report_code, 6",
-        params,
+        "SELECT channel, provider, kind, status, error_code, report_code, delivered_at IS NOT NULL, "
+        f"(created_at / {HOUR_MS}) * {HOUR_MS}, COUNT(*), MAX(updated_at) FROM deliveries "
+        f"WHERE {_PHONE} AND created_at >= ? AND created_at < ? GROUP BY 1, 2, 3, 4, 5, 6, 7, 8",
+        (env_id, since, until),
     )
-    for channel, provider, status, error_code, report_code, delivered, count, latest in rows:
+    for channel, provider, kind, status, error_code, report_code, delivered, hour, count, latest in rows:
         found = health.get(str(channel))
         if found is None:
             continue
-        n, at = int(count), int(latest)
+        n, at, day = int(count), int(latest), local_day(int(hour), zone)
         if status == "SENT":
-            found.sent += n
             found.last_success = _later(found.last_success, Answer(str(provider), at, report_code))
             if report_code is None:
                 found.awaiting_report += n
@@ -182,32 +189,15 @@ def gateway_report(
                 found.delivered += n
             else:
                 found.undelivered[str(report_code)] = found.undelivered.get(str(report_code), 0) + n
+            if day in sent_by_type:
+                sent_by_type[day][str(kind)] = sent_by_type[day].get(str(kind), 0) + n
         elif status in ("FAILED", "UNKNOWN"):
-            bucket = found.failed if status == "FAILED" else found.unknown
-            code = str(error_code or status)
-            bucket[code] = bucket.get(code, 0) + n
-            found.last_error = _later(found.last_error, Answer(str(provider), at, code))
+            found.last_error = _later(found.last_error, Answer(str(provider), at, str(error_code or status)))
         else:
             found.in_flight += n
-
-    days = _days(since, until, zone)
-    sent_by_type: dict[str, dict[str, int]] = {day: {} for day in days}
-    paid_derived: dict[str, int] = dict.fromkeys(days, 0)
-    hourly = db.fetchall(
-        conn,
-        f"SELECT l.kind, l.provider, l.status, (l.created_at / {HOUR_MS}) * {HOUR_MS}, COUNT(*) {scope} "
-        "AND l.channel <> 'push' GROUP BY l.kind, l.provider, l.status, 4",
-        params,
-    )
-    for kind, provider, status, hour, count in hourly:
-        day = local_day(int(hour), zone)
-        if day not in sent_by_type:
-            continue
-        if status == "SENT":
-            per_type = sent_by_type[day]
-            per_type[str(kind)] = per_type.get(str(kind), 0) + int(count)
-        if provider != "sandbox" and status in ("SENT", "UNKNOWN", "SENDING"):
-            paid_derived[day] += int(count)
+        if provider != "sandbox" and status in ("SENT", "UNKNOWN", "SENDING") and day in paid_derived:
+            paid_derived[day] += n
+    _push_answers(conn, db, health["push"], env_id=env_id, since=since, until=until)
 
     full = effective(settings)
     limit = int(full.get("paidMessagesDailyLimit") or 0)
@@ -242,8 +232,67 @@ def gateway_report(
     )
 
 
+# Phone deliveries of one environment: the condition of the partial index ``ix_deliveries_reports``,
+# with the environment compared without an index (``+``), so that the planner takes that index.
+_PHONE = "channel <> 'push' AND +env_id = ?"
+# How far back, in deliveries of every environment, the exact time of a push's last answer is looked
+# for; past it, the hour the statistics counted it in is shown.
+_PUSH_WINDOW = 100_000
+
+
+def _outcomes(
+    conn: Connection, db: Database, health: dict[str, ChannelHealth], *, env_id: int, since: int, until: int
+) -> None:
+    """Sent, failed and UNKNOWN per channel by reason, from the statistics' hourly counts (by the time
+    each outcome was recorded), and the hour of each channel's last success and last error."""
+    channel_of = {
+        int(key): str(channel)
+        for key, channel in db.fetchall(conn, "SELECT key, channel FROM campaigns WHERE env_id = ?", (env_id,))
+    }
+    rows = db.fetchall(
+        conn,
+        "SELECT campaign_key, metric, SUM(n), MAX(hour) FROM campaign_counts WHERE env_id = ? AND campaign_key <> 0 "
+        "AND hour >= ? AND hour < ? GROUP BY campaign_key, metric",
+        (env_id, since - since % HOUR_MS, until),
+    )
+    for key, metric, total, last_hour in rows:
+        found = health.get(channel_of.get(int(key), "push"))
+        outcome, _, reason = str(metric).partition(":")
+        if found is None or outcome not in ("SENT", "FAILED", "UNKNOWN"):
+            continue
+        n, hour = int(total), int(last_hour)
+        if outcome == "SENT":
+            found.sent += n
+            found.last_success = _later(found.last_success, Answer("", hour, None, exact=False))
+        else:
+            bucket = found.failed if outcome == "FAILED" else found.unknown
+            bucket[reason or outcome] = bucket.get(reason or outcome, 0) + n
+            found.last_error = _later(found.last_error, Answer("", hour, reason or outcome, exact=False))
+
+
+def _push_answers(conn: Connection, db: Database, push: ChannelHealth, *, env_id: int, since: int, until: int) -> None:
+    """The exact time and provider of push's last success and last error, among the latest deliveries."""
+    top = db.fetchone(conn, "SELECT MAX(id) FROM deliveries")
+    floor = int(top[0]) - _PUSH_WINDOW if top and top[0] is not None else 0
+    for attr, statuses in (("last_success", "'SENT'"), ("last_error", "'FAILED', 'UNKNOWN'")):
+        hourly: Answer | None = getattr(push, attr)
+        if hourly is None:
+            continue
+        row = db.fetchone(
+            conn,
+            "SELECT provider, updated_at, error_code FROM deliveries WHERE id > ? AND +env_id = ? AND channel = 'push' "
+            f"AND status IN ({statuses}) AND updated_at >= ? AND updated_at < ? ORDER BY id DESC LIMIT 1",
+            (floor, env_id, since, until),
+        )
+        if row is not None and int(row[1]) >= hourly.at:
+            setattr(push, attr, Answer(str(row[0]), int(row[1]), row[2] if attr == "last_error" else None))
+
+
 def _later(current: Answer | None, candidate: Answer) -> Answer:
-    return candidate if current is None or candidate.at > current.at else current
+    """The later answer; at the same time, the exact one (a delivery's, not an hour's)."""
+    if current is None or candidate.at > current.at or (candidate.at == current.at and candidate.exact):
+        return candidate
+    return current
 
 
 def _days(since: int, until: int, zone: ZoneInfo) -> list[str]:
@@ -260,13 +309,10 @@ def _days(since: int, until: int, zone: ZoneInfo) -> list[str]:
 def _paid_on(conn: Connection, db: Database, env_id: int, day: str, zone: ZoneInfo) -> int:
     """Messages that went to a paying gateway on one local day (no limit set: nothing counts them)."""
     start = datetime.combine(date.fromisoformat(day), datetime.min.time(), zone)
-    since = int(start.timestamp() * 1000)
-    until = int((start + timedelta(days=1)).timestamp() * 1000)
     row = db.fetchone(
         conn,
-        "SELECT COUNT(*) FROM deliveries l WHERE l.dispatch_id IN (SELECT id FROM dispatches WHERE env_id = ? "
-        "AND created_at >= ? AND created_at < ?) AND l.env_id = ? AND l.created_at >= ? AND l.created_at < ? "
-        "AND l.channel <> 'push' AND l.provider <> 'sandbox' AND l.status IN ('SENT', 'UNKNOWN', 'SENDING')",
-        (env_id, since - _LOOKBACK_MS, until, env_id, since, until),
+        f"SELECT COUNT(*) FROM deliveries WHERE {_PHONE} AND created_at >= ? AND created_at < ? "
+        "AND provider <> 'sandbox' AND status IN ('SENT', 'UNKNOWN', 'SENDING')",
+        (env_id, int(start.timestamp() * 1000), int((start + timedelta(days=1)).timestamp() * 1000)),
     )
     return int(row[0]) if row else 0
