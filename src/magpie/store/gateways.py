@@ -274,18 +274,22 @@ def _push_answers(conn: Connection, db: Database, push: ChannelHealth, *, env_id
     """The exact time and provider of push's last success and last error, among the latest deliveries."""
     top = db.fetchone(conn, "SELECT MAX(id) FROM deliveries")
     floor = int(top[0]) - _PUSH_WINDOW if top and top[0] is not None else 0
-    for attr, statuses in (("last_success", "'SENT'"), ("last_error", "'FAILED', 'UNKNOWN'")):
-        hourly: Answer | None = getattr(push, attr)
-        if hourly is None:
-            continue
+
+    def latest(statuses: str, hourly: Answer) -> Answer:
         row = db.fetchone(
             conn,
             "SELECT provider, updated_at, error_code FROM deliveries WHERE id > ? AND +env_id = ? AND channel = 'push' "
             f"AND status IN ({statuses}) AND updated_at >= ? AND updated_at < ? ORDER BY id DESC LIMIT 1",
             (floor, env_id, since, until),
         )
-        if row is not None and int(row[1]) >= hourly.at:
-            setattr(push, attr, Answer(str(row[0]), int(row[1]), row[2] if attr == "last_error" else None))
+        if row is None or int(row[1]) < hourly.at:
+            return hourly
+        return Answer(str(row[0]), int(row[1]), None if hourly.code is None else str(row[2] or hourly.code))
+
+    if push.last_success is not None:
+        push.last_success = latest("'SENT'", push.last_success)
+    if push.last_error is not None:
+        push.last_error = latest("'FAILED', 'UNKNOWN'", push.last_error)
 
 
 def _later(current: Answer | None, candidate: Answer) -> Answer:

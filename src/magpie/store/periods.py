@@ -14,6 +14,7 @@ zero, relative.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -47,16 +48,22 @@ class Change:
 FIGURES = ("requested", "sent", "failed", "unknown", "excluded", "unique_clicks", "clicks", "ctr")
 
 
+_READ: dict[str, Callable[[Totals], float | None]] = {
+    "requested": lambda t: t.requested,
+    "sent": lambda t: t.sent,
+    "failed": lambda t: t.failed_total,
+    "unknown": lambda t: t.unknown,
+    "excluded": lambda t: t.excluded_total,
+    "unique_clicks": lambda t: t.unique_clicks,
+    "clicks": lambda t: t.clicks,
+    # A rate where clicks can exist: absent, not zero, without sends to divide by.
+    "ctr": lambda t: t.ctr if t.sent else None,
+}
+
+
 def figure(t: Totals, name: str) -> float | None:
-    if name == "failed":
-        return t.failed_total
-    if name == "excluded":
-        return t.excluded_total
-    if name == "ctr":
-        # A rate where clicks can exist: absent, not zero, without sends to divide by.
-        return t.ctr if t.sent else None
-    value: int = getattr(t, name)
-    return value
+    """One of ``FIGURES`` of ``t``."""
+    return _READ[name](t)
 
 
 def compare_totals(current: Totals, previous: Totals) -> dict[str, Change | None]:
