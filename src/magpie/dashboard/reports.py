@@ -96,6 +96,13 @@ def chosen_period(query: Mapping[str, str], *, timezone: str, now_ms: int) -> Pe
 CLICK_FIGURES = ("unique_clicks", "clicks", "ctr")
 
 
+def _key(raw: str, name: str) -> int:
+    """A campaign key from the URL: ASCII digits only (``int`` would take ``²`` or ``٣`` too)."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
+        raise InvalidRequest(f"{name} must be a positive number")
+    return int(raw)
+
+
 def _rows(current: Totals, previous: Totals, *, clicks: tuple[bool, bool] = (True, True)) -> list[dict[str, Any]]:
     """One row per figure: its value now and before, and the change (None where a figure is absent).
 
@@ -133,9 +140,7 @@ class Reports:
 
         async def wrapped(view: PageView) -> Response:
             query = view.request.query_params
-            key = (
-                int(view.request.path_params["key"]) if campaign and view.request.path_params["key"].isdigit() else None
-            )
+            key = _key(view.request.path_params["key"], "campaign key") if campaign else None
             period = chosen_period(query, timezone=view.zone, now_ms=view.now_ms)
             # The overview's channel filter applies to its comparisons too (the page refuses any other value).
             wanted = query.get("channel") or None
@@ -174,9 +179,7 @@ class Reports:
         chosen = [query.get("a", ""), query.get("b", "")]
         keys: list[int | None] = []
         for raw in chosen:
-            if raw and (not raw.isdigit() or len(raw) > 12):
-                raise InvalidRequest("a and b are campaign keys")
-            keys.append(int(raw) if raw else None)
+            keys.append(_key(raw, "a and b") if raw else None)
         db, env_id = self.ctx.db, view.env.id
 
         def load(conn: Any) -> dict[str, Any]:
@@ -244,13 +247,12 @@ class Reports:
 
     async def campaign_csv(self, view: PageView) -> Response:
         raw = view.request.path_params["key"]
-        if not raw.isdigit() or len(raw) > 12:
-            raise InvalidRequest("campaign key must be a positive number")
+        _key(raw, "campaign key")
         query = view.request.query_params
         period = chosen_period(query, timezone=view.zone, now_ms=view.now_ms)
         grain = grain_of(query.get("grain"), since=period.since, until=period.until)
         return await campaign_figures(
-            self.ctx, env=view.env, key=int(raw), since=period.since, until=period.until, grain=grain
+            self.ctx, env=view.env, key=_key(raw, "campaign key"), since=period.since, until=period.until, grain=grain
         )
 
     def routes(self, page: Page, prefix: str) -> list[BaseRoute]:
