@@ -218,7 +218,8 @@ def test_crawl_every_dashboard_page_of_every_channel_at_both_widths(
                 problems.append(f"{url} at {viewport['width']} px: {width[0]} px wide")
             if re.search(r"\bNone\b", page.inner_text("main")):
                 problems.append(f"{url}: Python's None on the page")
-            each = "/dispatches/" in url or "/users?" in url  # every dispatch and user, the first of the rest
+            # Every campaign, dispatch and user; the first page of each other kind.
+            each = "/dispatches/" in url or "/users?" in url or re.search(r"/campaigns/\d+$", urlsplit(url).path)
             if kind not in shot or each:
                 name = kind.strip("/").replace("/", "-").replace("…", "x") or "overview"
                 if each:

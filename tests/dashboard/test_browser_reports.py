@@ -130,7 +130,7 @@ def test_gateways_page_in_the_browser(magpie: Magpie, sent: dict[str, str], watc
     assert "sandbox" in sms and re.search(r"Sent\s+3\b", sms), sms
     assert page.locator("meter").get_attribute("max") == "500"
     per_day = page.locator("table.per-day").inner_text()
-    assert "SMS" in per_day and "alimtalk" in per_day
+    assert "SMS" in per_day and "AlimTalk" in per_day and "alimtalk" not in per_day
     _look(page, errors, "/dashboard/development/gateways", "dashboard-gateways", magpie)
     page.get_by_role("link", name="Gateways").first.click()
     assert page.url.endswith("/dashboard/development/gateways")

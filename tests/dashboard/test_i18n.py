@@ -74,6 +74,14 @@ def test_texts_from_python_and_every_reason_have_korean() -> None:
     assert explanation(None, "ko") == ""
 
 
+def test_catalogue_holds_only_texts_the_pages_use() -> None:
+    """A text whose page changed is not left behind in the catalogue (nor its Korean out of date)."""
+    used = set(DYNAMIC) | set(reasons.sentences())
+    for path in TEMPLATES.glob("*.html"):
+        used |= _messages(path.read_text(encoding="utf-8"))
+    assert sorted(t for t in KO if t not in used) == []
+
+
 @pytest.mark.parametrize(
     ("cookie", "header", "chosen"),
     [
