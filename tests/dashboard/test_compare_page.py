@@ -71,6 +71,22 @@ def test_overview_shows_today_against_yesterday_and_the_period_against_the_previ
     assert "Sent 28 0 +28 —" in _table(day, "period-vs-previous")
 
 
+def test_overview_channel_filter_applies_to_its_comparisons(client: AppClient, env: Env, counted: None) -> None:
+    _sms(client, env)
+    cookies = _sign_in(client, env)
+    every = _send(client, "GET", f"/dashboard/{env.name}/?range=7d", cookies=cookies).text
+    # Push clicks over push sends only: 2 / 8, not 2 / (8 + 5 SMS).
+    assert "Sent 13 20 -7 -35.0%" in _table(every, "today-vs-yesterday")
+    assert "CTR 25.0% 10.0% +15.0 pp +150.0%" in _table(every, "today-vs-yesterday")
+    sms = _send(client, "GET", f"/dashboard/{env.name}/?channel=sms&range=30d", cookies=cookies).text
+    today = _table(sms, "today-vs-yesterday")
+    assert "Sent 5 0 +5 —" in today and "CTR — — — —" in today and "Unique clicks — — — —" in today, today
+    assert "Sent 5 0 +5 —" in _table(sms, "period-vs-previous")
+    # Each form keeps the other's choice.
+    assert '<input type="hidden" name="channel" value="sms">' in sms
+    assert '<input type="hidden" name="range" value="30d">' in sms
+
+
 def test_campaign_page_compares_its_own_range(client: AppClient, env: Env, counted: None) -> None:
     cookies = _sign_in(client, env)
     response = _send(client, "GET", f"/dashboard/{env.name}/campaigns/4?range=7d", cookies=cookies)

@@ -380,6 +380,7 @@ KO: Final[dict[str, str]] = {
     "Sent to": "보낸 곳",
     "report": "결과",
     "Not a recipient of any campaign yet.": "아직 어떤 캠페인의 수신자도 아닙니다.",
+    "Copied": "복사함",
     # Labels the pages pass in from Python (magpie.dashboard.present; see DYNAMIC).
     "Kakao AlimTalk": "카카오 알림톡",
     "Kakao brand message": "카카오 브랜드 메시지",

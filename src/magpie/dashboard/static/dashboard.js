@@ -15,7 +15,7 @@
       var input = document.getElementById(button.getAttribute("data-copy"));
       var done = function () {
         var note = button.parentElement.querySelector(".copied");
-        if (note) note.textContent = "Copied";
+        if (note) note.textContent = button.getAttribute("data-copied") || "Copied";
       };
       input.select();
       if (navigator.clipboard && window.isSecureContext) {
