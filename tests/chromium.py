@@ -64,8 +64,12 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
-    """A fresh browser context (no cookies) at desktop width, with Korean as the page language."""
-    context = browser.new_context(viewport=DESKTOP, locale="ko-KR")
+    """A fresh browser context (no cookies) at desktop width, asking for English pages.
+
+    The dashboard follows the browser's language; the Korean pages have their own tests
+    (tests/dashboard/test_i18n.py), which ask for Korean with ``locale="ko-KR"``.
+    """
+    context = browser.new_context(viewport=DESKTOP, locale="en-US")
     context.set_default_timeout(15_000)
     yield context.new_page()
     context.close()

@@ -6,7 +6,10 @@ FAILED, EXCLUDED, SCHEDULED (held for night time) and UNKNOWN (a fake NHN Cloud 
 takes a batch and never says what it took). Then the test starts at the overview and follows every
 ``/dashboard/…`` link breadth-first, opening each page at desktop and phone width: each answers 200,
 logs no console error and has no horizontal overflow. A new page type linked from anywhere is covered
-without a new test. Screenshots of each campaign page go to build/screenshots/ (not tracked).
+without a new test. The crawl reads Korean (the browser asks for it) at both widths and English at
+phone width too (the ``magpie_lang`` cookie); the header's language switch is left to test_i18n.
+CSV links are downloads, not pages: each is fetched with the browser's session and must answer 200
+with ``text/csv``. Screenshots of each campaign page go to build/screenshots/ (not tracked).
 """
 
 from __future__ import annotations
@@ -190,16 +193,22 @@ def test_crawl_every_dashboard_page_of_every_channel_at_both_widths(
         "console", lambda m: problems.append(f"{page.url}: console {m.type}: {m.text}") if m.type == "error" else None
     )
     page.on("pageerror", lambda e: problems.append(f"{page.url}: {e}"))
+    host = urlsplit(magpie.url).hostname
+    context.add_cookies([{"name": "magpie_lang", "value": "en", "domain": host, "path": "/dashboard"}])
     magpie.sign_in(page)
-    start = magpie.url + "/dashboard/development/"
-    queue, seen = deque([start]), {start}
+    base = magpie.url + "/dashboard/development"
+    # The overview, and two campaigns side by side (a push against an SMS): the Compare page's form is a GET.
+    starts = [base + "/", base + "/compare?a=20&b=12"]
+    queue, seen = deque(starts), set(starts)
     visited: list[str] = []
+    downloads: set[str] = set()
     shot: set[str] = set()
     while queue:
         url = queue.popleft()
         visited.append(url)
         kind = _kind(url)
-        for viewport in (DESKTOP, PHONE):
+        for language, viewport in (("en", PHONE), ("ko", DESKTOP), ("ko", PHONE)):
+            context.add_cookies([{"name": "magpie_lang", "value": language, "domain": host, "path": "/dashboard"}])
             page.set_viewport_size(viewport)
             response = page.goto(url)
             assert response is not None and response.status == 200, f"{url}: {response and response.status}"
@@ -209,13 +218,14 @@ def test_crawl_every_dashboard_page_of_every_channel_at_both_widths(
                 problems.append(f"{url} at {viewport['width']} px: {width[0]} px wide")
             if re.search(r"\bNone\b", page.inner_text("main")):
                 problems.append(f"{url}: Python's None on the page")
-            each = "/dispatches/" in url or "/users?" in url  # every dispatch and user, the first of the rest
+            # Every campaign, dispatch and user; the first page of each other kind.
+            each = "/dispatches/" in url or "/users?" in url or re.search(r"/campaigns/\d+$", urlsplit(url).path)
             if kind not in shot or each:
                 name = kind.strip("/").replace("/", "-").replace("…", "x") or "overview"
                 if each:
                     name += "-" + re.sub(r"[^\w-]", "_", urlsplit(url).path.rsplit("/", 1)[1][:8] + urlsplit(url).query)
                 SHOTS.mkdir(parents=True, exist_ok=True)
-                suffix = "-phone" if viewport is PHONE else ""
+                suffix = ("-phone" if viewport is PHONE else "") + ("-en" if language == "en" else "")
                 page.screenshot(path=str(SHOTS / f"crawl-{name}{suffix}.png"), full_page=True)
         shot.add(kind)
         for href in page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)"):
@@ -225,15 +235,27 @@ def test_crawl_every_dashboard_page_of_every_channel_at_both_widths(
                 parts.netloc == urlsplit(magpie.url).netloc
                 and parts.path.startswith("/dashboard/")
                 and link not in seen
+                and not parts.path.startswith(("/dashboard/static/", "/dashboard/language"))
             ):
-                if "/static/" not in parts.path and len(seen) < MAX_PAGES:
+                if parts.path.endswith(".csv"):
+                    downloads.add(link)
+                elif len(seen) < MAX_PAGES:
                     seen.add(link)
                     queue.append(link)
     assert not problems, "\n".join(problems)
     assert len(visited) >= 30, visited
     kinds = {_kind(u) for u in visited}
-    for expected in ("/campaigns/…", "/dispatches/…", "/users", "/inbox", "/consent", "/keys"):
+    for expected in ("/campaigns/…", "/dispatches/…", "/users", "/inbox", "/consent", "/keys", "/gateways", "/compare"):
         assert any(k.endswith(expected) for k in kinds), (expected, sorted(kinds))
+    # Every CSV link answers a CSV file, with the session the pages were read with.
+    assert {_kind(u).rsplit("/", 1)[1] for u in downloads} == {"recipients.csv", "figures.csv"}, downloads
+    for link in sorted(downloads):
+        answer = page.request.get(link)
+        assert answer.status == 200, (link, answer.status)
+        assert answer.headers["content-type"].startswith("text/csv"), (link, answer.headers["content-type"])
+        assert answer.body().startswith(b"\xef\xbb\xbf"), link  # UTF-8 with a byte-order mark
+    for key in (20, 10, 12, 14):  # the figures of a push, an AlimTalk, an SMS and the LMS left UNKNOWN
+        assert any(f"/campaigns/{key}/figures.csv" in u for u in downloads), key
     for key in (20, 21, 10, 11, 12, 14, 15):
         assert any(urlsplit(u).path.endswith(f"/campaigns/{key}") for u in visited), key
     context.close()

@@ -147,9 +147,17 @@ def test_night_hours_are_matched_whole(client: AppClient, env: Env) -> None:
     _error(response, 400, "INVALID_REQUEST")
 
 
-def test_dashboard_campaign_key_of_other_digits_is_400(client: AppClient, env: Env) -> None:
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param("/campaigns/²", id="campaign"),
+        pytest.param("/campaigns/²/figures.csv", id="figures-csv"),
+        pytest.param("/compare?a=²&b=1", id="compare"),
+    ],
+)
+def test_dashboard_campaign_key_of_other_digits_is_400(client: AppClient, env: Env, path: str) -> None:
     cookies = sign_in(client, env)
-    response = send(client, "GET", f"/dashboard/{env.name}/campaigns/²", cookies=cookies)
+    response = send(client, "GET", f"/dashboard/{env.name}{path}", cookies=cookies)
     assert response.status_code == 400 and "INVALID_REQUEST" in response.text
 
 

@@ -16,6 +16,7 @@ from magpie.api.admin_broadcasts import broadcast_admin_routes
 from magpie.api.admin_consent import consent_admin_routes
 from magpie.api.admin_experiments import experiment_admin_routes
 from magpie.api.admin_push import push_admin_routes
+from magpie.api.admin_reports import report_admin_routes
 from magpie.api.context import Context
 from magpie.api.openapi import docs_routes
 from magpie.errors import MagpieError
@@ -33,6 +34,7 @@ def build_fallback(ctx: Context, *, extra_routes: list[BaseRoute] | None = None)
         *consent_admin_routes(ctx),
         *broadcast_admin_routes(ctx),
         *experiment_admin_routes(ctx),
+        *report_admin_routes(ctx),
     ]
     return Starlette(
         routes=[

@@ -10,6 +10,7 @@ from importlib.metadata import version
 from typing import Any
 
 from magpie.api.openapi_push import DISPATCH, STATS
+from magpie.api.openapi_reports import REPORT_PATHS
 from magpie.api.schema import ERROR_SCHEMA
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -409,6 +410,7 @@ PATHS: dict[str, dict[str, Any]] = {
         )
     },
     **BROADCAST_PATHS,
+    **REPORT_PATHS,
 }
 
 

@@ -32,7 +32,7 @@ from starlette.staticfiles import StaticFiles
 from magpie.api import admin_consent, views
 from magpie.api.context import Context
 from magpie.api.failures import failure
-from magpie.dashboard import present, preview
+from magpie.dashboard import i18n, present, preview, reports
 from magpie.dashboard.broadcasts import BroadcastPages
 from magpie.dashboard.session import (
     LOGIN_COOKIE,
@@ -45,7 +45,7 @@ from magpie.dashboard.session import (
     new_session_cookie,
     read_session,
 )
-from magpie.domain import messages, reasons
+from magpie.domain import messages
 from magpie.domain.campaigns import parse_campaign
 from magpie.domain.environment import effective
 from magpie.domain.identity import DEVICE, USER
@@ -126,12 +126,12 @@ class Dashboard:
         self.templates.filters["num"] = present.number
         self.templates.filters["pct"] = present.percent
         self.templates.filters["rate"] = present.rate
-        self.templates.filters["reason"] = reasons.describe
         self.templates.globals["plural"] = present.plural
         self.templates.globals["channel_labels"] = present.CHANNEL_LABELS
         self.templates.globals["type_labels"] = present.TYPE_LABELS
         self.templates.globals["gateway_labels"] = present.GATEWAY_LABELS
         self.templates.filters["token"] = present.mask_token
+        i18n.install(self.templates)
         self._signer: Signer | None = None
 
     # -- plumbing ---------------------------------------------------------------------------------
@@ -260,7 +260,9 @@ class Dashboard:
 
     async def login_form(self, request: Request) -> Response:
         nonce = secrets.token_urlsafe(18)
-        response = self.render("login.html", csrf=nonce, next=_safe_next(request.query_params.get("next")), error=None)
+        response = self.render(
+            "login.html", request=request, csrf=nonce, next=_safe_next(request.query_params.get("next")), error=None
+        )
         response.set_cookie(
             LOGIN_COOKIE,
             self.signer.dumps({"n": nonce}, ttl=LOGIN_SECONDS),
@@ -290,14 +292,21 @@ class Dashboard:
                 refused = self.render(
                     "login.html",
                     status_code=limited.status,
+                    request=request,
                     csrf=pre["n"],
                     next=next_url,
-                    error=f"Too many failed sign-ins; try again in {limited.retry_after} s.",
+                    error="Too many failed sign-ins; try again in %(seconds)s s.",
+                    error_values={"seconds": limited.retry_after},
                 )
                 refused.headers["retry-after"] = str(limited.retry_after)
                 return refused
             response = self.render(
-                "login.html", status_code=401, csrf=pre["n"], next=next_url, error="That admin token is not valid."
+                "login.html",
+                status_code=401,
+                request=request,
+                csrf=pre["n"],
+                next=next_url,
+                error="That admin token is not valid.",
             )
             return response
         actor = f"{row[0] or 'admin'} ({row[1]}…)"
@@ -424,7 +433,8 @@ class Dashboard:
                     {
                         **c,
                         "channel": c_channel,
-                        "channelLabel": _channel_and_type(c, settings),
+                        "channelLabel": present.channel_label(c),
+                        "smsType": _sms_type(c, settings),
                         "providerLabel": present.provider_label(c, settings),
                         "week": t,
                         "lastSend": last,
@@ -500,6 +510,7 @@ class Dashboard:
             else []
         )
         file_form = {k: v for k, v in definition.items() if k not in ("createdAt", "updatedAt")}
+        lang = i18n.request_language(view.request)
         return self.render(
             "campaign.html",
             view=view,
@@ -521,8 +532,8 @@ class Dashboard:
             channel=channel,
             channel_label=present.channel_label(definition),
             provider_label=present.provider_label(definition, settings),
-            audience=present.describe_audience(definition.get("audience", {})),
-            caps=[present.describe_cap(c) for c in caps],
+            audience=present.describe_audience(definition.get("audience", {}), lang=lang),
+            caps=[present.describe_cap(c, lang=lang) for c in caps],
             night=messages.night_rule(channel=channel, kind=campaign.kind, purpose=campaign.purpose, settings=settings),
             settings=settings,
             yaml_text=yaml.safe_dump(file_form, allow_unicode=True, sort_keys=False),
@@ -761,20 +772,22 @@ class Dashboard:
     def routes(self) -> list[BaseRoute]:
         p = self.page
         e = "/{env}"
+        extra = reports.Reports(self.ctx, self.render)
         return [
             Route("/favicon.ico", _favicon, methods=["GET"]),
             Mount(
                 "/dashboard",
                 routes=[
                     Mount("/static", app=StaticFiles(directory=str(_HERE / "static")), name="dashboard-static"),
+                    *i18n.routes(),
                     Route("/login", self.login_form, methods=["GET"]),
                     Route("/login", self.login, methods=["POST"]),
                     Route("/logout", p(self.logout), methods=["POST"]),
                     Route("/", p(self.home), methods=["GET"]),
-                    Route(e + "/", p(self.overview), methods=["GET"]),
+                    Route(e + "/", p(extra.comparing(self.overview)), methods=["GET"]),
                     Route(e, p(self.home), methods=["GET"]),
                     Route(e + "/campaigns", p(self.campaign_list), methods=["GET"]),
-                    Route(e + "/campaigns/{key}", p(self.campaign), methods=["GET"]),
+                    Route(e + "/campaigns/{key}", p(extra.comparing(self.campaign, campaign=True)), methods=["GET"]),
                     Route(e + "/campaigns/{key}/status", p(self.status_confirm), methods=["GET"]),
                     Route(e + "/campaigns/{key}/status", p(self.status_change), methods=["POST"]),
                     Route(e + "/dispatches/{dispatch_id}", p(self.dispatch), methods=["GET"]),
@@ -787,6 +800,7 @@ class Dashboard:
                     Route(e + "/keys/{prefix}/revoke", p(self.key_revoke_confirm), methods=["GET"]),
                     Route(e + "/keys/{prefix}/revoke", p(self.key_revoke), methods=["POST"]),
                     *BroadcastPages(self).routes(p),
+                    *extra.routes(p, e),
                 ],
             ),
         ]
@@ -828,14 +842,13 @@ def _channel_param(query: Any) -> str:
     return channel
 
 
-def _channel_and_type(definition: dict[str, Any], settings: dict[str, Any]) -> str:
-    """The channel, and for SMS the type the message travels as with sample data (``SMS · LMS``)."""
-    label = present.channel_label(definition)
+def _sms_type(definition: dict[str, Any], settings: dict[str, Any]) -> str | None:
+    """For SMS, the type the message travels as with sample data when it is not plain SMS (``LMS``, ``MMS``)."""
     if definition.get("channel") != "sms":
-        return label
+        return None
     campaign = parse_campaign({k: v for k, v in definition.items() if k not in ("createdAt", "updatedAt")})
     kind = preview.render(campaign, settings).get("kind")
-    return f"{label} · {kind}" if kind in ("LMS", "MMS") else label
+    return str(kind) if kind in ("LMS", "MMS") else None
 
 
 def _campaign_info(conn: Connection, db: Database, env_id: int) -> dict[int, dict[str, Any]]:

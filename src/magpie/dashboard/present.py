@@ -18,6 +18,14 @@ _OPERATORS = {
     "EXISTS": "exists",
 }
 _KEYS = {"USER_ID": "user id", "DEVICE_ID": "device id", "COHORT": "cohort"}
+# Korean: each operator as (matches, does not match), after the values.
+_OPERATORS_KO = {
+    "IN": ("중 하나", "중 어느 것도 아님"),
+    "CONTAINS": ("포함", "포함하지 않음"),
+    "STARTS_WITH": ("(으)로 시작", "(으)로 시작하지 않음"),
+    "ENDS_WITH": ("(으)로 끝남", "(으)로 끝나지 않음"),
+}
+_KEYS_KO = {"USER_ID": "사용자 ID", "DEVICE_ID": "기기 ID", "COHORT": "코호트"}
 
 
 def local_time(ms: int | None, zone: str, fmt: str = "%Y-%m-%d %H:%M") -> str:
@@ -36,7 +44,16 @@ def percent(value: float) -> str:
     return f"{value * 100:.1f}%"
 
 
-def describe_condition(condition: dict[str, Any]) -> str:
+def describe_condition(condition: dict[str, Any], *, lang: str = "en") -> str:
+    """One audience condition in words, in English or Korean (``lang="ko"``).
+
+    >>> match = {"type": "MATCH", "operator": "IN", "values": ["gold"]}
+    >>> c = {"key": {"type": "USER_PROPERTY", "name": "plan"}, "match": match}
+    >>> describe_condition(c), describe_condition(c, lang="ko")
+    ('property “plan” is gold', '속성 “plan”: gold 중 하나')
+    """
+    if lang == "ko":
+        return _condition_ko(condition)
     key, match = condition["key"], condition["match"]
     subject = f"property “{key.get('name')}”" if key["type"] == "USER_PROPERTY" else _KEYS.get(key["type"], key["type"])
     operator = _OPERATORS.get(match["operator"], match["operator"])
@@ -47,9 +64,22 @@ def describe_condition(condition: dict[str, Any]) -> str:
     return f"{subject} {'not ' if negated else ''}{operator} {values}"
 
 
-def describe_audience(audience: dict[str, Any]) -> list[list[str]]:
+def _condition_ko(condition: dict[str, Any]) -> str:
+    key, match = condition["key"], condition["match"]
+    subject = f"속성 “{key.get('name')}”" if key["type"] == "USER_PROPERTY" else _KEYS_KO.get(key["type"], key["type"])
+    negated = match["type"] == "NOT_MATCH"
+    if match["operator"] == "EXISTS":
+        return f"{subject} {'없음' if negated else '있음'}"
+    values = " 또는 ".join(str(v) for v in match["values"])
+    if match["operator"] in _OPERATORS_KO:
+        return f"{subject}: {values} {_OPERATORS_KO[match['operator']][1 if negated else 0]}"
+    compared = f"{subject} {_OPERATORS.get(match['operator'], match['operator'])} {values}"
+    return f"{compared} 아님" if negated else compared
+
+
+def describe_audience(audience: dict[str, Any], *, lang: str = "en") -> list[list[str]]:
     """One list of AND-ed sentences per OR-ed target; empty when everyone is in the audience."""
-    return [[describe_condition(c) for c in target["conditions"]] for target in audience.get("targets", [])]
+    return [[describe_condition(c, lang=lang) for c in target["conditions"]] for target in audience.get("targets", [])]
 
 
 # (singular, plural) of a message of each channel; None: a cap over every channel.
@@ -76,15 +106,28 @@ def plural(n: int | float, singular: str, many: str | None = None) -> str:
     return f"{shown} {word}"
 
 
-def describe_cap(cap: dict[str, Any]) -> str:
-    """A frequency cap in words, with the channel it counts.
+# Korean: a message of each channel (Korean counts without a plural).
+_NOUNS_KO: dict[str | None, str] = {"push": "푸시", "kakao": "카카오 메시지", "sms": "문자", None: "메시지"}
+
+
+def describe_cap(cap: dict[str, Any], *, lang: str = "en") -> str:
+    """A frequency cap in words, with the channel it counts, in English or Korean (``lang="ko"``).
 
     >>> describe_cap({"limit": 1, "windowHours": 24, "channel": "sms"})
     'at most 1 marketing SMS per user in 1 day'
     >>> describe_cap({"limit": 3, "windowHours": 168, "channel": "push", "tag": "sale"})
     'at most 3 pushes tagged “sale” per user in 7 days'
+    >>> describe_cap({"limit": 3, "windowHours": 168, "channel": "push", "tag": "sale"}, lang="ko")
+    '사용자당 7일에 “sale” 태그가 붙은 푸시 최대 3건'
     """
     hours = float(cap["windowHours"])
+    if lang == "ko":
+        span = f"{hours / 24:g}일" if hours >= 24 and hours % 24 == 0 else f"{hours:g}시간"
+        noun = _NOUNS_KO.get(cap.get("channel"), _NOUNS_KO[None])
+        counted = f"“{cap['tag']}” 태그가 붙은 {noun}" if cap.get("tag") else f"마케팅 {noun}"
+        if cap.get("channel") is None:
+            counted = f"모든 채널의 {counted}"
+        return f"사용자당 {span}에 {counted} 최대 {int(cap['limit']):,}건"
     window = plural(hours / 24, "day") if hours >= 24 and hours % 24 == 0 else plural(hours, "hour")
     one, many = _NOUNS.get(cap.get("channel"), _NOUNS[None])
     limit = int(cap["limit"])

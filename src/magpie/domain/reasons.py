@@ -1,7 +1,8 @@
 """What each outcome reason code means, in words, for every surface that shows a code to a person.
 
 One table, code to English sentence; a code missing from it is a provider's or gateway's own code,
-shown as such. Kept as a plain mapping so that other languages can be added beside it.
+shown as such. Other languages translate the sentences themselves (``words``): the dashboard's
+Korean is in ``magpie.dashboard.catalogue``, keyed by these sentences.
 
 >>> describe("NO_CONSENT")
 'The user has not given the consent this message needs.'
@@ -11,6 +12,7 @@ shown as such. Kept as a plain mapping so that other languages can be added besi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 REASONS: Final[dict[str, str]] = {
@@ -57,6 +59,7 @@ REASONS: Final[dict[str, str]] = {
     "BadDeviceToken": "APNs says the device token is not valid; it was retired.",
     "DeviceTokenNotForTopic": "APNs says the device token belongs to another app; it was retired.",
     "Unregistered": "APNs says the app is no longer installed; the token was retired.",
+    "SANDBOX": "Recorded in the sandbox; nothing was sent.",
     "UNKNOWN": "No reason was recorded.",
 }
 # Codes built from a provider's own number: the prefix says whose.
@@ -65,11 +68,15 @@ PREFIXES: Final[dict[str, str]] = {
     "SOLAPI_": "Solapi refused the message with its status code {}.",
     "HTTP_": "The provider answered HTTP {} and gave no reason.",
 }
-_PROVIDER_CODE: Final = "The provider's own error code."
+PROVIDER_CODE: Final = "The provider's own error code."
 
 
-def describe(code: str | None) -> str:
-    """The sentence for a reason code ('' for none).
+def _as_is(sentence: str) -> str:
+    return sentence
+
+
+def describe(code: str | None, *, words: Callable[[str], str] = _as_is) -> str:
+    """The sentence for a reason code ('' for none), through ``words`` (a translation) if given.
 
     >>> describe("NHN_-1000")
     'NHN Cloud refused the message with its result code -1000.'
@@ -77,8 +84,14 @@ def describe(code: str | None) -> str:
     if not code:
         return ""
     if code in REASONS:
-        return REASONS[code]
+        return words(REASONS[code])
     for prefix, sentence in PREFIXES.items():
         if code.startswith(prefix):
-            return sentence.format(code.removeprefix(prefix))
-    return _PROVIDER_CODE
+            # Translated before the provider's number goes in, so the sentence is the catalogue's key.
+            return words(sentence).format(code.removeprefix(prefix))
+    return words(PROVIDER_CODE)
+
+
+def sentences() -> list[str]:
+    """Every sentence ``describe`` can answer with, before a number is put in: what a translation covers."""
+    return [*REASONS.values(), *PREFIXES.values(), PROVIDER_CODE]

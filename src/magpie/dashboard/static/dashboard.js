@@ -15,7 +15,7 @@
       var input = document.getElementById(button.getAttribute("data-copy"));
       var done = function () {
         var note = button.parentElement.querySelector(".copied");
-        if (note) note.textContent = "Copied";
+        if (note) note.textContent = button.getAttribute("data-copied") || "Copied";
       };
       input.select();
       if (navigator.clipboard && window.isSecureContext) {
@@ -38,16 +38,18 @@
   script.onload = function () {
     blocks.forEach(function (block) {
       var data = JSON.parse(block.textContent);
+      // The legend in the page's language, as the page wrote it.
+      var legend = JSON.parse(block.getAttribute("data-legend") || "{}");
       var canvas = document.getElementById(block.getAttribute("data-chart"));
       var datasets = [
-        { type: "bar", label: "Sent", data: data.sent, backgroundColor: "#2f6fde", stack: "o" },
-        { type: "bar", label: "Failed", data: data.failed, backgroundColor: "#d64545", stack: "o" },
-        { type: "bar", label: "Unknown", data: data.unknown, backgroundColor: "#e8932b", stack: "o" },
-        { type: "bar", label: "Excluded", data: data.excluded, backgroundColor: "#a3a9b5", stack: "o" }
+        { type: "bar", label: legend.sent || "Sent", data: data.sent, backgroundColor: "#2f6fde", stack: "o" },
+        { type: "bar", label: legend.failed || "Failed", data: data.failed, backgroundColor: "#d64545", stack: "o" },
+        { type: "bar", label: legend.unknown || "Unknown", data: data.unknown, backgroundColor: "#e8932b", stack: "o" },
+        { type: "bar", label: legend.excluded || "Excluded", data: data.excluded, backgroundColor: "#a3a9b5", stack: "o" }
       ];
       // Clicks exist for pushes only: Kakao and text message charts have no click line.
       if (data.clicks) {
-        datasets.push({ type: "line", label: "Unique clicks", data: data.clicks, borderColor: "#1b9e63",
+        datasets.push({ type: "line", label: legend.clicks || "Unique clicks", data: data.clicks, borderColor: "#1b9e63",
           backgroundColor: "#1b9e63", tension: 0.2, pointRadius: 2 });
       }
       new window.Chart(canvas, {
