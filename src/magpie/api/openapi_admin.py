@@ -137,13 +137,18 @@ def _op(
     params: list[dict[str, Any]] | None = None,
     body: dict[str, Any] | None = None,
     errors: tuple[str, ...] = ("400", "401", "404", "429", "503"),
+    csv: bool = False,
 ) -> dict[str, Any]:
+    """An admin operation; ``csv``: its success answer is CSV too (``format=csv``)."""
+    content: dict[str, Any] = {"application/json": {"schema": ok}}
+    if csv:
+        content["text/csv"] = {"schema": {"type": "string"}}
     op: dict[str, Any] = {
         "summary": summary,
         "tags": ["Admin API"],
         "security": [{"AdminToken": []}],
         "responses": {
-            status: {"description": "Success", "content": {"application/json": {"schema": ok}}},
+            status: {"description": "Success", "content": content},
             **{
                 code: {"description": _ERRORS[code], "content": {"application/json": {"schema": _ERROR}}}
                 for code in errors
@@ -213,6 +218,7 @@ BROADCAST_PATHS: dict[str, dict[str, Any]] = {
                 _LIMIT,
                 _query("format", {"type": "string", "enum": ["json", "csv"]}, "json or csv"),
             ],
+            csv=True,
         )
     },
     _E + "/occurrences/{occurrence_id}": {
@@ -220,7 +226,10 @@ BROADCAST_PATHS: dict[str, dict[str, Any]] = {
     },
     _E + "/occurrences/{occurrence_id}/pause": {
         "post": _op(
-            "Pause an occurrence", _PROGRESS, params=[_ENV, _OCCURRENCE], errors=("401", "404", "409", "429", "503")
+            "Pause an occurrence",
+            _PROGRESS,
+            params=[_ENV, _OCCURRENCE],
+            errors=("400", "401", "404", "409", "429", "503"),
         )
     },
     _E + "/occurrences/{occurrence_id}/resume": {
@@ -228,7 +237,7 @@ BROADCAST_PATHS: dict[str, dict[str, Any]] = {
             "Resume a paused occurrence",
             _PROGRESS,
             params=[_ENV, _OCCURRENCE],
-            errors=("401", "404", "409", "429", "503"),
+            errors=("400", "401", "404", "409", "429", "503"),
         )
     },
     _E + "/occurrences/{occurrence_id}/cancel": {
@@ -236,7 +245,7 @@ BROADCAST_PATHS: dict[str, dict[str, Any]] = {
             "Cancel an occurrence: nothing more is sent",
             _PROGRESS,
             params=[_ENV, _OCCURRENCE],
-            errors=("401", "404", "409", "429", "503"),
+            errors=("400", "401", "404", "409", "429", "503"),
         )
     },
 }
@@ -369,6 +378,7 @@ PATHS: dict[str, dict[str, Any]] = {
             "Experiment statistics of a campaign per version, variant and control (format=csv for CSV)",
             EXPERIMENT,
             params=[_ENV, _CAMPAIGN_KEY, _query("format", {"type": "string", "enum": ["json", "csv"]}, "json or csv")],
+            csv=True,
         )
     },
     _E + "/cohorts": {
