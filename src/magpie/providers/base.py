@@ -176,14 +176,22 @@ class PhoneGateway(Protocol):
 
     ``lookup`` only asks: a ``SENT`` result for each message of the batch the gateway holds, none
     for those it does not hold; it raises ``ProviderError`` when the gateway cannot be asked.
+
+    Final results (delivered to the phone or not) come as reports: a gateway that is ``polled``
+    answers ``poll`` with them; the others call a webhook (or, ``delivered_on_accept``, hold the
+    phone themselves: the sandbox inbox).
     """
 
     name: str
+    polled: bool
+    delivered_on_accept: bool
 
     async def send_batch(
         self, messages: list[PhoneMessage], *, batch_key: str, maybe_sent: bool = False
     ) -> list[PhoneResult]: ...
 
     async def lookup(self, messages: list[PhoneMessage], *, batch_key: str) -> list[PhoneResult]: ...
+
+    async def poll(self, provider_message_ids: list[str]) -> list[DeliveryReport]: ...
 
     async def aclose(self) -> None: ...

@@ -10,13 +10,14 @@ outcome are skipped and deliveries already SENT are not sent again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
 from magpie.domain import compliance
+from magpie.domain.delivery import Outcome
 from magpie.domain.environment import effective
 from magpie.domain.identity import DEVICE, USER
 from magpie.providers.base import DeliveryReport
@@ -102,6 +103,35 @@ class HoldLease(JobDefaults):
 # -- what a worker reads before deciding ---------------------------------------------------------
 
 
+class Addressee(msgspec.Struct, frozen=True, rename="camel"):
+    """One recipient as the dispatch names it (``users`` of the accepted request)."""
+
+    user_id: str | None = None
+    device_id: str | None = None
+    api_properties: dict[str, Any] = {}
+
+
+_addressees = msgspec.json.Decoder(list[Addressee])
+
+
+class TokenRow(NamedTuple):
+    """An active push token of one of the recipient's devices."""
+
+    device_id: str
+    token: str
+    provider_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    """A delivery an earlier attempt at the dispatch created."""
+
+    id: int
+    status: Outcome
+    attempts: int
+    batch_key: str | None
+
+
 @dataclass
 class Target:
     """A recipient resolved against the store as it is now."""
@@ -111,7 +141,7 @@ class Target:
     device_ids: tuple[str, ...]
     properties: dict[str, Any]
     crm: dict[str, Any]
-    tokens: list[tuple[str, str, str]]  # (device_id, token, provider_type)
+    tokens: list[TokenRow]
     # The user's phone number, still encrypted: the worker decrypts it only to send.
     phone_enc: bytes | None = None
 
@@ -122,12 +152,12 @@ class Snapshot:
     exists: bool = False
     exec_id: int = 0
     campaign_key: int = 0
-    users: list[dict[str, Any]] = field(default_factory=list)
+    users: list[Addressee] = field(default_factory=list)
     timezone: str = "Asia/Seoul"
     settings: dict[str, Any] = field(default_factory=dict)
     campaign_row: tuple[str, int] | None = None
     outcomes: dict[int, str | None] = field(default_factory=dict)
-    deliveries: dict[tuple[int, str], tuple[int, str, int]] = field(default_factory=dict)
+    deliveries: dict[tuple[int, str], DeliveryRow] = field(default_factory=dict)
     targets: dict[int, Target | None] = field(default_factory=dict)
     memberships: set[tuple[str, str]] = field(default_factory=set)
     # Kakao and SMS deliveries handed to a gateway whose answer was never recorded: id -> batch key.
@@ -150,7 +180,7 @@ def load_snapshot(conn: Connection, db: Database, *, item: WorkItem, cohorts: se
     if row is None:
         return snap
     snap.exists = True
-    snap.exec_id, snap.campaign_key, snap.users = row[0], row[1], _decode(row[2])
+    snap.exec_id, snap.campaign_key, snap.users = row[0], row[1], _addressees.decode(row[2])
     env = db.fetchone(conn, "SELECT timezone, settings FROM environments WHERE id = ?", (item.env_id,))
     if env is not None:
         snap.timezone, snap.settings = env[0], effective(_decode(env[1]))
@@ -169,8 +199,8 @@ def load_snapshot(conn: Connection, db: Database, *, item: WorkItem, cohorts: se
         "SELECT id, recipient_idx, token, status, attempts, batch_key FROM deliveries WHERE dispatch_id = ?",
         (item.dispatch_id,),
     ):
-        snap.deliveries[(d[1], d[2])] = (d[0], d[3], d[4])
-        if d[3] == "SENDING" and d[5]:
+        snap.deliveries[(d[1], d[2])] = DeliveryRow(id=d[0], status=Outcome(d[3]), attempts=d[4], batch_key=d[5])
+        if d[3] == Outcome.SENDING and d[5]:
             snap.in_flight[d[0]] = d[5]
     _resolve_targets(conn, db, snap)
     if cohorts:
@@ -184,8 +214,8 @@ def load_snapshot(conn: Connection, db: Database, *, item: WorkItem, cohorts: se
 
 def _resolve_targets(conn: Connection, db: Database, snap: Snapshot) -> None:
     env_id = snap.item.env_id
-    user_ids = {u["userId"] for u in snap.users if u.get("userId")}
-    device_ids = {u["deviceId"] for u in snap.users if u.get("deviceId") and not u.get("userId")}
+    user_ids = {u.user_id for u in snap.users if u.user_id}
+    device_ids = {u.device_id for u in snap.users if u.device_id and not u.user_id}
     devices: dict[str, tuple[dict[str, Any], dict[str, Any], str | None]] = {}
     if device_ids:
         marks, params = _in(device_ids)
@@ -220,7 +250,7 @@ def _resolve_targets(conn: Connection, db: Database, snap: Snapshot) -> None:
         ):
             linked_devices.setdefault(linked, []).append(ident)
     all_devices = set(devices) | {d for ds in linked_devices.values() for d in ds}
-    tokens: dict[str, list[tuple[str, str, str]]] = {}
+    tokens: dict[str, list[TokenRow]] = {}
     if all_devices:
         marks, params = _in(all_devices)
         for device_id, token, provider_type in db.fetchall(
@@ -229,10 +259,10 @@ def _resolve_targets(conn: Connection, db: Database, snap: Snapshot) -> None:
             f"AND device_id IN ({marks}) ORDER BY created_at, token",
             (env_id, *params),
         ):
-            tokens.setdefault(device_id, []).append((device_id, token, provider_type))
+            tokens.setdefault(device_id, []).append(TokenRow(device_id, token, provider_type))
     for idx, user in enumerate(snap.users):
-        user_id = user.get("userId")
-        device_id = user.get("deviceId")
+        user_id = user.user_id
+        device_id = user.device_id
         if not user_id and device_id in devices and devices[device_id][2]:
             user_id = devices[device_id][2]
         if user_id:
@@ -250,7 +280,7 @@ def _resolve_targets(conn: Connection, db: Database, snap: Snapshot) -> None:
                 tokens=[t for d in owned for t in tokens.get(d, [])],
                 phone_enc=phones.get(user_id),
             )
-        elif device_id in devices:
+        elif device_id is not None and device_id in devices:
             props, crm, _ = devices[device_id]
             snap.targets[idx] = Target(
                 user_key=f"{DEVICE}:{device_id}",
@@ -273,7 +303,7 @@ class Planned:
 
     idx: int
     user_key: str
-    tokens: list[tuple[str, str, str]]
+    tokens: Sequence[tuple[str, str, str]]
     marketing: bool
     provider_names: dict[str, str]  # token -> provider name
     # Kakao and SMS: the channel, the message type and size, and whether the gateway charges for it.
@@ -298,7 +328,7 @@ class PrepareRecipients(JobDefaults):
         env_id: int,
         dispatch_id: str,
         campaign_key: int,
-        users: list[dict[str, Any]],
+        users: Sequence[Addressee | Mapping[str, Any]],
         excluded: dict[int, tuple[str, str]],
         planned: list[Planned],
         caps: list[dict[str, Any]],
@@ -327,10 +357,7 @@ class PrepareRecipients(JobDefaults):
         tx.executemany(
             "INSERT INTO recipients (dispatch_id, idx, env_id, user_id, device_id, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            [
-                (self.dispatch_id, i, self.env_id, u.get("userId"), u.get("deviceId"), self.now_ms)
-                for i, u in enumerate(self.users)
-            ],
+            [(self.dispatch_id, i, self.env_id, *_idents(u), self.now_ms) for i, u in enumerate(self.users)],
         )
         tx.execute(
             "UPDATE dispatches SET status = 'RUNNING' WHERE id = ? AND status = 'ACCEPTED'",
@@ -459,6 +486,12 @@ class PrepareRecipients(JobDefaults):
             )
             return False
         return True
+
+
+def _idents(user: Addressee | Mapping[str, Any]) -> tuple[str | None, str | None]:
+    if isinstance(user, Addressee):
+        return user.user_id, user.device_id
+    return user.get("userId"), user.get("deviceId")
 
 
 @dataclass
