@@ -10,6 +10,7 @@ when the gateway cannot say. Phone numbers are decrypted here, at send time, and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
@@ -35,10 +36,9 @@ from magpie.providers.base import (
 from magpie.store.accounts import environment_settings
 from magpie.store.deliveries import (
     DeliveryResult,
-    FinishItem,
     HoldLease,
+    OutcomeRow,
     Planned,
-    RecordRecipient,
     RecordReports,
     Target,
     awaiting_reports,
@@ -164,7 +164,11 @@ class PhoneSender:
             paid_limit=int(snap.settings.get("paidMessagesDailyLimit") or 0),
             day=_day(batch.now_ms, snap.timezone),
             batch_key=self._open[batch.item.id].fresh_key,
+            check_lease=True,
         )
+
+    def items_in_flight(self) -> asyncio.Semaphore | None:
+        return None
 
     async def send(self, batch: Batch, plans: list[Plan], reserved: Reserved) -> None:
         opened = self._open.pop(batch.item.id)
@@ -182,14 +186,18 @@ class PhoneSender:
         ]
         if fresh:
             batches.append((opened.fresh_key, fresh, False))
+        # The fresh batch was reserved under the lease, checked then: it goes out without asking again.
+        leased = opened.fresh_key if reserved.leased else None
         batches = [b for b in batches if b[1]]
         if not batches:
-            await record(self.ctx, [], batch.finish(now_ms=self.ctx.now_ms()))
+            await record(self.ctx, batch, [], [], last=True)
             return
         assert opened.gateway is not None
         for n, (batch_key, members, maybe_sent) in enumerate(batches, start=1):
             last = n == len(batches)
-            if not await self._send_batch(batch, opened.gateway, batch_key, members, maybe_sent=maybe_sent, last=last):
+            if not await self._send_batch(
+                batch, opened.gateway, batch_key, members, maybe_sent=maybe_sent, last=last, leased=batch_key == leased
+            ):
                 return
 
     def _message(self, batch: Batch, delivery_id: int, send: _Send) -> PhoneMessage | None:
@@ -221,6 +229,7 @@ class PhoneSender:
         *,
         maybe_sent: bool,
         last: bool,
+        leased: bool = False,
     ) -> bool:
         """Send one batch and record its outcomes; False when the item's lease was lost (nothing recorded)."""
         ctx, snap, campaign = self.ctx, batch.snap, batch.campaign
@@ -240,7 +249,7 @@ class PhoneSender:
                 attempts += 1
                 lease_ms = int(ctx.settings.lease_seconds * 1000)
                 now = ctx.now_ms()
-                if not await ctx.writer.submit(
+                if not (attempts == 1 and leased) and not await ctx.writer.submit(
                     HoldLease(item_id=snap.item.id, owner=ctx.owner, now_ms=now, until_ms=now + lease_ms)
                 ):
                     log.warning("work item %s changed hands: its batch is left to the new owner", snap.item.id)
@@ -278,35 +287,24 @@ class PhoneSender:
                             for m in messages
                         )
                     break
-        records = []
-        now = ctx.now_ms()
+        outcomes: list[OutcomeRow] = []
+        recorded: list[DeliveryResult] = []
         for delivery_id, send in members:
             r = results[str(delivery_id)]
             ctx.metrics.deliveries.labels(gateway.name, r.status).inc()
-            records.append(
-                RecordRecipient(
-                    env_id=snap.item.env_id,
-                    dispatch_id=snap.item.dispatch_id,
-                    idx=send.idx,
-                    results=[
-                        DeliveryResult(
-                            delivery_id,
-                            campaign.channel,
-                            r.status,
-                            gateway.name,
-                            r.provider_message_id,
-                            r.error_code,
-                            max(attempts, 1),
-                        )
-                    ],
-                    outcome=r.status,
-                    reason=r.error_code,
-                    user_key=send.user_key,
-                    now_ms=now,
+            outcomes.append(OutcomeRow(send.idx, send.user_key, r.status, r.error_code))
+            recorded.append(
+                DeliveryResult(
+                    delivery_id,
+                    campaign.channel,
+                    r.status,
+                    gateway.name,
+                    r.provider_message_id,
+                    r.error_code,
+                    max(attempts, 1),
                 )
             )
-        finish: FinishItem | None = batch.finish(now_ms=now) if last else None
-        await record(ctx, records, finish)
+        await record(ctx, batch, outcomes, recorded, last=last)
         if gateway.delivered_on_accept:
             reports = [
                 DeliveryReport(str(r.provider_message_id), True, "SANDBOX")

@@ -18,7 +18,7 @@ from magpie.dispatch.stages import Batch, Context, Plan, Reserve, Reserved, reco
 from magpie.domain import delivery
 from magpie.domain.delivery import Channel, Outcome, Reason, Rendered
 from magpie.providers.base import ProviderError, ProviderUnavailable, PushMessage, TokenInvalid
-from magpie.store.deliveries import DeliveryResult, Planned, RecordRecipient, Target
+from magpie.store.deliveries import DeliveryResult, OutcomeRow, Planned, Target
 
 log = logging.getLogger("magpie.worker")
 
@@ -30,6 +30,11 @@ class PushSender:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        # Each push item sends up to ``worker_concurrency`` pushes at once: a few items keep the slots busy.
+        self._items = asyncio.Semaphore(max(2, ctx.settings.worker_concurrency // 4))
+
+    def items_in_flight(self) -> asyncio.Semaphore | None:
+        return self._items
 
     def open(self, batch: Batch) -> set[int]:  # noqa: ARG002 - the interface's
         return set()  # a push is never left in flight at a gateway: a PENDING delivery is sent again
@@ -80,18 +85,22 @@ class PushSender:
         try:
             for start in range(0, len(todo), size):
                 chunk = todo[start : start + size]
-                records = await asyncio.gather(
+                answers = await asyncio.gather(
                     *(self._recipient(batch, p, reserved.ids.get(p.planned.idx, {})) for p in chunk)
                 )
                 if recording is not None:
                     await recording
-                recording = asyncio.create_task(record(ctx, list(records), None))
+                outcomes = [outcome for outcome, _ in answers]
+                results = [r for _, rs in answers for r in rs]
+                recording = asyncio.create_task(record(ctx, batch, outcomes, results))
         finally:
             if recording is not None:
                 await recording
-        await record(ctx, [], batch.finish(now_ms=ctx.now_ms()))
+        await record(ctx, batch, [], [], last=True)
 
-    async def _recipient(self, batch: Batch, plan: Plan, delivery_ids: dict[str, int]) -> RecordRecipient:
+    async def _recipient(
+        self, batch: Batch, plan: Plan, delivery_ids: dict[str, int]
+    ) -> tuple[OutcomeRow, list[DeliveryResult]]:
         snap, campaign = batch.snap, batch.campaign
         planned = plan.planned
         rendered: Rendered = plan.message
@@ -139,16 +148,7 @@ class PushSender:
         results.extend(await asyncio.gather(*sends))
         sent = any(r.status == Outcome.SENT for r in results)
         reason = None if sent else next((r.error_code for r in results if r.error_code), Reason.DELIVERY_FAILED)
-        return RecordRecipient(
-            env_id=snap.item.env_id,
-            dispatch_id=snap.item.dispatch_id,
-            idx=planned.idx,
-            results=results,
-            outcome=Outcome.SENT if sent else Outcome.FAILED,
-            reason=reason,
-            user_key=planned.user_key,
-            now_ms=self.ctx.now_ms(),
-        )
+        return OutcomeRow(planned.idx, planned.user_key, Outcome.SENT if sent else Outcome.FAILED, reason), results
 
     async def _send_with_retry(self, batch: Batch, message: PushMessage, delivery_id: int) -> DeliveryResult:
         ctx = self.ctx

@@ -32,12 +32,15 @@ from magpie.runtime import Runtime
 from magpie.store.crypto import Cipher
 from magpie.store.db import Connection, Database
 from magpie.store.deliveries import (
+    DeliveryResult,
     FinishItem,
+    HoldLease,
     HoldRecipients,
+    OutcomeRow,
     Planned,
     PrepareRecipients,
-    RecordRecipient,
-    RecordRecipients,
+    RecordOutcomes,
+    ReserveBatch,
     Snapshot,
     Target,
     WorkItem,
@@ -144,14 +147,20 @@ class Reserve:
     paid_limit: int = 0
     day: str = ""
     batch_key: str | None = None
+    # Reserve only while this dispatcher still holds the item's lease (a paid batch goes out next).
+    check_lease: bool = False
 
 
 @dataclass
 class Reserved:
-    """The reserve stage's answer: delivery ids per recipient and token, and who a cap excluded."""
+    """The reserve stage's answer: delivery ids per recipient and token, and who a cap excluded.
+
+    ``leased``: the reservation was made under the item's lease, checked in the same transaction.
+    """
 
     ids: dict[int, dict[str, int]]
     capped: set[int]
+    leased: bool = False
 
 
 class Sender(Protocol):
@@ -161,6 +170,8 @@ class Sender(Protocol):
     earlier attempt left in flight (they are not decided again: a gateway may hold them), and
     ``plan`` renders one recipient (or says why it fails). ``send`` sends the planned recipients
     the way the channel batches and records their outcomes, the item's end with the last record.
+    ``items_in_flight`` bounds how many items of the channel send at once (``None``: the send
+    slots are bound enough).
     """
 
     channel: Channel
@@ -172,6 +183,8 @@ class Sender(Protocol):
     def reservation(self, batch: Batch) -> Reserve: ...
 
     async def send(self, batch: Batch, plans: list[Plan], reserved: Reserved) -> None: ...
+
+    def items_in_flight(self) -> asyncio.Semaphore | None: ...
 
     async def poll_reports(self, *, max_age_hours: float) -> int: ...
 
@@ -276,36 +289,41 @@ async def decide(batch: Batch, sender: Sender) -> Decided:
 # -- reserve -------------------------------------------------------------------------------------------
 
 
-async def reserve(
-    ctx: Context, batch: Batch, todo: Decided, reservation: Reserve, *, campaign: Campaign | None = None
-) -> Reserved:
-    """One writer job: exclusions, frequency caps, the daily limit and the deliveries to send."""
-    snap = batch.snap
-    chosen = campaign if campaign is not None else batch.campaign
-    ids, capped = await ctx.writer.submit(
-        PrepareRecipients(
-            env_id=snap.item.env_id,
-            dispatch_id=snap.item.dispatch_id,
-            campaign_key=snap.campaign_key,
-            users=snap.users,
-            excluded=todo.excluded,
-            planned=[p.planned for p in todo.plans if p.reserve],
-            caps=delivery.frequency_caps(campaign=chosen, settings=snap.settings),
-            tags=list(chosen.tags),
-            now_ms=batch.now_ms,
-            channel=reservation.channel,
-            paid_limit=reservation.paid_limit,
-            day=reservation.day,
-            batch_key=reservation.batch_key,
-        )
-    )
+async def reserve(ctx: Context, batch: Batch, todo: Decided, reservation: Reserve) -> Reserved | None:
+    """One writer job: exclusions, frequency caps, the daily limit, the deliveries to send and the
+    night-time hand-over; ``None`` when the item's lease was lost (nothing reserved)."""
+    snap, campaign = batch.snap, batch.campaign
+    item = snap.item
+    lease: HoldLease | None = None
+    if reservation.check_lease:
+        now = ctx.now_ms()
+        lease_ms = int(ctx.settings.lease_seconds * 1000)
+        lease = HoldLease(item_id=item.id, owner=ctx.owner, now_ms=now, until_ms=now + lease_ms)
+    hold = None
     if todo.hold:
-        await ctx.writer.submit(
-            HoldRecipients(
-                env_id=snap.item.env_id, dispatch_id=snap.item.dispatch_id, idxs=todo.hold, release_ms=todo.release_at
-            )
+        hold = HoldRecipients(
+            env_id=item.env_id, dispatch_id=item.dispatch_id, idxs=todo.hold, release_ms=todo.release_at
         )
-    return Reserved(ids=ids, capped=capped)
+    prepare = PrepareRecipients(
+        env_id=item.env_id,
+        dispatch_id=item.dispatch_id,
+        campaign_key=snap.campaign_key,
+        users=snap.users,
+        excluded=todo.excluded,
+        planned=[p.planned for p in todo.plans if p.reserve],
+        caps=delivery.frequency_caps(campaign=campaign, settings=snap.settings),
+        tags=list(campaign.tags),
+        now_ms=batch.now_ms,
+        channel=reservation.channel,
+        paid_limit=reservation.paid_limit,
+        day=reservation.day,
+        batch_key=reservation.batch_key,
+    )
+    reserved = await ctx.writer.submit(ReserveBatch(recipients=prepare, lease=lease, hold=hold))
+    if reserved is None:
+        return None
+    ids, capped = reserved
+    return Reserved(ids=ids, capped=capped, leased=lease is not None)
 
 
 async def reserve_nothing(ctx: Context, snap: Snapshot, *, now_ms: int) -> None:
@@ -328,7 +346,24 @@ async def reserve_nothing(ctx: Context, snap: Snapshot, *, now_ms: int) -> None:
 # -- record --------------------------------------------------------------------------------------------
 
 
-async def record(ctx: Context, records: list[RecordRecipient], finish: FinishItem | None) -> None:
+async def record(
+    ctx: Context,
+    batch: Batch,
+    outcomes: list[OutcomeRow],
+    results: list[DeliveryResult],
+    *,
+    last: bool = False,
+) -> None:
     """One writer job for a batch's outcomes (and the item's end with its last batch)."""
-    if records or finish is not None:
-        await ctx.writer.submit(RecordRecipients(records=records, finish=finish))
+    if outcomes or results or last:
+        now = ctx.now_ms()
+        await ctx.writer.submit(
+            RecordOutcomes(
+                env_id=batch.item.env_id,
+                dispatch_id=batch.item.dispatch_id,
+                now_ms=now,
+                outcomes=outcomes,
+                results=results,
+                finish=batch.finish(now_ms=now) if last else None,
+            )
+        )

@@ -103,7 +103,9 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and process work until ``stop`` is set."""
         in_flight: set[asyncio.Task[None]] = set()
-        max_items = max(2, self.settings.worker_concurrency // 4)
+        # A gateway batch takes one send slot, so as many items as slots; push items are bounded
+        # further by their sender (each sends many pushes at once).
+        max_items = max(2, self.settings.worker_concurrency)
         next_poll = time.monotonic() + self.settings.report_poll_seconds
         while not stop.is_set():
             if time.monotonic() >= next_poll:
@@ -142,7 +144,10 @@ class Dispatcher:
                 for waiter in pending:
                     waiter.cancel()
             elif free - len(items) <= 0:
-                await asyncio.wait(set(in_flight), return_when=asyncio.FIRST_COMPLETED)
+                # Full: claim again once half the items are done, so that each claim (one writer
+                # transaction) brings many items rather than one per item finished.
+                while len(in_flight) > max_items // 2 and not stop.is_set():
+                    await asyncio.wait(set(in_flight), return_when=asyncio.FIRST_COMPLETED)
         if in_flight:
             await asyncio.wait(set(in_flight), timeout=30)
 
@@ -266,7 +271,15 @@ class Dispatcher:
         sender = self._sender(campaign)
         todo = await stages.decide(batch, sender)
         reserved = await stages.reserve(ctx, batch, todo, sender.reservation(batch))
-        await sender.send(batch, todo.plans, reserved)
+        if reserved is None:
+            log.warning("work item %s changed hands: it is left to the new owner", item.id)
+            return
+        items = sender.items_in_flight()
+        if items is None:
+            await sender.send(batch, todo.plans, reserved)
+        else:
+            async with items:
+                await sender.send(batch, todo.plans, reserved)
 
     def _sender(self, campaign: Campaign) -> Sender:
         return self.senders[Channel(campaign.channel)]

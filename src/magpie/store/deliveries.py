@@ -533,56 +533,39 @@ class RecordRecipient(JobDefaults):
         self.now_ms = now_ms
 
     def run(self, tx: Tx) -> None:
-        tx.executemany(
-            "UPDATE deliveries SET status = ?, provider = ?, provider_message_id = ?, error_code = ?, attempts = ?, "
-            "updated_at = ? WHERE id = ?",
-            [
-                (
-                    r.status,
-                    r.provider,
-                    r.provider_message_id,
-                    r.error_code,
-                    r.attempts,
-                    self.now_ms,
-                    r.delivery_id,
-                )
-                for r in self.results
-            ],
-        )
-        retired = [r for r in self.results if r.retire]
-        tx.executemany(
-            "UPDATE push_tokens SET status = 'RETIRED', retired_reason = ?, updated_at = ? "
-            "WHERE env_id = ? AND token = ?",
-            [(r.error_code, self.now_ms, self.env_id, r.token) for r in retired],
-        )
-        if tx.fetchone(
-            "UPDATE recipients SET outcome = ?, reason = ?, updated_at = ? WHERE dispatch_id = ? AND idx = ? "
-            "AND outcome IS NULL RETURNING idx",
-            (self.outcome, self.reason, self.now_ms, self.dispatch_id, self.idx),
-        ):
-            count_outcome(tx, dispatch_id=self.dispatch_id, outcome=self.outcome, reason=self.reason)
-        if self.outcome not in ("SENT", "UNKNOWN"):
-            # A push that never arrived does not count against the user's frequency caps (a message
-            # the gateway may have taken, UNKNOWN, keeps counting, and keeps its paid count).
-            tx.execute(
-                "DELETE FROM marketing_sends WHERE env_id = ? AND user_key = ? AND dispatch_id = ?",
-                (self.env_id, self.user_key, self.dispatch_id),
-            )
-            # A message the gateway refused is not charged: it leaves the paid count of the day its
-            # delivery was counted on, once (whoever clears the delivery's mark releases it).
-            for delivery_id, day in tx.fetchall(
-                "SELECT id, paid_day FROM deliveries WHERE dispatch_id = ? AND recipient_idx = ? "
-                "AND paid_day IS NOT NULL",
-                (self.dispatch_id, self.idx),
-            ):
-                if tx.fetchone(
-                    "UPDATE deliveries SET paid_day = NULL WHERE id = ? AND paid_day IS NOT NULL RETURNING id",
-                    (delivery_id,),
-                ):
-                    tx.execute(
-                        "UPDATE paid_messages SET count = count - 1 WHERE env_id = ? AND day = ? AND count > 0",
-                        (self.env_id, day),
-                    )
+        RecordOutcomes(
+            env_id=self.env_id,
+            dispatch_id=self.dispatch_id,
+            now_ms=self.now_ms,
+            outcomes=[OutcomeRow(self.idx, self.user_key, self.outcome, self.reason)],
+            results=self.results,
+        ).run(tx)
+
+
+class ReserveBatch(JobDefaults):
+    """The reserve stage in one transaction: the lease still held (when asked), the recipients'
+    exclusions and deliveries (``PrepareRecipients``), and night-time recipients handed on.
+
+    Answers ``None`` when the lease was lost (nothing is reserved: the new owner decides the item
+    again), else the answer of ``recipients`` (a ``PrepareRecipients``).
+    """
+
+    profile_keys = ()
+
+    def __init__(
+        self, *, recipients: PrepareRecipients, lease: HoldLease | None = None, hold: HoldRecipients | None = None
+    ) -> None:
+        self.recipients = recipients
+        self.lease = lease
+        self.hold = hold
+
+    def run(self, tx: Tx) -> tuple[dict[int, dict[str, int]], set[int]] | None:
+        if self.lease is not None and not self.lease.run(tx):
+            return None
+        reserved = self.recipients.run(tx)
+        if self.hold is not None:
+            self.hold.run(tx)
+        return reserved
 
 
 class RecordRecipients(JobDefaults):
@@ -600,6 +583,112 @@ class RecordRecipients(JobDefaults):
             record.run(tx)
         if self.finish is not None:
             self.finish.run(tx)
+
+
+class OutcomeRow(NamedTuple):
+    """A recipient's single outcome, as the record stage stores it."""
+
+    idx: int
+    user_key: str
+    outcome: str
+    reason: str | None
+
+
+class RecordOutcomes(JobDefaults):
+    """The record stage: one batch's delivery results and its recipients' outcomes, in a few statements
+    for the whole batch, and the end of the work item with its last batch.
+
+    An outcome is stored (and counted) only for a recipient that has none yet; a recipient that did not
+    get its message leaves the frequency caps and the day's paid count it reserved.
+    """
+
+    profile_keys = ()
+
+    def __init__(
+        self,
+        *,
+        env_id: int,
+        dispatch_id: str,
+        now_ms: int,
+        outcomes: list[OutcomeRow],
+        results: list[DeliveryResult],
+        finish: FinishItem | None = None,
+    ) -> None:
+        self.env_id = env_id
+        self.dispatch_id = dispatch_id
+        self.now_ms = now_ms
+        self.outcomes = outcomes
+        self.results = results
+        self.finish = finish
+
+    def run(self, tx: Tx) -> None:
+        now = self.now_ms
+        tx.executemany(
+            "UPDATE deliveries SET status = ?, provider = ?, provider_message_id = ?, error_code = ?, attempts = ?, "
+            "updated_at = ? WHERE id = ?",
+            [
+                (r.status, r.provider, r.provider_message_id, r.error_code, r.attempts, now, r.delivery_id)
+                for r in self.results
+            ],
+        )
+        tx.executemany(
+            "UPDATE push_tokens SET status = 'RETIRED', retired_reason = ?, updated_at = ? "
+            "WHERE env_id = ? AND token = ?",
+            [(r.error_code, now, self.env_id, r.token) for r in self.results if r.retire],
+        )
+        if self.outcomes:
+            self._outcomes(tx)
+        if self.finish is not None:
+            self.finish.run(tx)
+
+    def _outcomes(self, tx: Tx) -> None:
+        now = self.now_ms
+        marks = ",".join("?" * len(self.outcomes))
+        # Locked (PostgreSQL) so that a worker recording the same recipients at once waits, then sees them set.
+        still_open = {
+            int(row[0])
+            for row in tx.fetchall(
+                f"SELECT idx FROM recipients WHERE dispatch_id = ? AND outcome IS NULL AND idx IN ({marks}) "
+                "ORDER BY idx FOR UPDATE",
+                (self.dispatch_id, *(o.idx for o in self.outcomes)),
+            )
+        }
+        settled = [o for o in self.outcomes if o.idx in still_open]
+        tx.executemany(
+            "UPDATE recipients SET outcome = ?, reason = ?, updated_at = ? WHERE dispatch_id = ? AND idx = ? "
+            "AND outcome IS NULL",
+            [(o.outcome, o.reason, now, self.dispatch_id, o.idx) for o in settled],
+        )
+        counts: dict[tuple[str, str | None], int] = {}
+        for o in settled:
+            counts[(o.outcome, o.reason)] = counts.get((o.outcome, o.reason), 0) + 1
+        for (outcome, reason), n in counts.items():
+            count_outcome(tx, dispatch_id=self.dispatch_id, outcome=outcome, reason=reason, n=n)
+        for o in self.outcomes:
+            if o.outcome not in (Outcome.SENT, Outcome.UNKNOWN):
+                self._release(tx, o)
+
+    def _release(self, tx: Tx, o: OutcomeRow) -> None:
+        # A push that never arrived does not count against the user's frequency caps (a message
+        # the gateway may have taken, UNKNOWN, keeps counting, and keeps its paid count).
+        tx.execute(
+            "DELETE FROM marketing_sends WHERE env_id = ? AND user_key = ? AND dispatch_id = ?",
+            (self.env_id, o.user_key, self.dispatch_id),
+        )
+        # A message the gateway refused is not charged: it leaves the paid count of the day its
+        # delivery was counted on, once (whoever clears the delivery's mark releases it).
+        for delivery_id, day in tx.fetchall(
+            "SELECT id, paid_day FROM deliveries WHERE dispatch_id = ? AND recipient_idx = ? AND paid_day IS NOT NULL",
+            (self.dispatch_id, o.idx),
+        ):
+            if tx.fetchone(
+                "UPDATE deliveries SET paid_day = NULL WHERE id = ? AND paid_day IS NOT NULL RETURNING id",
+                (delivery_id,),
+            ):
+                tx.execute(
+                    "UPDATE paid_messages SET count = count - 1 WHERE env_id = ? AND day = ? AND count > 0",
+                    (self.env_id, day),
+                )
 
 
 class HoldRecipients(JobDefaults):
