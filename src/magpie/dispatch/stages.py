@@ -308,7 +308,7 @@ async def reserve(ctx: Context, batch: Batch, todo: Decided, reservation: Reserv
         env_id=item.env_id,
         dispatch_id=item.dispatch_id,
         campaign_key=snap.campaign_key,
-        users=snap.users,
+        users=[(u.user_id, u.device_id) for u in snap.users],  # ids only: less to hand to the writer
         excluded=todo.excluded,
         planned=[p.planned for p in todo.plans if p.reserve],
         caps=delivery.frequency_caps(campaign=campaign, settings=snap.settings),

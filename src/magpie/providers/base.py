@@ -16,12 +16,19 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+import msgspec
+
 ProviderType = Literal["FCM", "APN"]
+_encode = msgspec.json.Encoder().encode
 
 
 def compact_json(value: Any) -> bytes:
-    """JSON as a vendor is sent it: no spaces, UTF-8 kept."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    """JSON as a vendor is sent it: no spaces, UTF-8 kept.
+
+    >>> compact_json({"n": [1, True, None], "t": "안녕"}).decode()
+    '{"n":[1,true,null],"t":"안녕"}'
+    """
+    return _encode(value)
 
 
 def json_member(body: bytes, name: str) -> object:

@@ -297,8 +297,7 @@ def _resolve_targets(conn: Connection, db: Database, snap: Snapshot) -> None:
 # -- recording decisions and results ------------------------------------------------------------------
 
 
-@dataclass
-class Planned:
+class Planned(msgspec.Struct):
     """A recipient the worker wants to send to: tokens to deliver and the rendered message."""
 
     idx: int
@@ -328,7 +327,7 @@ class PrepareRecipients(JobDefaults):
         env_id: int,
         dispatch_id: str,
         campaign_key: int,
-        users: Sequence[Addressee | Mapping[str, Any]],
+        users: Sequence[Addressee | Mapping[str, Any] | tuple[str | None, str | None]],
         excluded: dict[int, tuple[str, str]],
         planned: list[Planned],
         caps: list[dict[str, Any]],
@@ -488,14 +487,18 @@ class PrepareRecipients(JobDefaults):
         return True
 
 
-def _idents(user: Addressee | Mapping[str, Any]) -> tuple[str | None, str | None]:
+def _idents(user: Addressee | Mapping[str, Any] | tuple[str | None, str | None]) -> tuple[str | None, str | None]:
+    """A recipient's user and device ids, named by a tuple of them, an ``Addressee`` or the request's object."""
+    if isinstance(user, tuple):
+        return user
     if isinstance(user, Addressee):
         return user.user_id, user.device_id
     return user.get("userId"), user.get("deviceId")
 
 
-@dataclass
-class DeliveryResult:
+class DeliveryResult(msgspec.Struct):
+    """What became of one delivery (a push token, or a Kakao or SMS message)."""
+
     delivery_id: int
     token: str
     status: str  # SENT | FAILED | UNKNOWN (phone gateways only)
