@@ -242,11 +242,14 @@ def _resolve_targets(conn: Connection, db: Database, snap: Snapshot) -> None:
             users[ident] = (_decode(props), _decode(crm))
             if phone_enc is not None:
                 phones[ident] = bytes(phone_enc)
+        # SQLite's planner, without statistics, would rather scan every device of the environment by
+        # the primary key (env_id, kind) than look the users up in the partial index: name the index.
+        hint = " INDEXED BY ix_profiles_linked_user" if db.is_sqlite else ""
         for ident, linked in db.fetchall(
             conn,
-            f"SELECT ident, linked_user FROM profiles WHERE env_id = ? AND kind = ? AND linked_user IN ({marks}) "
-            "ORDER BY ident",
-            (env_id, DEVICE, *params),
+            f"SELECT ident, linked_user FROM profiles{hint} WHERE env_id = ? AND linked_user IN ({marks}) "
+            "AND kind = ? ORDER BY ident",
+            (env_id, *params, DEVICE),
         ):
             linked_devices.setdefault(linked, []).append(ident)
     all_devices = set(devices) | {d for ds in linked_devices.values() for d in ds}
