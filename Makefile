@@ -29,7 +29,7 @@ test: $(STAMP) browser pg-server
 
 # The page tests write their screenshots to build/screenshots/; this refreshes the ones docs/ shows.
 screenshots: $(STAMP) browser
-	MAGPIE_SCREENSHOTS=docs/img MAGPIE_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q tests/browser tests/dashboard/test_browser.py tests/dashboard/test_browser_messages.py
+	MAGPIE_SCREENSHOTS=docs/img MAGPIE_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q tests/browser tests/dashboard/test_browser.py tests/dashboard/test_browser_messages.py tests/dashboard/test_browser_broadcasts.py
 
 # Debian's PostgreSQL server binaries (initdb, pg_ctl): the outage test runs a private server it can stop,
 # and the test session starts a throwaway one when no password-less server answers on 127.0.0.1:5432.

@@ -76,7 +76,8 @@ def settle(url: str) -> None:
 
 def fill(url: str) -> dict[str, Any]:
     """Write the store; returns the admin token and ids the pages will look at."""
-    from magpie.store import accounts, campaigns
+    from magpie.domain.campaigns import parse_campaign
+    from magpie.store import accounts
     from magpie.store.db import Database
 
     rng = random.Random(7)
@@ -85,24 +86,31 @@ def fill(url: str) -> dict[str, Any]:
     env = accounts.create_environment(db, name="bench")
     token = accounts.create_admin_token(db, name="bench")
     accounts.create_api_key(db, environment="bench", name="default")
-    for key in range(1, CAMPAIGNS + 1):
-        marketing = key % 3 == 0
-        campaigns.apply_campaign(
-            db,
-            env_id=env.id,
-            raw={
-                "key": key,
-                "name": f"캠페인 {key}: 재입고 알림" if not marketing else f"캠페인 {key}: 주말 할인",
-                "status": "ACTIVE",
-                "purpose": "MARKETING" if marketing else "INFORMATION",
-                "provider": "sandbox",
-                "tags": ["bench"],
-                "message": {
-                    "title": "{{ user_properties.name | default: '고객' }}님, 소식이 있어요",
-                    "body": "상품 {{ api_properties.productNumber | default: '' }} 확인해 보세요.",
-                },
-            },
-        )
+    # Written as a store at revision 0002 holds them (no channel column yet: the migrations add it).
+    now_ms = int(time.time() * 1000)
+    with db.transaction() as conn:
+        for key in range(1, CAMPAIGNS + 1):
+            marketing = key % 3 == 0
+            campaign = parse_campaign(
+                {
+                    "key": key,
+                    "name": f"캠페인 {key}: 재입고 알림" if not marketing else f"캠페인 {key}: 주말 할인",
+                    "status": "ACTIVE",
+                    "purpose": "MARKETING" if marketing else "INFORMATION",
+                    "provider": "sandbox",
+                    "tags": ["bench"],
+                    "message": {
+                        "title": "{{ user_properties.name | default: '고객' }}님, 소식이 있어요",
+                        "body": "상품 {{ api_properties.productNumber | default: '' }} 확인해 보세요.",
+                    },
+                }
+            )
+            db.execute(
+                conn,
+                "INSERT INTO campaigns (env_id, key, name, status, definition, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (env.id, key, campaign.name, campaign.status, _enc(campaign.to_json()).decode(), now_ms, now_ms),
+            )
     out = _Rows(url)
     now = int(time.time() * 1000)
     start = now - DAYS * 86_400_000
@@ -264,10 +272,12 @@ def pages(store: dict[str, Any]) -> dict[str, str]:
     e = "/dashboard/bench"
     return {
         "overview": f"{e}/",
+        "overview of one channel": f"{e}/?channel=push",
         "campaigns": f"{e}/campaigns",
         "campaigns sorted by CTR": f"{e}/campaigns?sort=ctr",
         "campaign, 7 days per day": f"{e}/campaigns/3",
         "campaign, 90 days per hour": f"{e}/campaigns/3?range=90d&grain=hour",
+        "campaign previewed as a user": f"{e}/campaigns/3?as=user-4242",
         "dispatch": f"{e}/dispatches/{store['dispatch']}",
         "dispatch, failed only": f"{e}/dispatches/{store['dispatch']}?outcome=FAILED",
         "user lookup by user id": f"{e}/users?q=user-4242",

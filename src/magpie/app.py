@@ -24,6 +24,7 @@ from magpie.config import Settings
 from magpie.dashboard.pages import FORM_MAX_BYTES, dashboard_routes
 from magpie.dispatch.worker import Workers
 from magpie.errors import MagpieError, MethodNotAllowed, NotFound, Unauthorized
+from magpie.logs import set_request
 from magpie.metrics import Metrics
 from magpie.runtime import Runtime
 from magpie.store.db import Database
@@ -91,6 +92,7 @@ class MagpieApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
+            set_request(scope["method"], scope["path"])
             await self._http(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)

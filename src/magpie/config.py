@@ -192,6 +192,8 @@ class Settings:
 
     def __post_init__(self) -> None:
         self.fetch_allow_networks  # noqa: B018 - a bad range fails at start, naming the variable
+        if self.broadcast_catch_up not in ("latest", "all", "none"):
+            raise ValueError(f"MAGPIE_BROADCAST_CATCH_UP must be latest, all or none, not {self.broadcast_catch_up!r}")
 
     @property
     def fetch_allow_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -211,6 +213,29 @@ class Settings:
         "Comma-separated addresses or CIDR ranges of reverse proxies whose `X-Forwarded-For` and "
         "`X-Forwarded-Proto` are believed (the client address the failed-authentication throttle counts). "
         "Unset: no proxy is trusted and the connection's own address counts.",
+    )
+    broadcast_poll_seconds: float = setting(
+        5.0,
+        "MAGPIE_BROADCAST_POLL_SECONDS",
+        "Seconds between two looks of each broadcast scheduler for due slots and occurrences to plan "
+        "([broadcasts.md](broadcasts.md)). One runs beside the dispatch workers of every `magpie worker` and of "
+        "`magpie serve` (unless `MAGPIE_WORKERS=0`); 0: none in this process.",
+    )
+    broadcast_catch_up: str = setting(
+        "latest",
+        "MAGPIE_BROADCAST_CATCH_UP",
+        "Slots of a schedule missed while no scheduler ran: `latest` sends the newest one, `all` sends each, "
+        "`none` sends none; never one older than `MAGPIE_BROADCAST_CATCH_UP_MAX_AGE`.",
+    )
+    broadcast_catch_up_max_age_seconds: float = setting(
+        21600.0,
+        "MAGPIE_BROADCAST_CATCH_UP_MAX_AGE",
+        "Seconds after its time past which a missed slot is skipped whatever `MAGPIE_BROADCAST_CATCH_UP` says.",
+    )
+    broadcast_page_size: int = setting(
+        1000,
+        "MAGPIE_BROADCAST_PAGE_SIZE",
+        "Users an occurrence's planner reads per page; each page's reachable users become one dispatch.",
     )
 
     @property

@@ -9,10 +9,27 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 
 # Anything that looks like a magpie key/token, a bearer credential or a phone number is masked,
 # whatever the message that carries it.
 _SECRETS = re.compile(r"(mg[pa]_[A-Za-z0-9_-]{8,}|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}|\+?\d[\d -]{8,}\d)")
+
+
+# The request being answered (method and path, never the query string, which may carry secrets),
+# set once per HTTP request so that a record logged deep inside can say which request it was.
+_REQUEST: ContextVar[tuple[str, str] | None] = ContextVar("magpie_request", default=None)
+
+
+def set_request(method: str, path: str) -> None:
+    """Name the request the current task is answering (the ASGI app calls this per request)."""
+    _REQUEST.set((method, path[:512]))
+
+
+def request_fields() -> dict[str, str]:
+    """``{"method", "path"}`` of the request being answered, or ``{}`` outside a request."""
+    current = _REQUEST.get()
+    return {} if current is None else {"method": current[0], "path": current[1]}
 
 
 def redact(text: str) -> str:

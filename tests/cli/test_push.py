@@ -97,7 +97,33 @@ def test_cli_campaign_apply_list_and_stats(tmp_path: Path) -> None:
     listed = _ok("campaign", "list", data_dir=data)
     assert [(c["key"], c["status"], c["tags"]) for c in listed] == [(12, "PAUSED", ["restock"])]
     stats = _ok("stats", "campaign", "12", data_dir=data)
-    assert stats["requested"] == 0 and stats["ctr"] == 0.0
+    # Nothing sent: no rate to give (null, shown "-"), not a 0% that never happened.
+    assert (stats["requested"], stats["unknown"], stats["ctr"], stats["sentRate"]) == (0, 0, None, None)
+
+
+def test_cli_campaign_list_has_a_header_and_the_channel_of_every_campaign(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _ok("env", "create", "development", data_dir=data)
+    _ok("settings", "-f", str(_write(tmp_path, "settings.yaml", "smsOptOutNumber: 080-123-4567\n")), data_dir=data)
+    sms = "key: 13\nname: Spring sale\nchannel: sms\npurpose: MARKETING\nmessage:\n  text: 봄 세일\n"
+    brand = "key: 14\nname: Winter sale\nchannel: kakao\ntype: brand\nmessage:\n  text: 겨울 세일\n"
+    for name, text in (("push.yaml", CAMPAIGN_YAML), ("sms.yaml", sms), ("brand.yaml", brand)):
+        _ok("campaign", "apply", "-f", str(_write(tmp_path, name, text)), data_dir=data)
+    result = magpie_cli("campaign", "list", data_dir=data)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert rows[0] == ["KEY", "STATUS", "CHANNEL", "PURPOSE", "PROVIDER", "NAME"]
+    assert [(r[0], r[2]) for r in rows[1:]] == [("12", "push"), ("13", "sms"), ("14", "kakao/brand")]
+    helped = magpie_cli("campaign", "--help", data_dir=data)
+    assert "push campaigns" not in helped.stdout
+    top = magpie_cli("--help", data_dir=data).stdout
+    assert "campaigns (push, Kakao and SMS)" in top and "push campaigns" not in top
+
+
+def _write(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def test_cli_campaign_apply_rejects_template_errors_at_apply_time(tmp_path: Path) -> None:

@@ -67,9 +67,12 @@ class Magpie:
 
 
 @contextmanager
-def served(data_dir: Path) -> Iterator[Magpie]:
-    """A first start of ``magpie serve`` on ``data_dir`` (demo environment, key and token), stopped after."""
-    with ServerProcess(data_dir=data_dir) as server:
+def served(data_dir: Path, *, env: dict[str, str] | None = None) -> Iterator[Magpie]:
+    """A first start of ``magpie serve`` on ``data_dir`` (demo environment, key and token), stopped after.
+
+    ``env``: extra environment variables for the server (``MAGPIE_...`` settings).
+    """
+    with ServerProcess(data_dir=data_dir, env=env) as server:
         instance = Magpie(server)
         try:
             yield instance

@@ -125,6 +125,10 @@ def test_dashboard_seed_trigger_counts_on_overview_campaign_and_dispatch(
     funnel = page.locator("ol.funnel").inner_text()
     assert re.search(r"Requested\s+4", funnel) and re.search(r"Sent\s+1", funnel), funnel
     assert "NO_PUSH_TOKEN" in funnel and "UNKNOWN_USER" in funnel
+    # Sample data from the template's own properties, then the seed's user as herself.
+    assert "[name]님, 기다리던 상품이 입고됐어요" in page.locator(".notification").inner_text()
+    page.get_by_label("Preview as user").fill(SEED_USER)
+    page.get_by_role("button", name="Preview").click()
     assert "김민지님, 기다리던 상품이 입고됐어요" in page.locator(".notification").inner_text()
     page.wait_for_function("() => document.querySelector('#campaign-chart').width > 0 && window.Chart")
     screenshot(page, "dashboard-campaign")

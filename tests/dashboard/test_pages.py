@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 from typing import Any
 
 import httpx
 import pytest
+from starlette.routing import Route
 
+from magpie.app import create_app
+from magpie.config import Settings
+from magpie.logs import JsonFormatter
 from tests.dashboard.test_session import _send, _sign_in
 from tests.dispatch.test_messages import run as run_messages
 from tests.dispatch.test_messages import send as send_messages
@@ -88,10 +94,13 @@ def test_pages_show_the_same_numbers_as_the_api(client: AppClient, env: Env, sen
 
     campaign = _text(_page(client, cookies, e + "/campaigns/3").text)
     assert "Requested 3" in campaign and "Sent 1" in campaign and "NOT_IN_AUDIENCE 1" in campaign
-    assert "(광고) magpie shop 김민지님 할인" in campaign  # the marketing rules on the sample recipient
+    # The marketing rules on sample data made from the template's own property: user_properties.name.
+    assert "(광고) magpie shop [name]님 할인" in campaign
     assert "수신거부" in campaign  # the default opt-out text
     assert "property “grade” is GOLD" in campaign
-    assert "at most 3 marketing pushes per user in 1 days" in campaign
+    assert "at most 3 marketing messages of any channel per user in 1 day" in campaign
+    as_user = _text(_page(client, cookies, e + "/campaigns/3?as=u1").text)
+    assert "(광고) magpie shop 민지님 할인" in as_user and '"grade": "GOLD"' in as_user  # u1's own properties
     assert "key: 3" in campaign and "purpose: MARKETING" in campaign
 
     hourly = _page(client, cookies, e + "/campaigns/3?range=24h&grain=hour").text
@@ -115,6 +124,14 @@ def test_pages_user_lookup_inbox_and_keys(client: AppClient, env: Env, sent: dic
     user = _text(_page(client, cookies, e + "/users?q=u1").text)
     assert "GOLD" in user and "SUBSCRIBED" in user and "tok-u1-0…" in user
     assert "$push_click" in user and "attributed" in user
+    assert "#3 주말 할인 Push SENT" in user
+    # Not only deliveries: an excluded recipient sees why, in words, with the campaign's name and channel.
+    excluded = _text(_page(client, cookies, e + "/users?q=u2").text)
+    assert (
+        "#3 주말 할인 Push EXCLUDED NOT_IN_AUDIENCE The user does not match the campaign&#39;s audience conditions. —"
+        in excluded
+    )
+    assert "ghost" not in excluded and "None" not in excluded
     by_device = _text(_page(client, cookies, e + "/users?q=d-u2").text)
     assert "Device d-u2 is linked to user u2" in by_device
     assert "No user or device" in _text(_page(client, cookies, e + "/users?q=nobody").text)
@@ -152,5 +169,43 @@ def test_dispatch_page_shows_and_filters_recipients_a_gateway_left_unknown(clien
     url = f"/dashboard/{env.name}/dispatches/{dispatch_id}"
     page = _text(_page(client, cookies, url).text)
     assert "UNKNOWN 1" in page and "GATEWAY_UNCONFIRMED" in page
+    assert "COMPLETED · 1 unknown" in page  # not a plain green COMPLETED
+    # The columns of a text message: type, bytes, masked number, gateway; never Python's None.
+    assert "+82 10-****-2222 SMS" in page and "NHN Cloud" in page and "None" not in page
+    assert "may have taken the message but would not confirm it" in page
+    for listing in ("/", "/campaigns/12"):
+        shown = _text(_page(client, cookies, f"/dashboard/{env.name}{listing}").text)
+        assert "COMPLETED · 1 unknown" in shown, listing
+    campaigns = _text(_page(client, cookies, f"/dashboard/{env.name}/campaigns?channel=sms").text)
+    assert "Spring sale SMS ACTIVE INFORMATION NHN Cloud" in campaigns
+    assert "Spring sale" not in _text(_page(client, cookies, f"/dashboard/{env.name}/campaigns?channel=push").text)
     assert "u1" in _text(_page(client, cookies, url + "?outcome=UNKNOWN").text)
     assert "u1" not in _text(_page(client, cookies, url + "?outcome=FAILED").text)
+
+
+def test_favicon_is_served_and_linked_from_every_page(client: AppClient, env: Env) -> None:
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/x-icon"
+    assert icon.content[:4] == b"\x00\x00\x01\x00"  # an ICO file
+    svg = client.get("/dashboard/static/favicon.svg")
+    assert svg.status_code == 200 and svg.text.startswith("<svg")
+    page = _page(client, _sign_in(client, env), f"/dashboard/{env.name}/").text
+    assert 'rel="icon" href="/dashboard/static/favicon.svg"' in page
+
+
+def test_unhandled_error_log_record_names_the_request_without_its_query(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(_: Any) -> Any:
+        raise RuntimeError("something unexpected")
+
+    app = create_app(settings)
+    app.admin_extensions.append(lambda _ctx: [Route("/broken/{name}", broken)])
+    with AppClient(settings, app=app) as client, caplog.at_level(logging.ERROR, logger="magpie.http"):
+        response = client.get("/broken/here?token=mga_secret-in-the-query")
+    assert response.status_code == 500 and response.json()["code"] == "INTERNAL_ERROR"
+    (record,) = [r for r in caplog.records if r.exc_info]
+    assert record.fields == {"method": "GET", "path": "/broken/here"}  # type: ignore[attr-defined]
+    assert "GET /broken/here" in record.getMessage() and "secret" not in record.getMessage()
+    line = json.loads(JsonFormatter().format(record))
+    assert (line["method"], line["path"]) == ("GET", "/broken/here")

@@ -21,7 +21,7 @@ import msgspec
 from starlette.exceptions import HTTPException
 
 from magpie.errors import MagpieError, RateLimited, ServiceUnavailable, StorageRefused
-from magpie.logs import Throttle
+from magpie.logs import Throttle, request_fields
 from magpie.store.db import DATA_ERRORS, OPERATIONAL_ERRORS
 
 log = logging.getLogger("magpie.http")
@@ -70,5 +70,7 @@ def failure(exc: BaseException) -> Failure:
         extra = tuple((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (exc.headers or {}).items())
         code = _STARLETTE_CODES.get(exc.status_code, "INVALID_REQUEST")
         return Failure(exc.status_code, code, str(exc.detail), extra)
-    log.error("unhandled error", exc_info=exc)
+    where = request_fields()
+    message = f"unhandled error in {where['method']} {where['path']}" if where else "unhandled error"
+    log.error(message, exc_info=exc, extra={"fields": where})
     return Failure(500, "INTERNAL_ERROR", INTERNAL_MESSAGE)

@@ -12,7 +12,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from magpie.api.admin import admin_routes, error_response, health_routes
+from magpie.api.admin_broadcasts import broadcast_admin_routes
 from magpie.api.admin_consent import consent_admin_routes
+from magpie.api.admin_experiments import experiment_admin_routes
 from magpie.api.admin_push import push_admin_routes
 from magpie.api.context import Context
 from magpie.api.openapi import docs_routes
@@ -25,7 +27,13 @@ async def _error(request: Request, exc: Exception) -> Response:
 
 def build_fallback(ctx: Context, *, extra_routes: list[BaseRoute] | None = None) -> Starlette:
     """The Starlette app for ``ctx``; ``extra_routes`` come last (pages mounted by other parts)."""
-    admin_api = [*admin_routes(ctx), *push_admin_routes(ctx), *consent_admin_routes(ctx)]
+    admin_api = [
+        *admin_routes(ctx),
+        *push_admin_routes(ctx),
+        *consent_admin_routes(ctx),
+        *broadcast_admin_routes(ctx),
+        *experiment_admin_routes(ctx),
+    ]
     return Starlette(
         routes=[
             *health_routes(ctx),

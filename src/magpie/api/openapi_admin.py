@@ -164,6 +164,84 @@ _FROM_TO = [
     _query("to", {"type": "string"}, "epoch ms or ISO-8601; default now"),
 ]
 _E = "/admin/v1/environments/{env}"
+_OCCURRENCE = _path("occurrence_id", {"type": "integer", "minimum": 1})
+_PROGRESS = {
+    "type": "object",
+    "required": ["occurrence", "progress"],
+    "properties": {"occurrence": _OBJECT, "progress": _OBJECT},
+}
+BROADCAST_PATHS: dict[str, dict[str, Any]] = {
+    _E + "/campaigns/{key}/reach": {
+        "get": _op(
+            "Count who a campaign would reach now on its channel, and why the rest of its audience would not be",
+            _OBJECT,
+            params=[_ENV, _CAMPAIGN_KEY],
+        )
+    },
+    _E + "/campaigns/{key}/test-send": {
+        "post": _op(
+            "Send a campaign now to 1 to 5 named users, as a test occurrence",
+            _PROGRESS,
+            params=[_ENV, _CAMPAIGN_KEY],
+            body={
+                "type": "object",
+                "required": ["userIds"],
+                "properties": {"userIds": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 5}},
+            },
+        )
+    },
+    _E + "/campaigns/{key}/send-now": {
+        "post": _op(
+            "Start an occurrence of a campaign now, to its whole audience", _PROGRESS, params=[_ENV, _CAMPAIGN_KEY]
+        )
+    },
+    _E + "/campaigns/{key}/occurrences": {
+        "get": _op(
+            "List a campaign's broadcast occurrences, newest first",
+            _list("occurrences", _OBJECT),
+            params=[_ENV, _CAMPAIGN_KEY, _LIMIT],
+        )
+    },
+    _E + "/occurrences/{occurrence_id}": {
+        "get": _op("Show an occurrence's state and progress", _PROGRESS, params=[_ENV, _OCCURRENCE])
+    },
+    _E + "/occurrences/{occurrence_id}/pause": {
+        "post": _op(
+            "Pause an occurrence", _PROGRESS, params=[_ENV, _OCCURRENCE], errors=("401", "404", "409", "429", "503")
+        )
+    },
+    _E + "/occurrences/{occurrence_id}/resume": {
+        "post": _op(
+            "Resume a paused occurrence",
+            _PROGRESS,
+            params=[_ENV, _OCCURRENCE],
+            errors=("401", "404", "409", "429", "503"),
+        )
+    },
+    _E + "/occurrences/{occurrence_id}/cancel": {
+        "post": _op(
+            "Cancel an occurrence: nothing more is sent",
+            _PROGRESS,
+            params=[_ENV, _OCCURRENCE],
+            errors=("401", "404", "409", "429", "503"),
+        )
+    },
+}
+# docs/experiments.md#where-it-shows
+EXPERIMENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["campaignKey", "level", "version", "goal", "controlGroup", "versions"],
+    "properties": {
+        "versions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["version", "current", "arms"],
+                "properties": {"arms": {"type": "array", "items": {"type": "object", "required": ["arm", "name"]}}},
+            },
+        }
+    },
+}
 
 PATHS: dict[str, dict[str, Any]] = {
     "/admin/v1/environments": {
@@ -273,6 +351,13 @@ PATHS: dict[str, dict[str, Any]] = {
     _E + "/campaigns/{key}/stats": {
         "get": _op("Campaign statistics over a time range", STATS, params=[_ENV, _CAMPAIGN_KEY, *_FROM_TO])
     },
+    _E + "/campaigns/{key}/experiment": {
+        "get": _op(
+            "Experiment statistics of a campaign per version, variant and control (format=csv for CSV)",
+            EXPERIMENT,
+            params=[_ENV, _CAMPAIGN_KEY, _query("format", {"type": "string", "enum": ["json", "csv"]}, "json or csv")],
+        )
+    },
     _E + "/cohorts": {
         "get": _op(
             "List static cohorts with their sizes",
@@ -311,6 +396,7 @@ PATHS: dict[str, dict[str, Any]] = {
             params=[_ENV, _LIMIT, _query("before", {"type": "integer", "minimum": 0}, "messages before this id")],
         )
     },
+    **BROADCAST_PATHS,
 }
 
 

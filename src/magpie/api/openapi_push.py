@@ -59,20 +59,35 @@ STATS: dict[str, Any] = {
     "required": ["campaignKey", "requested", "sent", "failed", "excluded", "pending", "clicks", "ctr"],
     "properties": {
         "campaignKey": {"type": "integer"},
+        "channel": {"enum": ["push", "kakao", "sms"]},
         "from": _TIME,
         "to": _TIME,
         "dispatches": {"type": "integer", "description": "dispatches accepted in the range"},
         "requested": {"type": "integer", "description": "recipients named in triggers accepted in the range"},
-        "sent": {"type": "integer", "description": "recipients whose push a provider accepted"},
+        "sent": {"type": "integer", "description": "recipients whose message a provider accepted"},
         "failed": {"type": "integer"},
+        "unknown": {
+            "type": "integer",
+            "description": "recipients a gateway may have taken but would not confirm (Kakao and SMS; 0 for push)",
+        },
         "failures": {**_COUNTS, "description": "FAILED recipients by reason"},
         "excluded": {**_COUNTS, "description": "excluded recipients by magpie's reason"},
         "excludedTotal": {"type": "integer"},
-        "pending": {"type": "integer", "description": "requested minus sent, failed and excluded (at least 0)"},
+        "pending": {
+            "type": "integer",
+            "description": "requested minus sent, failed, unknown and excluded (at least 0)",
+        },
+        "sentRate": {
+            "type": ["number", "null"],
+            "description": "sent / (sent + failed + unknown); null before any recipient was tried",
+        },
         "uniqueClicks": {"type": "integer", "description": "deliveries with at least one attributed click"},
         "totalClicks": {"type": "integer", "description": "every attributed click, repeated clicks included"},
         "clicks": {"type": "integer", "description": "the same as uniqueClicks"},
-        "ctr": {"type": "number", "description": "uniqueClicks / sent, never above 1"},
+        "ctr": {
+            "type": ["number", "null"],
+            "description": "uniqueClicks / sent, never above 1; null for Kakao and SMS (no clicks) and before any send",
+        },
     },
 }
 

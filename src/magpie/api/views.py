@@ -63,8 +63,14 @@ def dispatch(value: DispatchRow) -> dict[str, Any]:
 
 
 def campaign_stats(stats: CampaignStats) -> dict[str, Any]:
+    """Every figure from the campaign's ``Totals`` (``magpie.store.stats``): the dashboard's too.
+
+    ``unknown`` is there for every channel (always 0 for push); ``ctr`` is null where clicks do not
+    exist (Kakao, SMS) or nothing was sent.
+    """
     return {
         "campaignKey": stats.campaign_key,
+        "channel": stats.channel,
         "from": stats.since,
         "to": stats.until,
         "dispatches": stats.dispatches,
@@ -72,20 +78,21 @@ def campaign_stats(stats: CampaignStats) -> dict[str, Any]:
         "sent": stats.sent,
         "failed": stats.failed,
         "failures": stats.failures,
+        "unknown": stats.unknown,
         "excluded": stats.excluded,
         "excludedTotal": stats.excluded_total,
         "pending": stats.pending,
+        "sentRate": stats.sent_rate,
         "uniqueClicks": stats.unique_clicks,
         "totalClicks": stats.total_clicks,
         "clicks": stats.unique_clicks,
         "ctr": stats.ctr,
         **(
             {}
-            if stats.sent_by_type is None and not stats.unknown
+            if stats.sent_by_type is None and stats.channel in (None, "push")
             else {
                 "delivered": stats.delivered,
                 "undelivered": stats.undelivered,
-                "unknown": stats.unknown,
                 "sentByType": stats.sent_by_type or {},
             }
         ),

@@ -1,5 +1,5 @@
 """The ``magpie`` command: serve, worker, db, backup, env, key, admin-token, user, campaign, cohort,
-token, settings, provider, stats, consent, phone.
+token, settings, provider, stats, consent, phone, broadcast.
 
 Every command takes ``--json`` for machine-readable output. Mistakes end with one line on stderr
 and a non-zero exit status, never a traceback.
@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 
 import magpie
-from magpie.cli import accounts, consent, phone, push, server
+from magpie.cli import accounts, broadcasts, consent, phone, push, server
 from magpie.cli._common import FileProblems, UsageError, data_location, environment_missing
 from magpie.config import Settings
 from magpie.errors import MagpieError, NotFound
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"magpie {magpie.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = _common(suppress=True)
-    for module in (server, accounts, push, consent, phone):
+    for module in (server, accounts, push, consent, phone, broadcasts):
         module.register(sub, common)
     return parser
 

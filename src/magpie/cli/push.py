@@ -1,4 +1,4 @@
-"""Push commands: campaigns, cohorts, push tokens, environment settings, providers and statistics."""
+"""Campaign commands (every channel), cohorts, push tokens, environment settings, providers and statistics."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from magpie.api import views
+from magpie.cli import experiments
 from magpie.cli._common import (
     FileProblems,
     Located,
@@ -25,7 +26,7 @@ from magpie.config import Settings
 from magpie.domain.campaigns import Problem, campaign_problems
 from magpie.domain.environment import DEFAULTS, effective, keep_stored_secrets, parse_settings, redact_settings
 from magpie.errors import InvalidRequest, NotFound
-from magpie.store import accounts, campaigns, tokens
+from magpie.store import accounts, campaigns, conversions, tokens
 from magpie.store.dispatches import dispatch_view
 from magpie.store.stats import campaign_stats
 
@@ -139,8 +140,23 @@ def cmd_campaign_list(args: argparse.Namespace, settings: Settings) -> None:
         listed = [views.campaign(row) for row in campaigns.list_campaigns(conn, db, env_id=env)]
     if not args.all:
         listed = [c for c in listed if c["status"] != "ARCHIVED"]
-    lines = [f"{c['key']}\t{c['status']}\t{c['purpose']}\t{c['provider']}\t{c['name']}" for c in listed]
-    emit(args, listed, "\n".join(lines) or "(no campaigns)")
+    lines = [
+        "\t".join(
+            (str(c["key"]), c["status"], _channel(c), c["purpose"], str(c["provider"]), c["name"]),
+        )
+        for c in listed
+    ]
+    emit(
+        args,
+        listed,
+        "\n".join(["KEY\tSTATUS\tCHANNEL\tPURPOSE\tPROVIDER\tNAME", *lines]) if lines else "(no campaigns)",
+    )
+
+
+def _channel(campaign: dict[str, Any]) -> str:
+    """``push``, ``kakao/alimtalk``, ``kakao/brand`` or ``sms``."""
+    channel = str(campaign.get("channel", "push"))
+    return f"{channel}/{campaign['type']}" if campaign.get("type") else channel
 
 
 def cmd_campaign_show(args: argparse.Namespace, settings: Settings) -> None:
@@ -343,17 +359,26 @@ def _reasons(title: str, counts: dict[str, int]) -> str:
     return "".join(f"\n  {title} {reason}: {n}" for reason, n in sorted(counts.items()))
 
 
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
 def cmd_stats_dispatch(args: argparse.Namespace, settings: Settings) -> None:
     db = open_db(settings)
     env = env_id(db, args.env)
     with db.transaction(write=False) as conn:
         view = views.dispatch(dispatch_view(conn, db, env_id=env, dispatch_id=args.dispatch_id))
     counts = view["counts"]
+    unknown = [r for r in view["recipients"] if r["outcome"] == "UNKNOWN"]
+    unknown_reasons: dict[str, int] = {}
+    for r in unknown:
+        unknown_reasons[r["reason"] or "UNKNOWN"] = unknown_reasons.get(r["reason"] or "UNKNOWN", 0) + 1
     text = (
-        f"dispatch {view['dispatchId']} (campaign {view['campaignKey']}): {view['status']}\n"
+        f"dispatch {view['dispatchId']} ({view['channel']} campaign {view['campaignKey']}): {view['status']}\n"
         f"  requested {view['requested']}  "
-        + "  ".join(f"{status.lower()} {counts[status]}" for status in STATUS_ORDER if status in counts)
+        + "  ".join(f"{status.lower()} {counts.get(status, 0)}" for status in STATUS_ORDER)
         + _reasons("failed", view["failures"])
+        + _reasons("unknown", unknown_reasons)
         + _reasons("excluded", view["excluded"])
     )
     emit(args, view, text)
@@ -371,18 +396,31 @@ def cmd_stats_campaign(args: argparse.Namespace, settings: Settings) -> None:
         stats = views.campaign_stats(
             campaign_stats(conn, db, env_id=env, campaign_key=args.key, since=since, until=until)
         )
+    clicks = (
+        f", clicks {stats['uniqueClicks']} unique / {stats['totalClicks']} total (CTR {_rate(stats['ctr'])})"
+        if stats["channel"] == "push"
+        else ""
+    )
     text = (
-        f"campaign {args.key}: requested {stats['requested']} in {stats['dispatches']} dispatches, "
-        f"sent {stats['sent']}, failed {stats['failed']}, excluded {stats['excludedTotal']}, "
-        f"clicks {stats['uniqueClicks']} unique / {stats['totalClicks']} total (CTR {stats['ctr']:.2%})"
+        f"{stats['channel']} campaign {args.key}: requested {stats['requested']} in {stats['dispatches']} dispatches, "
+        f"sent {stats['sent']}, failed {stats['failed']}, unknown {stats['unknown']}, "
+        f"excluded {stats['excludedTotal']}, pending {stats['pending']} (sent rate {_rate(stats['sentRate'])})"
+        + clicks
         + _reasons("failed", stats["failures"])
         + _reasons("excluded", stats["excluded"])
     )
+    report = experiments.experiment_report(db, env_id=env, key=args.key)
+    if report is not None:
+        if args.csv:
+            sys.stdout.write(conversions.report_csv(report))
+            return
+        stats["experiment"] = report
+        text += "\n" + experiments.experiment_text(report)
     emit(args, stats, text)
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    campaign = sub.add_parser("campaign", parents=[common], help="push campaigns").add_subparsers(
+    campaign = sub.add_parser("campaign", parents=[common], help="campaigns (push, Kakao and SMS)").add_subparsers(
         dest="campaign_cmd", required=True
     )
     apply = campaign.add_parser("apply", parents=[common], help="create or update campaigns from a YAML/JSON file")
@@ -508,4 +546,5 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     add_env(sc)
     sc.add_argument("--from", dest="since", metavar="TIME", help=f"start, inclusive: {TIME_HELP} (default: 7 days ago)")
     sc.add_argument("--to", dest="until", metavar="TIME", help=f"end, exclusive: {TIME_HELP} (default: now)")
+    sc.add_argument("--csv", action="store_true", help="the experiment's figures per version and arm as CSV")
     sc.set_defaults(fn=cmd_stats_campaign)

@@ -24,7 +24,6 @@ from zoneinfo import ZoneInfo
 import msgspec
 import yaml
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from liquid.exceptions import LiquidError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -33,7 +32,8 @@ from starlette.staticfiles import StaticFiles
 from magpie.api import admin_consent, views
 from magpie.api.context import Context
 from magpie.api.failures import failure
-from magpie.dashboard import present
+from magpie.dashboard import present, preview
+from magpie.dashboard.broadcasts import BroadcastPages
 from magpie.dashboard.session import (
     LOGIN_COOKIE,
     LOGIN_SECONDS,
@@ -45,16 +45,19 @@ from magpie.dashboard.session import (
     new_session_cookie,
     read_session,
 )
-from magpie.domain import delivery
+from magpie.domain import messages, reasons
 from magpie.domain.campaigns import parse_campaign
 from magpie.domain.environment import effective
 from magpie.domain.identity import DEVICE, USER
 from magpie.errors import Forbidden, InvalidRequest, MagpieError, NotFound
 from magpie.store import accounts, browse, campaigns, dispatches, events, profiles, stats
+from magpie.store.conversions import campaign_experiment
 from magpie.store.crypto import hash_secret
+from magpie.store.db import Connection, Database
 
 T = TypeVar("T")
 _HERE = Path(__file__).parent
+_FAVICON = _HERE / "static" / "favicon.ico"
 _RANGES = {"24h": 1, "7d": 7, "30d": 30, "90d": 90}
 _OUTCOMES = ("SENT", "FAILED", "UNKNOWN", "EXCLUDED", "PENDING")
 _PAGE_SIZE = 20
@@ -97,8 +100,9 @@ class View:
         clean = {k: v for k, v in query.items() if v not in (None, "")}
         return base + ("?" + urlencode(clean) if clean else "")
 
-    async def read(self, fn: Callable[[Any], Any]) -> Any:
-        return await self.ctx.read(fn)
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        result: T = await self.ctx.read(fn)
+        return result
 
     def done_url(self, path: str = "", **query: Any) -> str:
         """The page a POST redirects to when it has something to show once (``Dashboard.shown``)."""
@@ -117,8 +121,16 @@ class Dashboard:
             trim_blocks=True,
             lstrip_blocks=True,
         )
+        # Korean (and every other text) as itself in JSON shown on pages, not as escapes.
+        self.templates.policies["json.dumps_kwargs"] = {"sort_keys": True, "ensure_ascii": False}
         self.templates.filters["num"] = present.number
         self.templates.filters["pct"] = present.percent
+        self.templates.filters["rate"] = present.rate
+        self.templates.filters["reason"] = reasons.describe
+        self.templates.globals["plural"] = present.plural
+        self.templates.globals["channel_labels"] = present.CHANNEL_LABELS
+        self.templates.globals["type_labels"] = present.TYPE_LABELS
+        self.templates.globals["gateway_labels"] = present.GATEWAY_LABELS
         self.templates.filters["token"] = present.mask_token
         self._signer: Signer | None = None
 
@@ -212,7 +224,9 @@ class Dashboard:
                         env_name = request.path_params.get("env")
                         back = request.state.earlier or (f"/dashboard/{env_name}/" if env_name else "/dashboard/")
                         return RedirectResponse(back, status_code=303)
-                environments = await self.ctx.read(lambda conn: _environments(conn, self.ctx))
+                environments: list[accounts.Environment] = await self.ctx.read(
+                    lambda conn: accounts.environments(conn, self.ctx.db)
+                )
                 if not environments:
                     raise NotFound("there is no environment yet: create one with `magpie env create`")
                 name = request.path_params.get("env") or request.query_params.get("env")
@@ -264,13 +278,10 @@ class Dashboard:
         row = None
         if token:
             token_hash = hash_secret(token)
-            row = await self.ctx.read(
-                lambda conn: self.ctx.db.fetchone(
-                    conn,
-                    "SELECT name, prefix FROM admin_tokens WHERE token_hash = ? AND revoked_at IS NULL",
-                    (token_hash,),
-                )
+            found = await self.ctx.read(
+                lambda conn: accounts.live_admin_token(conn, self.ctx.db, token_hash=token_hash)
             )
+            row = None if found is None else (found.name, found.prefix)
         if row is None:
             # Throttled like every failed authentication; a valid token is never refused for others' failures.
             address = request.client.host if request.client else None
@@ -321,35 +332,68 @@ class Dashboard:
         local_now = datetime.fromtimestamp(now / 1000, zone)
         midnight = int(datetime.combine(local_now.date(), datetime.min.time(), zone).timestamp() * 1000)
         month_ago = now - 30 * stats.DAY_MS
+        week_ago = now - 7 * stats.DAY_MS
+        channel = _channel_param(view.request.query_params)
 
-        def load(conn: Any) -> dict[str, Any]:
+        def load(conn: Connection) -> dict[str, Any]:
             db, env_id = self.ctx.db, view.env.id
-            # One read of the month's hourly counts serves every period, the chart and the alerts.
-            series = stats.series(conn, db, env_id=env_id, since=month_ago, until=now + 1)
-            periods = {
-                "Today": stats.totals_of(series, since=midnight, until=now + 1),
-                "7 days": stats.totals_of(series, since=now - 7 * stats.DAY_MS, until=now + 1),
-                "30 days": stats.totals_of(series, since=month_ago, until=now + 1),
-            }
-            busiest = stats.per_campaign(conn, db, env_id=env_id, since=now - 7 * stats.DAY_MS, until=now + 1)
-            names = {
-                c["key"]: c["name"]
-                for c in [views.campaign(c) for c in campaigns.list_campaigns(conn, db, env_id=env_id)]
-            }
-            last_hour = stats.totals_of(series, since=now - stats.HOUR_MS, until=now + 1)
+            info = _campaign_info(conn, db, env_id)
+            keys: dict[str, list[int]] = {}
+            for key, c in info.items():
+                keys.setdefault(c["channel"], []).append(key)
+            in_use = set(keys)
+            # One read of the month's hourly counts serves every period and the chart: the environment's
+            # own rows when they are the chosen channel's, else the sum of the channel's campaigns.
+            since, until = month_ago, now + 1
+            if not channel or in_use <= {channel}:
+                rows = stats.series(conn, db, env_id=env_id, since=since, until=until)
+            else:
+                rows = stats.series_of(
+                    conn, db, env_id=env_id, since=since, until=until, campaign_keys=keys.get(channel, [])
+                )
+            if in_use <= set(stats.CLICK_CHANNELS) or channel in stats.CLICK_CHANNELS:
+                clickable = rows
+            elif not channel:
+                clickable_keys = [k for ch in stats.CLICK_CHANNELS for k in keys.get(ch, [])]
+                clickable = stats.series_of(
+                    conn, db, env_id=env_id, since=since, until=until, campaign_keys=clickable_keys, metric="SENT"
+                )
+            else:
+                clickable = []
+
+            def period(since: int) -> stats.Totals:
+                return stats.mixed_totals(rows, clickable=clickable, since=since, until=now + 1)
+
+            week = stats.per_campaign(conn, db, env_id=env_id, since=week_ago, until=now + 1)
+            last_hour = stats.per_campaign(conn, db, env_id=env_id, since=now - stats.HOUR_MS, until=now + 1)
             return {
-                "periods": periods,
-                "series": series,
-                "busiest": sorted(busiest.items(), key=lambda kv: -kv[1].requested)[:5],
-                "names": names,
-                "latest": browse.latest_dispatches(conn, db, env_id=env_id, limit=10),
+                "periods": {"Today": period(midnight), "7 days": period(week_ago), "30 days": period(month_ago)},
+                "channels": stats.by_channel(week),
+                "series": rows,
+                "busiest": sorted(
+                    ((k, t) for k, t in week.items() if not channel or t.channel == channel),
+                    key=lambda kv: -kv[1].requested,
+                )[:5],
+                "info": info,
+                "latest": browse.latest_dispatches(conn, db, env_id=env_id, channel=channel or None, limit=10),
                 "work": browse.work_status(conn, db, env_id=env_id, now_ms=now),
-                "failing": last_hour.failed,
+                "last_hour": {
+                    ch: t
+                    for ch, t in stats.by_channel(last_hour).items()
+                    if (not channel or ch == channel) and (t.failed or t.unknown)
+                },
             }
 
         data = await view.read(load)
-        chart = _chart(data["series"], since=month_ago, until=now, zone=view.zone, grain="day")
-        return self.render("overview.html", view=view, chart=chart, **data)
+        chart = _chart(
+            data["series"],
+            since=month_ago,
+            until=now,
+            zone=view.zone,
+            grain="day",
+            clicks=channel in ("", *stats.CLICK_CHANNELS),
+        )
+        return self.render("overview.html", view=view, chart=chart, channel=channel, **data)
 
     # -- campaigns -------------------------------------------------------------------------------
 
@@ -358,20 +402,34 @@ class Dashboard:
         sort = query.get("sort", "key")
         text = query.get("q", "").strip().lower()
         status = query.get("status", "")
+        channel = _channel_param(query)
         now = view.now_ms
+        settings = effective(view.env.settings)
 
-        def load(conn: Any) -> list[dict[str, Any]]:
+        def load(conn: Connection) -> list[dict[str, Any]]:
             db, env_id = self.ctx.db, view.env.id
             week = stats.per_campaign(conn, db, env_id=env_id, since=now - 7 * stats.DAY_MS, until=now + 1)
             rows = []
             for c in [views.campaign(c) for c in campaigns.list_campaigns(conn, db, env_id=env_id)]:
+                c_channel = c.get("channel", "push")
                 if status and c["status"] != status:
+                    continue
+                if channel and c_channel != channel:
                     continue
                 if text and text not in c["name"].lower() and text != str(c["key"]) and text not in c["tags"]:
                     continue
-                t = week.get(c["key"], stats.Totals())
+                t = week.get(c["key"], stats.Totals(channel=c_channel))
                 last = browse.last_dispatch_at(conn, db, env_id=env_id, campaign_key=c["key"])
-                rows.append({**c, "week": t, "lastSend": last})
+                rows.append(
+                    {
+                        **c,
+                        "channel": c_channel,
+                        "channelLabel": _channel_and_type(c, settings),
+                        "providerLabel": present.provider_label(c, settings),
+                        "week": t,
+                        "lastSend": last,
+                    }
+                )
             return rows
 
         rows = await view.read(load)
@@ -379,12 +437,21 @@ class Dashboard:
             "key": lambda r: r["key"],
             "name": lambda r: r["name"].lower(),
             "status": lambda r: r["status"],
+            "channel": lambda r: (r["channel"], r["key"]),
             "last": lambda r: -(r["lastSend"] or 0),
             "sent": lambda r: -r["week"].sent,
-            "ctr": lambda r: -r["week"].ctr,
+            "ctr": lambda r: -(r["week"].ctr if r["week"].ctr is not None else -1),
         }
         rows.sort(key=keys.get(sort, keys["key"]))
-        return self.render("campaigns.html", view=view, rows=rows, sort=sort, q=query.get("q", ""), status=status)
+        return self.render(
+            "campaigns.html",
+            view=view,
+            rows=rows,
+            sort=sort,
+            q=query.get("q", ""),
+            status=status,
+            channel=channel,
+        )
 
     async def campaign(self, view: View) -> Response:
         key = _int_param(view.request.path_params["key"], "campaign key")
@@ -393,35 +460,70 @@ class Dashboard:
         grain = query.get("grain") or ("hour" if until - since <= 2 * stats.DAY_MS else "day")
         if grain not in ("hour", "day"):
             raise InvalidRequest("grain is hour or day")
+        as_user = query.get("as", "").strip()[:256]
 
-        def load(conn: Any) -> dict[str, Any]:
+        def load(conn: Connection) -> dict[str, Any]:
             db, env_id = self.ctx.db, view.env.id
             definition = views.campaign(campaigns.get_campaign(conn, db, env_id=env_id, key=key))
             series = stats.series(conn, db, env_id=env_id, since=since, until=until, campaign_key=key)
+            user: profiles.UserView | None = None
+            if as_user:
+                try:
+                    user = profiles.user_view(conn, db, self.ctx.cipher, env_id=env_id, user_id=as_user)
+                except NotFound:
+                    user = None
             return {
                 "c": definition,
-                "totals": stats.totals_of(series, since=since, until=until),
+                "totals": stats.totals_of(series, since=since, until=until, channel=definition.get("channel", "push")),
                 "series": series,
                 "latest": browse.latest_dispatches(conn, db, env_id=env_id, campaign_key=key, limit=10),
+                "experiment": campaign_experiment(conn, db, env_id=env_id, key=key),
                 "audit": browse.audit(conn, db, env_id=env_id, target=f"campaign:{key}"),
+                "user": user,
             }
 
         data = await view.read(load)
         definition = data["c"]
+        channel = definition.get("channel", "push")
         settings = effective(view.env.settings)
-        preview = _preview(definition, settings)
+        campaign = parse_campaign({k: v for k, v in definition.items() if k not in ("createdAt", "updatedAt")})
+        user: profiles.UserView | None = data.pop("user")
+        shown = preview.render(
+            campaign,
+            settings,
+            user_properties=user.properties if user is not None else None,
+            user_id=user.user_id if user is not None else None,
+        )
+        caps = (
+            present.caps_for(settings["frequencyCaps"], channel=channel, tags=list(campaign.tags))
+            if campaign.is_marketing
+            else []
+        )
         file_form = {k: v for k, v in definition.items() if k not in ("createdAt", "updatedAt")}
         return self.render(
             "campaign.html",
             view=view,
-            chart=_chart(data["series"], since=since, until=until, zone=view.zone, grain=grain),
+            chart=_chart(
+                data["series"],
+                since=since,
+                until=until,
+                zone=view.zone,
+                grain=grain,
+                clicks=channel in stats.CLICK_CHANNELS,
+            ),
             grain=grain,
             range=chosen,
             since=since,
             until=until,
-            preview=preview,
+            preview=shown,
+            as_user=as_user,
+            as_user_missing=bool(as_user) and user is None,
+            channel=channel,
+            channel_label=present.channel_label(definition),
+            provider_label=present.provider_label(definition, settings),
             audience=present.describe_audience(definition.get("audience", {})),
-            caps=[present.describe_cap(c) for c in settings["frequencyCaps"]],
+            caps=[present.describe_cap(c) for c in caps],
+            night=messages.night_rule(channel=channel, kind=campaign.kind, purpose=campaign.purpose, settings=settings),
             settings=settings,
             yaml_text=yaml.safe_dump(file_form, allow_unicode=True, sort_keys=False),
             **data,
@@ -458,17 +560,47 @@ class Dashboard:
         if outcome and outcome not in _OUTCOMES:
             raise InvalidRequest(f"outcome is one of {', '.join(_OUTCOMES)}")
         page = _int_param(query.get("page", "1"), "page")
-        data = await view.read(
-            lambda conn: views.dispatch(
-                dispatches.dispatch_view(conn, self.ctx.db, env_id=view.env.id, dispatch_id=dispatch_id)
-            )
-        )
-        recipients = [r for r in data["recipients"] if not outcome or r["outcome"] == outcome]
+
+        def load(conn: Connection) -> dict[str, Any]:
+            db, env_id = self.ctx.db, view.env.id
+            found = dispatches.dispatch_view(conn, db, env_id=env_id, dispatch_id=dispatch_id)
+            return {
+                "d": views.dispatch(found),
+                "held": browse.held_until(conn, db, dispatch_id=found.dispatch_id),
+                "campaign": _campaign_info(conn, db, env_id).get(found.campaign_key),
+            }
+
+        data = await view.read(load)
+        d = data["d"]
+        held: dict[int, int] = data["held"]
+        listed = [
+            {**r, "heldUntil": held.get(i) if r["outcome"] == "PENDING" else None}
+            for i, r in enumerate(d["recipients"])
+        ]
+        recipients = [r for r in listed if not outcome or r["outcome"] == outcome]
         pages = max(1, -(-len(recipients) // _PAGE_SIZE))
         page = min(max(1, page), pages)
         shown = recipients[(page - 1) * _PAGE_SIZE : page * _PAGE_SIZE]
+        phones: dict[str, str] = {}
+        if d["channel"] != "push":
+            user_ids = [r["userId"] for r in shown if r["userId"]]
+            phones = await view.read(
+                lambda conn: browse.masked_phones(
+                    conn, self.ctx.db, self.ctx.cipher, env_id=view.env.id, user_ids=user_ids
+                )
+            )
         return self.render(
-            "dispatch.html", view=view, d=data, recipients=shown, outcome=outcome, page=page, pages=pages
+            "dispatch.html",
+            view=view,
+            d=d,
+            campaign=data["campaign"],
+            recipients=shown,
+            phones=phones,
+            held=len(held),
+            release=min(held.values()) if held else None,
+            outcome=outcome,
+            page=page,
+            pages=pages,
         )
 
     # -- users -----------------------------------------------------------------------------------
@@ -478,7 +610,7 @@ class Dashboard:
         if not wanted:
             return self.render("users.html", view=view, q="", u=None)
 
-        def load(conn: Any) -> dict[str, Any] | None:
+        def load(conn: Connection) -> dict[str, Any] | None:
             db, env_id = self.ctx.db, view.env.id
             found: dict[str, Any] | None = None
             device: dict[str, Any] | None = None
@@ -495,16 +627,44 @@ class Dashboard:
             if found is not None:
                 user_key = f"{USER}:{found['userId']}"
                 recent = views.rows(events.recent_events(conn, db, env_id=env_id, user_id=found["userId"]))
+                outcomes = browse.user_outcomes(conn, db, env_id=env_id, user_id=found["userId"])
             else:
                 user_key = f"{DEVICE}:{wanted}"
                 recent = views.rows(events.recent_events(conn, db, env_id=env_id, user_id=None, device_id=wanted))
+                outcomes = []
             clicks = [e["insertId"] for e in recent if e["key"] == "$push_click"]
+            # Recipients named by device id resolve to the user only at send time: their deliveries show them.
+            seen = {(o["dispatchId"], o["idx"]) for o in outcomes}
+            for d in browse.user_deliveries(conn, db, env_id=env_id, user_key=user_key):
+                if (d["dispatchId"], d["recipientIdx"]) not in seen:
+                    seen.add((d["dispatchId"], d["recipientIdx"]))
+                    outcomes.append(
+                        {
+                            "dispatchId": d["dispatchId"],
+                            "idx": d["recipientIdx"],
+                            "outcome": d["outcome"],
+                            "reason": d["reason"],
+                            "at": d["createdAt"],
+                            "campaignKey": d["campaignKey"],
+                            "channel": d["channel"],
+                            "deliveries": [d],
+                        }
+                    )
+            outcomes.sort(key=lambda o: -o["at"])
+            outcomes = outcomes[:20]
+            # A recipient without an outcome yet may be held for the end of night time: say until when.
+            for dispatch_id in {o["dispatchId"] for o in outcomes if not o["outcome"]}:
+                held = browse.held_until(conn, db, dispatch_id=dispatch_id)
+                for o in outcomes:
+                    if o["dispatchId"] == dispatch_id and not o["outcome"]:
+                        o["heldUntil"] = held.get(o["idx"])
             return {
                 "user": found,
                 "device": device,
                 "events": recent,
                 "attributed": browse.click_attribution(conn, db, env_id=env_id, insert_ids=clicks),
-                "deliveries": browse.user_deliveries(conn, db, env_id=env_id, user_key=user_key),
+                "outcomes": outcomes,
+                "campaigns": _campaign_info(conn, db, env_id),
             }
 
         data = await view.read(load)
@@ -528,7 +688,7 @@ class Dashboard:
         channel, within = query.get("channel", ""), query.get("withinDays", "") or "30"
         report = await admin_consent.due(self.ctx, env_id=view.env.id, channel=channel, within_days=within)
 
-        def notices(conn: Any) -> list[dict[str, Any]]:
+        def notices(conn: Connection) -> list[dict[str, Any]]:
             """ACTIVE informational campaigns: what the notice can be sent through."""
             found = []
             for row in campaigns.list_campaigns(conn, self.ctx.db, env_id=view.env.id):
@@ -602,6 +762,7 @@ class Dashboard:
         p = self.page
         e = "/{env}"
         return [
+            Route("/favicon.ico", _favicon, methods=["GET"]),
             Mount(
                 "/dashboard",
                 routes=[
@@ -625,9 +786,17 @@ class Dashboard:
                     Route(e + "/keys", p(self.key_create), methods=["POST"]),
                     Route(e + "/keys/{prefix}/revoke", p(self.key_revoke_confirm), methods=["GET"]),
                     Route(e + "/keys/{prefix}/revoke", p(self.key_revoke), methods=["POST"]),
+                    *BroadcastPages(self).routes(p),
                 ],
-            )
+            ),
         ]
+
+
+async def _favicon(_: Request) -> Response:
+    """The icon browsers ask every site for (pages link the SVG; this answers those that ask anyway)."""
+    return Response(
+        _FAVICON.read_bytes(), media_type="image/x-icon", headers={"cache-control": "public, max-age=86400"}
+    )
 
 
 def dashboard_routes(ctx: Context) -> list[BaseRoute]:
@@ -651,12 +820,35 @@ async def _form(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in parsed.items()}
 
 
-def _environments(conn: Any, ctx: Context) -> list[accounts.Environment]:
-    rows = ctx.db.fetchall(conn, "SELECT id, name, timezone, settings, created_at FROM environments ORDER BY id")
-    return [
-        accounts.Environment(id=r[0], name=r[1], timezone=r[2], settings=msgspec.json.decode(r[3]), created_at=r[4])
-        for r in rows
-    ]
+def _channel_param(query: Any) -> str:
+    """The ``channel`` filter of a page: push, kakao, sms, or '' for every channel."""
+    channel = str(query.get("channel", ""))
+    if channel and channel not in messages.CHANNELS:
+        raise InvalidRequest(f"channel is one of {', '.join(messages.CHANNELS)}")
+    return channel
+
+
+def _channel_and_type(definition: dict[str, Any], settings: dict[str, Any]) -> str:
+    """The channel, and for SMS the type the message travels as with sample data (``SMS · LMS``)."""
+    label = present.channel_label(definition)
+    if definition.get("channel") != "sms":
+        return label
+    campaign = parse_campaign({k: v for k, v in definition.items() if k not in ("createdAt", "updatedAt")})
+    kind = preview.render(campaign, settings).get("kind")
+    return f"{label} · {kind}" if kind in ("LMS", "MMS") else label
+
+
+def _campaign_info(conn: Connection, db: Database, env_id: int) -> dict[int, dict[str, Any]]:
+    """Each campaign's name, channel and how to call it, by key (for tables naming campaigns)."""
+    found: dict[int, dict[str, Any]] = {}
+    for row in campaigns.list_campaigns(conn, db, env_id=env_id):
+        c = row.definition
+        found[int(c["key"])] = {
+            "name": c["name"],
+            "channel": c.get("channel", "push"),
+            "label": present.channel_label(c),
+        }
+    return found
 
 
 def _safe_next(value: str | None) -> str:
@@ -694,8 +886,11 @@ def _range(query: Any, zone: str, now_ms: int) -> tuple[int, int, str]:
     return now_ms - _RANGES[chosen] * stats.DAY_MS, now_ms + 1, chosen
 
 
-def _chart(rows: list[tuple[int, str, int]], *, since: int, until: int, zone: str, grain: str) -> dict[str, Any]:
-    """Chart.js data: one label per hour or local day of the range, sent / failed / excluded / clicks."""
+def _chart(
+    rows: list[tuple[int, str, int]], *, since: int, until: int, zone: str, grain: str, clicks: bool = True
+) -> dict[str, Any]:
+    """Chart.js data: one label per hour or local day of the range, sent / failed / unknown / excluded, and
+    unique clicks where messages can be clicked (``clicks``; None otherwise)."""
     tz = ZoneInfo(zone)
     labels: list[str] = []
     index: dict[Any, int] = {}
@@ -712,7 +907,7 @@ def _chart(rows: list[tuple[int, str, int]], *, since: int, until: int, zone: st
             index[day] = len(labels)
             labels.append(day.strftime("%m-%d"))
             day += timedelta(days=1)
-    series = {name: [0] * len(labels) for name in ("sent", "failed", "excluded", "clicks")}
+    series = {name: [0] * len(labels) for name in ("sent", "failed", "unknown", "excluded", "clicks")}
     for hour, metric, n in rows:
         slot = index.get(hour if grain == "hour" else datetime.fromtimestamp(hour / 1000, tz).date())
         if slot is None:
@@ -722,30 +917,4 @@ def _chart(rows: list[tuple[int, str, int]], *, since: int, until: int, zone: st
             name = "clicks"
         if name in series:
             series[name][slot] += n
-    return {"labels": labels, **series}
-
-
-def _preview(definition: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
-    """The message as a recipient sees it, with sample personalization and the marketing rules."""
-    campaign = parse_campaign({k: v for k, v in definition.items() if k not in ("createdAt", "updatedAt")})
-    sample_api = {"productNumber": "A-1024", "n": 3}
-    sample_user = {"name": "김민지"}
-    sample = {"api_properties": sample_api, "user_properties": sample_user, "user": {"id": "user-1024"}}
-    try:
-        message = delivery.render(
-            campaign=campaign,
-            api_properties=sample_api,
-            user_properties=sample_user,
-            user_id="user-1024",
-            device_id="device-1024",
-            settings=settings,
-        )
-    except LiquidError as exc:  # a template that fails on the sample data: show why instead of the page failing
-        return {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__, "sample": sample}
-    return {
-        "title": message.title,
-        "body": message.body,
-        "link": message.link,
-        "imageUrl": definition.get("message", {}).get("imageUrl"),
-        "sample": sample,
-    }
+    return {"labels": labels, **series, "clicks": series["clicks"] if clicks else None}

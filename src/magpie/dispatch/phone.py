@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from magpie.dispatch.retry import backoff
 from magpie.dispatch.stages import Batch, Context, Plan, Reserve, Reserved, record
-from magpie.domain.campaigns import MessageTooLarge, PhoneRendering, RenderFailed, render_phone
+from magpie.domain.campaigns import Campaign, MessageTooLarge, PhoneRendering, RenderFailed, render_phone
 from magpie.domain.delivery import Channel, Outcome, Reason
 from magpie.domain.environment import effective
 from magpie.providers.base import (
@@ -130,8 +130,7 @@ class PhoneSender:
         self._open[item.id] = _Open(gateway=self._gateway(batch), resumed=resumed, fresh_key=fresh_key)
         return {i for idxs in resumed.values() for i in idxs}
 
-    def plan(self, batch: Batch, idx: int, target: Target, *, resumed: bool) -> Plan | Reason:
-        campaign = batch.campaign
+    def plan(self, batch: Batch, idx: int, target: Target, *, resumed: bool, campaign: Campaign) -> Plan | Reason:
         try:
             rendering = render_phone(campaign, _context(batch, target, idx), batch.snap.settings)
         except RenderFailed as exc:
@@ -155,7 +154,7 @@ class PhoneSender:
             paid=gateway.name != "sandbox",
         )
         send = _Send(idx, target.user_key, rendering, campaign.is_marketing, target.phone_enc)
-        return Plan(planned=planned, message=send, reserve=not resumed)
+        return Plan(planned=planned, message=send, campaign=campaign, reserve=not resumed)
 
     def reservation(self, batch: Batch) -> Reserve:
         snap = batch.snap

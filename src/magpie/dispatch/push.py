@@ -16,6 +16,7 @@ from liquid.exceptions import LiquidError
 from magpie.dispatch.retry import backoff
 from magpie.dispatch.stages import Batch, Context, Plan, Reserve, Reserved, record
 from magpie.domain import delivery
+from magpie.domain.campaigns import Campaign
 from magpie.domain.delivery import Channel, Outcome, Reason, Rendered
 from magpie.providers.base import ProviderError, ProviderUnavailable, PushMessage, TokenInvalid
 from magpie.store.deliveries import DeliveryResult, OutcomeRow, Planned, Target
@@ -42,9 +43,17 @@ class PushSender:
     def reservation(self, batch: Batch) -> Reserve:  # noqa: ARG002 - the interface's
         return Reserve(channel=Channel.PUSH)
 
-    def plan(self, batch: Batch, idx: int, target: Target, *, resumed: bool) -> Plan | Reason:  # noqa: ARG002
+    def plan(
+        self,
+        batch: Batch,
+        idx: int,
+        target: Target,
+        *,
+        resumed: bool,  # noqa: ARG002 - the interface's
+        campaign: Campaign,
+    ) -> Plan | Reason:
         """The rendered message and the tokens to send it to, or the reason the recipient fails."""
-        campaign, snap = batch.campaign, batch.snap
+        snap = batch.snap
         user = snap.users[idx]
         try:
             message = delivery.render(
@@ -75,7 +84,7 @@ class PushSender:
         planned = Planned(
             idx=idx, user_key=target.user_key, tokens=tokens, marketing=campaign.is_marketing, provider_names=providers
         )
-        return Plan(planned=planned, message=message)
+        return Plan(planned=planned, message=message, campaign=campaign)
 
     async def send(self, batch: Batch, plans: list[Plan], reserved: Reserved) -> None:
         ctx = self.ctx
@@ -101,7 +110,7 @@ class PushSender:
     async def _recipient(
         self, batch: Batch, plan: Plan, delivery_ids: dict[str, int]
     ) -> tuple[OutcomeRow, list[DeliveryResult]]:
-        snap, campaign = batch.snap, batch.campaign
+        snap, campaign = batch.snap, plan.campaign
         planned = plan.planned
         rendered: Rendered = plan.message
         sends = []

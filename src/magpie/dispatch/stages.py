@@ -4,6 +4,11 @@
 
     claim -> load (one read) -> decide (per batch) -> reserve (one writer job) -> send -> record
 
+``decide`` also assigns each recipient of an experiment campaign its arm (docs/experiments.md): the
+control group ends EXCLUDED CONTROL_GROUP there, before the frequency caps and the daily limit, and a
+variant's recipient is planned with the variant's message. ``reserve`` records the batch's exposures
+in its writer job.
+
 ``claim`` and the loop live in ``magpie.dispatch.worker``; ``load``, ``decide`` and ``reserve`` here;
 ``send`` and ``record`` belong to the channel's ``Sender`` (``magpie.dispatch.push``,
 ``magpie.dispatch.phone``), which knows how its provider or gateway takes batches, how to ask a
@@ -26,9 +31,11 @@ from magpie.domain import delivery
 from magpie.domain.audience import Recipient, cohort_names
 from magpie.domain.campaigns import Campaign, parse_campaign
 from magpie.domain.delivery import Channel, Decision, Exclude, Hold, NightRule, Outcome, Reason
+from magpie.domain.experiments import Assignment, Control
 from magpie.metrics import Metrics
 from magpie.providers.registry import ProviderRegistry
 from magpie.runtime import Runtime
+from magpie.store.conversions import RecordExposures
 from magpie.store.crypto import Cipher
 from magpie.store.db import Connection, Database
 from magpie.store.deliveries import (
@@ -121,10 +128,14 @@ class Batch:
 
 @dataclass
 class Plan:
-    """A recipient to send to: what the store reserves, and the channel's message for it."""
+    """A recipient to send to: what the store reserves, and the channel's message for it.
+
+    ``campaign``: the recipient's campaign, a variant's for a variant recipient of an experiment.
+    """
 
     planned: Planned
     message: Any
+    campaign: Campaign
     # False for a recipient whose delivery an earlier attempt already reserved (a resumed batch).
     reserve: bool = True
 
@@ -137,6 +148,27 @@ class Decided:
     plans: list[Plan] = field(default_factory=list)
     hold: list[int] = field(default_factory=list)
     release_at: int = 0
+    # An experiment campaign's recipients sent to or held out as control: idx -> (arm, user_key).
+    arms: dict[int, tuple[Assignment, str]] = field(default_factory=dict)
+
+    def exposures(self, batch: Batch) -> RecordExposures | None:
+        """The batch's exposures to record; the reserve job leaves out recipients a cap excludes."""
+        experiment = batch.campaign.experiment
+        rows = [
+            (idx, arm.arm, user_key)
+            for idx, (arm, user_key) in sorted(self.arms.items())
+            if idx not in self.excluded or self.excluded[idx][1] == Reason.CONTROL_GROUP
+        ]
+        if experiment is None or not rows:
+            return None
+        return RecordExposures(
+            env_id=batch.item.env_id,
+            dispatch_id=batch.item.dispatch_id,
+            campaign_key=batch.snap.campaign_key,
+            version=experiment.version,
+            rows=rows,
+            now_ms=batch.now_ms,
+        )
 
 
 @dataclass(frozen=True)
@@ -168,8 +200,9 @@ class Sender(Protocol):
 
     ``open`` is called once per batch before deciding; it answers the recipients whose delivery an
     earlier attempt left in flight (they are not decided again: a gateway may hold them), and
-    ``plan`` renders one recipient (or says why it fails). ``send`` sends the planned recipients
-    the way the channel batches and records their outcomes, the item's end with the last record.
+    ``plan`` renders one recipient with ``campaign`` (the batch's, or its arm's variant) or says why
+    it fails. ``send`` sends the planned recipients the way the channel batches and records their
+    outcomes, the item's end with the last record.
     ``items_in_flight`` bounds how many items of the channel send at once (``None``: the send
     slots are bound enough).
     """
@@ -178,7 +211,7 @@ class Sender(Protocol):
 
     def open(self, batch: Batch) -> set[int]: ...
 
-    def plan(self, batch: Batch, idx: int, target: Target, *, resumed: bool) -> Plan | Reason: ...
+    def plan(self, batch: Batch, idx: int, target: Target, *, resumed: bool, campaign: Campaign) -> Plan | Reason: ...
 
     def reservation(self, batch: Batch) -> Reserve: ...
 
@@ -278,7 +311,14 @@ async def decide(batch: Batch, sender: Sender) -> Decided:
                     todo.release_at = until_ms
                     continue
         assert target is not None
-        plan = sender.plan(batch, idx, target, resumed=idx in resumed)
+        arm = batch.campaign.assign(user_key=target.user_key)
+        if arm is not None:
+            todo.arms[idx] = (arm, target.user_key)
+        if isinstance(arm, Control) and idx not in resumed:
+            # Held out before the caps and the daily limit: the control group is never sent to.
+            todo.excluded[idx] = (Outcome.EXCLUDED, Reason.CONTROL_GROUP)
+            continue
+        plan = sender.plan(batch, idx, target, resumed=idx in resumed, campaign=batch.campaign.for_arm(arm))
         if isinstance(plan, Reason):
             todo.excluded[idx] = (Outcome.FAILED, plan)
         else:
@@ -290,8 +330,9 @@ async def decide(batch: Batch, sender: Sender) -> Decided:
 
 
 async def reserve(ctx: Context, batch: Batch, todo: Decided, reservation: Reserve) -> Reserved | None:
-    """One writer job: exclusions, frequency caps, the daily limit, the deliveries to send and the
-    night-time hand-over; ``None`` when the item's lease was lost (nothing reserved)."""
+    """One writer job: exclusions, frequency caps, the daily limit, the deliveries to send, an
+    experiment's exposures and the night-time hand-over; ``None`` when the item's lease was lost
+    (nothing reserved)."""
     snap, campaign = batch.snap, batch.campaign
     item = snap.item
     lease: HoldLease | None = None
@@ -319,7 +360,9 @@ async def reserve(ctx: Context, batch: Batch, todo: Decided, reservation: Reserv
         day=reservation.day,
         batch_key=reservation.batch_key,
     )
-    reserved = await ctx.writer.submit(ReserveBatch(recipients=prepare, lease=lease, hold=hold))
+    reserved = await ctx.writer.submit(
+        ReserveBatch(recipients=prepare, lease=lease, hold=hold, exposures=todo.exposures(batch))
+    )
     if reserved is None:
         return None
     ids, capped = reserved

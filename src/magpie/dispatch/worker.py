@@ -2,7 +2,7 @@
 
 Every recipient ends with exactly one outcome: SENT, FAILED, or EXCLUDED with a reason
 (NOT_IN_AUDIENCE, NO_CONSENT, NIGHT_TIME_DROPPED, FREQUENCY_CAP, NO_PUSH_TOKEN,
-UNKNOWN_USER). Night-time marketing recipients are handed to a work item that becomes
+UNKNOWN_USER, CONTROL_GROUP). Night-time marketing recipients are handed to a work item that becomes
 available when the night ends, and are decided again then.
 """
 
@@ -23,6 +23,7 @@ from magpie.dispatch import stages
 from magpie.dispatch.phone import PhoneSender
 from magpie.dispatch.push import PushSender
 from magpie.dispatch.retry import backoff
+from magpie.dispatch.scheduler import Scheduler
 from magpie.dispatch.stages import Batch, Context, Sender, Sleep
 from magpie.domain.campaigns import Campaign
 from magpie.domain.delivery import Channel, Reason
@@ -337,6 +338,7 @@ class Workers:
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(d.run(self._stop)) for d in self.dispatchers]
+        self._tasks.append(asyncio.create_task(Scheduler(self.runtime).run(self._stop)))  # broadcasts
         self.runtime.wakers.extend(d.wake.set for d in self.dispatchers)
 
     async def stop(self) -> None:

@@ -18,6 +18,7 @@ Kakao and SMS campaigns say ``channel: kakao`` (with ``type: alimtalk`` or ``typ
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -28,9 +29,10 @@ from typing import Any, Final, Protocol, TextIO
 from liquid import BoundTemplate, Environment, RenderContext
 from liquid.exceptions import LiquidError, LoopIterationLimitError, OutputStreamLimitError
 
-from magpie.domain import messages
+from magpie.domain import experiments, messages
 from magpie.domain.audience import Audience, audience_to_json, parse_audience
 from magpie.domain.messages import KakaoMessage, MessageError, SmsMessage
+from magpie.domain.schedules import Schedule, parse_schedule
 from magpie.errors import InvalidCampaign
 
 STATUSES: Final = ("DRAFT", "ACTIVE", "PAUSED", "ARCHIVED")
@@ -56,6 +58,8 @@ _FIELDS: Final = {
     "message",
     "audience",
     "description",
+    "schedule",
+    *experiments.FIELDS,
 }
 _MESSAGE_FIELDS: Final = {"title", "body", "imageUrl", "clickAction", "link"}
 
@@ -248,6 +252,11 @@ class Campaign:
     kind: str | None = None
     # HOLD or DROP at night; None follows the environment's setting.
     night_policy: str | None = None
+    # A broadcast's schedule (magpie.domain.schedules); None: sent by triggers only.
+    schedule: Schedule | None = None
+    # A goal, control group or variants (docs/experiments.md); each variant as a campaign of its own message.
+    experiment: experiments.Experiment | None = None
+    variants: tuple[Campaign, ...] = ()
     _templates: dict[str, Template] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -259,7 +268,27 @@ class Campaign:
         assert isinstance(self.message, Message), "not a push campaign"
         return self.message
 
+    def assign(self, *, user_key: str) -> experiments.Assignment | None:
+        """The recipient's arm of this campaign's experiment; None when it has none."""
+        if self.experiment is None:
+            return None
+        return experiments.assign(experiment=self.experiment, user_key=user_key)
+
+    def for_arm(self, assignment: experiments.Assignment | None) -> Campaign:
+        """The campaign whose message ``assignment`` sends: a variant's, or this one's."""
+        if isinstance(assignment, experiments.Variant) and assignment.index < len(self.variants):
+            return self.variants[assignment.index]
+        return self
+
     def to_json(self) -> dict[str, Any]:
+        doc = self._definition()
+        if self.schedule is not None:
+            doc["schedule"] = self.schedule.to_json()
+        if self.experiment is not None:
+            doc.update(self.experiment.to_json())
+        return doc
+
+    def _definition(self) -> dict[str, Any]:
         if self.channel != "push":
             assert not isinstance(self.message, Message)
             doc: dict[str, Any] = {
@@ -330,8 +359,17 @@ def _choice(raw: Mapping[str, Any], name: str, options: tuple[str, ...], default
 
 def parse_campaign(raw: object) -> Campaign:
     """Validate a campaign definition; every problem is an ``InvalidCampaign`` naming the field."""
+    campaign = _parse_definition(raw)
+    if isinstance(raw, Mapping) and raw.get("schedule") is not None:
+        return dataclasses.replace(campaign, schedule=parse_schedule(raw["schedule"]))
+    return campaign
+
+
+def _parse_definition(raw: object) -> Campaign:
     if not isinstance(raw, Mapping):
         raise InvalidCampaign("a campaign must be an object")
+    if experiments.FIELDS & set(raw):
+        return _parse_experiment_campaign(raw)
     unknown = set(raw) - _FIELDS
     if unknown:
         raise InvalidCampaign(f"unknown campaign fields: {', '.join(sorted(unknown))}")
@@ -399,6 +437,27 @@ def parse_campaign(raw: object) -> Campaign:
         description=description,
         _templates=templates,
     )
+
+
+def _parse_experiment_campaign(raw: Mapping[str, Any]) -> Campaign:
+    """A campaign with a goal, a control group or variants: each variant's message is parsed as the
+    campaign's own would be (same channel, same checks); without ``message``, the first variant's is it."""
+    base = {k: v for k, v in raw.items() if k not in experiments.FIELDS}
+    variant_raws = experiments.variant_messages(raw.get("variants"))
+    if variant_raws and "message" not in base:
+        base["message"] = variant_raws[0]
+    campaign = parse_campaign(base)
+    variants: list[Campaign] = []
+    for i, message in enumerate(variant_raws):
+        try:
+            variants.append(parse_campaign({**base, "message": message}))
+        except InvalidCampaign as exc:
+            sep = "." if exc.message.startswith("message.") else ": "
+            raise InvalidCampaign(f"variants[{i}]{sep}{exc.message}") from exc
+    experiment = experiments.parse_experiment(
+        raw, key=campaign.key, messages=[v.to_json()["message"] for v in variants]
+    )
+    return dataclasses.replace(campaign, experiment=experiment, variants=tuple(variants))
 
 
 def _parse_phone_campaign(

@@ -80,6 +80,8 @@ class Reason(StrEnum):
     PROCESSING_ERROR = "PROCESSING_ERROR"
     # A batch the gateway may or may not have taken, and would not say.
     GATEWAY_UNCONFIRMED = "GATEWAY_UNCONFIRMED"
+    # Held out as an experiment's control group (docs/experiments.md).
+    CONTROL_GROUP = "CONTROL_GROUP"
 
 
 UNKNOWN_USER: Final = Reason.UNKNOWN_USER

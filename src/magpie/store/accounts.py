@@ -67,7 +67,12 @@ def _check_timezone(timezone: object) -> None:
 
 def list_environments(db: Database) -> list[Environment]:
     with db.transaction(write=False) as conn:
-        rows = db.fetchall(conn, f"SELECT {_ENV_COLUMNS} FROM environments ORDER BY id")
+        return environments(conn, db)
+
+
+def environments(conn: Connection, db: Database) -> list[Environment]:
+    """Every environment, oldest first, within a caller's transaction."""
+    rows = db.fetchall(conn, f"SELECT {_ENV_COLUMNS} FROM environments ORDER BY id")
     return [_environment(r) for r in rows]
 
 
@@ -204,10 +209,17 @@ def revoke_admin_token(db: Database, *, token_or_prefix: str) -> AdminTokenInfo:
 
 
 def check_admin_token(conn: Connection, db: Database, token: str) -> bool:
+    return live_admin_token(conn, db, token_hash=hash_secret(token)) is not None
+
+
+def live_admin_token(conn: Connection, db: Database, *, token_hash: str) -> AdminTokenInfo | None:
+    """The unrevoked admin token with this hash, or None."""
     row = db.fetchone(
-        conn, "SELECT 1 FROM admin_tokens WHERE token_hash = ? AND revoked_at IS NULL", (hash_secret(token),)
+        conn,
+        "SELECT prefix, name, created_at, revoked_at FROM admin_tokens WHERE token_hash = ? AND revoked_at IS NULL",
+        (token_hash,),
     )
-    return row is not None
+    return None if row is None else AdminTokenInfo(prefix=row[0], name=row[1], created_at=row[2], revoked_at=row[3])
 
 
 def is_empty(db: Database) -> bool:

@@ -9,6 +9,9 @@ from typing import Any
 
 import msgspec
 
+from magpie.domain.identity import USER
+from magpie.domain.phone import mask
+from magpie.store.crypto import Cipher
 from magpie.store.db import Connection, Database
 
 _decode = msgspec.json.decode
@@ -17,22 +20,34 @@ _LINKS = ("linkMo", "linkPc", "schemeAndroid", "schemeIos")
 
 
 def latest_dispatches(
-    conn: Connection, db: Database, *, env_id: int, campaign_key: int | None = None, limit: int = 10
+    conn: Connection,
+    db: Database,
+    *,
+    env_id: int,
+    campaign_key: int | None = None,
+    channel: str | None = None,
+    limit: int = 10,
 ) -> list[dict[str, Any]]:
-    """The newest dispatches (of one campaign, or of the environment) with counts by outcome."""
-    if campaign_key is None:
+    """The newest dispatches (of one campaign or channel, or of the environment) with counts by outcome
+    (``UNKNOWN`` included; recipients without an outcome yet are not counted)."""
+    columns = "id, campaign_key, status, requested, created_at, completed_at, channel"
+    if campaign_key is not None:
         rows = db.fetchall(
             conn,
-            "SELECT id, campaign_key, status, requested, created_at, completed_at FROM dispatches "
-            "WHERE env_id = ? ORDER BY created_at DESC LIMIT ?",
-            (env_id, limit),
+            f"SELECT {columns} FROM dispatches WHERE env_id = ? AND campaign_key = ? ORDER BY created_at DESC LIMIT ?",
+            (env_id, campaign_key, limit),
+        )
+    elif channel is not None:
+        rows = db.fetchall(
+            conn,
+            f"SELECT {columns} FROM dispatches WHERE env_id = ? AND channel = ? ORDER BY created_at DESC LIMIT ?",
+            (env_id, channel, limit),
         )
     else:
         rows = db.fetchall(
             conn,
-            "SELECT id, campaign_key, status, requested, created_at, completed_at FROM dispatches "
-            "WHERE env_id = ? AND campaign_key = ? ORDER BY created_at DESC LIMIT ?",
-            (env_id, campaign_key, limit),
+            f"SELECT {columns} FROM dispatches WHERE env_id = ? ORDER BY created_at DESC LIMIT ?",
+            (env_id, limit),
         )
     counts: dict[str, dict[str, int]] = {str(r[0]): {} for r in rows}
     if rows:
@@ -52,6 +67,7 @@ def latest_dispatches(
             "requested": r[3],
             "createdAt": r[4],
             "completedAt": r[5],
+            "channel": r[6],
             "counts": counts[str(r[0])],
         }
         for r in rows
@@ -72,21 +88,13 @@ def user_deliveries(
     rows = db.fetchall(
         conn,
         "SELECT d.id, d.dispatch_id, d.campaign_key, d.device_id, d.provider, d.status, d.error_code, d.attempts, "
-        "d.created_at, r.outcome, r.reason FROM deliveries d "
+        "d.created_at, r.outcome, r.reason, d.recipient_idx, d.channel, d.kind, d.delivered_at, d.report_code "
+        "FROM deliveries d "
         "LEFT JOIN recipients r ON r.dispatch_id = d.dispatch_id AND r.idx = d.recipient_idx "
         "WHERE d.env_id = ? AND d.user_key = ? ORDER BY d.created_at DESC, d.id DESC LIMIT ?",
         (env_id, user_key, limit),
     )
-    clicks: dict[int, int] = {}
-    if rows:
-        marks = ",".join("?" * len(rows))
-        for delivery_id, n in db.fetchall(
-            conn,
-            f"SELECT delivery_id, COUNT(*) FROM push_clicks WHERE env_id = ? AND delivery_id IN ({marks}) "
-            "AND attributed = 1 GROUP BY delivery_id",
-            (env_id, *[r[0] for r in rows]),
-        ):
-            clicks[int(delivery_id)] = int(n)
+    clicks = _clicks(conn, db, env_id=env_id, delivery_ids=[int(r[0]) for r in rows])
     return [
         {
             "deliveryId": r[0],
@@ -100,10 +108,114 @@ def user_deliveries(
             "createdAt": r[8],
             "outcome": r[9],
             "reason": r[10],
+            "recipientIdx": r[11],
+            "channel": r[12],
+            "type": r[13],
+            "delivered": None if r[15] is None else r[14] is not None,
+            "reportCode": r[15],
             "clicks": clicks.get(int(r[0]), 0),
         }
         for r in rows
     ]
+
+
+def user_outcomes(
+    conn: Connection, db: Database, *, env_id: int, user_id: str, limit: int = 20
+) -> list[dict[str, Any]]:
+    """A user's newest outcomes as a recipient, every kind (excluded ones have no delivery), each with
+    its dispatch's campaign and channel and its deliveries (provider, type, status, report, clicks)."""
+    rows = db.fetchall(
+        conn,
+        "SELECT r.dispatch_id, r.idx, r.outcome, r.reason, r.updated_at, d.campaign_key, d.channel "
+        "FROM recipients r JOIN dispatches d ON d.id = r.dispatch_id "
+        "WHERE r.env_id = ? AND r.user_id = ? ORDER BY r.updated_at DESC, r.dispatch_id, r.idx LIMIT ?",
+        (env_id, user_id, limit),
+    )
+    found: list[dict[str, Any]] = [
+        {
+            "dispatchId": r[0],
+            "idx": r[1],
+            "outcome": r[2],
+            "reason": r[3],
+            "at": r[4],
+            "campaignKey": r[5],
+            "channel": r[6],
+            "deliveries": [],
+        }
+        for r in rows
+    ]
+    if not found:
+        return found
+    by_key = {(o["dispatchId"], o["idx"]): o for o in found}
+    marks = ",".join("?" * len(by_key))
+    deliveries = db.fetchall(
+        conn,
+        "SELECT dispatch_id, recipient_idx, id, device_id, provider, status, error_code, kind, delivered_at, "
+        f"report_code FROM deliveries WHERE dispatch_id IN ({marks}) ORDER BY id",
+        list({o["dispatchId"] for o in found}),
+    )
+    clicks = _clicks(conn, db, env_id=env_id, delivery_ids=[int(d[2]) for d in deliveries])
+    for d in deliveries:
+        owner = by_key.get((d[0], d[1]))
+        if owner is not None:
+            owner["deliveries"].append(
+                {
+                    "deliveryId": d[2],
+                    "deviceId": d[3],
+                    "provider": d[4],
+                    "status": d[5],
+                    "errorCode": d[6],
+                    "type": d[7],
+                    "delivered": None if d[9] is None else d[8] is not None,
+                    "reportCode": d[9],
+                    "clicks": clicks.get(int(d[2]), 0),
+                }
+            )
+    return found
+
+
+def _clicks(conn: Connection, db: Database, *, env_id: int, delivery_ids: list[int]) -> dict[int, int]:
+    if not delivery_ids:
+        return {}
+    marks = ",".join("?" * len(delivery_ids))
+    rows = db.fetchall(
+        conn,
+        f"SELECT delivery_id, COUNT(*) FROM push_clicks WHERE env_id = ? AND delivery_id IN ({marks}) "
+        "AND attributed = 1 GROUP BY delivery_id",
+        (env_id, *delivery_ids),
+    )
+    return {int(delivery_id): int(n) for delivery_id, n in rows}
+
+
+def held_until(conn: Connection, db: Database, *, dispatch_id: str) -> dict[int, int]:
+    """Recipients of a dispatch held for the end of night time: recipient index to release time (epoch ms)."""
+    rows = db.fetchall(
+        conn,
+        "SELECT payload, available_at FROM work_items WHERE dispatch_id = ? AND done = 0",
+        (dispatch_id,),
+    )
+    held: dict[int, int] = {}
+    for payload, available_at in rows:
+        for idx in _decode(payload).get("held", []):
+            held[int(idx)] = int(available_at)
+    return held
+
+
+def masked_phones(
+    conn: Connection, db: Database, cipher: Cipher, *, env_id: int, user_ids: list[str]
+) -> dict[str, str]:
+    """The masked phone numbers on file of some users (a page's worth), by user id."""
+    wanted = sorted(set(user_ids))
+    if not wanted:
+        return {}
+    marks = ",".join("?" * len(wanted))
+    rows = db.fetchall(
+        conn,
+        f"SELECT ident, phone_enc FROM profiles WHERE env_id = ? AND kind = ? AND ident IN ({marks}) "
+        "AND phone_enc IS NOT NULL",
+        (env_id, USER, *wanted),
+    )
+    return {str(ident): mask(cipher.decrypt(bytes(blob))) for ident, blob in rows}
 
 
 def click_attribution(conn: Connection, db: Database, *, env_id: int, insert_ids: list[str]) -> dict[str, bool]:

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
 from magpie.domain.campaigns import DEMO_CAMPAIGN, Campaign, check_for_environment, delivery_warnings, parse_campaign
 from magpie.domain.environment import effective
+from magpie.domain.schedules import check_broadcast
 from magpie.errors import Conflict, InvalidRequest, NotFound
+from magpie.store import broadcasts
+from magpie.store.conversions import experiment_warnings
 from magpie.store.db import Connection, Database
 
 _decode = msgspec.json.decode
+T = TypeVar("T")
 
 
 def _now() -> int:
@@ -35,10 +39,18 @@ def apply_campaigns(db: Database, *, env_id: int, raws: Sequence[Any]) -> list[t
     now = _now()
     results: list[tuple[Campaign, bool]] = []
     with db.transaction() as conn:
-        env = db.fetchone(conn, "SELECT settings FROM environments WHERE id = ?", (env_id,))
+        env = db.fetchone(conn, "SELECT settings, timezone FROM environments WHERE id = ?", (env_id,))
         settings = effective(_decode(env[0]) if env is not None else {})
         for campaign in parsed:
             check_for_environment(campaign, settings)
+            check_broadcast(
+                channel=campaign.channel,
+                provider=campaign.provider,
+                schedule=campaign.schedule,
+                settings=settings,
+                timezone=env[1] if env is not None else "Asia/Seoul",
+                now_ms=now,
+            )
         for campaign in parsed:
             results.append((campaign, _store(conn, db, env_id=env_id, campaign=campaign, now=now)))
     return results
@@ -84,10 +96,24 @@ def check_delivery(db: Database, *, env_id: int, raw: Any) -> list[str]:
     campaign = parse_campaign(raw)
     with db.transaction(write=False) as conn:
         row = db.fetchone(conn, "SELECT name, settings FROM environments WHERE id = ?", (env_id,))
+        measured = experiment_warnings(conn, db, env_id=env_id, campaign=campaign)
     if row is None:
         raise NotFound(f"no environment with id {env_id}")
     providers = _decode(row[1]).get("providers", {})
-    return delivery_warnings(provider=campaign.provider, configured=providers, environment=row[0])
+    warnings = delivery_warnings(provider=campaign.provider, configured=providers, environment=row[0])
+    return (
+        warnings
+        + measured
+        + broadcasts.broadcast_warnings(_read(db), db, env_id=env_id, campaign=campaign, now_ms=_now())
+    )
+
+
+def _read(db: Database) -> Callable[[Callable[[Connection], T]], T]:
+    def read(fn: Callable[[Connection], T]) -> T:
+        with db.transaction(write=False) as conn:
+            return fn(conn)
+
+    return read
 
 
 def archive_campaign(db: Database, *, env_id: int, key: int) -> Campaign:

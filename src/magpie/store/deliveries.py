@@ -10,6 +10,7 @@ outcome are skipped and deliveries already SENT are not sent again.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -22,6 +23,7 @@ from magpie.domain.environment import effective
 from magpie.domain.identity import DEVICE, USER
 from magpie.providers.base import DeliveryReport
 from magpie.store.campaigns import memberships
+from magpie.store.conversions import RecordExposures
 from magpie.store.db import Connection, Database
 from magpie.store.stats import count_outcome
 from magpie.store.transaction import Tx, dumps
@@ -550,7 +552,8 @@ class RecordRecipient(JobDefaults):
 
 class ReserveBatch(JobDefaults):
     """The reserve stage in one transaction: the lease still held (when asked), the recipients'
-    exclusions and deliveries (``PrepareRecipients``), and night-time recipients handed on.
+    exclusions and deliveries (``PrepareRecipients``), an experiment's exposures (``RecordExposures``,
+    less the recipients a cap or the daily limit excluded) and night-time recipients handed on.
 
     Answers ``None`` when the lease was lost (nothing is reserved: the new owner decides the item
     again), else the answer of ``recipients`` (a ``PrepareRecipients``).
@@ -559,16 +562,27 @@ class ReserveBatch(JobDefaults):
     profile_keys = ()
 
     def __init__(
-        self, *, recipients: PrepareRecipients, lease: HoldLease | None = None, hold: HoldRecipients | None = None
+        self,
+        *,
+        recipients: PrepareRecipients,
+        lease: HoldLease | None = None,
+        hold: HoldRecipients | None = None,
+        exposures: RecordExposures | None = None,
     ) -> None:
         self.recipients = recipients
         self.lease = lease
         self.hold = hold
+        self.exposures = exposures
 
     def run(self, tx: Tx) -> tuple[dict[int, dict[str, int]], set[int]] | None:
         if self.lease is not None and not self.lease.run(tx):
             return None
         reserved = self.recipients.run(tx)
+        if self.exposures is not None:
+            capped = reserved[1]
+            exposures = copy.copy(self.exposures)
+            exposures.rows = [row for row in self.exposures.rows if row[0] not in capped]
+            exposures.run(tx)
         if self.hold is not None:
             self.hold.run(tx)
         return reserved

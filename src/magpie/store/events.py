@@ -49,6 +49,7 @@ from magpie.domain.events import (
 from magpie.domain.identity import DEVICE, USER, check_identifier
 from magpie.domain.operations import apply_operations
 from magpie.errors import EmptyIdentifier, InvalidRequest, NotFound, ServiceUnavailable
+from magpie.store.conversions import attribute_conversions
 from magpie.store.db import Connection, Database
 from magpie.store.profiles import resolve, set_phone
 from magpie.store.stats import add_count
@@ -112,6 +113,7 @@ class StoreEvents(JobDefaults):
         else:
             raise ServiceUnavailable("events kept being stored concurrently; retry the batch")
         self._side_effects(tx, fresh)
+        attribute_conversions(tx, env_id=self.env_id, events=fresh)
         return len(fresh)
 
     def _apply(self, tx: Tx, event: Event) -> tuple[Any, ...]:

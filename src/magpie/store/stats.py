@@ -95,31 +95,85 @@ def count_outcome(tx: Tx, *, dispatch_id: str, outcome: str, reason: str | None,
 # -- reads ---------------------------------------------------------------------------------------------
 
 
+# Channels whose messages carry magpie's click tracking: CTR means something only there.
+CLICK_CHANNELS = frozenset({"push"})
+
+
 class Totals:
-    """The numbers of one campaign (or of all campaigns) over a range, with one definition each."""
+    """The numbers of one campaign (or of all campaigns) over a range, with one definition each.
 
-    __slots__ = ("clicks", "excluded", "failed", "requested", "sent", "unique_clicks", "unknown")
+    ``channel`` names the channel these numbers are of (None: several channels, or unknown). The
+    figures every surface shows are defined here and nowhere else:
 
-    def __init__(self) -> None:
+    - *pending* = requested - sent - failed - unknown - excluded (never below 0);
+    - *sent rate* = sent / (sent + failed + unknown): of the recipients magpie tried to send to, the
+      share the provider accepted (*sent* is acceptance, not delivery; docs/dashboard.md);
+    - *CTR* = unique clicks / sent, over the channels that carry clicks (push) only.
+
+    >>> t = Totals(channel="sms")
+    >>> for metric, n in (("REQUESTED", 10), ("SENT", 6), ("FAILED:TIMEOUT", 1), ("UNKNOWN:GATEWAY_UNCONFIRMED", 3)):
+    ...     t.add(metric, n)
+    >>> t.sent_rate, t.pending, t.ctr
+    (0.6, 0, None)
+    """
+
+    __slots__ = (
+        "channel",
+        "clickable_sent",
+        "clicks",
+        "excluded",
+        "failed",
+        "requested",
+        "sent",
+        "unique_clicks",
+        "unknown",
+        "unknown_reasons",
+    )
+
+    def __init__(self, *, channel: str | None = None) -> None:
+        self.channel = channel
         self.requested = self.sent = self.clicks = self.unique_clicks = self.unknown = 0
+        # Sent messages of channels with clicks (all of ``sent`` for a push campaign).
+        self.clickable_sent = 0
         self.failed: dict[str, int] = {}
         self.excluded: dict[str, int] = {}
+        self.unknown_reasons: dict[str, int] = {}
 
     def add(self, metric: str, n: int) -> None:
         if metric == "REQUESTED":
             self.requested += n
         elif metric == "SENT":
             self.sent += n
+            if self.channel in CLICK_CHANNELS:
+                self.clickable_sent += n
         elif metric == "CLICK":
             self.clicks += n
         elif metric == "UNIQUE_CLICK":
             self.unique_clicks += n
-        elif metric.startswith("UNKNOWN:"):
-            self.unknown += n
         else:
             outcome, _, reason = metric.partition(":")
-            bucket = self.failed if outcome == "FAILED" else self.excluded
+            if outcome == "UNKNOWN":
+                self.unknown += n
+                bucket = self.unknown_reasons
+            else:
+                bucket = self.failed if outcome == "FAILED" else self.excluded
             bucket[reason or "UNKNOWN"] = bucket.get(reason or "UNKNOWN", 0) + n
+
+    def merge(self, other: Totals) -> None:
+        """Add another channel's (or campaign's) totals into these."""
+        self.requested += other.requested
+        self.sent += other.sent
+        self.clicks += other.clicks
+        self.unique_clicks += other.unique_clicks
+        self.unknown += other.unknown
+        self.clickable_sent += other.clickable_sent
+        for mine, theirs in (
+            (self.failed, other.failed),
+            (self.excluded, other.excluded),
+            (self.unknown_reasons, other.unknown_reasons),
+        ):
+            for reason, n in theirs.items():
+                mine[reason] = mine.get(reason, 0) + n
 
     @property
     def failed_total(self) -> int:
@@ -134,19 +188,28 @@ class Totals:
         return max(0, self.requested - self.sent - self.failed_total - self.excluded_total - self.unknown)
 
     @property
-    def ctr(self) -> float:
-        """Unique clicks / sent: never above 1."""
-        return round(min(self.unique_clicks, self.sent) / self.sent, 4) if self.sent else 0.0
+    def clicks_apply(self) -> bool:
+        """Whether these numbers include messages that can be clicked (CTR means something)."""
+        return self.channel in CLICK_CHANNELS or (self.channel is None and self.clickable_sent > 0)
 
     @property
-    def delivery_rate(self) -> float:
-        done = self.sent + self.failed_total
-        return round(self.sent / done, 4) if done else 0.0
+    def ctr(self) -> float | None:
+        """Unique clicks / sent, over the channels with clicks: never above 1; None where clicks do not
+        exist (Kakao, SMS) or nothing that could be clicked was sent."""
+        if not self.clicks_apply or not self.clickable_sent:
+            return None
+        return round(min(self.unique_clicks, self.clickable_sent) / self.clickable_sent, 4)
+
+    @property
+    def sent_rate(self) -> float | None:
+        """Sent / (sent + failed + unknown); None before any recipient was tried."""
+        tried = self.sent + self.failed_total + self.unknown
+        return round(self.sent / tried, 4) if tried else None
 
 
-def totals_of(rows: list[tuple[int, str, int]], *, since: int, until: int) -> Totals:
+def totals_of(rows: list[tuple[int, str, int]], *, since: int, until: int, channel: str | None = None) -> Totals:
     """Sum ``series`` rows whose hour starts in ``[since, until)`` (``since`` rounded down to its hour)."""
-    result = Totals()
+    result = Totals(channel=channel)
     start = hour_of(since)
     for hour, metric, n in rows:
         if start <= hour < until:
@@ -154,48 +217,102 @@ def totals_of(rows: list[tuple[int, str, int]], *, since: int, until: int) -> To
     return result
 
 
-def campaign_exists(
+def campaign_channel(
     conn: Connection, db: Database, *, env_id: int, campaign_key: int, channel: str | None = None
-) -> bool:
-    """Whether the environment has a campaign with the key (of ``channel``, when given), whatever its status."""
-    if channel is None:
-        row = db.fetchone(conn, "SELECT 1 FROM campaigns WHERE env_id = ? AND key = ?", (env_id, campaign_key))
-    else:
-        row = db.fetchone(
-            conn,
-            "SELECT 1 FROM campaigns WHERE env_id = ? AND key = ? AND channel = ?",
-            (env_id, campaign_key, channel),
-        )
-    return row is not None
+) -> str | None:
+    """The channel of the environment's campaign with the key (of ``channel``, when given), whatever its
+    status; None when there is no such campaign."""
+    row = db.fetchone(conn, "SELECT channel FROM campaigns WHERE env_id = ? AND key = ?", (env_id, campaign_key))
+    if row is None or (channel is not None and row[0] != channel):
+        return None
+    return str(row[0])
 
 
 def totals(
-    conn: Connection, db: Database, *, env_id: int, since: int, until: int, campaign_key: int | None = None
+    conn: Connection,
+    db: Database,
+    *,
+    env_id: int,
+    since: int,
+    until: int,
+    campaign_key: int | None = None,
+    channel: str | None = None,
 ) -> Totals:
-    """Sums over the hours that start in ``[since, until)`` (``since`` is rounded down to its hour)."""
+    """Sums over the hours that start in ``[since, until)`` (``since`` is rounded down to its hour), of one
+    campaign or of the environment; ``channel`` is the campaign's (it decides whether CTR applies)."""
     rows = db.fetchall(
         conn,
         "SELECT metric, SUM(n) FROM campaign_counts WHERE env_id = ? AND campaign_key = ? AND hour >= ? AND hour < ? "
         "GROUP BY metric",
         (env_id, ALL if campaign_key is None else campaign_key, hour_of(since), until),
     )
-    result = Totals()
+    result = Totals(channel=channel)
     for metric, n in rows:
         result.add(str(metric), int(n))
     return result
 
 
 def per_campaign(conn: Connection, db: Database, *, env_id: int, since: int, until: int) -> dict[int, Totals]:
+    """Each campaign's totals over the range (with its channel), keyed by campaign key."""
     rows = db.fetchall(
         conn,
-        "SELECT campaign_key, metric, SUM(n) FROM campaign_counts WHERE env_id = ? AND hour >= ? AND hour < ? "
-        "AND campaign_key <> 0 GROUP BY campaign_key, metric",
+        "SELECT s.campaign_key, c.channel, s.metric, SUM(s.n) FROM campaign_counts s "
+        "JOIN campaigns c ON c.env_id = s.env_id AND c.key = s.campaign_key "
+        "WHERE s.env_id = ? AND s.hour >= ? AND s.hour < ? AND s.campaign_key <> 0 "
+        "GROUP BY s.campaign_key, c.channel, s.metric",
         (env_id, hour_of(since), until),
     )
     result: dict[int, Totals] = {}
-    for key, metric, n in rows:
-        result.setdefault(int(key), Totals()).add(str(metric), int(n))
+    for key, channel, metric, n in rows:
+        found = result.get(int(key))
+        if found is None:
+            found = result[int(key)] = Totals(channel=str(channel))
+        found.add(str(metric), int(n))
     return result
+
+
+def series_of(
+    conn: Connection,
+    db: Database,
+    *,
+    env_id: int,
+    since: int,
+    until: int,
+    campaign_keys: list[int],
+    metric: str | None = None,
+) -> list[tuple[int, str, int]]:
+    """``(hour, metric, n)`` rows over the range summed over some campaigns (those of one channel), in
+    time order; of one ``metric`` only, when given."""
+    if not campaign_keys:
+        return []
+    marks = ",".join("?" * len(campaign_keys))
+    only = "" if metric is None else " AND metric = ?"
+    rows = db.fetchall(
+        conn,
+        f"SELECT hour, metric, SUM(n) FROM campaign_counts WHERE env_id = ? AND campaign_key IN ({marks}) "
+        f"AND hour >= ? AND hour < ?{only} GROUP BY hour, metric ORDER BY hour",
+        (env_id, *campaign_keys, hour_of(since), until, *([] if metric is None else [metric])),
+    )
+    return [(int(h), str(m), int(n)) for h, m, n in rows]
+
+
+def mixed_totals(
+    rows: list[tuple[int, str, int]], *, clickable: list[tuple[int, str, int]], since: int, until: int
+) -> Totals:
+    """Totals of several channels from their summed ``rows``, with CTR over ``clickable`` (the rows of the
+    channels with clicks) only."""
+    result = totals_of(rows, since=since, until=until)
+    result.clickable_sent = totals_of(clickable, since=since, until=until, channel="push").sent
+    return result
+
+
+def by_channel(per_campaign: dict[int, Totals]) -> dict[str, Totals]:
+    """Campaigns' totals summed per channel."""
+    result: dict[str, Totals] = {}
+    for t in per_campaign.values():
+        channel = t.channel or "push"
+        result.setdefault(channel, Totals(channel=channel)).merge(t)
+    return dict(sorted(result.items()))
 
 
 def series(
@@ -276,8 +393,16 @@ class CampaignStats:
         return self.totals.clicks
 
     @property
-    def ctr(self) -> float:
+    def ctr(self) -> float | None:
         return self.totals.ctr
+
+    @property
+    def sent_rate(self) -> float | None:
+        return self.totals.sent_rate
+
+    @property
+    def channel(self) -> str | None:
+        return self.totals.channel
 
 
 def campaign_stats(
@@ -295,9 +420,10 @@ def campaign_stats(
     Raises ``CampaignNotFound`` for a key no campaign of the environment has (of ``channel``, when
     given: each channel's endpoint sees its own campaigns).
     """
-    if not campaign_exists(conn, db, env_id=env_id, campaign_key=campaign_key, channel=channel):
+    found = campaign_channel(conn, db, env_id=env_id, campaign_key=campaign_key, channel=channel)
+    if found is None:
         raise CampaignNotFound(channel=channel)
-    t = totals(conn, db, env_id=env_id, since=since, until=until, campaign_key=campaign_key)
+    t = totals(conn, db, env_id=env_id, since=since, until=until, campaign_key=campaign_key, channel=found)
     dispatches = db.fetchone(
         conn,
         "SELECT COUNT(*) FROM dispatches WHERE env_id = ? AND campaign_key = ? AND created_at >= ? AND created_at < ?",

@@ -39,17 +39,19 @@
     blocks.forEach(function (block) {
       var data = JSON.parse(block.textContent);
       var canvas = document.getElementById(block.getAttribute("data-chart"));
+      var datasets = [
+        { type: "bar", label: "Sent", data: data.sent, backgroundColor: "#2f6fde", stack: "o" },
+        { type: "bar", label: "Failed", data: data.failed, backgroundColor: "#d64545", stack: "o" },
+        { type: "bar", label: "Unknown", data: data.unknown, backgroundColor: "#e8932b", stack: "o" },
+        { type: "bar", label: "Excluded", data: data.excluded, backgroundColor: "#a3a9b5", stack: "o" }
+      ];
+      // Clicks exist for pushes only: Kakao and text message charts have no click line.
+      if (data.clicks) {
+        datasets.push({ type: "line", label: "Unique clicks", data: data.clicks, borderColor: "#1b9e63",
+          backgroundColor: "#1b9e63", tension: 0.2, pointRadius: 2 });
+      }
       new window.Chart(canvas, {
-        data: {
-          labels: data.labels,
-          datasets: [
-            { type: "bar", label: "Sent", data: data.sent, backgroundColor: "#2f6fde", stack: "o" },
-            { type: "bar", label: "Failed", data: data.failed, backgroundColor: "#d64545", stack: "o" },
-            { type: "bar", label: "Excluded", data: data.excluded, backgroundColor: "#a3a9b5", stack: "o" },
-            { type: "line", label: "Unique clicks", data: data.clicks, borderColor: "#1b9e63",
-              backgroundColor: "#1b9e63", tension: 0.2, pointRadius: 2 }
-          ]
-        },
+        data: { labels: data.labels, datasets: datasets },
         options: {
           animation: false,
           maintainAspectRatio: false,

@@ -1,0 +1,437 @@
+"""Broadcasts end to end on both engines: occurrences planned into dispatches the worker delivers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.support import AppClient, Env, add_token, apply_campaign, close_dispatcher, drain, inbox, make_dispatcher
+
+
+def _users(client: AppClient, env: Env, n: int, *, with_token: int) -> list[str]:
+    ids = [f"user-{i:04d}" for i in range(n)]
+    for i, user_id in enumerate(ids):
+        response = client.post(
+            "/v1/properties",
+            json={"userId": user_id, "operations": {"$set": {"grade": "GOLD" if i % 2 else "SILVER"}}},
+            headers=env.headers,
+        )
+        assert response.status_code == 200, response.text
+        if i < with_token:
+            add_token(client, env, device_id=f"dev-{i}", token=f"tok-{i}", user_id=user_id)
+    return ids
+
+
+def _scheduler(client: AppClient, clock: Any = None, **settings: Any) -> Any:
+    import time
+
+    from magpie.dispatch.scheduler import Scheduler
+
+    ctx = client.app.ctx
+    assert ctx is not None
+    merged = client.settings.with_(**settings) if settings else client.settings
+
+    async def build() -> Any:
+        return Scheduler(ctx.runtime, settings=merged, clock=clock or time.time)
+
+    return client.run(build())
+
+
+def _occurrence(client: AppClient, env: Env, occurrence_id: int) -> dict[str, Any]:
+    response = client.get(f"/admin/v1/environments/{env.name}/occurrences/{occurrence_id}", headers=env.admin)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_send_now_reaches_each_reachable_user_once(client: AppClient, env: Env) -> None:
+    _users(client, env, 12, with_token=8)
+    apply_campaign(client, env)
+    reach = client.get(f"/admin/v1/environments/{env.name}/campaigns/7/reach", headers=env.admin).json()
+    assert reach == {
+        "channel": "push",
+        "users": 12,
+        "audience": 12,
+        "reachable": 8,
+        "unreachable": {"NO_PUSH_TOKEN": 4},
+    }
+    started = client.post(f"/admin/v1/environments/{env.name}/campaigns/7/send-now", headers=env.admin)
+    assert started.status_code == 200, started.text
+    occurrence_id = started.json()["occurrence"]["id"]
+    scheduler = _scheduler(client, broadcast_page_size=3)
+    client.run(scheduler.tick())
+    planned = _occurrence(client, env, occurrence_id)
+    assert planned["occurrence"]["state"] == "sending"
+    assert planned["progress"]["planned"] == 8
+    assert planned["occurrence"]["unreachable"] == {"NO_PUSH_TOKEN": 4}
+    dispatcher = make_dispatcher(client)
+    try:
+        drain(client, dispatcher)
+    finally:
+        close_dispatcher(client, dispatcher)
+    client.run(scheduler.tick())
+    done = _occurrence(client, env, occurrence_id)
+    assert done["occurrence"]["state"] == "completed"
+    assert done["progress"]["sent"] == 8 and done["progress"]["remaining"] == 0
+    tokens = sorted(m["token"] for m in inbox(client, env))
+    assert tokens == sorted(f"tok-{i}" for i in range(8))
+
+
+def _planned_users(client: AppClient, occurrence_id: int) -> list[str]:
+    db = client.app.db
+    with db.transaction(write=False) as conn:
+        rows = db.fetchall(conn, "SELECT user_id FROM broadcast_recipients WHERE occurrence_id = ?", (occurrence_id,))
+        users: list[str] = []
+        for (dispatch_id,) in db.fetchall(
+            conn, "SELECT dispatch_id FROM broadcast_dispatches WHERE occurrence_id = ?", (occurrence_id,)
+        ):
+            row = db.fetchone(conn, "SELECT users FROM dispatches WHERE id = ?", (dispatch_id,))
+            assert row is not None
+            import json
+
+            users += [u["userId"] for u in json.loads(row[0])]
+    assert sorted(r[0] for r in rows) == sorted(users)
+    return users
+
+
+def test_replanning_after_a_lost_lease_never_adds_a_user_twice(client: AppClient, env: Env) -> None:
+    from magpie.store.broadcasts import ClaimOccurrence, CreateOccurrence, OccurrenceKind, PlanPage
+
+    ids = _users(client, env, 10, with_token=10)
+    apply_campaign(client, env)
+    writer = client.app.ctx.runtime.writer  # type: ignore[union-attr]
+    occurrence_id = writer.run_sync(
+        CreateOccurrence(env_id=env.id, campaign_key=7, slot_ms=1, channel="push", kind=OccurrenceKind.NOW)
+    )
+    # A first planner enqueues one page, then dies (its lease lapses) before moving on.
+    first = writer.run_sync(ClaimOccurrence(owner="a", now_ms=10, lease_ms=5))
+    assert first is not None and first.id == occurrence_id
+    page = {
+        "occurrence_id": occurrence_id,
+        "env_id": env.id,
+        "campaign_key": 7,
+        "channel": "push",
+        "unreachable": {},
+        "lease_ms": 5,
+    }
+    assert (writer.run_sync(PlanPage(owner="a", users=ids[:4], last=ids[3], **page))) == 4  # type: ignore[arg-type]
+    # A second planner takes over; even asked to plan the same users again, it adds only the others.
+    second = writer.run_sync(ClaimOccurrence(owner="b", now_ms=2**50, lease_ms=60_000))
+    assert second is not None and second.cursor == ids[3]
+    assert (writer.run_sync(PlanPage(owner="b", users=ids, last=ids[-1], **page))) == 6  # type: ignore[arg-type]
+    # The first planner, back from the dead, may write nothing.
+    assert (writer.run_sync(PlanPage(owner="a", users=ids, last=ids[-1], **page))) is None  # type: ignore[arg-type]
+    assert sorted(_planned_users(client, occurrence_id)) == ids
+
+
+def test_cancel_sends_nothing_more_and_gives_every_recipient_an_outcome(client: AppClient, env: Env) -> None:
+    _users(client, env, 6, with_token=6)
+    apply_campaign(client, env)
+    occurrence_id = client.post(f"/admin/v1/environments/{env.name}/campaigns/7/send-now", headers=env.admin).json()[
+        "occurrence"
+    ]["id"]
+    client.run(_scheduler(client, broadcast_page_size=2).tick())
+    cancelled = client.post(f"/admin/v1/environments/{env.name}/occurrences/{occurrence_id}/cancel", headers=env.admin)
+    assert cancelled.status_code == 200, cancelled.text
+    body = cancelled.json()
+    assert body["occurrence"]["state"] == "cancelled"
+    assert body["progress"]["excludedBy"] == {"BROADCAST_CANCELLED": 6} and body["progress"]["remaining"] == 0
+    db = client.app.db
+    with db.transaction(write=False) as conn:
+        assert db.fetchall(conn, "SELECT id FROM work_items WHERE env_id = ? AND done = 0", (env.id,)) == []
+    dispatcher = make_dispatcher(client)
+    try:
+        drain(client, dispatcher)
+    finally:
+        close_dispatcher(client, dispatcher)
+    assert inbox(client, env) == []
+    stats = client.get(f"/admin/v1/environments/{env.name}/campaigns/7/stats", headers=env.admin).json()
+    # The campaign's statistics count the occurrence with the same definitions as triggers.
+    assert (stats["requested"], stats["excluded"], stats["pending"]) == (6, {"BROADCAST_CANCELLED": 6}, 0)
+    again = client.post(f"/admin/v1/environments/{env.name}/occurrences/{occurrence_id}/resume", headers=env.admin)
+    assert again.status_code == 409 and again.json()["code"] == "CONFLICT"
+
+
+def test_pause_holds_waiting_batches_until_resumed(client: AppClient, env: Env) -> None:
+    _users(client, env, 4, with_token=4)
+    apply_campaign(client, env)
+    occurrence_id = client.post(f"/admin/v1/environments/{env.name}/campaigns/7/send-now", headers=env.admin).json()[
+        "occurrence"
+    ]["id"]
+    client.run(_scheduler(client).tick())
+    url = f"/admin/v1/environments/{env.name}/occurrences/{occurrence_id}"
+    assert client.post(url + "/pause", headers=env.admin).json()["occurrence"]["state"] == "paused"
+    dispatcher = make_dispatcher(client)
+    try:
+        drain(client, dispatcher)
+        assert inbox(client, env) == []
+        resumed = client.post(url + "/resume", headers=env.admin).json()
+        assert resumed["occurrence"]["state"] == "sending"
+        drain(client, dispatcher)
+    finally:
+        close_dispatcher(client, dispatcher)
+    assert _occurrence(client, env, occurrence_id)["progress"]["sent"] == 4
+
+
+def test_test_send_goes_to_named_users_only_and_at_most_five(client: AppClient, env: Env) -> None:
+    _users(client, env, 8, with_token=8)
+    apply_campaign(client, env)
+    url = f"/admin/v1/environments/{env.name}/campaigns/7/test-send"
+    too_many = client.post(url, json={"userIds": [f"user-{i:04d}" for i in range(6)]}, headers=env.admin)
+    assert too_many.status_code == 400 and too_many.json()["code"] == "INVALID_REQUEST"
+    sent = client.post(url, json={"userIds": ["user-0001", "user-0002"]}, headers=env.admin)
+    assert sent.status_code == 200, sent.text
+    assert sent.json()["occurrence"]["kind"] == "TEST" and sent.json()["progress"]["planned"] == 2
+    dispatcher = make_dispatcher(client)
+    try:
+        drain(client, dispatcher)
+    finally:
+        close_dispatcher(client, dispatcher)
+    assert sorted(m["token"] for m in inbox(client, env)) == ["tok-1", "tok-2"]
+
+
+def test_kakao_reach_counts_users_without_a_phone_number(client: AppClient, env: Env) -> None:
+    _users(client, env, 3, with_token=0)
+    phone = client.post(
+        "/v1/properties/phone-numbers",
+        json={"userId": "user-0000", "phoneNumber": "010-1234-5678"},
+        headers=env.headers,
+    )
+    assert phone.status_code == 200, phone.text
+    apply_campaign(
+        client,
+        env,
+        key=8,
+        channel="kakao",
+        type="alimtalk",
+        provider="sandbox",
+        message={"templateCode": "T1", "text": "안녕하세요"},
+    )
+    reach = client.get(f"/admin/v1/environments/{env.name}/campaigns/8/reach", headers=env.admin).json()
+    assert reach["channel"] == "kakao" and reach["reachable"] == 1 and reach["unreachable"] == {"NO_PHONE_NUMBER": 2}
+
+
+def test_audience_conditions_select_who_is_planned(client: AppClient, env: Env) -> None:
+    _users(client, env, 6, with_token=6)
+    gold = {
+        "targets": [
+            {
+                "conditions": [
+                    {
+                        "key": {"type": "USER_PROPERTY", "name": "grade"},
+                        "match": {"type": "MATCH", "operator": "IN", "valueType": "STRING", "values": ["GOLD"]},
+                    }
+                ]
+            }
+        ]
+    }
+    apply_campaign(client, env, audience=gold)
+    reach = client.get(f"/admin/v1/environments/{env.name}/campaigns/7/reach", headers=env.admin).json()
+    assert reach["audience"] == 3 and reach["reachable"] == 3
+
+
+@pytest.mark.parametrize(
+    ("schedule", "message"),
+    [
+        pytest.param({"type": "once", "at": "2020-01-01T10:00"}, "in the past", id="past"),
+        pytest.param({"type": "daily", "time": "10:00", "timezone": "Mars/Base"}, "unknown time zone", id="zone"),
+        pytest.param({"type": "cron", "cron": "0 0 31 4 *"}, "never fires", id="never"),
+    ],
+)
+def test_apply_refuses_a_bad_schedule_and_changes_nothing(
+    client: AppClient, env: Env, schedule: dict[str, Any], message: str
+) -> None:
+    definition = {
+        "key": 9,
+        "name": "Winter sale",
+        "status": "ACTIVE",
+        "purpose": "INFORMATION",
+        "provider": "sandbox",
+        "message": {"title": "t", "body": "b"},
+        "schedule": schedule,
+    }
+    response = client.post(f"/admin/v1/environments/{env.name}/campaigns", json=definition, headers=env.admin)
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "INVALID_CAMPAIGN" and message in response.json()["message"]
+    assert client.get(f"/admin/v1/environments/{env.name}/campaigns/9", headers=env.admin).status_code == 404
+
+
+def test_apply_refuses_a_scheduled_push_campaign_without_a_provider(client: AppClient, env: Env) -> None:
+    definition = {
+        "key": 9,
+        "name": "Winter sale",
+        "status": "ACTIVE",
+        "purpose": "INFORMATION",
+        "provider": "push",
+        "message": {"title": "t", "body": "b"},
+        "schedule": {"type": "daily", "time": "10:00"},
+    }
+    response = client.post(f"/admin/v1/environments/{env.name}/campaigns", json=definition, headers=env.admin)
+    assert response.status_code == 400 and "no fcm or apns" in response.json()["message"]
+
+
+@pytest.mark.pg
+@pytest.mark.parametrize("backend", [pytest.param("pg", id="pg")])
+def test_two_schedulers_racing_create_one_occurrence_per_slot(client: AppClient, env: Env, backend: str) -> None:
+    """Two schedulers, each with its own runtime (writer, connections), on one PostgreSQL."""
+    import asyncio
+    import time
+
+    from magpie.dispatch.scheduler import Scheduler
+    from magpie.runtime import Runtime
+
+    _users(client, env, 5, with_token=5)
+    apply_campaign(client, env, schedule={"type": "cron", "cron": "* * * * *"})
+    db = client.app.db
+    with db.transaction() as conn:  # applied a while ago, so that missed minutes are due
+        db.execute(
+            conn, "UPDATE campaigns SET updated_at = ? WHERE env_id = ?", (int(time.time() * 1000) - 3_600_000, env.id)
+        )
+    settings = client.settings.with_(broadcast_catch_up="all")
+
+    async def race() -> list[list[int]]:
+        runtimes = [Runtime.open(settings, migrate=False) for _ in range(2)]
+        try:
+            schedulers = [Scheduler(r, settings=settings) for r in runtimes]
+            created = await asyncio.gather(*(s.create_due() for s in schedulers))
+            await asyncio.gather(*(s.plan_one() for s in schedulers))
+            await asyncio.gather(*(s.plan_one() for s in schedulers))
+            return list(created)
+        finally:
+            for r in runtimes:
+                await r.close()
+
+    created = client.run(race())
+    with db.transaction(write=False) as conn:
+        slots = db.fetchall(
+            conn, "SELECT slot_ms, COUNT(*) FROM broadcast_occurrences WHERE env_id = ? GROUP BY slot_ms", (env.id,)
+        )
+    assert len(slots) >= 59 and all(n == 1 for _, n in slots)
+    assert sorted(created[0] + created[1]) == sorted(set(created[0] + created[1]))
+    assert len(created[0]) + len(created[1]) == len(slots)
+
+
+def test_rate_per_minute_hands_the_workers_no_more_than_the_rate(client: AppClient, env: Env) -> None:
+    _users(client, env, 25, with_token=25)
+    apply_campaign(client, env, schedule={"type": "daily", "time": "10:00", "ratePerMinute": 60})
+    occurrence_id = client.post(f"/admin/v1/environments/{env.name}/campaigns/7/send-now", headers=env.admin).json()[
+        "occurrence"
+    ]["id"]
+    client.run(_scheduler(client).tick())
+    db = client.app.db
+    with db.transaction(write=False) as conn:
+        started = db.fetchone(conn, "SELECT started_at FROM broadcast_occurrences WHERE id = ?", (occurrence_id,))
+        items = db.fetchall(
+            conn,
+            "SELECT b.size, w.available_at FROM work_items w JOIN broadcast_dispatches b "
+            "ON b.dispatch_id = w.dispatch_id "
+            "WHERE b.occurrence_id = ? ORDER BY w.available_at",
+            (occurrence_id,),
+        )
+    assert started is not None
+    # 60 a minute: ten users each ten seconds.
+    assert [size for size, _ in items] == [10, 10, 5]
+    offsets = [at - started[0] for _, at in items]
+    assert offsets[0] < 10_000 and offsets[1:] == [10_000, 20_000]
+    dispatcher = make_dispatcher(client)
+    try:
+        drain(client, dispatcher)
+    finally:
+        close_dispatcher(client, dispatcher)
+    assert len(inbox(client, env)) == 10
+
+
+def test_an_occurrence_running_into_the_night_holds_its_marketing_remainder(client: AppClient, env: Env) -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from tests.support import FakeClock
+
+    ids = _users(client, env, 4, with_token=4)
+    for user_id in ids:
+        consent = {"userId": user_id, "marketingSubscriptionStatus": "SUBSCRIBED"}
+        assert client.post("/v1/push-subscriptions", json=consent, headers=env.headers).status_code == 200
+    apply_campaign(client, env, purpose="MARKETING", consentRule="SUBSCRIBED_ONLY")
+    occurrence_id = client.post(f"/admin/v1/environments/{env.name}/campaigns/7/send-now", headers=env.admin).json()[
+        "occurrence"
+    ]["id"]
+    client.run(_scheduler(client).tick())
+    # The next 22:30 in Seoul: later than the work items' availability, inside the night window.
+    seoul = ZoneInfo("Asia/Seoul")
+    today = datetime.now(seoul)
+    night = today.replace(hour=22, minute=30, second=0, microsecond=0).timestamp()
+    if night <= today.timestamp():
+        night += 86_400
+    dispatcher = make_dispatcher(client, clock=FakeClock(night))
+    try:
+        drain(client, dispatcher)
+    finally:
+        close_dispatcher(client, dispatcher)
+    progress = _occurrence(client, env, occurrence_id)["progress"]
+    assert progress["sent"] == 0, progress
+    assert progress["held"] == 4 and progress["remaining"] == 4, progress
+    assert inbox(client, env) == []
+
+
+def test_a_due_slot_becomes_one_scheduled_occurrence_and_is_planned(client: AppClient, env: Env) -> None:
+    import time
+
+    _users(client, env, 3, with_token=3)
+    apply_campaign(client, env, schedule={"type": "cron", "cron": "* * * * *"})
+    db = client.app.db
+    with db.transaction() as conn:  # applied three minutes ago: three slots missed
+        db.execute(
+            conn, "UPDATE campaigns SET updated_at = ? WHERE env_id = ?", (int(time.time() * 1000) - 180_000, env.id)
+        )
+    now = time.time()
+    scheduler = _scheduler(client, clock=lambda: now, broadcast_catch_up="latest")
+    client.run(scheduler.tick())
+    client.run(scheduler.tick())  # a second look creates nothing more
+    listed = client.get(f"/admin/v1/environments/{env.name}/campaigns/7/occurrences", headers=env.admin).json()
+    assert [(o["kind"], o["state"], o["planned"]) for o in listed["occurrences"]] == [("SCHEDULED", "sending", 3)]
+    assert listed["occurrences"][0]["slot"] % 60_000 == 0
+
+
+def test_a_cohort_audience_reaches_its_members_by_user_or_device_id(client: AppClient, env: Env) -> None:
+    _users(client, env, 6, with_token=6)
+    cohort = {"members": ["user-0001", "dev-4", "someone-else"]}
+    assert (
+        client.put(f"/admin/v1/environments/{env.name}/cohorts/vip", json=cohort, headers=env.admin).status_code == 200
+    )
+    vip = {
+        "targets": [
+            {
+                "conditions": [
+                    {
+                        "key": {"type": "COHORT"},
+                        "match": {"type": "MATCH", "operator": "IN", "valueType": "STRING", "values": ["vip"]},
+                    }
+                ]
+            }
+        ]
+    }
+    apply_campaign(client, env, audience=vip)
+    reach = client.get(f"/admin/v1/environments/{env.name}/campaigns/7/reach", headers=env.admin).json()
+    assert (reach["audience"], reach["reachable"]) == (2, 2)
+
+
+def test_apply_warns_when_a_scheduled_campaign_reaches_nobody(client: AppClient, env: Env) -> None:
+    _users(client, env, 2, with_token=0)
+    definition = {
+        "key": 9,
+        "name": "Nobody",
+        "status": "ACTIVE",
+        "purpose": "INFORMATION",
+        "provider": "sandbox",
+        "message": {"title": "t", "body": "b"},
+        "schedule": {"type": "daily", "time": "10:00"},
+    }
+    response = client.post(f"/admin/v1/environments/{env.name}/campaigns", json=definition, headers=env.admin)
+    assert response.status_code == 200, response.text
+    [warning] = response.json()["warnings"]
+    assert "reaches nobody on push" in warning and "NO_PUSH_TOKEN 2" in warning
+    unscheduled = {**definition, "key": 10}
+    del unscheduled["schedule"]
+    response = client.post(f"/admin/v1/environments/{env.name}/campaigns", json=unscheduled, headers=env.admin)
+    assert response.json()["warnings"] == []
