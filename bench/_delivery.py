@@ -13,17 +13,20 @@ import os
 import subprocess
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from bench._harness import PYTHON, ROOT, rounds
+from bench._harness import PYTHON, ROOT, descendants, rounds
 from magpie.store.crypto import hash_secret
 from magpie.store.db import Database
 from magpie.store.dispatches import AcceptTrigger
 from magpie.store.writer import FnJob, GroupCommitWriter
 
 B = TypeVar("B")
+# (processes by role, recipients of the round) -> what runs around one round's delivery.
+Observe = Callable[[dict[str, list[int]], int], AbstractContextManager[object]]
 
 
 @dataclass
@@ -95,13 +98,17 @@ def run_rounds(
     accept: Callable[[GroupCommitWriter, int], list[str]],
     report: Callable[[Round[B]], dict[str, Any]],
     settle_seconds: float = 0.0,
+    fake_pid: int | None = None,
+    observe: Observe | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Run ``rounds()`` rounds; answer each round's ``report`` and the recipients' outcomes at the end.
 
     ``received`` counts what the fake has received so far; ``accept(writer, round_no)`` accepts the
     round's dispatches (``recipients`` messages in all) and answers their ids. With
     ``settle_seconds``, the workers get up to that long after the last round to complete every
-    dispatch (reports included) before they are stopped.
+    dispatch (reports included) before they are stopped. With ``observe``, each round's delivery
+    (from acceptance to the fake's receipt of the last message) runs inside ``observe(pids, recipients)``,
+    ``pids`` naming the processes at work: the workers, their writers and the fake (``fake_pid``).
     """
     runs: list[dict[str, Any]] = []
     workers = start_workers(data, processes, worker_env)
@@ -112,12 +119,18 @@ def run_rounds(
         for round_no in range(1, rounds() + 1):
             figures = baseline()
             before = received()
-            started = time.perf_counter()
-            ids = accept(writer, round_no)
-            deadline = time.monotonic() + 300
-            while received() - before < recipients and time.monotonic() < deadline:
-                time.sleep(0.02)
-            elapsed = time.perf_counter() - started
+            pids = {
+                "workers": [w.pid for w in workers],
+                "writers": [child for w in workers for child in descendants(w.pid)],
+                "fake": [fake_pid] if fake_pid is not None else [],
+            }
+            with observe(pids, recipients) if observe is not None else nullcontext():
+                started = time.perf_counter()
+                ids = accept(writer, round_no)
+                deadline = time.monotonic() + 300
+                while received() - before < recipients and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                elapsed = time.perf_counter() - started
             rate = (received() - before) / elapsed
             runs.append(report(Round(round_no, figures, rate, ids)))
         deadline = time.monotonic() + settle_seconds

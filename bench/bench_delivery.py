@@ -27,7 +27,7 @@ import aiohttp
 import httpx
 import jwt
 
-from bench._delivery import Round, accept_all, run_rounds
+from bench._delivery import Observe, Round, accept_all, run_rounds
 from bench._harness import PYTHON, ROOT, Report, median, workdir
 from magpie.domain.environment import parse_settings
 from magpie.providers.base import PushMessage
@@ -35,7 +35,7 @@ from magpie.providers.fcm import FcmProvider
 from magpie.store import accounts, campaigns
 from magpie.store.db import Database
 
-RECIPIENTS = int(os.environ.get("BENCH_RECIPIENTS", "10000"))
+RECIPIENTS = int(os.environ.get("BENCH_RECIPIENTS", "20000"))
 CONCURRENCY = 64
 WORKER_PROCESSES = 2
 
@@ -168,7 +168,7 @@ def _seed(db: Database, env_id: int, users: int) -> None:
         )
 
 
-def main() -> Report:
+def main(*, observe: Observe | None = None) -> Report:
     with workdir("delivery") as tmp:
         fake = start_fake(tmp)
         data = tmp / "data"
@@ -245,6 +245,8 @@ def main() -> Report:
                     writer, key=key, env_id=env.id, users=RECIPIENTS, round_no=round_no
                 ),
                 report=report,
+                fake_pid=fake.proc.pid,
+                observe=observe,
             )
         finally:
             fake.stop()

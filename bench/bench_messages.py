@@ -6,7 +6,7 @@ campaign on the sandbox; acceptance only, as benchmark 3 measures push.
 Delivery: from accepted dispatches (50 users each: one gateway batch) to the fake gateway's receipt,
 two `magpie worker` processes deciding, decrypting phone numbers, rendering, marking each batch SENDING,
 sending and recording outcomes. Baseline: magpie's gateway client alone sending the same batches to
-the same fake with as many batches in flight as the workers run (16).
+the same fake with as many batches in flight as the workers run (32).
 
     python -m bench.bench_messages
 """
@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from bench._delivery import Round, accept_all, run_rounds
+from bench._delivery import Observe, Round, accept_all, run_rounds
 from bench._harness import (
     PYTHON,
     ROOT,
@@ -47,11 +47,11 @@ from magpie.store import accounts, campaigns
 from magpie.store.crypto import Cipher
 from magpie.store.db import Database
 
-RECIPIENTS = int(os.environ.get("BENCH_MESSAGES", "5000"))
+RECIPIENTS = int(os.environ.get("BENCH_MESSAGES", "20000"))
 WORKER_PROCESSES = int(os.environ.get("BENCH_WORKERS", "1"))
 WORKER_CONCURRENCY = 32
-# Each dispatcher runs max(2, concurrency // 4) work items (batches) at once.
-IN_FLIGHT = WORKER_PROCESSES * max(2, WORKER_CONCURRENCY // 4)
+# Each dispatcher runs as many Kakao and SMS work items (one gateway batch each) at once as its concurrency.
+IN_FLIGHT = WORKER_PROCESSES * WORKER_CONCURRENCY
 TEMPLATE = "#{name}님, 주문 #{order}이 출발했어요"
 ALIMTALK: dict[str, Any] = {
     "key": 1,
@@ -225,7 +225,7 @@ def _seed(db: Database, cipher: Cipher, env_id: int, users: int) -> None:
         )
 
 
-def delivery(gateway: str) -> Report:
+def delivery(gateway: str, *, observe: Observe | None = None) -> Report:
     channel = "kakao" if gateway == "nhn" else "sms"
     with workdir(f"delivery-{gateway}") as tmp:
         fake = Fake(gateway)
@@ -280,6 +280,8 @@ def delivery(gateway: str) -> Report:
                 ),
                 report=report,
                 settle_seconds=60,
+                fake_pid=fake.proc.pid,
+                observe=observe,
             )
         finally:
             fake.stop()

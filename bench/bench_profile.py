@@ -1,4 +1,4 @@
-"""Where a property update's CPU goes: a sampling profile of `magpie serve` under benchmark 1's load.
+"""Where the CPU goes: sampling profiles of property updates (benchmark 1) and of delivery (benchmarks 4, 8).
 
 wrk sends the seed body (64 connections) while py-spy samples the server process and its writer
 process without stopping them (``--nonblocking``). Each sample in which a process was not
@@ -6,22 +6,33 @@ waiting for work (py-spy leaves out threads blocked in a poll or on a lock; an f
 busy) is put in one category; the result is each category's share of those samples, beside the
 process's CPU time per request read from ``/proc`` in the same run.
 
+Delivery: the same, for the `magpie worker` processes, their writer processes and the fake
+gateway while benchmark 4 (push to the fake FCM) or 8 (AlimTalk to the fake NHN Cloud, SMS to the
+fake Solapi) delivers each round; CPU is reported per recipient.
+
     python -m bench.bench_profile [sqlite|pg]
+    python -m bench.bench_profile delivery [fcm|nhn|solapi]
 """
 
 from __future__ import annotations
 
+import ast
+import functools
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench._harness import (
     PYTHON,
+    ROOT,
     CpuMeter,
     Report,
     cpu_seconds,
@@ -83,9 +94,84 @@ WRITER_RULES = Rules(
 )
 
 
+WORKER_RULES = Rules(
+    innermost=True,
+    table=[
+        ("threading.py", "wait", WAITING),
+        ("concurrent/futures/thread.py", "_worker", WAITING),
+        ("magpie/store/reader.py", None, "load: reads (in the reader thread)"),
+        ("magpie/store/deliveries.py", "load_snapshot", "load: reads (in the reader thread)"),
+        ("magpie/store/deliveries.py", "_resolve_targets", "load: reads (in the reader thread)"),
+        ("magpie/store/db.py", None, "load: reads (in the reader thread)"),
+        ("magpie/store/writer.py", None, "hand-off to the writer (pickle, pipe, answers)"),
+        ("magpie/domain/campaigns.py", None, "render"),
+        ("liquid/", None, "render"),
+        ("magpie/domain/", None, "decide"),
+        ("magpie/store/crypto.py", None, "decrypt phone numbers"),
+        ("cryptography/", None, "decrypt phone numbers"),
+        ("magpie/providers/", None, "gateway or provider client (build requests, parse answers)"),
+        ("aiohttp/", None, "HTTP client (aiohttp)"),
+        ("httpx/", None, "HTTP client (httpx)"),
+        ("prometheus_client/", None, "metrics"),
+        ("magpie/dispatch/", None, "pipeline stages and senders"),
+        ("msgspec/", None, "pipeline stages and senders"),
+        ("asyncio/", None, "event loop (tasks, futures, callbacks)"),
+        ("uvloop/", None, "event loop (tasks, futures, callbacks)"),
+    ],
+)
+DELIVERY_WRITER_RULES = Rules(
+    innermost=False,
+    table=[
+        ("threading.py", "wait", WAITING),
+        ("multiprocessing/connection.py", "_recv", WAITING),
+        ("magpie/store/db.py", "commit", "commit (WAL write and fsync)"),
+        ("magpie/store/transaction.py", "commit", "commit (WAL write and fsync)"),
+        ("magpie/store/deliveries.py", "ClaimWork", "claim work items"),
+        ("magpie/store/deliveries.py", "HoldLease", "hold the lease before a gateway batch"),
+        ("magpie/store/deliveries.py", "RecordOutcomes", "record outcomes"),
+        ("magpie/store/deliveries.py", "ReserveBatch", "reserve (recipients, caps, daily limit, deliveries)"),
+        ("magpie/store/deliveries.py", "PrepareRecipients", "reserve (recipients, caps, daily limit, deliveries)"),
+        ("magpie/store/deliveries.py", "_capped", "reserve (recipients, caps, daily limit, deliveries)"),
+        ("magpie/store/deliveries.py", "_has_delivery", "reserve (recipients, caps, daily limit, deliveries)"),
+        ("magpie/store/deliveries.py", "_reserve_paid", "reserve (recipients, caps, daily limit, deliveries)"),
+        ("magpie/store/deliveries.py", "RecordRecipient", "record outcomes"),
+        ("magpie/store/deliveries.py", "RecordRecipients", "record outcomes"),
+        ("magpie/store/stats.py", None, "record outcomes"),
+        ("magpie/store/deliveries.py", "FinishItem", "finish work items"),
+        ("magpie/store/deliveries.py", "ExtendLease", "hold the lease before a gateway batch"),
+        ("magpie/store/deliveries.py", "InboxRecord", "sandbox inbox"),
+        ("magpie/store/writer.py", None, "batch bookkeeping, pipe and pickle"),
+    ],
+)
+FAKE_RULES = Rules(innermost=False, table=[("threading.py", "wait", WAITING), ("selectors.py", "select", WAITING)])
+
+
 def _matches(frame: str, fragment: str, name: str | None) -> bool:
     function, _, where = frame.partition(" (")
-    return fragment in where and (name is None or function.rsplit(".", 1)[-1] == name)
+    return fragment in where and (name is None or name in function.split("."))
+
+
+@functools.cache
+def _classes(path: str) -> list[tuple[int, int, str]]:
+    """``(first line, last line, class name)`` of the top-level classes of a module of ``src``."""
+    tree = ast.parse((ROOT / "src" / path).read_text())
+    return [(n.lineno, n.end_lineno or n.lineno, n.name) for n in tree.body if isinstance(n, ast.ClassDef)]
+
+
+def _qualified(frame: str) -> str:
+    """``run (…/magpie/store/deliveries.py:412)`` -> ``PrepareRecipients.run (…)``: py-spy names no class,
+    and every writer job's method is ``run``."""
+    function, _, where = frame.partition(" (")
+    at = where.find("magpie/store/")
+    if at < 0 or "." in function:
+        return frame
+    path, _, line = where[at:].rstrip(")").rpartition(":")
+    if not line.isdigit():
+        return frame
+    for first, last, name in _classes(path):
+        if first <= int(line) <= last:
+            return f"{name}.{function} ({where}"
+    return frame
 
 
 def categorize(stack: list[str], rules: Rules) -> str:
@@ -115,19 +201,19 @@ def shares(raw: str, rules: Rules) -> dict[str, float]:
         if not stack or not count.isdigit():
             continue
         # py-spy puts the thread first when asked for it; we did not, so every part is a frame.
-        counts[categorize(stack.split(";"), rules)] += int(count)
+        counts[categorize([_qualified(frame) for frame in stack.split(";")], rules)] += int(count)
     busy = sum(n for category, n in counts.items() if category != WAITING)
     return {category: n / busy for category, n in counts.most_common() if category != WAITING} if busy else {}
 
 
 def _spy(pid: int, duration: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy on ``pid`` for ``duration`` seconds (0: until interrupted with SIGINT)."""
     command = [
         str(Path(PYTHON).parent / "py-spy"),
         "record",
         "--pid",
         str(pid),
-        "--duration",
-        str(duration),
+        *(["--duration", str(duration)] if duration else []),
         "--rate",
         str(RATE),
         "--nonblocking",
@@ -137,6 +223,70 @@ def _spy(pid: int, duration: int, out: Path) -> subprocess.Popen[bytes]:
         str(out),
     ]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@dataclass
+class DeliveryProfile:
+    """Observes delivery rounds (``bench._delivery.run_rounds``): CPU per recipient and py-spy samples."""
+
+    rounds: list[dict[str, float]] = field(default_factory=list)
+    raw: dict[str, list[str]] = field(default_factory=dict)
+
+    @contextmanager
+    def __call__(self, pids: dict[str, list[int]], recipients: int) -> Iterator[None]:
+        with tempfile.TemporaryDirectory() as spy_dir:
+            spies: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+            for role, members in pids.items():
+                for pid in members:
+                    out = Path(spy_dir) / f"{role}-{pid}.txt"
+                    spies.append((role, _spy(pid, 0, out), out))
+            meter = CpuMeter(lambda: pids)
+            with meter:
+                yield
+            for _, spy, _ in spies:
+                spy.send_signal(signal.SIGINT)  # py-spy writes what it sampled when interrupted
+            for role, spy, out in spies:
+                spy.wait(timeout=60)
+                if out.exists():
+                    self.raw.setdefault(role, []).append(out.read_text())
+        self.rounds.append({role: meter.seconds[role] * 1e6 / recipients for role in (*pids, "other")})
+
+    def summary(self) -> dict[str, Any]:
+        rules = {"workers": WORKER_RULES, "writers": DELIVERY_WRITER_RULES, "fake": FAKE_RULES}
+        out: dict[str, Any] = {}
+        for role in self.rounds[0] if self.rounds else ():
+            figures = sorted(r[role] for r in self.rounds)
+            entry: dict[str, Any] = {"cpu_us_per_recipient_median": round(figures[len(figures) // 2], 1)}
+            if role in self.raw and role in rules:
+                entry["shares"] = {
+                    c: round(share, 3) for c, share in shares("\n".join(self.raw[role]), rules[role]).items()
+                }
+            out[role] = entry
+        return out
+
+
+def profile_delivery(target: str) -> Report:
+    observer = DeliveryProfile()
+    if target == "fcm":
+        from bench import bench_delivery
+
+        bench_delivery.main(observe=observer)
+    else:
+        from bench import bench_messages
+
+        bench_messages.delivery(target, observe=observer)
+    summary = observer.summary()
+    for role, entry in summary.items():
+        print(f"  [profile delivery {target}] {role}: {entry['cpu_us_per_recipient_median']:.0f} µs per recipient")
+        for category, share in entry.get("shares", {}).items():
+            print(f"      {share:6.1%}  {category}")
+    return Report(
+        name=f"profile_delivery_{target}",
+        command=f"python -m bench.bench_profile delivery {target}",
+        target="(no target: where each recipient's CPU goes, by process)",
+        met=True,
+        summary=summary,
+    )
 
 
 def profile(engine: str) -> Report:
@@ -205,6 +355,11 @@ def profile(engine: str) -> Report:
 
 
 def main(argv: list[str]) -> list[Report]:
+    if argv[:1] == ["delivery"]:
+        reports = [profile_delivery(target) for target in argv[1:] or ["fcm", "nhn", "solapi"]]
+        for report in reports:
+            report.save()
+        return reports
     engines = argv or ["sqlite", "pg"]
     reports = [profile(engine) for engine in engines]
     for report in reports:

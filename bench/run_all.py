@@ -223,6 +223,79 @@ an fsync counts as busy, so the writer's shares are of its busy time, not only o
 {body}"""
 
 
+# Measured before the delivery pipeline was reshaped (commit 1e654a1), with the same commands, on
+# 2026-12-04 on a shared 2-core machine; kept here because the results files hold the latest runs only.
+DELIVERY_BEFORE = """\
+| benchmark | workers | writers | fake | ratio (median of 3) |
+|---|---|---|---|---|
+| 8, AlimTalk to fake NHN Cloud | 60–62 µs | 38–40 µs | 12 µs | 0.10× (5,919 vs 53,351/s; 6,863 vs 71,042/s) |
+| 8, SMS to fake Solapi | 74 µs | 41 µs | 20 µs | 0.10× (6,517 vs 72,241/s) |
+| 4, push to fake FCM (2 workers) | 317 µs | 62 µs | 80 µs | 0.35× end to end (1,896 vs 4,993/s), provider 0.91× |
+
+- AlimTalk workers: load 19–21%, event loop 19–22%, hand-off to the writer 16–17%, stages 11–15%,
+  gateway client 8–10%, render 6%; writer: commit 42%, per-recipient records 25%, reserve 16%,
+  pickle and pipe 16%.
+- SMS workers: render 18%, load 18%, hand-off 18%, event loop 16%; writer: commit 49%,
+  per-recipient records 21%, reserve 13%.
+- Push workers: aiohttp 27%, load 24% (a scan of the environment's devices per work item), event
+  loop 21%; writer: commit 58%, pickle and pipe 23%, records 10%.
+"""
+
+
+def delivery_profile_section() -> str:
+    """Where a delivered recipient's CPU goes, by process (``bench_profile delivery``), before and after."""
+    blocks = []
+    for target, title in (
+        ("nhn", "AlimTalk to fake NHN Cloud"),
+        ("solapi", "SMS to fake Solapi"),
+        ("fcm", "push to fake FCM"),
+    ):
+        path = RESULTS / f"profile_delivery_{target}.json"
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        s = data["summary"]
+        figures = ", ".join(f"{role} {s[role]['cpu_us_per_recipient_median']:,.0f} µs" for role in s)
+        parts = []
+        for role in ("workers", "writers"):
+            if role in s and s[role].get("shares"):
+                rows = "\n".join(f"| {category} | {share:.0%} |" for category, share in s[role]["shares"].items())
+                parts.append(f"*{role}*:\n\n| where | share of busy samples |\n|---|---|\n{rows}\n")
+        blocks.append(
+            f"**{title}** (CPU per recipient: {figures}; `{data['command']}`, {data['when']}):\n\n" + "\n".join(parts)
+        )
+    if not blocks:
+        return ""
+    body = "\n".join(blocks)
+    return f"""
+## Where the time goes (delivery)
+
+`python -m bench.bench_profile delivery [fcm|nhn|solapi]` runs benchmark 4 or 8 and, around each
+round's delivery (from acceptance to the fake's receipt of the last message), reads the CPU time of
+the `magpie worker` processes, their writer processes and the fake from `/proc`, divided by the
+round's recipients (median of the rounds; *other* is the rest of the machine: on a shared machine it
+says how noisy the run was), while py-spy samples them (rules in `bench/bench_profile.py`).
+
+Before (commit 1e654a1: a push recipient's outcome one writer job, a Kakao/SMS batch's outcomes a
+few statements per recipient, a separate lease check before each gateway batch, the items in flight a
+quarter of the concurrency, and the linked-devices query scanning the environment's devices on
+SQLite), CPU per recipient by process, with the same commands on 2026-12-04 (the benchmark files of
+this commit, so rounds of 20,000 and 32 batches in flight for the gateway client alone):
+
+{DELIVERY_BEFORE}
+After (one reserve job and one record job per batch, the lease checked in the reserve job, Kakao and
+SMS items in flight up to the concurrency, msgspec for job rows and vendor bodies, the linked-user index
+named on SQLite):
+
+{body}
+What is left, by the profiles: the worker's load stage (SQLite reads of the batch's profiles, about a
+quarter of a Kakao/SMS worker's samples), rendering (`magpie.domain.campaigns`, a fifth on Solapi) and
+building gateway requests; in the writer, inserting the batch's recipient and delivery rows and the
+commit. Push spends most of its worker CPU in aiohttp and the event loop, as the minimal client does.
+These machines are shared: the figures of one run move by a third between runs.
+"""
+
+
 def _round(value: float) -> str:
     """Two significant figures: a projection has no more."""
     return f"{float(f'{value:.2g}'):,.0f}"
@@ -280,7 +353,7 @@ PostgreSQL 15 local. Written by `python -m bench.run_all` on {time.strftime("%Y-
 2. **The same on PostgreSQL**, one `magpie serve` process, then two sharing the port (`SO_REUSEPORT`).
 3. **Trigger-send acceptance** — Hackle's trigger body with 50 users each; acceptance only (the
    dispatch and its outbox work item committed in one transaction per group commit).
-4. **Delivery** — 10,000 recipients per round from accepted dispatches to receipt at the fake FCM
+4. **Delivery** — 20,000 recipients per round (`BENCH_RECIPIENTS`) from accepted dispatches to receipt at the fake FCM
    server (`tests/fakes/fcm.py`, its own process, OAuth2 and HTTP v1 as FCM speaks them), with two
    `magpie worker` processes (claim, resolve, audience, consent, caps, render, send, record).
    Baseline: a minimal FCM v1 client written for the benchmark on aiohttp (one OAuth2 token from the
@@ -304,10 +377,11 @@ PostgreSQL 15 local. Written by `python -m bench.run_all` on {time.strftime("%Y-
    as in 3, on an AlimTalk campaign; then delivery from accepted dispatches (50 users each, one gateway
    batch) to receipt at the fake NHN Cloud (AlimTalk v2.3) and fake Solapi (SMS, send-many/detail), each
    its own process, through `magpie worker` (deciding, decrypting numbers, rendering, reserving, sending,
-   recording); baseline: magpie's gateway client alone sending the same batches to the same fake with as
-   many batches in flight as the workers run.
+   recording), 20,000 messages per round (`BENCH_MESSAGES`); baseline: magpie's gateway client alone
+   sending the same batches to the same fake with as many batches in flight as the workers run (each
+   worker runs as many Kakao and SMS work items at once as its concurrency, 32 here).
 
-{cpu_section()}{profile_section()}
+{cpu_section()}{profile_section()}{delivery_profile_section()}
 ## Runs
 
 {chr(10).join(details)}
@@ -336,6 +410,8 @@ def main(argv: list[str]) -> int:
             bench_messages.main([])
         elif name == "profile":
             bench_profile.main([])
+        elif name == "profile-delivery":  # not in the default list: it runs benchmarks 4 and 8 again
+            bench_profile.main(["delivery"])
         else:
             raise SystemExit(f"unknown benchmark {name!r}")
     path = write_docs()

@@ -1,10 +1,10 @@
-"""Kakao and SMS work items: decide each recipient, render, reserve, then send one batch per gateway.
+"""Kakao and SMS: render each recipient, then send one batch per gateway request.
 
 Money is at stake, so a batch is never sent twice: its deliveries are marked SENDING under a batch
 key before the gateway sees it, and whoever finds them so later (a retry after a timeout, or another
 worker after a crash) sends exactly that batch again with ``maybe_sent``: the gateway is first asked
 what it already holds of the batch and only the rest is sent. A batch given up on is settled by
-asking the gateway too (``_settle``): what it may have taken is never recorded FAILED, but UNKNOWN
+asking the gateway too (``settle``): what it may have taken is never recorded FAILED, but UNKNOWN
 when the gateway cannot say. Phone numbers are decrypted here, at send time, and never logged.
 """
 
@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from magpie.dispatch.retry import backoff
+from magpie.dispatch.stages import Batch, Context, Plan, Reserve, Reserved, record
 from magpie.domain.campaigns import Campaign, MessageTooLarge, PhoneRendering, RenderFailed, render_phone
-from magpie.domain.delivery import Exclude, Hold, NightRule
-from magpie.domain.experiments import CONTROL_GROUP, Assignment, Control
+from magpie.domain.delivery import Channel, Outcome, Reason
+from magpie.domain.environment import effective
 from magpie.providers.base import (
     DeliveryReport,
     Fallback,
@@ -32,28 +33,20 @@ from magpie.providers.base import (
     ProviderError,
     ProviderUnavailable,
 )
+from magpie.store.accounts import environment_settings
 from magpie.store.deliveries import (
     DeliveryResult,
-    FinishItem,
     HoldLease,
-    HoldRecipients,
+    OutcomeRow,
     Planned,
-    RecordRecipient,
-    RecordRecipients,
     RecordReports,
-    Snapshot,
     Target,
+    awaiting_reports,
 )
 
-if TYPE_CHECKING:
-    from magpie.dispatch.worker import Dispatcher
-
-
 log = logging.getLogger("magpie.worker")
-# Rendering runs on the event loop: it gives the loop a turn at least this often (seconds).
-RENDER_SLICE = 0.02
 # The reason of a recipient whose batch the gateway may or may not have taken, and would not say.
-UNCONFIRMED = "GATEWAY_UNCONFIRMED"
+UNCONFIRMED = Reason.GATEWAY_UNCONFIRMED
 
 
 @dataclass
@@ -69,136 +62,16 @@ def _day(now_ms: int, timezone: str) -> str:
     return datetime.fromtimestamp(now_ms / 1000, ZoneInfo(timezone)).strftime("%Y-%m-%d")
 
 
-def _context(snap: Snapshot, target: Target, idx: int) -> dict[str, Any]:
-    user = snap.users[idx]
+def _context(batch: Batch, target: Target, idx: int) -> dict[str, Any]:
+    user = batch.snap.users[idx]
     return {
-        "api_properties": user.get("apiProperties", {}),
+        "api_properties": user.api_properties,
         "user_properties": target.properties,
-        "user": {"id": target.user_id or "", "deviceId": user.get("deviceId") or ""},
+        "user": {"id": target.user_id or "", "deviceId": user.device_id or ""},
     }
 
 
-async def process_phone(d: Dispatcher, snap: Snapshot, campaign: Campaign, now: int) -> None:
-    """Decide, reserve and send the open recipients of a Kakao or SMS work item."""
-    item = snap.item
-    channel = campaign.channel
-    held_only = item.payload.get("held")
-    todo = [
-        idx
-        for idx in range(len(snap.users))
-        if snap.outcomes.get(idx) is None and (held_only is None or idx in held_only)
-    ]
-    night = NightRule.from_settings(snap.settings, timezone=snap.timezone)
-    by_delivery = {v[0]: idx for (idx, _), v in snap.deliveries.items()}
-    resumed: dict[str, list[int]] = {}
-    for delivery_id, batch_key in snap.in_flight.items():
-        resumed.setdefault(batch_key, []).append(by_delivery[delivery_id])
-    resumed_idx = {i for idxs in resumed.values() for i in idxs}
-    try:
-        gateway: PhoneGateway | None = d.channels.gateway(
-            env_id=item.env_id, settings=snap.settings, channel=channel, campaign_provider=campaign.provider
-        )
-    except ProviderError:
-        gateway = None
-    paid = gateway is not None and gateway.name != "sandbox"
-    excluded: dict[int, tuple[str, str]] = {}
-    planned: list[Planned] = []
-    sends: dict[int, _Send] = {}
-    hold: list[int] = []
-    release_at = 0
-    arms: dict[int, tuple[Assignment, str]] = {}
-    turn = time.monotonic()
-    for idx in todo:
-        if time.monotonic() - turn > RENDER_SLICE:
-            await asyncio.sleep(0)
-            turn = time.monotonic()
-        target = snap.targets.get(idx)
-        if idx in resumed_idx:
-            if target is None:
-                excluded[idx] = ("FAILED", "UNKNOWN_USER")
-                continue
-        else:
-            match d._decide(snap, campaign, target, night, now):
-                case Exclude(reason=reason):
-                    excluded[idx] = ("EXCLUDED", reason)
-                    continue
-                case Hold(until_ms=until_ms):
-                    hold.append(idx)
-                    release_at = until_ms
-                    continue
-        assert target is not None
-        arm = campaign.assign(user_key=target.user_key)
-        if arm is not None:
-            arms[idx] = (arm, target.user_key)
-        if isinstance(arm, Control) and idx not in resumed_idx:
-            excluded[idx] = ("EXCLUDED", CONTROL_GROUP)
-            continue
-        try:
-            rendering = render_phone(campaign.for_arm(arm), _context(snap, target, idx), snap.settings)
-        except RenderFailed as exc:
-            # The kind of failure only: the recipient's data stays out of the log.
-            log.warning("render error in campaign %s: %s", campaign.key, exc.kind)
-            excluded[idx] = ("FAILED", "RENDER_ERROR")
-            continue
-        except MessageTooLarge:
-            excluded[idx] = ("FAILED", "MESSAGE_TOO_LARGE")
-            continue
-        if gateway is None:
-            excluded[idx] = ("FAILED", "PROVIDER_NOT_CONFIGURED")
-            continue
-        sends[idx] = _Send(idx, target.user_key, rendering, campaign.is_marketing, target.phone_enc)
-        if idx not in resumed_idx:
-            planned.append(
-                Planned(
-                    idx=idx,
-                    user_key=target.user_key,
-                    tokens=[("", channel, rendering.kind)],
-                    marketing=campaign.is_marketing,
-                    provider_names={channel: gateway.name},
-                    channel=channel,
-                    kind=rendering.kind,
-                    size_bytes=rendering.size_bytes,
-                    paid=paid,
-                )
-            )
-    day = _day(now, snap.timezone)
-    fresh_key = f"{item.dispatch_id[:8]}-{item.id}-{uuid.uuid4().hex[:12]}"
-    ids, capped = await d._prepare(
-        snap,
-        campaign,
-        excluded,
-        planned,
-        now,
-        channel=channel,
-        paid_limit=int(snap.settings.get("paidMessagesDailyLimit") or 0),
-        day=day,
-        batch_key=fresh_key,
-    )
-    await d.record_arms(snap, campaign, arms, excluded, capped, now)
-    if hold:
-        await d.writer.submit(
-            HoldRecipients(env_id=item.env_id, dispatch_id=item.dispatch_id, idxs=hold, release_ms=release_at)
-        )
-    batches: list[tuple[str, list[tuple[int, _Send]], bool]] = []
-    for batch_key, idxs in resumed.items():
-        batch = [(_delivery(snap, i, channel), sends[i]) for i in idxs if i in sends]
-        batches.append((batch_key, batch, True))
-    fresh = [
-        (ids[p.idx][channel], sends[p.idx]) for p in planned if p.idx not in capped and channel in ids.get(p.idx, {})
-    ]
-    if fresh:
-        batches.append((fresh_key, fresh, False))
-    batches = [b for b in batches if b[1]]
-    if not batches:
-        await d.writer.submit(FinishItem(item_id=item.id, dispatch_id=item.dispatch_id, now_ms=d.now_ms()))
-    for n, (batch_key, batch, maybe_sent) in enumerate(batches, start=1):
-        assert gateway is not None
-        last = n == len(batches)
-        if not await _send_batch(d, snap, campaign, gateway, batch_key, batch, maybe_sent=maybe_sent, last=last):
-            return
-
-
-async def _settle(
+async def settle(
     gateway: PhoneGateway, messages: list[PhoneMessage], *, batch_key: str, code: str
 ) -> dict[str, PhoneResult]:
     """The outcome of a batch magpie gives up on, as the gateway tells it.
@@ -211,134 +84,260 @@ async def _settle(
         held = {r.delivery_id: r for r in await gateway.lookup(messages, batch_key=batch_key)}
     except ProviderError as exc:
         log.warning("gateway %s could not say what it took of batch %s: %s", gateway.name, batch_key, exc.code)
-        return {m.delivery_id: PhoneResult(m.delivery_id, "UNKNOWN", error_code=UNCONFIRMED) for m in messages}
+        return {m.delivery_id: PhoneResult(m.delivery_id, Outcome.UNKNOWN, error_code=UNCONFIRMED) for m in messages}
     return {
-        m.delivery_id: held.get(m.delivery_id) or PhoneResult(m.delivery_id, "FAILED", error_code=code)
+        m.delivery_id: held.get(m.delivery_id) or PhoneResult(m.delivery_id, Outcome.FAILED, error_code=code)
         for m in messages
     }
 
 
-def _delivery(snap: Snapshot, idx: int, channel: str) -> int:
-    return snap.deliveries[(idx, channel)][0]
+@dataclass
+class _Open:
+    """What the sender learnt of a batch before deciding it."""
+
+    gateway: PhoneGateway | None
+    # Batches an earlier attempt handed to the gateway without recording its answer: key -> recipients.
+    resumed: dict[str, list[int]]
+    fresh_key: str
 
 
-def _message(d: Dispatcher, campaign: Campaign, delivery_id: int, send: _Send) -> PhoneMessage | None:
-    if send.phone_enc is None:
-        return None
-    r = send.rendering
-    return PhoneMessage(
-        delivery_id=str(delivery_id),
-        to=d.cipher.decrypt(send.phone_enc),
-        channel=campaign.channel,
-        kind=r.kind,
-        text=r.text,
-        title=r.title,
-        template_code=r.template_code,
-        template_parameters=dict(r.template_parameters),
-        buttons=r.buttons,
-        image_urls=r.image_urls,
-        fallback=None if r.fallback is None else Fallback(*r.fallback),
-        marketing=send.marketing,
-        size_bytes=r.size_bytes,
-    )
+class PhoneSender:
+    """Sends a Kakao or SMS batch through the environment's gateway and records the outcomes."""
 
+    def __init__(self, ctx: Context, channel: Channel) -> None:
+        self.ctx = ctx
+        self.channel = channel
+        self._open: dict[int, _Open] = {}
 
-async def _send_batch(
-    d: Dispatcher,
-    snap: Snapshot,
-    campaign: Campaign,
-    gateway: PhoneGateway,
-    batch_key: str,
-    batch: list[tuple[int, _Send]],
-    *,
-    maybe_sent: bool,
-    last: bool,
-) -> bool:
-    """Send one batch and record its outcomes; False when the item's lease was lost (nothing recorded)."""
-    messages: list[PhoneMessage] = []
-    results: dict[str, PhoneResult] = {}
-    for delivery_id, send in batch:
-        message = _message(d, campaign, delivery_id, send)
-        if message is None:
-            results[str(delivery_id)] = PhoneResult(str(delivery_id), "FAILED", error_code="NO_PHONE_NUMBER")
-        else:
-            messages.append(message)
-    attempts = 0
-    if messages:
-        while True:
-            attempts += 1
-            lease_ms = int(d.settings.lease_seconds * 1000)
-            now = d.now_ms()
-            if not await d.writer.submit(
-                HoldLease(item_id=snap.item.id, owner=d.owner, now_ms=now, until_ms=now + lease_ms)
-            ):
-                log.warning("work item %s changed hands: its batch is left to the new owner", snap.item.id)
-                return False
-            try:
-                async with d._send_slots:
-                    answered = await gateway.send_batch(messages, batch_key=batch_key, maybe_sent=maybe_sent)
-                results.update((r.delivery_id, r) for r in answered)
-                break
-            except ProviderUnavailable as exc:
-                # The gateway may have taken the batch before the failure: from now on, ask first.
-                maybe_sent = True
-                if attempts >= d.settings.max_delivery_attempts:
-                    results.update(await _settle(gateway, messages, batch_key=batch_key, code=exc.code))
-                    break
-                await d.sleep(
-                    backoff(
-                        attempt=attempts,
-                        base=d.settings.retry_base_seconds,
-                        cap=d.settings.retry_max_seconds,
-                        retry_after=exc.retry_after,
-                        rng=d.rng,
-                    )
-                )
-            except ProviderError as exc:
-                log.warning("gateway %s refused a batch of campaign %s: %s", gateway.name, campaign.key, exc.message)
-                if maybe_sent:
-                    # An earlier attempt may have gone through before this refusal: ask, never guess.
-                    results.update(await _settle(gateway, messages, batch_key=batch_key, code=exc.code))
-                else:
-                    results.update(
-                        (m.delivery_id, PhoneResult(m.delivery_id, "FAILED", error_code=exc.code)) for m in messages
-                    )
-                break
-    records = []
-    for delivery_id, send in batch:
-        r = results[str(delivery_id)]
-        d.metrics.deliveries.labels(gateway.name, r.status).inc()
-        records.append(
-            RecordRecipient(
-                env_id=snap.item.env_id,
-                dispatch_id=snap.item.dispatch_id,
-                idx=send.idx,
-                results=[
-                    DeliveryResult(
-                        delivery_id,
-                        campaign.channel,
-                        r.status,
-                        gateway.name,
-                        r.provider_message_id,
-                        r.error_code,
-                        max(attempts, 1),
-                    )
-                ],
-                outcome=r.status,
-                reason=r.error_code,
-                user_key=send.user_key,
-                now_ms=d.now_ms(),
+    def _gateway(self, batch: Batch) -> PhoneGateway | None:
+        try:
+            return self.ctx.channels.gateway(
+                env_id=batch.item.env_id,
+                settings=batch.snap.settings,
+                channel=self.channel,
+                campaign_provider=batch.campaign.provider,
             )
+        except ProviderError:
+            return None
+
+    def open(self, batch: Batch) -> set[int]:
+        snap, item = batch.snap, batch.item
+        by_delivery = {row.id: idx for (idx, _), row in snap.deliveries.items()}
+        resumed: dict[str, list[int]] = {}
+        for delivery_id, batch_key in snap.in_flight.items():
+            resumed.setdefault(batch_key, []).append(by_delivery[delivery_id])
+        fresh_key = f"{item.dispatch_id[:8]}-{item.id}-{uuid.uuid4().hex[:12]}"
+        self._open[item.id] = _Open(gateway=self._gateway(batch), resumed=resumed, fresh_key=fresh_key)
+        return {i for idxs in resumed.values() for i in idxs}
+
+    def plan(self, batch: Batch, idx: int, target: Target, *, resumed: bool, campaign: Campaign) -> Plan | Reason:
+        try:
+            rendering = render_phone(campaign, _context(batch, target, idx), batch.snap.settings)
+        except RenderFailed as exc:
+            # The kind of failure only: the recipient's data stays out of the log.
+            log.warning("render error in campaign %s: %s", campaign.key, exc.kind)
+            return Reason.RENDER_ERROR
+        except MessageTooLarge:
+            return Reason.MESSAGE_TOO_LARGE
+        gateway = self._open[batch.item.id].gateway
+        if gateway is None:
+            return Reason.PROVIDER_NOT_CONFIGURED
+        planned = Planned(
+            idx=idx,
+            user_key=target.user_key,
+            tokens=[("", self.channel, rendering.kind)],
+            marketing=campaign.is_marketing,
+            provider_names={self.channel: gateway.name},
+            channel=self.channel,
+            kind=rendering.kind,
+            size_bytes=rendering.size_bytes,
+            paid=gateway.name != "sandbox",
         )
-    finish = FinishItem(item_id=snap.item.id, dispatch_id=snap.item.dispatch_id, now_ms=d.now_ms()) if last else None
-    await d.writer.submit(RecordRecipients(records=records, finish=finish))
-    if gateway.name == "sandbox":
-        # The inbox is the phone: what the sandbox took is delivered.
-        reports = [
-            DeliveryReport(str(r.provider_message_id), True, "SANDBOX")
-            for r in results.values()
-            if r.status == "SENT" and r.provider_message_id
+        send = _Send(idx, target.user_key, rendering, campaign.is_marketing, target.phone_enc)
+        return Plan(planned=planned, message=send, campaign=campaign, reserve=not resumed)
+
+    def reservation(self, batch: Batch) -> Reserve:
+        snap = batch.snap
+        return Reserve(
+            channel=self.channel,
+            paid_limit=int(snap.settings.get("paidMessagesDailyLimit") or 0),
+            day=_day(batch.now_ms, snap.timezone),
+            batch_key=self._open[batch.item.id].fresh_key,
+            check_lease=True,
+        )
+
+    def items_in_flight(self) -> asyncio.Semaphore | None:
+        return None
+
+    async def send(self, batch: Batch, plans: list[Plan], reserved: Reserved) -> None:
+        opened = self._open.pop(batch.item.id)
+        snap, channel = batch.snap, self.channel
+        sends: dict[int, _Send] = {p.planned.idx: p.message for p in plans}
+        batches: list[tuple[str, list[tuple[int, _Send]], bool]] = []
+        for batch_key, idxs in opened.resumed.items():
+            batches.append(
+                (batch_key, [(snap.deliveries[(i, channel)].id, sends[i]) for i in idxs if i in sends], True)
+            )
+        fresh = [
+            (reserved.ids[p.planned.idx][channel], sends[p.planned.idx])
+            for p in plans
+            if p.reserve and p.planned.idx not in reserved.capped and channel in reserved.ids.get(p.planned.idx, {})
         ]
-        if reports:
-            await d.writer.submit(RecordReports(env_id=snap.item.env_id, provider="sandbox", reports=reports))
-    return True
+        if fresh:
+            batches.append((opened.fresh_key, fresh, False))
+        # The fresh batch was reserved under the lease, checked then: it goes out without asking again.
+        leased = opened.fresh_key if reserved.leased else None
+        batches = [b for b in batches if b[1]]
+        if not batches:
+            await record(self.ctx, batch, [], [], last=True)
+            return
+        assert opened.gateway is not None
+        for n, (batch_key, members, maybe_sent) in enumerate(batches, start=1):
+            last = n == len(batches)
+            if not await self._send_batch(
+                batch, opened.gateway, batch_key, members, maybe_sent=maybe_sent, last=last, leased=batch_key == leased
+            ):
+                return
+
+    def _message(self, batch: Batch, delivery_id: int, send: _Send) -> PhoneMessage | None:
+        if send.phone_enc is None:
+            return None
+        r = send.rendering
+        return PhoneMessage(
+            delivery_id=str(delivery_id),
+            to=self.ctx.cipher.decrypt(send.phone_enc),
+            channel=batch.campaign.channel,
+            kind=r.kind,
+            text=r.text,
+            title=r.title,
+            template_code=r.template_code,
+            template_parameters=dict(r.template_parameters),
+            buttons=r.buttons,
+            image_urls=r.image_urls,
+            fallback=None if r.fallback is None else Fallback(*r.fallback),
+            marketing=send.marketing,
+            size_bytes=r.size_bytes,
+        )
+
+    async def _send_batch(
+        self,
+        batch: Batch,
+        gateway: PhoneGateway,
+        batch_key: str,
+        members: list[tuple[int, _Send]],
+        *,
+        maybe_sent: bool,
+        last: bool,
+        leased: bool = False,
+    ) -> bool:
+        """Send one batch and record its outcomes; False when the item's lease was lost (nothing recorded)."""
+        ctx, snap, campaign = self.ctx, batch.snap, batch.campaign
+        messages: list[PhoneMessage] = []
+        results: dict[str, PhoneResult] = {}
+        for delivery_id, send in members:
+            message = self._message(batch, delivery_id, send)
+            if message is None:
+                results[str(delivery_id)] = PhoneResult(
+                    str(delivery_id), Outcome.FAILED, error_code=Reason.NO_PHONE_NUMBER
+                )
+            else:
+                messages.append(message)
+        attempts = 0
+        if messages:
+            while True:
+                attempts += 1
+                lease_ms = int(ctx.settings.lease_seconds * 1000)
+                now = ctx.now_ms()
+                if not (attempts == 1 and leased) and not await ctx.writer.submit(
+                    HoldLease(item_id=snap.item.id, owner=ctx.owner, now_ms=now, until_ms=now + lease_ms)
+                ):
+                    log.warning("work item %s changed hands: its batch is left to the new owner", snap.item.id)
+                    return False
+                try:
+                    async with ctx.send_slots:
+                        answered = await gateway.send_batch(messages, batch_key=batch_key, maybe_sent=maybe_sent)
+                    results.update((r.delivery_id, r) for r in answered)
+                    break
+                except ProviderUnavailable as exc:
+                    # The gateway may have taken the batch before the failure: from now on, ask first.
+                    maybe_sent = True
+                    if attempts >= ctx.settings.max_delivery_attempts:
+                        results.update(await settle(gateway, messages, batch_key=batch_key, code=exc.code))
+                        break
+                    await ctx.sleep(
+                        backoff(
+                            attempt=attempts,
+                            base=ctx.settings.retry_base_seconds,
+                            cap=ctx.settings.retry_max_seconds,
+                            retry_after=exc.retry_after,
+                            rng=ctx.rng,
+                        )
+                    )
+                except ProviderError as exc:
+                    log.warning(
+                        "gateway %s refused a batch of campaign %s: %s", gateway.name, campaign.key, exc.message
+                    )
+                    if maybe_sent:
+                        # An earlier attempt may have gone through before this refusal: ask, never guess.
+                        results.update(await settle(gateway, messages, batch_key=batch_key, code=exc.code))
+                    else:
+                        results.update(
+                            (m.delivery_id, PhoneResult(m.delivery_id, Outcome.FAILED, error_code=exc.code))
+                            for m in messages
+                        )
+                    break
+        outcomes: list[OutcomeRow] = []
+        recorded: list[DeliveryResult] = []
+        for delivery_id, send in members:
+            r = results[str(delivery_id)]
+            ctx.metrics.deliveries.labels(gateway.name, r.status).inc()
+            outcomes.append(OutcomeRow(send.idx, send.user_key, r.status, r.error_code))
+            recorded.append(
+                DeliveryResult(
+                    delivery_id,
+                    campaign.channel,
+                    r.status,
+                    gateway.name,
+                    r.provider_message_id,
+                    r.error_code,
+                    max(attempts, 1),
+                )
+            )
+        await record(ctx, batch, outcomes, recorded, last=last)
+        if gateway.delivered_on_accept:
+            reports = [
+                DeliveryReport(str(r.provider_message_id), True, "SANDBOX")
+                for r in results.values()
+                if r.status == Outcome.SENT and r.provider_message_id
+            ]
+            if reports:
+                await ctx.writer.submit(RecordReports(env_id=snap.item.env_id, provider=gateway.name, reports=reports))
+        return True
+
+    async def poll_reports(self, *, max_age_hours: float) -> int:
+        """Ask polled gateways for the final result of accepted messages; returns how many were recorded."""
+        ctx = self.ctx
+        since = ctx.now_ms() - int(max_age_hours * 3_600_000)
+        recorded = 0
+        for name in ("nhn",):
+            pending = await ctx.read(partial(awaiting_reports, db=ctx.db, provider=name, since_ms=since))
+            by_env: dict[int, list[str]] = {}
+            for env_id, message_id in pending:
+                by_env.setdefault(env_id, []).append(message_id)
+            for env_id, message_ids in by_env.items():
+                settings = effective(await ctx.read(partial(environment_settings, db=ctx.db, env_id=env_id)))
+                if name not in settings["providers"]:
+                    continue
+                gateway = ctx.channels.gateway(
+                    env_id=env_id, settings={**settings, f"{self.channel}Gateway": name}, channel=self.channel
+                )
+                if not gateway.polled:
+                    continue
+                try:
+                    reports = await gateway.poll(message_ids)
+                except ProviderError as exc:
+                    log.warning("polling %s results failed: %s", name, exc.message)
+                    continue
+                if reports:
+                    recorded += await ctx.writer.submit(RecordReports(env_id=env_id, provider=name, reports=reports))
+        return recorded

@@ -24,25 +24,72 @@ that reserves the send.
 >>> decide(recipient=Recipient(user_id="u1"), has_push_token=True, **ask)
 Send()
 >>> decide(recipient=Recipient(user_id="u1"), has_push_token=False, **ask)
-Exclude(reason='NO_PUSH_TOKEN')
+Exclude(reason=<Reason.NO_PUSH_TOKEN: 'NO_PUSH_TOKEN'>)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Final
 
 from magpie.domain import compliance, consent, messages
 from magpie.domain.audience import Recipient, matches
 from magpie.domain.campaigns import Campaign
 
-UNKNOWN_USER: Final = "UNKNOWN_USER"
-NOT_IN_AUDIENCE: Final = "NOT_IN_AUDIENCE"
-NO_CONSENT: Final = "NO_CONSENT"
-NO_PUSH_TOKEN: Final = "NO_PUSH_TOKEN"
-NO_PHONE_NUMBER: Final = "NO_PHONE_NUMBER"
-NIGHT_TIME_DROPPED: Final = "NIGHT_TIME_DROPPED"
+
+class Channel(StrEnum):
+    """Where a campaign's message goes; the stored value of ``deliveries.channel``."""
+
+    PUSH = "push"
+    KAKAO = "kakao"
+    SMS = "sms"
+
+
+class Outcome(StrEnum):
+    """A recipient's single outcome, and a delivery's status (``PENDING``/``SENDING`` before it has one)."""
+
+    SENT = "SENT"
+    FAILED = "FAILED"
+    EXCLUDED = "EXCLUDED"
+    # A gateway may have taken the message but could not say so: neither failed nor sent again.
+    UNKNOWN = "UNKNOWN"
+    PENDING = "PENDING"
+    SENDING = "SENDING"
+
+
+class Reason(StrEnum):
+    """Why a recipient was excluded or failed, as stored beside its outcome."""
+
+    UNKNOWN_USER = "UNKNOWN_USER"
+    NOT_IN_AUDIENCE = "NOT_IN_AUDIENCE"
+    NO_CONSENT = "NO_CONSENT"
+    NO_PUSH_TOKEN = "NO_PUSH_TOKEN"
+    NO_PHONE_NUMBER = "NO_PHONE_NUMBER"
+    NIGHT_TIME_DROPPED = "NIGHT_TIME_DROPPED"
+    FREQUENCY_CAP = "FREQUENCY_CAP"
+    DAILY_LIMIT = "DAILY_LIMIT"
+    RENDER_ERROR = "RENDER_ERROR"
+    MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
+    PROVIDER_NOT_CONFIGURED = "PROVIDER_NOT_CONFIGURED"
+    CAMPAIGN_INACTIVE = "CAMPAIGN_INACTIVE"
+    DELIVERY_FAILED = "DELIVERY_FAILED"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+    # The item was given up after its bounded retries.
+    PROCESSING_ERROR = "PROCESSING_ERROR"
+    # A batch the gateway may or may not have taken, and would not say.
+    GATEWAY_UNCONFIRMED = "GATEWAY_UNCONFIRMED"
+    # Held out as an experiment's control group (docs/experiments.md).
+    CONTROL_GROUP = "CONTROL_GROUP"
+
+
+UNKNOWN_USER: Final = Reason.UNKNOWN_USER
+NOT_IN_AUDIENCE: Final = Reason.NOT_IN_AUDIENCE
+NO_CONSENT: Final = Reason.NO_CONSENT
+NO_PUSH_TOKEN: Final = Reason.NO_PUSH_TOKEN
+NO_PHONE_NUMBER: Final = Reason.NO_PHONE_NUMBER
+NIGHT_TIME_DROPPED: Final = Reason.NIGHT_TIME_DROPPED
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +101,7 @@ class Send:
 class Exclude:
     """Do not deliver; ``reason`` is the recipient's recorded outcome reason."""
 
-    reason: str
+    reason: Reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +146,7 @@ def decide(
         return Exclude(UNKNOWN_USER)
     if not matches(audience=campaign.audience, recipient=recipient, in_cohort=in_cohort):
         return Exclude(NOT_IN_AUDIENCE)
-    if campaign.channel != "push":
+    if campaign.channel != Channel.PUSH:
         return _decide_phone(campaign=campaign, crm=crm, has_phone=has_phone, now_ms=now_ms, night=night)
     if not compliance.consent_allows(crm=crm, purpose=campaign.purpose, rule=campaign.consent_rule):
         return Exclude(NO_CONSENT)

@@ -16,12 +16,19 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+import msgspec
+
 ProviderType = Literal["FCM", "APN"]
+_encode = msgspec.json.Encoder().encode
 
 
 def compact_json(value: Any) -> bytes:
-    """JSON as a vendor is sent it: no spaces, UTF-8 kept."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    """JSON as a vendor is sent it: no spaces, UTF-8 kept.
+
+    >>> compact_json({"n": [1, True, None], "t": "안녕"}).decode()
+    '{"n":[1,true,null],"t":"안녕"}'
+    """
+    return _encode(value)
 
 
 def json_member(body: bytes, name: str) -> object:
@@ -176,14 +183,22 @@ class PhoneGateway(Protocol):
 
     ``lookup`` only asks: a ``SENT`` result for each message of the batch the gateway holds, none
     for those it does not hold; it raises ``ProviderError`` when the gateway cannot be asked.
+
+    Final results (delivered to the phone or not) come as reports: a gateway that is ``polled``
+    answers ``poll`` with them; the others call a webhook (or, ``delivered_on_accept``, hold the
+    phone themselves: the sandbox inbox).
     """
 
     name: str
+    polled: bool
+    delivered_on_accept: bool
 
     async def send_batch(
         self, messages: list[PhoneMessage], *, batch_key: str, maybe_sent: bool = False
     ) -> list[PhoneResult]: ...
 
     async def lookup(self, messages: list[PhoneMessage], *, batch_key: str) -> list[PhoneResult]: ...
+
+    async def poll(self, provider_message_ids: list[str]) -> list[DeliveryReport]: ...
 
     async def aclose(self) -> None: ...

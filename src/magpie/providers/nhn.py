@@ -142,6 +142,9 @@ class NhnGateway:
     """Sends ``PhoneMessage`` batches through NHN Cloud; see the module docstring."""
 
     name = "nhn"
+    # Final results are asked for (``poll``): NHN Cloud's webhooks are optional.
+    polled = True
+    delivered_on_accept = False
 
     def __init__(
         self,

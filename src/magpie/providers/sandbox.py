@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 
-from magpie.providers.base import PhoneMessage, PhoneResult, PushMessage, SendResult
+from magpie.providers.base import DeliveryReport, PhoneMessage, PhoneResult, PushMessage, SendResult
 
 Record = Callable[[PushMessage, dict[str, object]], Awaitable[int]]
 
@@ -39,6 +39,9 @@ class SandboxGateway:
     """
 
     name = "sandbox"
+    polled = False
+    # The inbox is the phone: what the sandbox took is delivered.
+    delivered_on_accept = True
 
     def __init__(self, *, env_id: int, record: RecordPhone) -> None:
         self._env_id = env_id
@@ -77,6 +80,9 @@ class SandboxGateway:
     ) -> list[PhoneResult]:
         # The inbox is written in-process and never leaves a batch unanswered; a resend with
         # ``maybe_sent`` reuses the entries already there.
+        return []
+
+    async def poll(self, provider_message_ids: list[str]) -> list[DeliveryReport]:  # noqa: ARG002 - see polled
         return []
 
     async def aclose(self) -> None:

@@ -130,6 +130,9 @@ class SolapiGateway:
     """Sends ``PhoneMessage`` batches through Solapi; see the module docstring."""
 
     name = "solapi"
+    # Final results arrive on the webhook (``parse_report``), never polled.
+    polled = False
+    delivered_on_accept = False
 
     def __init__(
         self,
@@ -343,6 +346,9 @@ class SolapiGateway:
         return await request_json(
             self._session, method, self._base + path, timeout=self._timeout, what="Solapi", **kwargs
         )
+
+    async def poll(self, provider_message_ids: list[str]) -> list[DeliveryReport]:  # noqa: ARG002 - see polled
+        return []
 
     async def aclose(self) -> None:
         if self._owns_session and self._session is not None:

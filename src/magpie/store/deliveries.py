@@ -10,17 +10,20 @@ outcome are skipped and deliveries already SENT are not sent again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import copy
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
 from magpie.domain import compliance
+from magpie.domain.delivery import Outcome
 from magpie.domain.environment import effective
 from magpie.domain.identity import DEVICE, USER
 from magpie.providers.base import DeliveryReport
 from magpie.store.campaigns import memberships
+from magpie.store.conversions import RecordExposures
 from magpie.store.db import Connection, Database
 from magpie.store.stats import count_outcome
 from magpie.store.transaction import Tx, dumps
@@ -102,6 +105,35 @@ class HoldLease(JobDefaults):
 # -- what a worker reads before deciding ---------------------------------------------------------
 
 
+class Addressee(msgspec.Struct, frozen=True, rename="camel"):
+    """One recipient as the dispatch names it (``users`` of the accepted request)."""
+
+    user_id: str | None = None
+    device_id: str | None = None
+    api_properties: dict[str, Any] = {}
+
+
+_addressees = msgspec.json.Decoder(list[Addressee])
+
+
+class TokenRow(NamedTuple):
+    """An active push token of one of the recipient's devices."""
+
+    device_id: str
+    token: str
+    provider_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    """A delivery an earlier attempt at the dispatch created."""
+
+    id: int
+    status: Outcome
+    attempts: int
+    batch_key: str | None
+
+
 @dataclass
 class Target:
     """A recipient resolved against the store as it is now."""
@@ -111,7 +143,7 @@ class Target:
     device_ids: tuple[str, ...]
     properties: dict[str, Any]
     crm: dict[str, Any]
-    tokens: list[tuple[str, str, str]]  # (device_id, token, provider_type)
+    tokens: list[TokenRow]
     # The user's phone number, still encrypted: the worker decrypts it only to send.
     phone_enc: bytes | None = None
 
@@ -122,12 +154,12 @@ class Snapshot:
     exists: bool = False
     exec_id: int = 0
     campaign_key: int = 0
-    users: list[dict[str, Any]] = field(default_factory=list)
+    users: list[Addressee] = field(default_factory=list)
     timezone: str = "Asia/Seoul"
     settings: dict[str, Any] = field(default_factory=dict)
     campaign_row: tuple[str, int] | None = None
     outcomes: dict[int, str | None] = field(default_factory=dict)
-    deliveries: dict[tuple[int, str], tuple[int, str, int]] = field(default_factory=dict)
+    deliveries: dict[tuple[int, str], DeliveryRow] = field(default_factory=dict)
     targets: dict[int, Target | None] = field(default_factory=dict)
     memberships: set[tuple[str, str]] = field(default_factory=set)
     # Kakao and SMS deliveries handed to a gateway whose answer was never recorded: id -> batch key.
@@ -150,7 +182,7 @@ def load_snapshot(conn: Connection, db: Database, *, item: WorkItem, cohorts: se
     if row is None:
         return snap
     snap.exists = True
-    snap.exec_id, snap.campaign_key, snap.users = row[0], row[1], _decode(row[2])
+    snap.exec_id, snap.campaign_key, snap.users = row[0], row[1], _addressees.decode(row[2])
     env = db.fetchone(conn, "SELECT timezone, settings FROM environments WHERE id = ?", (item.env_id,))
     if env is not None:
         snap.timezone, snap.settings = env[0], effective(_decode(env[1]))
@@ -169,8 +201,8 @@ def load_snapshot(conn: Connection, db: Database, *, item: WorkItem, cohorts: se
         "SELECT id, recipient_idx, token, status, attempts, batch_key FROM deliveries WHERE dispatch_id = ?",
         (item.dispatch_id,),
     ):
-        snap.deliveries[(d[1], d[2])] = (d[0], d[3], d[4])
-        if d[3] == "SENDING" and d[5]:
+        snap.deliveries[(d[1], d[2])] = DeliveryRow(id=d[0], status=Outcome(d[3]), attempts=d[4], batch_key=d[5])
+        if d[3] == Outcome.SENDING and d[5]:
             snap.in_flight[d[0]] = d[5]
     _resolve_targets(conn, db, snap)
     if cohorts:
@@ -184,8 +216,8 @@ def load_snapshot(conn: Connection, db: Database, *, item: WorkItem, cohorts: se
 
 def _resolve_targets(conn: Connection, db: Database, snap: Snapshot) -> None:
     env_id = snap.item.env_id
-    user_ids = {u["userId"] for u in snap.users if u.get("userId")}
-    device_ids = {u["deviceId"] for u in snap.users if u.get("deviceId") and not u.get("userId")}
+    user_ids = {u.user_id for u in snap.users if u.user_id}
+    device_ids = {u.device_id for u in snap.users if u.device_id and not u.user_id}
     devices: dict[str, tuple[dict[str, Any], dict[str, Any], str | None]] = {}
     if device_ids:
         marks, params = _in(device_ids)
@@ -212,15 +244,18 @@ def _resolve_targets(conn: Connection, db: Database, snap: Snapshot) -> None:
             users[ident] = (_decode(props), _decode(crm))
             if phone_enc is not None:
                 phones[ident] = bytes(phone_enc)
+        # SQLite's planner, without statistics, would rather scan every device of the environment by
+        # the primary key (env_id, kind) than look the users up in the partial index: name the index.
+        hint = " INDEXED BY ix_profiles_linked_user" if db.is_sqlite else ""
         for ident, linked in db.fetchall(
             conn,
-            f"SELECT ident, linked_user FROM profiles WHERE env_id = ? AND kind = ? AND linked_user IN ({marks}) "
-            "ORDER BY ident",
-            (env_id, DEVICE, *params),
+            f"SELECT ident, linked_user FROM profiles{hint} WHERE env_id = ? AND linked_user IN ({marks}) "
+            "AND kind = ? ORDER BY ident",
+            (env_id, *params, DEVICE),
         ):
             linked_devices.setdefault(linked, []).append(ident)
     all_devices = set(devices) | {d for ds in linked_devices.values() for d in ds}
-    tokens: dict[str, list[tuple[str, str, str]]] = {}
+    tokens: dict[str, list[TokenRow]] = {}
     if all_devices:
         marks, params = _in(all_devices)
         for device_id, token, provider_type in db.fetchall(
@@ -229,10 +264,10 @@ def _resolve_targets(conn: Connection, db: Database, snap: Snapshot) -> None:
             f"AND device_id IN ({marks}) ORDER BY created_at, token",
             (env_id, *params),
         ):
-            tokens.setdefault(device_id, []).append((device_id, token, provider_type))
+            tokens.setdefault(device_id, []).append(TokenRow(device_id, token, provider_type))
     for idx, user in enumerate(snap.users):
-        user_id = user.get("userId")
-        device_id = user.get("deviceId")
+        user_id = user.user_id
+        device_id = user.device_id
         if not user_id and device_id in devices and devices[device_id][2]:
             user_id = devices[device_id][2]
         if user_id:
@@ -250,7 +285,7 @@ def _resolve_targets(conn: Connection, db: Database, snap: Snapshot) -> None:
                 tokens=[t for d in owned for t in tokens.get(d, [])],
                 phone_enc=phones.get(user_id),
             )
-        elif device_id in devices:
+        elif device_id is not None and device_id in devices:
             props, crm, _ = devices[device_id]
             snap.targets[idx] = Target(
                 user_key=f"{DEVICE}:{device_id}",
@@ -267,13 +302,12 @@ def _resolve_targets(conn: Connection, db: Database, snap: Snapshot) -> None:
 # -- recording decisions and results ------------------------------------------------------------------
 
 
-@dataclass
-class Planned:
+class Planned(msgspec.Struct):
     """A recipient the worker wants to send to: tokens to deliver and the rendered message."""
 
     idx: int
     user_key: str
-    tokens: list[tuple[str, str, str]]
+    tokens: Sequence[tuple[str, str, str]]
     marketing: bool
     provider_names: dict[str, str]  # token -> provider name
     # Kakao and SMS: the channel, the message type and size, and whether the gateway charges for it.
@@ -298,7 +332,7 @@ class PrepareRecipients(JobDefaults):
         env_id: int,
         dispatch_id: str,
         campaign_key: int,
-        users: list[dict[str, Any]],
+        users: Sequence[Addressee | Mapping[str, Any] | tuple[str | None, str | None]],
         excluded: dict[int, tuple[str, str]],
         planned: list[Planned],
         caps: list[dict[str, Any]],
@@ -327,10 +361,7 @@ class PrepareRecipients(JobDefaults):
         tx.executemany(
             "INSERT INTO recipients (dispatch_id, idx, env_id, user_id, device_id, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            [
-                (self.dispatch_id, i, self.env_id, u.get("userId"), u.get("deviceId"), self.now_ms)
-                for i, u in enumerate(self.users)
-            ],
+            [(self.dispatch_id, i, self.env_id, *_idents(u), self.now_ms) for i, u in enumerate(self.users)],
         )
         tx.execute(
             "UPDATE dispatches SET status = 'RUNNING' WHERE id = ? AND status = 'ACCEPTED'",
@@ -461,8 +492,18 @@ class PrepareRecipients(JobDefaults):
         return True
 
 
-@dataclass
-class DeliveryResult:
+def _idents(user: Addressee | Mapping[str, Any] | tuple[str | None, str | None]) -> tuple[str | None, str | None]:
+    """A recipient's user and device ids, named by a tuple of them, an ``Addressee`` or the request's object."""
+    if isinstance(user, tuple):
+        return user
+    if isinstance(user, Addressee):
+        return user.user_id, user.device_id
+    return user.get("userId"), user.get("deviceId")
+
+
+class DeliveryResult(msgspec.Struct):
+    """What became of one delivery (a push token, or a Kakao or SMS message)."""
+
     delivery_id: int
     token: str
     status: str  # SENT | FAILED | UNKNOWN (phone gateways only)
@@ -500,56 +541,51 @@ class RecordRecipient(JobDefaults):
         self.now_ms = now_ms
 
     def run(self, tx: Tx) -> None:
-        tx.executemany(
-            "UPDATE deliveries SET status = ?, provider = ?, provider_message_id = ?, error_code = ?, attempts = ?, "
-            "updated_at = ? WHERE id = ?",
-            [
-                (
-                    r.status,
-                    r.provider,
-                    r.provider_message_id,
-                    r.error_code,
-                    r.attempts,
-                    self.now_ms,
-                    r.delivery_id,
-                )
-                for r in self.results
-            ],
-        )
-        retired = [r for r in self.results if r.retire]
-        tx.executemany(
-            "UPDATE push_tokens SET status = 'RETIRED', retired_reason = ?, updated_at = ? "
-            "WHERE env_id = ? AND token = ?",
-            [(r.error_code, self.now_ms, self.env_id, r.token) for r in retired],
-        )
-        if tx.fetchone(
-            "UPDATE recipients SET outcome = ?, reason = ?, updated_at = ? WHERE dispatch_id = ? AND idx = ? "
-            "AND outcome IS NULL RETURNING idx",
-            (self.outcome, self.reason, self.now_ms, self.dispatch_id, self.idx),
-        ):
-            count_outcome(tx, dispatch_id=self.dispatch_id, outcome=self.outcome, reason=self.reason)
-        if self.outcome not in ("SENT", "UNKNOWN"):
-            # A push that never arrived does not count against the user's frequency caps (a message
-            # the gateway may have taken, UNKNOWN, keeps counting, and keeps its paid count).
-            tx.execute(
-                "DELETE FROM marketing_sends WHERE env_id = ? AND user_key = ? AND dispatch_id = ?",
-                (self.env_id, self.user_key, self.dispatch_id),
-            )
-            # A message the gateway refused is not charged: it leaves the paid count of the day its
-            # delivery was counted on, once (whoever clears the delivery's mark releases it).
-            for delivery_id, day in tx.fetchall(
-                "SELECT id, paid_day FROM deliveries WHERE dispatch_id = ? AND recipient_idx = ? "
-                "AND paid_day IS NOT NULL",
-                (self.dispatch_id, self.idx),
-            ):
-                if tx.fetchone(
-                    "UPDATE deliveries SET paid_day = NULL WHERE id = ? AND paid_day IS NOT NULL RETURNING id",
-                    (delivery_id,),
-                ):
-                    tx.execute(
-                        "UPDATE paid_messages SET count = count - 1 WHERE env_id = ? AND day = ? AND count > 0",
-                        (self.env_id, day),
-                    )
+        RecordOutcomes(
+            env_id=self.env_id,
+            dispatch_id=self.dispatch_id,
+            now_ms=self.now_ms,
+            outcomes=[OutcomeRow(self.idx, self.user_key, self.outcome, self.reason)],
+            results=self.results,
+        ).run(tx)
+
+
+class ReserveBatch(JobDefaults):
+    """The reserve stage in one transaction: the lease still held (when asked), the recipients'
+    exclusions and deliveries (``PrepareRecipients``), an experiment's exposures (``RecordExposures``,
+    less the recipients a cap or the daily limit excluded) and night-time recipients handed on.
+
+    Answers ``None`` when the lease was lost (nothing is reserved: the new owner decides the item
+    again), else the answer of ``recipients`` (a ``PrepareRecipients``).
+    """
+
+    profile_keys = ()
+
+    def __init__(
+        self,
+        *,
+        recipients: PrepareRecipients,
+        lease: HoldLease | None = None,
+        hold: HoldRecipients | None = None,
+        exposures: RecordExposures | None = None,
+    ) -> None:
+        self.recipients = recipients
+        self.lease = lease
+        self.hold = hold
+        self.exposures = exposures
+
+    def run(self, tx: Tx) -> tuple[dict[int, dict[str, int]], set[int]] | None:
+        if self.lease is not None and not self.lease.run(tx):
+            return None
+        reserved = self.recipients.run(tx)
+        if self.exposures is not None:
+            capped = reserved[1]
+            exposures = copy.copy(self.exposures)
+            exposures.rows = [row for row in self.exposures.rows if row[0] not in capped]
+            exposures.run(tx)
+        if self.hold is not None:
+            self.hold.run(tx)
+        return reserved
 
 
 class RecordRecipients(JobDefaults):
@@ -567,6 +603,112 @@ class RecordRecipients(JobDefaults):
             record.run(tx)
         if self.finish is not None:
             self.finish.run(tx)
+
+
+class OutcomeRow(NamedTuple):
+    """A recipient's single outcome, as the record stage stores it."""
+
+    idx: int
+    user_key: str
+    outcome: str
+    reason: str | None
+
+
+class RecordOutcomes(JobDefaults):
+    """The record stage: one batch's delivery results and its recipients' outcomes, in a few statements
+    for the whole batch, and the end of the work item with its last batch.
+
+    An outcome is stored (and counted) only for a recipient that has none yet; a recipient that did not
+    get its message leaves the frequency caps and the day's paid count it reserved.
+    """
+
+    profile_keys = ()
+
+    def __init__(
+        self,
+        *,
+        env_id: int,
+        dispatch_id: str,
+        now_ms: int,
+        outcomes: list[OutcomeRow],
+        results: list[DeliveryResult],
+        finish: FinishItem | None = None,
+    ) -> None:
+        self.env_id = env_id
+        self.dispatch_id = dispatch_id
+        self.now_ms = now_ms
+        self.outcomes = outcomes
+        self.results = results
+        self.finish = finish
+
+    def run(self, tx: Tx) -> None:
+        now = self.now_ms
+        tx.executemany(
+            "UPDATE deliveries SET status = ?, provider = ?, provider_message_id = ?, error_code = ?, attempts = ?, "
+            "updated_at = ? WHERE id = ?",
+            [
+                (r.status, r.provider, r.provider_message_id, r.error_code, r.attempts, now, r.delivery_id)
+                for r in self.results
+            ],
+        )
+        tx.executemany(
+            "UPDATE push_tokens SET status = 'RETIRED', retired_reason = ?, updated_at = ? "
+            "WHERE env_id = ? AND token = ?",
+            [(r.error_code, now, self.env_id, r.token) for r in self.results if r.retire],
+        )
+        if self.outcomes:
+            self._outcomes(tx)
+        if self.finish is not None:
+            self.finish.run(tx)
+
+    def _outcomes(self, tx: Tx) -> None:
+        now = self.now_ms
+        marks = ",".join("?" * len(self.outcomes))
+        # Locked (PostgreSQL) so that a worker recording the same recipients at once waits, then sees them set.
+        still_open = {
+            int(row[0])
+            for row in tx.fetchall(
+                f"SELECT idx FROM recipients WHERE dispatch_id = ? AND outcome IS NULL AND idx IN ({marks}) "
+                "ORDER BY idx FOR UPDATE",
+                (self.dispatch_id, *(o.idx for o in self.outcomes)),
+            )
+        }
+        settled = [o for o in self.outcomes if o.idx in still_open]
+        tx.executemany(
+            "UPDATE recipients SET outcome = ?, reason = ?, updated_at = ? WHERE dispatch_id = ? AND idx = ? "
+            "AND outcome IS NULL",
+            [(o.outcome, o.reason, now, self.dispatch_id, o.idx) for o in settled],
+        )
+        counts: dict[tuple[str, str | None], int] = {}
+        for o in settled:
+            counts[(o.outcome, o.reason)] = counts.get((o.outcome, o.reason), 0) + 1
+        for (outcome, reason), n in counts.items():
+            count_outcome(tx, dispatch_id=self.dispatch_id, outcome=outcome, reason=reason, n=n)
+        for o in self.outcomes:
+            if o.outcome not in (Outcome.SENT, Outcome.UNKNOWN):
+                self._release(tx, o)
+
+    def _release(self, tx: Tx, o: OutcomeRow) -> None:
+        # A push that never arrived does not count against the user's frequency caps (a message
+        # the gateway may have taken, UNKNOWN, keeps counting, and keeps its paid count).
+        tx.execute(
+            "DELETE FROM marketing_sends WHERE env_id = ? AND user_key = ? AND dispatch_id = ?",
+            (self.env_id, o.user_key, self.dispatch_id),
+        )
+        # A message the gateway refused is not charged: it leaves the paid count of the day its
+        # delivery was counted on, once (whoever clears the delivery's mark releases it).
+        for delivery_id, day in tx.fetchall(
+            "SELECT id, paid_day FROM deliveries WHERE dispatch_id = ? AND recipient_idx = ? AND paid_day IS NOT NULL",
+            (self.dispatch_id, o.idx),
+        ):
+            if tx.fetchone(
+                "UPDATE deliveries SET paid_day = NULL WHERE id = ? AND paid_day IS NOT NULL RETURNING id",
+                (delivery_id,),
+            ):
+                tx.execute(
+                    "UPDATE paid_messages SET count = count - 1 WHERE env_id = ? AND day = ? AND count > 0",
+                    (self.env_id, day),
+                )
 
 
 class HoldRecipients(JobDefaults):
