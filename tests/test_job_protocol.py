@@ -14,7 +14,7 @@ from magpie.store.writer import FnJob, Job, JobDefaults
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULES = (
-    "magpie.api.profiles",
+    "magpie.api.hackle.profiles",
     "magpie.store.deliveries",
     "magpie.store.dispatches",
     "magpie.store.events",

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from magpie.api.profiles import PropertiesBody
+from magpie.api.hackle.profiles import PropertiesBody
 from magpie.store.crypto import hash_secret
 from magpie.store.db import Database
 from magpie.store.transaction import Tx

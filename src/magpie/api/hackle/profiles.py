@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from magpie.api.asgi import SUCCESS, Request, Response
-from magpie.api.bodies import parse_properties, request_ids, require_action
-from magpie.api.context import Context
+from magpie.api.http.asgi import SUCCESS, Request, Response
+from magpie.api.http.bodies import parse_properties, request_ids, require_action
+from magpie.api.http.context import Context
 from magpie.domain import consent, phone
 from magpie.domain.identity import clean_id
 from magpie.errors import EmptyIdentifier
