@@ -14,6 +14,7 @@ import msgspec
 from cryptography.exceptions import InvalidTag
 
 from magpie.domain import consent
+from magpie.domain.bodies import parse_properties
 from magpie.domain.identity import DEVICE, USER, merge_anonymous, merge_crm
 from magpie.domain.operations import Operation, apply_operations
 from magpie.domain.phone import mask
@@ -102,6 +103,42 @@ class UpdateProperties(ProfileJob):
     def apply(self, tx: Tx, target: ProfileRow) -> None:
         if self.operations:
             tx.update(target, properties=apply_operations(properties=target.properties, operations=self.operations))
+
+
+class PropertiesBody:
+    """``POST /v1/properties`` as its raw body, decoded and validated by the writer.
+
+    Where the writer runs in its own process, the decoding then stays off the event loop:
+    the job crosses the pipe as three fields, and ``prepare`` (a ``MagpieError`` there fails
+    this request alone, before the batch reads anything) turns it into ``UpdateProperties``.
+    """
+
+    __slots__ = ("_update", "body", "env_id", "key_hash")
+
+    def __init__(self, key_hash: str, env_id: int, body: bytes) -> None:
+        self.key_hash = key_hash
+        self.env_id = env_id
+        self.body = body
+        self._update: UpdateProperties | None = None
+
+    def __reduce__(self) -> tuple[type[PropertiesBody], tuple[str, int, bytes]]:
+        return (PropertiesBody, (self.key_hash, self.env_id, self.body))
+
+    def prepare(self) -> None:
+        user_id, device_id, operations = parse_properties(self.body)
+        self._update = UpdateProperties(
+            operations=operations, key_hash=self.key_hash, env_id=self.env_id, user_id=user_id, device_id=device_id
+        )
+
+    @property
+    def profile_keys(self) -> tuple[tuple[int, str, str], ...]:
+        return () if self._update is None else self._update.profile_keys
+
+    def run(self, tx: Tx) -> None:
+        if self._update is None:
+            self.prepare()
+        assert self._update is not None
+        self._update.run(tx)
 
 
 class SetConsent(ProfileJob):

@@ -14,9 +14,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from magpie.api.hackle import views
-from magpie.api.http.bodies import decode_json, parse_int
 from magpie.api.http.context import Context
 from magpie.api.http.failures import failure
+from magpie.domain.bodies import decode_json, parse_int
 from magpie.domain.environment import keep_stored_secrets, parse_settings, redact_settings
 from magpie.domain.identity import USER
 from magpie.errors import InvalidAdminToken, InvalidRequest

@@ -11,8 +11,8 @@ from starlette.routing import BaseRoute, Route
 from magpie.api.admin.admin import admin, body_json
 from magpie.api.hackle import views
 from magpie.api.hackle.push import parse_range
-from magpie.api.http.bodies import parse_int
 from magpie.api.http.context import Context
+from magpie.domain.bodies import parse_int
 from magpie.errors import InvalidRequest
 from magpie.store import accounts, campaigns, dispatches, stats
 

@@ -21,8 +21,8 @@ import msgspec
 from magpie.api.hackle import views
 from magpie.api.http.asgi import SUCCESS, Request, Response, encode
 from magpie.api.http.auth import API_KEY_HEADER, SDK_KEY_HEADER
-from magpie.api.http.bodies import decode_json
 from magpie.api.http.context import Context
+from magpie.domain.bodies import decode_json
 from magpie.domain.events import (
     DEVICE_ID,
     HACKLE_ID,

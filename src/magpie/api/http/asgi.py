@@ -14,8 +14,8 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
-from magpie.api.http.bodies import decode_object
 from magpie.api.http.failures import failure
+from magpie.domain.bodies import decode_object
 from magpie.errors import IncompleteBody, InvalidRequest, PayloadTooLarge
 
 Scope = dict[str, Any]
