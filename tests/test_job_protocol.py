@@ -14,7 +14,6 @@ from magpie.store.writer import FnJob, Job, JobDefaults
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULES = (
-    "magpie.api.profiles",
     "magpie.store.deliveries",
     "magpie.store.dispatches",
     "magpie.store.events",
@@ -73,3 +72,19 @@ def test_jobs_with_defaults_still_cross_the_process_writers_pipe() -> None:
     )
     again = pickle.loads(pickle.dumps(consent))
     assert (again.key_hash, again.profile_keys) == ("h", consent.profile_keys)
+
+
+def test_no_writer_job_is_defined_in_the_http_layer() -> None:
+    """Jobs live beside the store code they touch; the API decodes, authenticates and submits."""
+    import pkgutil
+
+    import magpie.api
+
+    defined_in_api = []
+    for info in pkgutil.walk_packages(magpie.api.__path__, "magpie.api."):
+        module = importlib.import_module(info.name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            run = getattr(cls, "run", None)
+            if cls.__module__ == info.name and run is not None and "tx" in inspect.signature(run).parameters:
+                defined_in_api.append(f"{info.name}.{cls.__name__}")
+    assert defined_in_api == []

@@ -1,8 +1,8 @@
 """``create_app(settings)``: the ASGI application, its routes and the lifespan that owns resources.
 
-The Hackle-compatible endpoints are served by a lean router (``magpie.api.asgi``); any
+The Hackle-compatible endpoints are served by a lean router (``magpie.api.http.asgi``); any
 other path falls through to a Starlette app with the admin API, docs, health and metrics
-(``magpie.api.fallback``). Both answer errors through ``magpie.api.failures``.
+(``magpie.api.admin.fallback``). Both answer errors through ``magpie.api.http.failures``.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from collections.abc import Callable
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
-from magpie.api import asgi, routes
-from magpie.api.asgi import Receive, Request, Scope, Send
-from magpie.api.auth import Authenticator, presented
-from magpie.api.context import Context
-from magpie.api.fallback import build_fallback
-from magpie.api.routes import Matcher, Route
+from magpie.api.admin.fallback import build_fallback
+from magpie.api.hackle import routes
+from magpie.api.hackle.routes import Matcher, Route
+from magpie.api.http import asgi
+from magpie.api.http.asgi import Receive, Request, Scope, Send
+from magpie.api.http.auth import Authenticator, presented
+from magpie.api.http.context import Context
 from magpie.config import Settings
 from magpie.dashboard.pages import FORM_MAX_BYTES, dashboard_routes
 from magpie.dispatch.worker import Workers

@@ -1,7 +1,7 @@
 """The exception tree of magpie and the error codes it answers with.
 
 Every error a client can see is a ``MagpieError``; the HTTP layer maps it to
-``{"code": ..., "message": ...}`` in one place (``magpie.api.failures``)::
+``{"code": ..., "message": ...}`` in one place (``magpie.api.http.failures``)::
 
     MagpieError
     ├── Unauthorized (401)

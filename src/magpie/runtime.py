@@ -1,7 +1,7 @@
 """What one magpie process runs on, opened in one place: ``magpie serve`` and ``magpie worker`` alike.
 
 The app's lifespan and ``run_worker`` both call ``Runtime.open(settings)`` and ``close()``;
-handlers reach it through ``magpie.api.context.Context``, dispatchers directly.
+handlers reach it through ``magpie.api.http.context.Context``, dispatchers directly.
 
 >>> runtime = Runtime.open(settings, purge_events=True)  # doctest: +SKIP
 >>> await runtime.reader.read(lambda conn: runtime.db.fetchone(conn, "SELECT 1"))  # doctest: +SKIP

@@ -10,9 +10,9 @@ from starlette.requests import Request as StarletteRequest
 from starlette.responses import Response as StarletteResponse
 from starlette.routing import BaseRoute, Route
 
-from magpie.api.asgi import Request, Response
-from magpie.api.context import Context
-from magpie.api.failures import INTERNAL_MESSAGE, failure
+from magpie.api.http.asgi import Request, Response
+from magpie.api.http.context import Context
+from magpie.api.http.failures import INTERNAL_MESSAGE, failure
 from magpie.app import create_app
 from magpie.config import Settings
 from magpie.errors import RateLimited

@@ -387,7 +387,7 @@ def test_failed_authentication_is_throttled_per_address(client: AppClient, env: 
 
 
 def test_failed_authentication_throttle_is_per_address() -> None:
-    from magpie.api.auth import FailedAuthThrottle
+    from magpie.api.http.auth import FailedAuthThrottle
 
     now = [0.0]
     throttle = FailedAuthThrottle(rate=1.0, clock=lambda: now[0])

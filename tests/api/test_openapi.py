@@ -58,7 +58,7 @@ def test_health_ready_and_metrics(client: AppClient, env: Env) -> None:
 def test_admin_openapi_describes_every_admin_route(client: AppClient, env: Env) -> None:
     from starlette.routing import Route
 
-    from magpie.api.fallback import build_fallback
+    from magpie.api.admin.fallback import build_fallback
 
     assert client.app.ctx is not None
     served = build_fallback(client.app.ctx).routes
@@ -83,7 +83,7 @@ def test_vendored_swagger_ui_matches_its_listed_hashes() -> None:
     import hashlib
     import re
 
-    from magpie.api.openapi import STATIC
+    from magpie.api.openapi.document import STATIC
 
     listed = dict(re.findall(r"\| `([\w.-]+)` \| `([0-9a-f]{64})` \|", (STATIC / "VENDORED.md").read_text()))
     assert set(listed) == {"swagger-ui-bundle.js", "swagger-ui.css", "LICENSE", "NOTICE"}

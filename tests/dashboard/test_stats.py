@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from magpie.api import views
+from magpie.api.hackle import views
 from magpie.store.stats import CampaignStats, Totals
 from tests.dashboard.test_pages import _page, _text
 from tests.dashboard.test_session import _sign_in

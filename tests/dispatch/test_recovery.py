@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from magpie.api import views
+from magpie.api.hackle import views
 from magpie.config import Settings
 from magpie.domain.environment import parse_settings
 from magpie.store import accounts, campaigns

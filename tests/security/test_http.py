@@ -121,7 +121,7 @@ def test_dashboard_sign_in_is_throttled_but_never_for_the_valid_token(client: Ap
 
 
 def test_forwarded_for_is_ignored_unless_the_proxy_is_trusted() -> None:
-    from magpie.api.protocol import server_options
+    from magpie.api.http.protocol import server_options
 
     assert server_options(Settings())["proxy_headers"] is False
     trusted = server_options(Settings(trusted_proxies="10.0.0.0/8, 192.168.1.7"))

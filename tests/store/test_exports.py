@@ -17,7 +17,7 @@ import httpx
 import msgspec
 import pytest
 
-from magpie.api.exports import cell
+from magpie.api.admin.exports import cell
 from magpie.config import Settings
 from magpie.store import exports
 from magpie.store.db import Database

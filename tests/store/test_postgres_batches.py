@@ -12,9 +12,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from magpie.api.profiles import PropertiesBody
 from magpie.store.crypto import hash_secret
 from magpie.store.db import Database
+from magpie.store.profiles import PropertiesBody
 from magpie.store.transaction import Tx
 from magpie.store.writer import BatchRunner
 from tests.support import Env, make_env

@@ -15,11 +15,11 @@ from typing import Any, Protocol
 
 from starlette.routing import BaseRoute, Match
 
-from magpie.api.asgi import Receive, Scope, Send
-from magpie.api.auth import API_KEY_HEADER, SDK_KEY_HEADER
-from magpie.api.context import Context
-from magpie.api.fallback import build_fallback
-from magpie.api.routes import Matcher
+from magpie.api.admin.fallback import build_fallback
+from magpie.api.hackle.routes import Matcher
+from magpie.api.http.asgi import Receive, Scope, Send
+from magpie.api.http.auth import API_KEY_HEADER, SDK_KEY_HEADER
+from magpie.api.http.context import Context
 from magpie.store import accounts
 
 log = logging.getLogger("magpie.access")

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from magpie.api import views
+from magpie.api.hackle import views
 from magpie.cli._common import add_env, emit, open_db
 from magpie.config import Settings
 from magpie.domain.environment import redact_settings

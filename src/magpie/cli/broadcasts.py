@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from magpie.api.admin_broadcasts import occurrence_view, progress_view, reach_view
+from magpie.api.admin.admin_broadcasts import occurrence_view, progress_view, reach_view
 from magpie.cli._common import add_env, emit, env_id, open_db
 from magpie.config import Settings
 from magpie.domain.campaigns import parse_campaign

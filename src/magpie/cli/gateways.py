@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from magpie.api.admin_reports import days_from_query, gateway_json
+from magpie.api.admin.admin_reports import days_from_query, gateway_json
 from magpie.cli._common import add_env, emit, open_db
 from magpie.config import Settings
 from magpie.store import accounts

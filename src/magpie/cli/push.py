@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from magpie.api import views
+from magpie.api.hackle import views
 from magpie.cli import experiments
 from magpie.cli._common import (
     FileProblems,
@@ -385,7 +385,7 @@ def cmd_stats_dispatch(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_stats_campaign(args: argparse.Namespace, settings: Settings) -> None:
-    from magpie.api.push import parse_time
+    from magpie.api.hackle.push import parse_time
 
     db = open_db(settings)
     env = env_id(db, args.env)

@@ -140,7 +140,7 @@ def serve_app(app: Any, settings: Settings, *, sock: socket.socket, role: str, j
     host, port = sock.getsockname()[:2]
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     asgi = AccessLog(app) if settings.access_log else app
-    from magpie.api.protocol import server_options
+    from magpie.api.http.protocol import server_options
 
     config = uvicorn.Config(
         asgi,

@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from magpie.api.admin_broadcasts import occurrence_view, progress_view, reach_view
-from magpie.api.context import Context
+from magpie.api.admin.admin_broadcasts import occurrence_view, progress_view, reach_view
+from magpie.api.http.context import Context
 from magpie.domain.campaigns import parse_campaign
 from magpie.domain.schedules import next_slot
 from magpie.errors import InvalidRequest

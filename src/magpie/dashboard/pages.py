@@ -29,9 +29,10 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from magpie.api import admin_consent, views
-from magpie.api.context import Context
-from magpie.api.failures import failure
+from magpie.api.admin import admin_consent
+from magpie.api.hackle import views
+from magpie.api.http.context import Context
+from magpie.api.http.failures import failure
 from magpie.dashboard import i18n, present, preview, reports
 from magpie.dashboard.broadcasts import BroadcastPages
 from magpie.dashboard.session import (

@@ -18,9 +18,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from magpie.api import exports, views
-from magpie.api.admin_reports import campaign_figures, grain_of, read_gateways
-from magpie.api.context import Context
+from magpie.api.admin import exports
+from magpie.api.admin.admin_reports import campaign_figures, grain_of, read_gateways
+from magpie.api.hackle import views
+from magpie.api.http.context import Context
 from magpie.domain import messages
 from magpie.errors import InvalidRequest
 from magpie.store import accounts, campaigns, stats

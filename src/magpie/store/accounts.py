@@ -30,7 +30,10 @@ class Environment(msgspec.Struct, frozen=True):
 
 
 def _environment(row: tuple[Any, ...]) -> Environment:
-    return Environment(id=row[0], name=row[1], timezone=row[2], settings=msgspec.json.decode(row[3]), created_at=row[4])
+    env_id, name, timezone, settings, created_at = row
+    return Environment(
+        id=env_id, name=name, timezone=timezone, settings=msgspec.json.decode(settings), created_at=created_at
+    )
 
 
 _ENV_COLUMNS = "id, name, timezone, settings, created_at"
@@ -139,8 +142,7 @@ def list_api_keys(db: Database, *, environment: str | None = None) -> list[ApiKe
         sql += " WHERE e.name = ?"
         params = (environment,)
     with db.transaction(write=False) as conn:
-        rows = db.fetchall(conn, sql + " ORDER BY k.created_at, k.prefix", params)
-    return [ApiKeyInfo(prefix=r[0], environment=r[1], name=r[2], created_at=r[3], revoked_at=r[4]) for r in rows]
+        return db.fetchall_as(conn, sql + " ORDER BY k.created_at, k.prefix", params, ApiKeyInfo)
 
 
 def _revoke(db: Database, *, table: str, hash_column: str, secret_or_prefix: str, what: str) -> str:
@@ -170,10 +172,10 @@ def revoke_api_key(db: Database, *, key_or_prefix: str) -> ApiKeyInfo:
 
 
 def lookup_api_key(conn: Connection, db: Database, key: str) -> int | None:
-    row = db.fetchone(
+    env_id = db.scalar(
         conn, "SELECT env_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (hash_secret(key),)
     )
-    return None if row is None else int(row[0])
+    return None if env_id is None else int(env_id)
 
 
 def create_admin_token(db: Database, *, name: str = "") -> str:
@@ -196,8 +198,8 @@ class AdminTokenInfo(msgspec.Struct, frozen=True):
 
 def list_admin_tokens(db: Database) -> list[AdminTokenInfo]:
     with db.transaction(write=False) as conn:
-        rows = db.fetchall(conn, "SELECT prefix, name, created_at, revoked_at FROM admin_tokens ORDER BY created_at")
-    return [AdminTokenInfo(prefix=r[0], name=r[1], created_at=r[2], revoked_at=r[3]) for r in rows]
+        sql = "SELECT prefix, name, created_at, revoked_at FROM admin_tokens ORDER BY created_at"
+        return db.fetchall_as(conn, sql, (), AdminTokenInfo)
 
 
 def revoke_admin_token(db: Database, *, token_or_prefix: str) -> AdminTokenInfo:
@@ -214,12 +216,12 @@ def check_admin_token(conn: Connection, db: Database, token: str) -> bool:
 
 def live_admin_token(conn: Connection, db: Database, *, token_hash: str) -> AdminTokenInfo | None:
     """The unrevoked admin token with this hash, or None."""
-    row = db.fetchone(
+    return db.fetchone_as(
         conn,
         "SELECT prefix, name, created_at, revoked_at FROM admin_tokens WHERE token_hash = ? AND revoked_at IS NULL",
         (token_hash,),
+        AdminTokenInfo,
     )
-    return None if row is None else AdminTokenInfo(prefix=row[0], name=row[1], created_at=row[2], revoked_at=row[3])
 
 
 def is_empty(db: Database) -> bool:
@@ -228,22 +230,25 @@ def is_empty(db: Database) -> bool:
 
 
 def env_id_by_name(conn: Connection, db: Database, name: str) -> int:
-    row = db.fetchone(conn, "SELECT id FROM environments WHERE name = ?", (name,))
-    if row is None:
+    env_id = db.scalar(conn, "SELECT id FROM environments WHERE name = ?", (name,))
+    if env_id is None:
         raise NotFound(f"no environment named '{name}'")
-    return int(row[0])
+    return int(env_id)
 
 
 def environment_by_name(conn: Connection, db: Database, *, name: str) -> tuple[int, dict[str, Any]] | None:
     """``(id, stored settings)`` of the environment called ``name``, or None."""
     row = db.fetchone(conn, "SELECT id, settings FROM environments WHERE name = ?", (name,))
-    return None if row is None else (int(row[0]), msgspec.json.decode(row[1]))
+    if row is None:
+        return None
+    env_id, settings = row
+    return int(env_id), msgspec.json.decode(settings)
 
 
 def environment_settings(conn: Connection, db: Database, *, env_id: int) -> dict[str, Any]:
     """The stored settings of an environment (empty when it is gone)."""
-    row = db.fetchone(conn, "SELECT settings FROM environments WHERE id = ?", (env_id,))
-    settings: dict[str, Any] = msgspec.json.decode(row[0]) if row is not None else {}
+    stored = db.scalar(conn, "SELECT settings FROM environments WHERE id = ?", (env_id,))
+    settings: dict[str, Any] = msgspec.json.decode(stored) if stored is not None else {}
     return settings
 
 
@@ -298,8 +303,8 @@ def claim_form(db: Database, *, session_id: str, form_key: str) -> str | None:
         )
         if fresh is not None:
             return None
-        row = db.fetchone(conn, "SELECT location FROM dashboard_forms WHERE form_key = ?", (form_key,))
-    return str(row[0] or "") if row is not None else ""
+        location = db.scalar(conn, "SELECT location FROM dashboard_forms WHERE form_key = ?", (form_key,))
+    return str(location or "")
 
 
 def finish_form(db: Database, *, form_key: str, location: str | None, payload: str | None) -> None:
@@ -318,12 +323,12 @@ def finish_form(db: Database, *, form_key: str, location: str | None, payload: s
 def take_form_payload(db: Database, *, session_id: str, form_key: str) -> str | None:
     """What a form's result page shows, for the session that sent it, once: it is gone after this."""
     with db.transaction() as conn:
-        row = db.fetchone(
+        payload = db.scalar(
             conn,
             "SELECT payload FROM dashboard_forms WHERE form_key = ? AND session_id = ? FOR UPDATE",
             (form_key, session_id),
         )
-        if row is None or row[0] is None:
+        if payload is None:
             return None
         db.execute(conn, "UPDATE dashboard_forms SET payload = NULL WHERE form_key = ?", (form_key,))
-    return str(row[0])
+    return str(payload)

@@ -99,8 +99,9 @@ def check_delivery(db: Database, *, env_id: int, raw: Any) -> list[str]:
         measured = experiment_warnings(conn, db, env_id=env_id, campaign=campaign)
     if row is None:
         raise NotFound(f"no environment with id {env_id}")
-    providers = _decode(row[1]).get("providers", {})
-    warnings = delivery_warnings(provider=campaign.provider, configured=providers, environment=row[0])
+    environment, settings = row
+    providers = _decode(settings).get("providers", {})
+    warnings = delivery_warnings(provider=campaign.provider, configured=providers, environment=environment)
     return (
         warnings
         + measured
@@ -119,12 +120,12 @@ def _read(db: Database) -> Callable[[Callable[[Connection], T]], T]:
 def archive_campaign(db: Database, *, env_id: int, key: int) -> Campaign:
     """Set a campaign's status to ARCHIVED: it no longer sends and is hidden from default listings."""
     with db.transaction() as conn:
-        row = db.fetchone(
+        stored = db.scalar(
             conn, "SELECT definition FROM campaigns WHERE env_id = ? AND key = ? FOR UPDATE", (env_id, key)
         )
-        if row is None:
+        if stored is None:
             raise NotFound(f"no campaign with key {key}")
-        definition = _decode(row[0])
+        definition = _decode(stored)
         definition["status"] = "ARCHIVED"
         campaign = parse_campaign(definition)
         db.execute(
@@ -143,7 +144,8 @@ class CampaignRow:
 
 
 def _row(row: tuple[Any, ...]) -> CampaignRow:
-    return CampaignRow(_decode(row[0]), row[1], row[2])
+    definition, created_at, updated_at = row
+    return CampaignRow(_decode(definition), created_at, updated_at)
 
 
 def list_campaigns(conn: Connection, db: Database, *, env_id: int) -> list[CampaignRow]:
@@ -178,11 +180,12 @@ class CampaignCache:
         )
         if row is None:
             return None
+        definition, updated_at = row
         cached = self._cache.get((env_id, key))
-        if cached is not None and cached[0] == row[1]:
+        if cached is not None and cached[0] == updated_at:
             return cached[1]
-        campaign = parse_campaign(_decode(row[0]))
-        self._cache[(env_id, key)] = (row[1], campaign)
+        campaign = parse_campaign(_decode(definition))
+        self._cache[(env_id, key)] = (updated_at, campaign)
         return campaign
 
 
@@ -239,7 +242,7 @@ def cohort_view(conn: Connection, db: Database, *, env_id: int, name: str, limit
         "SELECT member FROM cohort_members WHERE env_id = ? AND cohort = ? ORDER BY member LIMIT ?",
         (env_id, name, limit),
     )
-    return CohortView(name, total, [r[0] for r in rows])
+    return CohortView(name, total, [member for (member,) in rows])
 
 
 def list_cohorts(conn: Connection, db: Database, *, env_id: int) -> list[CohortRow]:
@@ -248,7 +251,7 @@ def list_cohorts(conn: Connection, db: Database, *, env_id: int) -> list[CohortR
         "SELECT cohort, COUNT(*) FROM cohort_members WHERE env_id = ? GROUP BY cohort ORDER BY cohort",
         (env_id,),
     )
-    return [CohortRow(r[0], int(r[1])) for r in rows]
+    return [CohortRow(cohort, int(count)) for cohort, count in rows]
 
 
 def memberships(
@@ -265,7 +268,7 @@ def memberships(
         f"AND member IN ({','.join('?' * len(id_list))})",
         (env_id, *cohort_list, *id_list),
     )
-    return {(r[0], r[1]) for r in rows}
+    return {(cohort, member) for cohort, member in rows}
 
 
 def set_campaign_status(db: Database, *, env_id: int, key: int, status: str, actor: str) -> dict[str, Any]:
@@ -274,12 +277,12 @@ def set_campaign_status(db: Database, *, env_id: int, key: int, status: str, act
         raise InvalidRequest("status must be ACTIVE or PAUSED")
     now = _now()
     with db.transaction() as conn:
-        row = db.fetchone(
+        stored = db.scalar(
             conn, "SELECT definition FROM campaigns WHERE env_id = ? AND key = ? FOR UPDATE", (env_id, key)
         )
-        if row is None:
+        if stored is None:
             raise NotFound(f"no campaign with key {key}")
-        definition: dict[str, Any] = _decode(row[0])
+        definition: dict[str, Any] = _decode(stored)
         check_status_change(current=definition.get("status"), key=key, to=status)
         definition["status"] = status
         db.execute(

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 import psycopg
 
@@ -25,6 +25,7 @@ from magpie.logs import Throttle
 log = logging.getLogger("magpie.store")
 
 Row = tuple[Any, ...]
+T = TypeVar("T")
 
 # What magpie creates (the data directory, the store and its -wal/-shm, secret.key, backups) is its
 # user's alone, whatever the umask it was started with (docs/operations.md#file-permissions).
@@ -289,6 +290,21 @@ class Database:
     def fetchall(self, conn: Connection, text: str, params: Sequence[Any] = ()) -> list[Row]:
         rows: list[Row] = conn.execute(self.sql(text), params).fetchall()
         return rows
+
+    def fetchone_as(self, conn: Connection, text: str, params: Sequence[Any], row_type: Callable[..., T]) -> T | None:
+        """The one row of ``text`` as ``row_type`` (a NamedTuple or Struct whose fields follow the
+        SELECT list), or None."""
+        row = self.fetchone(conn, text, params)
+        return None if row is None else row_type(*row)
+
+    def fetchall_as(self, conn: Connection, text: str, params: Sequence[Any], row_type: Callable[..., T]) -> list[T]:
+        """Every row of ``text`` as ``row_type`` (fields in the order of the SELECT list)."""
+        return [row_type(*row) for row in self.fetchall(conn, text, params)]
+
+    def scalar(self, conn: Connection, text: str, params: Sequence[Any] = ()) -> Any:
+        """The first column of the first row of ``text``; None where there is no row."""
+        row = self.fetchone(conn, text, params)
+        return None if row is None else row[0]
 
     @contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[Connection]:

@@ -64,6 +64,8 @@ _COLUMNS = (
     "env_id, insert_id, kind, ident, event_key, ts, received_at, value, properties, user_properties, "
     "identifiers, context"
 )
+# Where ``insert_id`` sits in an event row built for ``_COLUMNS``.
+_INSERT_ID = [name.strip() for name in _COLUMNS.split(",")].index("insert_id")
 _ROW_MARKS = "(" + ", ".join("?" * 12) + ")"
 _CHUNK = 200
 _CLAIM_ATTEMPTS = 3
@@ -198,7 +200,7 @@ def _stored_ids(tx: Tx, env_id: int, ids: list[str]) -> set[str]:
         rows = tx.fetchall(
             f"SELECT insert_id FROM events WHERE env_id = ? AND insert_id IN ({marks})", (env_id, *chunk)
         )
-        found.update(str(r[0]) for r in rows)
+        found.update(str(insert_id) for (insert_id,) in rows)
     return found
 
 
@@ -206,7 +208,7 @@ def _claim(tx: Tx, rows: list[tuple[Any, ...]]) -> set[str]:
     """Insert event rows unless their id is taken; returns the ids this transaction inserted."""
     claimed: set[str] = set()
     # A stable order, so that two processes inserting overlapping ids wait instead of deadlocking.
-    ordered = sorted(rows, key=lambda row: str(row[1]))
+    ordered = sorted(rows, key=lambda row: str(row[_INSERT_ID]))
     for start in range(0, len(ordered), _CHUNK):
         chunk = ordered[start : start + _CHUNK]
         values = ", ".join([_ROW_MARKS] * len(chunk))
@@ -214,7 +216,7 @@ def _claim(tx: Tx, rows: list[tuple[Any, ...]]) -> set[str]:
         found = tx.fetchall(
             f"INSERT INTO events ({_COLUMNS}) VALUES {values} ON CONFLICT DO NOTHING RETURNING insert_id", params
         )
-        claimed.update(str(r[0]) for r in found)
+        claimed.update(str(insert_id) for (insert_id,) in found)
     return claimed
 
 
@@ -242,13 +244,15 @@ def _record_click(tx: Tx, env_id: int, event: Event, click: PushClick) -> None:
             (click.delivery_id, env_id),
         )
         if row is not None:
-            same_campaign = campaign_key is None or campaign_key == int(row[1])
-            same_recipient = (event.user_id is not None and row[2] == f"{USER}:{event.user_id}") or (
-                event.device_id is not None and (row[3] == event.device_id or row[2] == f"{DEVICE}:{event.device_id}")
+            sent_dispatch, sent_campaign, user_key, sent_to, status = row
+            same_campaign = campaign_key is None or campaign_key == int(sent_campaign)
+            same_recipient = (event.user_id is not None and user_key == f"{USER}:{event.user_id}") or (
+                event.device_id is not None
+                and (sent_to == event.device_id or user_key == f"{DEVICE}:{event.device_id}")
             )
-            attributed = row[4] == "SENT" and same_campaign and same_recipient
+            attributed = status == "SENT" and same_campaign and same_recipient
             if attributed:
-                dispatch_id, campaign_key = str(row[0]), int(row[1])
+                dispatch_id, campaign_key = str(sent_dispatch), int(sent_campaign)
     clicked_at = min(event.timestamp, tx.now_ms)
     inserted = tx.fetchone(
         "INSERT INTO push_clicks (env_id, insert_id, campaign_key, dispatch_id, delivery_id, clicked_at, attributed) "
@@ -278,11 +282,11 @@ class EventType:
 def event_types(conn: Connection, db: Database, *, env_id: int) -> tuple[list[EventType], int]:
     """The environment's event types for the workspace document, and when the list last changed."""
     rows = db.fetchall(conn, "SELECT key, id, created_at FROM event_types WHERE env_id = ? ORDER BY key", (env_id,))
-    env = db.fetchone(conn, "SELECT created_at FROM environments WHERE id = ?", (env_id,))
-    if env is None:
+    env_created = db.scalar(conn, "SELECT created_at FROM environments WHERE id = ?", (env_id,))
+    if env_created is None:
         raise NotFound("the environment of this key no longer exists")
-    changed = max([int(env[0]), *(int(r[2]) for r in rows)])
-    return [EventType(int(r[1]), r[0]) for r in rows], changed
+    changed = max([int(env_created), *(int(created_at) for _, _, created_at in rows)])
+    return [EventType(int(type_id), key) for key, type_id, _ in rows], changed
 
 
 def _cursor(value: str | None) -> tuple[int, str] | None:
@@ -335,7 +339,8 @@ def list_events(
     after = _cursor(cursor)
     if after is not None:
         sql += " AND (ts < ? OR (ts = ? AND insert_id < ?))"
-        params.extend((after[0], after[0], after[1]))
+        after_ts, after_id = after
+        params.extend((after_ts, after_ts, after_id))
     rows = db.fetchall(conn, sql + " ORDER BY ts DESC, insert_id DESC LIMIT ?", (*params, limit + 1))
     more = len(rows) > limit
     rows = rows[:limit]

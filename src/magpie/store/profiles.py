@@ -7,13 +7,14 @@ profile of a batch in one ordered query.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple
 
 import msgspec
 from cryptography.exceptions import InvalidTag
 
 from magpie.domain import consent
+from magpie.domain.bodies import parse_properties
 from magpie.domain.identity import DEVICE, USER, merge_anonymous, merge_crm
 from magpie.domain.operations import Operation, apply_operations
 from magpie.domain.phone import mask
@@ -102,6 +103,42 @@ class UpdateProperties(ProfileJob):
     def apply(self, tx: Tx, target: ProfileRow) -> None:
         if self.operations:
             tx.update(target, properties=apply_operations(properties=target.properties, operations=self.operations))
+
+
+class PropertiesBody:
+    """``POST /v1/properties`` as its raw body, decoded and validated by the writer.
+
+    Where the writer runs in its own process, the decoding then stays off the event loop:
+    the job crosses the pipe as three fields, and ``prepare`` (a ``MagpieError`` there fails
+    this request alone, before the batch reads anything) turns it into ``UpdateProperties``.
+    """
+
+    __slots__ = ("_update", "body", "env_id", "key_hash")
+
+    def __init__(self, key_hash: str, env_id: int, body: bytes) -> None:
+        self.key_hash = key_hash
+        self.env_id = env_id
+        self.body = body
+        self._update: UpdateProperties | None = None
+
+    def __reduce__(self) -> tuple[type[PropertiesBody], tuple[str, int, bytes]]:
+        return (PropertiesBody, (self.key_hash, self.env_id, self.body))
+
+    def prepare(self) -> None:
+        user_id, device_id, operations = parse_properties(self.body)
+        self._update = UpdateProperties(
+            operations=operations, key_hash=self.key_hash, env_id=self.env_id, user_id=user_id, device_id=device_id
+        )
+
+    @property
+    def profile_keys(self) -> tuple[tuple[int, str, str], ...]:
+        return () if self._update is None else self._update.profile_keys
+
+    def run(self, tx: Tx) -> None:
+        if self._update is None:
+            self.prepare()
+        assert self._update is not None
+        self._update.run(tx)
 
 
 class SetConsent(ProfileJob):
@@ -268,6 +305,29 @@ class UnsubscribeUsers(JobDefaults):
 _PROFILE = "properties, crm, phone_enc, linked_user, created_at, updated_at"
 
 
+class _ProfileRow(NamedTuple):
+    """The columns of ``_PROFILE``, in its order."""
+
+    properties: str | bytes
+    crm: str | bytes
+    phone_enc: bytes | None
+    linked_user: str | None
+    created_at: int
+    updated_at: int
+
+
+class _LinkedDeviceRow(NamedTuple):
+    """``ident`` and then the columns of ``_PROFILE``."""
+
+    ident: str
+    properties: str | bytes
+    crm: str | bytes
+    phone_enc: bytes | None
+    linked_user: str | None
+    created_at: int
+    updated_at: int
+
+
 def _consents(crm: dict[str, Any]) -> dict[str, Any]:
     return {channel: purposes for channel, purposes in crm.items() if channel in ("push", "sms", "kakao")}
 
@@ -283,13 +343,14 @@ class TokenRow:
 
 
 def _tokens(conn: Connection, db: Database, env_id: int, device_id: str) -> list[TokenRow]:
-    rows = db.fetchall(
+    rows = db.fetchall_as(
         conn,
         "SELECT token, provider_type, status, retired_reason, created_at, updated_at FROM push_tokens "
         "WHERE env_id = ? AND device_id = ? ORDER BY created_at",
         (env_id, device_id),
+        TokenRow,
     )
-    return [TokenRow(r[0][:8] + "…" if len(r[0]) > 12 else r[0], *r[1:]) for r in rows]
+    return [replace(r, token=r.token[:8] + "…" if len(r.token) > 12 else r.token) for r in rows]
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,15 +386,17 @@ class DeviceView:
 
 def user_view(conn: Connection, db: Database, cipher: Cipher, *, env_id: int, user_id: str) -> UserView:
     """Everything magpie knows about a user: properties, consents, masked phone, devices."""
-    row = db.fetchone(
+    row = db.fetchone_as(
         conn,
         f"SELECT {_PROFILE} FROM profiles WHERE env_id = ? AND kind = ? AND ident = ?",
         (env_id, USER, user_id),
+        _ProfileRow,
     )
-    devices = db.fetchall(
+    devices = db.fetchall_as(
         conn,
         f"SELECT ident, {_PROFILE} FROM profiles WHERE env_id = ? AND kind = ? AND linked_user = ? ORDER BY ident",
         (env_id, DEVICE, user_id),
+        _LinkedDeviceRow,
     )
     if row is None and not devices:
         raise NotFound(f"no user '{user_id}' in this environment")
@@ -342,15 +405,18 @@ def user_view(conn: Connection, db: Database, cipher: Cipher, *, env_id: int, us
     phone = None
     created = updated = None
     if row is not None:
-        properties, crm = _decode(row[0]), _decode(row[1])
-        phone = mask(cipher.decrypt(bytes(row[2]))) if row[2] is not None else None
-        created, updated = row[4], row[5]
+        properties, crm = _decode(row.properties), _decode(row.crm)
+        phone = mask(cipher.decrypt(bytes(row.phone_enc))) if row.phone_enc is not None else None
+        created, updated = row.created_at, row.updated_at
     return UserView(
         user_id=user_id,
         properties=properties,
         consents=_consents(crm),
         phone_number=phone,
-        devices=[LinkedDevice(d[0], _decode(d[1]), d[6], _tokens(conn, db, env_id, d[0])) for d in devices],
+        devices=[
+            LinkedDevice(d.ident, _decode(d.properties), d.updated_at, _tokens(conn, db, env_id, d.ident))
+            for d in devices
+        ],
         created_at=created,
         updated_at=updated,
     )
@@ -358,22 +424,23 @@ def user_view(conn: Connection, db: Database, cipher: Cipher, *, env_id: int, us
 
 def device_view(conn: Connection, db: Database, cipher: Cipher, *, env_id: int, device_id: str) -> DeviceView:
     """A device: its linked user (shown whole) or its anonymous profile."""
-    row = db.fetchone(
+    row = db.fetchone_as(
         conn,
         f"SELECT {_PROFILE} FROM profiles WHERE env_id = ? AND kind = ? AND ident = ?",
         (env_id, DEVICE, device_id),
+        _ProfileRow,
     )
     if row is None:
         raise NotFound(f"no device '{device_id}' in this environment")
     return DeviceView(
         device_id=device_id,
-        linked_user_id=row[3],
-        properties=_decode(row[0]),
-        consents=_consents(_decode(row[1])),
+        linked_user_id=row.linked_user,
+        properties=_decode(row.properties),
+        consents=_consents(_decode(row.crm)),
         push_tokens=_tokens(conn, db, env_id, device_id),
-        created_at=row[4],
-        updated_at=row[5],
-        user=None if row[3] is None else user_view(conn, db, cipher, env_id=env_id, user_id=row[3]),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        user=None if row.linked_user is None else user_view(conn, db, cipher, env_id=env_id, user_id=row.linked_user),
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from magpie.domain.identity import DEVICE
 from magpie.store.db import Connection, Database
@@ -75,15 +75,26 @@ def register_token_row(tx: Tx, *, env_id: int, device_id: str, provider_type: st
             (env_id, token, device_id, provider_type, tx.now_ms, tx.now_ms),
         )
         return "ACTIVE"
-    if row[2] == "RETIRED":
+    stored_device, stored_provider, status = row
+    if status == "RETIRED":
         return "RETIRED"  # a provider said this token is dead: it is never used again
-    if row[0] != device_id or row[1] != provider_type:
+    if stored_device != device_id or stored_provider != provider_type:
         # The same token now reported by another device (reinstall, restore): it moves.
         tx.execute(
             "UPDATE push_tokens SET device_id = ?, provider_type = ?, updated_at = ? WHERE env_id = ? AND token = ?",
             (device_id, provider_type, tx.now_ms, env_id, token),
         )
     return "ACTIVE"
+
+
+class _TokenListRow(NamedTuple):
+    device_id: str
+    user_id: str | None
+    token: str
+    provider_type: str
+    status: str
+    retired_reason: str | None
+    updated_at: int
 
 
 def list_push_tokens(
@@ -108,16 +119,16 @@ def list_push_tokens(
     if device_id is not None:
         sql += " AND t.device_id = ?"
         params.append(device_id)
-    rows = db.fetchall(conn, sql + " ORDER BY t.updated_at DESC, t.token LIMIT ?", (*params, limit))
+    rows = db.fetchall_as(conn, sql + " ORDER BY t.updated_at DESC, t.token LIMIT ?", (*params, limit), _TokenListRow)
     return [
         {
-            "deviceId": r[0],
-            "userId": r[1],
-            "token": r[2][:8] + "…" if len(r[2]) > 12 else r[2],
-            "providerType": r[3],
-            "status": r[4],
-            "retiredReason": r[5],
-            "updatedAt": r[6],
+            "deviceId": r.device_id,
+            "userId": r.user_id,
+            "token": r.token[:8] + "…" if len(r.token) > 12 else r.token,
+            "providerType": r.provider_type,
+            "status": r.status,
+            "retiredReason": r.retired_reason,
+            "updatedAt": r.updated_at,
         }
         for r in rows
     ]

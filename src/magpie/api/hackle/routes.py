@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from magpie.api import messages, profiles, push, sdk
-from magpie.api.asgi import Request, Response
-from magpie.api.context import Context
+from magpie.api.hackle import messages, profiles, push, sdk
+from magpie.api.http.asgi import Request, Response
+from magpie.api.http.context import Context
 
 Route = Callable[[Context, Request], Awaitable[Response]]
 Matcher = Callable[[str], dict[str, str] | None]

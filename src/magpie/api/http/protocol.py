@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from magpie.api.failures import failure
+from magpie.api.http.failures import failure
 from magpie.config import Settings
 from magpie.errors import InvalidRequest, MagpieError, RequestTimeout, ServiceUnavailable
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from importlib.metadata import version
 from typing import Any
 
-from magpie.api.openapi_push import DISPATCH, STATS
-from magpie.api.openapi_reports import REPORT_PATHS
-from magpie.api.schema import ERROR_SCHEMA
+from magpie.api.openapi.push import DISPATCH, STATS
+from magpie.api.openapi.reports import REPORT_PATHS
+from magpie.api.openapi.schema import ERROR_SCHEMA
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _ERRORS = {

@@ -6,10 +6,10 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from magpie.api.asgi import SUCCESS, Request, Response, encode
-from magpie.api.bodies import decode_json
-from magpie.api.context import Context
-from magpie.api.push import accept_trigger, show_campaign_stats, show_dispatch
+from magpie.api.hackle.push import accept_trigger, show_campaign_stats, show_dispatch
+from magpie.api.http.asgi import SUCCESS, Request, Response, encode
+from magpie.api.http.context import Context
+from magpie.domain.bodies import decode_json
 from magpie.domain.environment import effective
 from magpie.domain.phone import normalize
 from magpie.errors import InvalidApiKey, InvalidRequest

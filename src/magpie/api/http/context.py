@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from magpie.api.auth import Authenticator
+from magpie.api.http.auth import Authenticator
 from magpie.config import Settings
 from magpie.metrics import Metrics
 from magpie.runtime import Runtime

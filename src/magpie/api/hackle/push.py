@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from magpie.api import views
-from magpie.api.asgi import SUCCESS, Request, Response, encode
-from magpie.api.bodies import INT64_MAX, INT64_MIN, parse_int
-from magpie.api.context import Context
+from magpie.api.hackle import views
+from magpie.api.http.asgi import SUCCESS, Request, Response, encode
+from magpie.api.http.context import Context
+from magpie.domain.bodies import INT64_MAX, INT64_MIN, parse_int
 from magpie.domain.identity import check_identifier, clean_id, require_identifier
 from magpie.errors import EmptyIdentifier, ExceedUserMaxLength, InvalidRequest
 from magpie.store.dispatches import AcceptTrigger, dispatch_view

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from magpie.api.schema import ID, operation
+from magpie.api.openapi.schema import ID, operation
 
 _TRIGGER = {
     "type": "object",

@@ -11,10 +11,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from magpie.api import exports
-from magpie.api.admin import admin
-from magpie.api.bodies import parse_int
-from magpie.api.context import Context
+from magpie.api.admin import exports
+from magpie.api.admin.admin import admin
+from magpie.api.http.context import Context
+from magpie.domain.bodies import parse_int
 from magpie.errors import InvalidRequest
 from magpie.store import accounts, campaigns, stats
 from magpie.store.exports import figure_rows

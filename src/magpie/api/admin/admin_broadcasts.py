@@ -10,10 +10,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from magpie.api.admin import admin, body_json
-from magpie.api.admin_push import _env_id, _key
-from magpie.api.bodies import parse_int
-from magpie.api.context import Context
+from magpie.api.admin.admin import admin, body_json
+from magpie.api.admin.admin_push import _env_id, _key
+from magpie.api.http.context import Context
+from magpie.domain.bodies import parse_int
 from magpie.domain.campaigns import Campaign, parse_campaign
 from magpie.domain.identity import clean_id
 from magpie.errors import InvalidRequest

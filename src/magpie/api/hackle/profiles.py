@@ -4,50 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from magpie.api.asgi import SUCCESS, Request, Response
-from magpie.api.bodies import parse_properties, request_ids, require_action
-from magpie.api.context import Context
+from magpie.api.http.asgi import SUCCESS, Request, Response
+from magpie.api.http.context import Context
 from magpie.domain import consent, phone
+from magpie.domain.bodies import request_ids, require_action
 from magpie.domain.identity import clean_id
 from magpie.errors import EmptyIdentifier
-from magpie.store.profiles import SetConsent, SetPhone, UpdateProperties
-from magpie.store.transaction import Tx
-
-
-class PropertiesBody:
-    """``POST /v1/properties`` as its raw body, decoded and validated by the writer.
-
-    Where the writer runs in its own process, the decoding then stays off the event loop:
-    the job crosses the pipe as three fields, and ``prepare`` (a ``MagpieError`` there fails
-    this request alone, before the batch reads anything) turns it into ``UpdateProperties``.
-    """
-
-    __slots__ = ("_update", "body", "env_id", "key_hash")
-
-    def __init__(self, key_hash: str, env_id: int, body: bytes) -> None:
-        self.key_hash = key_hash
-        self.env_id = env_id
-        self.body = body
-        self._update: UpdateProperties | None = None
-
-    def __reduce__(self) -> tuple[type[PropertiesBody], tuple[str, int, bytes]]:
-        return (PropertiesBody, (self.key_hash, self.env_id, self.body))
-
-    def prepare(self) -> None:
-        user_id, device_id, operations = parse_properties(self.body)
-        self._update = UpdateProperties(
-            operations=operations, key_hash=self.key_hash, env_id=self.env_id, user_id=user_id, device_id=device_id
-        )
-
-    @property
-    def profile_keys(self) -> tuple[tuple[int, str, str], ...]:
-        return () if self._update is None else self._update.profile_keys
-
-    def run(self, tx: Tx) -> None:
-        if self._update is None:
-            self.prepare()
-        assert self._update is not None
-        self._update.run(tx)
+from magpie.store.profiles import PropertiesBody, SetConsent, SetPhone
 
 
 async def update_properties(ctx: Context, request: Request) -> Response:

@@ -1,6 +1,6 @@
 """The Starlette app behind the lean router: admin API, health, metrics and the docs.
 
-Every error it raises is answered by ``magpie.api.failures``, the unexpected ones included.
+Every error it raises is answered by ``magpie.api.http.failures``, the unexpected ones included.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from magpie.api.admin import admin_routes, error_response, health_routes
-from magpie.api.admin_broadcasts import broadcast_admin_routes
-from magpie.api.admin_consent import consent_admin_routes
-from magpie.api.admin_experiments import experiment_admin_routes
-from magpie.api.admin_push import push_admin_routes
-from magpie.api.admin_reports import report_admin_routes
-from magpie.api.context import Context
-from magpie.api.openapi import docs_routes
+from magpie.api.admin.admin import admin_routes, error_response, health_routes
+from magpie.api.admin.admin_broadcasts import broadcast_admin_routes
+from magpie.api.admin.admin_consent import consent_admin_routes
+from magpie.api.admin.admin_experiments import experiment_admin_routes
+from magpie.api.admin.admin_push import push_admin_routes
+from magpie.api.admin.admin_reports import report_admin_routes
+from magpie.api.http.context import Context
+from magpie.api.openapi.document import docs_routes
 from magpie.errors import MagpieError
 
 

@@ -13,10 +13,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from magpie.api import views
-from magpie.api.bodies import decode_json, parse_int
-from magpie.api.context import Context
-from magpie.api.failures import failure
+from magpie.api.hackle import views
+from magpie.api.http.context import Context
+from magpie.api.http.failures import failure
+from magpie.domain.bodies import decode_json, parse_int
 from magpie.domain.environment import keep_stored_secrets, parse_settings, redact_settings
 from magpie.domain.identity import USER
 from magpie.errors import InvalidAdminToken, InvalidRequest
@@ -32,7 +32,7 @@ def _json(value: Any, status: int = 200) -> Response:
 
 
 def error_response(exc: BaseException) -> Response:
-    """The JSON answer for ``exc`` (see ``magpie.api.failures``)."""
+    """The JSON answer for ``exc`` (see ``magpie.api.http.failures``)."""
     answer = failure(exc)
     headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in answer.headers}
     return Response(answer.body, status_code=answer.status, media_type="application/json", headers=headers)
@@ -44,7 +44,7 @@ async def body_json(request: Request) -> Any:
 
 
 def admin(ctx: Context, handler: AdminHandler, *, status: int = 200) -> Callable[[Request], Awaitable[Response]]:
-    """Wrap an admin handler: check the bearer token, encode the result (errors: ``magpie.api.failures``)."""
+    """Wrap an admin handler: check the bearer token, encode the result (errors: ``magpie.api.http.failures``)."""
 
     async def endpoint(request: Request) -> Response:
         header = request.headers.get("authorization", "")

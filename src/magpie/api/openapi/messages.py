@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from magpie.api.openapi_push import _DISPATCHID, DISPATCH, STATS
-from magpie.api.schema import ID, operation
+from magpie.api.openapi.push import _DISPATCHID, DISPATCH, STATS
+from magpie.api.openapi.schema import ID, operation
 
 _USER = {
     "type": "object",

@@ -18,11 +18,11 @@ from typing import Annotated, Any
 
 import msgspec
 
-from magpie.api import views
-from magpie.api.asgi import SUCCESS, Request, Response, encode
-from magpie.api.auth import API_KEY_HEADER, SDK_KEY_HEADER
-from magpie.api.bodies import decode_json
-from magpie.api.context import Context
+from magpie.api.hackle import views
+from magpie.api.http.asgi import SUCCESS, Request, Response, encode
+from magpie.api.http.auth import API_KEY_HEADER, SDK_KEY_HEADER
+from magpie.api.http.context import Context
+from magpie.domain.bodies import decode_json
 from magpie.domain.events import (
     DEVICE_ID,
     HACKLE_ID,

@@ -1,6 +1,6 @@
 """Decoding and validating request bodies, shared by the HTTP layer and the writer. No I/O.
 
-The property endpoint's body is validated inside the writer (``magpie.api.profiles.PropertiesBody``):
+The property endpoint's body is validated inside the writer (``magpie.store.profiles.PropertiesBody``):
 where the writer runs in its own process, that work then stays off the event loop.
 """
 

@@ -8,11 +8,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
 
-from magpie.api import views
-from magpie.api.admin import admin, body_json
-from magpie.api.bodies import parse_int
-from magpie.api.context import Context
-from magpie.api.push import parse_range
+from magpie.api.admin.admin import admin, body_json
+from magpie.api.hackle import views
+from magpie.api.hackle.push import parse_range
+from magpie.api.http.context import Context
+from magpie.domain.bodies import parse_int
 from magpie.errors import InvalidRequest
 from magpie.store import accounts, campaigns, dispatches, stats
 

@@ -1,4 +1,4 @@
-"""The admin API's description of gateway health and the CSV exports (``magpie.api.admin_reports``)."""
+"""The admin API's description of gateway health and the CSV exports (``magpie.api.admin.admin_reports``)."""
 
 from __future__ import annotations
 

@@ -8,9 +8,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from magpie.api.admin import admin
-from magpie.api.bodies import parse_int
-from magpie.api.context import Context
+from magpie.api.admin.admin import admin
+from magpie.api.http.context import Context
+from magpie.domain.bodies import parse_int
 from magpie.errors import InvalidRequest, NotFound
 from magpie.store import accounts, campaigns, conversions
 

@@ -10,9 +10,9 @@ import msgspec
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
 
-from magpie.api.admin import admin, body_json
-from magpie.api.admin_push import _env_id
-from magpie.api.context import Context
+from magpie.api.admin.admin import admin, body_json
+from magpie.api.admin.admin_push import _env_id
+from magpie.api.http.context import Context
 from magpie.domain.identity import check_identifier
 from magpie.domain.messages import CHANNELS
 from magpie.errors import CampaignNotFound, InvalidRequest

@@ -14,8 +14,8 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
-from magpie.api.bodies import decode_object
-from magpie.api.failures import failure
+from magpie.api.http.failures import failure
+from magpie.domain.bodies import decode_object
 from magpie.errors import IncompleteBody, InvalidRequest, PayloadTooLarge
 
 Scope = dict[str, Any]

@@ -13,9 +13,9 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from magpie.api.openapi_messages import message_paths
-from magpie.api.openapi_push import push_paths
-from magpie.api.schema import ID, operation
+from magpie.api.openapi.messages import message_paths
+from magpie.api.openapi.push import push_paths
+from magpie.api.openapi.schema import ID, operation
 from magpie.domain import consent
 from magpie.domain.operations import OPERATION_ORDER
 
@@ -291,7 +291,7 @@ def admin_document(admin_api: list[BaseRoute]) -> dict[str, Any]:
                 op["parameters"] = params
             paths.setdefault(route.path, {})[method.lower()] = op
     # Where the precise description exists (request and response schemas, every status), it wins.
-    from magpie.api.openapi_admin import PATHS as DESCRIBED
+    from magpie.api.openapi.admin import PATHS as DESCRIBED
 
     for path, operations in DESCRIBED.items():
         for method, described in operations.items():

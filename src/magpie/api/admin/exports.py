@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from starlette.responses import Response, StreamingResponse
 
-from magpie.api.context import Context
+from magpie.api.http.context import Context
 from magpie.store import exports
 from magpie.store.db import Connection
 from magpie.store.exports import FIGURE_COLUMNS, DispatchHead, RecipientLine

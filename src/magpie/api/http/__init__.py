@@ -1,0 +1,1 @@
+"""HTTP plumbing: ASGI layer, protocol limits, request context, authentication, body decoding, errors."""

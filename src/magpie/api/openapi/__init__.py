@@ -1,0 +1,1 @@
+"""The OpenAPI document, its schema helpers and the bundled Swagger UI."""
