@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from magpie.dashboard.catalogue import KO
+from magpie.domain import reasons
 from tests.dashboard.test_session import _send, _sign_in
 from tests.dispatch.test_broadcasts import _scheduler, _users
 from tests.support import AppClient, Env, apply_campaign, close_dispatcher, drain, make_dispatcher
@@ -29,7 +31,7 @@ def test_broadcast_pages_reach_send_now_progress_and_cancel(client: AppClient, e
     page = _send(client, "GET", base + "/broadcasts/7", cookies=cookies)
     assert page.status_code == 200, page.text[:2000]
     text = _text(page.text)
-    assert "Reachable on push 3" in text and "NO_PUSH_TOKEN 2" in text
+    assert "Reachable on Push 3" in text and "NO_PUSH_TOKEN 2 The user has no active push token" in text
     started = _send(
         client,
         "POST",
@@ -63,6 +65,15 @@ def test_broadcast_pages_reach_send_now_progress_and_cancel(client: AppClient, e
     after = _send(client, "GET", f"{base}/occurrences/{occurrence_id}/progress", cookies=cookies).json()
     assert after["occurrence"]["state"] == "cancelled"
     assert after["progress"]["excludedBy"] == {"BROADCAST_CANCELLED": 3} and after["progress"]["sent"] == 0
+    # In Korean: the state, the figures' names, the controls and the reason in words beside the code.
+    korean = _send(client, "GET", occurrence_url, cookies={**cookies, "magpie_lang": "ko"})
+    words = _text(korean.text)
+    assert f"발송 회차 #{occurrence_id} 취소됨" in words and "계획 3" in words and "남음 0" in words
+    assert f"BROADCAST_CANCELLED 3 {KO[reasons.REASONS['BROADCAST_CANCELLED']]}" in words
+    assert "Planned" not in words and "cancelled" not in words and "Broadcasts" not in words
+    korean_page = _text(_send(client, "GET", base + "/broadcasts/7", cookies={**cookies, "magpie_lang": "ko"}).text)
+    assert "푸시(으)로 보낼 수 있음 3" in korean_page and "보낼 수 있는 사용자 3명 모두에게 지금 발송" in korean_page
+    assert "Reachable" not in korean_page and "Send" not in korean_page
 
 
 def test_broadcast_test_send_form_refuses_more_than_five_users(client: AppClient, env: Env) -> None:
@@ -90,4 +101,4 @@ def test_broadcast_test_send_form_refuses_more_than_five_users(client: AppClient
     )
     assert sent.status_code == 303
     shown = _send(client, "GET", sent.headers["location"], cookies=cookies)
-    assert "TEST" in shown.text and "Planned 2" in _text(shown.text)
+    assert "test send" in _text(shown.text) and "Planned 2" in _text(shown.text)

@@ -51,7 +51,7 @@ def test_broadcast_send_now_progress_refreshes_without_a_reload(magpie: Magpie, 
     screenshot(page, "dashboard-broadcasts")
     page.get_by_role("link", name="#5 Weekly digest").click()
     counts = page.locator("[data-reach]").inner_text()
-    assert "Reachable on push\n2" in counts or "Reachable on push 2" in counts, counts
+    assert "Reachable on Push\n2" in counts or "Reachable on Push 2" in counts, counts
     assert "NO_PUSH_TOKEN" in counts
     screenshot(page, "dashboard-broadcast")
     page.get_by_role("button", name="Send to all 2 reachable users now").click()
@@ -65,3 +65,17 @@ def test_broadcast_send_now_progress_refreshes_without_a_reload(magpie: Magpie, 
     assert page.locator('[data-field="remaining"]').inner_text() == "0"
     assert not page.get_by_role("button", name="Cancel").is_visible()  # over: no controls
     screenshot(page, "dashboard-occurrence")
+    # In Korean: the state the page refreshes is a Korean word too.
+    page.get_by_role("link", name="#5").first.click()
+    page.get_by_role("link", name="한국어").click()
+    page.get_by_role("button", name="보낼 수 있는 사용자 2명 모두에게 지금 발송").click()
+    page.wait_for_url("**/occurrences/*")
+    page.evaluate("() => { window.__sameDocument = true; }")
+    page.wait_for_function(
+        "() => document.querySelector('[data-field=state]').textContent.trim() === '완료'", timeout=30_000
+    )
+    assert page.evaluate("() => window.__sameDocument === true")
+    assert page.locator('[data-field="sent"]').inner_text() == "2"
+    assert "발송 2" in page.locator("[data-progress]").inner_text().replace("\n", " ")
+    assert not page.get_by_role("button", name="취소").is_visible()
+    screenshot(page, "dashboard-occurrence-ko")

@@ -67,3 +67,11 @@ def test_browser_experiment_section_draws_cumulative_conversions(page: Any, tmp_
         assert sum(drawn) == total == len(users[::3])
         section.scroll_into_view_if_needed()
         screenshot(page, "campaign-experiment")
+        page.get_by_role("link", name="한국어").click()
+        section = page.locator("section[aria-labelledby=experiment]")
+        assert "캠페인이 진행되는 동안에는 확정된 결과가 아닙니다" in section.inner_text()
+        page.wait_for_function("() => window.Chart && window.Chart.getChart('experiment-chart')")
+        lines = page.evaluate("() => window.Chart.getChart('experiment-chart').data.datasets.map(d => d.label)")
+        assert lines == ["대조군", "Plain", "Personal"]
+        section.scroll_into_view_if_needed()
+        screenshot(page, "campaign-experiment-ko")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html as html_lib
+import json
 import re
 import urllib.parse
 
@@ -39,6 +40,16 @@ def test_experiment_page_shows_each_arm_with_interval_chart_and_csv(client: AppC
     csv_text = urllib.parse.unquote(link.group(1).replace("&amp;", "&"))
     assert csv_text == _report(client, env, format="csv")
     assert client.get("/dashboard/static/experiments.js").status_code == 200
+    # In Korean: the section's words, the control arm's name (also in the chart's legend) and the verdicts.
+    korean = _send(client, "GET", f"/dashboard/{env.name}/campaigns/7", cookies={**cookies, "magpie_lang": "ko"}).text
+    ko_section = korean[korean.index('id="experiment"') : korean.index("</section>", korean.index('id="experiment"'))]
+    ko_text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", ko_section))
+    assert "캠페인이 진행되는 동안에는 확정된 결과가 아닙니다" in ko_text and "대조군 (발송 안 함)" in ko_text
+    assert "Not final" not in ko_text and "Arm" not in ko_text and " pt" not in ko_text
+    legend = re.search(r'data-experiment-names="experiment-chart">([^<]*)<', ko_section)
+    assert legend is not None and json.loads(legend.group(1))[0] == "대조군"
+    verdicts = re.findall(r'<strong class="verdict">([^<]*)</strong>', ko_section)
+    assert verdicts and set(verdicts) <= {"더 좋음", "더 나쁨", "아직 차이 없음"}
 
 
 def test_experiment_page_has_no_section_without_an_experiment(client: AppClient, env: Env) -> None:

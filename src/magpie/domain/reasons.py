@@ -26,6 +26,7 @@ REASONS: Final[dict[str, str]] = {
     "FREQUENCY_CAP": "The user already received as many marketing messages as a frequency cap allows.",
     "DAILY_LIMIT": "The environment's daily limit of paid messages was reached.",
     "CONTROL_GROUP": "The user is in the campaign's control group and is never sent to.",
+    "BROADCAST_CANCELLED": "The broadcast occurrence was cancelled before this recipient's turn.",
     # UNKNOWN: the gateway may have taken the message.
     "GATEWAY_UNCONFIRMED": "The gateway may have taken the message but would not confirm it; it is not sent again.",
     # FAILED: magpie's own reasons.

@@ -9,6 +9,11 @@
     document.querySelectorAll('[data-field="' + name + '"]').forEach(function (el) {
       if (value === null || value === undefined) {
         el.textContent = "—";
+      } else if (el.hasAttribute("data-words")) {
+        // A state in the page's language, as the page wrote it.
+        var words = JSON.parse(el.getAttribute("data-words"));
+        el.textContent = words[value] || String(value);
+        el.setAttribute("data-state", value);
       } else if (el.hasAttribute("data-time")) {
         el.textContent = new Date(value).toLocaleTimeString();
       } else {
