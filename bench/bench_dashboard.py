@@ -285,6 +285,11 @@ def pages(store: dict[str, Any]) -> dict[str, str]:
         "inbox": f"{e}/inbox",
         "inbox of one user": f"{e}/inbox?user=user-4242",
         "keys": f"{e}/keys",
+        "gateways": f"{e}/gateways",
+        "compare two campaigns": f"{e}/compare?a=3&b=4",
+        "campaign figures CSV": f"{e}/campaigns/3/figures.csv",
+        "broadcasts": f"{e}/broadcasts",
+        "broadcast page (reachable count)": f"{e}/broadcasts/3",
     }
 
 
