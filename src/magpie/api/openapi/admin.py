@@ -224,28 +224,16 @@ BROADCAST_PATHS: dict[str, dict[str, Any]] = {
     _E + "/occurrences/{occurrence_id}": {
         "get": _op("Show an occurrence's state and progress", _PROGRESS, params=[_ENV, _OCCURRENCE])
     },
-    _E + "/occurrences/{occurrence_id}/pause": {
-        "post": _op(
-            "Pause an occurrence",
-            _PROGRESS,
-            params=[_ENV, _OCCURRENCE],
-            errors=("400", "401", "404", "409", "429", "503"),
-        )
-    },
-    _E + "/occurrences/{occurrence_id}/resume": {
-        "post": _op(
-            "Resume a paused occurrence",
-            _PROGRESS,
-            params=[_ENV, _OCCURRENCE],
-            errors=("400", "401", "404", "409", "429", "503"),
-        )
-    },
-    _E + "/occurrences/{occurrence_id}/cancel": {
-        "post": _op(
-            "Cancel an occurrence: nothing more is sent",
-            _PROGRESS,
-            params=[_ENV, _OCCURRENCE],
-            errors=("400", "401", "404", "409", "429", "503"),
+    **{
+        _E + f"/occurrences/{{occurrence_id}}/{action}": {
+            "post": _op(
+                summary, _PROGRESS, params=[_ENV, _OCCURRENCE], errors=("400", "401", "404", "409", "429", "503")
+            )
+        }
+        for action, summary in (
+            ("pause", "Pause an occurrence"),
+            ("resume", "Resume a paused occurrence"),
+            ("cancel", "Cancel an occurrence: nothing more is sent"),
         )
     },
 }

@@ -5,28 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from magpie.api.openapi.push import _DISPATCHID, DISPATCH, STATS
-from magpie.api.openapi.schema import ID, operation
+from magpie.api.openapi.schema import ID, operation, trigger_body
 
-_USER = {
-    "type": "object",
-    "required": ["userId"],
-    "properties": {
-        "userId": {**ID, "description": "The message goes to the phone number collected for this user"},
-        "apiProperties": {
-            "type": "object",
-            "additionalProperties": {"type": ["string", "number", "boolean"]},
-            "description": "Values for the campaign's templates (api_properties.*)",
-        },
-    },
-}
-_TRIGGER = {
-    "type": "object",
-    "required": ["campaignKey", "users"],
-    "properties": {
-        "campaignKey": {"type": "integer"},
-        "users": {"type": "array", "minItems": 1, "maxItems": 50, "items": _USER},
-    },
-}
+_TRIGGER = trigger_body(
+    {
+        "type": "object",
+        "required": ["userId"],
+        "properties": {"userId": {**ID, "description": "The message goes to the phone number collected for this user"}},
+    }
+)
 _IDEMPOTENCY = {
     "name": "Idempotency-Key",
     "in": "header",

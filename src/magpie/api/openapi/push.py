@@ -4,32 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from magpie.api.openapi.schema import ID, operation
+from magpie.api.openapi.schema import ID, operation, trigger_body
 
-_TRIGGER = {
-    "type": "object",
-    "required": ["campaignKey", "users"],
-    "properties": {
-        "campaignKey": {"type": "integer", "description": "The key of an ACTIVE API-triggered campaign"},
-        "users": {
-            "type": "array",
-            "minItems": 1,
-            "maxItems": 50,
-            "items": {
-                "type": "object",
-                "properties": {
-                    "userId": ID,
-                    "deviceId": ID,
-                    "apiProperties": {
-                        "type": "object",
-                        "additionalProperties": {"type": ["string", "number", "boolean"]},
-                        "description": "Values for {{ api_properties.* }} in the campaign's templates",
-                    },
-                },
-            },
-        },
-    },
-}
+_TRIGGER = trigger_body(
+    {"type": "object", "properties": {"userId": ID, "deviceId": ID}},
+    campaign_key="The key of an ACTIVE API-triggered campaign",
+)
 _DISPATCHID = {
     "type": "object",
     "required": ["dispatchId", "message"],

@@ -12,6 +12,25 @@ ERROR_SCHEMA: dict[str, Any] = {
 }
 _SUCCESS = {"$ref": "#/components/schemas/Success"}
 ID = {"type": ["string", "null"], "maxLength": 256}
+_API_PROPERTIES = {
+    "type": "object",
+    "additionalProperties": {"type": ["string", "number", "boolean"]},
+    "description": "Values for {{ api_properties.* }} in the campaign's templates",
+}
+
+
+def trigger_body(user: dict[str, Any], *, campaign_key: str | None = None) -> dict[str, Any]:
+    """The body of a trigger send: a campaign key and 1-50 users, each with optional ``apiProperties``."""
+    key: dict[str, Any] = (
+        {"type": "integer"} if campaign_key is None else {"type": "integer", "description": campaign_key}
+    )
+    item = {**user, "properties": {**user["properties"], "apiProperties": _API_PROPERTIES}}
+    return {
+        "type": "object",
+        "required": ["campaignKey", "users"],
+        "properties": {"campaignKey": key, "users": {"type": "array", "minItems": 1, "maxItems": 50, "items": item}},
+    }
+
 
 # Which error codes each status can carry, for the response descriptions.
 _ERRORS: dict[str, tuple[str, list[str]]] = {
