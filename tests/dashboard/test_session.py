@@ -9,26 +9,10 @@ import pytest
 
 from magpie.dashboard.session import SESSION_COOKIE, Signer
 from magpie.store import accounts
+from tests.security.dashboard import form_token
+from tests.security.dashboard import login_form as _login_form
+from tests.security.dashboard import send as _send
 from tests.support import AppClient, Env
-
-
-def _send(
-    client: AppClient, method: str, url: str, *, cookies: dict[str, str] | None = None, **kw: object
-) -> httpx.Response:
-    """One request with exactly these cookies (the client's own jar is emptied first)."""
-    assert client.http is not None
-    client.http.cookies.clear()
-    if cookies:
-        kw["headers"] = {**kw.get("headers", {}), "cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())}  # type: ignore[dict-item]
-    return client.request(method, url, **kw)
-
-
-def _login_form(client: AppClient) -> tuple[str, dict[str, str]]:
-    response = _send(client, "GET", "/dashboard/login")
-    assert response.status_code == 200
-    csrf = re.search(r'name="csrf" value="([^"]+)"', response.text)
-    assert csrf is not None
-    return csrf.group(1), dict(response.cookies)
 
 
 def _sign_in(client: AppClient, env: Env) -> dict[str, str]:
@@ -52,9 +36,7 @@ def _sign_in(client: AppClient, env: Env) -> dict[str, str]:
 def _page_csrf(client: AppClient, url: str, cookies: dict[str, str]) -> str:
     page = _send(client, "GET", url, cookies=cookies)
     assert page.status_code == 200, page.text
-    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
-    assert found is not None
-    return found.group(1)
+    return form_token(page.text)
 
 
 @pytest.mark.parametrize(
