@@ -266,6 +266,19 @@ def provider_settings(*, fcm: Any = None, apns: Any = None) -> dict[str, Any]:
     return providers
 
 
+def register_tokens(writer: Any, env_id: int, count: int, *, width: int = 0) -> None:
+    """FCM tokens for users ``u0``.. (``d0``/``tok-0``..), numbers zero-padded to ``width``, through ``writer``."""
+    from magpie.store.tokens import RegisterToken
+
+    for i in range(count):
+        n = f"{i:0{width}d}"
+        writer.run_sync(
+            RegisterToken(
+                key_hash=None, env_id=env_id, device_id=f"d{n}", user_id=f"u{n}", provider_type="FCM", token=f"tok-{n}"
+            )
+        )
+
+
 def magpie_cli(*args: str, data_dir: Path, database_url: str | None = None) -> subprocess.CompletedProcess[str]:
     environ = dict(os.environ, MAGPIE_DATA_DIR=str(data_dir))
     if database_url:

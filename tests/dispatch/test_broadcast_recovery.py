@@ -13,10 +13,9 @@ from magpie.config import Settings
 from magpie.domain.environment import parse_settings
 from magpie.store import accounts, broadcasts, campaigns
 from magpie.store.db import Database
-from magpie.store.tokens import RegisterToken
 from magpie.store.writer import GroupCommitWriter
 from tests.fakes.fcm import FakeFcm
-from tests.support import ServerProcess, make_env
+from tests.support import ServerProcess, make_env, provider_settings, register_tokens
 
 USERS = 120
 
@@ -34,9 +33,8 @@ def test_broadcast_survives_a_worker_killed_mid_occurrence(settings: Settings, t
     db.upgrade()
     env = make_env(db)
     with FakeFcm(delay=0.05) as fcm:
-        fcm_settings = {"projectId": fcm.project_id, "serviceAccount": fcm.service_account(), "baseUrl": fcm.base_url}
         accounts.update_environment_settings(
-            db, name=env.name, settings=parse_settings({"providers": {"fcm": fcm_settings}})
+            db, name=env.name, settings=parse_settings({"providers": provider_settings(fcm=fcm)})
         )
         campaigns.apply_campaign(
             db,
@@ -54,17 +52,7 @@ def test_broadcast_survives_a_worker_killed_mid_occurrence(settings: Settings, t
         writer = GroupCommitWriter(db=db)
         writer.start()
         try:
-            for i in range(USERS):
-                writer.run_sync(
-                    RegisterToken(
-                        key_hash=None,
-                        env_id=env.id,
-                        device_id=f"d{i:03d}",
-                        user_id=f"u{i:03d}",
-                        provider_type="FCM",
-                        token=f"tok-{i:03d}",
-                    )
-                )
+            register_tokens(writer, env.id, USERS, width=3)
             occurrence_id = writer.run_sync(
                 broadcasts.CreateOccurrence(
                     env_id=env.id,

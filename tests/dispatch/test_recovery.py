@@ -14,10 +14,9 @@ from magpie.store import accounts, campaigns
 from magpie.store.crypto import hash_secret
 from magpie.store.db import Database
 from magpie.store.dispatches import AcceptTrigger, dispatch_view
-from magpie.store.tokens import RegisterToken
 from magpie.store.writer import GroupCommitWriter
 from tests.fakes.fcm import FakeFcm
-from tests.support import ServerProcess, make_env
+from tests.support import ServerProcess, make_env, provider_settings, register_tokens
 
 USERS = 100
 
@@ -36,17 +35,7 @@ def test_recovery_worker_kill9_mid_dispatch_finishes_every_recipient_once(settin
         accounts.update_environment_settings(
             db,
             name=env.name,
-            settings=parse_settings(
-                {
-                    "providers": {
-                        "fcm": {
-                            "projectId": fcm.project_id,
-                            "serviceAccount": fcm.service_account(),
-                            "baseUrl": fcm.base_url,
-                        }
-                    }
-                }
-            ),
+            settings=parse_settings({"providers": provider_settings(fcm=fcm)}),
         )
         campaigns.apply_campaign(
             db,
@@ -63,17 +52,7 @@ def test_recovery_worker_kill9_mid_dispatch_finishes_every_recipient_once(settin
         writer = GroupCommitWriter(db=db)
         writer.start()
         try:
-            for i in range(USERS):
-                writer.run_sync(
-                    RegisterToken(
-                        key_hash=None,
-                        env_id=env.id,
-                        device_id=f"d{i}",
-                        user_id=f"u{i}",
-                        provider_type="FCM",
-                        token=f"tok-{i}",
-                    )
-                )
+            register_tokens(writer, env.id, USERS)
             ids = []
             for start in range(0, USERS, 50):
                 users = "[" + ",".join(f'{{"userId":"u{i}"}}' for i in range(start, start + 50)) + "]"
