@@ -1,7 +1,9 @@
-"""Code hygiene the project keeps: docstrings cite documents in the repository, and removed dead code stays gone."""
+"""Code hygiene the project keeps: docstrings cite documents in the repository, removed dead code stays gone,
+and rows are read by name."""
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -30,3 +32,50 @@ def test_removed_dead_code_is_not_back() -> None:
     assert not hasattr(magpie.domain.campaigns.Campaign, "has_part")
     assert not hasattr(magpie.store.accounts, "get_environment_by_id")
     assert not hasattr(magpie.store.transaction.Tx, "peek_profile")
+
+
+# Rows are read by name (NamedTuples beside their queries, or unpacked), never by position: a column
+# added to a SELECT must not shift what every ``row[3]`` means. Checked in the store and in the
+# dashboard and API modules that read rows.
+NAMED_ROWS = [
+    *sorted((ROOT / "src" / "magpie" / "store").rglob("*.py")),
+    ROOT / "src" / "magpie" / "api" / "http" / "auth.py",
+    ROOT / "src" / "magpie" / "dashboard" / "pages.py",
+]
+# Modules still indexing rows by position, each to leave this list when its rows are named.
+POSITIONAL_ROWS_ALLOWED = {
+    "src/magpie/store/broadcasts.py",
+    "src/magpie/store/conversions.py",
+    "src/magpie/store/deliveries.py",
+    "src/magpie/store/dispatches.py",
+}
+
+
+def _integer_subscripts(source: str) -> list[int]:
+    """Lines where ``source`` subscripts with an integer constant (``row[0]``, ``rows[-1]``); slices pass."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Subscript):
+            continue
+        index = node.slice
+        if isinstance(index, ast.UnaryOp) and isinstance(index.op, ast.USub | ast.UAdd):
+            index = index.operand
+        if isinstance(index, ast.Constant) and type(index.value) is int:
+            lines.append(node.lineno)
+    return lines
+
+
+def test_integer_subscripts_are_found_and_slices_are_not() -> None:
+    source = "a = row[0]\nb = rows[-1]\nc = key[:12]\nd = m['x']\ne = m[i]\nf = rows[1][2]\n"
+    assert _integer_subscripts(source) == [1, 2, 6, 6]
+
+
+def test_store_rows_are_read_by_name_not_by_position() -> None:
+    positional = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in NAMED_ROWS
+        if path.relative_to(ROOT).as_posix() not in POSITIONAL_ROWS_ALLOWED
+        for line in _integer_subscripts(path.read_text(encoding="utf-8"))
+    ]
+    assert positional == [], "name the row's fields (a NamedTuple beside the query) or unpack it"
+    assert all((ROOT / allowed).is_file() for allowed in POSITIONAL_ROWS_ALLOWED), "drop a removed module from the list"

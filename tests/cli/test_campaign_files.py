@@ -168,3 +168,93 @@ def test_a_filter_missing_its_argument_is_refused_at_apply(source: str) -> None:
     with pytest.raises(InvalidCampaign, match=r"message\.text: template error"):
         parse_campaign(sms)
     assert compile_template("{{ x | default: '-' }}", field_name="title").render(x=None) == "-"
+
+
+MESSAGE_PROBLEMS = """\
+- key: 51
+  name: Order shipped
+  status: ACTIVE
+  channel: kakao
+  type: alimtalk
+  message:
+    templateCode: ORDER_SHIPPED
+    text: "#{고객명}님, 주문 #{주문번호}이 #{배송일}에 출발"
+    variables:
+      고객명: "{{ user_properties.name | default: }}"
+      주문번호: "{{ api_properties.orderNo }}"
+    buttons:
+      - {type: WL, name: 배송 조회, lnkMo: "https://shop.example/o"}
+      - {type: XX, name: 문의}
+    fallback: {text: "{{ api_properties.orderNo | append: }}", sender: magpie}
+- key: 52
+  name: Spring sale
+  status: ACTIVE
+  channel: sms
+  purpose: MARKETING
+  message:
+    text: "봄 세일 {{ api_properties.rate | upcase: }}"
+    titel: 봄 세일
+    imageUrls: [ftp://img.example/a.png]
+- key: 53
+  name: Nothing wrong
+  purpose: INFORMATION
+  message: {title: t, body: b}
+"""
+
+
+def test_every_problem_inside_a_kakao_and_an_sms_message_is_reported_at_once(tmp_path: Path) -> None:
+    data = _env_dir(tmp_path)
+    path = tmp_path / "messages.yaml"
+    path.write_text(MESSAGE_PROBLEMS, encoding="utf-8")
+    result = magpie_cli("campaign", "apply", "-f", str(path), data_dir=data)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        # campaign 51, an AlimTalk: an unknown button field, a button without its link, a bad button type,
+        # an unfilled placeholder, an unknown fallback field and two template errors, in one run
+        f"{path}:13:33: campaign 51: message.buttons[0]: unknown button field 'lnkMo' (did you mean 'linkMo'?)",
+        f"{path}:13:9: campaign 51: message.buttons[0].linkMo is required for a web-link (WL) button",
+        f"{path}:14:16: campaign 51: message.buttons[1].type must be one of WL, AL, DS, BK, MD, AC",
+        f"{path}:15:64: campaign 51: unknown message.fallback field 'sender'",
+        f"{path}:10:7: campaign 51: message.variables does not say how to fill #{{배송일}} "
+        "(map each to an api_properties or user_properties template)",
+        f"{path}:10:12: campaign 51: message.variables.고객명: template error: "
+        "the filter 'default' has ':' but no argument",
+        f"{path}:15:22: campaign 51: message.fallback.text: template error: "
+        "the filter 'append' has ':' but no argument",
+        # campaign 52, a marketing SMS: an unknown field, a bad image URL, a template error and the
+        # opt-out number the environment lacks
+        f"{path}:23:5: campaign 52: unknown message field 'titel' (did you mean 'title'?)",
+        f"{path}:24:17: campaign 52: message.imageUrls[0] must be an http(s) URL",
+        f"{path}:22:11: campaign 52: message.text: template error: the filter 'upcase' has ':' but no argument",
+        f"{path}:16:3: campaign 52: a marketing SMS needs the free opt-out number: set smsOptOutNumber (080-...) "
+        "in the environment",
+        f"magpie: INVALID_CAMPAIGN: {path}: 11 problems; nothing applied",
+    ]
+    assert json.loads(magpie_cli("campaign", "list", "--json", data_dir=data).stdout) == []
+    as_json = json.loads(magpie_cli("campaign", "apply", "-f", str(path), "--json", data_dir=data).stderr)
+    assert {p["field"] for p in as_json["problems"] if p["campaignKey"] == 51} >= {
+        "message.buttons[0].lnkMo",
+        "message.buttons[1].type",
+        "message.variables.고객명",
+        "message.fallback.text",
+    }
+
+
+def test_a_message_problem_of_the_api_is_its_first_and_the_campaign_lists_them_all() -> None:
+    from magpie.domain.campaigns import CampaignProblems, parse_campaign
+
+    raw = {
+        "key": 1,
+        "name": "n",
+        "channel": "kakao",
+        "type": "brand",
+        "message": {"text": "{{ x | default: }}", "imageUrl": "ftp://x", "buttons": [{"type": "WL", "name": "n"}]},
+    }
+    with pytest.raises(CampaignProblems) as caught:
+        parse_campaign(raw)
+    assert caught.value.message == "message.buttons[0].linkMo is required for a web-link (WL) button"
+    assert [(p.path, p.message) for p in caught.value.problems] == [
+        (("message", "buttons", 0), "message.buttons[0].linkMo is required for a web-link (WL) button"),
+        (("message", "imageUrl"), "message.imageUrl must be an http(s) URL"),
+        (("message", "text"), "message.text: template error: the filter 'default' has ':' but no argument"),
+    ]

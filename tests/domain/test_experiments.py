@@ -49,7 +49,7 @@ def _variant(name: str, weight: object = 1) -> dict[str, Any]:
         ),
         pytest.param(
             {"channel": "sms", "message": {"text": "hi"}, "variants": [{"message": {"title": "t", "body": "b"}}]},
-            "variants[0]: unknown message fields: body",
+            "variants[0]: unknown message field 'body'",
             id="other-channel-message",
         ),
         pytest.param({"goal": {"window": "1h"}}, "goal.event must be an event key", id="goal-event"),

@@ -25,6 +25,7 @@ from magpie.cli._common import (
 from magpie.config import Settings
 from magpie.domain.campaigns import Problem, campaign_problems
 from magpie.domain.environment import DEFAULTS, effective, keep_stored_secrets, parse_settings, redact_settings
+from magpie.domain.messages import where
 from magpie.errors import InvalidRequest, NotFound
 from magpie.store import accounts, campaigns, conversions, tokens
 from magpie.store.dispatches import dispatch_view
@@ -78,7 +79,7 @@ def _file_problems(file: Located, documents: list[Any], env_settings: dict[str, 
                     "column": column,
                     "campaignKey": key,
                     "index": i,
-                    "field": ".".join(problem.path),
+                    "field": where(problem.path),
                     "message": problem.message,
                 }
             )

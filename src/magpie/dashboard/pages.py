@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -231,7 +231,10 @@ class Dashboard:
                 if not environments:
                     raise NotFound("there is no environment yet: create one with `magpie env create`")
                 name = request.path_params.get("env") or request.query_params.get("env")
-                chosen = next((e for e in environments if e.name == name), None) if name else environments[0]
+                if name:
+                    chosen = next((e for e in environments if e.name == name), None)
+                else:
+                    chosen, *_ = environments
                 if chosen is None:
                     raise NotFound(f"no environment named '{name}'")
                 view = View(
@@ -278,14 +281,13 @@ class Dashboard:
         if pre is None or pre.get("n") != form.get("csrf"):
             return self.error_page(Forbidden("The sign-in form expired or was not sent by this browser; reload it"))
         token = form.get("token", "").strip()
-        row = None
+        found: accounts.AdminTokenInfo | None = None
         if token:
             token_hash = hash_secret(token)
             found = await self.ctx.read(
                 lambda conn: accounts.live_admin_token(conn, self.ctx.db, token_hash=token_hash)
             )
-            row = None if found is None else (found.name, found.prefix)
-        if row is None:
+        if found is None:
             # Throttled like every failed authentication; a valid token is never refused for others' failures.
             address = request.client.host if request.client else None
             limited = self.ctx.auth.failures.failed(address=address, credential=token)
@@ -310,7 +312,7 @@ class Dashboard:
                 error="That admin token is not valid.",
             )
             return response
-        actor = f"{row[0] or 'admin'} ({row[1]}…)"
+        actor = f"{found.name or 'admin'} ({found.prefix}…)"
         token_hash = hash_secret(token)
         session_id = await _in_thread(
             self.ctx, lambda: accounts.start_session(self.ctx.db, token_hash=token_hash, seconds=SESSION_SECONDS)
@@ -380,10 +382,13 @@ class Dashboard:
                 "periods": {"Today": period(midnight), "7 days": period(week_ago), "30 days": period(month_ago)},
                 "channels": stats.by_channel(week),
                 "series": rows,
-                "busiest": sorted(
-                    ((k, t) for k, t in week.items() if not channel or t.channel == channel),
-                    key=lambda kv: -kv[1].requested,
-                )[:5],
+                "busiest": [
+                    (key, week[key])
+                    for key in sorted(
+                        (k for k, t in week.items() if not channel or t.channel == channel),
+                        key=lambda k: -week[k].requested,
+                    )[:5]
+                ],
                 "info": info,
                 "latest": browse.latest_dispatches(conn, db, env_id=env_id, channel=channel or None, limit=10),
                 "work": browse.work_status(conn, db, env_id=env_id, now_ms=now),
@@ -831,8 +836,10 @@ async def _form(request: Request) -> dict[str, str]:
     Its size was bounded while it was read, to ``FORM_MAX_BYTES`` (``MagpieApp._body_limit``).
     """
     raw = await request.body()
-    parsed = parse_qs(raw.decode("utf-8", errors="replace"), keep_blank_values=True)
-    return {k: v[0] for k, v in parsed.items()}
+    form: dict[str, str] = {}
+    for name, value in parse_qsl(raw.decode("utf-8", errors="replace"), keep_blank_values=True):
+        form.setdefault(name, value)  # a repeated field counts once: its first value
+    return form
 
 
 def _channel_param(query: Any) -> str:
@@ -926,7 +933,8 @@ def _chart(
         slot = index.get(hour if grain == "hour" else datetime.fromtimestamp(hour / 1000, tz).date())
         if slot is None:
             continue
-        name = metric.partition(":")[0].lower()
+        outcome, _, _ = metric.partition(":")
+        name = outcome.lower()
         if metric == "UNIQUE_CLICK":
             name = "clicks"
         if name in series:

@@ -350,6 +350,28 @@ class Campaign:
             raise RenderFailed(exc) from None
 
 
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a campaign definition, at ``path`` in the document.
+
+    ``path`` names the field (``("message", "buttons", 0, "type")``); ``on_key`` says the field's
+    name itself is the problem (an unknown field), not its value.
+    """
+
+    path: messages.Path
+    message: str
+    on_key: bool = False
+
+
+class CampaignProblems(InvalidCampaign):
+    """Several problems of one campaign definition; the error's message is the first of them."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        first, *_ = problems
+        super().__init__(first.message)
+        self.problems = problems
+
+
 def _choice(raw: Mapping[str, Any], name: str, options: tuple[str, ...], default: str | None) -> str:
     value = raw.get(name, default)
     if value not in options:
@@ -463,39 +485,45 @@ def _parse_experiment_campaign(raw: Mapping[str, Any]) -> Campaign:
 def _parse_phone_campaign(
     raw: Mapping[str, Any], *, channel: str, key: int, name: str, tags: list[str], description: str
 ) -> Campaign:
+    """A Kakao or SMS campaign; ``CampaignProblems`` lists every problem of its type, purpose, night
+    policy, message and templates (a bad ``type`` or ``purpose`` value, which says what the rest
+    should be, stops at once)."""
+    problems: list[Problem] = []
     kind: str | None = None
     if channel == "kakao":
         kind = _choice(raw, "type", messages.KAKAO_KINDS, None)
     elif "type" in raw:
-        raise InvalidCampaign("type applies to kakao campaigns only: an SMS type follows the size of its text")
+        problems.append(
+            Problem(("type",), "type applies to kakao campaigns only: an SMS type follows the size of its text")
+        )
     default_purpose = {"alimtalk": "INFORMATION", "brand": "MARKETING"}.get(kind or "")
     purpose = _choice(raw, "purpose", PURPOSES, default_purpose)
     if kind == "alimtalk" and purpose == "MARKETING":
-        raise InvalidCampaign("an AlimTalk is informational only: send marketing through a brand message")
+        problems.append(
+            Problem(("purpose",), "an AlimTalk is informational only: send marketing through a brand message")
+        )
     if kind == "brand" and purpose != "MARKETING":
-        raise InvalidCampaign("a brand message is marketing: its purpose must be MARKETING")
+        problems.append(Problem(("purpose",), "a brand message is marketing: its purpose must be MARKETING"))
     policy = raw.get("nightPolicy")
     if policy is not None and policy not in NIGHT_POLICIES:
-        raise InvalidCampaign("nightPolicy must be HOLD or DROP")
-    templates: dict[str, Template] = {}
-    message: KakaoMessage | SmsMessage
+        problems.append(Problem(("nightPolicy",), "nightPolicy must be HOLD or DROP"))
+    message: KakaoMessage | SmsMessage | None = None
     try:
-        if channel == "kakao":
-            assert kind is not None
+        if kind is not None:
             message = messages.parse_kakao(raw.get("message"), kind=kind)
-            if kind == "alimtalk":
-                for var, source in message.variables:
-                    templates[f"var:{var}"] = compile_template(source, field_name=f"variables.{var}")
-            else:
-                templates["text"] = compile_template(message.text, field_name="text")
-            if message.fallback is not None:
-                names = tuple(var for var, _ in message.variables)
-                _sms_templates(message.fallback, templates, prefix="fallback.", placeholders=names)
         else:
             message = messages.parse_sms(raw.get("message"))
-            _sms_templates(message, templates, prefix="")
     except MessageError as exc:
-        raise InvalidCampaign(str(exc)) from exc
+        problems.extend(Problem(p.path, p.text, p.on_key) for p in exc.problems)
+    templates: dict[str, Template] = {}
+    for template_name, path, source in _phone_templates(raw.get("message"), kind=kind):
+        try:
+            templates[template_name] = compile_template(source, field_name=messages.where(path[1:]))
+        except InvalidCampaign as exc:
+            problems.append(Problem(path, exc.message))
+    if problems:
+        raise CampaignProblems(problems)
+    assert message is not None
     return Campaign(
         key=key,
         name=name,
@@ -514,15 +542,49 @@ def _parse_phone_campaign(
     )
 
 
-def _sms_templates(
-    message: SmsMessage, templates: dict[str, Template], *, prefix: str, placeholders: tuple[str, ...] = ()
-) -> None:
-    """Compile an SMS text and title; an AlimTalk fallback's ``#{name}`` placeholders become Liquid
-    lookups, so a recipient's values are filled in the same single rendering (never re-read)."""
-    for part, source in (("text", message.text), ("title", message.title)):
-        if source is not None:
-            source = messages.placeholders_to_liquid(source, placeholders) if placeholders else source
-            templates[f"{prefix}{part}"] = compile_template(source, field_name=f"{prefix}{part}")
+def _phone_templates(message: object, *, kind: str | None) -> list[tuple[str, messages.Path, str]]:
+    """``(name, path, source)`` of each Liquid template of a Kakao (``kind``) or SMS message document.
+
+    Read from the document, so that a template is checked even when another part of the message is
+    wrong: an AlimTalk's variables, a brand message's text, an SMS text and title (an AlimTalk's SMS
+    fallback's too, its ``#{name}`` placeholders becoming Liquid lookups, so that a recipient's values
+    are filled in the same single rendering and never read again).
+    """
+    if not isinstance(message, Mapping):
+        return []
+    found: list[tuple[str, messages.Path, str]] = []
+    if kind == "brand":
+        found += _sources(message, ("text",), at=("message",), prefix="")
+    elif kind == "alimtalk":
+        variables = message.get("variables")
+        pairs = sorted(
+            (var, source)
+            for var, source in (variables.items() if isinstance(variables, Mapping) else ())
+            if isinstance(var, str) and isinstance(source, str)
+        )
+        found += [(f"var:{var}", ("message", "variables", var), source) for var, source in pairs]
+        fallback = message.get("fallback")
+        if isinstance(fallback, Mapping):
+            names = tuple(var for var, _ in pairs)
+            found += [
+                (name, path, messages.placeholders_to_liquid(source, names) if names else source)
+                for name, path, source in _sources(
+                    fallback, ("text", "title"), at=("message", "fallback"), prefix="fallback."
+                )
+            ]
+    else:
+        found += _sources(message, ("text", "title"), at=("message",), prefix="")
+    return found
+
+
+def _sources(
+    raw: Mapping[str, Any], parts: tuple[str, ...], *, at: messages.Path, prefix: str
+) -> list[tuple[str, messages.Path, str]]:
+    return [
+        (f"{prefix}{part}", (*at, part), source)
+        for part in parts
+        if isinstance(source := raw.get(part), str) and source.strip()
+    ]
 
 
 def check_for_environment(campaign: Campaign, settings: Mapping[str, Any]) -> None:
@@ -542,12 +604,11 @@ def check_for_environment(campaign: Campaign, settings: Mapping[str, Any]) -> No
         return
     text = campaign.render_part(f"{prefix}text", _sample_context())
     title = campaign.render_part(f"{prefix}title", _sample_context()) if sms.title is not None else None
+    missing = _missing_opt_out(channel=campaign.channel, purpose=campaign.purpose, settings=settings)
+    if missing is not None:
+        raise InvalidCampaign(missing)
     if campaign.channel == "sms" and campaign.is_marketing:
-        number = str(settings.get("smsOptOutNumber") or "")
-        if not number:
-            raise InvalidCampaign(
-                "a marketing SMS needs the free opt-out number: set smsOptOutNumber (080-...) in the environment"
-            )
+        number = str(settings.get("smsOptOutNumber"))
         text = messages.marketing_sms(text, sender=str(settings.get("senderName") or ""), opt_out_number=number)
     try:
         messages.check_sms_size(text=text, title=title, images=len(sms.image_urls), where=f"message.{prefix}text")
@@ -555,24 +616,14 @@ def check_for_environment(campaign: Campaign, settings: Mapping[str, Any]) -> No
         raise InvalidCampaign(str(exc)) from exc
 
 
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One thing wrong with a campaign definition, at ``path`` in the document.
-
-    ``path`` names the field (``("message", "clickAction")``); ``on_key`` says the field's name
-    itself is the problem (an unknown field), not its value.
-    """
-
-    path: tuple[str, ...]
-    message: str
-    on_key: bool = False
+def _missing_opt_out(*, channel: object, purpose: object, settings: Mapping[str, Any]) -> str | None:
+    """What a marketing SMS lacks in an environment without a free opt-out number; else None."""
+    if channel == "sms" and purpose == "MARKETING" and not settings.get("smsOptOutNumber"):
+        return "a marketing SMS needs the free opt-out number: set smsOptOutNumber (080-...) in the environment"
+    return None
 
 
-def _suggest(name: str, known: Iterable[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+_suggest = messages.nearest
 
 
 _PROBLEM_PATH = re.compile(r"^([A-Za-z]+(?:\.[A-Za-z:]+)*)\b")
@@ -638,6 +689,16 @@ def campaign_problems(raw: object, *, settings: Mapping[str, Any] | None = None)
         campaign = parse_campaign(cleaned)
         if settings is not None:
             check_for_environment(campaign, settings)
+    except CampaignProblems as exc:
+        problems.extend(p for p in exc.problems if p.path not in found)
+        # The environment's own checks need a valid message, but not this one:
+        missing = (
+            None
+            if settings is None
+            else _missing_opt_out(channel=channel, purpose=raw.get("purpose"), settings=settings)
+        )
+        if missing is not None:
+            problems.append(Problem((), missing))
     except InvalidCampaign as exc:
         match = _PROBLEM_PATH.match(exc.message)
         path = tuple(match.group(1).split(".")) if match and match.group(1).split(".")[0] in _FIELDS else ()

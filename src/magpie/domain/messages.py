@@ -17,8 +17,9 @@ Three message kinds travel to a phone number instead of a device token::
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -323,124 +324,231 @@ class KakaoMessage:
         return doc
 
 
+Path = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageProblem:
+    """One thing wrong with a message, at ``path`` in the campaign (``("message", "buttons", 0, "type")``).
+
+    ``on_key`` says the field's name itself is the problem (an unknown field), not its value.
+    """
+
+    path: Path
+    text: str
+    on_key: bool = False
+
+
 class MessageError(ValueError):
-    """A channel message definition is invalid; the text names the field."""
+    """A channel message definition is invalid. ``problems`` lists every problem found, each naming its
+    field; the error's own text is the first of them."""
+
+    def __init__(self, text: str, problems: Sequence[MessageProblem] = ()) -> None:
+        super().__init__(text)
+        self.problems: tuple[MessageProblem, ...] = tuple(problems) or (MessageProblem((), text),)
 
 
-def _text(raw: Mapping[str, object], name: str, *, where: str, required: bool = True, limit: int = 4000) -> str | None:
+def where(path: Path) -> str:
+    """A field's path as the messages name it.
+
+    >>> where(("message", "buttons", 0, "linkMo"))
+    'message.buttons[0].linkMo'
+    """
+    return "".join(f"[{step}]" if isinstance(step, int) else f".{step}" for step in path).lstrip(".")
+
+
+def nearest(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the known name nearest a misspelled one, else nothing.
+
+    >>> nearest("lnkMo", ["linkMo", "linkPc"])
+    " (did you mean 'linkMo'?)"
+    """
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return "".join(f" (did you mean '{match}'?)" for match in close)
+
+
+class _Problems:
+    """The problems of one message, gathered instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.found: list[MessageProblem] = []
+
+    def add(self, path: Path, text: str, *, on_key: bool = False) -> None:
+        self.found.append(MessageProblem(path, text, on_key))
+
+    def unknown_fields(
+        self, raw: Mapping[object, object], known: Iterable[str], *, at: Path, what: str, prefix: str = ""
+    ) -> None:
+        """One problem per field of ``raw`` not in ``known``, at the field's name, with the nearest known name."""
+        allowed = set(known)
+        for name in sorted(str(k) for k in raw if k not in allowed):
+            self.add((*at, name), f"{prefix}unknown {what} field '{name}'{nearest(name, allowed)}", on_key=True)
+
+    def raise_any(self) -> None:
+        if self.found:
+            first, *_ = self.found
+            raise MessageError(first.text, self.found)
+
+
+def _text(
+    raw: Mapping[str, object],
+    name: str,
+    problems: _Problems,
+    *,
+    at: Path,
+    required: bool = True,
+    limit: int = 4000,
+) -> str | None:
+    """The string field ``name`` of ``raw``; None, with a problem recorded, when it is missing or invalid."""
     value = raw.get(name)
     if value is None and not required:
         return None
+    path = (*at, name)
     if not isinstance(value, str) or not value.strip():
-        raise MessageError(f"{where}.{name} must be a non-empty string")
+        problems.add(path, f"{where(path)} must be a non-empty string")
+        return None
     if len(value) > limit:
-        raise MessageError(f"{where}.{name} is longer than {limit} characters")
+        problems.add(path, f"{where(path)} is longer than {limit} characters")
+        return None
     return value
 
 
-def _url(value: object, *, field: str) -> str:
+def _url(value: object, problems: _Problems, *, at: Path) -> str | None:
     if not isinstance(value, str) or not value.startswith(("http://", "https://")):
-        raise MessageError(f"{field} must be an http(s) URL")
+        problems.add(at, f"{where(at)} must be an http(s) URL")
+        return None
     return value
 
 
-def _buttons(raw: object) -> tuple[Button, ...]:
+def _buttons(raw: object, problems: _Problems) -> tuple[Button, ...]:
+    at: Path = ("message", "buttons")
     if raw is None:
         return ()
     if not isinstance(raw, list) or len(raw) > MAX_BUTTONS:
-        raise MessageError(f"message.buttons must be a list of at most {MAX_BUTTONS} buttons")
+        problems.add(at, f"message.buttons must be a list of at most {MAX_BUTTONS} buttons")
+        return ()
     buttons: list[Button] = []
     for i, item in enumerate(raw):
-        where = f"message.buttons[{i}]"
+        path = (*at, i)
         if not isinstance(item, Mapping):
-            raise MessageError(f"{where} must be an object")
-        unknown = set(item) - _BUTTON_FIELDS
-        if unknown:
-            raise MessageError(f"{where} has unknown fields {', '.join(sorted(unknown))}")
+            problems.add(path, f"{where(path)} must be an object")
+            continue
+        before = len(problems.found)
+        problems.unknown_fields(item, _BUTTON_FIELDS, at=path, what="button", prefix=f"{where(path)}: ")
         kind = item.get("type")
         if kind not in BUTTON_TYPES:
-            raise MessageError(f"{where}.type must be one of {', '.join(BUTTON_TYPES)}")
-        name = _text(item, "name", where=where, limit=14)
-        links = {k: _text(item, k, where=where, required=False, limit=200) for k in _BUTTON_FIELDS - {"type", "name"}}
-        if kind == "WL" and not links["linkMo"]:
-            raise MessageError(f"{where}.linkMo is required for a web-link (WL) button")
-        if kind == "AL" and not (links["schemeIos"] and links["schemeAndroid"]):
-            raise MessageError(f"{where}: an app-link (AL) button needs schemeIos and schemeAndroid")
-        assert name is not None
-        buttons.append(
-            Button(
-                type=str(kind),
-                name=name,
-                link_mo=links["linkMo"],
-                link_pc=links["linkPc"],
-                scheme_ios=links["schemeIos"],
-                scheme_android=links["schemeAndroid"],
+            problems.add((*path, "type"), f"{where(path)}.type must be one of {', '.join(BUTTON_TYPES)}")
+        name = _text(item, "name", problems, at=path, limit=14)
+        links = {
+            k: _text(item, k, problems, at=path, required=False, limit=200)
+            for k in sorted(_BUTTON_FIELDS - {"type", "name"})
+        }
+        # A link given but invalid was reported above; these report the missing ones.
+        if kind == "WL" and item.get("linkMo") is None:
+            problems.add(path, f"{where(path)}.linkMo is required for a web-link (WL) button")
+        if kind == "AL" and (item.get("schemeIos") is None or item.get("schemeAndroid") is None):
+            problems.add(path, f"{where(path)}: an app-link (AL) button needs schemeIos and schemeAndroid")
+        if len(problems.found) == before and name is not None:
+            buttons.append(
+                Button(
+                    type=str(kind),
+                    name=name,
+                    link_mo=links["linkMo"],
+                    link_pc=links["linkPc"],
+                    scheme_ios=links["schemeIos"],
+                    scheme_android=links["schemeAndroid"],
+                )
             )
-        )
     return tuple(buttons)
 
 
-def parse_sms(raw: object, *, where: str = "message") -> SmsMessage:
+def _sms(raw: object, problems: _Problems, *, at: Path) -> SmsMessage | None:
     if not isinstance(raw, Mapping):
-        raise MessageError(f"{where} is required: {{text, title?, imageUrls?}}")
-    unknown = set(raw) - {"text", "title", "imageUrls"}
-    if unknown:
-        raise MessageError(f"unknown {where} fields: {', '.join(sorted(unknown))}")
-    text = _text(raw, "text", where=where)
-    title = _text(raw, "title", where=where, required=False, limit=200)
+        problems.add(at, f"{where(at)} is required: {{text, title?, imageUrls?}}")
+        return None
+    before = len(problems.found)
+    problems.unknown_fields(raw, ("text", "title", "imageUrls"), at=at, what=where(at))
+    text = _text(raw, "text", problems, at=at)
+    title = _text(raw, "title", problems, at=at, required=False, limit=200)
     images = raw.get("imageUrls", [])
+    urls: list[str | None] = []
     if not isinstance(images, list) or len(images) > MAX_IMAGES:
-        raise MessageError(f"{where}.imageUrls must be a list of at most {MAX_IMAGES} image URLs")
-    assert text is not None
-    return SmsMessage(
-        text=text,
-        title=title,
-        image_urls=tuple(_url(u, field=f"{where}.imageUrls[{i}]") for i, u in enumerate(images)),
-    )
+        problems.add((*at, "imageUrls"), f"{where(at)}.imageUrls must be a list of at most {MAX_IMAGES} image URLs")
+    else:
+        urls = [_url(u, problems, at=(*at, "imageUrls", i)) for i, u in enumerate(images)]
+    if len(problems.found) > before or text is None:
+        return None
+    return SmsMessage(text=text, title=title, image_urls=tuple(u for u in urls if u is not None))
+
+
+def _under(path: Path, *fields: str) -> bool:
+    """Whether ``path`` is in one of the message's ``fields``."""
+    return any(path[:2] == ("message", f) for f in fields)
+
+
+def parse_sms(raw: object) -> SmsMessage:
+    """An SMS campaign's message; ``MessageError`` lists every problem of it."""
+    problems = _Problems()
+    message = _sms(raw, problems, at=("message",))
+    problems.raise_any()
+    assert message is not None
+    return message
 
 
 def parse_kakao(raw: object, *, kind: str) -> KakaoMessage:
-    where = "message"
+    """A Kakao campaign's message (``kind`` alimtalk or brand); ``MessageError`` lists every problem of it."""
+    at: Path = ("message",)
+    problems = _Problems()
     if not isinstance(raw, Mapping):
-        raise MessageError("message is required: {text, templateCode (AlimTalk), variables?, buttons?, fallback?}")
+        problems.add(at, "message is required: {text, templateCode (AlimTalk), variables?, buttons?, fallback?}")
+        problems.raise_any()
+    assert isinstance(raw, Mapping)
     allowed = {"text", "buttons"} | (
         {"templateCode", "title", "variables", "fallback"} if kind == "alimtalk" else {"imageUrl"}
     )
-    unknown = set(raw) - allowed
-    if unknown:
-        raise MessageError(f"unknown message fields for a {kind} message: {', '.join(sorted(unknown))}")
-    text = _text(raw, "text", where=where, limit=ALIMTALK_MAX_CHARS)
-    assert text is not None
-    buttons = _buttons(raw.get("buttons"))
+    problems.unknown_fields(raw, allowed, at=at, what=f"{kind} message")
+    text = _text(raw, "text", problems, at=at, limit=ALIMTALK_MAX_CHARS)
+    buttons = _buttons(raw.get("buttons"), problems)
     if kind == "brand":
         image = raw.get("imageUrl")
-        return KakaoMessage(
-            text=text, buttons=buttons, image_url=None if image is None else _url(image, field="message.imageUrl")
-        )
-    code = _text(raw, "templateCode", where=where, limit=64)
-    title = _text(raw, "title", where=where, required=False, limit=50)
+        image_url = None if image is None else _url(image, problems, at=(*at, "imageUrl"))
+        problems.raise_any()
+        assert text is not None
+        return KakaoMessage(text=text, buttons=buttons, image_url=image_url)
+    code = _text(raw, "templateCode", problems, at=at, limit=64)
+    title = _text(raw, "title", problems, at=at, required=False, limit=50)
     variables = raw.get("variables", {})
     if not isinstance(variables, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in variables.items()
     ):
-        raise MessageError("message.variables must map each #{placeholder} name to a template string")
-    parts = [text, *(p for b in buttons for p in b.parts())] + ([title] if title else [])
-    fallback = None if raw.get("fallback") is None else parse_sms(raw["fallback"], where="message.fallback")
+        problems.add((*at, "variables"), "message.variables must map each #{placeholder} name to a template string")
+        variables = {}
+    fallback = None if raw.get("fallback") is None else _sms(raw["fallback"], problems, at=(*at, "fallback"))
+    # Placeholders are counted in the parts that could be read: one with a problem of its own is left
+    # out, and then no variable is called unused (it may be the missing part's).
+    unread = any(_under(p.path, "text", "title", "buttons", "fallback") for p in problems.found)
+    parts = ([text] if text else []) + [p for b in buttons for p in b.parts()] + ([title] if title else [])
     if fallback is not None:
         parts += [fallback.text] + ([fallback.title] if fallback.title else [])
     names = {n for part in parts for n in placeholders(part)}
     if len(names) > MAX_PLACEHOLDERS:
-        raise MessageError(f"an AlimTalk template has at most {MAX_PLACEHOLDERS} placeholders, this one {len(names)}")
+        problems.add(at, f"an AlimTalk template has at most {MAX_PLACEHOLDERS} placeholders, this one {len(names)}")
     missing = unfillable(parts, set(variables))
     if missing:
-        raise MessageError(
+        problems.add(
+            (*at, "variables"),
             "message.variables does not say how to fill "
             + ", ".join(f"#{{{n}}}" for n in missing)
-            + " (map each to an api_properties or user_properties template)"
+            + " (map each to an api_properties or user_properties template)",
         )
     unused = sorted(set(variables) - names)
-    if unused:
-        raise MessageError(f"message.variables names placeholders the template does not have: {', '.join(unused)}")
+    if unused and not unread:
+        problems.add(
+            (*at, "variables"),
+            f"message.variables names placeholders the template does not have: {', '.join(unused)}",
+        )
+    problems.raise_any()
+    assert text is not None and code is not None
     return KakaoMessage(
         text=text,
         template_code=code,

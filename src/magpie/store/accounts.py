@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -121,13 +121,13 @@ def create_api_key(db: Database, *, environment: str, name: str = "") -> tuple[s
     key = new_api_key()
     now = _now()
     with db.transaction() as conn:
-        env = db.fetchone(conn, "SELECT id FROM environments WHERE name = ?", (environment,))
-        if env is None:
+        env_id = db.scalar(conn, "SELECT id FROM environments WHERE name = ?", (environment,))
+        if env_id is None:
             raise NotFound(f"no environment named '{environment}'")
         db.execute(
             conn,
             "INSERT INTO api_keys (key_hash, env_id, prefix, name, created_at) VALUES (?, ?, ?, ?, ?)",
-            (hash_secret(key), env[0], key[:12], name, now),
+            (hash_secret(key), env_id, key[:12], name, now),
         )
     return key, ApiKeyInfo(prefix=key[:12], environment=environment, name=name, created_at=now, revoked_at=None)
 
@@ -145,6 +145,11 @@ def list_api_keys(db: Database, *, environment: str | None = None) -> list[ApiKe
         return db.fetchall_as(conn, sql + " ORDER BY k.created_at, k.prefix", params, ApiKeyInfo)
 
 
+class _SecretRow(NamedTuple):
+    secret_hash: str  # the ``key_hash`` or ``token_hash`` column
+    prefix: str
+
+
 def _revoke(db: Database, *, table: str, hash_column: str, secret_or_prefix: str, what: str) -> str:
     """Revoke one row of ``table`` by its whole secret or the prefix listings show; returns the prefix."""
     if len(secret_or_prefix) > 12:
@@ -152,17 +157,18 @@ def _revoke(db: Database, *, table: str, hash_column: str, secret_or_prefix: str
     else:
         where, param = "prefix = ?", secret_or_prefix
     with db.transaction() as conn:
-        rows = db.fetchall(conn, f"SELECT {hash_column}, prefix FROM {table} WHERE {where}", (param,))
+        rows = db.fetchall_as(conn, f"SELECT {hash_column}, prefix FROM {table} WHERE {where}", (param,), _SecretRow)
         if not rows:
             raise NotFound(f"no {what} matches")
         if len(rows) > 1:
             raise Conflict(f"several {what}s share that prefix; pass the whole {what}")
+        (found,) = rows
         db.execute(
             conn,
             f"UPDATE {table} SET revoked_at = COALESCE(revoked_at, ?) WHERE {hash_column} = ?",
-            (_now(), rows[0][0]),
+            (_now(), found.secret_hash),
         )
-    return str(rows[0][1])
+    return str(found.prefix)
 
 
 def revoke_api_key(db: Database, *, key_or_prefix: str) -> ApiKeyInfo:

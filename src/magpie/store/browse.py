@@ -5,7 +5,7 @@ Each query is bounded by an index and a ``LIMIT`` so a page costs the same on a 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -17,6 +17,16 @@ from magpie.store.db import Connection, Database
 _decode = msgspec.json.decode
 # What a Kakao button opens, in the order a phone would try: the mobile web link first.
 _LINKS = ("linkMo", "linkPc", "schemeAndroid", "schemeIos")
+
+
+class _DispatchRow(NamedTuple):
+    id: str
+    campaign_key: int | None
+    status: str
+    requested: int
+    created_at: int
+    completed_at: int | None
+    channel: str
 
 
 def latest_dispatches(
@@ -32,60 +42,82 @@ def latest_dispatches(
     (``UNKNOWN`` included; recipients without an outcome yet are not counted)."""
     columns = "id, campaign_key, status, requested, created_at, completed_at, channel"
     if campaign_key is not None:
-        rows = db.fetchall(
+        rows = db.fetchall_as(
             conn,
             f"SELECT {columns} FROM dispatches WHERE env_id = ? AND campaign_key = ? ORDER BY created_at DESC LIMIT ?",
             (env_id, campaign_key, limit),
+            _DispatchRow,
         )
     elif channel is not None:
-        rows = db.fetchall(
+        rows = db.fetchall_as(
             conn,
             f"SELECT {columns} FROM dispatches WHERE env_id = ? AND channel = ? ORDER BY created_at DESC LIMIT ?",
             (env_id, channel, limit),
+            _DispatchRow,
         )
     else:
-        rows = db.fetchall(
+        rows = db.fetchall_as(
             conn,
             f"SELECT {columns} FROM dispatches WHERE env_id = ? ORDER BY created_at DESC LIMIT ?",
             (env_id, limit),
+            _DispatchRow,
         )
-    counts: dict[str, dict[str, int]] = {str(r[0]): {} for r in rows}
+    counts: dict[str, dict[str, int]] = {str(r.id): {} for r in rows}
     if rows:
         marks = ",".join("?" * len(rows))
         for dispatch_id, outcome, n in db.fetchall(
             conn,
             f"SELECT dispatch_id, outcome, COUNT(*) FROM recipients WHERE dispatch_id IN ({marks}) "
             "AND outcome IS NOT NULL GROUP BY dispatch_id, outcome",
-            [r[0] for r in rows],
+            [r.id for r in rows],
         ):
             counts[str(dispatch_id)][str(outcome)] = int(n)
     return [
         {
-            "id": r[0],
-            "campaignKey": r[1],
-            "status": r[2],
-            "requested": r[3],
-            "createdAt": r[4],
-            "completedAt": r[5],
-            "channel": r[6],
-            "counts": counts[str(r[0])],
+            "id": r.id,
+            "campaignKey": r.campaign_key,
+            "status": r.status,
+            "requested": r.requested,
+            "createdAt": r.created_at,
+            "completedAt": r.completed_at,
+            "channel": r.channel,
+            "counts": counts[str(r.id)],
         }
         for r in rows
     ]
 
 
 def last_dispatch_at(conn: Connection, db: Database, *, env_id: int, campaign_key: int) -> int | None:
-    row = db.fetchone(
+    latest = db.scalar(
         conn, "SELECT MAX(created_at) FROM dispatches WHERE env_id = ? AND campaign_key = ?", (env_id, campaign_key)
     )
-    return None if row is None or row[0] is None else int(row[0])
+    return None if latest is None else int(latest)
+
+
+class _UserDeliveryRow(NamedTuple):
+    id: int
+    dispatch_id: str
+    campaign_key: int | None
+    device_id: str | None
+    provider: str
+    status: str
+    error_code: str | None
+    attempts: int
+    created_at: int
+    outcome: str | None
+    reason: str | None
+    recipient_idx: int | None
+    channel: str
+    kind: str | None
+    delivered_at: int | None
+    report_code: str | None
 
 
 def user_deliveries(
     conn: Connection, db: Database, *, env_id: int, user_key: str, limit: int = 20
 ) -> list[dict[str, Any]]:
     """A profile's newest deliveries with the recipient's outcome and the delivery's clicks."""
-    rows = db.fetchall(
+    rows = db.fetchall_as(
         conn,
         "SELECT d.id, d.dispatch_id, d.campaign_key, d.device_id, d.provider, d.status, d.error_code, d.attempts, "
         "d.created_at, r.outcome, r.reason, d.recipient_idx, d.channel, d.kind, d.delivered_at, d.report_code "
@@ -93,30 +125,54 @@ def user_deliveries(
         "LEFT JOIN recipients r ON r.dispatch_id = d.dispatch_id AND r.idx = d.recipient_idx "
         "WHERE d.env_id = ? AND d.user_key = ? ORDER BY d.created_at DESC, d.id DESC LIMIT ?",
         (env_id, user_key, limit),
+        _UserDeliveryRow,
     )
-    clicks = _clicks(conn, db, env_id=env_id, delivery_ids=[int(r[0]) for r in rows])
+    clicks = _clicks(conn, db, env_id=env_id, delivery_ids=[int(r.id) for r in rows])
     return [
         {
-            "deliveryId": r[0],
-            "dispatchId": r[1],
-            "campaignKey": r[2],
-            "deviceId": r[3],
-            "provider": r[4],
-            "status": r[5],
-            "errorCode": r[6],
-            "attempts": r[7],
-            "createdAt": r[8],
-            "outcome": r[9],
-            "reason": r[10],
-            "recipientIdx": r[11],
-            "channel": r[12],
-            "type": r[13],
-            "delivered": None if r[15] is None else r[14] is not None,
-            "reportCode": r[15],
-            "clicks": clicks.get(int(r[0]), 0),
+            "deliveryId": r.id,
+            "dispatchId": r.dispatch_id,
+            "campaignKey": r.campaign_key,
+            "deviceId": r.device_id,
+            "provider": r.provider,
+            "status": r.status,
+            "errorCode": r.error_code,
+            "attempts": r.attempts,
+            "createdAt": r.created_at,
+            "outcome": r.outcome,
+            "reason": r.reason,
+            "recipientIdx": r.recipient_idx,
+            "channel": r.channel,
+            "type": r.kind,
+            "delivered": None if r.report_code is None else r.delivered_at is not None,
+            "reportCode": r.report_code,
+            "clicks": clicks.get(int(r.id), 0),
         }
         for r in rows
     ]
+
+
+class _OutcomeRow(NamedTuple):
+    dispatch_id: str
+    idx: int
+    outcome: str | None
+    reason: str | None
+    updated_at: int
+    campaign_key: int | None
+    channel: str
+
+
+class _OutcomeDeliveryRow(NamedTuple):
+    dispatch_id: str
+    recipient_idx: int | None
+    id: int
+    device_id: str | None
+    provider: str
+    status: str
+    error_code: str | None
+    kind: str | None
+    delivered_at: int | None
+    report_code: str | None
 
 
 def user_outcomes(
@@ -124,22 +180,23 @@ def user_outcomes(
 ) -> list[dict[str, Any]]:
     """A user's newest outcomes as a recipient, every kind (excluded ones have no delivery), each with
     its dispatch's campaign and channel and its deliveries (provider, type, status, report, clicks)."""
-    rows = db.fetchall(
+    rows = db.fetchall_as(
         conn,
         "SELECT r.dispatch_id, r.idx, r.outcome, r.reason, r.updated_at, d.campaign_key, d.channel "
         "FROM recipients r JOIN dispatches d ON d.id = r.dispatch_id "
         "WHERE r.env_id = ? AND r.user_id = ? ORDER BY r.updated_at DESC, r.dispatch_id, r.idx LIMIT ?",
         (env_id, user_id, limit),
+        _OutcomeRow,
     )
     found: list[dict[str, Any]] = [
         {
-            "dispatchId": r[0],
-            "idx": r[1],
-            "outcome": r[2],
-            "reason": r[3],
-            "at": r[4],
-            "campaignKey": r[5],
-            "channel": r[6],
+            "dispatchId": r.dispatch_id,
+            "idx": r.idx,
+            "outcome": r.outcome,
+            "reason": r.reason,
+            "at": r.updated_at,
+            "campaignKey": r.campaign_key,
+            "channel": r.channel,
             "deliveries": [],
         }
         for r in rows
@@ -148,27 +205,28 @@ def user_outcomes(
         return found
     by_key = {(o["dispatchId"], o["idx"]): o for o in found}
     marks = ",".join("?" * len(by_key))
-    deliveries = db.fetchall(
+    deliveries = db.fetchall_as(
         conn,
         "SELECT dispatch_id, recipient_idx, id, device_id, provider, status, error_code, kind, delivered_at, "
         f"report_code FROM deliveries WHERE dispatch_id IN ({marks}) ORDER BY id",
         list({o["dispatchId"] for o in found}),
+        _OutcomeDeliveryRow,
     )
-    clicks = _clicks(conn, db, env_id=env_id, delivery_ids=[int(d[2]) for d in deliveries])
+    clicks = _clicks(conn, db, env_id=env_id, delivery_ids=[int(d.id) for d in deliveries])
     for d in deliveries:
-        owner = by_key.get((d[0], d[1]))
+        owner = by_key.get((d.dispatch_id, d.recipient_idx))
         if owner is not None:
             owner["deliveries"].append(
                 {
-                    "deliveryId": d[2],
-                    "deviceId": d[3],
-                    "provider": d[4],
-                    "status": d[5],
-                    "errorCode": d[6],
-                    "type": d[7],
-                    "delivered": None if d[9] is None else d[8] is not None,
-                    "reportCode": d[9],
-                    "clicks": clicks.get(int(d[2]), 0),
+                    "deliveryId": d.id,
+                    "deviceId": d.device_id,
+                    "provider": d.provider,
+                    "status": d.status,
+                    "errorCode": d.error_code,
+                    "type": d.kind,
+                    "delivered": None if d.report_code is None else d.delivered_at is not None,
+                    "reportCode": d.report_code,
+                    "clicks": clicks.get(int(d.id), 0),
                 }
             )
     return found
@@ -228,7 +286,17 @@ def click_attribution(conn: Connection, db: Database, *, env_id: int, insert_ids
         f"SELECT insert_id, attributed FROM push_clicks WHERE env_id = ? AND insert_id IN ({marks})",
         (env_id, *insert_ids),
     )
-    return {str(r[0]): bool(r[1]) for r in rows}
+    return {str(insert_id): bool(attributed) for insert_id, attributed in rows}
+
+
+class _InboxRow(NamedTuple):
+    id: int
+    delivery_id: int | None
+    payload: str | bytes
+    created_at: int
+    user_key: str | None
+    device_id: str | None
+    campaign_key: int | None
 
 
 def inbox(
@@ -241,30 +309,32 @@ def inbox(
     """
     columns = "i.id, i.delivery_id, i.payload, i.created_at, d.user_key, d.device_id, d.campaign_key"
     if user_key is None:
-        rows = db.fetchall(
+        rows = db.fetchall_as(
             conn,
             f"SELECT {columns} FROM inbox i LEFT JOIN deliveries d ON d.id = i.delivery_id WHERE i.env_id = ? "
             "ORDER BY i.id DESC LIMIT ?",
             (env_id, limit),
+            _InboxRow,
         )
     else:  # from the profile's deliveries (an index) to their inbox rows (another)
-        rows = db.fetchall(
+        rows = db.fetchall_as(
             conn,
             f"SELECT {columns} FROM deliveries d JOIN inbox i ON i.env_id = d.env_id AND i.delivery_id = d.id "
             "WHERE d.env_id = ? AND d.user_key = ? ORDER BY i.id DESC LIMIT ?",
             (env_id, user_key, limit),
+            _InboxRow,
         )
     result = []
     for r in rows:
-        message = _decode(r[2])
-        kind, _, ident = (r[4] or ":").partition(":")
+        message = _decode(r.payload)
+        kind, _, ident = (r.user_key or ":").partition(":")
         entry: dict[str, Any] = {
-            "id": r[0],
-            "deliveryId": r[1],
-            "createdAt": r[3],
+            "id": r.id,
+            "deliveryId": r.delivery_id,
+            "createdAt": r.created_at,
             "userId": ident if kind == "u" else None,
-            "deviceId": r[5],
-            "campaignKey": r[6],
+            "deviceId": r.device_id,
+            "campaignKey": r.campaign_key,
         }
         entry.update(_phone_message(message) if "channel" in message else _push_message(message))
         result.append(entry)
@@ -328,4 +398,4 @@ def audit(conn: Connection, db: Database, *, env_id: int, target: str, limit: in
         "SELECT at, actor, action FROM audit_log WHERE env_id = ? AND target = ? ORDER BY at DESC, id DESC LIMIT ?",
         (env_id, target, limit),
     )
-    return [{"at": r[0], "actor": r[1], "action": r[2]} for r in rows]
+    return [{"at": at, "actor": actor, "action": action} for at, actor, action in rows]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
@@ -30,7 +30,13 @@ def apply_campaign(db: Database, *, env_id: int, raw: Any) -> tuple[Campaign, bo
 
     Returns the campaign and whether it was created.
     """
-    return apply_campaigns(db, env_id=env_id, raws=[raw])[0]
+    (result,) = apply_campaigns(db, env_id=env_id, raws=[raw])
+    return result
+
+
+class _EnvironmentRow(NamedTuple):
+    settings: str
+    timezone: str
 
 
 def apply_campaigns(db: Database, *, env_id: int, raws: Sequence[Any]) -> list[tuple[Campaign, bool]]:
@@ -39,8 +45,10 @@ def apply_campaigns(db: Database, *, env_id: int, raws: Sequence[Any]) -> list[t
     now = _now()
     results: list[tuple[Campaign, bool]] = []
     with db.transaction() as conn:
-        env = db.fetchone(conn, "SELECT settings, timezone FROM environments WHERE id = ?", (env_id,))
-        settings = effective(_decode(env[0]) if env is not None else {})
+        env = db.fetchone_as(
+            conn, "SELECT settings, timezone FROM environments WHERE id = ?", (env_id,), _EnvironmentRow
+        )
+        settings = effective(_decode(env.settings) if env is not None else {})
         for campaign in parsed:
             check_for_environment(campaign, settings)
             check_broadcast(
@@ -48,7 +56,7 @@ def apply_campaigns(db: Database, *, env_id: int, raws: Sequence[Any]) -> list[t
                 provider=campaign.provider,
                 schedule=campaign.schedule,
                 settings=settings,
-                timezone=env[1] if env is not None else "Asia/Seoul",
+                timezone=env.timezone if env is not None else "Asia/Seoul",
                 now_ms=now,
             )
         for campaign in parsed:
@@ -59,11 +67,11 @@ def apply_campaigns(db: Database, *, env_id: int, raws: Sequence[Any]) -> list[t
 def _store(conn: Connection, db: Database, *, env_id: int, campaign: Campaign, now: int) -> bool:
     """Insert or replace one campaign; True when it was created."""
     definition = msgspec.json.encode(campaign.to_json()).decode()
-    existing = db.fetchone(
+    existing = db.scalar(
         conn, "SELECT status FROM campaigns WHERE env_id = ? AND key = ? FOR UPDATE", (env_id, campaign.key)
     )
     if existing is not None:
-        check_status_change(current=existing[0], key=campaign.key, to=campaign.status)
+        check_status_change(current=existing, key=campaign.key, to=campaign.status)
     if existing is None:
         db.execute(
             conn,
@@ -168,11 +176,16 @@ def get_campaign(conn: Connection, db: Database, *, env_id: int, key: int) -> Ca
     return _row(row)
 
 
+class _Cached(NamedTuple):
+    updated_at: int
+    campaign: Campaign
+
+
 class CampaignCache:
     """Parsed campaigns (with compiled templates) per process, refreshed when the row changes."""
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[int, int], tuple[int, Campaign]] = {}
+        self._cache: dict[tuple[int, int], _Cached] = {}
 
     def load(self, conn: Connection, db: Database, *, env_id: int, key: int) -> Campaign | None:
         row = db.fetchone(
@@ -182,10 +195,10 @@ class CampaignCache:
             return None
         definition, updated_at = row
         cached = self._cache.get((env_id, key))
-        if cached is not None and cached[0] == updated_at:
-            return cached[1]
+        if cached is not None and cached.updated_at == updated_at:
+            return cached.campaign
         campaign = parse_campaign(_decode(definition))
-        self._cache[(env_id, key)] = (updated_at, campaign)
+        self._cache[(env_id, key)] = _Cached(updated_at, campaign)
         return campaign
 
 
@@ -233,8 +246,8 @@ class CohortView:
 
 
 def cohort_view(conn: Connection, db: Database, *, env_id: int, name: str, limit: int = 1000) -> CohortView:
-    count = db.fetchone(conn, "SELECT COUNT(*) FROM cohort_members WHERE env_id = ? AND cohort = ?", (env_id, name))
-    total = int(count[0]) if count else 0
+    count = db.scalar(conn, "SELECT COUNT(*) FROM cohort_members WHERE env_id = ? AND cohort = ?", (env_id, name))
+    total = int(count) if count is not None else 0
     if total == 0:
         raise NotFound(f"no cohort named '{name}'")
     rows = db.fetchall(

@@ -155,7 +155,7 @@ class _Outage:
         if first or suppressed is not None:
             log.error(
                 "PostgreSQL unreachable (%s); next attempt in %.2f s, %d requests refused meanwhile",
-                str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__,
+                _first_line(exc),
                 self._delay,
                 self.refused,
             )
@@ -172,6 +172,15 @@ class _Outage:
             log.warning(
                 "PostgreSQL reachable again after %.1f s (%d requests refused)", self.clock() - down_since, refused
             )
+
+
+def _first_line(exc: BaseException) -> str:
+    """The start of an error's first line (a connection error can run to many lines), or its type."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    first, *_ = text.splitlines()
+    return first[:200]
 
 
 class ConcurrentCreation(Exception):
@@ -203,7 +212,9 @@ class Database:
         self._readers_lock = threading.Lock()
         self._outage = _Outage()
         if self.is_sqlite:
-            self.path = url.split("sqlite:///", 1)[1]
+            _, marker, self.path = url.partition("sqlite:///")
+            if not marker:
+                raise ValueError(f"a SQLite database URL starts with sqlite:/// (got {url!r})")
             if self.path not in ("", ":memory:"):
                 store = Path(self.path)
                 store.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
@@ -304,7 +315,10 @@ class Database:
     def scalar(self, conn: Connection, text: str, params: Sequence[Any] = ()) -> Any:
         """The first column of the first row of ``text``; None where there is no row."""
         row = self.fetchone(conn, text, params)
-        return None if row is None else row[0]
+        if row is None:
+            return None
+        first, *_ = row
+        return first
 
     @contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[Connection]:
@@ -368,9 +382,9 @@ class Database:
         try:
             with engine.connect() as connection:
                 try:
-                    row = connection.execute(text("SELECT version_num FROM alembic_version")).first()
+                    version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
                 except Exception:
                     return None
-                return None if row is None else str(row[0])
+                return None if version is None else str(version)
         finally:
             engine.dispose()

@@ -344,8 +344,14 @@ def list_events(
     rows = db.fetchall(conn, sql + " ORDER BY ts DESC, insert_id DESC LIMIT ?", (*params, limit + 1))
     more = len(rows) > limit
     rows = rows[:limit]
-    events = [EventRow(*r[:5], *(_decode(raw) for raw in r[5:9])) for r in rows]
-    return EventPage(events, f"{rows[-1][2]}:{rows[-1][0]}" if more and rows else None)
+    events = [
+        EventRow(insert_id, key, ts, received_at, value, *(_decode(raw) for raw in documents))
+        for insert_id, key, ts, received_at, value, *documents in rows
+    ]
+    if not (more and events):
+        return EventPage(events, None)
+    *_, oldest = events
+    return EventPage(events, f"{oldest.timestamp}:{oldest.insert_id}")
 
 
 # -- retention --------------------------------------------------------------------------------------

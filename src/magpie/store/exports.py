@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -68,13 +68,37 @@ def dispatch_head(conn: Connection, db: Database, *, env_id: int, dispatch_id: s
     )
     if row is None:
         raise NotFound(f"no dispatch {dispatch_id} in this environment")
-    return DispatchHead(dispatch_id=str(row[0]), channel=str(row[1]), campaign_key=int(row[2]), requested=int(row[3]))
+    found_id, channel, campaign_key, requested = row
+    return DispatchHead(
+        dispatch_id=str(found_id), channel=str(channel), campaign_key=int(campaign_key), requested=int(requested)
+    )
 
 
 def check_outcome(outcome: str | None) -> str | None:
     if outcome and outcome not in OUTCOMES:
         raise InvalidRequest(f"outcome is one of {', '.join(OUTCOMES)}")
     return outcome or None
+
+
+class _RecipientRow(NamedTuple):
+    idx: int
+    user_id: str | None
+    device_id: str | None
+    outcome: str | None
+    reason: str | None
+    updated_at: int
+
+
+class _DeliveryRow(NamedTuple):
+    recipient_idx: int
+    provider: str
+    status: str
+    error_code: str | None
+    report_code: str | None
+    delivered_at: int | None
+    attempts: int
+    updated_at: int
+    kind: str | None
 
 
 def recipient_chunk(
@@ -96,27 +120,29 @@ def recipient_chunk(
     elif outcome:
         where += " AND outcome = ?"
         params.append(outcome)
-    rows = db.fetchall(
+    rows = db.fetchall_as(
         conn,
         f"SELECT idx, user_id, device_id, outcome, reason, updated_at FROM recipients WHERE {where} "
         "ORDER BY idx LIMIT ?",
         (*params, limit),
+        _RecipientRow,
     )
     if not rows:
         return [], None
-    first, last = int(rows[0][0]), int(rows[-1][0])
-    deliveries: dict[int, list[tuple[Any, ...]]] = {}
-    for d in db.fetchall(
+    first, last = min(int(r.idx) for r in rows), max(int(r.idx) for r in rows)  # the chunk's index range
+    deliveries: dict[int, list[_DeliveryRow]] = {}
+    for d in db.fetchall_as(
         conn,
         "SELECT recipient_idx, provider, status, error_code, report_code, delivered_at, attempts, updated_at, kind "
         "FROM deliveries WHERE dispatch_id = ? AND recipient_idx >= ? AND recipient_idx <= ? "
         "ORDER BY recipient_idx, id",
         (head.dispatch_id, first, last),
+        _DeliveryRow,
     ):
-        deliveries.setdefault(int(d[0]), []).append(d)
+        deliveries.setdefault(int(d.recipient_idx), []).append(d)
     phones: dict[str, str] = {}
     if head.channel != "push":
-        users = sorted({str(r[1]) for r in rows if r[1] is not None})
+        users = sorted({str(r.user_id) for r in rows if r.user_id is not None})
         if users:
             marks = ", ".join("?" for _ in users)
             for ident, blob in db.fetchall(
@@ -128,7 +154,7 @@ def recipient_chunk(
                 phones[str(ident)] = mask(cipher.decrypt(bytes(blob)))
     lines: list[RecipientLine] = []
     for idx, user_id, device_id, found, reason, updated in rows:
-        base = {
+        base: dict[str, Any] = {
             "idx": int(idx),
             "user_id": user_id,
             "device_id": device_id,
@@ -177,14 +203,15 @@ def unprepared(conn: Connection, db: Database, *, head: DispatchHead, outcome: s
     """
     if outcome not in (None, "PENDING"):
         return
-    count = db.fetchone(conn, "SELECT COUNT(*) FROM recipients WHERE dispatch_id = ?", (head.dispatch_id,))
-    if count is not None and int(count[0]) >= head.requested:
+    count = db.scalar(conn, "SELECT COUNT(*) FROM recipients WHERE dispatch_id = ?", (head.dispatch_id,))
+    if count is not None and int(count) >= head.requested:
         return
     prepared = {
-        int(r[0]) for r in db.fetchall(conn, "SELECT idx FROM recipients WHERE dispatch_id = ?", (head.dispatch_id,))
+        int(idx)
+        for (idx,) in db.fetchall(conn, "SELECT idx FROM recipients WHERE dispatch_id = ?", (head.dispatch_id,))
     }
-    row = db.fetchone(conn, "SELECT users FROM dispatches WHERE id = ?", (head.dispatch_id,))
-    users: list[dict[str, Any]] = msgspec.json.decode(row[0]) if row else []
+    stored = db.scalar(conn, "SELECT users FROM dispatches WHERE id = ?", (head.dispatch_id,))
+    users: list[dict[str, Any]] = msgspec.json.decode(stored) if stored is not None else []
     for idx, user in enumerate(users):
         if idx not in prepared:
             yield RecipientLine(

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -209,7 +209,7 @@ def gateway_report(
             for day, n in db.fetchall(
                 conn,
                 "SELECT day, count FROM paid_messages WHERE env_id = ? AND ((day >= ? AND day <= ?) OR day = ?)",
-                (env_id, days[0], days[-1], today),
+                (env_id, min(days), max(days), today),
             )
         }
         paid = {day: counted.get(day, 0) for day in days}
@@ -270,21 +270,29 @@ def _outcomes(
             found.last_error = _later(found.last_error, Answer("", hour, reason or outcome, exact=False))
 
 
+class _PushAnswerRow(NamedTuple):
+    provider: str
+    updated_at: int
+    error_code: str | None
+
+
 def _push_answers(conn: Connection, db: Database, push: ChannelHealth, *, env_id: int, since: int, until: int) -> None:
     """The exact time and provider of push's last success and last error, among the latest deliveries."""
-    top = db.fetchone(conn, "SELECT MAX(id) FROM deliveries")
-    floor = int(top[0]) - _PUSH_WINDOW if top and top[0] is not None else 0
+    top = db.scalar(conn, "SELECT MAX(id) FROM deliveries")
+    floor = int(top) - _PUSH_WINDOW if top is not None else 0
 
     def latest(statuses: str, hourly: Answer) -> Answer:
-        row = db.fetchone(
+        row = db.fetchone_as(
             conn,
             "SELECT provider, updated_at, error_code FROM deliveries WHERE id > ? AND +env_id = ? AND channel = 'push' "
             f"AND status IN ({statuses}) AND updated_at >= ? AND updated_at < ? ORDER BY id DESC LIMIT 1",
             (floor, env_id, since, until),
+            _PushAnswerRow,
         )
-        if row is None or int(row[1]) < hourly.at:
+        if row is None or int(row.updated_at) < hourly.at:
             return hourly
-        return Answer(str(row[0]), int(row[1]), None if hourly.code is None else str(row[2] or hourly.code))
+        code = None if hourly.code is None else str(row.error_code or hourly.code)
+        return Answer(str(row.provider), int(row.updated_at), code)
 
     if push.last_success is not None:
         push.last_success = latest("'SENT'", push.last_success)
@@ -313,10 +321,10 @@ def _days(since: int, until: int, zone: ZoneInfo) -> list[str]:
 def _paid_on(conn: Connection, db: Database, env_id: int, day: str, zone: ZoneInfo) -> int:
     """Messages that went to a paying gateway on one local day (no limit set: nothing counts them)."""
     start = datetime.combine(date.fromisoformat(day), datetime.min.time(), zone)
-    row = db.fetchone(
+    count = db.scalar(
         conn,
         f"SELECT COUNT(*) FROM deliveries WHERE {_PHONE} AND created_at >= ? AND created_at < ? "
         "AND provider <> 'sandbox' AND status IN ('SENT', 'UNKNOWN', 'SENDING')",
         (env_id, int(start.timestamp() * 1000), int((start + timedelta(days=1)).timestamp() * 1000)),
     )
-    return int(row[0]) if row else 0
+    return int(count) if count is not None else 0

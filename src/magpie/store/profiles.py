@@ -265,7 +265,10 @@ class ReindexPhones(JobDefaults):
                     "INSERT INTO phone_index (env_id, phone_hmac, user_id) VALUES (?, ?, ?)", (env, hashed, user)
                 )
                 added += 1
-        last = (int(rows[-1][0]), str(rows[-1][1])) if len(rows) == self.limit else None
+        last: tuple[int, str] | None = None
+        if rows and len(rows) == self.limit:
+            *_, (last_env, last_user, _) = rows
+            last = (int(last_env), str(last_user))
         phones = sum(1 for h in wanted.values() if h is not None)
         return ReindexPage(
             after=last, users=len(rows), phones=phones, added=added, removed=removed, unreadable=unreadable

@@ -107,7 +107,8 @@ def dispatch_campaign(tx: Tx, dispatch_id: str) -> tuple[int, int]:
     if found is None:
         row = tx.fetchone("SELECT env_id, campaign_key FROM dispatches WHERE id = ?", (dispatch_id,))
         assert row is not None, dispatch_id
-        found = tx.memo[memo] = (int(row[0]), int(row[1]))
+        env_id, campaign_key = row
+        found = tx.memo[memo] = (int(env_id), int(campaign_key))
     return found
 
 
@@ -261,10 +262,10 @@ def campaign_channel(
 ) -> str | None:
     """The channel of the environment's campaign with the key (of ``channel``, when given), whatever its
     status; None when there is no such campaign."""
-    row = db.fetchone(conn, "SELECT channel FROM campaigns WHERE env_id = ? AND key = ?", (env_id, campaign_key))
-    if row is None or (channel is not None and row[0] != channel):
+    found = db.scalar(conn, "SELECT channel FROM campaigns WHERE env_id = ? AND key = ?", (env_id, campaign_key))
+    if found is None or (channel is not None and found != channel):
         return None
-    return str(row[0])
+    return str(found)
 
 
 def totals(
@@ -388,7 +389,8 @@ def conversion_counts(
     for metric, hour, n, revenue in rows:
         parsed = parse_conversion_metric(str(metric))
         if parsed is not None:
-            result.append((parsed[0], parsed[1], int(hour), int(n), float(revenue or 0.0)))
+            version, arm = parsed
+            result.append((version, arm, int(hour), int(n), float(revenue or 0.0)))
     return result
 
 
@@ -482,7 +484,7 @@ def campaign_stats(
     if found is None:
         raise CampaignNotFound(channel=channel)
     t = totals(conn, db, env_id=env_id, since=since, until=until, campaign_key=campaign_key, channel=found)
-    dispatches = db.fetchone(
+    dispatches = db.scalar(
         conn,
         "SELECT COUNT(*) FROM dispatches WHERE env_id = ? AND campaign_key = ? AND created_at >= ? AND created_at < ?",
         (env_id, campaign_key, hour_of(since), until),
@@ -491,7 +493,7 @@ def campaign_stats(
         campaign_key=campaign_key,
         since=since,
         until=until,
-        dispatches=int(dispatches[0]) if dispatches else 0,
+        dispatches=int(dispatches) if dispatches is not None else 0,
         totals=t,
         **_report_counts(conn, db, env_id=env_id, campaign_key=campaign_key, since=hour_of(since), until=until),
     )

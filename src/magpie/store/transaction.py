@@ -37,17 +37,37 @@ def dumps(value: Any) -> str:
 # Rows travel to PostgreSQL as one JSON document: building it is one C call (msgspec), where
 # array parameters are adapted element by element in Python.
 _RECORD = "x(e int, k text, i text, p text, c text, h text, l text, ca bigint, ua bigint)"
-_RECORD_KEYS = ("e", "k", "i", "p", "c", "h", "l", "ca", "ua")
 
 
 def _records(rows: Sequence[Sequence[Any]]) -> str:
     """``(env_id, kind, ident, properties, crm, phone_enc, linked_user, created_at, updated_at)`` rows."""
-    return dumps(
-        [
-            dict(zip(_RECORD_KEYS, (*r[:5], None if r[5] is None else bytes(r[5]).hex(), *r[6:]), strict=True))
-            for r in rows
-        ]
-    )
+    return dumps([_record(*r) for r in rows])
+
+
+def _record(
+    env_id: int,
+    kind: str,
+    ident: str,
+    properties: str,
+    crm: str,
+    phone_enc: bytes | None,
+    linked_user: str | None,
+    created_at: int,
+    updated_at: int,
+) -> dict[str, Any]:
+    """One row of ``_records`` under the names of ``_RECORD``."""
+    phone = None if phone_enc is None else bytes(phone_enc).hex()
+    return {
+        "e": env_id,
+        "k": kind,
+        "i": ident,
+        "p": properties,
+        "c": crm,
+        "h": phone,
+        "l": linked_user,
+        "ca": created_at,
+        "ua": updated_at,
+    }
 
 
 # One primary-key probe per key, locked in the order of the (sorted) keys: the plan does not
@@ -115,15 +135,17 @@ class ProfileRow:
 
     @classmethod
     def from_row(cls, row: Row) -> ProfileRow:
-        self = cls(row[0], row[1], row[2], row[7])
-        self._properties, self._props_raw = None, row[3]
-        self._crm, self._crm_raw = None, row[4]
-        self.phone_enc = bytes(row[5]) if row[5] is not None else None
-        self.linked_user = row[6]
-        self.updated_at = row[8]
+        """A profile read as ``_COLUMNS``, followed by its ctid when PostgreSQL locked it."""
+        env_id, kind, ident, properties, crm, phone_enc, linked_user, created_at, updated_at, *ctid = row
+        self = cls(env_id, kind, ident, created_at)
+        self._properties, self._props_raw = None, properties
+        self._crm, self._crm_raw = None, crm
+        self.phone_enc = bytes(phone_enc) if phone_enc is not None else None
+        self.linked_user = linked_user
+        self.updated_at = updated_at
         self.exists = True
-        if len(row) > 9:
-            self.ctid = row[9]
+        if ctid:
+            (self.ctid,) = ctid
         return self
 
     @property
@@ -193,13 +215,16 @@ class Tx:
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return self.db.fetchall(self.conn, sql, params)
 
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.db.scalar(self.conn, sql, params)
+
     # -- authentication, re-checked inside the transaction ---------------------------------
 
     def key_env(self, key_hash: str) -> int | None:
         """The environment of a live API key, checked once per batch (revocations bite at once)."""
         if key_hash not in self._keys:
-            row = self.fetchone("SELECT env_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (key_hash,))
-            self._keys[key_hash] = None if row is None else int(row[0])
+            env_id = self.scalar("SELECT env_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (key_hash,))
+            self._keys[key_hash] = None if env_id is None else int(env_id)
         return self._keys[key_hash]
 
     def check_key(self, key_hash: str, env_id: int) -> None:
@@ -251,7 +276,7 @@ class Tx:
         self._remember_keys(key_hashes, rows)
 
     def _remember_keys(self, key_hashes: Iterable[str], rows: list[Row]) -> None:
-        live = {str(r[0]): int(r[1]) for r in rows}
+        live = {str(found): int(env_id) for found, env_id in rows}
         for key_hash in key_hashes:
             self._keys[key_hash] = live.get(key_hash)
 
@@ -261,7 +286,7 @@ class Tx:
             self.profiles[profile.key] = profile
         for key in keys:
             if key not in self.profiles:
-                self.profiles[key] = ProfileRow(key[0], key[1], key[2], self.now_ms)
+                self.profiles[key] = ProfileRow(*key, self.now_ms)
 
     def _load(self, keys: list[ProfileKey]) -> None:
         missing = [k for k in keys if k not in self.profiles]

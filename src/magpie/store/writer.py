@@ -184,7 +184,8 @@ class BatchRunner:
     def _run_single(self, job: Job[object]) -> Outcome:
         for attempt in range(5):
             try:
-                return self._run_once([job])[0]
+                (outcome,) = self._run_once([job])
+                return outcome
             except RETRYABLE_ERRORS:
                 time.sleep(0.001 * (2**attempt))
             except Exception as exc:
@@ -602,18 +603,18 @@ class ProcessWriter(_WriterBase):
 
     def _drain(self) -> None:
         while self._pending_out:
-            chunk = self._pending_out[0]
+            chunk = self._pending_out.popleft()
             try:
                 written = os.write(self._send_fd, chunk)
             except BlockingIOError:
+                self._pending_out.appendleft(chunk)
                 return
             except OSError:
                 self._pending_out.clear()
                 break
             if written < len(chunk):
-                self._pending_out[0] = chunk[written:]
+                self._pending_out.appendleft(chunk[written:])
                 return
-            self._pending_out.popleft()
         if self._loop is not None and self._send_fd >= 0:
             self._loop.remove_writer(self._send_fd)
 
@@ -680,8 +681,11 @@ class ProcessWriter(_WriterBase):
     def _fail(self, seqs: list[int]) -> None:
         for seq in seqs:
             target = self._waiting.pop(seq, None)
-            if target is not None and not target[2].done():
-                target[1].call_soon_threadsafe(_fail_future, target[2])
+            if target is None:
+                continue
+            _, loop, future = target
+            if not future.done():
+                loop.call_soon_threadsafe(_fail_future, future)
 
     def _fail_waiting(self) -> None:
         self._fail(list(self._waiting))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 from magpie.errors import ApiKeyNotFound, InvalidApiKey, RateLimited
 from magpie.store.accounts import lookup_api_key
@@ -27,6 +28,13 @@ class _Bucket:
     def __init__(self, tokens: float, stamp: float) -> None:
         self.tokens = tokens
         self.stamp = stamp
+
+
+class _Authenticated(NamedTuple):
+    """A key this process has authenticated: its hash (what rate limits count) and its environment."""
+
+    key_hash: str
+    env_id: int
 
 
 class Authenticator:
@@ -48,7 +56,7 @@ class Authenticator:
         self.clock = clock
         self.cache_seconds = cache_seconds
         self.failures = FailedAuthThrottle(rate=failures_per_second, clock=clock)
-        self._cache: dict[str, tuple[str, int]] = {}
+        self._cache: dict[str, _Authenticated] = {}
         self._expires: dict[str, float] = {}
         self._buckets: dict[str, _Bucket] = {}
 
@@ -60,7 +68,7 @@ class Authenticator:
     def cached_env(self, key: str) -> int | None:
         """The environment of a key this process has already authenticated, without a database read."""
         found = self._cache.get(key)
-        return None if found is None else found[1]
+        return None if found is None else found.env_id
 
     def clear(self) -> None:
         self._cache.clear()
@@ -101,14 +109,14 @@ class Authenticator:
             if env_id is None:
                 self._cache.pop(key, None)
                 raise InvalidApiKey()
-            found = (hash_secret(key), env_id)
+            found = _Authenticated(hash_secret(key), env_id)
             if len(self._cache) > 10_000:
                 self._cache.clear()
                 self._expires.clear()
             self._cache[key] = found
             self._expires[key] = self.clock() + self.cache_seconds
         if self.rate > 0:
-            self._take(found[0])
+            self._take(found.key_hash)
         return found
 
     async def _lookup(self, key: str) -> int | None:
