@@ -358,7 +358,7 @@ class Problem:
     name itself is the problem (an unknown field), not its value.
     """
 
-    path: messages.Path
+    path: messages.FieldPath
     message: str
     on_key: bool = False
 
@@ -542,7 +542,7 @@ def _parse_phone_campaign(
     )
 
 
-def _phone_templates(message: object, *, kind: str | None) -> list[tuple[str, messages.Path, str]]:
+def _phone_templates(message: object, *, kind: str | None) -> list[tuple[str, messages.FieldPath, str]]:
     """``(name, path, source)`` of each Liquid template of a Kakao (``kind``) or SMS message document.
 
     Read from the document, so that a template is checked even when another part of the message is
@@ -552,7 +552,7 @@ def _phone_templates(message: object, *, kind: str | None) -> list[tuple[str, me
     """
     if not isinstance(message, Mapping):
         return []
-    found: list[tuple[str, messages.Path, str]] = []
+    found: list[tuple[str, messages.FieldPath, str]] = []
     if kind == "brand":
         found += _sources(message, ("text",), at=("message",), prefix="")
     elif kind == "alimtalk":
@@ -578,8 +578,8 @@ def _phone_templates(message: object, *, kind: str | None) -> list[tuple[str, me
 
 
 def _sources(
-    raw: Mapping[str, Any], parts: tuple[str, ...], *, at: messages.Path, prefix: str
-) -> list[tuple[str, messages.Path, str]]:
+    raw: Mapping[str, Any], parts: tuple[str, ...], *, at: messages.FieldPath, prefix: str
+) -> list[tuple[str, messages.FieldPath, str]]:
     return [
         (f"{prefix}{part}", (*at, part), source)
         for part in parts

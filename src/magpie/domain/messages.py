@@ -324,7 +324,7 @@ class KakaoMessage:
         return doc
 
 
-Path = tuple[str | int, ...]
+FieldPath = tuple[str | int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,7 +334,7 @@ class MessageProblem:
     ``on_key`` says the field's name itself is the problem (an unknown field), not its value.
     """
 
-    path: Path
+    path: FieldPath
     text: str
     on_key: bool = False
 
@@ -348,7 +348,7 @@ class MessageError(ValueError):
         self.problems: tuple[MessageProblem, ...] = tuple(problems) or (MessageProblem((), text),)
 
 
-def where(path: Path) -> str:
+def where(path: FieldPath) -> str:
     """A field's path as the messages name it.
 
     >>> where(("message", "buttons", 0, "linkMo"))
@@ -373,11 +373,11 @@ class _Problems:
     def __init__(self) -> None:
         self.found: list[MessageProblem] = []
 
-    def add(self, path: Path, text: str, *, on_key: bool = False) -> None:
+    def add(self, path: FieldPath, text: str, *, on_key: bool = False) -> None:
         self.found.append(MessageProblem(path, text, on_key))
 
     def unknown_fields(
-        self, raw: Mapping[object, object], known: Iterable[str], *, at: Path, what: str, prefix: str = ""
+        self, raw: Mapping[object, object], known: Iterable[str], *, at: FieldPath, what: str, prefix: str = ""
     ) -> None:
         """One problem per field of ``raw`` not in ``known``, at the field's name, with the nearest known name."""
         allowed = set(known)
@@ -395,7 +395,7 @@ def _text(
     name: str,
     problems: _Problems,
     *,
-    at: Path,
+    at: FieldPath,
     required: bool = True,
     limit: int = 4000,
 ) -> str | None:
@@ -413,7 +413,7 @@ def _text(
     return value
 
 
-def _url(value: object, problems: _Problems, *, at: Path) -> str | None:
+def _url(value: object, problems: _Problems, *, at: FieldPath) -> str | None:
     if not isinstance(value, str) or not value.startswith(("http://", "https://")):
         problems.add(at, f"{where(at)} must be an http(s) URL")
         return None
@@ -421,7 +421,7 @@ def _url(value: object, problems: _Problems, *, at: Path) -> str | None:
 
 
 def _buttons(raw: object, problems: _Problems) -> tuple[Button, ...]:
-    at: Path = ("message", "buttons")
+    at: FieldPath = ("message", "buttons")
     if raw is None:
         return ()
     if not isinstance(raw, list) or len(raw) > MAX_BUTTONS:
@@ -462,7 +462,7 @@ def _buttons(raw: object, problems: _Problems) -> tuple[Button, ...]:
     return tuple(buttons)
 
 
-def _sms(raw: object, problems: _Problems, *, at: Path) -> SmsMessage | None:
+def _sms(raw: object, problems: _Problems, *, at: FieldPath) -> SmsMessage | None:
     if not isinstance(raw, Mapping):
         problems.add(at, f"{where(at)} is required: {{text, title?, imageUrls?}}")
         return None
@@ -481,7 +481,7 @@ def _sms(raw: object, problems: _Problems, *, at: Path) -> SmsMessage | None:
     return SmsMessage(text=text, title=title, image_urls=tuple(u for u in urls if u is not None))
 
 
-def _under(path: Path, *fields: str) -> bool:
+def _under(path: FieldPath, *fields: str) -> bool:
     """Whether ``path`` is in one of the message's ``fields``."""
     return any(path[:2] == ("message", f) for f in fields)
 
@@ -497,7 +497,7 @@ def parse_sms(raw: object) -> SmsMessage:
 
 def parse_kakao(raw: object, *, kind: str) -> KakaoMessage:
     """A Kakao campaign's message (``kind`` alimtalk or brand); ``MessageError`` lists every problem of it."""
-    at: Path = ("message",)
+    at: FieldPath = ("message",)
     problems = _Problems()
     if not isinstance(raw, Mapping):
         problems.add(at, "message is required: {text, templateCode (AlimTalk), variables?, buttons?, fallback?}")
