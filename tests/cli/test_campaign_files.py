@@ -258,3 +258,34 @@ def test_a_message_problem_of_the_api_is_its_first_and_the_campaign_lists_them_a
         (("message", "imageUrl"), "message.imageUrl must be an http(s) URL"),
         (("message", "text"), "message.text: template error: the filter 'default' has ':' but no argument"),
     ]
+
+
+VARIANT_PROBLEMS = """\
+- key: 61
+  name: Two variants
+  status: ACTIVE
+  channel: sms
+  purpose: INFORMATION
+  variants:
+    - name: A
+      message: {text: "{{ x | default: }}", titel: A}
+    - name: B
+      message: {text: "ok", imageUrls: [ftp://img.example/b.png]}
+"""
+
+
+def test_every_variant_of_a_campaign_reports_each_of_its_problems(tmp_path: Path) -> None:
+    data = _env_dir(tmp_path)
+    path = tmp_path / "variants.yaml"
+    path.write_text(VARIANT_PROBLEMS, encoding="utf-8")
+    result = magpie_cli("campaign", "apply", "-f", str(path), data_dir=data)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        f"{path}:8:45: campaign 61: variants[0]: unknown message field 'titel' (did you mean 'title'?)",
+        f"{path}:8:23: campaign 61: variants[0].message.text: template error: "
+        "the filter 'default' has ':' but no argument",
+        f"{path}:10:41: campaign 61: variants[1].message.imageUrls[0] must be an http(s) URL",
+        f"magpie: INVALID_CAMPAIGN: {path}: 3 problems; nothing applied",
+    ]
+    assert json.loads(magpie_cli("campaign", "list", "--json", data_dir=data).stdout) == []

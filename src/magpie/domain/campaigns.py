@@ -468,18 +468,38 @@ def _parse_experiment_campaign(raw: Mapping[str, Any]) -> Campaign:
     variant_raws = experiments.variant_messages(raw.get("variants"))
     if variant_raws and "message" not in base:
         base["message"] = variant_raws[0]
-    campaign = parse_campaign(base)
+    message_of_first_variant = bool(variant_raws) and "message" not in raw
+    problems: list[Problem] = []
+    try:
+        campaign = parse_campaign(base)
+    except InvalidCampaign as exc:
+        # The first variant's message problems are reported below, under variants[0].
+        problems.extend(p for p in _problems_of(exc) if not (message_of_first_variant and p.path[:1] == ("message",)))
     variants: list[Campaign] = []
     for i, message in enumerate(variant_raws):
         try:
             variants.append(parse_campaign({**base, "message": message}))
         except InvalidCampaign as exc:
-            sep = "." if exc.message.startswith("message.") else ": "
-            raise InvalidCampaign(f"variants[{i}]{sep}{exc.message}") from exc
+            for problem in _problems_of(exc):
+                if problem.path[:1] != ("message",):
+                    continue  # the campaign's own problem, reported once above
+                sep = "." if problem.message.startswith("message.") else ": "
+                path = ("variants", i, *problem.path)
+                problems.append(Problem(path, f"variants[{i}]{sep}{problem.message}", problem.on_key))
+    if problems:
+        raise CampaignProblems(problems)
     experiment = experiments.parse_experiment(
         raw, key=campaign.key, messages=[v.to_json()["message"] for v in variants]
     )
     return dataclasses.replace(campaign, experiment=experiment, variants=tuple(variants))
+
+
+def _problems_of(exc: InvalidCampaign) -> list[Problem]:
+    """The problems an error carries: each of a ``CampaignProblems``, or the one of a plain error (placed
+    under ``message`` when its text names the message)."""
+    if isinstance(exc, CampaignProblems):
+        return exc.problems
+    return [Problem(("message",) if exc.message.startswith("message") else (), exc.message)]
 
 
 def _parse_phone_campaign(
