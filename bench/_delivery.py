@@ -146,6 +146,7 @@ def run_rounds(
     database: str | None = None,
     admin_url: str | None = None,
     first_round: int = 1,
+    before_round: Callable[[], None] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Run ``rounds()`` rounds; answer each round's ``report`` and the recipients' outcomes at the end.
 
@@ -163,6 +164,8 @@ def run_rounds(
     try:
         time.sleep(3)  # the workers are up and polling
         for round_no in range(first_round, first_round + rounds()):
+            if before_round is not None:
+                before_round()
             figures = baseline()
             before = received()
             roles = groups(workers, fake_pid=fake_pid, database=database, admin_url=admin_url)

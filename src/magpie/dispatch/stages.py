@@ -126,7 +126,7 @@ class Batch:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class Plan:
     """A recipient to send to: what the store reserves, and the channel's message for it.
 

@@ -36,6 +36,12 @@ _decode = msgspec.json.decode
 # Rows per multi-row statement: within both engines' bound on parameters (SQLite 32,766; 17 columns here).
 _CHUNK = 500
 _DELIVERY_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)"
+# A VALUES row joined to stored rows: typed, or PostgreSQL could take an integer column for numeric and
+# compare the key through a cast (no index).
+_RESULT_VALUES = (
+    "(CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS INTEGER))"
+)
+_OUTCOME_VALUES = "(CAST(? AS INTEGER), CAST(? AS TEXT), CAST(? AS TEXT))"
 R = TypeVar("R")
 
 
@@ -221,7 +227,7 @@ class DeliveryRow:
     batch_key: str | None
 
 
-@dataclass
+@dataclass(slots=True)
 class Target:
     """A recipient resolved against the store as it is now."""
 
@@ -828,14 +834,19 @@ class RecordOutcomes(JobDefaults):
 
     def run(self, tx: Tx) -> None:
         now = self.now_ms
-        tx.executemany(
-            "UPDATE deliveries SET status = ?, provider = ?, provider_message_id = ?, error_code = ?, attempts = ?, "
-            "updated_at = ? WHERE id = ?",
-            [
-                (r.status, r.provider, r.provider_message_id, r.error_code, r.attempts, now, r.delivery_id)
-                for r in self.results
-            ],
-        )
+        for part in _chunks(self.results):
+            # One statement per chunk: the results as a VALUES list, typed in each row for PostgreSQL.
+            tx.execute(
+                "UPDATE deliveries SET status = v.column2, provider = v.column3, provider_message_id = v.column4, "
+                "error_code = v.column5, attempts = v.column6, updated_at = ? "
+                f"FROM (VALUES {_values(len(part), _RESULT_VALUES)}) AS v WHERE deliveries.id = v.column1",
+                [now]
+                + [
+                    v
+                    for r in part
+                    for v in (r.delivery_id, r.status, r.provider, r.provider_message_id, r.error_code, r.attempts)
+                ],
+            )
         tx.executemany(
             "UPDATE push_tokens SET status = 'RETIRED', retired_reason = ?, updated_at = ? "
             "WHERE env_id = ? AND token = ?",
@@ -861,11 +872,13 @@ class RecordOutcomes(JobDefaults):
             )
         }
         settled = [o for o in self.outcomes if o.idx in still_open]
-        tx.executemany(
-            "UPDATE recipients SET outcome = ?, reason = ?, updated_at = ? WHERE dispatch_id = ? AND idx = ? "
-            "AND outcome IS NULL",
-            [(o.outcome, o.reason, now, self.dispatch_id, o.idx) for o in settled],
-        )
+        for part in _chunks(settled):
+            tx.execute(
+                "UPDATE recipients SET outcome = v.column2, reason = v.column3, updated_at = ? "
+                f"FROM (VALUES {_values(len(part), _OUTCOME_VALUES)}) AS v "
+                "WHERE recipients.dispatch_id = ? AND recipients.idx = v.column1 AND recipients.outcome IS NULL",
+                [now, *(v for o in part for v in (o.idx, o.outcome, o.reason)), self.dispatch_id],
+            )
         counts: dict[tuple[str, str | None], int] = {}
         for o in settled:
             counts[(o.outcome, o.reason)] = counts.get((o.outcome, o.reason), 0) + 1
