@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from bench._harness import PYTHON, ROOT, CpuMeter, PidGroups, descendants, postgres_backends, rounds
+from bench._harness import PYTHON, ROOT, CpuMeter, PidGroups, cpu_seconds, descendants, postgres_backends, rounds
 from magpie.store.crypto import hash_secret
 from magpie.store.db import Database
 from magpie.store.dispatches import AcceptTrigger
@@ -123,6 +123,22 @@ def start_workers(data: Path, processes: int, env: dict[str, str]) -> list[subpr
     ]
 
 
+def settled(workers: list[subprocess.Popen[bytes]], *, limit: float = 60.0) -> None:
+    """Wait until the workers have started (their writers too) and sit idle: their CPU grows by less
+    than 50 ms in a second. A worker still importing when the first round starts would count its
+    start-up in that round's CPU per recipient."""
+    deadline = time.monotonic() + limit
+    time.sleep(1)
+    before = sum(cpu_seconds(pid) for w in workers for pid in [w.pid, *descendants(w.pid)])
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        pids = [pid for w in workers for pid in [w.pid, *descendants(w.pid)]]
+        now = sum(cpu_seconds(pid) for pid in pids)
+        if len(pids) > len(workers) and now - before < 0.05:
+            return
+        before = now
+
+
 def outcomes(db: Database) -> dict[str, int]:
     """Recipients by outcome (``PENDING`` for those without one yet)."""
     with db.transaction(write=False) as conn:
@@ -162,7 +178,7 @@ def run_rounds(
     writer = GroupCommitWriter(db=db)
     writer.start()
     try:
-        time.sleep(3)  # the workers are up and polling
+        settled(workers)
         for round_no in range(first_round, first_round + rounds()):
             if before_round is not None:
                 before_round()

@@ -39,6 +39,7 @@ from bench._delivery import (
     outcomes,
     peak_rss_mb,
     run_rounds,
+    settled,
     start_workers,
 )
 from bench._harness import (
@@ -416,7 +417,7 @@ def peak_rss(gateway: str = "nhn") -> Report:
             for round_no in range(1, rounds() + 1):
                 (worker,) = start_workers(store.data, 1, store.worker_env())
                 try:
-                    time.sleep(3)
+                    settled([worker])
                     idle = peak_rss_mb(worker.pid)
                     before = fake.accepted()
                     users = [

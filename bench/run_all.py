@@ -83,7 +83,8 @@ def _result_text(name: str, s: dict[str, Any]) -> str:
         )
     if name == "worker_rss_nhn":
         return (
-            f"{s['peak_mb_median']:.0f} MB peak ({s['idle_mb_median']:.0f} MB idle before the item), "
+            f"{s['peak_mb_median']:.1f} MB peak ({s['idle_mb_median']:.0f} MB idle before the item, "
+            "once the worker settled), "
             f"{s['recipients_in_item']:,} recipients in {s['seconds_median']} s; outcomes {s['outcomes']}"
         )
     if name == "delivery_fcm":
