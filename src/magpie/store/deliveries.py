@@ -303,6 +303,14 @@ class _ProfileRow(NamedTuple):
     linked: str | None
 
 
+class _Device(NamedTuple):
+    """A device the batch names, decoded: its properties, CRM fields and the user it is linked to."""
+
+    properties: dict[str, Any]
+    crm: dict[str, Any]
+    linked: str | None
+
+
 class _TokenRow(NamedTuple):
     device_id: str
     token: str
@@ -396,7 +404,7 @@ def _resolve_targets(conn: Connection, db: Database, snap: Snapshot) -> None:
     env_id = snap.item.env_id
     user_ids = {u.user_id for u in snap.users if u.user_id}
     device_ids = {u.device_id for u in snap.users if u.device_id and not u.user_id}
-    devices: dict[str, tuple[dict[str, Any], dict[str, Any], str | None]] = {}
+    devices: dict[str, _Device] = {}
     users: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
     phones: dict[str, bytes] = {}
     linked_devices: dict[str, list[str]] = {}
@@ -410,7 +418,7 @@ def _resolve_targets(conn: Connection, db: Database, snap: Snapshot) -> None:
         elif p.properties is None:
             linked_devices.setdefault(p.linked or "", []).append(p.ident)
         else:
-            devices[p.ident] = (_decode(p.properties), _decode(p.crm or "{}"), p.linked)
+            devices[p.ident] = _Device(_decode(p.properties), _decode(p.crm or "{}"), p.linked)
             if p.linked and p.linked not in user_ids:
                 unnamed.add(p.linked)
     if unnamed:
@@ -439,8 +447,8 @@ def _resolve_targets(conn: Connection, db: Database, snap: Snapshot) -> None:
     for idx, user in enumerate(snap.users):
         user_id = user.user_id
         device_id = user.device_id
-        if not user_id and device_id in devices and devices[device_id][2]:
-            user_id = devices[device_id][2]
+        if not user_id and device_id in devices and devices[device_id].linked:
+            user_id = devices[device_id].linked
         if user_id:
             owned = linked_devices.get(user_id, [])
             if user_id not in users and not owned:
