@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from bench._harness import PYTHON, ROOT, descendants, rounds
+from bench._harness import PYTHON, ROOT, CpuMeter, PidGroups, cpu_seconds, descendants, postgres_backends, rounds
 from magpie.store.crypto import hash_secret
 from magpie.store.db import Database
 from magpie.store.dispatches import AcceptTrigger
@@ -65,6 +65,49 @@ def accept_all(
     return [dispatch_id for dispatch_id, _ in writer.run_sync(FnJob(lambda tx: [job.run(tx) for job in jobs]))]
 
 
+# magpie's own processes: the dispatch workers and their writers.
+OWN = ("workers", "writers")
+CPU_GROUPS = (*OWN, "postgres", "fake", "load")
+
+
+def groups(
+    workers: list[subprocess.Popen[bytes]], *, fake_pid: int | None, database: str | None, admin_url: str | None
+) -> PidGroups:
+    """The processes of one delivery round by role: the workers, their writer children, the database's
+    backends (PostgreSQL), the fake, and this process (acceptance and watching the fake: the load)."""
+    found: PidGroups = {
+        "workers": [w.pid for w in workers],
+        "writers": [child for w in workers for child in descendants(w.pid)],
+        "postgres": [],
+        "fake": [fake_pid] if fake_pid is not None else [],
+        "load": [os.getpid()],
+    }
+    if database is not None and admin_url is not None:
+        found["postgres"] = postgres_backends(database, admin_url)
+    return found
+
+
+def cpu_summary(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Median µs of CPU per recipient by role over the rounds, and magpie's own (workers + writers)."""
+    from bench._harness import median
+
+    out = {role: round(median([r["cpu_us"].get(role, 0.0) for r in runs]), 1) for role in (*CPU_GROUPS, "other")}
+    out["magpie"] = round(median([sum(r["cpu_us"].get(role, 0.0) for role in OWN) for r in runs]), 1)
+    return out
+
+
+def cpu_line(cpu: dict[str, float]) -> str:
+    return ", ".join(f"{role} {cpu.get(role, 0):.0f}" for role in (*CPU_GROUPS, "other"))
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The peak resident set of ``pid`` so far (``VmHWM`` of /proc/PID/status), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def start_workers(data: Path, processes: int, env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
     """``processes`` `magpie worker` processes on the data directory, polling every 50 ms."""
     worker_env = {"MAGPIE_DATA_DIR": str(data), "MAGPIE_POLL_INTERVAL": "0.05", **env}
@@ -78,6 +121,22 @@ def start_workers(data: Path, processes: int, env: dict[str, str]) -> list[subpr
         )
         for _ in range(processes)
     ]
+
+
+def settled(workers: list[subprocess.Popen[bytes]], *, limit: float = 60.0) -> None:
+    """Wait until the workers have started (their writers too) and sit idle: their CPU grows by less
+    than 50 ms in a second. A worker still importing when the first round starts would count its
+    start-up in that round's CPU per recipient."""
+    deadline = time.monotonic() + limit
+    time.sleep(1)
+    before = sum(cpu_seconds(pid) for w in workers for pid in [w.pid, *descendants(w.pid)])
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        pids = [pid for w in workers for pid in [w.pid, *descendants(w.pid)]]
+        now = sum(cpu_seconds(pid) for pid in pids)
+        if len(pids) > len(workers) and now - before < 0.05:
+            return
+        before = now
 
 
 def outcomes(db: Database) -> dict[str, int]:
@@ -100,6 +159,10 @@ def run_rounds(
     settle_seconds: float = 0.0,
     fake_pid: int | None = None,
     observe: Observe | None = None,
+    database: str | None = None,
+    admin_url: str | None = None,
+    first_round: int = 1,
+    before_round: Callable[[], None] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Run ``rounds()`` rounds; answer each round's ``report`` and the recipients' outcomes at the end.
 
@@ -115,16 +178,16 @@ def run_rounds(
     writer = GroupCommitWriter(db=db)
     writer.start()
     try:
-        time.sleep(3)  # the workers are up and polling
-        for round_no in range(1, rounds() + 1):
+        settled(workers)
+        for round_no in range(first_round, first_round + rounds()):
+            if before_round is not None:
+                before_round()
             figures = baseline()
             before = received()
-            pids = {
-                "workers": [w.pid for w in workers],
-                "writers": [child for w in workers for child in descendants(w.pid)],
-                "fake": [fake_pid] if fake_pid is not None else [],
-            }
-            with observe(pids, recipients) if observe is not None else nullcontext():
+            roles = groups(workers, fake_pid=fake_pid, database=database, admin_url=admin_url)
+            pids = {role: roles[role] for role in ("workers", "writers", "fake")}
+            meter = CpuMeter(lambda: groups(workers, fake_pid=fake_pid, database=database, admin_url=admin_url))
+            with observe(pids, recipients) if observe is not None else nullcontext(), meter:
                 started = time.perf_counter()
                 ids = accept(writer, round_no)
                 deadline = time.monotonic() + 300
@@ -132,7 +195,11 @@ def run_rounds(
                     time.sleep(0.02)
                 elapsed = time.perf_counter() - started
             rate = (received() - before) / elapsed
-            runs.append(report(Round(round_no, figures, rate, ids)))
+            cpu = {role: round(seconds * 1e6 / recipients, 1) for role, seconds in meter.seconds.items()}
+            cpu.pop("wall", None)
+            cpu.pop("wrk", None)
+            runs.append({**report(Round(round_no, figures, rate, ids)), "cpu_us": cpu})
+            print(f"      CPU µs/recipient: {cpu_line(cpu)}", flush=True)
         deadline = time.monotonic() + settle_seconds
         while time.monotonic() < deadline:
             with db.transaction(write=False) as conn:

@@ -4,11 +4,17 @@ Acceptance: Hackle's Kakao trigger body (50 users) against `magpie serve` on SQL
 campaign on the sandbox; acceptance only, as benchmark 3 measures push.
 
 Delivery: from accepted dispatches (50 users each: one gateway batch) to the fake gateway's receipt,
-two `magpie worker` processes deciding, decrypting phone numbers, rendering, marking each batch SENDING,
+`magpie worker` processes deciding, decrypting phone numbers, rendering, marking each batch SENDING,
 sending and recording outcomes. Baseline: magpie's gateway client alone sending the same batches to
-the same fake with as many batches in flight as the workers run (32).
+the same fake with as many batches in flight as the workers run (32). Each round also reports the
+CPU per recipient of every process taking part (workers, their writers, PostgreSQL's backends, the
+fake, and the load: this process accepting the dispatches), read from /proc.
 
-    python -m bench.bench_messages
+On PostgreSQL (``nhn-pg``, ``solapi-pg``) one worker's rounds are followed, on the same store, by
+two workers' rounds: magpie's CPU per recipient of two workers against one's. ``rss`` delivers
+one 10,000-recipient work item with a fresh worker and reads its peak resident set (``VmHWM``).
+
+    python -m bench.bench_messages [trigger] [nhn] [solapi] [nhn-pg] [solapi-pg] [rss]
 """
 
 from __future__ import annotations
@@ -20,11 +26,22 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench._delivery import Observe, Round, accept_all, run_rounds
+from bench._delivery import (
+    Observe,
+    Round,
+    accept_all,
+    cpu_summary,
+    outcomes,
+    peak_rss_mb,
+    run_rounds,
+    settled,
+    start_workers,
+)
 from bench._harness import (
     PYTHON,
     ROOT,
@@ -44,11 +61,16 @@ from magpie.providers.base import PhoneGateway, PhoneMessage
 from magpie.providers.nhn import NhnGateway
 from magpie.providers.solapi import SolapiGateway
 from magpie.store import accounts, campaigns
-from magpie.store.crypto import Cipher
+from magpie.store.crypto import Cipher, hash_secret
 from magpie.store.db import Database
+from magpie.store.dispatches import AcceptTrigger
+from magpie.store.writer import GroupCommitWriter
 
 RECIPIENTS = int(os.environ.get("BENCH_MESSAGES", "20000"))
 WORKER_PROCESSES = int(os.environ.get("BENCH_WORKERS", "1"))
+# The work item whose delivery the peak-RSS run measures.
+RSS_RECIPIENTS = 10_000
+PG_SECRET = "A" * 43
 WORKER_CONCURRENCY = 32
 # Each dispatcher runs as many Kakao and SMS work items (one gateway batch each) at once as its concurrency.
 IN_FLIGHT = WORKER_PROCESSES * WORKER_CONCURRENCY
@@ -225,35 +247,81 @@ def _seed(db: Database, cipher: Cipher, env_id: int, users: int) -> None:
         )
 
 
-def delivery(gateway: str, *, observe: Observe | None = None) -> Report:
-    channel = "kakao" if gateway == "nhn" else "sms"
-    with workdir(f"delivery-{gateway}") as tmp:
-        fake = Fake(gateway)
-        data = tmp / "data"
-        db = Database(f"sqlite:///{data / 'magpie.db'}")
-        db.upgrade()
-        cipher = Cipher.load(secret_key=None, data_dir=data)
-        env = accounts.create_environment(db, name="bench")
-        key, _ = accounts.create_api_key(db, environment="bench")
+class _Store:
+    """The benchmark's store, seeded: an environment, its gateway, the campaign and ``users`` users with phones."""
+
+    def __init__(self, tmp: Path, gateway: str, url: str, engine: str, users: int) -> None:
+        self.channel = "kakao" if gateway == "nhn" else "sms"
+        self.data = tmp / "data"
+        self.pg_url = None if engine == "sqlite" else self._pg()
+        self.db = Database(self.pg_url or f"sqlite:///{self.data / 'magpie.db'}")
+        self.db.upgrade()
+        cipher = Cipher.load(secret_key=PG_SECRET if self.pg_url else None, data_dir=self.data)
+        env = accounts.create_environment(self.db, name="bench")
+        self.env_id = env.id
+        self.key, _ = accounts.create_api_key(self.db, environment="bench")
         accounts.update_environment_settings(
-            db,
+            self.db,
             name="bench",
             settings=parse_settings(
                 {
-                    f"{channel}Gateway": gateway,
+                    f"{self.channel}Gateway": gateway,
                     "smsSender": "02-1234-5678",
-                    "providers": {gateway: _config(gateway, fake.url)},
+                    "providers": {gateway: _config(gateway, url)},
                 }
             ),
         )
-        campaign = {**(ALIMTALK if channel == "kakao" else SMS), "provider": "gateway"}
-        campaigns.apply_campaign(db, env_id=env.id, raw=campaign)
-        _seed(db, cipher, env.id, RECIPIENTS)
+        campaign = {**(ALIMTALK if self.channel == "kakao" else SMS), "provider": "gateway"}
+        campaigns.apply_campaign(self.db, env_id=env.id, raw=campaign)
+        _seed(self.db, cipher, env.id, users)
+
+    @staticmethod
+    def _pg() -> str:
+        from bench.bench_properties import _pg_database
+
+        return _pg_database()
+
+    @property
+    def database(self) -> str | None:
+        return None if self.pg_url is None else self.pg_url.rsplit("/", 1)[1]
+
+    def worker_env(self) -> dict[str, str]:
+        env = {"MAGPIE_WORKER_CONCURRENCY": str(WORKER_CONCURRENCY), "MAGPIE_REPORT_POLL_SECONDS": "3600"}
+        if self.pg_url:
+            env.update(MAGPIE_DATABASE_URL=self.pg_url, MAGPIE_SECRET_KEY=PG_SECRET)
+        return env
+
+    def analyze(self) -> None:
+        """PostgreSQL: refresh the planner's statistics, as autovacuum would on a server that runs it
+        (the local server of these runs has it off; without statistics the plans of the growing
+        deliveries table turn to sequential scans)."""
+        if self.pg_url:
+            import psycopg
+
+            with psycopg.connect(self.pg_url, autocommit=True) as conn:
+                conn.execute("ANALYZE")
+
+    def drop(self) -> None:
+        if self.pg_url:
+            from bench.bench_properties import _drop_pg
+
+            _drop_pg(self.pg_url)
+
+
+def delivery(gateway: str, *, engine: str = "sqlite", observe: Observe | None = None) -> Report:
+    """Rounds of ``RECIPIENTS`` recipients; on PostgreSQL, one worker's rounds and then two workers'."""
+    from bench.bench_properties import PG_ADMIN
+
+    counts = [WORKER_PROCESSES] if engine == "sqlite" else [1, 2]
+    by_count: dict[int, list[dict[str, Any]]] = {}
+    with workdir(f"delivery-{gateway}-{engine}") as tmp:
+        fake = Fake(gateway)
+        store = _Store(tmp, gateway, fake.url, engine, RECIPIENTS)
 
         def report(r: Round[float]) -> dict[str, Any]:
             print(
-                f"  [delivery {gateway}] round {r.number}: baseline {r.baseline:,.0f}/s, magpie {r.rate:,.0f}/s "
-                f"(ratio {r.rate / r.baseline:.2f})",
+                f"  [delivery {gateway} {engine}] round {r.number}: baseline {r.baseline:,.0f}/s, magpie "
+                f"{r.rate:,.0f}/s (ratio {r.rate / r.baseline:.2f})",
                 flush=True,
             )
             return {
@@ -264,45 +332,152 @@ def delivery(gateway: str, *, observe: Observe | None = None) -> Report:
             }
 
         try:
-            runs, outcomes = run_rounds(
-                db=db,
-                data=data,
-                processes=WORKER_PROCESSES,
-                worker_env={
-                    "MAGPIE_WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
-                    "MAGPIE_REPORT_POLL_SECONDS": "3600",
-                },
-                recipients=RECIPIENTS,
-                received=fake.accepted,
-                baseline=lambda: asyncio.run(_blast(gateway, fake.url, RECIPIENTS)),
-                accept=lambda writer, round_no: accept_all(
-                    writer, key=key, env_id=env.id, users=RECIPIENTS, round_no=round_no, channel=channel
-                ),
-                report=report,
-                settle_seconds=60,
-                fake_pid=fake.proc.pid,
-                observe=observe,
-            )
+            for n, processes in enumerate(counts):
+                print(f"  [delivery {gateway} {engine}] {processes} worker process(es)", flush=True)
+                by_count[processes], found = run_rounds(
+                    db=store.db,
+                    data=store.data,
+                    processes=processes,
+                    worker_env=store.worker_env(),
+                    recipients=RECIPIENTS,
+                    received=fake.accepted,
+                    baseline=lambda: asyncio.run(_blast(gateway, fake.url, RECIPIENTS)),
+                    accept=lambda writer, round_no: accept_all(
+                        writer,
+                        key=store.key,
+                        env_id=store.env_id,
+                        users=RECIPIENTS,
+                        round_no=round_no,
+                        channel=store.channel,
+                    ),
+                    report=report,
+                    settle_seconds=60,
+                    fake_pid=fake.proc.pid,
+                    observe=observe,
+                    database=store.database,
+                    admin_url=PG_ADMIN,
+                    first_round=1 + n * 100,
+                    before_round=store.analyze,
+                )
         finally:
             fake.stop()
-    summary = {
+            store.drop()
+    runs = by_count[counts[0]]
+    cpu = cpu_summary(runs)
+    sent = sum(len(r) for r in by_count.values()) * RECIPIENTS
+    summary: dict[str, Any] = {
+        "engine": engine,
         "ratio_median": round(median([r["ratio"] for r in runs]), 3),
         "magpie_per_second_median": round(median([r["magpie_per_second"] for r in runs])),
         "baseline_per_second_median": round(median([r["baseline_per_second"] for r in runs])),
         "recipients_per_round": RECIPIENTS,
         "batches_in_flight": IN_FLIGHT,
-        "outcomes": outcomes,
+        "worker_processes": counts[0],
+        "cpu_us_per_recipient": cpu,
+        "outcomes": found,
+    }
+    ceiling = 60 if engine == "sqlite" else 80
+    target = (
+        f">= 0.25x the gateway client alone against the same fake {gateway}; magpie's CPU (workers + writers) "
+        f"<= {ceiling} µs per recipient"
+    )
+    met = summary["ratio_median"] >= 0.25 and cpu["magpie"] <= ceiling and found.get("SENT") == sent
+    if len(counts) > 1:
+        two = cpu_summary(by_count[2])
+        summary["two_workers"] = {
+            "ratio_median": round(median([r["ratio"] for r in by_count[2]]), 3),
+            "cpu_us_per_recipient": two,
+            "magpie_cpu_two_over_one": round(two["magpie"] / cpu["magpie"], 3),
+        }
+        target += "; two workers' CPU per recipient within 1.15x of one worker's"
+        met = met and summary["two_workers"]["magpie_cpu_two_over_one"] <= 1.15
+    suffix = "" if engine == "sqlite" else f"_{engine}"
+    report_ = Report(
+        name=f"delivery_{gateway}{suffix}",
+        command=f"python -m bench.bench_messages {gateway}{'' if engine == 'sqlite' else '-' + engine}",
+        target=target,
+        met=bool(met),
+        summary=summary,
+        runs=[{**r, "worker_processes": p} for p, rs in by_count.items() for r in rs],
+    )
+    report_.save()
+    print(f"delivery_{gateway}{suffix}: {'MET' if report_.met else 'MISSED'} {summary}")
+    return report_
+
+
+def peak_rss(gateway: str = "nhn") -> Report:
+    """A fresh `magpie worker` delivering one work item of ``RSS_RECIPIENTS`` recipients: its peak RSS."""
+    runs = []
+    with workdir(f"rss-{gateway}") as tmp:
+        fake = Fake(gateway)
+        store = _Store(tmp, gateway, fake.url, "sqlite", RSS_RECIPIENTS)
+        writer = GroupCommitWriter(db=store.db)
+        writer.start()
+        try:
+            for round_no in range(1, rounds() + 1):
+                (worker,) = start_workers(store.data, 1, store.worker_env())
+                try:
+                    settled([worker])
+                    idle = peak_rss_mb(worker.pid)
+                    before = fake.accepted()
+                    users = [
+                        {"userId": f"user-{i}", "apiProperties": {"productNumber": str(i)}}
+                        for i in range(RSS_RECIPIENTS)
+                    ]
+                    writer.run_sync(
+                        AcceptTrigger(
+                            key_hash=hash_secret(store.key),
+                            env_id=store.env_id,
+                            campaign_key=1,
+                            users=json.dumps(users),
+                            requested=len(users),
+                            idempotency_key=f"rss-{round_no}",
+                            channel=store.channel,
+                        )
+                    )
+                    started = time.perf_counter()
+                    deadline = time.monotonic() + 300
+                    while fake.accepted() - before < RSS_RECIPIENTS and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                    elapsed = time.perf_counter() - started
+                    time.sleep(1)  # the outcomes recorded
+                    peak = peak_rss_mb(worker.pid)
+                finally:
+                    worker.terminate()
+                    worker.wait(timeout=30)
+                runs.append(
+                    {
+                        "round": round_no,
+                        "idle_mb": round(idle, 1),
+                        "peak_mb": round(peak, 1),
+                        "seconds": round(elapsed, 2),
+                    }
+                )
+                print(
+                    f"  [rss {gateway}] round {round_no}: idle {idle:.0f} MB, peak {peak:.0f} MB, {elapsed:.1f} s",
+                    flush=True,
+                )
+        finally:
+            writer.stop()
+            found = outcomes(store.db)
+            fake.stop()
+    summary = {
+        "recipients_in_item": RSS_RECIPIENTS,
+        "peak_mb_median": round(median([r["peak_mb"] for r in runs]), 1),
+        "idle_mb_median": round(median([r["idle_mb"] for r in runs]), 1),
+        "seconds_median": round(median([r["seconds"] for r in runs]), 2),
+        "outcomes": found,
     }
     report = Report(
-        name=f"delivery_{gateway}",
-        command="python -m bench.bench_messages",
-        target=f">= 0.7x the baseline client's rate against the same fake {gateway} gateway",
-        met=bool(summary["ratio_median"] >= 0.7 and outcomes.get("SENT") == RECIPIENTS * len(runs)),
+        name=f"worker_rss_{gateway}",
+        command="python -m bench.bench_messages rss",
+        target=f"worker peak RSS <= 150 MB delivering a {RSS_RECIPIENTS:,}-recipient work item",
+        met=bool(summary["peak_mb_median"] <= 150 and found.get("SENT") == RSS_RECIPIENTS * len(runs)),
         summary=summary,
         runs=runs,
     )
     report.save()
-    print(f"delivery_{gateway}: {'MET' if report.met else 'MISSED'} {summary}")
+    print(f"worker_rss_{gateway}: {'MET' if report.met else 'MISSED'} {summary}")
     return report
 
 
@@ -313,6 +488,10 @@ def main(which: list[str]) -> list[Report]:
     for gateway in ("nhn", "solapi"):
         if not which or gateway in which:
             reports.append(delivery(gateway))
+        if not which or f"{gateway}-pg" in which:
+            reports.append(delivery(gateway, engine="pg"))
+    if not which or "rss" in which:
+        reports.append(peak_rss())
     return reports
 
 

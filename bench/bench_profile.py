@@ -11,7 +11,7 @@ gateway while benchmark 4 (push to the fake FCM) or 8 (AlimTalk to the fake NHN 
 fake Solapi) delivers each round; CPU is reported per recipient.
 
     python -m bench.bench_profile [sqlite|pg]
-    python -m bench.bench_profile delivery [fcm|nhn|solapi]
+    python -m bench.bench_profile delivery [fcm|nhn|solapi|nhn-pg|solapi-pg]
 """
 
 from __future__ import annotations
@@ -274,7 +274,9 @@ def profile_delivery(target: str) -> Report:
     else:
         from bench import bench_messages
 
-        bench_messages.delivery(target, observe=observer)
+        # ``nhn-pg``, ``solapi-pg``: on PostgreSQL, one worker's rounds and then two workers' (both profiled).
+        gateway, _, engine = target.partition("-")
+        bench_messages.delivery(gateway, engine=engine or "sqlite", observe=observer)
     summary = observer.summary()
     for role, entry in summary.items():
         print(f"  [profile delivery {target}] {role}: {entry['cpu_us_per_recipient_median']:.0f} µs per recipient")

@@ -39,6 +39,9 @@ ORDER = [
     ("kakao_trigger_sqlite", "8. Kakao trigger acceptance, SQLite", "magpie_rps_median"),
     ("delivery_nhn", "8. Delivery to fake NHN Cloud (AlimTalk)", "ratio_median"),
     ("delivery_solapi", "8. Delivery to fake Solapi (SMS)", "ratio_median"),
+    ("delivery_nhn_pg", "8. Delivery to fake NHN Cloud (AlimTalk), PostgreSQL, 1 and 2 workers", "ratio_median"),
+    ("delivery_solapi_pg", "8. Delivery to fake Solapi (SMS), PostgreSQL, 1 and 2 workers", "ratio_median"),
+    ("worker_rss_nhn", "8. Peak RSS of a worker delivering a 10,000-recipient item", "peak_mb_median"),
 ]
 
 
@@ -63,11 +66,26 @@ def _result_text(name: str, s: dict[str, Any]) -> str:
             f"p99 {s['p99_ms_median']} ms, non-2xx {s['non_2xx']} "
             f"(baseline parse-only {s['baseline_rps_median']:,} req/s)"
         )
-    if name in ("delivery_nhn", "delivery_solapi"):
+    if name.startswith(("delivery_nhn", "delivery_solapi")):
+        cpu = s.get("cpu_us_per_recipient")
+        own = f"; magpie's CPU {cpu['magpie']:.0f} µs per recipient" if cpu else ""
+        two = s.get("two_workers")
+        pair = (
+            f"; two workers {two['cpu_us_per_recipient']['magpie']:.0f} µs "
+            f"({two['magpie_cpu_two_over_one']:.2f}× one's)"
+            if two
+            else ""
+        )
         return (
             f"{s['ratio_median']:.2f}× baseline ({s['magpie_per_second_median']:,} vs "
-            f"{s['baseline_per_second_median']:,} messages/s, {s['batches_in_flight']} batches of 50 in flight); "
-            f"outcomes {s['outcomes']}"
+            f"{s['baseline_per_second_median']:,} messages/s, {s['batches_in_flight']} batches of 50 in flight)"
+            f"{own}{pair}; outcomes {s['outcomes']}"
+        )
+    if name == "worker_rss_nhn":
+        return (
+            f"{s['peak_mb_median']:.1f} MB peak ({s['idle_mb_median']:.0f} MB idle before the item, "
+            "once the worker settled), "
+            f"{s['recipients_in_item']:,} recipients in {s['seconds_median']} s; outcomes {s['outcomes']}"
         )
     if name == "delivery_fcm":
         provider = (
@@ -379,7 +397,13 @@ PostgreSQL 15 local. Written by `python -m bench.run_all` on {time.strftime("%Y-
    its own process, through `magpie worker` (deciding, decrypting numbers, rendering, reserving, sending,
    recording), 20,000 messages per round (`BENCH_MESSAGES`); baseline: magpie's gateway client alone
    sending the same batches to the same fake with as many batches in flight as the workers run (each
-   worker runs as many Kakao and SMS work items at once as its concurrency, 32 here).
+   worker runs as many Kakao and SMS work items at once as its concurrency, 32 here). Each round also
+   reads, from `/proc`, the CPU per recipient of every process taking part: the workers, their writers,
+   PostgreSQL's backends, the fake and the load (the benchmark process accepting the dispatches);
+   *magpie* is workers + writers. On PostgreSQL (`python -m bench.bench_messages nhn-pg`) one worker's
+   rounds are followed, on the same store and fake, by two workers' rounds. `python -m
+   bench.bench_messages rss`: a fresh `magpie worker` delivers one work item of 10,000 recipients
+   (one dispatch) to the fake NHN Cloud; its peak RSS is `VmHWM` from `/proc/PID/status`.
 
 {cpu_section()}{profile_section()}{delivery_profile_section()}
 ## Runs

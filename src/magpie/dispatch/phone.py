@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -49,7 +49,7 @@ log = logging.getLogger("magpie.worker")
 UNCONFIRMED = Reason.GATEWAY_UNCONFIRMED
 
 
-@dataclass
+@dataclass(slots=True)
 class _Send:
     idx: int
     user_key: str
@@ -99,6 +99,9 @@ class _Open:
     # Batches an earlier attempt handed to the gateway without recording its answer: key -> recipients.
     resumed: dict[str, list[int]]
     fresh_key: str
+    # What every recipient's reservation shares (one object each: one copy in memory and in the writer job).
+    tokens: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
+    provider_names: dict[str, str] = field(default_factory=dict)
 
 
 class PhoneSender:
@@ -139,15 +142,21 @@ class PhoneSender:
             return Reason.RENDER_ERROR
         except MessageTooLarge:
             return Reason.MESSAGE_TOO_LARGE
-        gateway = self._open[batch.item.id].gateway
+        opened = self._open[batch.item.id]
+        gateway = opened.gateway
         if gateway is None:
             return Reason.PROVIDER_NOT_CONFIGURED
+        tokens = opened.tokens.get(rendering.kind)
+        if tokens is None:
+            tokens = opened.tokens[rendering.kind] = [("", self.channel, rendering.kind)]
+        if not opened.provider_names:
+            opened.provider_names[self.channel] = gateway.name
         planned = Planned(
             idx=idx,
             user_key=target.user_key,
-            tokens=[("", self.channel, rendering.kind)],
+            tokens=tokens,
             marketing=campaign.is_marketing,
-            provider_names={self.channel: gateway.name},
+            provider_names=opened.provider_names,
             channel=self.channel,
             kind=rendering.kind,
             size_bytes=rendering.size_bytes,
@@ -288,9 +297,10 @@ class PhoneSender:
                     break
         outcomes: list[OutcomeRow] = []
         recorded: list[DeliveryResult] = []
+        by_status: dict[str, int] = {}
         for delivery_id, send in members:
             r = results[str(delivery_id)]
-            ctx.metrics.deliveries.labels(gateway.name, r.status).inc()
+            by_status[r.status] = by_status.get(r.status, 0) + 1
             outcomes.append(OutcomeRow(send.idx, send.user_key, r.status, r.error_code))
             recorded.append(
                 DeliveryResult(
@@ -303,6 +313,8 @@ class PhoneSender:
                     max(attempts, 1),
                 )
             )
+        for status, n in by_status.items():
+            ctx.metrics.deliveries.labels(gateway.name, status).inc(n)
         await record(ctx, batch, outcomes, recorded, last=last)
         if gateway.delivered_on_accept:
             reports = [

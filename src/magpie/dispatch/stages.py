@@ -126,7 +126,7 @@ class Batch:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class Plan:
     """A recipient to send to: what the store reserves, and the channel's message for it.
 
@@ -323,6 +323,9 @@ async def decide(batch: Batch, sender: Sender) -> Decided:
             todo.excluded[idx] = (Outcome.FAILED, plan)
         else:
             todo.plans.append(plan)
+    # The recipients' profiles are not read past this stage: a large item sends without holding them.
+    snap.targets = {}
+    snap.memberships = set()
     return todo
 
 

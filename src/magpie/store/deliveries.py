@@ -11,9 +11,10 @@ outcome are skipped and deliveries already SENT are not sent again.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
@@ -30,6 +31,91 @@ from magpie.store.transaction import Tx, dumps
 from magpie.store.writer import JobDefaults
 
 _decode = msgspec.json.decode
+
+
+# Rows per multi-row statement: within both engines' bound on parameters (SQLite 32,766; 17 columns here).
+_CHUNK = 500
+_DELIVERY_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)"
+# A VALUES row joined to stored rows: typed, or PostgreSQL could take an integer column for numeric and
+# compare the key through a cast (no index).
+_RESULT_VALUES = (
+    "(CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS INTEGER))"
+)
+_OUTCOME_VALUES = "(CAST(? AS INTEGER), CAST(? AS TEXT), CAST(? AS TEXT))"
+R = TypeVar("R")
+
+
+def _chunks(rows: list[R]) -> Iterator[list[R]]:
+    for start in range(0, len(rows), _CHUNK):
+        yield rows[start : start + _CHUNK]
+
+
+def _values(count: int, row: int | str) -> str:
+    """``count`` rows of a multi-row VALUES list: ``row`` placeholders each, or that row's text."""
+    one = row if isinstance(row, str) else "(" + ", ".join("?" * row) + ")"
+    return ", ".join([one] * count)
+
+
+def _fetchone_as(tx: Tx, sql: str, params: Sequence[Any], row_type: Callable[..., R]) -> R | None:
+    """The one row of ``sql`` in the writer's transaction as ``row_type`` (fields in SELECT order), or None."""
+    row = tx.fetchone(sql, params)
+    return None if row is None else row_type(*row)
+
+
+def _fetchall_as(tx: Tx, sql: str, params: Sequence[Any], row_type: Callable[..., R]) -> list[R]:
+    """Every row of ``sql`` in the writer's transaction as ``row_type``."""
+    return [row_type(*row) for row in tx.fetchall(sql, params)]
+
+
+class _DeliveryId(NamedTuple):
+    id: int
+    recipient_idx: int
+    token: str
+
+
+class _Count(NamedTuple):
+    n: int
+
+
+class _Id(NamedTuple):
+    id: int
+
+
+class _Idx(NamedTuple):
+    idx: int
+
+
+class _Sent(NamedTuple):
+    sent_at: int
+    tags: str
+    channel: str
+
+
+class _PaidDelivery(NamedTuple):
+    id: int
+    paid_day: str
+
+
+class _Awaiting(NamedTuple):
+    env_id: int
+    provider_message_id: str
+
+
+class _UserId(NamedTuple):
+    user_id: str
+
+
+class _DispatchUsers(NamedTuple):
+    env_id: int
+    users: str
+
+
+class _Claimed(NamedTuple):
+    id: int
+    env_id: int
+    dispatch_id: str
+    payload: str
+    attempts: int
 
 
 @dataclass(frozen=True)
@@ -51,15 +137,22 @@ class ClaimWork(JobDefaults):
         self.limit = limit
 
     def run(self, tx: Tx) -> list[WorkItem]:
-        rows = tx.fetchall(
+        rows = _fetchall_as(
+            tx,
             "UPDATE work_items SET lease_owner = ?, lease_until = ?, attempts = attempts + 1 WHERE id IN ("
             "SELECT id FROM work_items WHERE done = 0 AND available_at <= ? "
             "AND (lease_until IS NULL OR lease_until < ?) ORDER BY available_at, id LIMIT ? FOR UPDATE SKIP LOCKED) "
             "RETURNING id, env_id, dispatch_id, payload, attempts",
             (self.owner, self.now_ms + self.lease_ms, self.now_ms, self.now_ms, self.limit),
+            _Claimed,
         )
         return sorted(
-            (WorkItem(id=r[0], env_id=r[1], dispatch_id=r[2], payload=_decode(r[3]), attempts=r[4]) for r in rows),
+            (
+                WorkItem(
+                    id=r.id, env_id=r.env_id, dispatch_id=r.dispatch_id, payload=_decode(r.payload), attempts=r.attempts
+                )
+                for r in rows
+            ),
             key=lambda item: item.id,
         )
 
@@ -134,7 +227,7 @@ class DeliveryRow:
     batch_key: str | None
 
 
-@dataclass
+@dataclass(slots=True)
 class Target:
     """A recipient resolved against the store as it is now."""
 
@@ -152,6 +245,7 @@ class Target:
 class Snapshot:
     item: WorkItem
     exists: bool = False
+    channel: str = "push"
     exec_id: int = 0
     campaign_key: int = 0
     users: list[Addressee] = field(default_factory=list)
@@ -171,39 +265,99 @@ def _in(values: Iterable[str]) -> tuple[str, list[str]]:
     return ",".join("?" * len(items)), items
 
 
+class _ItemRow(NamedTuple):
+    """A work item's dispatch, with its environment and campaign (None where the campaign is gone)."""
+
+    exec_id: int
+    campaign_key: int
+    users: str
+    channel: str
+    timezone: str | None
+    settings: str | None
+    definition: str | None
+    updated_at: int | None
+
+
+class _OutcomeRow(NamedTuple):
+    idx: int
+    outcome: str | None
+
+
+class _EarlierDelivery(NamedTuple):
+    id: int
+    recipient_idx: int
+    token: str
+    status: str
+    attempts: int
+    batch_key: str | None
+
+
+class _ProfileRow(NamedTuple):
+    """A profile the batch names: a user (``kind`` USER) or a device (``linked`` is its user)."""
+
+    kind: str
+    ident: str
+    properties: str | None
+    crm: str | None
+    phone_enc: bytes | None
+    linked: str | None
+
+
+class _Device(NamedTuple):
+    """A device the batch names, decoded: its properties, CRM fields and the user it is linked to."""
+
+    properties: dict[str, Any]
+    crm: dict[str, Any]
+    linked: str | None
+
+
+class _TokenRow(NamedTuple):
+    device_id: str
+    token: str
+    provider_type: str
+
+
+@functools.lru_cache(maxsize=256)
+def _settings(stored: str) -> dict[str, Any]:
+    """An environment's effective settings, decoded once per distinct stored text (read-only: shared)."""
+    return effective(_decode(stored))
+
+
 def load_snapshot(conn: Connection, db: Database, *, item: WorkItem, cohorts: set[str] | None = None) -> Snapshot:
     """Everything a worker needs to decide one work item, in a handful of batched queries."""
     snap = Snapshot(item=item)
-    row = db.fetchone(
+    row = db.fetchone_as(
         conn,
-        "SELECT exec_id, campaign_key, users FROM dispatches WHERE id = ? AND env_id = ?",
+        "SELECT d.exec_id, d.campaign_key, d.users, d.channel, e.timezone, e.settings, c.definition, c.updated_at "
+        "FROM dispatches d LEFT JOIN environments e ON e.id = d.env_id "
+        "LEFT JOIN campaigns c ON c.env_id = d.env_id AND c.key = d.campaign_key WHERE d.id = ? AND d.env_id = ?",
         (item.dispatch_id, item.env_id),
+        _ItemRow,
     )
     if row is None:
         return snap
     snap.exists = True
-    snap.exec_id, snap.campaign_key, snap.users = row[0], row[1], _addressees.decode(row[2])
-    env = db.fetchone(conn, "SELECT timezone, settings FROM environments WHERE id = ?", (item.env_id,))
-    if env is not None:
-        snap.timezone, snap.settings = env[0], effective(_decode(env[1]))
-    campaign = db.fetchone(
-        conn,
-        "SELECT definition, updated_at FROM campaigns WHERE env_id = ? AND key = ?",
-        (item.env_id, snap.campaign_key),
-    )
-    snap.campaign_row = None if campaign is None else (campaign[0], campaign[1])
-    for idx, outcome in db.fetchall(
-        conn, "SELECT idx, outcome FROM recipients WHERE dispatch_id = ?", (item.dispatch_id,)
+    snap.exec_id, snap.campaign_key, snap.users = row.exec_id, row.campaign_key, _addressees.decode(row.users)
+    snap.channel = row.channel
+    if row.timezone is not None and row.settings is not None:
+        snap.timezone, snap.settings = row.timezone, _settings(row.settings)
+    if row.definition is not None and row.updated_at is not None:
+        snap.campaign_row = (row.definition, row.updated_at)
+    for r in db.fetchall_as(
+        conn, "SELECT idx, outcome FROM recipients WHERE dispatch_id = ?", (item.dispatch_id,), _OutcomeRow
     ):
-        snap.outcomes[idx] = outcome
-    for d in db.fetchall(
+        snap.outcomes[r.idx] = r.outcome
+    for d in db.fetchall_as(
         conn,
         "SELECT id, recipient_idx, token, status, attempts, batch_key FROM deliveries WHERE dispatch_id = ?",
         (item.dispatch_id,),
+        _EarlierDelivery,
     ):
-        snap.deliveries[(d[1], d[2])] = DeliveryRow(id=d[0], status=Outcome(d[3]), attempts=d[4], batch_key=d[5])
-        if d[3] == Outcome.SENDING and d[5]:
-            snap.in_flight[d[0]] = d[5]
+        snap.deliveries[(d.recipient_idx, d.token)] = DeliveryRow(
+            id=d.id, status=Outcome(d.status), attempts=d.attempts, batch_key=d.batch_key
+        )
+        if d.status == Outcome.SENDING and d.batch_key:
+            snap.in_flight[d.id] = d.batch_key
     _resolve_targets(conn, db, snap)
     if cohorts:
         ids = {t.user_id for t in snap.targets.values() if t and t.user_id} | {
@@ -214,62 +368,87 @@ def load_snapshot(conn: Connection, db: Database, *, item: WorkItem, cohorts: se
     return snap
 
 
+def _profiles(conn: Connection, db: Database, *, env_id: int, users: set[str], devices: set[str]) -> list[_ProfileRow]:
+    """The named users (with their phone), the named devices, and every device linked to a named user, in one read.
+
+    SQLite's planner, without statistics, would rather scan every device of the environment by the
+    primary key (env_id, kind) than look the users up in the partial index: the index is named.
+    """
+    parts: list[str] = []
+    params: list[Any] = []
+    if users:
+        marks, named = _in(users)
+        hint = " INDEXED BY ix_profiles_linked_user" if db.is_sqlite else ""
+        parts.append(
+            f"SELECT kind, ident, properties, crm, phone_enc, NULL FROM profiles WHERE env_id = ? AND kind = ? "
+            f"AND ident IN ({marks})"
+        )
+        parts.append(
+            f"SELECT kind, ident, NULL, NULL, NULL, linked_user FROM profiles{hint} WHERE env_id = ? "
+            f"AND linked_user IN ({marks}) AND kind = ?"
+        )
+        params += [env_id, USER, *named, env_id, *named, DEVICE]
+    if devices:
+        marks, named = _in(devices)
+        parts.append(
+            f"SELECT kind, ident, properties, crm, NULL, linked_user FROM profiles WHERE env_id = ? AND kind = ? "
+            f"AND ident IN ({marks})"
+        )
+        params += [env_id, DEVICE, *named]
+    if not parts:
+        return []
+    return db.fetchall_as(conn, " UNION ALL ".join(parts), params, _ProfileRow)
+
+
 def _resolve_targets(conn: Connection, db: Database, snap: Snapshot) -> None:
     env_id = snap.item.env_id
     user_ids = {u.user_id for u in snap.users if u.user_id}
     device_ids = {u.device_id for u in snap.users if u.device_id and not u.user_id}
-    devices: dict[str, tuple[dict[str, Any], dict[str, Any], str | None]] = {}
-    if device_ids:
-        marks, params = _in(device_ids)
-        for ident, props, crm, linked in db.fetchall(
-            conn,
-            "SELECT ident, properties, crm, linked_user FROM profiles "
-            f"WHERE env_id = ? AND kind = ? AND ident IN ({marks})",
-            (env_id, DEVICE, *params),
-        ):
-            devices[ident] = (_decode(props), _decode(crm), linked)
-            if linked:
-                user_ids.add(linked)
+    devices: dict[str, _Device] = {}
     users: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
     phones: dict[str, bytes] = {}
     linked_devices: dict[str, list[str]] = {}
-    if user_ids:
-        marks, params = _in(user_ids)
-        for ident, props, crm, phone_enc in db.fetchall(
-            conn,
-            "SELECT ident, properties, crm, phone_enc FROM profiles "
-            f"WHERE env_id = ? AND kind = ? AND ident IN ({marks})",
-            (env_id, USER, *params),
-        ):
-            users[ident] = (_decode(props), _decode(crm))
-            if phone_enc is not None:
-                phones[ident] = bytes(phone_enc)
-        # SQLite's planner, without statistics, would rather scan every device of the environment by
-        # the primary key (env_id, kind) than look the users up in the partial index: name the index.
-        hint = " INDEXED BY ix_profiles_linked_user" if db.is_sqlite else ""
-        for ident, linked in db.fetchall(
-            conn,
-            f"SELECT ident, linked_user FROM profiles{hint} WHERE env_id = ? AND linked_user IN ({marks}) "
-            "AND kind = ? ORDER BY ident",
-            (env_id, *params, DEVICE),
-        ):
-            linked_devices.setdefault(linked, []).append(ident)
-    all_devices = set(devices) | {d for ds in linked_devices.values() for d in ds}
+    # A device named without its user, linked to a user the batch does not name: that user is read next.
+    unnamed: set[str] = set()
+    for p in _profiles(conn, db, env_id=env_id, users=user_ids, devices=device_ids):
+        if p.kind == USER:
+            users[p.ident] = (_decode(p.properties or "{}"), _decode(p.crm or "{}"))
+            if p.phone_enc is not None:
+                phones[p.ident] = bytes(p.phone_enc)
+        elif p.properties is None:
+            linked_devices.setdefault(p.linked or "", []).append(p.ident)
+        else:
+            devices[p.ident] = _Device(_decode(p.properties), _decode(p.crm or "{}"), p.linked)
+            if p.linked and p.linked not in user_ids:
+                unnamed.add(p.linked)
+    if unnamed:
+        for p in _profiles(conn, db, env_id=env_id, users=unnamed, devices=set()):
+            if p.kind == USER:
+                users[p.ident] = (_decode(p.properties or "{}"), _decode(p.crm or "{}"))
+                if p.phone_enc is not None:
+                    phones[p.ident] = bytes(p.phone_enc)
+            else:
+                linked_devices.setdefault(p.linked or "", []).append(p.ident)
+    for owned in linked_devices.values():
+        owned.sort()
     tokens: dict[str, list[TokenRow]] = {}
-    if all_devices:
+    all_devices = set(devices) | {d for ds in linked_devices.values() for d in ds}
+    # Kakao and SMS go to the user's phone: their devices' push tokens are not read.
+    if all_devices and snap.channel == "push":
         marks, params = _in(all_devices)
-        for device_id, token, provider_type in db.fetchall(
+        for t in db.fetchall_as(
             conn,
             f"SELECT device_id, token, provider_type FROM push_tokens WHERE env_id = ? AND status = 'ACTIVE' "
             f"AND device_id IN ({marks}) ORDER BY created_at, token",
             (env_id, *params),
+            _TokenRow,
         ):
-            tokens.setdefault(device_id, []).append(TokenRow(device_id, token, provider_type))
+            tokens.setdefault(t.device_id, []).append(TokenRow(t.device_id, t.token, t.provider_type))
     for idx, user in enumerate(snap.users):
         user_id = user.user_id
         device_id = user.device_id
-        if not user_id and device_id in devices and devices[device_id][2]:
-            user_id = devices[device_id][2]
+        if not user_id and device_id in devices and devices[device_id].linked:
+            user_id = devices[device_id].linked
         if user_id:
             owned = linked_devices.get(user_id, [])
             if user_id not in users and not owned:
@@ -358,11 +537,13 @@ class PrepareRecipients(JobDefaults):
         self.day = day
 
     def run(self, tx: Tx) -> tuple[dict[int, dict[str, int]], set[int]]:
-        tx.executemany(
-            "INSERT INTO recipients (dispatch_id, idx, env_id, user_id, device_id, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            [(self.dispatch_id, i, self.env_id, *_idents(u), self.now_ms) for i, u in enumerate(self.users)],
-        )
+        recipients = [(self.dispatch_id, i, self.env_id, *_idents(u), self.now_ms) for i, u in enumerate(self.users)]
+        for chunk in _chunks(recipients):
+            tx.execute(
+                "INSERT INTO recipients (dispatch_id, idx, env_id, user_id, device_id, updated_at) "
+                f"VALUES {_values(len(chunk), 6)} ON CONFLICT DO NOTHING",
+                [v for row in chunk for v in row],
+            )
         tx.execute(
             "UPDATE dispatches SET status = 'RUNNING' WHERE id = ? AND status = 'ACCEPTED'",
             (self.dispatch_id,),
@@ -414,41 +595,55 @@ class PrepareRecipients(JobDefaults):
                 (outcome, reason, self.now_ms, self.dispatch_id, idx),
             ):
                 count_outcome(tx, dispatch_id=self.dispatch_id, outcome=outcome, reason=reason)
-        tx.executemany(
-            "INSERT INTO deliveries (env_id, dispatch_id, recipient_idx, campaign_key, user_key, device_id, token, "
-            "provider, status, attempts, created_at, updated_at, channel, kind, size_bytes, batch_key, paid_day) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            [
-                (
-                    self.env_id,
-                    self.dispatch_id,
-                    p.idx,
-                    self.campaign_key,
-                    p.user_key,
-                    device or None,
-                    token,
-                    p.provider_names[token],
-                    # A gateway batch is SENDING from its creation: if this worker dies before recording
-                    # the answer, the next one must ask the gateway before sending again.
-                    "SENDING" if self.batch_key else "PENDING",
-                    self.now_ms,
-                    self.now_ms,
-                    p.channel,
-                    p.kind,
-                    p.size_bytes,
-                    self.batch_key,
-                    self.day if p.idx in paid else None,
-                )
-                for p in sending
-                for device, token, _ in p.tokens
-            ],
-        )
+        rows = [
+            (
+                self.env_id,
+                self.dispatch_id,
+                p.idx,
+                self.campaign_key,
+                p.user_key,
+                device or None,
+                token,
+                p.provider_names[token],
+                # A gateway batch is SENDING from its creation: if this worker dies before recording
+                # the answer, the next one must ask the gateway before sending again.
+                "SENDING" if self.batch_key else "PENDING",
+                self.now_ms,
+                self.now_ms,
+                p.channel,
+                p.kind,
+                p.size_bytes,
+                self.batch_key,
+                self.day if p.idx in paid else None,
+            )
+            for p in sending
+            for device, token, _ in p.tokens
+        ]
         ids: dict[int, dict[str, int]] = {}
-        if sending:
-            for delivery_id, idx, token in tx.fetchall(
-                "SELECT id, recipient_idx, token FROM deliveries WHERE dispatch_id = ?", (self.dispatch_id,)
+        created = 0
+        for part in _chunks(rows):
+            # One statement per chunk, answering the ids it created.
+            for d in _fetchall_as(
+                tx,
+                "INSERT INTO deliveries (env_id, dispatch_id, recipient_idx, campaign_key, user_key, device_id, token, "
+                "provider, status, attempts, created_at, updated_at, channel, kind, size_bytes, batch_key, paid_day) "
+                f"VALUES {_values(len(part), _DELIVERY_VALUES)} ON CONFLICT DO NOTHING "
+                "RETURNING id, recipient_idx, token",
+                [v for row in part for v in row],
+                _DeliveryId,
             ):
-                ids.setdefault(idx, {})[token] = delivery_id
+                ids.setdefault(d.recipient_idx, {})[d.token] = d.id
+                created += 1
+        if created < len(rows):
+            # Some existed already (an earlier attempt created them): every delivery of the dispatch, as stored.
+            ids = {}
+            for d in _fetchall_as(
+                tx,
+                "SELECT id, recipient_idx, token FROM deliveries WHERE dispatch_id = ?",
+                (self.dispatch_id,),
+                _DeliveryId,
+            ):
+                ids.setdefault(d.recipient_idx, {})[d.token] = d.id
         return ids, capped
 
     def _capped(self, tx: Tx, user_key: str, window: int) -> bool:
@@ -458,15 +653,17 @@ class PrepareRecipients(JobDefaults):
             "SELECT 1 FROM profiles WHERE env_id = ? AND kind = ? AND ident = ? FOR UPDATE",
             (self.env_id, kind, ident),
         )
-        rows = tx.fetchall(
+        rows = _fetchall_as(
+            tx,
             "SELECT sent_at, tags, channel FROM marketing_sends WHERE env_id = ? AND user_key = ? AND sent_at > ? "
             "AND dispatch_id <> ?",
             (self.env_id, user_key, self.now_ms - window, self.dispatch_id),
+            _Sent,
         )
         return compliance.cap_exceeded(
             caps=self.caps,
             campaign_tags=self.tags,
-            sends=[(r[0], _decode(r[1]), r[2]) for r in rows],
+            sends=[(r.sent_at, _decode(r.tags), r.channel) for r in rows],
             now_ms=self.now_ms,
             channel=self.channel,
         )
@@ -479,12 +676,14 @@ class PrepareRecipients(JobDefaults):
 
     def _reserve_paid(self, tx: Tx) -> bool:
         """Count one more paid message today; False (and nothing counted) past the environment's limit."""
-        row = tx.fetchone(
+        row = _fetchone_as(
+            tx,
             "INSERT INTO paid_messages (env_id, day, count) VALUES (?, ?, 1) "
             "ON CONFLICT (env_id, day) DO UPDATE SET count = paid_messages.count + 1 RETURNING count",
             (self.env_id, self.day),
+            _Count,
         )
-        if row is not None and int(row[0]) > self.paid_limit:
+        if row is not None and int(row.n) > self.paid_limit:
             tx.execute(
                 "UPDATE paid_messages SET count = count - 1 WHERE env_id = ? AND day = ?", (self.env_id, self.day)
             )
@@ -579,9 +778,9 @@ class ReserveBatch(JobDefaults):
             return None
         reserved = self.recipients.run(tx)
         if self.exposures is not None:
-            capped = reserved[1]
+            _, capped = reserved
             exposures = copy.copy(self.exposures)
-            exposures.rows = [row for row in self.exposures.rows if row[0] not in capped]
+            exposures.rows = [(idx, arm, user_key) for idx, arm, user_key in self.exposures.rows if idx not in capped]
             exposures.run(tx)
         if self.hold is not None:
             self.hold.run(tx)
@@ -643,14 +842,19 @@ class RecordOutcomes(JobDefaults):
 
     def run(self, tx: Tx) -> None:
         now = self.now_ms
-        tx.executemany(
-            "UPDATE deliveries SET status = ?, provider = ?, provider_message_id = ?, error_code = ?, attempts = ?, "
-            "updated_at = ? WHERE id = ?",
-            [
-                (r.status, r.provider, r.provider_message_id, r.error_code, r.attempts, now, r.delivery_id)
-                for r in self.results
-            ],
-        )
+        for part in _chunks(self.results):
+            # One statement per chunk: the results as a VALUES list, typed in each row for PostgreSQL.
+            tx.execute(
+                "UPDATE deliveries SET status = v.column2, provider = v.column3, provider_message_id = v.column4, "
+                "error_code = v.column5, attempts = v.column6, updated_at = ? "
+                f"FROM (VALUES {_values(len(part), _RESULT_VALUES)}) AS v WHERE deliveries.id = v.column1",
+                [now]
+                + [
+                    v
+                    for r in part
+                    for v in (r.delivery_id, r.status, r.provider, r.provider_message_id, r.error_code, r.attempts)
+                ],
+            )
         tx.executemany(
             "UPDATE push_tokens SET status = 'RETIRED', retired_reason = ?, updated_at = ? "
             "WHERE env_id = ? AND token = ?",
@@ -666,19 +870,23 @@ class RecordOutcomes(JobDefaults):
         marks = ",".join("?" * len(self.outcomes))
         # Locked (PostgreSQL) so that a worker recording the same recipients at once waits, then sees them set.
         still_open = {
-            int(row[0])
-            for row in tx.fetchall(
+            int(row.idx)
+            for row in _fetchall_as(
+                tx,
                 f"SELECT idx FROM recipients WHERE dispatch_id = ? AND outcome IS NULL AND idx IN ({marks}) "
                 "ORDER BY idx FOR UPDATE",
                 (self.dispatch_id, *(o.idx for o in self.outcomes)),
+                _Idx,
             )
         }
         settled = [o for o in self.outcomes if o.idx in still_open]
-        tx.executemany(
-            "UPDATE recipients SET outcome = ?, reason = ?, updated_at = ? WHERE dispatch_id = ? AND idx = ? "
-            "AND outcome IS NULL",
-            [(o.outcome, o.reason, now, self.dispatch_id, o.idx) for o in settled],
-        )
+        for part in _chunks(settled):
+            tx.execute(
+                "UPDATE recipients SET outcome = v.column2, reason = v.column3, updated_at = ? "
+                f"FROM (VALUES {_values(len(part), _OUTCOME_VALUES)}) AS v "
+                "WHERE recipients.dispatch_id = ? AND recipients.idx = v.column1 AND recipients.outcome IS NULL",
+                [now, *(v for o in part for v in (o.idx, o.outcome, o.reason)), self.dispatch_id],
+            )
         counts: dict[tuple[str, str | None], int] = {}
         for o in settled:
             counts[(o.outcome, o.reason)] = counts.get((o.outcome, o.reason), 0) + 1
@@ -697,17 +905,19 @@ class RecordOutcomes(JobDefaults):
         )
         # A message the gateway refused is not charged: it leaves the paid count of the day its
         # delivery was counted on, once (whoever clears the delivery's mark releases it).
-        for delivery_id, day in tx.fetchall(
+        for paid in _fetchall_as(
+            tx,
             "SELECT id, paid_day FROM deliveries WHERE dispatch_id = ? AND recipient_idx = ? AND paid_day IS NOT NULL",
             (self.dispatch_id, o.idx),
+            _PaidDelivery,
         ):
             if tx.fetchone(
                 "UPDATE deliveries SET paid_day = NULL WHERE id = ? AND paid_day IS NOT NULL RETURNING id",
-                (delivery_id,),
+                (paid.id,),
             ):
                 tx.execute(
                     "UPDATE paid_messages SET count = count - 1 WHERE env_id = ? AND day = ? AND count > 0",
-                    (self.env_id, day),
+                    (self.env_id, paid.paid_day),
                 )
 
 
@@ -744,11 +954,13 @@ class FinishItem(JobDefaults):
         if self.fail_reason is not None:
             self._fail_open_recipients(tx, self.fail_reason)
         tx.execute("UPDATE work_items SET done = 1, lease_owner = NULL WHERE id = ?", (self.item_id,))
-        pending = tx.fetchone("SELECT COUNT(*) FROM work_items WHERE dispatch_id = ? AND done = 0", (self.dispatch_id,))
-        open_recipients = tx.fetchone(
-            "SELECT COUNT(*) FROM recipients WHERE dispatch_id = ? AND outcome IS NULL", (self.dispatch_id,)
+        pending = _fetchone_as(
+            tx, "SELECT COUNT(*) FROM work_items WHERE dispatch_id = ? AND done = 0", (self.dispatch_id,), _Count
         )
-        if (pending and pending[0]) or (open_recipients and open_recipients[0]):
+        open_recipients = _fetchone_as(
+            tx, "SELECT COUNT(*) FROM recipients WHERE dispatch_id = ? AND outcome IS NULL", (self.dispatch_id,), _Count
+        )
+        if (pending and pending.n) or (open_recipients and open_recipients.n):
             return "RUNNING"
         tx.execute(
             "UPDATE dispatches SET status = 'COMPLETED', completed_at = ? WHERE id = ? AND completed_at IS NULL",
@@ -759,14 +971,21 @@ class FinishItem(JobDefaults):
     def _fail_open_recipients(self, tx: Tx, reason: str) -> None:
         # Recipients never prepared (the item failed before) get their row now, so that each
         # one ends with exactly one outcome; deliveries left pending fail with them.
-        row = tx.fetchone("SELECT env_id, users FROM dispatches WHERE id = ?", (self.dispatch_id,))
+        row = _fetchone_as(tx, "SELECT env_id, users FROM dispatches WHERE id = ?", (self.dispatch_id,), _DispatchUsers)
         if row is not None:
             tx.executemany(
                 "INSERT INTO recipients (dispatch_id, idx, env_id, user_id, device_id, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 [
-                    (self.dispatch_id, i, row[0], _storable(u.get("userId")), _storable(u.get("deviceId")), self.now_ms)
-                    for i, u in enumerate(_decode(row[1]))
+                    (
+                        self.dispatch_id,
+                        i,
+                        row.env_id,
+                        _storable(u.get("userId")),
+                        _storable(u.get("deviceId")),
+                        self.now_ms,
+                    )
+                    for i, u in enumerate(_decode(row.users))
                 ],
             )
         tx.execute(
@@ -827,17 +1046,19 @@ class InboxRecord(JobDefaults):
 
     def run(self, tx: Tx) -> int:
         if self.once:
-            found = tx.fetchone(
-                "SELECT id FROM inbox WHERE env_id = ? AND delivery_id = ?", (self.env_id, self.delivery_id)
+            found = _fetchone_as(
+                tx, "SELECT id FROM inbox WHERE env_id = ? AND delivery_id = ?", (self.env_id, self.delivery_id), _Id
             )
             if found is not None:
-                return int(found[0])
-        row = tx.fetchone(
+                return int(found.id)
+        row = _fetchone_as(
+            tx,
             "INSERT INTO inbox (env_id, delivery_id, token, payload, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
             (self.env_id, self.delivery_id, self.token, self.payload, self.now_ms),
+            _Id,
         )
         assert row is not None
-        return int(row[0])
+        return int(row.id)
 
 
 # -- Kakao and SMS ---------------------------------------------------------------------------------------
@@ -880,23 +1101,25 @@ def awaiting_reports(
     conn: Connection, db: Database, *, provider: str, since_ms: int, limit: int = 1000
 ) -> list[tuple[int, str]]:
     """``(env_id, provider message id)`` of accepted messages whose final result is still unknown."""
-    rows = db.fetchall(
+    rows = db.fetchall_as(
         conn,
         "SELECT env_id, provider_message_id FROM deliveries WHERE provider = ? AND status = 'SENT' "
         "AND report_code IS NULL AND channel <> 'push' AND created_at >= ? AND provider_message_id IS NOT NULL "
         "ORDER BY id LIMIT ?",
         (provider, since_ms, limit),
+        _Awaiting,
     )
-    return [(int(r[0]), str(r[1])) for r in rows]
+    return [(int(r.env_id), str(r.provider_message_id)) for r in rows]
 
 
 def users_by_phone(conn: Connection, db: Database, *, env_id: int, phone_hashes: list[str]) -> list[str]:
     if not phone_hashes:
         return []
     marks, params = _in(phone_hashes)
-    rows = db.fetchall(
+    rows = db.fetchall_as(
         conn,
         f"SELECT user_id FROM phone_index WHERE env_id = ? AND phone_hmac IN ({marks}) ORDER BY user_id",
         (env_id, *params),
+        _UserId,
     )
-    return sorted({str(r[0]) for r in rows})
+    return sorted({str(r.user_id) for r in rows})

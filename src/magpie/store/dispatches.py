@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -19,6 +19,64 @@ from magpie.store.transaction import Tx
 from magpie.store.writer import JobDefaults
 
 _decode = msgspec.json.decode
+
+
+class _CampaignState(NamedTuple):
+    status: str
+    channel: str
+
+
+class _Earlier(NamedTuple):
+    """A dispatch accepted before under the same idempotency key."""
+
+    id: str
+    campaign_key: int
+    users: str
+
+
+class _DispatchHead(NamedTuple):
+    id: str
+    exec_id: int
+    campaign_key: int
+    status: str
+    requested: int
+    created_at: int
+    completed_at: int | None
+    users: str
+    channel: str
+
+
+class _RecipientOutcome(NamedTuple):
+    idx: int
+    user_id: str | None
+    device_id: str | None
+    outcome: str | None
+    reason: str | None
+    updated_at: int
+
+
+class _DeliveryDetail(NamedTuple):
+    recipient_idx: int
+    id: int
+    device_id: str | None
+    provider: str
+    status: str
+    provider_message_id: str | None
+    error_code: str | None
+    attempts: int
+    updated_at: int
+    kind: str | None
+    size_bytes: int | None
+    delivered_at: int | None
+    report_code: str | None
+
+
+class _InboxEntry(NamedTuple):
+    id: int
+    delivery_id: int
+    token: str
+    payload: str
+    created_at: int
 
 
 def new_dispatch_ids() -> tuple[str, int]:
@@ -32,7 +90,8 @@ def _campaign_active(tx: Tx, env_id: int, key: int, channel: str) -> bool:
     found = tx.memo.get(memo_key)
     if found is None:
         row = tx.fetchone("SELECT status, channel FROM campaigns WHERE env_id = ? AND key = ?", (env_id, key))
-        found = tx.memo[memo_key] = row is not None and row[0] == "ACTIVE" and row[1] == channel
+        state = None if row is None else _CampaignState(*row)
+        found = tx.memo[memo_key] = state is not None and state.status == "ACTIVE" and state.channel == channel
     return bool(found)
 
 
@@ -71,10 +130,11 @@ class AcceptTrigger(JobDefaults):
                 (self.env_id, self.idempotency_key),
             )
             if row is not None:
+                earlier = _Earlier(*row)
                 # Kept as long as the dispatch: a repeat answers the original, a different body is refused.
-                if row[1] != self.campaign_key or row[2] != self.users:
+                if earlier.campaign_key != self.campaign_key or earlier.users != self.users:
                     raise IdempotencyKeyReused()
-                return str(row[0]), False
+                return str(earlier.id), False
         if not _campaign_active(tx, self.env_id, self.campaign_key, self.channel):
             raise CampaignNotFound(channel=self.channel)
         dispatch_id, exec_id = new_dispatch_ids()
@@ -167,43 +227,63 @@ def dispatch_view(
         uuid.UUID(dispatch_id)
     except ValueError:
         raise NotFound(f"no dispatch {dispatch_id[:64]!r} in this environment") from None
-    row = db.fetchone(
+    row = db.fetchone_as(
         conn,
         "SELECT id, exec_id, campaign_key, status, requested, created_at, completed_at, users, channel "
         "FROM dispatches WHERE id = ? AND env_id = ?",
         (dispatch_id, env_id),
+        _DispatchHead,
     )
-    if row is None or (channel is not None and row[8] != channel):
+    if row is None or (channel is not None and row.channel != channel):
         raise NotFound(f"no {channel + ' ' if channel else ''}dispatch {dispatch_id} in this environment")
-    outcome_rows = db.fetchall(
+    outcome_rows = db.fetchall_as(
         conn,
         "SELECT idx, user_id, device_id, outcome, reason, updated_at FROM recipients "
         "WHERE dispatch_id = ? ORDER BY idx",
         (dispatch_id,),
+        _RecipientOutcome,
     )
-    delivery_rows = db.fetchall(
+    delivery_rows = db.fetchall_as(
         conn,
         "SELECT recipient_idx, id, device_id, provider, status, provider_message_id, error_code, attempts, updated_at, "
         "kind, size_bytes, delivered_at, report_code FROM deliveries WHERE dispatch_id = ? ORDER BY recipient_idx, id",
         (dispatch_id,),
+        _DeliveryDetail,
     )
-    users = _decode(row[7])
+    users = _decode(row.users)
     counts = {"SENT": 0, "FAILED": 0, "EXCLUDED": 0, "PENDING": 0}
-    if row[8] != "push":
+    if row.channel != "push":
         # A gateway that may have taken a message but would not say so leaves its recipient UNKNOWN.
         counts["UNKNOWN"] = 0
     excluded: dict[str, int] = {}
     failures: dict[str, int] = {}
-    by_idx = {r[0]: r for r in outcome_rows}
+    by_idx = {r.idx: r for r in outcome_rows}
     deliveries: dict[int, list[DeliveryRow]] = {}
+    # Kakao and SMS deliveries show their type, size and the gateway's report; push deliveries have none.
+    phone = row.channel != "push"
     for d in delivery_rows:
-        phone = (d[9], d[10], None if d[12] is None else d[11] is not None, d[11], d[12]) if row[8] != "push" else ()
-        deliveries.setdefault(d[0], []).append(DeliveryRow(*d[1:9], *phone))
+        reported = phone and d.report_code is not None
+        common = DeliveryRow(
+            delivery_id=d.id,
+            device_id=d.device_id,
+            provider=d.provider,
+            status=d.status,
+            provider_message_id=d.provider_message_id,
+            error_code=d.error_code,
+            attempts=d.attempts,
+            updated_at=d.updated_at,
+            type=d.kind if phone else None,
+            bytes=d.size_bytes if phone else None,
+            delivered=(d.delivered_at is not None) if reported else None,
+            delivered_at=d.delivered_at if phone else None,
+            report_code=d.report_code if phone else None,
+        )
+        deliveries.setdefault(d.recipient_idx, []).append(common)
     listed: list[RecipientRow] = []
     for idx, user in enumerate(users):
         outcome_row = by_idx.get(idx)
-        outcome = outcome_row[3] if outcome_row is not None and outcome_row[3] else "PENDING"
-        reason = outcome_row[4] if outcome_row is not None else None
+        outcome = outcome_row.outcome if outcome_row is not None and outcome_row.outcome else "PENDING"
+        reason = outcome_row.reason if outcome_row is not None else None
         counts[outcome] += 1
         if outcome == "EXCLUDED" and reason:
             excluded[reason] = excluded.get(reason, 0) + 1
@@ -214,14 +294,14 @@ def dispatch_view(
                 RecipientRow(user.get("userId"), user.get("deviceId"), outcome, reason, deliveries.get(idx, []))
             )
     return DispatchRow(
-        dispatch_id=row[0],
-        execution_id=row[1],
-        channel=row[8],
-        campaign_key=row[2],
-        status=row[3],
-        requested=row[4],
-        created_at=row[5],
-        completed_at=row[6],
+        dispatch_id=row.id,
+        execution_id=row.exec_id,
+        channel=row.channel,
+        campaign_key=row.campaign_key,
+        status=row.status,
+        requested=row.requested,
+        created_at=row.created_at,
+        completed_at=row.completed_at,
         counts=counts,
         excluded=excluded,
         failures=failures,
@@ -245,5 +325,5 @@ def inbox(conn: Connection, db: Database, *, env_id: int, limit: int = 50, after
     if after is not None:
         sql += " AND id < ?"
         params.append(after)
-    rows = db.fetchall(conn, sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
-    return [InboxRow(r[0], r[1], r[2], _decode(r[3]), r[4]) for r in rows]
+    rows = db.fetchall_as(conn, sql + " ORDER BY id DESC LIMIT ?", (*params, limit), _InboxEntry)
+    return [InboxRow(r.id, r.delivery_id, r.token, _decode(r.payload), r.created_at) for r in rows]
