@@ -46,8 +46,6 @@ NAMED_ROWS = [
 POSITIONAL_ROWS_ALLOWED = {
     "src/magpie/store/broadcasts.py",
     "src/magpie/store/conversions.py",
-    "src/magpie/store/deliveries.py",
-    "src/magpie/store/dispatches.py",
 }
 
 
