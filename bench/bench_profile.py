@@ -400,7 +400,7 @@ def profile_experiments() -> Report:
             out = tmp / f"{name}.txt"
             spy = _spy(os.getpid(), 0, out)
             time.sleep(1)  # py-spy attaches
-            rate = bench.ingest(url, store["envs"][name], events)
+            rate, _ = bench.ingest(url, store["envs"][name], events)
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=60)
             summary[name] = {

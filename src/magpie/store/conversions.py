@@ -245,9 +245,11 @@ def _attribute(tx: Tx, env_id: int, candidates: list[Event]) -> None:
     an exposure could own it.
     """
     goals = _goals(tx, env_id)
-    campaign_keys = sorted({key for e in candidates for key, _ in goals[e.key]})
+    event_keys = {e.key for e in candidates}
+    campaign_keys = sorted({key for event_key in event_keys for key, _ in goals[event_key]})
     # Only exposures that could own one of these events: sent at most a goal's window before it, not after.
-    since = min(e.timestamp - max(goal.window_ms for _, goal in goals[e.key]) for e in candidates)
+    window = {event_key: max(goal.window_ms for _, goal in goals[event_key]) for event_key in event_keys}
+    since = min(e.timestamp - window[e.key] for e in candidates)
     until = max(e.timestamp for e in candidates)
     linked = _linked_users(tx, env_id, {e.device_id for e in candidates if e.user_id is None and e.device_id})
     keys_of = {e.insert_id: _user_keys(e, linked) for e in candidates}
@@ -260,8 +262,10 @@ def _attribute(tx: Tx, env_id: int, candidates: list[Event]) -> None:
         exposures.setdefault((exposure.user_key, exposure.campaign_key), []).append(exposure)
     if not exposures:
         return
+    exposed = {user_key for user_key, _ in exposures}
+    owned = [e for e in candidates if any(k in exposed for k in keys_of[e.insert_id])]
     rows: list[tuple[Any, ...]] = []
-    for event in sorted(candidates, key=lambda e: (e.timestamp, e.insert_id)):
+    for event in sorted(owned, key=lambda e: (e.timestamp, e.insert_id)):
         properties: dict[str, Any] | None = None
         for campaign_key, goal in goals[event.key]:
             found = [
