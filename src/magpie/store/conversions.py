@@ -213,9 +213,15 @@ def _exposures(
 ) -> list[_Exposure]:
     """The exposures of ``users`` to the campaigns between ``since`` and ``until`` that can convert (a SENT
     recipient of a variant, or the control group), with whether each converted already: one read of
-    ``ix_exposures_user`` per ``_CHUNK`` users."""
+    ``ix_exposures_user`` (which covers the columns read) per ``_CHUNK`` users.
+
+    A variant recipient not SENT is one that ``ix_recipients_unsent_variant`` holds (a partial index of
+    those alone, kept small), so the check reads that index, not the recipients.
+    """
     found: list[_Exposure] = []
     ckeys = ",".join("?" * len(campaign_keys))
+    # SQLite would take the primary key, whose rows it must then read; PostgreSQL chooses the small index.
+    unsent = " INDEXED BY ix_recipients_unsent_variant" if tx.db.is_sqlite else ""
     for start in range(0, len(users), _CHUNK):
         chunk = users[start : start + _CHUNK]
         marks = ",".join("?" * len(chunk))
@@ -224,11 +230,12 @@ def _exposures(
                 tx.conn,
                 "SELECT x.dispatch_id, x.idx, x.campaign_key, x.version, x.arm, x.user_key, x.exposed_at, "
                 "CASE WHEN c.idx IS NULL THEN 0 ELSE 1 END FROM exposures x "
-                "JOIN recipients r ON r.dispatch_id = x.dispatch_id AND r.idx = x.idx "
                 "LEFT JOIN conversions c ON c.dispatch_id = x.dispatch_id AND c.idx = x.idx "
                 f"WHERE x.env_id = ? AND x.user_key IN ({marks}) AND x.exposed_at >= ? AND x.exposed_at <= ? "
-                f"AND x.campaign_key IN ({ckeys}) AND (x.arm = ? OR r.outcome = 'SENT')",
-                (env_id, *chunk, since, until, *campaign_keys, CONTROL_ARM),
+                f"AND x.campaign_key IN ({ckeys}) AND NOT EXISTS (SELECT 1 FROM recipients r{unsent} "
+                "WHERE r.dispatch_id = x.dispatch_id AND r.idx = x.idx AND r.variant > 0 "
+                "AND (r.outcome IS NULL OR r.outcome <> 'SENT'))",
+                (env_id, *chunk, since, until, *campaign_keys),
                 _Exposure,
             )
         )
