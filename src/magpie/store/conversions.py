@@ -359,16 +359,15 @@ class _Clicks(NamedTuple):
     unique: int
 
 
-class _Span(NamedTuple):
-    first: int | None
-    last: int | None
+class _Time(NamedTuple):
+    at: int | None
 
 
 def experiment_figures(conn: Connection, db: Database, *, env_id: int, campaign_key: int) -> list[VersionFigures]:
     """Every version of a campaign's experiment, newest first, with its arms' counts.
 
     Bounded reads only, whatever the number of exposures: the hourly counts (exposures and conversions
-    per arm), the first and last exposure of each arm (two seeks in ``ix_exposures_campaign``), the
+    per arm), the first and last exposure of each arm (a seek each in ``ix_exposures_campaign``), the
     variant recipients not SENT (``ix_recipients_unsent_variant`` holds only those) and the attributed
     clicks.
     """
@@ -382,20 +381,18 @@ def experiment_figures(conn: Connection, db: Database, *, env_id: int, campaign_
     for count in stats.exposure_counts(conn, db, env_id=env_id, campaign_key=campaign_key):
         exposed[(count.version, count.arm)] = exposed.get((count.version, count.arm), 0) + count.n
     for (version, number), n in exposed.items():
-        span = db.fetchone_as(
-            conn,
-            "SELECT MIN(exposed_at), MAX(exposed_at) FROM exposures "
-            "WHERE env_id = ? AND campaign_key = ? AND version = ? AND arm = ?",
-            (env_id, campaign_key, version, number),
-            _Span,
-        )
-        if span is None or span.first is None or span.last is None:
+        # MIN and MAX in separate statements: SQLite seeks for a lone MIN or MAX, but scans for both at once.
+        where = "FROM exposures WHERE env_id = ? AND campaign_key = ? AND version = ? AND arm = ?"
+        params = (env_id, campaign_key, version, number)
+        first = db.fetchone_as(conn, f"SELECT MIN(exposed_at) {where}", params, _Time)
+        last = db.fetchone_as(conn, f"SELECT MAX(exposed_at) {where}", params, _Time)
+        if first is None or last is None or first.at is None or last.at is None:
             continue
         figures = versions.setdefault(
-            version, VersionFigures(version=version, first_exposed=int(span.first), last_exposed=int(span.last))
+            version, VersionFigures(version=version, first_exposed=int(first.at), last_exposed=int(last.at))
         )
-        figures.first_exposed = min(figures.first_exposed, int(span.first))
-        figures.last_exposed = max(figures.last_exposed, int(span.last))
+        figures.first_exposed = min(figures.first_exposed, int(first.at))
+        figures.last_exposed = max(figures.last_exposed, int(last.at))
         arm(version, number).exposed = n
     # ... less the variant recipients not SENT (failed, excluded or pending), from the partial index
     # ``ix_recipients_unsent_variant``, which holds only those: a variant's exposed are its SENT recipients.
