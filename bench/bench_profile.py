@@ -13,7 +13,7 @@ fake Solapi) delivers each round; CPU is reported per recipient.
     python -m bench.bench_profile [sqlite|pg]
     python -m bench.bench_profile delivery [fcm|nhn|solapi]
 
-Experiments: the store of benchmark 12 (``BENCH_EXPERIMENTS_SCALE``, default 0.05 here), then the same
+Experiments: the store of ``bench.bench_experiments`` (``BENCH_EXPERIMENTS_SCALE``, default 0.05 here), then the same
 slice of events stored through the writer's job (``StoreEvents``) in this process, once into the
 environment whose campaign has a goal and once into the one whose campaign has none, each under py-spy:
 the share of samples per step of the job, beside the rate of each.
