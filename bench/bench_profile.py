@@ -12,17 +12,27 @@ fake Solapi) delivers each round; CPU is reported per recipient.
 
     python -m bench.bench_profile [sqlite|pg]
     python -m bench.bench_profile delivery [fcm|nhn|solapi|nhn-pg|solapi-pg]
+
+Experiments: the store of ``bench.bench_experiments`` (``BENCH_EXPERIMENTS_SCALE``, default 0.05 here), then the same
+slice of events stored through the writer's job (``StoreEvents``) in this process, once into the
+environment whose campaign has a goal and once into the one whose campaign has none, each under py-spy:
+the share of samples per step of the job, beside the rate of each.
+
+    python -m bench.bench_profile experiments
 """
 
 from __future__ import annotations
 
 import ast
 import functools
+import os
+import random
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import bench_experiments as bench
 from bench._harness import (
     PYTHON,
     ROOT,
@@ -141,6 +152,26 @@ DELIVERY_WRITER_RULES = Rules(
         ("magpie/store/deliveries.py", "ExtendLease", "hold the lease before a gateway batch"),
         ("magpie/store/deliveries.py", "InboxRecord", "sandbox inbox"),
         ("magpie/store/writer.py", None, "batch bookkeeping, pipe and pickle"),
+    ],
+)
+INGEST_RULES = Rules(
+    innermost=False,
+    table=[
+        ("threading.py", "wait", WAITING),
+        ("bench/bench_experiments.py", "_events", WAITING),  # building the slice is not the measured work
+        ("magpie/store/conversions.py", "_goals", "attribution: the environment's goals"),
+        ("magpie/store/conversions.py", "_linked_users", "attribution: linked devices"),
+        ("magpie/store/conversions.py", "_exposures", "attribution: read the exposures"),
+        ("magpie/store/conversions.py", "_attribute", "attribution: match events, store conversions"),
+        ("magpie/store/conversions.py", None, "attribution: other"),
+        ("magpie/store/stats.py", None, "hourly counts"),
+        ("magpie/store/db.py", "commit", "commit (WAL write and fsync)"),
+        ("magpie/store/transaction.py", "commit", "commit (WAL write and fsync)"),
+        ("magpie/store/transaction.py", "open", "read and lock the batch's profiles and keys"),
+        ("magpie/store/events.py", "_claim", "insert the events"),
+        ("magpie/store/events.py", "_stored_ids", "look up stored event ids"),
+        ("magpie/store/events.py", None, "events: apply and side effects"),
+        ("magpie/store/", None, "store: other"),
     ],
 )
 FAKE_RULES = Rules(innermost=False, table=[("threading.py", "wait", WAITING), ("selectors.py", "select", WAITING)])
@@ -356,7 +387,46 @@ def profile(engine: str) -> Report:
     )
 
 
+def profile_experiments() -> Report:
+    factor = float(os.environ.get("BENCH_EXPERIMENTS_SCALE", "0.05"))
+    outcomes = max(bench.PER_DISPATCH, int(bench.OUTCOMES * factor) // bench.PER_DISPATCH * bench.PER_DISPATCH)
+    users = max(1000, int(bench.USERS * factor))
+    count = int(bench.EVENTS * factor) // 4
+    summary: dict[str, Any] = {"scale": factor, "events_per_environment": count}
+    with workdir("profile-experiments") as tmp:
+        url = f"sqlite:///{tmp / 'magpie.db'}"
+        store = bench.fill(url, outcomes=outcomes, users=users)
+        rng = random.Random(7)
+        for name in ("plain", "goal", "plain", "goal"):  # the first pair warms the caches
+            events = bench._events(rng, count=count, users=users, now=store["now"], prefix=f"p-{name}-{rng.random()}")
+            out = tmp / f"{name}.txt"
+            spy = _spy(os.getpid(), 0, out)
+            time.sleep(1)  # py-spy attaches
+            rate, _ = bench.ingest(url, store["envs"][name], events)
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
+            summary[name] = {
+                "events_per_second": round(rate),
+                "shares": {c: round(v, 3) for c, v in shares(out.read_text(), INGEST_RULES).items()},
+            }
+    for name in ("goal", "plain"):
+        print(f"  [profile experiments] {name}: {summary[name]['events_per_second']} events/s; of its busy samples:")
+        for category, share in summary[name]["shares"].items():
+            print(f"      {share:6.1%}  {category}")
+    return Report(
+        name="profile_experiments",
+        command=f"BENCH_EXPERIMENTS_SCALE={factor:g} python -m bench.bench_profile experiments",
+        target="(no target: where event ingestion's CPU goes, with and without a conversion goal)",
+        met=True,
+        summary=summary,
+    )
+
+
 def main(argv: list[str]) -> list[Report]:
+    if argv[:1] == ["experiments"]:
+        report = profile_experiments()
+        report.save()
+        return [report]
     if argv[:1] == ["delivery"]:
         reports = [profile_delivery(target) for target in argv[1:] or ["fcm", "nhn", "solapi"]]
         for report in reports:

@@ -45,7 +45,6 @@ NAMED_ROWS = [
 # Modules still indexing rows by position, each to leave this list when its rows are named.
 POSITIONAL_ROWS_ALLOWED = {
     "src/magpie/store/broadcasts.py",
-    "src/magpie/store/conversions.py",
 }
 
 

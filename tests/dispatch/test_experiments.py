@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
 import pytest
 
 from magpie.domain.campaigns import parse_campaign
+from magpie.domain.events import Event
 from magpie.domain.experiments import Control, Variant
+from magpie.store.conversions import RecordExposures
+from magpie.store.crypto import hash_secret
+from magpie.store.events import StoreEvents
+from magpie.store.writer import BatchRunner
 from tests.dispatch.test_messages import run as run_messages
 from tests.dispatch.test_messages import send as send_messages
 from tests.dispatch.test_messages import setup as setup_messages
@@ -370,3 +377,128 @@ def test_experiment_report_counts_only_sent_variant_recipients_as_exposed(client
             )
     after = {a["arm"]: a["exposed"] for a in _report(client, env)["versions"][0]["arms"]}
     assert after == {**before, arm: before[arm] - 1}
+
+
+def _exposure_counts(client: AppClient, env: Env, key: int) -> dict[str, int]:
+    rows = _rows(
+        client,
+        "SELECT metric, SUM(n) FROM campaign_counts WHERE env_id = ? AND campaign_key = ? AND metric LIKE ? "
+        "GROUP BY metric",
+        (env.id, key, "EXPOSED:%"),
+    )
+    return {str(m): int(n) for m, n in rows}
+
+
+def test_experiment_report_reads_its_exposures_from_the_hourly_counts(client: AppClient, env: Env) -> None:
+    users = [f"user{i}" for i in range(40)]
+    _, definition = _send(client, env, users)
+    campaign = parse_campaign(definition)
+    version = campaign.experiment.version  # type: ignore[union-attr]
+    per_arm: dict[int, int] = {}
+    for user in users:
+        arm = campaign.assign(user_key=f"u:{user}").arm  # type: ignore[union-attr]
+        per_arm[arm] = per_arm.get(arm, 0) + 1
+    assert _exposure_counts(client, env, 7) == {f"EXPOSED:{version}:{arm}": n for arm, n in per_arm.items()}
+    assert _exposure_counts(client, env, 0) == {}  # the campaign's own figure, not the environment's
+    # Exposures are no outcome: the delivery statistics do not see them.
+    stats = client.get("/v1/push-message/campaigns/7/stats", headers=env.headers).json()
+    assert set(stats["excluded"]) == {"CONTROL_GROUP"} and stats["failed"] == 0
+    before = {a["arm"]: a["exposed"] for a in _report(client, env)["versions"][0]["arms"]}
+    assert before == per_arm
+    (sent_at,) = _rows(client, "SELECT MAX(exposed_at) FROM exposures WHERE env_id = ?", (env.id,))[0]
+    with client.app.db.transaction() as conn:
+        client.app.db.execute(
+            conn,
+            "INSERT INTO campaign_counts (env_id, campaign_key, hour, metric, n, revenue) VALUES (?, 7, ?, ?, 5, 0)",
+            (env.id, sent_at - sent_at % 3_600_000 + 3_600_000, f"EXPOSED:{version}:0"),
+        )
+    after = {a["arm"]: a["exposed"] for a in _report(client, env)["versions"][0]["arms"]}
+    assert after == {**before, 0: before[0] + 5}
+
+
+def test_experiment_exposures_recorded_again_are_counted_once(client: AppClient, env: Env) -> None:
+    users = [f"user{i}" for i in range(20)]
+    dispatch_id, definition = _send(client, env, users)
+    campaign = parse_campaign(definition)
+    counted = _exposure_counts(client, env, 7)
+    recorded = _rows(
+        client, "SELECT idx, arm, user_key FROM exposures WHERE dispatch_id = ? ORDER BY idx", (dispatch_id,)
+    )
+    assert sum(counted.values()) == len(recorded) == len(users)
+    # A retried work item records the same recipients again, with one more that was not recorded.
+    rows = [(int(i), int(a), str(k)) for i, a, k in recorded]
+    dropped, dropped_arm, _ = rows[0]
+    with client.app.db.transaction() as conn:
+        client.app.db.execute(conn, "DELETE FROM exposures WHERE dispatch_id = ? AND idx = ?", (dispatch_id, dropped))
+    runner = BatchRunner(db=client.app.db)
+    try:
+        job = RecordExposures(
+            env_id=env.id,
+            dispatch_id=dispatch_id,
+            campaign_key=7,
+            version=campaign.experiment.version,  # type: ignore[union-attr]
+            rows=rows,
+            now_ms=int(time.time() * 1000),
+        )
+        assert [failed for _, failed in runner.run_batch([job])] == [False]
+    finally:
+        runner.shutdown()
+    again = _exposure_counts(client, env, 7)
+    metric = f"EXPOSED:{campaign.experiment.version}:{dropped_arm}"  # type: ignore[union-attr]
+    assert again == {**counted, metric: counted[metric] + 1}
+
+
+def _goal_event(insert_id: str, user_id: str, *, at: int, amount: int) -> Event:
+    return Event(
+        insert_id=insert_id,
+        key="purchase",
+        timestamp=at,
+        user_id=user_id,
+        device_id=None,
+        value=None,
+        properties=json.dumps({"currency": "KRW", "amount": amount}),
+        identifiers="{}",
+        context="{}",
+        effect=None,
+        where="events[0]",
+    )
+
+
+def test_experiment_goal_events_of_one_commit_convert_once_in_time_order(client: AppClient, env: Env) -> None:
+    users = [f"user{i}" for i in range(30)]
+    dispatch_id, definition = _send(client, env, users)
+    campaign = parse_campaign(definition)
+    (sent_at,) = _rows(client, "SELECT MIN(exposed_at) FROM exposures WHERE dispatch_id = ?", (dispatch_id,))[0]
+    variant = next(u for u in users if isinstance(campaign.assign(user_key=f"u:{u}"), Variant))
+    control = next(u for u in users if isinstance(campaign.assign(user_key=f"u:{u}"), Control))
+    key_hash = hash_secret(env.key)
+    # Two jobs in one transaction: the later job holds the user's earlier goal event, which converts.
+    jobs = [
+        StoreEvents(
+            key_hash=key_hash,
+            env_id=env.id,
+            events=[
+                _goal_event("j1", variant, at=sent_at + 9000, amount=9),
+                _goal_event("j2", control, at=sent_at + 1000, amount=4),
+            ],
+        ),
+        StoreEvents(key_hash=key_hash, env_id=env.id, events=[_goal_event("j3", variant, at=sent_at + 2000, amount=2)]),
+    ]
+    runner = BatchRunner(db=client.app.db)
+    try:
+        assert [failed for _, failed in runner.run_batch(jobs)] == [False, False]  # type: ignore[arg-type]
+    finally:
+        runner.shutdown()
+    rows = _rows(
+        client,
+        "SELECT r.user_id, c.insert_id, c.value FROM conversions c "
+        "JOIN recipients r ON r.dispatch_id = c.dispatch_id AND r.idx = c.idx WHERE c.dispatch_id = ? ORDER BY 2",
+        (dispatch_id,),
+    )
+    assert rows == [(control, "j2", 4.0), (variant, "j3", 2.0)]
+    counted = _rows(
+        client,
+        "SELECT SUM(n), SUM(revenue) FROM campaign_counts WHERE env_id = ? AND campaign_key = 7 AND metric LIKE ?",
+        (env.id, "CONVERSION:%"),
+    )
+    assert [(int(n), float(r)) for n, r in counted] == [(2, 6.0)]

@@ -1,4 +1,4 @@
-"""Migration 0010 (experiments) goes up and down on both engines, keeping the recipients it extends."""
+"""Migrations 0010 to 0012 (experiments, conversion and exposure counts) go up and down on both engines."""
 
 from __future__ import annotations
 
@@ -90,5 +90,45 @@ def test_conversion_counts_migration_counts_stored_conversions_per_hour_and_arm(
         (6, 0, "CONVERSION:v1:1", 1, 1.0),
     ]
     _downgrade(db, "0010_experiments")
+    with db.transaction(write=False) as conn:
+        assert db.fetchall(conn, "SELECT campaign_key, metric, n FROM campaign_counts") == [(5, "SENT", 3)]
+
+
+def test_exposure_counts_migration_counts_stored_exposures_per_hour_and_arm(db: Database) -> None:
+    hour = 3_600_000
+    t0 = 1_700_000_000_000 - 1_700_000_000_000 % hour
+    db.upgrade("0011_conversion_counts")
+    with db.transaction() as conn:
+        db.execute(
+            conn,
+            "INSERT INTO campaign_counts (env_id, campaign_key, hour, metric, n) VALUES (1, 5, ?, 'SENT', 3)",
+            (t0,),
+        )
+        db.executemany(
+            conn,
+            "INSERT INTO exposures (dispatch_id, idx, env_id, campaign_key, version, arm, user_key, exposed_at) "
+            "VALUES (?, ?, 1, ?, ?, ?, ?, ?)",
+            [
+                ("d1", 0, 5, "v1", 1, "u:a", t0 + 1),
+                ("d1", 1, 5, "v1", 1, "u:b", t0 + 2),
+                ("d1", 2, 5, "v1", 0, "u:c", t0 + 3),
+                ("d2", 0, 5, "v1", 1, "u:a", t0 + hour),
+                ("d3", 0, 6, "v2", 2, "u:a", t0 + 4),
+            ],
+        )
+    db.upgrade("0012_exposure_counts")
+    with db.transaction(write=False) as conn:
+        rows = db.fetchall(
+            conn,
+            "SELECT campaign_key, hour, metric, n FROM campaign_counts ORDER BY campaign_key, hour, metric",
+        )
+    assert [(int(k), int(h) - t0, str(m), int(n)) for k, h, m, n in rows] == [
+        (5, 0, "EXPOSED:v1:0", 1),
+        (5, 0, "EXPOSED:v1:1", 2),
+        (5, 0, "SENT", 3),
+        (5, hour, "EXPOSED:v1:1", 1),
+        (6, 0, "EXPOSED:v2:2", 1),
+    ]
+    _downgrade(db, "0011_conversion_counts")
     with db.transaction(write=False) as conn:
         assert db.fetchall(conn, "SELECT campaign_key, metric, n FROM campaign_counts") == [(5, "SENT", 3)]

@@ -18,7 +18,8 @@ import csv
 import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -34,7 +35,7 @@ from magpie.store.transaction import Tx
 from magpie.store.writer import JobDefaults
 
 _decode = msgspec.json.decode
-_CHUNK = 200
+_CHUNK = 500
 
 
 class RecordExposures(JobDefaults):
@@ -63,47 +64,67 @@ class RecordExposures(JobDefaults):
         self.now_ms = now_ms
 
     def run(self, tx: Tx) -> int:
+        # Only the recipients not recorded yet are counted (a retried work item records the same ones).
+        recorded: set[int] = set()
+        for start in range(0, len(self.rows), _CHUNK):
+            chunk = [idx for idx, _, _ in self.rows[start : start + _CHUNK]]
+            marks = ",".join("?" * len(chunk))
+            recorded.update(
+                row.idx
+                for row in tx.db.fetchall_as(
+                    tx.conn,
+                    f"SELECT idx FROM exposures WHERE dispatch_id = ? AND idx IN ({marks})",
+                    (self.dispatch_id, *chunk),
+                    _Index,
+                )
+            )
+        fresh = [(idx, arm, user_key) for idx, arm, user_key in self.rows if idx not in recorded]
         tx.executemany(
             "INSERT INTO exposures (dispatch_id, idx, env_id, campaign_key, version, arm, user_key, exposed_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             [
                 (self.dispatch_id, idx, self.env_id, self.campaign_key, self.version, arm, user_key, self.now_ms)
-                for idx, arm, user_key in self.rows
+                for idx, arm, user_key in fresh
             ],
         )
         tx.executemany(
             "UPDATE recipients SET variant = ? WHERE dispatch_id = ? AND idx = ?",
             [(arm, self.dispatch_id, idx) for idx, arm, _ in self.rows],
         )
+        per_arm: dict[int, int] = {}
+        for _, arm, _ in fresh:
+            per_arm[arm] = per_arm.get(arm, 0) + 1
+        for arm, n in sorted(per_arm.items()):
+            stats.add_count(
+                tx,
+                env_id=self.env_id,
+                campaign_key=self.campaign_key,
+                at_ms=self.now_ms,
+                metric=stats.exposure_metric(version=self.version, arm=arm),
+                n=n,
+                environment=False,
+            )
         return len(self.rows)
+
+
+class _Index(NamedTuple):
+    idx: int
 
 
 # -- attribution at ingestion ----------------------------------------------------------------------------
 
-
-def _goals(tx: Tx, env_id: int) -> dict[str, list[tuple[int, Goal]]]:
-    """The environment's campaign goals by event key (one indexed read per batch)."""
-    memo_key = ("experiment-goals", env_id)
-    cached: dict[str, list[tuple[int, Goal]]] | None = tx.memo.get(memo_key)
-    if cached is not None:
-        return cached
-    goals: dict[str, list[tuple[int, Goal]]] = {}
-    for key, definition in tx.fetchall(
-        "SELECT key, definition FROM campaigns WHERE env_id = ? AND definition LIKE ?", (env_id, '%"goal":%')
-    ):
-        raw = _decode(definition).get("goal")
-        try:
-            goal = parse_goal(raw) if raw is not None else None
-        except InvalidCampaign:
-            continue
-        if goal is not None:
-            goals.setdefault(goal.event, []).append((int(key), goal))
-    tx.memo[memo_key] = goals
-    return goals
+_GOALS = "experiment-goals"  # the transaction's memo entry for an environment's goals
+_PENDING = "conversion-candidates"  # ... for the goal events its jobs stored, attributed at commit
 
 
-@dataclass(frozen=True, slots=True)
-class _Exposure:
+class _Definition(NamedTuple):
+    key: int
+    definition: str
+
+
+class _Exposure(NamedTuple):
+    """An exposure that may own a goal event, and whether it converted already."""
+
     dispatch_id: str
     idx: int
     campaign_key: int
@@ -111,6 +132,31 @@ class _Exposure:
     arm: int
     user_key: str
     exposed_at: int
+    converted: int  # 1 when a conversion of this recipient is stored
+
+
+def _goals(tx: Tx, env_id: int) -> dict[str, list[tuple[int, Goal]]]:
+    """The environment's campaign goals by event key: one read per transaction, decoded once."""
+    memo_key = (_GOALS, env_id)
+    cached: dict[str, list[tuple[int, Goal]]] | None = tx.memo.get(memo_key)
+    if cached is not None:
+        return cached
+    goals: dict[str, list[tuple[int, Goal]]] = {}
+    for row in tx.db.fetchall_as(
+        tx.conn,
+        "SELECT key, definition FROM campaigns WHERE env_id = ? AND definition LIKE ?",
+        (env_id, '%"goal":%'),
+        _Definition,
+    ):
+        raw = _decode(row.definition).get("goal")
+        try:
+            goal = parse_goal(raw) if raw is not None else None
+        except InvalidCampaign:
+            continue
+        if goal is not None:
+            goals.setdefault(goal.event, []).append((int(row.key), goal))
+    tx.memo[memo_key] = goals
+    return goals
 
 
 def _user_keys(event: Event, linked: Mapping[str, str] | None = None) -> list[str]:
@@ -127,7 +173,7 @@ def _user_keys(event: Event, linked: Mapping[str, str] | None = None) -> list[st
 
 
 def _linked_users(tx: Tx, env_id: int, device_ids: set[str]) -> dict[str, str]:
-    """The users the devices are linked to, as this batch leaves them (the batch read their profiles)."""
+    """The users the devices are linked to, as the transaction leaves them (it read their profiles)."""
     found: dict[str, str] = {}
     for device_id in sorted(device_ids):
         user = tx.profile(env_id, DEVICE, device_id).linked_user
@@ -137,53 +183,96 @@ def _linked_users(tx: Tx, env_id: int, device_ids: set[str]) -> dict[str, str]:
 
 
 def attribute_conversions(tx: Tx, *, env_id: int, events: Sequence[Event]) -> int:
-    """Attribute the goal events of a stored batch to exposures; returns how many conversions it made.
+    """Hand the goal events of a stored batch to attribution, which runs once for the whole transaction
+    when it commits (``_attribute``); returns how many of ``events`` are goal events.
 
-    Costs one read of the goals, and for a batch holding goal events one indexed read of the exposures
-    of those events' profiles (``ix_exposures_user``, with their conversions) per 200 profiles, limited to
-    the times that could own the batch's events (from the earliest event less its goal's window to the
-    latest event), one
-    batched insert of the new conversions and their hourly counts (one upsert per row, with the batch's
-    other counts).
-
-    Events are stored with their profiles locked (the job's ``profile_keys``), so two batches never
-    attribute the same user's goal events at once and each conversion is counted once.
+    A job's events end up attributed only if the transaction commits, and a transaction's goal events
+    are attributed together: one read of the goals per transaction, and one indexed read of the
+    exposures for all its goal events instead of one per job. Events are stored with their profiles
+    locked (the jobs' ``profile_keys``) until that commit, so two transactions never attribute the same
+    user's goal events at once and each conversion is counted once.
     """
     goals = _goals(tx, env_id)
     if not goals:
         return 0
-    candidates = [e for e in events if e.key in goals and _user_keys(e)]
+    candidates = [e for e in events if e.key in goals and (e.user_id is not None or e.device_id is not None)]
     if not candidates:
         return 0
-    campaign_keys = sorted({key for e in candidates for key, _ in goals[e.key]})
+    memo_key = (_PENDING, env_id)
+    pending: list[Event] | None = tx.memo.get(memo_key)
+    if pending is None:
+        pending = tx.memo[memo_key] = []
+        # First among the commit-time writes: the hourly counts it adds are applied after it.
+        tx.before_commit.insert(0, partial(_attribute, tx, env_id, pending))
+    pending.extend(candidates)
+    return len(candidates)
+
+
+def _exposures(
+    tx: Tx, *, env_id: int, users: Sequence[str], campaign_keys: Sequence[int], since: int, until: int
+) -> list[_Exposure]:
+    """The exposures of ``users`` to the campaigns between ``since`` and ``until`` that can convert (a SENT
+    recipient of a variant, or the control group), with whether each converted already: one read of
+    ``ix_exposures_user`` (which covers the columns read) per ``_CHUNK`` users.
+
+    A variant recipient not SENT is one that ``ix_recipients_unsent_variant`` holds (a partial index of
+    those alone, kept small), so the check reads that index, not the recipients.
+    """
+    found: list[_Exposure] = []
+    ckeys = ",".join("?" * len(campaign_keys))
+    # SQLite would take the primary key, whose rows it must then read; PostgreSQL chooses the small index.
+    unsent = " INDEXED BY ix_recipients_unsent_variant" if tx.db.is_sqlite else ""
+    for start in range(0, len(users), _CHUNK):
+        chunk = users[start : start + _CHUNK]
+        marks = ",".join("?" * len(chunk))
+        found.extend(
+            tx.db.fetchall_as(
+                tx.conn,
+                "SELECT x.dispatch_id, x.idx, x.campaign_key, x.version, x.arm, x.user_key, x.exposed_at, "
+                "CASE WHEN c.idx IS NULL THEN 0 ELSE 1 END FROM exposures x "
+                "LEFT JOIN conversions c ON c.dispatch_id = x.dispatch_id AND c.idx = x.idx "
+                f"WHERE x.env_id = ? AND x.user_key IN ({marks}) AND x.exposed_at >= ? AND x.exposed_at <= ? "
+                f"AND x.campaign_key IN ({ckeys}) AND NOT EXISTS (SELECT 1 FROM recipients r{unsent} "
+                "WHERE r.dispatch_id = x.dispatch_id AND r.idx = x.idx AND r.variant > 0 "
+                "AND (r.outcome IS NULL OR r.outcome <> 'SENT'))",
+                (env_id, *chunk, since, until, *campaign_keys),
+                _Exposure,
+            )
+        )
+    return found
+
+
+def _attribute(tx: Tx, env_id: int, candidates: list[Event]) -> None:
+    """Attribute a transaction's goal events to exposures and store the conversions.
+
+    Costs one indexed read of the exposures of those events' profiles (with their conversions) per
+    ``_CHUNK`` profiles, limited to the times that could own the events (from the earliest event less
+    its goal's window to the latest event), one batched insert of the new conversions, and their hourly
+    counts (summed with the transaction's other counts). An event's properties are decoded only when
+    an exposure could own it.
+    """
+    goals = _goals(tx, env_id)
+    event_keys = {e.key for e in candidates}
+    campaign_keys = sorted({key for event_key in event_keys for key, _ in goals[event_key]})
     # Only exposures that could own one of these events: sent at most a goal's window before it, not after.
-    since = min(e.timestamp - max(goal.window_ms for _, goal in goals[e.key]) for e in candidates)
+    window = {event_key: max(goal.window_ms for _, goal in goals[event_key]) for event_key in event_keys}
+    since = min(e.timestamp - window[e.key] for e in candidates)
     until = max(e.timestamp for e in candidates)
     linked = _linked_users(tx, env_id, {e.device_id for e in candidates if e.user_id is None and e.device_id})
     keys_of = {e.insert_id: _user_keys(e, linked) for e in candidates}
     users = sorted({k for keys in keys_of.values() for k in keys})
     exposures: dict[tuple[str, int], list[_Exposure]] = {}
-    converted: set[tuple[str, int]] = set()  # exposures with a conversion, stored or made by this batch
-    ckeys = ",".join("?" * len(campaign_keys))
-    for start in range(0, len(users), _CHUNK):
-        chunk = users[start : start + _CHUNK]
-        marks = ",".join("?" * len(chunk))
-        for row in tx.fetchall(
-            "SELECT x.dispatch_id, x.idx, x.campaign_key, x.version, x.arm, x.user_key, x.exposed_at, "
-            "c.idx IS NOT NULL FROM exposures x JOIN recipients r ON r.dispatch_id = x.dispatch_id AND r.idx = x.idx "
-            "LEFT JOIN conversions c ON c.dispatch_id = x.dispatch_id AND c.idx = x.idx "
-            f"WHERE x.env_id = ? AND x.user_key IN ({marks}) AND x.exposed_at >= ? AND x.exposed_at <= ? "
-            f"AND x.campaign_key IN ({ckeys}) AND (x.arm = ? OR r.outcome = 'SENT')",
-            (env_id, *chunk, since, until, *campaign_keys, CONTROL_ARM),
-        ):
-            exposure = _Exposure(str(row[0]), int(row[1]), int(row[2]), str(row[3]), int(row[4]), row[5], int(row[6]))
-            if row[7]:
-                converted.add((exposure.dispatch_id, exposure.idx))
-            exposures.setdefault((exposure.user_key, exposure.campaign_key), []).append(exposure)
+    converted: set[tuple[str, int]] = set()  # exposures with a conversion, stored or made here
+    for exposure in _exposures(tx, env_id=env_id, users=users, campaign_keys=campaign_keys, since=since, until=until):
+        if exposure.converted:
+            converted.add((exposure.dispatch_id, exposure.idx))
+        exposures.setdefault((exposure.user_key, exposure.campaign_key), []).append(exposure)
     if not exposures:
-        return 0
+        return
+    exposed = {user_key for user_key, _ in exposures}
+    owned = [e for e in candidates if any(k in exposed for k in keys_of[e.insert_id])]
     rows: list[tuple[Any, ...]] = []
-    for event in sorted(candidates, key=lambda e: (e.timestamp, e.insert_id)):
+    for event in sorted(owned, key=lambda e: (e.timestamp, e.insert_id)):
         properties: dict[str, Any] | None = None
         for campaign_key, goal in goals[event.key]:
             found = [
@@ -194,14 +283,14 @@ def attribute_conversions(tx: Tx, *, env_id: int, events: Sequence[Event]) -> in
             ]
             if not found:
                 continue
+            last = max(found, key=lambda x: (x.exposed_at, x.dispatch_id, x.idx))
+            if (last.dispatch_id, last.idx) in converted:
+                continue  # at most once per recipient: its first goal event converted it
             if properties is None:
                 decoded = _decode(event.properties) if event.properties else {}
                 properties = decoded if isinstance(decoded, dict) else {}
             if not goal.matches(properties):
                 continue
-            last = max(found, key=lambda x: (x.exposed_at, x.dispatch_id, x.idx))
-            if (last.dispatch_id, last.idx) in converted:
-                continue  # at most once per recipient: its first goal event converted it
             converted.add((last.dispatch_id, last.idx))
             value = goal.value_of(properties)
             rows.append(
@@ -231,7 +320,6 @@ def attribute_conversions(tx: Tx, *, env_id: int, events: Sequence[Event]) -> in
         "converted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         rows,
     )
-    return len(rows)
 
 
 # -- reads -----------------------------------------------------------------------------------------------
@@ -258,62 +346,101 @@ class VersionFigures:
     arms: dict[int, ArmFigures] = field(default_factory=dict)
 
 
+class _Unsent(NamedTuple):
+    version: str
+    arm: int
+    n: int
+
+
+class _Clicks(NamedTuple):
+    version: str
+    arm: int
+    clicks: int
+    unique: int
+
+
+class _Time(NamedTuple):
+    at: int | None
+
+
 def experiment_figures(conn: Connection, db: Database, *, env_id: int, campaign_key: int) -> list[VersionFigures]:
-    """Every version of a campaign's experiment, newest first, with its arms' counts."""
+    """Every version of a campaign's experiment, newest first, with its arms' counts.
+
+    Bounded reads only, whatever the number of exposures: the hourly counts (exposures and conversions
+    per arm), the first and last exposure of each arm (a seek each in ``ix_exposures_campaign``), the
+    variant recipients not SENT (``ix_recipients_unsent_variant`` holds only those) and the attributed
+    clicks.
+    """
     versions: dict[str, VersionFigures] = {}
 
     def arm(version: str, number: int) -> ArmFigures:
         return versions[version].arms.setdefault(number, ArmFigures(arm=number))
 
-    # Every recorded exposure per arm, from ``ix_exposures_campaign`` alone...
-    for version, number, exposed, first, last in db.fetchall(
-        conn,
-        "SELECT version, arm, COUNT(*), MIN(exposed_at), MAX(exposed_at) FROM exposures "
-        "WHERE env_id = ? AND campaign_key = ? GROUP BY version, arm",
-        (env_id, campaign_key),
-    ):
-        figures = versions.setdefault(version, VersionFigures(version=version, first_exposed=first, last_exposed=last))
-        figures.first_exposed = min(figures.first_exposed, int(first))
-        figures.last_exposed = max(figures.last_exposed, int(last))
-        arm(version, int(number)).exposed = int(exposed)
+    # Every recorded exposure per arm, from the hourly counts...
+    exposed: dict[tuple[str, int], int] = {}
+    for count in stats.exposure_counts(conn, db, env_id=env_id, campaign_key=campaign_key):
+        exposed[(count.version, count.arm)] = exposed.get((count.version, count.arm), 0) + count.n
+    for (version, number), n in exposed.items():
+        # MIN and MAX in separate statements: SQLite seeks for a lone MIN or MAX, but scans for both at once.
+        where = "FROM exposures WHERE env_id = ? AND campaign_key = ? AND version = ? AND arm = ?"
+        params = (env_id, campaign_key, version, number)
+        first = db.fetchone_as(conn, f"SELECT MIN(exposed_at) {where}", params, _Time)
+        last = db.fetchone_as(conn, f"SELECT MAX(exposed_at) {where}", params, _Time)
+        if first is None or last is None or first.at is None or last.at is None:
+            continue
+        figures = versions.setdefault(
+            version, VersionFigures(version=version, first_exposed=int(first.at), last_exposed=int(last.at))
+        )
+        figures.first_exposed = min(figures.first_exposed, int(first.at))
+        figures.last_exposed = max(figures.last_exposed, int(last.at))
+        arm(version, number).exposed = n
     # ... less the variant recipients not SENT (failed, excluded or pending), from the partial index
     # ``ix_recipients_unsent_variant``, which holds only those: a variant's exposed are its SENT recipients.
-    for version, number, unsent in db.fetchall(
+    for unsent in db.fetchall_as(
         conn,
         # CROSS JOIN: SQLite reads the recipients (the small partial index) first, as PostgreSQL would choose to.
         "SELECT x.version, x.arm, COUNT(*) FROM recipients r CROSS JOIN exposures x "
         "WHERE r.variant > 0 AND (r.outcome IS NULL OR r.outcome <> 'SENT') AND x.dispatch_id = r.dispatch_id "
         "AND x.idx = r.idx AND x.env_id = ? AND x.campaign_key = ? AND x.arm <> ? GROUP BY x.version, x.arm",
         (env_id, campaign_key, CONTROL_ARM),
+        _Unsent,
     ):
-        if version in versions:
-            arm(version, int(number)).exposed -= int(unsent)
-    for version, number, clicks, unique in db.fetchall(
+        if unsent.version in versions:
+            arm(unsent.version, int(unsent.arm)).exposed -= int(unsent.n)
+    for clicks in db.fetchall_as(
         conn,
         "SELECT x.version, x.arm, COUNT(*), COUNT(DISTINCT d.recipient_idx || ':' || d.dispatch_id) "
         "FROM push_clicks c JOIN deliveries d ON d.id = c.delivery_id "
         "JOIN exposures x ON x.dispatch_id = d.dispatch_id AND x.idx = d.recipient_idx "
         "WHERE c.env_id = ? AND c.campaign_key = ? AND c.attributed = 1 GROUP BY x.version, x.arm",
         (env_id, campaign_key),
+        _Clicks,
     ):
-        if version in versions:
-            figures_arm = arm(version, int(number))
-            figures_arm.clicks, figures_arm.unique_clicks = int(clicks), int(unique)
+        if clicks.version in versions:
+            figures_arm = arm(clicks.version, int(clicks.arm))
+            figures_arm.clicks, figures_arm.unique_clicks = int(clicks.clicks), int(clicks.unique)
     # Conversions from the hourly counts (one row per hour and arm), summed into days.
-    for version, number, hour, count, revenue in stats.conversion_counts(
-        conn, db, env_id=env_id, campaign_key=campaign_key
-    ):
-        if version not in versions:
+    for count in stats.conversion_counts(conn, db, env_id=env_id, campaign_key=campaign_key):
+        if count.version not in versions:
             continue
-        figures_arm = arm(version, number)
-        figures_arm.conversions += count
-        figures_arm.revenue += revenue
-        day = hour - hour % stats.DAY_MS
-        if figures_arm.daily and figures_arm.daily[-1][0] == day:
-            figures_arm.daily[-1] = (day, figures_arm.daily[-1][1] + count)
-        else:
-            figures_arm.daily.append((day, count))
+        figures_arm = arm(count.version, count.arm)
+        figures_arm.conversions += count.n
+        figures_arm.revenue += count.revenue
+        day = count.hour - count.hour % stats.DAY_MS
+        last_day, last_n = figures_arm.daily.pop() if figures_arm.daily else (day, 0)
+        if last_day != day:
+            figures_arm.daily.append((last_day, last_n))
+            last_n = 0
+        figures_arm.daily.append((day, last_n + count.n))
     return sorted(versions.values(), key=lambda v: v.last_exposed, reverse=True)
+
+
+class _Key(NamedTuple):
+    key: str
+
+
+class _DefinitionText(NamedTuple):
+    definition: str
 
 
 def seen_event_keys(conn: Connection, db: Database, *, env_id: int, keys: Iterable[str]) -> set[str]:
@@ -322,8 +449,10 @@ def seen_event_keys(conn: Connection, db: Database, *, env_id: int, keys: Iterab
     if not wanted:
         return set()
     marks = ",".join("?" * len(wanted))
-    rows = db.fetchall(conn, f"SELECT key FROM event_types WHERE env_id = ? AND key IN ({marks})", (env_id, *wanted))
-    return {str(r[0]) for r in rows}
+    rows = db.fetchall_as(
+        conn, f"SELECT key FROM event_types WHERE env_id = ? AND key IN ({marks})", (env_id, *wanted), _Key
+    )
+    return {str(r.key) for r in rows}
 
 
 def experiment_warnings(conn: Connection, db: Database, *, env_id: int, campaign: Campaign) -> list[str]:
@@ -339,16 +468,18 @@ def experiment_warnings(conn: Connection, db: Database, *, env_id: int, campaign
             f"goal.event '{goal.event}' has never been received in this environment: check the key "
             "(conversions count only events with exactly this key)"
         )
-    row = db.fetchone(
-        conn,
-        "SELECT version, COUNT(*) FROM exposures WHERE env_id = ? AND campaign_key = ? AND version <> ? "
-        "GROUP BY version ORDER BY MAX(exposed_at) DESC LIMIT 1",
-        (env_id, campaign.key, experiment.version),
-    )
-    if row is not None:
+    # The latest other version with recorded recipients, from the hourly counts.
+    recorded: dict[str, int] = {}
+    latest: dict[str, int] = {}
+    for count in stats.exposure_counts(conn, db, env_id=env_id, campaign_key=campaign.key):
+        if count.version != experiment.version:
+            recorded[count.version] = recorded.get(count.version, 0) + count.n
+            latest[count.version] = max(latest.get(count.version, count.hour), count.hour)
+    if recorded:
+        version = max(recorded, key=lambda v: (latest[v], v))
         warnings.append(
-            f"the experiment changed after sends: version {experiment.version} starts now; the {int(row[1])} "
-            f"recipients of version {row[0]} keep their own figures"
+            f"the experiment changed after sends: version {experiment.version} starts now; the {recorded[version]} "
+            f"recipients of version {version} keep their own figures"
         )
     return warnings
 
@@ -474,7 +605,8 @@ def report_csv_rows(report: Mapping[str, Any]) -> list[list[Any]]:
         for arm in version["arms"]:
             control = arm.get("vsControl", {})
             first = arm.get("vsFirst", {})
-            uplift_interval = control.get("alwaysValid", {}).get("interval", ["", ""])
+            uplift_low, uplift_high = control.get("alwaysValid", {}).get("interval", ["", ""])
+            low, high = arm["interval"]
             rows.append(
                 [
                     version["version"],
@@ -486,12 +618,12 @@ def report_csv_rows(report: Mapping[str, Any]) -> list[list[Any]]:
                     arm["uniqueCtr"],
                     arm["conversions"],
                     arm["conversionRate"],
-                    arm["interval"][0],
-                    arm["interval"][1],
+                    low,
+                    high,
                     arm["revenue"],
                     control.get("difference", ""),
-                    uplift_interval[0],
-                    uplift_interval[1],
+                    uplift_low,
+                    uplift_high,
                     control.get("alwaysValid", {}).get("pValue", ""),
                     control.get("verdict", ""),
                     first.get("difference", ""),
@@ -512,10 +644,12 @@ def report_csv(report: Mapping[str, Any]) -> str:
 def campaign_experiment(conn: Connection, db: Database, *, env_id: int, key: int) -> dict[str, Any] | None:
     """The experiment report of a campaign (with its CSV text, ``csv``), or None when it has no goal, control
     group or variants: what the campaign page shows."""
-    row = db.fetchone(conn, "SELECT definition FROM campaigns WHERE env_id = ? AND key = ?", (env_id, key))
+    row = db.fetchone_as(
+        conn, "SELECT definition FROM campaigns WHERE env_id = ? AND key = ?", (env_id, key), _DefinitionText
+    )
     if row is None:
         return None
-    campaign = parse_campaign(_decode(row[0]))
+    campaign = parse_campaign(_decode(row.definition))
     if campaign.experiment is None:
         return None
     report = experiment_report(conn, db, env_id=env_id, campaign=campaign)

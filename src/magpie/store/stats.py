@@ -14,12 +14,15 @@ row per hour and metric instead of counting recipients. Metrics:
 ``UNIQUE_CLICK``        deliveries clicked at least once, at their first click
 ``CONVERSION:<v>:<a>``  conversions of arm ``a`` (0: control group) of experiment version ``v``,
                         at the goal event's time; ``revenue`` sums their values
+``EXPOSED:<v>:<a>``     recipients recorded in arm ``a`` of experiment version ``v``, at the time
+                        they were recorded (the experiment report's exposures; no other figure)
 ======================  ====================================================================
 
 ``n`` is the count of each row; ``revenue`` is 0 except on ``CONVERSION`` rows.
 
-Each fact is also added under campaign key ``0`` (``ALL``; campaign keys are positive), the
-environment's total, so an overview of every campaign reads one row per hour and metric too.
+Each fact except ``EXPOSED`` is also added under campaign key ``0`` (``ALL``; campaign keys are
+positive), the environment's total, so an overview of every campaign reads one row per hour and
+metric too.
 
 Hours are UTC hours (epoch ms); a display in a whole-hour time zone groups them into its days.
 """
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from magpie.errors import CampaignNotFound
 from magpie.store.db import Connection, Database
@@ -48,10 +51,18 @@ _PENDING = "campaign-counts"  # the transaction's memo entry for its count incre
 
 
 def add_count(
-    tx: Tx, *, env_id: int, campaign_key: int, at_ms: int, metric: str, n: int = 1, revenue: float = 0.0
+    tx: Tx,
+    *,
+    env_id: int,
+    campaign_key: int,
+    at_ms: int,
+    metric: str,
+    n: int = 1,
+    revenue: float = 0.0,
+    environment: bool = True,
 ) -> None:
-    """Add ``n`` (and ``revenue``) to one hourly count of the campaign and of the environment (rows made on
-    first use).
+    """Add ``n`` (and ``revenue``) to one hourly count of the campaign and, unless ``environment`` is
+    false, of the environment (rows made on first use).
 
     The increment is applied when the transaction commits, summed with the batch's others for the
     same row (see ``_apply_counts``).
@@ -63,7 +74,10 @@ def add_count(
         pending = tx.memo[_PENDING] = {}
         tx.before_commit.append(partial(_apply_counts, tx, pending))
     hour = hour_of(at_ms)
-    for key in ((env_id, campaign_key, hour, metric), (env_id, ALL, hour, metric)):
+    keys = [(env_id, campaign_key, hour, metric)]
+    if environment:
+        keys.append((env_id, ALL, hour, metric))
+    for key in keys:
         old_n, old_revenue = pending.get(key, (0, 0.0))
         pending[key] = (old_n + n, old_revenue + revenue)
 
@@ -91,10 +105,27 @@ def conversion_metric(*, version: str, arm: int) -> str:
     return f"{CONVERSION}:{version}:{arm}"
 
 
+EXPOSED = "EXPOSED"
+
+
+def exposure_metric(*, version: str, arm: int) -> str:
+    """The metric of the recipients recorded in one arm of one experiment version."""
+    return f"{EXPOSED}:{version}:{arm}"
+
+
 def parse_conversion_metric(metric: str) -> tuple[str, int] | None:
     """``(version, arm)`` of a conversion metric; None for any other metric."""
-    kind, _, rest = metric.partition(":")
-    if kind != CONVERSION:
+    return _parse_arm_metric(metric, CONVERSION)
+
+
+def parse_exposure_metric(metric: str) -> tuple[str, int] | None:
+    """``(version, arm)`` of an exposure metric; None for any other metric."""
+    return _parse_arm_metric(metric, EXPOSED)
+
+
+def _parse_arm_metric(metric: str, kind: str) -> tuple[str, int] | None:
+    found, _, rest = metric.partition(":")
+    if found != kind:
         return None
     version, _, arm = rest.rpartition(":")
     return version, int(arm)
@@ -188,6 +219,8 @@ class Totals:
         elif metric.startswith(f"{CONVERSION}:"):
             self.conversions += n
             self.revenue += revenue
+        elif metric.startswith(f"{EXPOSED}:"):
+            pass  # the experiment report's own figure (recipients counted by their outcomes already)
         else:
             outcome, _, reason = metric.partition(":")
             if outcome == "UNKNOWN":
@@ -374,24 +407,48 @@ def series(
     return [(int(h), str(m), int(n)) for h, m, n in rows]
 
 
-def conversion_counts(
-    conn: Connection, db: Database, *, env_id: int, campaign_key: int
-) -> list[tuple[str, int, int, int, float]]:
-    """``(version, arm, hour, conversions, revenue)`` rows of a campaign's experiment, in time order: one
-    row per hour and arm, read through the table's primary key."""
-    rows = db.fetchall(
+class ArmCount(NamedTuple):
+    """One hour of one arm of a campaign's experiment: its conversions (and revenue), or its exposures."""
+
+    version: str
+    arm: int
+    hour: int
+    n: int
+    revenue: float
+
+
+class _CountRow(NamedTuple):
+    metric: str
+    hour: int
+    n: int
+    revenue: float | None
+
+
+def _arm_counts(conn: Connection, db: Database, *, env_id: int, campaign_key: int, kind: str) -> list[ArmCount]:
+    result = []
+    for row in db.fetchall_as(
         conn,
         "SELECT metric, hour, n, revenue FROM campaign_counts WHERE env_id = ? AND campaign_key = ? "
         "AND metric LIKE ? ORDER BY hour",
-        (env_id, campaign_key, f"{CONVERSION}:%"),
-    )
-    result = []
-    for metric, hour, n, revenue in rows:
-        parsed = parse_conversion_metric(str(metric))
+        (env_id, campaign_key, f"{kind}:%"),
+        _CountRow,
+    ):
+        parsed = _parse_arm_metric(str(row.metric), kind)
         if parsed is not None:
             version, arm = parsed
-            result.append((version, arm, int(hour), int(n), float(revenue or 0.0)))
+            result.append(ArmCount(version, arm, int(row.hour), int(row.n), float(row.revenue or 0.0)))
     return result
+
+
+def conversion_counts(conn: Connection, db: Database, *, env_id: int, campaign_key: int) -> list[ArmCount]:
+    """The conversions of a campaign's experiment, in time order: one row per hour and arm, read through
+    the table's primary key."""
+    return _arm_counts(conn, db, env_id=env_id, campaign_key=campaign_key, kind=CONVERSION)
+
+
+def exposure_counts(conn: Connection, db: Database, *, env_id: int, campaign_key: int) -> list[ArmCount]:
+    """The recorded exposures of a campaign's experiment, in time order: one row per hour and arm."""
+    return _arm_counts(conn, db, env_id=env_id, campaign_key=campaign_key, kind=EXPOSED)
 
 
 @dataclass(frozen=True, slots=True)
