@@ -24,7 +24,6 @@ from magpie.errors import MagpieError, ServiceUnavailable
 from magpie.runtime import Runtime
 from magpie.store import accounts
 from magpie.store.broadcasts import (
-    AudiencePage,
     ClaimOccurrence,
     CompleteOccurrences,
     CreateOccurrence,
@@ -33,10 +32,10 @@ from magpie.store.broadcasts import (
     OccurrenceRow,
     PlanPage,
     ScheduledCampaign,
-    audience_page,
     scheduled_campaigns,
 )
 from magpie.store.campaigns import get_campaign
+from magpie.store.reach import AudiencePage, audience_page
 
 log = logging.getLogger("magpie.scheduler")
 
