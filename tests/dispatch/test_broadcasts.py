@@ -477,6 +477,82 @@ def _grade(operator: str, value_type: str, values: list[Any], match: str = "MATC
     return {"targets": [{"conditions": [condition]}]}
 
 
+def _user_by_user(db: Any, env_id: int, campaign: Any) -> Any:
+    """The reachable count from the source tables (profiles, devices, tokens, cohorts), user by user."""
+    import msgspec
+
+    from magpie.domain import delivery
+    from magpie.domain.audience import Recipient
+    from magpie.store.reach import Reach
+
+    with db.transaction(write=False) as conn:
+        profiles = {
+            ident: (msgspec.json.decode(props), msgspec.json.decode(crm), phone is not None)
+            for ident, props, crm, phone in db.fetchall(
+                conn,
+                "SELECT ident, properties, crm, phone_enc FROM profiles WHERE env_id = ? AND kind = 'u'",
+                (env_id,),
+            )
+        }
+        devices: dict[str, list[str]] = {}
+        for ident, user in db.fetchall(
+            conn,
+            "SELECT ident, linked_user FROM profiles WHERE env_id = ? AND kind = 'd' AND linked_user IS NOT NULL",
+            (env_id,),
+        ):
+            devices.setdefault(user, []).append(ident)
+        live = {
+            device
+            for (device,) in db.fetchall(
+                conn, "SELECT device_id FROM push_tokens WHERE env_id = ? AND status = 'ACTIVE'", (env_id,)
+            )
+        }
+        members = set(db.fetchall(conn, "SELECT cohort, member FROM cohort_members WHERE env_id = ?", (env_id,)))
+    users = audience = reachable = 0
+    unreachable: dict[str, int] = {}
+    for user in sorted({*profiles, *devices}):
+        properties, crm, has_phone = profiles.get(user, ({}, {}, False))
+        device_ids = tuple(devices.get(user, ()))
+        known = {user, *device_ids}
+        decision = delivery.decide(
+            campaign=campaign,
+            recipient=Recipient(user_id=user, device_ids=device_ids, properties=properties),
+            crm=crm,
+            has_push_token=any(d in live for d in device_ids),
+            has_phone=has_phone,
+            in_cohort=lambda name, known=known: any((name, i) in members for i in known),  # type: ignore[misc]
+            now_ms=0,
+            night=delivery.NightRule(),
+        )
+        users += 1
+        if isinstance(decision, delivery.Exclude) and decision.reason == delivery.NOT_IN_AUDIENCE:
+            continue
+        audience += 1
+        if isinstance(decision, delivery.Exclude) and decision.reason != delivery.NIGHT_TIME_DROPPED:
+            unreachable[decision.reason] = unreachable.get(decision.reason, 0) + 1
+        else:
+            reachable += 1
+    return Reach(channel=campaign.channel, users=users, audience=audience, reachable=reachable, unreachable=unreachable)
+
+
+_VIP = {
+    "targets": [
+        {
+            "conditions": [
+                {
+                    "key": {"type": "COHORT"},
+                    "match": {"type": "MATCH", "operator": "IN", "valueType": "STRING", "values": ["vip"]},
+                },
+                {
+                    "key": {"type": "USER_PROPERTY", "name": "grade"},
+                    "match": {"type": "NOT_MATCH", "operator": "IN", "valueType": "STRING", "values": ["SILVER"]},
+                },
+            ]
+        }
+    ]
+}
+
+
 @pytest.mark.parametrize(
     "campaign",
     [
@@ -484,6 +560,7 @@ def _grade(operator: str, value_type: str, values: list[Any], match: str = "MATC
         {"purpose": "MARKETING", "consentRule": "SUBSCRIBED_OR_UNKNOWN"},
         {"purpose": "INFORMATION", "audience": _grade("IN", "STRING", ["GOLD"], match="NOT_MATCH")},
         {"purpose": "MARKETING", "audience": _grade("GTE", "NUMBER", [3])},
+        {"purpose": "INFORMATION", "audience": _VIP},
         {
             "key": 8,
             "channel": "kakao",
@@ -493,8 +570,15 @@ def _grade(operator: str, value_type: str, values: list[Any], match: str = "MATC
             "message": {"text": "겨울 세일"},
             "audience": _grade("IN", "STRING", ["GOLD", "VIP"]),
         },
+        {
+            "key": 8,
+            "channel": "sms",
+            "purpose": "INFORMATION",
+            "provider": "sandbox",
+            "message": {"text": "배송 안내"},
+        },
     ],
-    ids=["subscribed-only", "all-but-unsubscribed", "not-gold", "number-gte", "kakao-brand"],
+    ids=["subscribed-only", "all-but-unsubscribed", "not-gold", "number-gte", "cohort", "kakao-brand", "sms"],
 )
 def test_the_grouped_reach_counts_as_the_rules_do_user_by_user(
     client: AppClient, env: Env, campaign: dict[str, Any]
@@ -504,6 +588,15 @@ def test_the_grouped_reach_counts_as_the_rules_do_user_by_user(
 
     grades: list[Any] = ["GOLD", "SILVER", 3, "5", ["GOLD", "VIP"], None, 1.5, True]
     consent = [None, "SUBSCRIBED", "UNSUBSCRIBED"]
+
+    def set_consent(user_id: str, status: str, *, information: bool) -> None:
+        body = {"userId": user_id, "marketingSubscriptionStatus": status}
+        if information:
+            body["informationSubscriptionStatus"] = status
+        for path in ("/v1/push-subscriptions", "/v1/kakao-subscriptions", "/v1/sms-subscriptions"):
+            response = client.post(path, json=body, headers=env.headers)
+            assert response.status_code == 200, response.text
+
     for i in range(24):
         user_id = f"user-{i:04d}"
         props = {} if grades[i % len(grades)] is None else {"grade": grades[i % len(grades)]}
@@ -513,12 +606,7 @@ def test_the_grouped_reach_counts_as_the_rules_do_user_by_user(
         assert response.status_code == 200, response.text
         status = consent[i % 3]
         if status is not None:
-            body = {"userId": user_id, "marketingSubscriptionStatus": status}
-            if i % 2:
-                body["informationSubscriptionStatus"] = status
-            for path in ("/v1/push-subscriptions", "/v1/kakao-subscriptions"):
-                set_consent = client.post(path, json=body, headers=env.headers)
-                assert set_consent.status_code == 200, set_consent.text
+            set_consent(user_id, status, information=bool(i % 2))
         if i % 4:
             add_token(client, env, device_id=f"dev-{i}", token=f"tok-{i}", user_id=user_id)
         if i % 5 == 1:
@@ -530,17 +618,48 @@ def test_the_grouped_reach_counts_as_the_rules_do_user_by_user(
             assert phone.status_code == 200, phone.text
     # A user id only a device was linked to, with a live token.
     add_token(client, env, device_id="dev-only", token="tok-only", user_id="user-devices-only")
+    cohort = {"members": ["user-0001", "user-0002", "user-0012", "dev-5", "dev-6", "dev-only", "someone-else"]}
+    assert (
+        client.put(f"/admin/v1/environments/{env.name}/cohorts/vip", json=cohort, headers=env.admin).status_code == 200
+    )
     raw = apply_campaign(client, env, **campaign)
     parsed = parse_campaign(raw)
     db = client.app.db
     reader = client.app.ctx.runtime.reader  # type: ignore[union-attr]
-    grouped = reader.read_here(
-        lambda conn: broadcasts.grouped_reach(conn, db=db, env_id=env.id, campaign=parsed, now_ms=0)
-    )
-    paged = broadcasts.reach(reader.read_here, db, env_id=env.id, campaign=parsed, now_ms=0, grouped=False)
-    assert grouped is not None
-    assert grouped == paged
+
+    def counts() -> tuple[Any, Any, Any]:
+        grouped = reader.read_here(
+            lambda conn: broadcasts.grouped_reach(conn, db=db, env_id=env.id, campaign=parsed, now_ms=0)
+        )
+        paged = broadcasts.reach(reader.read_here, db, env_id=env.id, campaign=parsed, now_ms=0, grouped=False)
+        return grouped, paged, _user_by_user(db, env.id, parsed)
+
+    grouped, paged, reference = counts()
+    assert grouped == paged == reference
     assert grouped.users == 25 and grouped.reachable > 0 and sum(grouped.unreachable.values()) > 0
+    # Consent, numbers, tokens and links change: the count follows, user for user.
+    set_consent("user-0002", "SUBSCRIBED", information=True)  # was UNSUBSCRIBED
+    set_consent("user-0004", "UNSUBSCRIBED", information=True)  # was SUBSCRIBED
+    gone = client.delete("/v1/properties/phone-numbers", params={"userId": "user-0001"}, headers=env.headers)
+    assert gone.status_code == 200, gone.text
+    added = client.post(
+        "/v1/properties/phone-numbers",
+        json={"userId": "user-0002", "phoneNumber": "010-9999-0002"},
+        headers=env.headers,
+    )
+    assert added.status_code == 200, added.text
+    with db.transaction() as conn:  # as a provider's "unregistered" answer retires it
+        db.execute(
+            conn,
+            "UPDATE push_tokens SET status = 'RETIRED', retired_reason = 'UNREGISTERED' WHERE env_id = ? AND token = ?",
+            (env.id, "tok-1"),
+        )
+    add_token(client, env, device_id="dev-new", token="tok-2", user_id="user-0008")  # the token moves
+    add_token(client, env, device_id="dev-3", token="tok-3", user_id="user-0012")  # the device moves
+    add_token(client, env, device_id="dev-only", token="tok-only", user_id="user-0000")  # its user is gone
+    grouped, paged, reference = counts()
+    assert grouped == paged == reference
+    assert grouped.users == 24
 
 
 @pytest.mark.parametrize("grouped", [True, False], ids=["grouped", "paged"])

@@ -30,6 +30,9 @@ _decode = msgspec.json.decode
 FREQUENCY_CAP: Final = "FREQUENCY_CAP"
 # The consent codes of ``user_reach`` (0: not given).
 _STATUSES: Final = {1: consent.SUBSCRIBED, 2: consent.UNSUBSCRIBED}
+# The columns of ``user_reach`` a count groups by, in the order of ``ix_user_reach_facts``.
+_CONSENT: Final = tuple(f"{c}_{p}" for c in ("push", "kakao", "sms") for p in ("marketing", "information"))
+_FACTS: Final = (*_CONSENT, "phone", "tokens")
 # A user: a user profile, or a user id devices are linked to.
 _IS_USER: Final = "(r.profile = 1 OR r.devices > 0)"
 
@@ -142,6 +145,7 @@ def _cohort_sql(env_id: int, cohort: str) -> tuple[str, list[Any]]:
 @dataclass(frozen=True, slots=True)
 class _Query:
     columns: str  # vals, marketing, information, token, phone, capped, cohorts
+    varying: str  # the positions of the columns that are not constants (what a count groups by)
     joins: str
     params: list[Any]  # of the joins
 
@@ -178,11 +182,28 @@ def _query(
     token = "CASE WHEN r.tokens > 0 THEN 1 ELSE 0 END" if channel == "push" else "0"
     phone = "r.phone" if channel != "push" else "0"
     columns = (
-        f"{_values_sql(db, reads.names)} AS vals, r.{channel}_marketing AS marketing, "
-        f"r.{channel}_information AS information, {token} AS token, {phone} AS phone, {capped} AS capped, "
-        f"{flags} AS cohorts"
+        (_values_sql(db, reads.names), "vals"),
+        (f"r.{channel}_marketing", "marketing"),
+        (f"r.{channel}_information", "information"),
+        (token, "token"),
+        (phone, "phone"),
+        (capped, "capped"),
+        (flags, "cohorts"),
     )
-    return _Query(columns=columns, joins=" ".join(joins), params=params)
+    if db.is_sqlite:
+        # SQLite groups by sorting, unless it groups by an index's columns (``ix_user_reach_facts``).
+        varying = [f"r.{c}" for c in _FACTS]
+        varying += [str(i + 1) for i, (sql, _) in enumerate(columns) if not sql.startswith(("r.", "CASE WHEN r."))]
+    else:
+        varying = [str(i + 1) for i, (sql, _) in enumerate(columns)]
+    # Constants are left out: grouping by them costs a wider key for nothing.
+    varying = [v for v in varying if not v.isdigit() or columns[int(v) - 1][0] not in ("0", "''", "'[]'")]
+    return _Query(
+        columns=", ".join(f"{sql} AS {name}" for sql, name in columns),
+        varying=", ".join(varying),
+        joins=" ".join(joins),
+        params=params,
+    )
 
 
 # -- the rules, once per kind of user ---------------------------------------------------------------------
@@ -365,24 +386,34 @@ def grouped_reach(
     reads = _reads(campaign)
     if reads.ids:
         return None
-    q = _query(db, env_id=env_id, channel=campaign.channel, reads=reads, caps=caps, now_ms=now_ms, cohorts_joined=True)
-    sql = f"SELECT {q.columns}, COUNT(*) FROM user_reach r {q.joins} WHERE r.env_id = ? AND {_IS_USER} "
-    sql += "GROUP BY 1, 2, 3, 4, 5, 6, 7"
-    if db.is_sqlite:
-        groups = db.fetchall_as(conn, sql, (*q.params, env_id), _Grouped)
-    else:
+    q = _query(db, env_id=env_id, channel=campaign.channel, reads=reads, caps=(), now_ms=now_ms, cohorts_joined=True)
+    every = f"SELECT {q.columns}, COUNT(*) FROM user_reach r {q.joins} WHERE r.env_id = ? AND {_IS_USER} "
+    every += f"GROUP BY {q.varying}"
+    queries = [(every, (*q.params, env_id))]
+    if caps:
+        # The users at a cap are few (those sent to lately): grouped apart, they leave the reachable count.
+        capped, cap_params = _capped_sql(caps, env_id=env_id, channel=campaign.channel, now_ms=now_ms)
+        queries.append(
+            (
+                f"SELECT {q.columns}, COUNT(*) FROM ({capped}) c JOIN user_reach r ON r.env_id = ? "
+                f"AND r.user_id = c.u {q.joins} WHERE {_IS_USER} GROUP BY {q.varying}",
+                (*cap_params, env_id, *q.params),
+            )
+        )
+    if not db.is_sqlite:
         # JIT would spend longer compiling this one-off aggregate than running it.
         db.begin(conn, write=False)
-        try:
-            db.execute(conn, "SET LOCAL jit = off")
-            groups = db.fetchall_as(conn, sql, (*q.params, env_id), _Grouped)
-        finally:
+        db.execute(conn, "SET LOCAL jit = off")
+    try:
+        every_group, *capped_groups = (db.fetchall_as(conn, sql, params, _Grouped) for sql, params in queries)
+    finally:
+        if not db.is_sqlite:
             db.rollback(conn)
     rules = _Rules(campaign, reads, now_ms)
     users = audience = reachable = 0
     unreachable: dict[str, int] = {}
-    for group in groups:
-        verdict = rules.verdict(_Facts(*group[:-1]))
+    for group in every_group:
+        verdict = rules.verdict(_facts(group))
         n = int(group.n)
         users += n
         if verdict == delivery.NOT_IN_AUDIENCE:
@@ -392,7 +423,15 @@ def grouped_reach(
             reachable += n
         else:
             _add(unreachable, ((str(verdict), n),))
+    for group in (g for groups in capped_groups for g in groups):
+        if rules.verdict(_facts(group)) is None:
+            reachable -= int(group.n)
+            _add(unreachable, ((FREQUENCY_CAP, int(group.n)),))
     return Reach(channel=campaign.channel, users=users, audience=audience, reachable=reachable, unreachable=unreachable)
+
+
+def _facts(group: _Grouped) -> _Facts:
+    return _Facts(group.vals, group.marketing, group.information, group.token, group.phone, group.capped, group.cohorts)
 
 
 # -- the audience, a page at a time ---------------------------------------------------------------------

@@ -30,6 +30,8 @@ depends_on = None
 CHANNELS = ("push", "kakao", "sms")
 PURPOSES = ("marketing", "information")
 CONSENT_COLUMNS = tuple(f"{c}_{p}" for c in CHANNELS for p in PURPOSES)
+# What a reachable count groups users by.
+FACTS = (*CONSENT_COLUMNS, "phone", "tokens")
 
 
 def _codes(crm: str, *, sqlite: bool) -> list[str]:
@@ -232,6 +234,9 @@ def upgrade() -> None:
     )
     for statement in _backfill(sqlite=sqlite):
         op.execute(statement)
+    if sqlite:
+        # SQLite groups by sorting: grouped by this index's columns, a count reads the index in order instead.
+        op.create_index("ix_user_reach_facts", "user_reach", ["env_id", *FACTS, "profile", "devices"])
     for statement in _sqlite_triggers() if sqlite else _pg_statements():
         op.execute(statement)
 
@@ -262,4 +267,5 @@ def downgrade() -> None:
             op.execute(f"DROP TRIGGER IF EXISTS user_reach_{trigger} ON {table}")
         for function in ("profiles_added", "profile_changed", "tokens_added", "token_changed"):
             op.execute(f"DROP FUNCTION IF EXISTS user_reach_{function}()")
+    op.drop_index("ix_user_reach_facts", table_name="user_reach", if_exists=True)
     op.drop_table("user_reach")
