@@ -41,6 +41,8 @@ log = logging.getLogger("magpie.scheduler")
 
 # Slots at most this old count as on time (not missed) under every catch-up rule.
 _ON_TIME_MS = 60_000
+# Dispatches the planner writes per transaction: a commit and its statements serve this many pages.
+_DISPATCHES_PER_PLAN = 10
 
 
 def due_slots(
@@ -155,7 +157,13 @@ class Scheduler:
             return asyncio.ensure_future(
                 self.runtime.reader.read(
                     partial(
-                        audience_page, db=db, env_id=occ.env_id, campaign=campaign, after=after, limit=size, now_ms=now
+                        audience_page,
+                        db=db,
+                        env_id=occ.env_id,
+                        campaign=campaign,
+                        after=after,
+                        limit=size * _DISPATCHES_PER_PLAN,
+                        now_ms=now,
                     )
                 )
             )
@@ -181,6 +189,7 @@ class Scheduler:
                             last=page.last,
                             lease_ms=self._lease_ms,
                             rate_per_minute=rate,
+                            dispatch_size=size,
                         )
                     )
                 except MagpieError as exc:

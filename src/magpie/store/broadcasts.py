@@ -26,7 +26,7 @@ import msgspec
 
 from magpie.domain.campaigns import Campaign
 from magpie.errors import Conflict, InvalidRequest, NotFound
-from magpie.store.db import Connection, Database
+from magpie.store.db import DATA_ERRORS, Connection, Database
 from magpie.store.dispatches import AcceptTrigger
 from magpie.store.reach import FREQUENCY_CAP, AudiencePage, Reach, Read, audience_page, grouped_reach, reach
 from magpie.store.stats import count_outcome
@@ -255,8 +255,10 @@ def _enqueue(
     channel: str,
     users: list[str],
     rate_per_minute: int | None = None,
+    dispatch_size: int | None = None,
 ) -> int:
-    """Write ``users`` (those not yet planned by this occurrence) into dispatches and their work items.
+    """Write ``users`` (those not yet planned by this occurrence) into dispatches of at most
+    ``dispatch_size`` users (None: one) and their work items.
 
     With a rate, the users go in slices of ten seconds' worth, each work item available when the rate
     allows it counted from the occurrence's start, so that the workers are handed no more than the rate.
@@ -264,48 +266,25 @@ def _enqueue(
     if not users:
         return 0
     # The (occurrence, user) key decides: only the users it takes are enqueued, whatever ran before.
-    taken: set[str] = set()
-    unique = list(dict.fromkeys(users))
-    if not tx.db.is_sqlite:
-        # One statement for the page: the ids go as one array parameter.
-        taken.update(
-            r.user_id
-            for r in _all(
-                tx,
-                "INSERT INTO broadcast_recipients (occurrence_id, user_id) SELECT ?, u FROM unnest(?::text[]) AS u "
-                "ON CONFLICT DO NOTHING RETURNING user_id",
-                (occurrence_id, unique),
-                _UserId,
-            )
-        )
-        chunks = range(0)
-    else:
-        chunks = range(0, len(unique), 500)
-    for start in chunks:
-        chunk = unique[start : start + 500]
-        taken.update(
-            r.user_id
-            for r in _all(
-                tx,
-                "INSERT INTO broadcast_recipients (occurrence_id, user_id) VALUES "
-                + ",".join(["(?, ?)"] * len(chunk))
-                + " ON CONFLICT DO NOTHING RETURNING user_id",
-                [v for u in chunk for v in (occurrence_id, u)],
-                _UserId,
-            )
-        )
-    fresh = [u for u in unique if u in taken]
+    fresh = _take(tx, occurrence_id, list(dict.fromkeys(users)))
     if not fresh:
         return 0
+    size = dispatch_size or len(fresh)
     if not rate_per_minute:
-        _dispatch(
-            tx, occurrence_id=occurrence_id, env_id=env_id, campaign_key=campaign_key, channel=channel, users=fresh
-        )
+        for offset in range(0, len(fresh), size):
+            _dispatch(
+                tx,
+                occurrence_id=occurrence_id,
+                env_id=env_id,
+                campaign_key=campaign_key,
+                channel=channel,
+                users=fresh[offset : offset + size],
+            )
         return len(fresh)
     row = _one(tx, "SELECT planned, started_at FROM broadcast_occurrences WHERE id = ?", (occurrence_id,), _Progressed)
     assert row is not None
     before, start = int(row.planned), int(row.started_at or tx.now_ms)
-    step = max(1, rate_per_minute // 6)
+    step = min(size, max(1, rate_per_minute // 6))
     for offset in range(0, len(fresh), step):
         due = start + (before + offset) * 60_000 // rate_per_minute
         _dispatch(
@@ -318,6 +297,26 @@ def _enqueue(
             available_at=max(due, tx.now_ms),
         )
     return len(fresh)
+
+
+def _take(tx: Tx, occurrence_id: int, users: list[str]) -> list[str]:
+    """Record ``users`` as planned by the occurrence; returns those it had not planned yet.
+
+    The ids travel as one JSON array. A page is planned once (its cursor moves with it), so the plain
+    insert is tried first; only when a user is there already is the page inserted again, skipping those.
+    """
+    elements = "json_each(?)" if tx.db.is_sqlite else "json_array_elements_text(?::json)"
+    insert = f"INSERT INTO broadcast_recipients (occurrence_id, user_id) SELECT ?, u.value FROM {elements} AS u"
+    tx.execute("SAVEPOINT plan_page")
+    try:
+        tx.execute(insert, (occurrence_id, dumps(users)))
+    except DATA_ERRORS:
+        tx.execute("ROLLBACK TO SAVEPOINT plan_page")
+        again = insert + " WHERE true ON CONFLICT DO NOTHING RETURNING user_id"
+        taken = {r.user_id for r in _all(tx, again, (occurrence_id, dumps(users)), _UserId)}
+        users = [u for u in users if u in taken]
+    tx.execute("RELEASE SAVEPOINT plan_page")
+    return users
 
 
 def _dispatch(
@@ -358,6 +357,7 @@ class PlanPage(JobDefaults):
     __slots__ = (
         "campaign_key",
         "channel",
+        "dispatch_size",
         "env_id",
         "last",
         "lease_ms",
@@ -382,8 +382,10 @@ class PlanPage(JobDefaults):
         last: str | None,
         lease_ms: int,
         rate_per_minute: int | None = None,
+        dispatch_size: int | None = None,
     ) -> None:
         self.rate_per_minute = rate_per_minute
+        self.dispatch_size = dispatch_size
         self.occurrence_id = occurrence_id
         self.owner = owner
         self.env_id = env_id
@@ -405,6 +407,7 @@ class PlanPage(JobDefaults):
             channel=self.channel,
             users=self.users,
             rate_per_minute=self.rate_per_minute,
+            dispatch_size=self.dispatch_size,
         )
         row = _one(
             tx, "SELECT unreachable FROM broadcast_occurrences WHERE id = ?", (self.occurrence_id,), _Unreachable

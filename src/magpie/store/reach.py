@@ -430,7 +430,7 @@ def grouped_reach(
     return Reach(channel=campaign.channel, users=users, audience=audience, reachable=reachable, unreachable=unreachable)
 
 
-def _facts(group: _Grouped) -> _Facts:
+def _facts(group: _Grouped | _PageGroup) -> _Facts:
     return _Facts(group.vals, group.marketing, group.information, group.token, group.phone, group.capped, group.cohorts)
 
 
@@ -456,16 +456,19 @@ def audience_page(
     """
     reads = _reads(campaign)
     q = _query(db, env_id=env_id, channel=campaign.channel, reads=reads, caps=caps, now_ms=now_ms, cohorts_joined=False)
-    rows = db.fetchall_as(
-        conn,
+    inner = (
         f"SELECT r.user_id, {q.columns} FROM user_reach r {q.joins} WHERE r.env_id = ? AND r.user_id > ? "
-        f"AND {_IS_USER} ORDER BY r.user_id LIMIT ?",
-        (*q.params, env_id, after or "", limit),
-        _UserRow,
+        f"AND {_IS_USER} ORDER BY r.user_id LIMIT ?"
     )
+    params = (*q.params, env_id, after or "", limit)
+    if not (reads.ids or reads.cohorts):
+        return _page_by_kind(
+            conn, db, campaign=campaign, reads=reads, inner=inner, params=params, after=after, now_ms=now_ms
+        )
+    rows = db.fetchall_as(conn, inner, params, _UserRow)
     if not rows:
         return AudiencePage(scanned=0, last=after)
-    page = AudiencePage(scanned=len(rows), last=rows[-1].user_id)
+    page = AudiencePage(scanned=len(rows), last=next(reversed(rows)).user_id)
     devices: dict[str, list[str]] = {}
     members: set[tuple[str, str]] = set()
     if reads.ids or reads.cohorts:
@@ -500,6 +503,55 @@ def audience_page(
             page.reachable.append(row.user_id)
         else:
             _add(page.unreachable, ((str(verdict), 1),))
+    return page
+
+
+class _PageGroup(NamedTuple):
+    vals: str
+    marketing: int
+    information: int
+    token: int
+    phone: int
+    capped: int
+    cohorts: str
+    users: str  # their ids, a JSON array
+    n: int
+    last: str  # the page's greatest user id
+
+
+def _page_by_kind(
+    conn: Connection,
+    db: Database,
+    *,
+    campaign: Campaign,
+    reads: _Reads,
+    inner: str,
+    params: Sequence[Any],
+    after: str | None,
+    now_ms: int,
+) -> AudiencePage:
+    """A page whose users the rules tell apart only by what they read of ``user_reach`` and properties: the
+    page's users come grouped alike, each group's ids as one JSON array, and the rules run once a group."""
+    ids = "json_group_array(user_id)" if db.is_sqlite else "json_agg(user_id)::text"
+    groups = db.fetchall_as(
+        conn,
+        f"WITH page AS ({inner}) SELECT vals, marketing, information, token, phone, capped, cohorts, {ids}, "
+        "COUNT(*), (SELECT MAX(user_id) FROM page) FROM page GROUP BY 1, 2, 3, 4, 5, 6, 7",
+        params,
+        _PageGroup,
+    )
+    page = AudiencePage(scanned=0, last=after)
+    rules = _Rules(campaign, reads, now_ms)
+    for group in groups:
+        page.scanned += int(group.n)
+        page.last = group.last
+        verdict = rules.verdict(_facts(group))
+        if verdict == delivery.NOT_IN_AUDIENCE:
+            page.outside += int(group.n)
+        elif verdict is None:
+            page.reachable.extend(_decode(group.users))
+        else:
+            _add(page.unreachable, ((str(verdict), int(group.n)),))
     return page
 
 
