@@ -220,7 +220,41 @@ def test_test_send_goes_to_named_users_only_and_at_most_five(client: AppClient, 
         drain(client, dispatcher)
     finally:
         close_dispatcher(client, dispatcher)
-    assert sorted(m["token"] for m in inbox(client, env)) == ["tok-1", "tok-2"]
+    sandbox = inbox(client, env)
+    assert sorted(m["token"] for m in sandbox) == ["tok-1", "tok-2"]
+    assert [m["message"]["hackle"]["test"] for m in sandbox] == [True, True]
+    # The same campaign sent for real carries no test mark.
+    trigger(client, env, [{"userId": "user-0003"}])
+    run_dispatcher(client)
+    (real,) = [m for m in inbox(client, env) if m["token"] == "tok-3"]
+    assert "test" not in real["message"]["hackle"]
+
+
+def test_test_send_is_marked_in_the_request_fcm_receives(client: AppClient, env: Env) -> None:
+    import json
+
+    from tests.fakes.fcm import FakeFcm
+    from tests.support import provider_settings
+
+    with FakeFcm() as fcm:
+        providers = {"settings": {"providers": provider_settings(fcm=fcm)}}
+        assert client.put(f"/admin/v1/environments/{env.name}", json=providers, headers=env.admin).status_code == 200
+        _users(client, env, 2, with_token=2)
+        apply_campaign(client, env, provider="push")
+        sent = client.post(
+            f"/admin/v1/environments/{env.name}/campaigns/7/test-send",
+            json={"userIds": ["user-0000"]},
+            headers=env.admin,
+        )
+        assert sent.status_code == 200, sent.text
+        run_dispatcher(client)
+        trigger(client, env, [{"userId": "user-0001"}])
+        run_dispatcher(client)
+        marks = {
+            r.json["message"]["token"]: json.loads(r.json["message"]["data"]["hackle"]).get("test")
+            for r in fcm.requests
+        }
+    assert marks == {"tok-0": True, "tok-1": None}
 
 
 def test_kakao_reach_counts_users_without_a_phone_number(client: AppClient, env: Env) -> None:

@@ -640,6 +640,12 @@ class TestSend(JobDefaults):
             users=self.user_ids,
         )
         tx.execute("UPDATE broadcast_occurrences SET planned = ? WHERE id = ?", (planned, occurrence_id))
+        # Its work items carry the test mark the push payload shows (``delivery.hackle_payload``).
+        tx.execute(
+            "UPDATE work_items SET payload = ? WHERE dispatch_id IN "
+            "(SELECT dispatch_id FROM broadcast_dispatches WHERE occurrence_id = ?)",
+            (dumps({"test": True}), occurrence_id),
+        )
         return occurrence_id
 
 
