@@ -160,6 +160,7 @@ async def _measure(url: str, env_id: int, data_dir: Any, *, processes: bool) -> 
         if children:
             await asyncio.sleep(DELIVER_SECONDS)
             rss = {f"{name}_peak_rss_mb": _peak_rss_mb(child.pid) for name, child in children.items()}
+            print("peak RSS beside the planner", rss, file=sys.stderr)
             rss["outcomes_meanwhile"] = await reader.read(
                 lambda conn: {
                     f"{outcome} {reason or ''}".strip(): n
@@ -185,8 +186,13 @@ async def _measure(url: str, env_id: int, data_dir: Any, *, processes: bool) -> 
         }
     finally:
         for name, child in children.items():
+            # A stopping magpie finishes the batches it holds first: give it time, then end it.
             child.terminate()
-            child.wait(timeout=30)
+            try:
+                child.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
             if os.environ.get("BENCH_BROADCAST_SHOW_LOGS"):
                 print(name, (data_dir.parent / f"{name}.log").read_text()[-1500:], file=sys.stderr)
         await runtime.close()

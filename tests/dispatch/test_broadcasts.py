@@ -587,6 +587,21 @@ _VIP = {
 }
 
 
+# A property whose name a JSON path cannot quote.
+_QUOTED = {
+    "targets": [
+        {
+            "conditions": [
+                {
+                    "key": {"type": "USER_PROPERTY", "name": 'say "hi"'},
+                    "match": {"type": "MATCH", "operator": "GTE", "valueType": "NUMBER", "values": [1]},
+                }
+            ]
+        }
+    ]
+}
+
+
 @pytest.mark.parametrize(
     "campaign",
     [
@@ -595,6 +610,7 @@ _VIP = {
         {"purpose": "INFORMATION", "audience": _grade("IN", "STRING", ["GOLD"], match="NOT_MATCH")},
         {"purpose": "MARKETING", "audience": _grade("GTE", "NUMBER", [3])},
         {"purpose": "INFORMATION", "audience": _VIP},
+        {"purpose": "INFORMATION", "audience": _QUOTED},
         {
             "key": 8,
             "channel": "kakao",
@@ -612,7 +628,16 @@ _VIP = {
             "message": {"text": "배송 안내"},
         },
     ],
-    ids=["subscribed-only", "all-but-unsubscribed", "not-gold", "number-gte", "cohort", "kakao-brand", "sms"],
+    ids=[
+        "subscribed-only",
+        "all-but-unsubscribed",
+        "not-gold",
+        "number-gte",
+        "cohort",
+        "quoted-name",
+        "kakao-brand",
+        "sms",
+    ],
 )
 def test_the_grouped_reach_counts_as_the_rules_do_user_by_user(
     client: AppClient, env: Env, campaign: dict[str, Any]
@@ -634,6 +659,7 @@ def test_the_grouped_reach_counts_as_the_rules_do_user_by_user(
     for i in range(24):
         user_id = f"user-{i:04d}"
         props = {} if grades[i % len(grades)] is None else {"grade": grades[i % len(grades)]}
+        props['say "hi"'] = i % 3
         response = client.post(
             "/v1/properties", json={"userId": user_id, "operations": {"$set": props}}, headers=env.headers
         )

@@ -100,6 +100,8 @@ def _values_sql(db: Database, names: Sequence[str]) -> str:
     if not names:
         return "'[]'"
     if db.is_sqlite:
+        if any('"' in n or "\\" in n for n in names):
+            return "COALESCE(p.properties, '{}')"  # names a JSON path cannot quote: the whole document
         parts = [f"COALESCE(p.properties -> '{_sqlite_path(n)}', 'null')" for n in names]
     else:
         parts = [f"COALESCE((p.properties::jsonb -> '{n.replace(chr(39), chr(39) * 2)}')::text, 'null')" for n in names]
@@ -107,9 +109,8 @@ def _values_sql(db: Database, names: Sequence[str]) -> str:
 
 
 def _sqlite_path(name: str) -> str:
-    """A JSON path naming one key, quoted (a name may hold dots)."""
-    quoted = name.replace("\\", "\\\\").replace('"', '\\"')
-    return f'$."{quoted}"'.replace("'", "''")
+    """A JSON path naming one key, quoted (a name may hold dots, not quotes or backslashes)."""
+    return f'$."{name}"'.replace("'", "''")
 
 
 def _capped_sql(caps: Sequence[Mapping[str, Any]], *, env_id: int, channel: str, now_ms: int) -> tuple[str, list[Any]]:
@@ -287,6 +288,8 @@ class _Rules:
     ) -> Verdict:
         channel = self.campaign.channel
         values = _decode(facts.vals)
+        if isinstance(values, dict):  # the whole document (``_values_sql``)
+            values = [values.get(n) for n in self.reads.names]
         properties = {n: v for n, v in zip(self.reads.names, values, strict=True) if v is not None}
         statuses = {"marketing": facts.marketing, "information": facts.information}
         crm = {channel: {p: {"status": _STATUSES[code]} for p, code in statuses.items() if code in _STATUSES}}
