@@ -198,7 +198,8 @@ def _query(
     else:
         varying = [str(i + 1) for i, (sql, _) in enumerate(columns)]
     # Constants are left out: grouping by them costs a wider key for nothing.
-    varying = [v for v in varying if not v.isdigit() or columns[int(v) - 1][0] not in ("0", "''", "'[]'")]
+    constants = {str(i + 1) for i, (sql, _) in enumerate(columns) if sql in ("0", "''", "'[]'")}
+    varying = [v for v in varying if v not in constants]
     return _Query(
         columns=", ".join(f"{sql} AS {name}" for sql, name in columns),
         varying=", ".join(varying),
