@@ -42,10 +42,6 @@ NAMED_ROWS = [
     ROOT / "src" / "magpie" / "api" / "http" / "auth.py",
     ROOT / "src" / "magpie" / "dashboard" / "pages.py",
 ]
-# Modules still indexing rows by position, each to leave this list when its rows are named.
-POSITIONAL_ROWS_ALLOWED = {
-    "src/magpie/store/broadcasts.py",
-}
 
 
 def _integer_subscripts(source: str) -> list[int]:
@@ -71,8 +67,6 @@ def test_store_rows_are_read_by_name_not_by_position() -> None:
     positional = [
         f"{path.relative_to(ROOT)}:{line}"
         for path in NAMED_ROWS
-        if path.relative_to(ROOT).as_posix() not in POSITIONAL_ROWS_ALLOWED
         for line in _integer_subscripts(path.read_text(encoding="utf-8"))
     ]
     assert positional == [], "name the row's fields (a NamedTuple beside the query) or unpack it"
-    assert all((ROOT / allowed).is_file() for allowed in POSITIONAL_ROWS_ALLOWED), "drop a removed module from the list"

@@ -235,7 +235,8 @@ class Settings:
     broadcast_page_size: int = setting(
         1000,
         "MAGPIE_BROADCAST_PAGE_SIZE",
-        "Users an occurrence's planner reads per page; each page's reachable users become one dispatch.",
+        "Users per dispatch an occurrence's planner writes; it reads ten times as many users per page and "
+        "writes their dispatches in one transaction.",
     )
 
     @property

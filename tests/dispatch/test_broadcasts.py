@@ -220,7 +220,41 @@ def test_test_send_goes_to_named_users_only_and_at_most_five(client: AppClient, 
         drain(client, dispatcher)
     finally:
         close_dispatcher(client, dispatcher)
-    assert sorted(m["token"] for m in inbox(client, env)) == ["tok-1", "tok-2"]
+    sandbox = inbox(client, env)
+    assert sorted(m["token"] for m in sandbox) == ["tok-1", "tok-2"]
+    assert [m["message"]["hackle"]["test"] for m in sandbox] == [True, True]
+    # The same campaign sent for real carries no test mark.
+    trigger(client, env, [{"userId": "user-0003"}])
+    run_dispatcher(client)
+    (real,) = [m for m in inbox(client, env) if m["token"] == "tok-3"]
+    assert "test" not in real["message"]["hackle"]
+
+
+def test_test_send_is_marked_in_the_request_fcm_receives(client: AppClient, env: Env) -> None:
+    import json
+
+    from tests.fakes.fcm import FakeFcm
+    from tests.support import provider_settings
+
+    with FakeFcm() as fcm:
+        providers = {"settings": {"providers": provider_settings(fcm=fcm)}}
+        assert client.put(f"/admin/v1/environments/{env.name}", json=providers, headers=env.admin).status_code == 200
+        _users(client, env, 2, with_token=2)
+        apply_campaign(client, env, provider="push")
+        sent = client.post(
+            f"/admin/v1/environments/{env.name}/campaigns/7/test-send",
+            json={"userIds": ["user-0000"]},
+            headers=env.admin,
+        )
+        assert sent.status_code == 200, sent.text
+        run_dispatcher(client)
+        trigger(client, env, [{"userId": "user-0001"}])
+        run_dispatcher(client)
+        marks = {
+            r.json["message"]["token"]: json.loads(r.json["message"]["data"]["hackle"]).get("test")
+            for r in fcm.requests
+        }
+    assert marks == {"tok-0": True, "tok-1": None}
 
 
 def test_kakao_reach_counts_users_without_a_phone_number(client: AppClient, env: Env) -> None:
@@ -477,6 +511,97 @@ def _grade(operator: str, value_type: str, values: list[Any], match: str = "MATC
     return {"targets": [{"conditions": [condition]}]}
 
 
+def _user_by_user(db: Any, env_id: int, campaign: Any) -> Any:
+    """The reachable count from the source tables (profiles, devices, tokens, cohorts), user by user."""
+    import msgspec
+
+    from magpie.domain import delivery
+    from magpie.domain.audience import Recipient
+    from magpie.store.reach import Reach
+
+    with db.transaction(write=False) as conn:
+        profiles = {
+            ident: (msgspec.json.decode(props), msgspec.json.decode(crm), phone is not None)
+            for ident, props, crm, phone in db.fetchall(
+                conn,
+                "SELECT ident, properties, crm, phone_enc FROM profiles WHERE env_id = ? AND kind = 'u'",
+                (env_id,),
+            )
+        }
+        devices: dict[str, list[str]] = {}
+        for ident, user in db.fetchall(
+            conn,
+            "SELECT ident, linked_user FROM profiles WHERE env_id = ? AND kind = 'd' AND linked_user IS NOT NULL",
+            (env_id,),
+        ):
+            devices.setdefault(user, []).append(ident)
+        live = {
+            device
+            for (device,) in db.fetchall(
+                conn, "SELECT device_id FROM push_tokens WHERE env_id = ? AND status = 'ACTIVE'", (env_id,)
+            )
+        }
+        members = set(db.fetchall(conn, "SELECT cohort, member FROM cohort_members WHERE env_id = ?", (env_id,)))
+    users = audience = reachable = 0
+    unreachable: dict[str, int] = {}
+    for user in sorted({*profiles, *devices}):
+        properties, crm, has_phone = profiles.get(user, ({}, {}, False))
+        device_ids = tuple(devices.get(user, ()))
+        known = {user, *device_ids}
+        decision = delivery.decide(
+            campaign=campaign,
+            recipient=Recipient(user_id=user, device_ids=device_ids, properties=properties),
+            crm=crm,
+            has_push_token=any(d in live for d in device_ids),
+            has_phone=has_phone,
+            in_cohort=lambda name, known=known: any((name, i) in members for i in known),  # type: ignore[misc]
+            now_ms=0,
+            night=delivery.NightRule(),
+        )
+        users += 1
+        if isinstance(decision, delivery.Exclude) and decision.reason == delivery.NOT_IN_AUDIENCE:
+            continue
+        audience += 1
+        if isinstance(decision, delivery.Exclude) and decision.reason != delivery.NIGHT_TIME_DROPPED:
+            unreachable[decision.reason] = unreachable.get(decision.reason, 0) + 1
+        else:
+            reachable += 1
+    return Reach(channel=campaign.channel, users=users, audience=audience, reachable=reachable, unreachable=unreachable)
+
+
+_VIP = {
+    "targets": [
+        {
+            "conditions": [
+                {
+                    "key": {"type": "COHORT"},
+                    "match": {"type": "MATCH", "operator": "IN", "valueType": "STRING", "values": ["vip"]},
+                },
+                {
+                    "key": {"type": "USER_PROPERTY", "name": "grade"},
+                    "match": {"type": "NOT_MATCH", "operator": "IN", "valueType": "STRING", "values": ["SILVER"]},
+                },
+            ]
+        }
+    ]
+}
+
+
+# A property whose name a JSON path cannot quote.
+_QUOTED = {
+    "targets": [
+        {
+            "conditions": [
+                {
+                    "key": {"type": "USER_PROPERTY", "name": 'say "hi"'},
+                    "match": {"type": "MATCH", "operator": "GTE", "valueType": "NUMBER", "values": [1]},
+                }
+            ]
+        }
+    ]
+}
+
+
 @pytest.mark.parametrize(
     "campaign",
     [
@@ -484,6 +609,8 @@ def _grade(operator: str, value_type: str, values: list[Any], match: str = "MATC
         {"purpose": "MARKETING", "consentRule": "SUBSCRIBED_OR_UNKNOWN"},
         {"purpose": "INFORMATION", "audience": _grade("IN", "STRING", ["GOLD"], match="NOT_MATCH")},
         {"purpose": "MARKETING", "audience": _grade("GTE", "NUMBER", [3])},
+        {"purpose": "INFORMATION", "audience": _VIP},
+        {"purpose": "INFORMATION", "audience": _QUOTED},
         {
             "key": 8,
             "channel": "kakao",
@@ -493,8 +620,24 @@ def _grade(operator: str, value_type: str, values: list[Any], match: str = "MATC
             "message": {"text": "겨울 세일"},
             "audience": _grade("IN", "STRING", ["GOLD", "VIP"]),
         },
+        {
+            "key": 8,
+            "channel": "sms",
+            "purpose": "INFORMATION",
+            "provider": "sandbox",
+            "message": {"text": "배송 안내"},
+        },
     ],
-    ids=["subscribed-only", "all-but-unsubscribed", "not-gold", "number-gte", "kakao-brand"],
+    ids=[
+        "subscribed-only",
+        "all-but-unsubscribed",
+        "not-gold",
+        "number-gte",
+        "cohort",
+        "quoted-name",
+        "kakao-brand",
+        "sms",
+    ],
 )
 def test_the_grouped_reach_counts_as_the_rules_do_user_by_user(
     client: AppClient, env: Env, campaign: dict[str, Any]
@@ -504,21 +647,26 @@ def test_the_grouped_reach_counts_as_the_rules_do_user_by_user(
 
     grades: list[Any] = ["GOLD", "SILVER", 3, "5", ["GOLD", "VIP"], None, 1.5, True]
     consent = [None, "SUBSCRIBED", "UNSUBSCRIBED"]
+
+    def set_consent(user_id: str, status: str, *, information: bool) -> None:
+        body = {"userId": user_id, "marketingSubscriptionStatus": status}
+        if information:
+            body["informationSubscriptionStatus"] = status
+        for path in ("/v1/push-subscriptions", "/v1/kakao-subscriptions", "/v1/sms-subscriptions"):
+            response = client.post(path, json=body, headers=env.headers)
+            assert response.status_code == 200, response.text
+
     for i in range(24):
         user_id = f"user-{i:04d}"
         props = {} if grades[i % len(grades)] is None else {"grade": grades[i % len(grades)]}
+        props['say "hi"'] = i % 3
         response = client.post(
             "/v1/properties", json={"userId": user_id, "operations": {"$set": props}}, headers=env.headers
         )
         assert response.status_code == 200, response.text
         status = consent[i % 3]
         if status is not None:
-            body = {"userId": user_id, "marketingSubscriptionStatus": status}
-            if i % 2:
-                body["informationSubscriptionStatus"] = status
-            for path in ("/v1/push-subscriptions", "/v1/kakao-subscriptions"):
-                set_consent = client.post(path, json=body, headers=env.headers)
-                assert set_consent.status_code == 200, set_consent.text
+            set_consent(user_id, status, information=bool(i % 2))
         if i % 4:
             add_token(client, env, device_id=f"dev-{i}", token=f"tok-{i}", user_id=user_id)
         if i % 5 == 1:
@@ -530,17 +678,48 @@ def test_the_grouped_reach_counts_as_the_rules_do_user_by_user(
             assert phone.status_code == 200, phone.text
     # A user id only a device was linked to, with a live token.
     add_token(client, env, device_id="dev-only", token="tok-only", user_id="user-devices-only")
+    cohort = {"members": ["user-0001", "user-0002", "user-0012", "dev-5", "dev-6", "dev-only", "someone-else"]}
+    assert (
+        client.put(f"/admin/v1/environments/{env.name}/cohorts/vip", json=cohort, headers=env.admin).status_code == 200
+    )
     raw = apply_campaign(client, env, **campaign)
     parsed = parse_campaign(raw)
     db = client.app.db
     reader = client.app.ctx.runtime.reader  # type: ignore[union-attr]
-    grouped = reader.read_here(
-        lambda conn: broadcasts.grouped_reach(conn, db=db, env_id=env.id, campaign=parsed, now_ms=0)
-    )
-    paged = broadcasts.reach(reader.read_here, db, env_id=env.id, campaign=parsed, now_ms=0, grouped=False)
-    assert grouped is not None
-    assert grouped == paged
+
+    def counts() -> tuple[Any, Any, Any]:
+        grouped = reader.read_here(
+            lambda conn: broadcasts.grouped_reach(conn, db=db, env_id=env.id, campaign=parsed, now_ms=0)
+        )
+        paged = broadcasts.reach(reader.read_here, db, env_id=env.id, campaign=parsed, now_ms=0, grouped=False)
+        return grouped, paged, _user_by_user(db, env.id, parsed)
+
+    grouped, paged, reference = counts()
+    assert grouped == paged == reference
     assert grouped.users == 25 and grouped.reachable > 0 and sum(grouped.unreachable.values()) > 0
+    # Consent, numbers, tokens and links change: the count follows, user for user.
+    set_consent("user-0002", "SUBSCRIBED", information=True)  # was UNSUBSCRIBED
+    set_consent("user-0004", "UNSUBSCRIBED", information=True)  # was SUBSCRIBED
+    gone = client.delete("/v1/properties/phone-numbers", params={"userId": "user-0001"}, headers=env.headers)
+    assert gone.status_code == 200, gone.text
+    added = client.post(
+        "/v1/properties/phone-numbers",
+        json={"userId": "user-0002", "phoneNumber": "010-9999-0002"},
+        headers=env.headers,
+    )
+    assert added.status_code == 200, added.text
+    with db.transaction() as conn:  # as a provider's "unregistered" answer retires it
+        db.execute(
+            conn,
+            "UPDATE push_tokens SET status = 'RETIRED', retired_reason = 'UNREGISTERED' WHERE env_id = ? AND token = ?",
+            (env.id, "tok-1"),
+        )
+    add_token(client, env, device_id="dev-new", token="tok-2", user_id="user-0008")  # the token moves
+    add_token(client, env, device_id="dev-3", token="tok-3", user_id="user-0012")  # the device moves
+    add_token(client, env, device_id="dev-only", token="tok-only", user_id="user-0000")  # its user is gone
+    grouped, paged, reference = counts()
+    assert grouped == paged == reference
+    assert grouped.users == 24
 
 
 @pytest.mark.parametrize("grouped", [True, False], ids=["grouped", "paged"])

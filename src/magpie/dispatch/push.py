@@ -146,6 +146,7 @@ class PushSender:
                     delivery_id=delivery_id,
                     message=rendered,
                     provider_type=token_type,
+                    test=bool(batch.item.payload.get("test")),
                 ),
                 image_url=campaign.push_message.image_url,
                 link=rendered.link,

@@ -24,7 +24,6 @@ from magpie.errors import MagpieError, ServiceUnavailable
 from magpie.runtime import Runtime
 from magpie.store import accounts
 from magpie.store.broadcasts import (
-    AudiencePage,
     ClaimOccurrence,
     CompleteOccurrences,
     CreateOccurrence,
@@ -33,15 +32,17 @@ from magpie.store.broadcasts import (
     OccurrenceRow,
     PlanPage,
     ScheduledCampaign,
-    audience_page,
     scheduled_campaigns,
 )
 from magpie.store.campaigns import get_campaign
+from magpie.store.reach import AudiencePage, audience_page
 
 log = logging.getLogger("magpie.scheduler")
 
 # Slots at most this old count as on time (not missed) under every catch-up rule.
 _ON_TIME_MS = 60_000
+# Dispatches the planner writes per transaction: a commit and its statements serve this many pages.
+_DISPATCHES_PER_PLAN = 10
 
 
 def due_slots(
@@ -156,7 +157,13 @@ class Scheduler:
             return asyncio.ensure_future(
                 self.runtime.reader.read(
                     partial(
-                        audience_page, db=db, env_id=occ.env_id, campaign=campaign, after=after, limit=size, now_ms=now
+                        audience_page,
+                        db=db,
+                        env_id=occ.env_id,
+                        campaign=campaign,
+                        after=after,
+                        limit=size * _DISPATCHES_PER_PLAN,
+                        now_ms=now,
                     )
                 )
             )
@@ -182,6 +189,7 @@ class Scheduler:
                             last=page.last,
                             lease_ms=self._lease_ms,
                             rate_per_minute=rate,
+                            dispatch_size=size,
                         )
                     )
                 except MagpieError as exc:

@@ -231,8 +231,13 @@ def hackle_payload(
     delivery_id: int,
     message: Rendered,
     provider_type: str,
+    test: bool = False,
 ) -> dict[str, Any]:
-    """The object Hackle's mobile SDKs look for before they show a push (``FCM`` or ``APN``)."""
+    """The object Hackle's mobile SDKs look for before they show a push (``FCM`` or ``APN``).
+
+    A broadcast's test send carries ``"test": true`` (the SDKs ignore keys they do not know), so that an
+    app, and whoever reads the provider's request, can tell it from the real send.
+    """
     payload: dict[str, Any] = {
         "workspaceId": 1,
         "environmentId": env_id,
@@ -254,4 +259,6 @@ def hackle_payload(
         payload["largeImageUrl"] = image
     else:
         payload["imageUrl"] = image
+    if test:
+        payload["test"] = True
     return payload

@@ -16,35 +16,31 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from functools import partial
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 import msgspec
 
-from magpie.domain import delivery
-from magpie.domain.audience import KeyType, Recipient, cohort_names
 from magpie.domain.campaigns import Campaign
-from magpie.domain.delivery import Exclude, NightRule
 from magpie.errors import Conflict, InvalidRequest, NotFound
-from magpie.store import accounts
-from magpie.store.db import Connection, Database
+from magpie.store.db import DATA_ERRORS, Connection, Database
 from magpie.store.dispatches import AcceptTrigger
+from magpie.store.reach import FREQUENCY_CAP, AudiencePage, Reach, Read, audience_page, grouped_reach, reach
 from magpie.store.stats import count_outcome
 from magpie.store.transaction import Tx, dumps
 from magpie.store.writer import JobDefaults
 
 _decode = msgspec.json.decode
+_R = TypeVar("_R")
 # A paused occurrence's waiting work items become available at this time, i.e. not until resumed.
 PAUSED_UNTIL: Final = 2**62
 # At most this many named users in a test send.
 MAX_TEST_USERS: Final = 5
 CANCELLED_REASON: Final = "BROADCAST_CANCELLED"
-# The reason a reachable count gives for users a frequency cap stops now (as the workers say it).
-FREQUENCY_CAP: Final = "FREQUENCY_CAP"
+__all__ = ["FREQUENCY_CAP", "AudiencePage", "Reach", "Read", "audience_page", "grouped_reach", "reach"]
 
 
 class OccurrenceState(StrEnum):
@@ -70,394 +66,6 @@ class Control(StrEnum):
 
 
 FINAL: Final = (OccurrenceState.COMPLETED, OccurrenceState.CANCELLED, OccurrenceState.FAILED)
-
-
-# -- the audience, a page at a time ---------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class AudiencePage:
-    """One keyset page of users: who is reachable on the campaign's channel, and why the rest are not."""
-
-    reachable: list[str] = field(default_factory=list)
-    unreachable: dict[str, int] = field(default_factory=dict)  # reason -> users (in the audience)
-    outside: int = 0  # users the audience's conditions leave out
-    scanned: int = 0
-    last: str | None = None  # the greatest user id read: where the next page starts
-
-
-def audience_page(
-    conn: Connection, *, db: Database, env_id: int, campaign: Campaign, after: str | None, limit: int, now_ms: int
-) -> AudiencePage:
-    """Users after ``after`` (by user id), sorted by the campaign's rules as they stand at ``now_ms``.
-
-    Reachable: in the audience, consented for the channel and purpose, with a live push token (push) or a
-    phone number (Kakao, SMS). The night window is not a reason: the worker holds or drops at send time.
-    """
-    # A user is a user profile, or a user id only devices were linked to (a token registered with a
-    # userId): two ordered index scans, merged, and the page ends where the fuller one ended.
-    start = after or ""
-    named = [
-        r[0]
-        for r in db.fetchall(
-            conn,
-            "SELECT ident FROM profiles WHERE env_id = ? AND kind = 'u' AND ident > ? ORDER BY ident LIMIT ?",
-            (env_id, start, limit),
-        )
-    ]
-    linked_ids = [
-        r[0]
-        for r in db.fetchall(
-            conn,
-            "SELECT linked_user FROM profiles WHERE env_id = ? AND kind = 'd' AND linked_user > ? "
-            "ORDER BY linked_user LIMIT ?",
-            (env_id, start, limit),
-        )
-    ]
-    ids = sorted({*named, *linked_ids})
-    if not ids:
-        return AudiencePage(scanned=0, last=after)
-    full = [stream[-1] for stream in (named, linked_ids) if len(stream) == limit]
-    last = min(full) if full else ids[-1]
-    ids = [i for i in ids if i <= last][:limit]
-    last = ids[-1]
-    page = AudiencePage(scanned=len(ids), last=last)
-    found = {
-        r[0]: r
-        for r in db.fetchall(
-            conn,
-            "SELECT ident, properties, crm, phone_enc IS NOT NULL FROM profiles WHERE env_id = ? AND kind = 'u' "
-            "AND ident > ? AND ident <= ?",
-            (env_id, start, last),
-        )
-    }
-    rows = [found.get(i) or (i, "{}", "{}", False) for i in ids]
-    devices: dict[str, list[str]] = {}
-    with_token: set[str] = set()
-    # The page's devices are those linked to a user id in the page's range: one range scan of the
-    # linked-user index, with whether each has a live token, instead of lists of ids. The token test is a
-    # scalar subquery, not EXISTS: PostgreSQL would turn an EXISTS into a hash of every token of the
-    # environment, built again for each page.
-    for ident, linked, live in db.fetchall(
-        conn,
-        "SELECT d.ident, d.linked_user, (SELECT 1 FROM push_tokens t WHERE t.env_id = d.env_id "
-        "AND t.device_id = d.ident AND t.status = 'ACTIVE' LIMIT 1) IS NOT NULL FROM profiles d "
-        "WHERE d.env_id = ? AND d.kind = 'd' "
-        "AND d.linked_user > ? AND d.linked_user <= ?",
-        (env_id, after or "", page.last),
-    ):
-        devices.setdefault(linked, []).append(ident)
-        if live:
-            with_token.add(linked)
-    cohorts = sorted(cohort_names(campaign.audience))
-    members: set[tuple[str, str]] = set()
-    if cohorts:
-        everyone = sorted({*ids, *(d for ds in devices.values() for d in ds)})
-        cohort_marks = ",".join("?" * len(cohorts))
-        for offset in range(0, len(everyone), 900):
-            chunk = everyone[offset : offset + 900]
-            members.update(
-                (r[0], r[1])
-                for r in db.fetchall(
-                    conn,
-                    f"SELECT cohort, member FROM cohort_members WHERE env_id = ? AND cohort IN ({cohort_marks}) "
-                    f"AND member IN ({','.join('?' * len(chunk))})",
-                    (env_id, *cohorts, *chunk),
-                )
-            )
-    night = NightRule()
-    for ident, props, crm, has_phone in rows:
-        device_ids = tuple(devices.get(ident, ()))
-        known = {ident, *device_ids}
-        decision = delivery.decide(
-            campaign=campaign,
-            recipient=Recipient(user_id=ident, device_ids=device_ids, properties=_decode(props)),
-            crm=_decode(crm),
-            has_push_token=ident in with_token,
-            has_phone=bool(has_phone),
-            in_cohort=lambda name, known=known: any((name, i) in members for i in known),  # type: ignore[misc]
-            now_ms=now_ms,
-            night=night,
-        )
-        if isinstance(decision, Exclude) and decision.reason == delivery.NOT_IN_AUDIENCE:
-            page.outside += 1
-        elif isinstance(decision, Exclude) and decision.reason != delivery.NIGHT_TIME_DROPPED:
-            page.unreachable[decision.reason] = page.unreachable.get(decision.reason, 0) + 1
-        else:
-            page.reachable.append(ident)
-    return page
-
-
-_T = TypeVar("_T")
-
-
-class Read(Protocol):
-    """Runs a function on a reading connection (``Reader.read_here``)."""
-
-    def __call__(self, fn: Callable[[Connection], _T], /) -> _T: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Reach:
-    """The reachable count of a campaign on its channel, and why the rest of its audience is not."""
-
-    channel: str
-    users: int  # every user of the environment
-    audience: int  # users the conditions select
-    reachable: int
-    unreachable: dict[str, int]
-
-
-def reach(
-    read: Read,
-    db: Database,
-    *,
-    env_id: int,
-    campaign: Campaign,
-    now_ms: int,
-    page_size: int = 5000,
-    grouped: bool = True,
-) -> Reach:
-    """Count who the campaign would reach now: in one grouped query when its audience reads only user
-    properties (``grouped_reach``), else page by page (memory stays bounded)."""
-    settings = read(lambda conn: accounts.environment_settings(conn, db, env_id=env_id))
-    caps = _applicable_caps(campaign, settings)
-    if grouped:
-        found = read(
-            lambda conn: grouped_reach(conn, db=db, env_id=env_id, campaign=campaign, now_ms=now_ms, caps=caps)
-        )
-        if found is not None:
-            return found
-    after: str | None = None
-    users = audience = reachable = 0
-    unreachable: dict[str, int] = {}
-    while True:
-        page = read(
-            partial(audience_page, db=db, env_id=env_id, campaign=campaign, after=after, limit=page_size, now_ms=now_ms)
-        )
-        if not page.scanned:
-            break
-        users += page.scanned
-        audience += page.scanned - page.outside
-        at_cap = (
-            read(
-                partial(
-                    _capped_users,
-                    db=db,
-                    caps=caps,
-                    env_id=env_id,
-                    channel=campaign.channel,
-                    users=page.reachable,
-                    now_ms=now_ms,
-                )
-            )
-            if caps
-            else set()
-        )
-        reachable += len(page.reachable) - len(at_cap)
-        if at_cap:
-            unreachable[FREQUENCY_CAP] = unreachable.get(FREQUENCY_CAP, 0) + len(at_cap)
-        for reason, n in page.unreachable.items():
-            unreachable[reason] = unreachable.get(reason, 0) + n
-        after = page.last
-    return Reach(channel=campaign.channel, users=users, audience=audience, reachable=reachable, unreachable=unreachable)
-
-
-# -- the reachable count in SQL -----------------------------------------------------------------------------
-
-# Audience keys the grouped count can read from SQL: user properties. Cohorts, user and device ids
-# make the count go page by page (``audience_page``).
-_SQL_KEYS: Final = frozenset((KeyType.USER_PROPERTY,))
-
-
-def _groupable(campaign: Campaign) -> list[str] | None:
-    """The user properties the audience reads, or None when it needs more than user properties."""
-    names: list[str] = []
-    for target in campaign.audience.targets:
-        for condition in target.conditions:
-            if condition.key_type not in _SQL_KEYS or condition.name is None or '"' in condition.name:
-                return None
-            if condition.name not in names:
-                names.append(condition.name)
-    return names
-
-
-def _applicable_caps(campaign: Campaign, settings: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The frequency caps one more message of the campaign counts against (as the workers apply them)."""
-    return [
-        cap
-        for cap in delivery.frequency_caps(campaign=campaign, settings=settings)
-        if (cap.get("tag") is None or cap["tag"] in campaign.tags)
-        and (cap.get("channel") is None or cap["channel"] == campaign.channel)
-    ]
-
-
-def _capped_sql(
-    caps: Sequence[Mapping[str, Any]], *, user: str, env_id: int, channel: str, now_ms: int
-) -> tuple[str, list[Any]]:
-    """An SQL condition true when the user (an SQL expression for the user id) is at a cap now."""
-    parts: list[str] = []
-    params: list[Any] = []
-    for cap in caps:
-        condition = f"m.env_id = ? AND m.user_key = 'u:' || {user} AND m.sent_at > ?"
-        params += [env_id, now_ms - int(float(cap["windowHours"]) * 3_600_000)]
-        if cap.get("channel") is not None:
-            condition += " AND m.channel = ?"
-            params.append(channel)
-        if cap.get("tag") is not None:
-            condition += " AND m.tags LIKE ?"
-            params.append(f"%{dumps(cap['tag'])}%")
-        parts.append(f"(SELECT COUNT(*) FROM marketing_sends m WHERE {condition}) >= {int(cap['limit'])}")
-    return (" OR ".join(f"({p})" for p in parts) or "0 = 1"), params
-
-
-def _capped_users(
-    conn: Connection,
-    *,
-    db: Database,
-    caps: Sequence[Mapping[str, Any]],
-    env_id: int,
-    channel: str,
-    users: list[str],
-    now_ms: int,
-) -> set[str]:
-    """Which of ``users`` are at a cap now."""
-    capped: set[str] = set()
-    if not caps:
-        return capped
-    for start in range(0, len(users), 500):
-        chunk = users[start : start + 500]
-        condition, params = _capped_sql(caps, user="x.u", env_id=env_id, channel=channel, now_ms=now_ms)
-        values = " UNION ALL ".join(["SELECT CAST(? AS TEXT) AS u"] * len(chunk))
-        capped.update(
-            r[0] for r in db.fetchall(conn, f"SELECT x.u FROM ({values}) x WHERE {condition}", (*chunk, *params))
-        )
-    return capped
-
-
-def grouped_reach(
-    conn: Connection,
-    *,
-    db: Database,
-    env_id: int,
-    campaign: Campaign,
-    now_ms: int,
-    caps: Sequence[Mapping[str, Any]] = (),
-) -> Reach | None:
-    """The reachable count of a campaign from one aggregate query, or None when its audience needs cohorts
-    or ids (then ``reach`` counts page by page).
-
-    The query groups the environment's users by what the campaign's rules read: the audience's user
-    properties, the channel's consent statuses, whether a live push token or a phone number is there.
-    The rules then run once per group (``delivery.decide``, as for a recipient), not once per user.
-    """
-    names = _groupable(campaign)
-    if names is None:
-        return None
-    channel = campaign.channel
-    purposes = ("marketing", "information")
-    # The live-token test per user: a user id some device with an ACTIVE token is linked to.
-    live_users = (
-        "SELECT DISTINCT d.linked_user AS u FROM profiles d JOIN push_tokens t ON t.env_id = d.env_id "
-        "AND t.device_id = d.ident AND t.status = 'ACTIVE' WHERE d.env_id = ? AND d.kind = 'd' "
-        "AND d.linked_user IS NOT NULL"
-    )
-    # Whether each user is at a frequency cap the campaign counts against (only when one applies).
-    capped, cap_params = _capped_sql(caps, user="p.ident", env_id=env_id, channel=channel, now_ms=now_ms)
-    if db.is_sqlite:
-        # Each JSON document is parsed once per user; the inner query is materialised (LIMIT -1) so that
-        # GROUP BY does not evaluate its expressions a second time.
-        values = [f"p.properties -> '$.\"{n}\"'" for n in names]
-        paths = ", ".join(f"'$.{channel}.{purpose}.status'" for purpose in purposes)
-        statuses = f"json_extract(p.crm, {paths})"  # with two paths or more: a JSON array
-        token = (
-            "EXISTS (SELECT 1 FROM profiles d JOIN push_tokens t ON t.env_id = d.env_id AND t.device_id = d.ident "
-            "AND t.status = 'ACTIVE' WHERE d.env_id = p.env_id AND d.linked_user = p.ident AND d.kind = 'd')"
-        )
-        inner = (
-            f"SELECT {''.join(f'{v} AS v{i}, ' for i, v in enumerate(values))}{statuses} AS s, "
-            f"{token if channel == 'push' else '0'} AS live, p.phone_enc IS NOT NULL AS ph, "
-            f"CASE WHEN {capped} THEN 1 ELSE 0 END AS cap FROM profiles p WHERE p.env_id = ? AND p.kind = 'u' LIMIT -1"
-        )
-        params: tuple[Any, ...] = (*cap_params, env_id)
-    else:
-        # Each JSON document is cast once per user (OFFSET 0 keeps the casts in the inner query), the
-        # users with a live token are one hashed set, and JIT (seconds of compiling for a one-off
-        # aggregate) is off for this transaction.
-        db.execute(conn, "SET LOCAL jit = off")
-        values = [f"(q.pj -> '{n.replace(chr(39), chr(39) * 2)}')::text" for n in names]
-        statuses = "jsonb_build_array(" + ", ".join(f"q.c #> '{{{channel},{p},status}}'" for p in purposes) + ")::text"
-        inner = (
-            f"SELECT {''.join(f'{v} AS v{i}, ' for i, v in enumerate(values))}{statuses} AS s, "
-            f"CASE WHEN lt.u IS NULL THEN 0 ELSE 1 END AS live, q.ph, q.cap FROM (SELECT p.ident, "
-            f"{'p.properties::jsonb' if names else 'NULL::jsonb'} AS pj, p.crm::jsonb AS c, "
-            f"CASE WHEN p.phone_enc IS NULL THEN 0 ELSE 1 END AS ph, CASE WHEN {capped} THEN 1 ELSE 0 END AS cap "
-            "FROM profiles p WHERE p.env_id = ? "
-            f"AND p.kind = 'u' OFFSET 0) q LEFT JOIN ({live_users if channel == 'push' else 'SELECT NULL AS u'}) lt "
-            "ON lt.u = q.ident"
-        )
-        params = (*cap_params, env_id, env_id) if channel == "push" else (*cap_params, env_id)
-    groups = ", ".join(str(i + 1) for i in range(len(names) + 4))
-    rows: list[tuple[Any, ...]] = [
-        (*r[: len(names)], *_decode(r[len(names)]), *r[len(names) + 1 :])
-        for r in db.fetchall(
-            conn,
-            f"SELECT {''.join(f'v{i}, ' for i in range(len(names)))}s, live, ph, cap, COUNT(*) FROM ({inner}) x "
-            f"GROUP BY {groups}",
-            params,
-        )
-    ]
-    # User ids only devices were linked to (no user profile): no properties, no consent, no number.
-    linked_only = (
-        "FROM (SELECT DISTINCT d.linked_user AS u FROM profiles d WHERE d.env_id = ? AND d.kind = 'd' "
-        "AND d.linked_user IS NOT NULL AND NOT EXISTS (SELECT 1 FROM profiles u WHERE u.env_id = d.env_id "
-        "AND u.kind = 'u' AND u.ident = d.linked_user)) l"
-    )
-    linked_capped, linked_params = _capped_sql(caps, user="l.u", env_id=env_id, channel=channel, now_ms=now_ms)
-    linked_cap = f"CASE WHEN {linked_capped} THEN 1 ELSE 0 END"
-    if channel == "push":
-        found = db.fetchall(
-            conn,
-            f"SELECT CASE WHEN lt.u IS NULL THEN 0 ELSE 1 END, {linked_cap}, COUNT(*) {linked_only} "
-            f"LEFT JOIN ({live_users}) lt ON lt.u = l.u GROUP BY 1, 2",
-            (*linked_params, env_id, env_id),
-        )
-    else:
-        found = db.fetchall(
-            conn, f"SELECT 0, {linked_cap}, COUNT(*) {linked_only} GROUP BY 1, 2", (*linked_params, env_id)
-        )
-    for has_token, at_cap, n in found:
-        if n:
-            rows.append((*([None] * len(names)), *([None] * len(purposes)), has_token, 0, at_cap, n))
-    night = NightRule()
-    users = audience = reachable = 0
-    unreachable: dict[str, int] = {}
-    for row in rows:
-        read_values, read_statuses = row[: len(names)], row[len(names) : len(names) + len(purposes)]
-        has_token, has_phone, at_cap, n = row[-4], row[-3], row[-2], int(row[-1])
-        properties = {name: _decode(v) for name, v in zip(names, read_values, strict=True) if v is not None}
-        crm = {channel: {p: {"status": s} for p, s in zip(purposes, read_statuses, strict=True) if s is not None}}
-        decision = delivery.decide(
-            campaign=campaign,
-            recipient=Recipient(user_id=None, device_ids=(), properties=properties),
-            crm=crm,
-            has_push_token=bool(has_token),
-            has_phone=bool(has_phone),
-            in_cohort=lambda _name: False,
-            now_ms=now_ms,
-            night=night,
-        )
-        users += n
-        if isinstance(decision, Exclude) and decision.reason == delivery.NOT_IN_AUDIENCE:
-            continue
-        audience += n
-        if isinstance(decision, Exclude) and decision.reason != delivery.NIGHT_TIME_DROPPED:
-            unreachable[decision.reason] = unreachable.get(decision.reason, 0) + n
-        elif at_cap:
-            unreachable[FREQUENCY_CAP] = unreachable.get(FREQUENCY_CAP, 0) + n
-        else:
-            reachable += n
-    return Reach(channel=channel, users=users, audience=audience, reachable=reachable, unreachable=unreachable)
 
 
 # -- occurrences ---------------------------------------------------------------------------------------------
@@ -488,10 +96,78 @@ class OccurrenceRow:
     finished_at: int | None
 
 
-def _occurrence(row: tuple[Any, ...]) -> OccurrenceRow:
-    values = list(row)
-    values[9] = _decode(values[9] or "{}")
-    return OccurrenceRow(*values)
+class _StoredOccurrence(NamedTuple):
+    """The columns of ``_COLUMNS``, as stored."""
+
+    id: int
+    env_id: int
+    campaign_key: int
+    slot_ms: int
+    kind: str
+    state: str
+    channel: str
+    cursor: str | None
+    planned: int
+    unreachable: str | None
+    error: str | None
+    created_at: int
+    started_at: int | None
+    planned_at: int | None
+    finished_at: int | None
+
+
+def _occurrence(row: _StoredOccurrence) -> OccurrenceRow:
+    return OccurrenceRow(**{**row._asdict(), "unreachable": _decode(row.unreachable or "{}")})
+
+
+class _Id(NamedTuple):
+    id: int
+
+
+class _UserId(NamedTuple):
+    user_id: str
+
+
+class _Count(NamedTuple):
+    n: int
+
+
+class _Lease(NamedTuple):
+    state: str
+    lease_owner: str | None
+
+
+class _Progressed(NamedTuple):
+    planned: int
+    started_at: int | None
+
+
+class _Unreachable(NamedTuple):
+    unreachable: str
+
+
+class _Waiting(NamedTuple):
+    id: int
+    dispatch_id: str
+
+
+class _Outcomes(NamedTuple):
+    outcome: str
+    reason: str | None
+    n: int
+
+
+class _DispatchUsers(NamedTuple):
+    env_id: int
+    users: str
+
+
+def _one(tx: Tx, sql: str, params: Sequence[Any], row_type: type[_R]) -> _R | None:
+    return tx.db.fetchone_as(tx.conn, sql, params, row_type)
+
+
+def _all(tx: Tx, sql: str, params: Sequence[Any], row_type: type[_R]) -> list[_R]:
+    return tx.db.fetchall_as(tx.conn, sql, params, row_type)
 
 
 class CreateOccurrence(JobDefaults):
@@ -509,7 +185,8 @@ class CreateOccurrence(JobDefaults):
         self.kind = kind
 
     def run(self, tx: Tx) -> int | None:
-        row = tx.fetchone(
+        row = _one(
+            tx,
             "INSERT INTO broadcast_occurrences (env_id, campaign_key, slot_ms, kind, state, channel, planned, "
             "unreachable, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 0, '{}', ?, ?) "
             "ON CONFLICT (env_id, campaign_key, slot_ms) DO NOTHING RETURNING id",
@@ -523,8 +200,9 @@ class CreateOccurrence(JobDefaults):
                 tx.now_ms,
                 tx.now_ms,
             ),
+            _Id,
         )
-        return None if row is None else int(row[0])
+        return None if row is None else int(row.id)
 
 
 class ClaimOccurrence(JobDefaults):
@@ -539,7 +217,8 @@ class ClaimOccurrence(JobDefaults):
         self.lease_ms = lease_ms
 
     def run(self, tx: Tx) -> OccurrenceRow | None:
-        row = tx.fetchone(
+        row = _one(
+            tx,
             "UPDATE broadcast_occurrences SET state = ?, lease_owner = ?, lease_until = ?, "
             "started_at = COALESCE(started_at, ?), updated_at = ? WHERE id IN (SELECT id FROM broadcast_occurrences "
             "WHERE (state = ? AND slot_ms <= ?) OR (state = ? AND lease_until < ?) ORDER BY slot_ms, id LIMIT 1 "
@@ -555,13 +234,16 @@ class ClaimOccurrence(JobDefaults):
                 OccurrenceState.PLANNING.value,
                 self.now_ms,
             ),
+            _StoredOccurrence,
         )
         return None if row is None else _occurrence(row)
 
 
 def _holds(tx: Tx, occurrence_id: int, owner: str) -> bool:
-    row = tx.fetchone("SELECT state, lease_owner FROM broadcast_occurrences WHERE id = ? FOR UPDATE", (occurrence_id,))
-    return row is not None and row[0] == OccurrenceState.PLANNING.value and row[1] == owner
+    row = _one(
+        tx, "SELECT state, lease_owner FROM broadcast_occurrences WHERE id = ? FOR UPDATE", (occurrence_id,), _Lease
+    )
+    return row is not None and row.state == OccurrenceState.PLANNING.value and row.lease_owner == owner
 
 
 def _enqueue(
@@ -573,8 +255,10 @@ def _enqueue(
     channel: str,
     users: list[str],
     rate_per_minute: int | None = None,
+    dispatch_size: int | None = None,
 ) -> int:
-    """Write ``users`` (those not yet planned by this occurrence) into dispatches and their work items.
+    """Write ``users`` (those not yet planned by this occurrence) into dispatches of at most
+    ``dispatch_size`` users (None: one) and their work items.
 
     With a rate, the users go in slices of ten seconds' worth, each work item available when the rate
     allows it counted from the occurrence's start, so that the workers are handed no more than the rate.
@@ -582,44 +266,25 @@ def _enqueue(
     if not users:
         return 0
     # The (occurrence, user) key decides: only the users it takes are enqueued, whatever ran before.
-    taken: set[str] = set()
-    unique = list(dict.fromkeys(users))
-    if not tx.db.is_sqlite:
-        # One statement for the page: the ids go as one array parameter.
-        taken.update(
-            r[0]
-            for r in tx.fetchall(
-                "INSERT INTO broadcast_recipients (occurrence_id, user_id) SELECT ?, u FROM unnest(?::text[]) AS u "
-                "ON CONFLICT DO NOTHING RETURNING user_id",
-                (occurrence_id, unique),
-            )
-        )
-        chunks = range(0)
-    else:
-        chunks = range(0, len(unique), 500)
-    for start in chunks:
-        chunk = unique[start : start + 500]
-        taken.update(
-            r[0]
-            for r in tx.fetchall(
-                "INSERT INTO broadcast_recipients (occurrence_id, user_id) VALUES "
-                + ",".join(["(?, ?)"] * len(chunk))
-                + " ON CONFLICT DO NOTHING RETURNING user_id",
-                [v for u in chunk for v in (occurrence_id, u)],
-            )
-        )
-    fresh = [u for u in unique if u in taken]
+    fresh = _take(tx, occurrence_id, list(dict.fromkeys(users)))
     if not fresh:
         return 0
+    size = dispatch_size or len(fresh)
     if not rate_per_minute:
-        _dispatch(
-            tx, occurrence_id=occurrence_id, env_id=env_id, campaign_key=campaign_key, channel=channel, users=fresh
-        )
+        for offset in range(0, len(fresh), size):
+            _dispatch(
+                tx,
+                occurrence_id=occurrence_id,
+                env_id=env_id,
+                campaign_key=campaign_key,
+                channel=channel,
+                users=fresh[offset : offset + size],
+            )
         return len(fresh)
-    row = tx.fetchone("SELECT planned, started_at FROM broadcast_occurrences WHERE id = ?", (occurrence_id,))
+    row = _one(tx, "SELECT planned, started_at FROM broadcast_occurrences WHERE id = ?", (occurrence_id,), _Progressed)
     assert row is not None
-    before, start = int(row[0]), int(row[1] or tx.now_ms)
-    step = max(1, rate_per_minute // 6)
+    before, start = int(row.planned), int(row.started_at or tx.now_ms)
+    step = min(size, max(1, rate_per_minute // 6))
     for offset in range(0, len(fresh), step):
         due = start + (before + offset) * 60_000 // rate_per_minute
         _dispatch(
@@ -632,6 +297,26 @@ def _enqueue(
             available_at=max(due, tx.now_ms),
         )
     return len(fresh)
+
+
+def _take(tx: Tx, occurrence_id: int, users: list[str]) -> list[str]:
+    """Record ``users`` as planned by the occurrence; returns those it had not planned yet.
+
+    The ids travel as one JSON array. A page is planned once (its cursor moves with it), so the plain
+    insert is tried first; only when a user is there already is the page inserted again, skipping those.
+    """
+    elements = "json_each(?)" if tx.db.is_sqlite else "json_array_elements_text(?::json)"
+    insert = f"INSERT INTO broadcast_recipients (occurrence_id, user_id) SELECT ?, u.value FROM {elements} AS u"
+    tx.execute("SAVEPOINT plan_page")
+    try:
+        tx.execute(insert, (occurrence_id, dumps(users)))
+    except DATA_ERRORS:
+        tx.execute("ROLLBACK TO SAVEPOINT plan_page")
+        again = insert + " WHERE true ON CONFLICT DO NOTHING RETURNING user_id"
+        taken = {r.user_id for r in _all(tx, again, (occurrence_id, dumps(users)), _UserId)}
+        users = [u for u in users if u in taken]
+    tx.execute("RELEASE SAVEPOINT plan_page")
+    return users
 
 
 def _dispatch(
@@ -672,6 +357,7 @@ class PlanPage(JobDefaults):
     __slots__ = (
         "campaign_key",
         "channel",
+        "dispatch_size",
         "env_id",
         "last",
         "lease_ms",
@@ -696,8 +382,10 @@ class PlanPage(JobDefaults):
         last: str | None,
         lease_ms: int,
         rate_per_minute: int | None = None,
+        dispatch_size: int | None = None,
     ) -> None:
         self.rate_per_minute = rate_per_minute
+        self.dispatch_size = dispatch_size
         self.occurrence_id = occurrence_id
         self.owner = owner
         self.env_id = env_id
@@ -719,9 +407,12 @@ class PlanPage(JobDefaults):
             channel=self.channel,
             users=self.users,
             rate_per_minute=self.rate_per_minute,
+            dispatch_size=self.dispatch_size,
         )
-        row = tx.fetchone("SELECT unreachable FROM broadcast_occurrences WHERE id = ?", (self.occurrence_id,))
-        counts: dict[str, int] = _decode(row[0]) if row is not None else {}
+        row = _one(
+            tx, "SELECT unreachable FROM broadcast_occurrences WHERE id = ?", (self.occurrence_id,), _Unreachable
+        )
+        counts: dict[str, int] = _decode(row.unreachable) if row is not None else {}
         for reason, n in self.unreachable.items():
             counts[reason] = counts.get(reason, 0) + n
         tx.execute(
@@ -746,8 +437,8 @@ class FinishPlanning(JobDefaults):
     def run(self, tx: Tx) -> str | None:
         if not _holds(tx, self.occurrence_id, self.owner):
             return None
-        row = tx.fetchone("SELECT planned FROM broadcast_occurrences WHERE id = ?", (self.occurrence_id,))
-        planned = int(row[0]) if row is not None else 0
+        row = _one(tx, "SELECT planned AS n FROM broadcast_occurrences WHERE id = ?", (self.occurrence_id,), _Count)
+        planned = int(row.n) if row is not None else 0
         if self.error is not None:
             state = OccurrenceState.FAILED
         else:
@@ -775,21 +466,29 @@ class CompleteOccurrences(JobDefaults):
 
     def run(self, tx: Tx) -> int:
         busy = {
-            r[0]
-            for r in tx.fetchall(
+            r.id
+            for r in _all(
+                tx,
                 "SELECT DISTINCT b.occurrence_id FROM work_items w JOIN broadcast_dispatches b "
-                "ON b.dispatch_id = w.dispatch_id WHERE w.done = 0"
+                "ON b.dispatch_id = w.dispatch_id WHERE w.done = 0",
+                (),
+                _Id,
             )
         }
-        sending = tx.fetchall("SELECT id FROM broadcast_occurrences WHERE state = ?", (OccurrenceState.SENDING.value,))
-        done = [(OccurrenceState.COMPLETED.value, tx.now_ms, tx.now_ms, r[0]) for r in sending if r[0] not in busy]
+        sending = _all(
+            tx, "SELECT id FROM broadcast_occurrences WHERE state = ?", (OccurrenceState.SENDING.value,), _Id
+        )
+        done = [(OccurrenceState.COMPLETED.value, tx.now_ms, tx.now_ms, r.id) for r in sending if r.id not in busy]
         tx.executemany("UPDATE broadcast_occurrences SET state = ?, finished_at = ?, updated_at = ? WHERE id = ?", done)
         return len(done)
 
 
 def _occurrence_for_update(tx: Tx, env_id: int, occurrence_id: int) -> OccurrenceRow:
-    row = tx.fetchone(
-        f"SELECT {_COLUMNS} FROM broadcast_occurrences WHERE id = ? AND env_id = ? FOR UPDATE", (occurrence_id, env_id)
+    row = _one(
+        tx,
+        f"SELECT {_COLUMNS} FROM broadcast_occurrences WHERE id = ? AND env_id = ? FOR UPDATE",
+        (occurrence_id, env_id),
+        _StoredOccurrence,
     )
     if row is None:
         raise NotFound(f"no occurrence {occurrence_id} in this environment")
@@ -825,8 +524,8 @@ class ControlOccurrence(JobDefaults):
         if self.action is Control.PAUSE:
             if state is OccurrenceState.PAUSED:
                 return state.value
-            items = tx.fetchall(waiting, (occ.id, now))
-            tx.executemany("UPDATE work_items SET available_at = ? WHERE id = ?", [(PAUSED_UNTIL, i) for i, _ in items])
+            items = _all(tx, waiting, (occ.id, now), _Waiting)
+            tx.executemany("UPDATE work_items SET available_at = ? WHERE id = ?", [(PAUSED_UNTIL, w.id) for w in items])
             new = OccurrenceState.PAUSED
         elif self.action is Control.RESUME:
             if state is not OccurrenceState.PAUSED:
@@ -839,9 +538,9 @@ class ControlOccurrence(JobDefaults):
             # Planning that was cut short goes on from its cursor.
             new = OccurrenceState.SENDING if occ.planned_at is not None else OccurrenceState.SCHEDULED
         else:
-            for item_id, dispatch_id in tx.fetchall(waiting, (occ.id, now)):
-                tx.execute("UPDATE work_items SET done = 1, lease_owner = NULL WHERE id = ?", (item_id,))
-                _cancel_open_recipients(tx, dispatch_id)
+            for item in _all(tx, waiting, (occ.id, now), _Waiting):
+                tx.execute("UPDATE work_items SET done = 1, lease_owner = NULL WHERE id = ?", (item.id,))
+                _cancel_open_recipients(tx, item.dispatch_id)
             new = OccurrenceState.CANCELLED
         tx.execute(
             "UPDATE broadcast_occurrences SET state = ?, lease_owner = NULL, lease_until = NULL, finished_at = ?, "
@@ -855,14 +554,17 @@ def _cancel_open_recipients(tx: Tx, dispatch_id: str) -> None:
     """Each recipient of a cancelled batch not yet decided ends EXCLUDED, so that every one has an outcome."""
     if tx.fetchone("SELECT 1 FROM work_items WHERE dispatch_id = ? AND done = 0", (dispatch_id,)) is not None:
         return  # another item of the batch is in a worker's hands: it decides its recipients
-    row = tx.fetchone("SELECT env_id, users FROM dispatches WHERE id = ?", (dispatch_id,))
+    row = _one(tx, "SELECT env_id, users FROM dispatches WHERE id = ?", (dispatch_id,), _DispatchUsers)
     if row is None:
         return
     now = tx.now_ms
     tx.executemany(
         "INSERT INTO recipients (dispatch_id, idx, env_id, user_id, device_id, updated_at) "
         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        [(dispatch_id, i, row[0], u.get("userId"), u.get("deviceId"), now) for i, u in enumerate(_decode(row[1]))],
+        [
+            (dispatch_id, i, row.env_id, u.get("userId"), u.get("deviceId"), now)
+            for i, u in enumerate(_decode(row.users))
+        ],
     )
     tx.execute(
         "UPDATE deliveries SET status = 'FAILED', error_code = ?, updated_at = ? WHERE dispatch_id = ? "
@@ -908,7 +610,8 @@ class TestSend(JobDefaults):
             (self.env_id, self.campaign_key, slot),
         ):
             slot += 1
-        row = tx.fetchone(
+        row = _one(
+            tx,
             "INSERT INTO broadcast_occurrences (env_id, campaign_key, slot_ms, kind, state, channel, planned, "
             "unreachable, created_at, started_at, planned_at, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?, 0, '{}', ?, ?, ?, ?) RETURNING id",
@@ -924,9 +627,10 @@ class TestSend(JobDefaults):
                 tx.now_ms,
                 tx.now_ms,
             ),
+            _Id,
         )
         assert row is not None
-        occurrence_id = int(row[0])
+        occurrence_id = int(row.id)
         planned = _enqueue(
             tx,
             occurrence_id=occurrence_id,
@@ -936,6 +640,12 @@ class TestSend(JobDefaults):
             users=self.user_ids,
         )
         tx.execute("UPDATE broadcast_occurrences SET planned = ? WHERE id = ?", (planned, occurrence_id))
+        # Its work items carry the test mark the push payload shows (``delivery.hackle_payload``).
+        tx.execute(
+            "UPDATE work_items SET payload = ? WHERE dispatch_id IN "
+            "(SELECT dispatch_id FROM broadcast_dispatches WHERE occurrence_id = ?)",
+            (dumps({"test": True}), occurrence_id),
+        )
         return occurrence_id
 
 
@@ -961,8 +671,11 @@ class Progress:
 
 
 def occurrence_progress(conn: Connection, db: Database, *, env_id: int, occurrence_id: int, now_ms: int) -> Progress:
-    row = db.fetchone(
-        conn, f"SELECT {_COLUMNS} FROM broadcast_occurrences WHERE id = ? AND env_id = ?", (occurrence_id, env_id)
+    row = db.fetchone_as(
+        conn,
+        f"SELECT {_COLUMNS} FROM broadcast_occurrences WHERE id = ? AND env_id = ?",
+        (occurrence_id, env_id),
+        _StoredOccurrence,
     )
     if row is None:
         raise NotFound(f"no occurrence {occurrence_id} in this environment")
@@ -970,33 +683,36 @@ def occurrence_progress(conn: Connection, db: Database, *, env_id: int, occurren
     counts = {"SENT": 0, "FAILED": 0, "EXCLUDED": 0, "UNKNOWN": 0}
     excluded_by: dict[str, int] = {}
     failed_by: dict[str, int] = {}
-    for outcome, reason, n in db.fetchall(
+    for outcome, reason, n in db.fetchall_as(
         conn,
         "SELECT r.outcome, r.reason, COUNT(*) FROM recipients r JOIN broadcast_dispatches b "
         "ON b.dispatch_id = r.dispatch_id WHERE b.occurrence_id = ? AND r.outcome IS NOT NULL "
         "GROUP BY r.outcome, r.reason",
         (occ.id,),
+        _Outcomes,
     ):
         counts[outcome] = counts.get(outcome, 0) + int(n)
         if outcome == "EXCLUDED":
             excluded_by[reason or "UNKNOWN"] = excluded_by.get(reason or "UNKNOWN", 0) + int(n)
         elif outcome == "FAILED":
             failed_by[reason or "UNKNOWN"] = failed_by.get(reason or "UNKNOWN", 0) + int(n)
-    held_row = db.fetchone(
+    held_row = db.fetchone_as(
         conn,
         "SELECT COALESCE(SUM(b.size), 0) FROM broadcast_dispatches b JOIN dispatches d ON d.id = b.dispatch_id "
         "WHERE b.occurrence_id = ? AND d.status = 'SCHEDULED'",
         (occ.id,),
+        _Count,
     )
-    recent = db.fetchone(
+    recent = db.fetchone_as(
         conn,
         "SELECT COUNT(*) FROM recipients r JOIN broadcast_dispatches b ON b.dispatch_id = r.dispatch_id "
         "WHERE b.occurrence_id = ? AND r.outcome IS NOT NULL AND r.updated_at >= ?",
         (occ.id, now_ms - 60_000),
+        _Count,
     )
     decided = sum(counts.values())
     remaining = max(0, occ.planned - decided)
-    rate = int(recent[0]) if recent else 0
+    rate = int(recent.n) if recent else 0
     eta = now_ms + remaining * 60_000 // rate if rate and remaining else None
     return Progress(
         occurrence=occ,
@@ -1004,7 +720,7 @@ def occurrence_progress(conn: Connection, db: Database, *, env_id: int, occurren
         sent=counts["SENT"],
         failed=counts["FAILED"],
         excluded=counts["EXCLUDED"],
-        held=min(remaining, int(held_row[0]) if held_row else 0),
+        held=min(remaining, int(held_row.n) if held_row else 0),
         unknown=counts["UNKNOWN"],
         remaining=remaining,
         excluded_by=excluded_by,
@@ -1022,7 +738,7 @@ def list_occurrences(
     if campaign_key is not None:
         sql += " AND campaign_key = ?"
         params.append(campaign_key)
-    rows = db.fetchall(conn, sql + " ORDER BY slot_ms DESC, id DESC LIMIT ?", (*params, limit))
+    rows = db.fetchall_as(conn, sql + " ORDER BY slot_ms DESC, id DESC LIMIT ?", (*params, limit), _StoredOccurrence)
     return [_occurrence(r) for r in rows]
 
 
@@ -1038,15 +754,15 @@ class ScheduledCampaign:
 
 def scheduled_campaigns(conn: Connection, db: Database) -> list[ScheduledCampaign]:
     """ACTIVE campaigns of every environment whose definition carries a schedule."""
-    rows = db.fetchall(
+    return db.fetchall_as(
         conn,
         "SELECT c.env_id, e.timezone, c.key, c.definition, c.updated_at, "
         "(SELECT MAX(o.slot_ms) FROM broadcast_occurrences o WHERE o.env_id = c.env_id AND o.campaign_key = c.key "
         "AND o.kind = 'SCHEDULED') FROM campaigns c JOIN environments e ON e.id = c.env_id "
         "WHERE c.status = 'ACTIVE' AND c.definition LIKE ?",
         ('%"schedule":%',),
+        ScheduledCampaign,
     )
-    return [ScheduledCampaign(*r) for r in rows]
 
 
 def broadcast_warnings(

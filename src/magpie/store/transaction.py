@@ -255,7 +255,7 @@ class Tx:
         # One round trip: BEGIN, the keys and the profiles travel together.
         with conn.pipeline():
             self.db.begin(conn)
-            keys_cursor = conn.execute(_PG_KEYS, (_array(sorted(key_hashes)),)) if key_hashes else None
+            keys_cursor = conn.execute(_PG_KEYS, (text_array(sorted(key_hashes)),)) if key_hashes else None
             profiles_cursor = None
             if wanted:
                 ordered = sorted(wanted)  # every batch locks in the same order: no deadlocks between processes
@@ -401,14 +401,14 @@ class Tx:
             # while the table was young would scan the whole table for ever, as nothing
             # invalidates it without ANALYZE.
             records = dumps([_update_record(r, self.now_ms) for r in updates])
-            conn.execute(_PG_UPDATE, (records, _array([r.ctid for r in updates])), prepare=False)
+            conn.execute(_PG_UPDATE, (records, text_array([r.ctid for r in updates])), prepare=False)
 
 
 def _keys_json(keys: list[ProfileKey]) -> str:
     return dumps([{"e": e, "k": k, "i": i} for e, k, i in keys])
 
 
-def _array(items: list[Any]) -> str:
+def text_array(items: list[Any]) -> str:
     """A PostgreSQL array literal: one text parameter, where a list would be adapted item by item."""
     return "{" + ",".join('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in items) + "}"
 
