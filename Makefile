@@ -26,10 +26,11 @@ run: $(RUNTIME)
 
 # The suite runs in TEST_WORKERS processes (pytest-xdist), one test file per process at a time so that a
 # file's server and browser fixtures are set up once; more processes than cores pay, as most tests wait on
-# servers, subprocesses and the browser. `make test TEST_WORKERS=0` runs it in one process.
+# servers, subprocesses and the browser. Files go out in collection order (not largest first), so that a
+# file of a few long tests (the fuzzing) starts early rather than last. `TEST_WORKERS=0`: one process.
 TEST_WORKERS ?= 3
 test: $(STAMP) browser pg-server
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The page tests write their screenshots to build/screenshots/; this refreshes the ones docs/ shows.
 screenshots: $(STAMP) browser
