@@ -24,8 +24,16 @@ $(STAMP): $(RUNTIME) requirements-dev.lock
 run: $(RUNTIME)
 	$(BIN)/magpie serve
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist), one test file per process at a time so that a
+# file's server and browser fixtures are set up once; more processes than cores pay, as most tests wait on
+# servers, subprocesses and the browser. Files go out in collection order (not largest first), so that a
+# file of a few long tests (the fuzzing) starts early rather than last. `TEST_WORKERS=0`: one process.
+# The tests marked `alone` measure time or throughput: they run afterwards, one at a time (exit status 5:
+# none selected by PYTEST_ARGS).
+TEST_WORKERS ?= 3
 test: $(STAMP) browser pg-server
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not alone" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m alone $(PYTEST_ARGS) || [ $$? = 5 ]
 
 # The page tests write their screenshots to build/screenshots/; this refreshes the ones docs/ shows.
 screenshots: $(STAMP) browser

@@ -83,6 +83,13 @@ def postgres_for_tests(*, configured: str, default: str = PG_DEFAULT_URL) -> Ite
             f"no password-less PostgreSQL at {default}, and no initdb/pg_ctl to start one "
             "(`make pg-server` installs Debian's postgresql; or set MAGPIE_TEST_POSTGRES_URL)"
         )
+    with throwaway_postgres() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def throwaway_postgres() -> Iterator[str]:
+    """A PostgreSQL server of its own (``_ThrowawayPostgres``) on a free loopback port; its admin URL."""
     directory = Path(tempfile.mkdtemp(prefix="magpie-test-pg-"))
     server = _ThrowawayPostgres(directory, free_port())
     try:
@@ -105,20 +112,30 @@ def pg_admin_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="session")
-def pg_database(pg_admin_url: str) -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session, dropped at the end."""
-    name = f"magpie_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+@contextlib.contextmanager
+def fresh_pg_database(admin_url: str, prefix: str) -> Iterator[str]:
+    """A new PostgreSQL database on ``admin_url``'s server, migrated to the head; dropped at the end."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    base = pg_admin_url.rsplit("/", 1)[0]
-    url = f"{base}/{name}"
+    url = f"{admin_url.rsplit('/', 1)[0]}/{name}"
     from magpie.store.db import Database
 
-    Database(url).upgrade()
-    yield url
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        Database(url).upgrade()
+        yield url
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_database(pg_admin_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped at the end: one per process when
+    pytest-xdist runs the suite in parallel (named after its worker, ``gw0``, ``gw1``, ...)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    with fresh_pg_database(pg_admin_url, f"magpie_test_{worker}") as url:
+        yield url
 
 
 @pytest.fixture(params=[pytest.param("sqlite", id="sqlite"), pytest.param("pg", id="pg", marks=pytest.mark.pg)])

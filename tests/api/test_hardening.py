@@ -370,6 +370,7 @@ def test_text_that_is_not_a_phone_number_is_refused(client: AppClient, env: Env,
     assert _profiles(client, env) == []
 
 
+@pytest.mark.alone  # a token bucket refilled in real time: the requests must come quickly
 def test_failed_authentication_is_throttled_per_address(client: AppClient, env: Env) -> None:
     body = {"userId": "u", "operations": {"$set": {"a": 1}}}
     bad = {"X-HACKLE-API-KEY": "mgp_guessing-a-key"}

@@ -8,12 +8,14 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from magpie.domain.identity import USER
 from magpie.store.db import Database
 from tests.support import ServerProcess, magpie_cli
 
 
+@pytest.mark.alone  # counts the writes a load makes in 1.5 s
 def test_backup_under_write_load_holds_every_write_acknowledged_before_it_began(tmp_path: Path) -> None:
     data, backup, restored = tmp_path / "data", tmp_path / "backup", tmp_path / "restored"
     with ServerProcess(data_dir=data, env={"MAGPIE_WORKERS": "0"}) as server:

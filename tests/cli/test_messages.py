@@ -55,12 +55,14 @@ CAMPAIGNS_YAML = """
 
 
 def _wait(url: str, channel: str, key: str, dispatch_id: str) -> dict[str, Any]:
+    """The dispatch once it has settled: completed, or held for the end of night time (SCHEDULED, which
+    stays until the release hour)."""
     deadline = time.monotonic() + 20
     while True:
         view: dict[str, Any] = httpx.get(
             f"{url}/v1/{channel}-message/dispatches/{dispatch_id}", headers={"X-HACKLE-API-KEY": key}
         ).json()
-        if view["status"] == "COMPLETED" or time.monotonic() > deadline:
+        if view["status"] in ("COMPLETED", "SCHEDULED") or time.monotonic() > deadline:
             return view
         time.sleep(0.05)
 

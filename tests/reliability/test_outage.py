@@ -16,6 +16,9 @@ from magpie.store.db import Database
 from tests.reliability._scenario import PrivatePostgres, Tally, property_load, stored_users
 from tests.support import ServerProcess, free_port, make_env, store_campaign
 
+# Measures time or throughput: runs after the parallel part of `make test`, with the machine to itself.
+pytestmark = pytest.mark.alone
+
 LOAD_SECONDS = 9.0
 OUTAGE_AT = 2.0
 OUTAGE_SECONDS = 3.0

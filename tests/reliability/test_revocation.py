@@ -12,6 +12,9 @@ from magpie.config import Settings
 from magpie.store import campaigns
 from tests.reliability._scenario import Tally, prepared_store, property_load, server_for, stored_users
 
+# Measures time or throughput: runs after the parallel part of `make test`, with the machine to itself.
+pytestmark = pytest.mark.alone
+
 BOUND_SECONDS = 5.0  # MAGPIE_KEY_CACHE_SECONDS' default, documented in docs/reliability.md
 
 

@@ -11,6 +11,9 @@ import pytest
 from magpie.config import Settings
 from tests.reliability._scenario import Tally, prepared_store, property_load, server_for, stored_users
 
+# Measures time or throughput: runs after the parallel part of `make test`, with the machine to itself.
+pytestmark = pytest.mark.alone
+
 SLOW = 300
 
 

@@ -147,6 +147,7 @@ def test_rendering_past_the_loop_bound_fails_that_push_recipient_only(client: Ap
     assert _by_user(result) == {"heavy": ("FAILED", "RENDER_ERROR"), "light": ("SENT", None)}
 
 
+@pytest.mark.alone  # timed
 @pytest.mark.parametrize(
     "text",
     [

@@ -12,6 +12,9 @@ from magpie.config import Settings
 from magpie.store.db import Database
 from tests.support import ServerProcess, make_env
 
+# Measures time or throughput: runs after the parallel part of `make test`, with the machine to itself.
+pytestmark = pytest.mark.alone
+
 TARGET = 1500  # acknowledged updates before the kill
 LOAD_SECONDS = 30
 

@@ -2,11 +2,15 @@
 
 Table statistics come from PostgreSQL's own counters (``pg_stat_user_tables``), which a
 backend reports when its connection closes: each test closes its writer before reading them.
+The module has a server of its own: on a shared one, other connections would add to the counters,
+and any transaction open meanwhile (in whichever database) keeps PostgreSQL from reclaiming the
+old row versions on a page, so that updates would stop being heap-only for want of room.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -17,6 +21,7 @@ from magpie.store.db import Database
 from magpie.store.profiles import PropertiesBody
 from magpie.store.transaction import Tx
 from magpie.store.writer import BatchRunner
+from tests.conftest import fresh_pg_database, throwaway_postgres
 from tests.support import Env, make_env
 
 pytestmark = pytest.mark.pg
@@ -24,9 +29,15 @@ pytestmark = pytest.mark.pg
 _STATS = "SELECT seq_tup_read, n_tup_ins, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'profiles'"
 
 
+@pytest.fixture(scope="module")
+def own_database() -> Iterator[str]:
+    with throwaway_postgres() as admin_url, fresh_pg_database(admin_url, "magpie_batches") as url:
+        yield url
+
+
 @pytest.fixture
-def db(pg_database: str) -> Database:
-    return Database(pg_database)
+def db(own_database: str) -> Database:
+    return Database(own_database)
 
 
 def _increments(env: Env, users: range, *, by: int = 1) -> list[PropertiesBody]:
