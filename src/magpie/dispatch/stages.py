@@ -32,6 +32,7 @@ from magpie.domain.audience import Recipient, cohort_names
 from magpie.domain.campaigns import Campaign, parse_campaign
 from magpie.domain.delivery import Channel, Decision, Exclude, Hold, NightRule, Outcome, Reason
 from magpie.domain.experiments import Assignment, Control
+from magpie.domain.schedules import gateway_of
 from magpie.metrics import Metrics
 from magpie.providers.registry import ProviderRegistry
 from magpie.runtime import Runtime
@@ -112,12 +113,13 @@ class Batch:
 
     def open_recipients(self) -> list[int]:
         """Recipients of this item without an outcome yet (a night-time item: the ones it holds)."""
-        held_only = self.item.payload.get("held")
+        # A night-time item holds some recipients; an item past a gateway's budget defers some.
+        payload = self.item.payload
+        named = payload.get("held", payload.get("deferred"))
+        only = None if named is None else set(named)
         outcomes = self.snap.outcomes
         return [
-            idx
-            for idx in range(len(self.snap.users))
-            if outcomes.get(idx) is None and (held_only is None or idx in held_only)
+            idx for idx in range(len(self.snap.users)) if outcomes.get(idx) is None and (only is None or idx in only)
         ]
 
     def finish(self, *, now_ms: int, fail_reason: Reason | None = None) -> FinishItem:
@@ -348,6 +350,9 @@ async def reserve(ctx: Context, batch: Batch, todo: Decided, reservation: Reserv
         hold = HoldRecipients(
             env_id=item.env_id, dispatch_id=item.dispatch_id, idxs=todo.hold, release_ms=todo.release_at
         )
+    # The environment's per-gateway limit, shared by everything it sends through the gateway.
+    gateway = gateway_of(channel=campaign.channel, provider=campaign.provider, settings=snap.settings)
+    limits: dict[str, int] = snap.settings.get("gatewayRatePerMinute") or {}
     prepare = PrepareRecipients(
         env_id=item.env_id,
         dispatch_id=item.dispatch_id,
@@ -362,9 +367,11 @@ async def reserve(ctx: Context, batch: Batch, todo: Decided, reservation: Reserv
         paid_limit=reservation.paid_limit,
         day=reservation.day,
         batch_key=reservation.batch_key,
+        gateway=gateway,
+        gateway_limit=limits.get(gateway, 0),
     )
     reserved = await ctx.writer.submit(
-        ReserveBatch(recipients=prepare, lease=lease, hold=hold, exposures=todo.exposures(batch))
+        ReserveBatch(recipients=prepare, lease=lease, hold=hold, exposures=todo.exposures(batch), payload=item.payload)
     )
     if reserved is None:
         return None

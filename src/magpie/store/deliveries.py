@@ -521,8 +521,14 @@ class PrepareRecipients(JobDefaults):
         paid_limit: int = 0,
         day: str = "",
         batch_key: str | None = None,
+        gateway: str = "",
+        gateway_limit: int = 0,
     ) -> None:
         self.batch_key = batch_key
+        self.gateway = gateway
+        self.gateway_limit = gateway_limit
+        # Recipients past the minute's gateway budget, set by ``run``: neither sent nor decided.
+        self.deferred: list[int] = []
         self.env_id = env_id
         self.dispatch_id = dispatch_id
         self.campaign_key = campaign_key
@@ -588,6 +594,10 @@ class PrepareRecipients(JobDefaults):
                     continue
                 paid.add(plan.idx)
             sending.append(plan)
+        self.deferred = []
+        if self.gateway_limit and sending:
+            sending = self._within_gateway_budget(tx, sending, paid)
+            capped.update(self.deferred)
         for idx, (outcome, reason) in excluded.items():
             if tx.fetchone(
                 "UPDATE recipients SET outcome = ?, reason = ?, updated_at = ? WHERE dispatch_id = ? AND idx = ? "
@@ -667,6 +677,79 @@ class PrepareRecipients(JobDefaults):
             now_ms=self.now_ms,
             channel=self.channel,
         )
+
+    def _within_gateway_budget(self, tx: Tx, sending: list[Planned], paid: set[int]) -> list[Planned]:
+        """The plans the gateway's budget for this minute has room for, in order; the rest are deferred.
+
+        The minute's row is locked while it is counted (PostgreSQL; SQLite's writer is one), so the
+        workers of every process share it. A deferred recipient leaves the frequency caps and the
+        day's paid count it reserved above; a recipient whose delivery an earlier attempt created was
+        counted then.
+        """
+        minute = self.now_ms // 60_000
+        marks = ",".join("?" * len(sending))
+        existing = {
+            int(row.idx)
+            for row in _fetchall_as(
+                tx,
+                "SELECT DISTINCT recipient_idx AS idx FROM deliveries "
+                f"WHERE dispatch_id = ? AND recipient_idx IN ({marks})",
+                (self.dispatch_id, *(p.idx for p in sending)),
+                _Idx,
+            )
+        }
+        if len(existing) == len(sending):
+            return sending
+        created = tx.fetchone(
+            "INSERT INTO gateway_sends (env_id, gateway, minute, count) VALUES (?, ?, ?, 0) "
+            "ON CONFLICT DO NOTHING RETURNING minute",
+            (self.env_id, self.gateway, minute),
+        )
+        if created is not None:
+            # A new minute: the rows of past ones are no longer read.
+            tx.execute(
+                "DELETE FROM gateway_sends WHERE env_id = ? AND gateway = ? AND minute < ?",
+                (self.env_id, self.gateway, minute - 1),
+            )
+        row = _fetchone_as(
+            tx,
+            "SELECT count FROM gateway_sends WHERE env_id = ? AND gateway = ? AND minute = ? FOR UPDATE",
+            (self.env_id, self.gateway, minute),
+            _Count,
+        )
+        room = self.gateway_limit - (int(row.n) if row is not None else 0)
+        granted: list[Planned] = []
+        used = 0
+        for plan in sending:
+            if plan.idx in existing:
+                granted.append(plan)
+                continue
+            # One message per delivery (a push token); a recipient never needs more than a whole minute.
+            cost = min(max(1, len(plan.tokens)), self.gateway_limit)
+            if self.deferred or cost > room - used:
+                self.deferred.append(plan.idx)
+                continue
+            used += cost
+            granted.append(plan)
+        if used:
+            tx.execute(
+                "UPDATE gateway_sends SET count = count + ? WHERE env_id = ? AND gateway = ? AND minute = ?",
+                (used, self.env_id, self.gateway, minute),
+            )
+        deferred = [p for p in sending if p.idx in set(self.deferred)]
+        marketing = [(self.env_id, p.user_key, self.dispatch_id) for p in deferred if p.marketing]
+        if marketing:
+            tx.executemany(
+                "DELETE FROM marketing_sends WHERE env_id = ? AND user_key = ? AND dispatch_id = ?", marketing
+            )
+        unpaid = sum(1 for p in deferred if p.idx in paid)
+        if unpaid:
+            tx.execute(
+                "UPDATE paid_messages SET count = count - ? WHERE env_id = ? AND day = ?",
+                (unpaid, self.env_id, self.day),
+            )
+            paid.difference_update(p.idx for p in deferred)
+        return granted
 
     def _has_delivery(self, tx: Tx, idx: int) -> bool:
         row = tx.fetchone(
@@ -767,11 +850,14 @@ class ReserveBatch(JobDefaults):
         lease: HoldLease | None = None,
         hold: HoldRecipients | None = None,
         exposures: RecordExposures | None = None,
+        payload: Mapping[str, Any] | None = None,
     ) -> None:
         self.recipients = recipients
         self.lease = lease
         self.hold = hold
         self.exposures = exposures
+        # The work item's payload, carried to the item that takes the recipients past the gateway's budget.
+        self.payload = payload or {}
 
     def run(self, tx: Tx) -> tuple[dict[int, dict[str, int]], set[int]] | None:
         if self.lease is not None and not self.lease.run(tx):
@@ -784,6 +870,21 @@ class ReserveBatch(JobDefaults):
             exposures.run(tx)
         if self.hold is not None:
             self.hold.run(tx)
+        deferred = self.recipients.deferred
+        if deferred:
+            # Past the minute's gateway budget: a new work item takes them when the next minute begins.
+            payload = {k: v for k, v in self.payload.items() if k not in ("held", "deferred")}
+            payload["deferred"] = sorted(deferred)
+            tx.execute(
+                "INSERT INTO work_items (env_id, dispatch_id, payload, available_at, attempts, done) "
+                "VALUES (?, ?, ?, ?, 0, 0)",
+                (
+                    self.recipients.env_id,
+                    self.recipients.dispatch_id,
+                    dumps(payload),
+                    (self.recipients.now_ms // 60_000 + 1) * 60_000,
+                ),
+            )
         return reserved
 
 
