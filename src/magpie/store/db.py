@@ -246,7 +246,11 @@ class Database:
         """Open a new connection; the caller owns it. Transactions are explicit (see ``begin``)."""
         if self.is_sqlite:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
-            conn.execute("PRAGMA journal_mode=WAL")
+            # WAL is a property of the file: set it once. Setting it again on a WAL file still asks for a lock
+            # that the busy timeout does not wait for ("database is locked" while another connection writes).
+            (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+            if str(mode).lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
             # Durability contract: a 2xx means the commit reached the disk.
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=30000")
