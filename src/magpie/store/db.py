@@ -195,6 +195,24 @@ RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def _use_wal(conn: sqlite3.Connection, *, patience: float = 30.0) -> None:
+    """Put the file in WAL mode (a property of the file, set once). Changing the journal mode takes a lock
+    that the busy timeout does not wait for: two connections opening a new file at once, or one opening it
+    while another writes, get "database is locked"; so wait here, as the busy timeout would."""
+    deadline = time.monotonic() + patience
+    while True:
+        (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+        if str(mode).lower() == "wal":
+            return
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class Database:
     """A database URL and how to talk to it.
 
@@ -246,11 +264,7 @@ class Database:
         """Open a new connection; the caller owns it. Transactions are explicit (see ``begin``)."""
         if self.is_sqlite:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
-            # WAL is a property of the file: set it once. Setting it again on a WAL file still asks for a lock
-            # that the busy timeout does not wait for ("database is locked" while another connection writes).
-            (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
-            if str(mode).lower() != "wal":
-                conn.execute("PRAGMA journal_mode=WAL")
+            _use_wal(conn)
             # Durability contract: a 2xx means the commit reached the disk.
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=30000")
