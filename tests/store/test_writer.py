@@ -54,6 +54,7 @@ def test_process_writer_revoked_key_leaves_the_cache(process_client: AppClient) 
     assert env.key not in process_client.app.ctx.auth._cache  # type: ignore[union-attr]
 
 
+@pytest.mark.alone  # counts restarts: a loaded machine can time out a starting child once more
 def test_process_writer_restarts_after_its_child_is_killed(process_client: AppClient) -> None:
     env: Env = make_env(process_client.app.db)
     writer = process_client.app.ctx.writer  # type: ignore[union-attr]
