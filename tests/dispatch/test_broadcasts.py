@@ -386,6 +386,8 @@ def test_rate_per_minute_hands_the_workers_no_more_than_the_rate(client: AppClie
         "occurrence"
     ]["id"]
     client.run(_scheduler(client).tick())
+    planned = _occurrence(client, env, occurrence_id)
+    assert (planned["occurrence"]["state"], planned["progress"]["planned"]) == ("sending", 25), planned
     db = client.app.db
     with db.transaction(write=False) as conn:
         started = db.fetchone(conn, "SELECT started_at FROM broadcast_occurrences WHERE id = ?", (occurrence_id,))
@@ -800,3 +802,33 @@ def test_the_gateway_limit_of_the_environment_throttles_an_occurrence_below_its_
             (again.json()["occurrence"]["id"],),
         )
     assert [s for (s,) in sizes] == [25]
+
+
+def test_an_outage_while_planning_leaves_the_occurrence_to_a_later_tick(
+    client: AppClient, env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from magpie.errors import ServiceUnavailable
+    from magpie.store.broadcasts import PlanPage
+
+    _users(client, env, 6, with_token=6)
+    apply_campaign(client, env)
+    occurrence_id = client.post(f"/admin/v1/environments/{env.name}/campaigns/7/send-now", headers=env.admin).json()[
+        "occurrence"
+    ]["id"]
+    real_run = PlanPage.run
+
+    def down(self: PlanPage, tx: Any) -> Any:
+        raise ServiceUnavailable()
+
+    monkeypatch.setattr(PlanPage, "run", down)
+    with pytest.raises(ServiceUnavailable):
+        client.run(_scheduler(client).tick())
+    # Not the occurrence's fault: it is not failed, only waiting for its planner's lease to end.
+    assert _occurrence(client, env, occurrence_id)["occurrence"]["state"] == "planning"
+    monkeypatch.setattr(PlanPage, "run", real_run)
+    later = _scheduler(client, clock=lambda: time.time() + client.settings.lease_seconds + 1)
+    client.run(later.tick())
+    again = _occurrence(client, env, occurrence_id)
+    assert (again["occurrence"]["state"], again["progress"]["planned"]) == ("sending", 6), again

@@ -139,6 +139,8 @@ class Scheduler:
             campaign = parse_campaign(row.definition)
             if campaign.status != "ACTIVE":
                 raise MagpieError(f"campaign {occ.campaign_key} is {campaign.status}, not ACTIVE")
+        except ServiceUnavailable:
+            raise  # not the occurrence's fault: its lease lapses and a later tick plans it
         except MagpieError as exc:
             await self.runtime.writer.submit(FinishPlanning(occurrence_id=occ.id, owner=self.owner, error=exc.message))
             return occ
@@ -192,6 +194,8 @@ class Scheduler:
                             dispatch_size=size,
                         )
                     )
+                except ServiceUnavailable:
+                    raise  # the store is down: the cursor did not move, and the lease's end hands the page on
                 except MagpieError as exc:
                     # The campaign was paused or archived meanwhile (its dispatches refuse it): the occurrence fails.
                     await self.runtime.writer.submit(
