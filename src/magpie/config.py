@@ -121,6 +121,13 @@ class Settings:
     worker_concurrency: int = setting(
         64, "MAGPIE_WORKER_CONCURRENCY", "Deliveries one dispatch worker has in flight at once."
     )
+    worker_recipients: int = setting(
+        4000,
+        "MAGPIE_WORKER_RECIPIENTS",
+        "Recipients one dispatch worker holds at once, summed over the work items it has claimed (it always "
+        "takes one item, however large): bounds its memory when broadcasts hand it dispatches of 1,000. "
+        "Triggers (at most 50 users each) stay under it at the default concurrency.",
+    )
     lease_seconds: float = setting(
         30.0,
         "MAGPIE_LEASE_SECONDS",

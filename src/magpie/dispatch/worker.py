@@ -107,6 +107,17 @@ class Dispatcher:
         # A gateway batch takes one send slot, so as many items as slots; push items are bounded
         # further by their sender (each sends many pushes at once).
         max_items = max(2, self.settings.worker_concurrency)
+        # Recipients held by the items in flight: a claim takes only what fits beside them, so that a
+        # worker handed dispatches of 1,000 (broadcasts) loads a few at a time, not max_items of them.
+        max_recipients = max(1, self.settings.worker_recipients)
+        held = [0]
+
+        def release(size: int) -> Callable[[asyncio.Task[None]], None]:
+            def done(_: asyncio.Task[None]) -> None:
+                held[0] -= size
+
+            return done
+
         next_poll = time.monotonic() + self.settings.report_poll_seconds
         while not stop.is_set():
             if time.monotonic() >= next_poll:
@@ -116,10 +127,11 @@ class Dispatcher:
                 except Exception:
                     log.exception("polling gateway results failed")
             free = max_items - len(in_flight)
+            room = max_recipients - held[0]
             items: list[WorkItem] = []
-            if free > 0:
+            if free > 0 and room > 0:
                 try:
-                    items = await self._claim(free)
+                    items = await self._claim(free, max_recipients=room)
                 except ServiceUnavailable:
                     await self._pause(stop, 1.0)  # the writer and the store log the outage, once a second
                     continue
@@ -131,13 +143,15 @@ class Dispatcher:
                 task = asyncio.create_task(self._process_guarded(item))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
+                held[0] += item.size
+                task.add_done_callback(release(item.size))
             if not items:
                 self.wake.clear()
                 waiters: list[asyncio.Task[Any]] = [
                     asyncio.create_task(self.wake.wait()),
                     asyncio.create_task(stop.wait()),
                 ]
-                if in_flight and free <= 0:
+                if in_flight and (free <= 0 or room <= 0):
                     waiters.append(asyncio.create_task(_first_done(in_flight)))
                 _, pending = await asyncio.wait(
                     waiters, timeout=self.settings.poll_interval, return_when=asyncio.FIRST_COMPLETED
@@ -158,13 +172,14 @@ class Dispatcher:
         except TimeoutError:
             pass
 
-    async def _claim(self, limit: int) -> list[WorkItem]:
+    async def _claim(self, limit: int, *, max_recipients: int | None = None) -> list[WorkItem]:
         return await self.writer.submit(
             ClaimWork(
                 owner=self.owner,
                 now_ms=self.now_ms(),
                 lease_ms=int(self.settings.lease_seconds * 1000),
                 limit=limit,
+                max_recipients=max_recipients,
             )
         )
 
@@ -173,7 +188,7 @@ class Dispatcher:
         processed = 0
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            items = await self._claim(16)
+            items = await self._claim(16, max_recipients=self.settings.worker_recipients)
             if not items:
                 return processed
             await asyncio.gather(*(self._process_guarded(item) for item in items))

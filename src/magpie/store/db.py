@@ -94,6 +94,13 @@ class Connection(Protocol):
 
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def head_revision() -> str:
+    """The newest migration's revision: after the first (``0001``), each one's is its file's name."""
+    return max(p.stem for p in (_MIGRATIONS / "versions").glob("[0-9]*.py"))
+
+
 # Errors that mean "the database is not reachable or not answering", not "your SQL is wrong".
 OPERATIONAL_ERRORS: tuple[type[BaseException], ...] = (sqlite3.OperationalError, psycopg.OperationalError)
 
@@ -378,7 +385,13 @@ class Database:
         self._local = threading.local()
 
     def upgrade(self, revision: str = "head") -> None:
-        """Bring the schema to the newest migration (Alembic), or to ``revision``."""
+        """Bring the schema to the newest migration (Alembic), or to ``revision``.
+
+        A store already at the newest one is told by one query, without loading Alembic and SQLAlchemy
+        (a third of a CLI command's time).
+        """
+        if revision == "head" and self._at_head():
+            return
         from alembic import command
         from alembic.config import Config
         from sqlalchemy import create_engine, pool
@@ -392,6 +405,15 @@ class Database:
                 command.upgrade(cfg, revision)
         finally:
             engine.dispose()
+
+    def _at_head(self) -> bool:
+        if self.is_sqlite and not Path(self.path).exists():
+            return False
+        try:
+            with self.transaction(write=False) as conn:
+                return bool(self.scalar(conn, "SELECT version_num FROM alembic_version") == head_revision())
+        except (sqlite3.Error, psycopg.Error):
+            return False  # no version table yet, or no store: Alembic says what is wrong
 
     def current_revision(self) -> str | None:
         from sqlalchemy import create_engine, pool, text

@@ -110,6 +110,11 @@ class _DispatchUsers(NamedTuple):
     users: str
 
 
+class _Candidate(NamedTuple):
+    id: int
+    size: int
+
+
 class _Claimed(NamedTuple):
     id: int
     env_id: int
@@ -125,31 +130,59 @@ class WorkItem:
     dispatch_id: str
     payload: dict[str, Any]
     attempts: int
+    size: int = 1  # the recipients its dispatch was accepted with
 
 
 class ClaimWork(JobDefaults):
+    """Lease up to ``limit`` due work items, oldest first, whose recipients sum to at most
+    ``max_recipients`` (the first item is taken whatever its size)."""
+
     profile_keys = ()
 
-    def __init__(self, *, owner: str, now_ms: int, lease_ms: int, limit: int) -> None:
+    def __init__(
+        self, *, owner: str, now_ms: int, lease_ms: int, limit: int, max_recipients: int | None = None
+    ) -> None:
         self.owner = owner
         self.now_ms = now_ms
         self.lease_ms = lease_ms
         self.limit = limit
+        self.max_recipients = max_recipients
 
     def run(self, tx: Tx) -> list[WorkItem]:
+        candidates = _fetchall_as(
+            tx,
+            "SELECT w.id, COALESCE((SELECT d.requested FROM dispatches d WHERE d.id = w.dispatch_id), 1) "
+            "FROM work_items w WHERE w.done = 0 AND w.available_at <= ? "
+            "AND (w.lease_until IS NULL OR w.lease_until < ?) ORDER BY w.available_at, w.id LIMIT ? "
+            "FOR UPDATE SKIP LOCKED",
+            (self.now_ms, self.now_ms, self.limit),
+            _Candidate,
+        )
+        sizes: dict[int, int] = {}
+        total = 0
+        for c in candidates:
+            if sizes and self.max_recipients is not None and total + c.size > self.max_recipients:
+                break
+            sizes[c.id] = max(1, c.size)
+            total += c.size
+        if not sizes:
+            return []
         rows = _fetchall_as(
             tx,
-            "UPDATE work_items SET lease_owner = ?, lease_until = ?, attempts = attempts + 1 WHERE id IN ("
-            "SELECT id FROM work_items WHERE done = 0 AND available_at <= ? "
-            "AND (lease_until IS NULL OR lease_until < ?) ORDER BY available_at, id LIMIT ? FOR UPDATE SKIP LOCKED) "
-            "RETURNING id, env_id, dispatch_id, payload, attempts",
-            (self.owner, self.now_ms + self.lease_ms, self.now_ms, self.now_ms, self.limit),
+            "UPDATE work_items SET lease_owner = ?, lease_until = ?, attempts = attempts + 1 "
+            f"WHERE id IN ({', '.join('?' * len(sizes))}) RETURNING id, env_id, dispatch_id, payload, attempts",
+            (self.owner, self.now_ms + self.lease_ms, *sizes),
             _Claimed,
         )
         return sorted(
             (
                 WorkItem(
-                    id=r.id, env_id=r.env_id, dispatch_id=r.dispatch_id, payload=_decode(r.payload), attempts=r.attempts
+                    id=r.id,
+                    env_id=r.env_id,
+                    dispatch_id=r.dispatch_id,
+                    payload=_decode(r.payload),
+                    attempts=r.attempts,
+                    size=sizes[r.id],
                 )
                 for r in rows
             ),
