@@ -110,6 +110,15 @@ def _start(command: str, url: str, data_dir: Any) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "magpie.cli", command], env=env, stdout=log, stderr=log)
 
 
+def _children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (Linux), e.g. a magpie process's writer."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as listed:
+            return [int(p) for p in listed.read().split()]
+    except OSError:
+        return []
+
+
 def _peak_rss_mb(pid: int) -> float:
     """VmHWM of a running process, in MB."""
     with open(f"/proc/{pid}/status") as status:
@@ -160,6 +169,13 @@ async def _measure(url: str, env_id: int, data_dir: Any, *, processes: bool) -> 
         if children:
             await asyncio.sleep(DELIVER_SECONDS)
             rss = {f"{name}_peak_rss_mb": _peak_rss_mb(child.pid) for name, child in children.items()}
+            # Their writer processes (children of each): every magpie process counts.
+            rss.update(
+                {
+                    f"{name}_writer_peak_rss_mb": max((_peak_rss_mb(pid) for pid in _children(child.pid)), default=0.0)
+                    for name, child in children.items()
+                }
+            )
             print("peak RSS beside the planner", rss, file=sys.stderr)
             rss["outcomes_meanwhile"] = await reader.read(
                 lambda conn: {

@@ -27,6 +27,7 @@ import ast
 import functools
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -280,6 +281,10 @@ class DeliveryProfile:
                 spy.wait(timeout=60)
                 if out.exists():
                     self.raw.setdefault(role, []).append(out.read_text())
+                    keep = os.environ.get("BENCH_PROFILE_RAW")  # a directory to keep py-spy's collapsed stacks in
+                    if keep:
+                        Path(keep).mkdir(parents=True, exist_ok=True)
+                        shutil.copy(out, Path(keep) / out.name)
         self.rounds.append({role: meter.seconds[role] * 1e6 / recipients for role in (*pids, "other")})
 
     def summary(self) -> dict[str, Any]:

@@ -256,6 +256,22 @@ class Database:
             return self.url
         return self.conninfo.replace("postgresql://", "postgresql+psycopg://", 1)
 
+    def row_source(self, types: Sequence[str], rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
+        """``rows`` as a source to select from, named ``v`` with columns ``column1`` … (SQL text, parameters).
+
+        SQLite: a multi-row ``VALUES`` list, one parameter per value. PostgreSQL: ``unnest`` of one array per
+        column, typed by ``types`` (``bigint``, ``text``…), so that a batch's statement has the same text
+        whatever its size (prepared once) and a handful of parameters: psycopg spends about 27 µs of CPU per
+        17-column row passed value by value, 11 µs as arrays.
+        """
+        width = len(types)
+        if self.is_sqlite:
+            one = "(" + ", ".join("?" * width) + ")"
+            return f"(VALUES {', '.join([one] * len(rows))}) AS v", [value for row in rows for value in row]
+        arrays = ", ".join(f"?::{t}[]" for t in types)
+        names = ", ".join(f"column{i}" for i in range(1, width + 1))
+        return f"unnest({arrays}) AS v({names})", [list(column) for column in zip(*rows, strict=True)]
+
     def sql(self, text: str) -> str:
         """Adapt ``text`` to this engine: placeholders, and row locks on PostgreSQL."""
         cached = self._sql_cache.get(text)

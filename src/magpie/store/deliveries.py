@@ -33,27 +33,23 @@ from magpie.store.writer import JobDefaults
 _decode = msgspec.json.decode
 
 
-# Rows per multi-row statement: within both engines' bound on parameters (SQLite 32,766; 17 columns here).
+# Rows per multi-row statement: within both engines' bound on parameters (SQLite 32,766; 16 columns here).
 _CHUNK = 500
-_DELIVERY_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)"
-# A VALUES row joined to stored rows: typed, or PostgreSQL could take an integer column for numeric and
-# compare the key through a cast (no index).
-_RESULT_VALUES = (
-    "(CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS INTEGER))"
+# The column types of the row sources (``Database.row_source``) of the batch statements below. Typed,
+# or PostgreSQL could take an integer column for numeric and compare a key through a cast (no index).
+_RECIPIENT_TYPES = ("text", "integer", "integer", "text", "text", "bigint")
+_DELIVERY_TYPES = (
+    *("integer", "text", "integer", "integer", "text", "text", "text", "text", "text"),
+    *("bigint", "bigint", "text", "text", "integer", "text", "text"),
 )
-_OUTCOME_VALUES = "(CAST(? AS INTEGER), CAST(? AS TEXT), CAST(? AS TEXT))"
+_RESULT_TYPES = ("integer", "text", "text", "text", "text", "integer")
+_OUTCOME_TYPES = ("integer", "text", "text")
 R = TypeVar("R")
 
 
 def _chunks(rows: list[R]) -> Iterator[list[R]]:
     for start in range(0, len(rows), _CHUNK):
         yield rows[start : start + _CHUNK]
-
-
-def _values(count: int, row: int | str) -> str:
-    """``count`` rows of a multi-row VALUES list: ``row`` placeholders each, or that row's text."""
-    one = row if isinstance(row, str) else "(" + ", ".join("?" * row) + ")"
-    return ", ".join([one] * count)
 
 
 def _fetchone_as(tx: Tx, sql: str, params: Sequence[Any], row_type: Callable[..., R]) -> R | None:
@@ -578,10 +574,11 @@ class PrepareRecipients(JobDefaults):
     def run(self, tx: Tx) -> tuple[dict[int, dict[str, int]], set[int]]:
         recipients = [(self.dispatch_id, i, self.env_id, *_idents(u), self.now_ms) for i, u in enumerate(self.users)]
         for chunk in _chunks(recipients):
+            source, params = tx.db.row_source(_RECIPIENT_TYPES, chunk)
             tx.execute(
                 "INSERT INTO recipients (dispatch_id, idx, env_id, user_id, device_id, updated_at) "
-                f"VALUES {_values(len(chunk), 6)} ON CONFLICT DO NOTHING",
-                [v for row in chunk for v in row],
+                f"SELECT * FROM {source} WHERE true ON CONFLICT DO NOTHING",
+                params,
             )
         tx.execute(
             "UPDATE dispatches SET status = 'RUNNING' WHERE id = ? AND status = 'ACCEPTED'",
@@ -666,13 +663,15 @@ class PrepareRecipients(JobDefaults):
         created = 0
         for part in _chunks(rows):
             # One statement per chunk, answering the ids it created.
+            source, params = tx.db.row_source(_DELIVERY_TYPES, part)
             for d in _fetchall_as(
                 tx,
                 "INSERT INTO deliveries (env_id, dispatch_id, recipient_idx, campaign_key, user_key, device_id, token, "
                 "provider, status, attempts, created_at, updated_at, channel, kind, size_bytes, batch_key, paid_day) "
-                f"VALUES {_values(len(part), _DELIVERY_VALUES)} ON CONFLICT DO NOTHING "
-                "RETURNING id, recipient_idx, token",
-                [v for row in part for v in row],
+                "SELECT column1, column2, column3, column4, column5, column6, column7, column8, column9, 0, column10, "
+                f"column11, column12, column13, column14, column15, column16 FROM {source} WHERE true "
+                "ON CONFLICT DO NOTHING RETURNING id, recipient_idx, token",
+                params,
                 _DeliveryId,
             ):
                 ids.setdefault(d.recipient_idx, {})[d.token] = d.id
@@ -977,17 +976,16 @@ class RecordOutcomes(JobDefaults):
     def run(self, tx: Tx) -> None:
         now = self.now_ms
         for part in _chunks(self.results):
-            # One statement per chunk: the results as a VALUES list, typed in each row for PostgreSQL.
+            # One statement per chunk, the results as its row source.
+            source, params = tx.db.row_source(
+                _RESULT_TYPES,
+                [(r.delivery_id, r.status, r.provider, r.provider_message_id, r.error_code, r.attempts) for r in part],
+            )
             tx.execute(
                 "UPDATE deliveries SET status = v.column2, provider = v.column3, provider_message_id = v.column4, "
-                "error_code = v.column5, attempts = v.column6, updated_at = ? "
-                f"FROM (VALUES {_values(len(part), _RESULT_VALUES)}) AS v WHERE deliveries.id = v.column1",
-                [now]
-                + [
-                    v
-                    for r in part
-                    for v in (r.delivery_id, r.status, r.provider, r.provider_message_id, r.error_code, r.attempts)
-                ],
+                f"error_code = v.column5, attempts = v.column6, updated_at = ? FROM {source} "
+                "WHERE deliveries.id = v.column1",
+                [now, *params],
             )
         tx.executemany(
             "UPDATE push_tokens SET status = 'RETIRED', retired_reason = ?, updated_at = ? "
@@ -1015,11 +1013,11 @@ class RecordOutcomes(JobDefaults):
         }
         settled = [o for o in self.outcomes if o.idx in still_open]
         for part in _chunks(settled):
+            source, params = tx.db.row_source(_OUTCOME_TYPES, [(o.idx, o.outcome, o.reason) for o in part])
             tx.execute(
-                "UPDATE recipients SET outcome = v.column2, reason = v.column3, updated_at = ? "
-                f"FROM (VALUES {_values(len(part), _OUTCOME_VALUES)}) AS v "
+                f"UPDATE recipients SET outcome = v.column2, reason = v.column3, updated_at = ? FROM {source} "
                 "WHERE recipients.dispatch_id = ? AND recipients.idx = v.column1 AND recipients.outcome IS NULL",
-                [now, *(v for o in part for v in (o.idx, o.outcome, o.reason)), self.dispatch_id],
+                [now, *params, self.dispatch_id],
             )
         counts: dict[tuple[str, str | None], int] = {}
         for o in settled:
