@@ -67,7 +67,11 @@ class Runtime:
         if settings.writer == "process":
             # The database work runs beside the event loop, not under its GIL.
             writer = ProcessWriter(
-                db=db, batch_max=settings.batch_max, secret_key=cipher.key, on_batch=metrics.observe_batch
+                db=db,
+                batch_max=settings.batch_max,
+                secret_key=cipher.key,
+                on_batch=metrics.observe_batch,
+                freeze_gc=settings.freeze_gc,
             )
         else:
             writer = GroupCommitWriter(

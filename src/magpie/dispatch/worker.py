@@ -9,6 +9,7 @@ available when the night ends, and are decided again then.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import random
@@ -378,6 +379,10 @@ def run_worker(settings: Settings) -> None:
         workers = Workers(runtime, count=max(1, settings.workers))
         log.info("worker started with %d dispatcher(s)", len(workers.dispatchers))
         workers.start()
+        if settings.freeze_gc:
+            # As `magpie serve` does: what start-up loaded stays out of every later collection.
+            gc.collect()
+            gc.freeze()
         try:
             await stop.wait()
         finally:

@@ -394,8 +394,10 @@ def _child_main(
     batch_max: int,
     secret_key: bytes | None,
     log_level: int = logging.INFO,
+    freeze_gc: bool = True,
 ) -> None:
     """The child process: receive pickled jobs, group-commit them, send back outcomes."""
+    import gc
     import signal
 
     from magpie.store.crypto import Cipher
@@ -432,6 +434,12 @@ def _child_main(
                 return
             if stop_after:
                 return
+            if freeze_gc:
+                # The first batch loaded the job modules and opened the connection: from now on they stay
+                # out of every collection (as `magpie serve` does after start-up), so collections stay short.
+                freeze_gc = False
+                gc.collect()
+                gc.freeze()
     finally:
         runner.shutdown()
 
@@ -465,10 +473,12 @@ class ProcessWriter(_WriterBase):
         secret_key: bytes | None = None,
         on_batch: Callable[[int, float], None] | None = None,
         on_invalid_key: Callable[[str], None] | None = None,
+        freeze_gc: bool = True,
     ) -> None:
         self.db = db
         self.batch_max = batch_max
         self._secret_key = secret_key
+        self._freeze_gc = freeze_gc
         self._on_batch = on_batch
         self._answers = _Answers(on_invalid_key)
         self._seq = itertools.count()
@@ -500,6 +510,7 @@ class ProcessWriter(_WriterBase):
                 self.batch_max,
                 self._secret_key,
                 logging.getLogger("magpie").getEffectiveLevel(),
+                self._freeze_gc,
             ),
             name="magpie-writer",
             daemon=True,
