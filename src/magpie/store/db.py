@@ -13,7 +13,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar
@@ -271,6 +271,14 @@ class Database:
         arrays = ", ".join(f"?::{t}[]" for t in types)
         names = ", ".join(f"column{i}" for i in range(1, width + 1))
         return f"unnest({arrays}) AS v({names})", [list(column) for column in zip(*rows, strict=True)]
+
+    def any_of(self, column: str, values: Iterable[Any], sql_type: str = "text") -> tuple[str, list[Any]]:
+        """``column`` equal to one of ``values`` (SQL text, parameters): ``IN (?, …)`` on SQLite, ``= ANY(?)``
+        with one array on PostgreSQL (the same text whatever the count, and one parameter)."""
+        items = sorted(set(values))
+        if self.is_sqlite:
+            return f"{column} IN ({','.join('?' * len(items))})", items
+        return f"{column} = ANY(?::{sql_type}[])", [items]
 
     def sql(self, text: str) -> str:
         """Adapt ``text`` to this engine: placeholders, and row locks on PostgreSQL."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
@@ -289,11 +289,6 @@ class Snapshot:
     in_flight: dict[int, str] = field(default_factory=dict)
 
 
-def _in(values: Iterable[str]) -> tuple[str, list[str]]:
-    items = sorted(set(values))
-    return ",".join("?" * len(items)), items
-
-
 class _ItemRow(NamedTuple):
     """A work item's dispatch, with its environment and campaign (None where the campaign is gone)."""
 
@@ -406,24 +401,25 @@ def _profiles(conn: Connection, db: Database, *, env_id: int, users: set[str], d
     parts: list[str] = []
     params: list[Any] = []
     if users:
-        marks, named = _in(users)
+        named, named_params = db.any_of("ident", users)
+        linked, linked_params = db.any_of("linked_user", users)
         hint = " INDEXED BY ix_profiles_linked_user" if db.is_sqlite else ""
         parts.append(
             f"SELECT kind, ident, properties, crm, phone_enc, NULL FROM profiles WHERE env_id = ? AND kind = ? "
-            f"AND ident IN ({marks})"
+            f"AND {named}"
         )
         parts.append(
             f"SELECT kind, ident, NULL, NULL, NULL, linked_user FROM profiles{hint} WHERE env_id = ? "
-            f"AND linked_user IN ({marks}) AND kind = ?"
+            f"AND {linked} AND kind = ?"
         )
-        params += [env_id, USER, *named, env_id, *named, DEVICE]
+        params += [env_id, USER, *named_params, env_id, *linked_params, DEVICE]
     if devices:
-        marks, named = _in(devices)
+        named, named_params = db.any_of("ident", devices)
         parts.append(
             f"SELECT kind, ident, properties, crm, NULL, linked_user FROM profiles WHERE env_id = ? AND kind = ? "
-            f"AND ident IN ({marks})"
+            f"AND {named}"
         )
-        params += [env_id, DEVICE, *named]
+        params += [env_id, DEVICE, *named_params]
     if not parts:
         return []
     return db.fetchall_as(conn, " UNION ALL ".join(parts), params, _ProfileRow)
@@ -464,11 +460,11 @@ def _resolve_targets(conn: Connection, db: Database, snap: Snapshot) -> None:
     all_devices = set(devices) | {d for ds in linked_devices.values() for d in ds}
     # Kakao and SMS go to the user's phone: their devices' push tokens are not read.
     if all_devices and snap.channel == "push":
-        marks, params = _in(all_devices)
+        among, params = db.any_of("device_id", all_devices)
         for t in db.fetchall_as(
             conn,
             f"SELECT device_id, token, provider_type FROM push_tokens WHERE env_id = ? AND status = 'ACTIVE' "
-            f"AND device_id IN ({marks}) ORDER BY created_at, token",
+            f"AND {among} ORDER BY created_at, token",
             (env_id, *params),
             _TokenRow,
         ):
@@ -999,15 +995,15 @@ class RecordOutcomes(JobDefaults):
 
     def _outcomes(self, tx: Tx) -> None:
         now = self.now_ms
-        marks = ",".join("?" * len(self.outcomes))
+        among, params = tx.db.any_of("idx", (o.idx for o in self.outcomes), "integer")
         # Locked (PostgreSQL) so that a worker recording the same recipients at once waits, then sees them set.
         still_open = {
             int(row.idx)
             for row in _fetchall_as(
                 tx,
-                f"SELECT idx FROM recipients WHERE dispatch_id = ? AND outcome IS NULL AND idx IN ({marks}) "
+                f"SELECT idx FROM recipients WHERE dispatch_id = ? AND outcome IS NULL AND {among} "
                 "ORDER BY idx FOR UPDATE",
-                (self.dispatch_id, *(o.idx for o in self.outcomes)),
+                (self.dispatch_id, *params),
                 _Idx,
             )
         }
@@ -1247,10 +1243,10 @@ def awaiting_reports(
 def users_by_phone(conn: Connection, db: Database, *, env_id: int, phone_hashes: list[str]) -> list[str]:
     if not phone_hashes:
         return []
-    marks, params = _in(phone_hashes)
+    among, params = db.any_of("phone_hmac", phone_hashes)
     rows = db.fetchall_as(
         conn,
-        f"SELECT user_id FROM phone_index WHERE env_id = ? AND phone_hmac IN ({marks}) ORDER BY user_id",
+        f"SELECT user_id FROM phone_index WHERE env_id = ? AND {among} ORDER BY user_id",
         (env_id, *params),
         _UserId,
     )
