@@ -155,7 +155,10 @@ class PushSender:
                 high_priority=not campaign.is_marketing,
             )
             sends.append(self._send_with_retry(batch, message, delivery_id))
-        results.extend(await asyncio.gather(*sends))
+        if len(sends) == 1:
+            results.append(await sends[0])  # the usual one token: no task and gather around it
+        else:
+            results.extend(await asyncio.gather(*sends))
         sent = any(r.status == Outcome.SENT for r in results)
         reason = None if sent else next((r.error_code for r in results if r.error_code), Reason.DELIVERY_FAILED)
         return OutcomeRow(planned.idx, planned.user_key, Outcome.SENT if sent else Outcome.FAILED, reason), results

@@ -6,6 +6,7 @@ magpie writes its SQL once with ``?`` placeholders and the subset both engines s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -433,11 +434,19 @@ class Database:
     def _at_head(self) -> bool:
         if self.is_sqlite and not Path(self.path).exists():
             return False
+        query = "SELECT version_num FROM alembic_version"
         try:
-            with self.transaction(write=False) as conn:
-                return bool(self.scalar(conn, "SELECT version_num FROM alembic_version") == head_revision())
+            # A plain connection, apart from the outage bookkeeping of ``connect``: whatever fails here
+            # (no version table yet, no store, no server) is left to Alembic to report.
+            if self.is_sqlite:
+                with contextlib.closing(sqlite3.connect(self.path, timeout=30.0)) as lite:
+                    row = lite.execute(query).fetchone()
+            else:
+                with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10) as pg:
+                    row = pg.execute(query).fetchone()
         except (sqlite3.Error, psycopg.Error):
-            return False  # no version table yet, or no store: Alembic says what is wrong
+            return False
+        return row is not None and tuple(row) == (head_revision(),)
 
     def current_revision(self) -> str | None:
         from sqlalchemy import create_engine, pool, text
