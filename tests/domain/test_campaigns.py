@@ -150,7 +150,8 @@ def test_fast_templates_render_as_liquid_does(
 ) -> None:
     context = {"api_properties": {}, "user_properties": {}, "user": {"id": "u-1", "deviceId": ""}}
     context[scope] = {**context[scope], **data}
-    for source in (f"{{{{{spaces}{scope}.{name}{spaces}}}}}", text, f"{text}{{{{ {scope}.{name} }}}}"):
+    both = f"{{{{ {scope}.{name} }}}}{text}{{{{{spaces}user.id{spaces}}}}}{text}"
+    for source in (f"{{{{{spaces}{scope}.{name}{spaces}}}}}", text, f"{text}{{{{ {scope}.{name} }}}}", both):
         expected = Template(source).render(**context)
         assert compile_template(source, field_name="body").render(**context) == expected, source
 
@@ -163,3 +164,22 @@ def test_fast_templates_are_chosen_only_for_their_shapes() -> None:
     assert lookup.render(api_properties={}, user_properties={}, user={}) == ""
     filtered = compile_template("{{ api_properties.orderNo | default: 'none' }}", field_name="body")
     assert filtered.render(api_properties={}, user_properties={}, user={}) == "none"
+    # Text and several lookups: read at their paths; a value of another kind is Liquid's to write.
+    several = compile_template(
+        "{{ user_properties.name }}님, 주문 {{ api_properties.orderNo }} 출발", field_name="body"
+    )
+    context = {"api_properties": {"orderNo": 7}, "user_properties": {"name": "민수"}, "user": {}}
+    assert type(several).__name__ == "_Interpolation"
+    assert several.render(**context) == "민수님, 주문 7 출발"
+    context["api_properties"]["orderNo"] = [1, 2]
+    assert several.render(**context) == Template(
+        "{{ user_properties.name }}님, 주문 {{ api_properties.orderNo }} 출발"
+    ).render(**context)
+    # Other markup beside a lookup: Liquid's own template.
+    assert type(compile_template("{{ a.b }} {% if x %}y{% endif %}", field_name="body")).__name__ != "_Interpolation"
+    # An output past Liquid's bound is refused as Liquid refuses it.
+    from magpie.domain.campaigns import RENDER_OUTPUT_LIMIT
+
+    long = compile_template("{{ api_properties.a }}{{ api_properties.a }}", field_name="body")
+    with pytest.raises(Exception, match="limit"):
+        long.render(api_properties={"a": "x" * RENDER_OUTPUT_LIMIT}, user_properties={}, user={})

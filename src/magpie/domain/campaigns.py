@@ -168,31 +168,54 @@ class _Text:
         return self.source
 
 
-# ``{{ a.b.c }}`` and nothing else: the shape of most per-recipient values (an AlimTalk variable, a name).
+# ``{{ a.b.c }}``: the shape of most per-recipient values (an AlimTalk variable, a name in a text).
 _LOOKUP = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*\}\}")
 
 
-class _Lookup:
-    """``{{ a.b.c }}``: a string or integer found at that path is the output, as Liquid writes it;
-    anything else (missing, a float, a list...) is rendered by Liquid itself."""
+class _Interpolation:
+    """Text and ``{{ a.b.c }}`` lookups only: a string or integer found at each path is written as Liquid
+    writes it; anything else (missing, a float, a list...), or an output past Liquid's bound, is rendered
+    by Liquid itself."""
 
-    __slots__ = ("liquid", "path")
+    __slots__ = ("liquid", "parts")
 
-    def __init__(self, path: str, liquid: BoundTemplate) -> None:
-        self.path = path.split(".")
+    def __init__(self, parts: list[str | list[str]], liquid: BoundTemplate) -> None:
+        self.parts = parts
         self.liquid = liquid
 
     def render(self, *args: Any, **kwargs: Any) -> str:
-        value: Any = kwargs
-        for name in self.path:
-            if not isinstance(value, Mapping) or name not in value:
+        out: list[str] = []
+        for part in self.parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            value: Any = kwargs
+            for name in part:
+                if not isinstance(value, Mapping) or name not in value:
+                    return self.liquid.render(*args, **kwargs)
+                value = value[name]
+            if isinstance(value, str):
+                out.append(value)
+            elif type(value) is int:
+                out.append(str(value))
+            else:
                 return self.liquid.render(*args, **kwargs)
-            value = value[name]
-        if isinstance(value, str):
-            return value
-        if type(value) is int:
-            return str(value)
-        return self.liquid.render(*args, **kwargs)
+        text = "".join(out)
+        return text if len(text) <= RENDER_OUTPUT_LIMIT else self.liquid.render(*args, **kwargs)
+
+
+def _interpolation(source: str) -> list[str | list[str]] | None:
+    """``source`` as text and lookups, or None when it holds any other markup."""
+    parts: list[str | list[str]] = []
+    at = 0
+    for found in _LOOKUP.finditer(source):
+        parts.append(source[at : found.start()])
+        parts.append(found.group(1).split("."))
+        at = found.end()
+    parts.append(source[at:])
+    if any(isinstance(p, str) and ("{{" in p or "{%" in p) for p in parts):
+        return None
+    return [p for p in parts if p != ""]
 
 
 # ``{{ x | default: }}``: Liquid drops a filter's ':' with nothing after it, so a forgotten argument
@@ -205,7 +228,7 @@ def compile_template(source: str, *, field_name: str) -> Template:
     """Parse a Liquid template and render it once on empty data, so errors surface at apply time.
 
     What every recipient's rendering would do the same way is settled here: text without markup
-    is returned as it is, and a lone ``{{ path }}`` reads the value at that path.
+    is returned as it is, and text with only ``{{ path }}`` lookups reads the values at those paths.
     """
     bare = next((m for tag in _TAGS.findall(source) if (m := _BARE_FILTER.search(tag))), None)
     if bare is not None:
@@ -220,9 +243,9 @@ def compile_template(source: str, *, field_name: str) -> Template:
         raise InvalidCampaign(f"message.{field_name}: template error: {first}") from exc
     if "{{" not in source and "{%" not in source:
         return _Text(source)
-    lookup = _LOOKUP.fullmatch(source)
-    if lookup is not None:
-        return _Lookup(lookup.group(1), template)
+    parts = _interpolation(source)
+    if parts is not None:
+        return _Interpolation(parts, template)
     return template
 
 
