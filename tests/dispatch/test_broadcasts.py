@@ -444,6 +444,41 @@ def test_an_occurrence_running_into_the_night_holds_its_marketing_remainder(clie
     assert inbox(client, env) == []
 
 
+def test_a_test_send_held_for_the_night_keeps_its_test_mark(client: AppClient, env: Env) -> None:
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from tests.support import FakeClock
+
+    _users(client, env, 2, with_token=2)
+    for user_id in ("user-0000", "user-0001"):
+        consent = {"userId": user_id, "marketingSubscriptionStatus": "SUBSCRIBED"}
+        assert client.post("/v1/push-subscriptions", json=consent, headers=env.headers).status_code == 200
+    apply_campaign(client, env, purpose="MARKETING", consentRule="SUBSCRIBED_ONLY")
+    sent = client.post(
+        f"/admin/v1/environments/{env.name}/campaigns/7/test-send",
+        json={"userIds": ["user-0000"]},
+        headers=env.admin,
+    )
+    assert sent.status_code == 200, sent.text
+    seoul = ZoneInfo("Asia/Seoul")
+    today = datetime.now(seoul)
+    night = today.replace(hour=22, minute=30, second=0, microsecond=0)
+    if night.timestamp() <= today.timestamp():
+        night += timedelta(days=1)
+    clock = FakeClock(night.timestamp())
+    dispatcher = make_dispatcher(client, clock=clock)
+    try:
+        drain(client, dispatcher)
+        assert inbox(client, env) == []  # held for the night
+        clock.now = (night + timedelta(hours=12)).timestamp()  # the next morning
+        drain(client, dispatcher)
+    finally:
+        close_dispatcher(client, dispatcher)
+    (message,) = inbox(client, env)
+    assert message["token"] == "tok-0" and message["message"]["hackle"]["test"] is True
+
+
 def test_a_due_slot_becomes_one_scheduled_occurrence_and_is_planned(client: AppClient, env: Env) -> None:
     import time
 

@@ -348,7 +348,11 @@ async def reserve(ctx: Context, batch: Batch, todo: Decided, reservation: Reserv
     hold = None
     if todo.hold:
         hold = HoldRecipients(
-            env_id=item.env_id, dispatch_id=item.dispatch_id, idxs=todo.hold, release_ms=todo.release_at
+            env_id=item.env_id,
+            dispatch_id=item.dispatch_id,
+            idxs=todo.hold,
+            release_ms=todo.release_at,
+            payload=item.payload,
         )
     # The environment's per-gateway limit, shared by everything it sends through the gateway.
     gateway = gateway_of(channel=campaign.channel, provider=campaign.provider, settings=snap.settings)

@@ -1054,17 +1054,28 @@ class HoldRecipients(JobDefaults):
 
     profile_keys = ()
 
-    def __init__(self, *, env_id: int, dispatch_id: str, idxs: list[int], release_ms: int) -> None:
+    def __init__(
+        self,
+        *,
+        env_id: int,
+        dispatch_id: str,
+        idxs: list[int],
+        release_ms: int,
+        payload: Mapping[str, Any] | None = None,
+    ) -> None:
         self.env_id = env_id
         self.dispatch_id = dispatch_id
         self.idxs = idxs
         self.release_ms = release_ms
+        # The holding item's payload (a test send's mark), carried to the item that takes the recipients.
+        self.payload = payload or {}
 
     def run(self, tx: Tx) -> None:
+        carried = {k: v for k, v in self.payload.items() if k not in ("held", "deferred")}
         tx.execute(
             "INSERT INTO work_items (env_id, dispatch_id, payload, available_at, attempts, done) "
             "VALUES (?, ?, ?, ?, 0, 0)",
-            (self.env_id, self.dispatch_id, dumps({"held": sorted(self.idxs)}), self.release_ms),
+            (self.env_id, self.dispatch_id, dumps({**carried, "held": sorted(self.idxs)}), self.release_ms),
         )
         tx.execute("UPDATE dispatches SET status = 'SCHEDULED' WHERE id = ?", (self.dispatch_id,))
 
