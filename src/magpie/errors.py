@@ -39,6 +39,8 @@ class MagpieError(Exception):
     status = 500
     code = "INTERNAL_ERROR"
     default_message = "Internal error"
+    # Every problem found, when there are several (a campaign definition's): each a field and a message.
+    every_problem: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, message: str | None = None) -> None:
         self.message = message or self.default_message

@@ -289,3 +289,29 @@ def test_every_variant_of_a_campaign_reports_each_of_its_problems(tmp_path: Path
         f"magpie: INVALID_CAMPAIGN: {path}: 3 problems; nothing applied",
     ]
     assert json.loads(magpie_cli("campaign", "list", "--json", data_dir=data).stdout) == []
+
+
+def test_the_admin_api_lists_every_problem_beside_the_first(client: Any, env: Any) -> None:
+    raw = {
+        "key": 1,
+        "name": "n",
+        "purpse": "INFORMATION",
+        "channel": "kakao",
+        "type": "brand",
+        "message": {"text": "{{ x | default: }}", "imageUrl": "ftp://x", "buttons": [{"type": "WL", "name": "n"}]},
+    }
+    refused = client.post(f"/admin/v1/environments/{env.name}/campaigns", json=raw, headers=env.admin)
+    assert refused.status_code == 400, refused.text
+    body = refused.json()
+    assert body["code"] == "INVALID_CAMPAIGN"
+    listed = body["problems"]
+    # The message is the first problem; every other one is there too, each with its field.
+    assert listed[0]["message"] == body["message"]
+    fields = {p["field"] for p in listed}
+    assert {"purpse", "message.imageUrl", "message.text"} <= fields, listed
+    assert any("purpose" in p["message"] for p in listed if p["field"] == "purpse")  # the nearest name
+    # Nothing was stored.
+    assert client.get(f"/admin/v1/environments/{env.name}/campaigns", headers=env.admin).json()["campaigns"] == []
+    # One problem: the answer is as it always was, with no list.
+    single = client.post(f"/admin/v1/environments/{env.name}/campaigns", json={"key": 2}, headers=env.admin)
+    assert single.status_code == 400 and set(single.json()) == {"code", "message"}

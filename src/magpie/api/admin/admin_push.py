@@ -13,7 +13,9 @@ from magpie.api.hackle import views
 from magpie.api.hackle.push import parse_range
 from magpie.api.http.context import Context
 from magpie.domain.bodies import parse_int
-from magpie.errors import InvalidRequest
+from magpie.domain.campaigns import campaign_problems
+from magpie.domain.messages import where
+from magpie.errors import InvalidCampaign, InvalidRequest
 from magpie.store import accounts, campaigns, dispatches, stats
 
 
@@ -42,12 +44,27 @@ async def apply_campaign(ctx: Context, request: Request) -> Any:
         if not isinstance(body, dict):
             raise InvalidRequest("a campaign must be an object")
         body = {**body, "key": _key(request)}
-    # Warn when the environment has no settings for the campaign's provider; ?strict=true refuses instead.
-    warnings = await ctx.runtime.reader.call(lambda: campaigns.check_delivery(ctx.db, env_id=env_id, raw=body))
-    if warnings and request.query_params.get("strict", "").lower() in ("1", "true", "yes"):
-        raise InvalidRequest("strict: not applied: " + "; ".join(warnings))
-    campaign, created = await ctx.runtime.reader.call(lambda: campaigns.apply_campaign(ctx.db, env_id=env_id, raw=body))
+    try:
+        # Warn when the environment has no settings for the campaign's provider; ?strict=true refuses instead.
+        warnings = await ctx.runtime.reader.call(lambda: campaigns.check_delivery(ctx.db, env_id=env_id, raw=body))
+        if warnings and request.query_params.get("strict", "").lower() in ("1", "true", "yes"):
+            raise InvalidRequest("strict: not applied: " + "; ".join(warnings))
+        campaign, created = await ctx.runtime.reader.call(
+            lambda: campaigns.apply_campaign(ctx.db, env_id=env_id, raw=body)
+        )
+    except InvalidCampaign as exc:
+        raise _with_every_problem(exc, body) from None
     return {"campaign": campaign.to_json(), "created": created, "warnings": warnings}
+
+
+def _with_every_problem(exc: InvalidCampaign, raw: Any) -> InvalidCampaign:
+    """``exc``, its message still the first problem, listing every problem of the definition beside it."""
+    found = [(where(p.path), p.message) for p in campaign_problems(raw)]
+    first = next((f for f in found if f[1] == exc.message), ("", exc.message))
+    found = [first, *(f for f in found if f != first)]
+    if len(found) > 1:
+        exc.every_problem = tuple(found)
+    return exc
 
 
 async def archive_campaign(ctx: Context, request: Request) -> Any:

@@ -44,11 +44,15 @@ class Failure:
     code: str
     message: str
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    problems: tuple[tuple[str, str], ...] = ()
 
     @property
     def body(self) -> bytes:
-        """The JSON body every API answers errors with."""
-        return _encode({"code": self.code, "message": self.message})
+        """The JSON body every API answers errors with; ``problems`` lists each one when there are several."""
+        if not self.problems:
+            return _encode({"code": self.code, "message": self.message})
+        listed = [{"field": field, "message": message} for field, message in self.problems]
+        return _encode({"code": self.code, "message": self.message, "problems": listed})
 
 
 def failure(exc: BaseException) -> Failure:
@@ -57,7 +61,7 @@ def failure(exc: BaseException) -> Failure:
         headers: tuple[tuple[bytes, bytes], ...] = ()
         if isinstance(exc, RateLimited):
             headers = ((b"retry-after", str(exc.retry_after).encode()),)
-        return Failure(exc.status, exc.code, exc.message, headers)
+        return Failure(exc.status, exc.code, exc.message, headers, exc.every_problem)
     if isinstance(exc, OPERATIONAL_ERRORS):
         suppressed = _outage_log.ready()
         if suppressed is not None:

@@ -8,7 +8,20 @@ _ERROR = {"$ref": "#/components/schemas/Error"}
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["code", "message"],
-    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+    "properties": {
+        "code": {"type": "string"},
+        "message": {"type": "string"},
+        "problems": {
+            "type": "array",
+            "description": "Every problem found, when there are several (a campaign definition's); "
+            "`message` is the first",
+            "items": {
+                "type": "object",
+                "required": ["field", "message"],
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
 }
 _SUCCESS = {"$ref": "#/components/schemas/Success"}
 ID = {"type": ["string", "null"], "maxLength": 256}
