@@ -19,7 +19,7 @@ from magpie.config import Settings
 from magpie.errors import InvalidCampaign
 from magpie.store import campaigns
 from magpie.store.db import Database
-from tests.support import ROOT, magpie_cli, make_env
+from tests.support import ROOT, AppClient, Env, magpie_cli, make_env
 
 CHANNELS = ROOT / "docs" / "channels.md"
 
@@ -291,7 +291,7 @@ def test_every_variant_of_a_campaign_reports_each_of_its_problems(tmp_path: Path
     assert json.loads(magpie_cli("campaign", "list", "--json", data_dir=data).stdout) == []
 
 
-def test_the_admin_api_lists_every_problem_beside_the_first(client: Any, env: Any) -> None:
+def test_the_admin_api_lists_every_problem_beside_the_first(client: AppClient, env: Env) -> None:
     raw = {
         "key": 1,
         "name": "n",
