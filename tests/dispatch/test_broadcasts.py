@@ -867,3 +867,24 @@ def test_an_outage_while_planning_leaves_the_occurrence_to_a_later_tick(
     client.run(later.tick())
     again = _occurrence(client, env, occurrence_id)
     assert (again["occurrence"]["state"], again["progress"]["planned"]) == ("sending", 6), again
+
+
+def test_an_api_only_process_plans_no_broadcast(settings: Any) -> None:
+    """`MAGPIE_WORKERS=0`: no scheduler beside the API (one runs with the dispatch workers only)."""
+    import time
+
+    from tests.support import make_env
+
+    for workers, planned in ((0, False), (1, True)):
+        with AppClient(settings.with_(workers=workers, broadcast_poll_seconds=0.1)) as client:
+            env = make_env(client.app.db)
+            _users(client, env, 2, with_token=2)
+            apply_campaign(client, env)
+            sent = client.post(f"/admin/v1/environments/{env.name}/campaigns/7/send-now", headers=env.admin)
+            occurrence_id = sent.json()["occurrence"]["id"]
+            deadline = time.monotonic() + (1.0 if not planned else 20.0)
+            state = "scheduled"
+            while time.monotonic() < deadline and state == "scheduled":
+                time.sleep(0.1)
+                state = _occurrence(client, env, occurrence_id)["occurrence"]["state"]
+            assert (state != "scheduled") == planned, (workers, state)

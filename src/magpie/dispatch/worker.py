@@ -354,7 +354,9 @@ class Workers:
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(d.run(self._stop)) for d in self.dispatchers]
-        self._tasks.append(asyncio.create_task(Scheduler(self.runtime).run(self._stop)))  # broadcasts
+        if self.dispatchers:
+            # Broadcasts are planned beside dispatch workers only: `MAGPIE_WORKERS=0` is an API-only process.
+            self._tasks.append(asyncio.create_task(Scheduler(self.runtime).run(self._stop)))
         self.runtime.wakers.extend(d.wake.set for d in self.dispatchers)
 
     async def stop(self) -> None:
