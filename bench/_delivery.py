@@ -163,6 +163,7 @@ def run_rounds(
     admin_url: str | None = None,
     first_round: int = 1,
     before_round: Callable[[], None] | None = None,
+    plan: Callable[[], list[str]] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Run ``rounds()`` rounds; answer each round's ``report`` and the recipients' outcomes at the end.
 
@@ -171,7 +172,9 @@ def run_rounds(
     ``settle_seconds``, the workers get up to that long after the last round to complete every
     dispatch (reports included) before they are stopped. With ``observe``, each round's delivery
     (from acceptance to the fake's receipt of the last message) runs inside ``observe(pids, recipients)``,
-    ``pids`` naming the processes at work: the workers, their writers and the fake (``fake_pid``).
+    ``pids`` naming the processes at work: the workers, their writers and the fake (``fake_pid``). With
+    ``plan``, the round's recipients are planned inside the round (a broadcast occurrence) and ``plan``
+    answers their dispatch ids.
     """
     runs: list[dict[str, Any]] = []
     workers = start_workers(data, processes, worker_env)
@@ -193,6 +196,10 @@ def run_rounds(
                 accepting = time.perf_counter()
                 ids = accept(writer, round_no)
                 started = time.perf_counter()
+                if plan is not None:
+                    # A broadcast's slice: its audience is planned (the workers take each page as it is
+                    # written) inside the round.
+                    ids = plan()
                 deadline = time.monotonic() + 300
                 while received() - before < recipients and time.monotonic() < deadline:
                     time.sleep(0.02)

@@ -8,7 +8,11 @@ the same concurrency. magpie's FCM provider alone, driven the same way, is repor
 so the provider's own overhead shows apart from the rest of delivery. The fake runs as its own
 process.
 
-    python -m bench.bench_delivery
+    python -m bench.bench_delivery             (dispatches of 50, as Hackle's trigger sends them)
+    python -m bench.bench_delivery broadcast   (a "send now" occurrence of BENCH_BROADCAST_SLICE users, 100,000)
+
+In ``broadcast`` the round is a broadcast's slice: its clock starts when the occurrence is created, so the
+planning of its audience (dispatches of 1,000) is timed with the delivery; the baseline sends as many pushes.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from magpie.store import accounts, campaigns
 from magpie.store.db import Database
 
 RECIPIENTS = int(os.environ.get("BENCH_RECIPIENTS", "20000"))
+SLICE = int(os.environ.get("BENCH_BROADCAST_SLICE", "100000"))
 CONCURRENCY = 64
 WORKER_PROCESSES = 2
 
@@ -175,7 +180,49 @@ def _seed(db: Database, env_id: int, users: int) -> None:
         )
 
 
-def main(*, observe: Observe | None = None) -> Report:
+def _nothing_accepted(_writer: object, _round_no: int) -> list[str]:
+    return []  # a broadcast's dispatches are planned inside the round
+
+
+def _plan_occurrence(data: Path, db: Database, env_id: int) -> list[str]:
+    """A "send now" occurrence of campaign 1, planned whole by the scheduler's own code; its dispatch ids."""
+    from magpie.config import Settings
+    from magpie.dispatch.scheduler import Scheduler
+    from magpie.runtime import Runtime
+    from magpie.store import broadcasts
+
+    async def plan() -> int:
+        settings = Settings(data_dir=data, writer="thread", workers=0)
+        runtime = Runtime.open(settings, migrate=False)
+        try:
+            occurrence_id = await runtime.writer.submit(
+                broadcasts.CreateOccurrence(
+                    env_id=env_id,
+                    campaign_key=1,
+                    slot_ms=int(time.time() * 1000),
+                    channel="push",
+                    kind=broadcasts.OccurrenceKind.NOW,
+                )
+            )
+            assert occurrence_id is not None
+            await Scheduler(runtime, settings=settings).plan_one()
+            return int(occurrence_id)
+        finally:
+            await runtime.close()
+
+    occurrence_id = asyncio.run(plan())
+    with db.transaction(write=False) as conn:
+        return [
+            str(dispatch_id)
+            for (dispatch_id,) in db.fetchall(
+                conn, "SELECT dispatch_id FROM broadcast_dispatches WHERE occurrence_id = ?", (occurrence_id,)
+            )
+        ]
+
+
+def main(*, observe: Observe | None = None, shape: str = "trigger") -> Report:
+    broadcast = shape == "broadcast"
+    recipients = SLICE if broadcast else RECIPIENTS
     with workdir("delivery") as tmp:
         fake = start_fake(tmp)
         data = tmp / "data"
@@ -209,10 +256,10 @@ def main(*, observe: Observe | None = None) -> Report:
                 },
             },
         )
-        _seed(db, env.id, RECIPIENTS)
+        _seed(db, env.id, recipients)
 
         def baseline() -> tuple[float, float]:
-            return asyncio.run(_minimal_client(fake, RECIPIENTS)), asyncio.run(_provider_alone(fake, RECIPIENTS))
+            return asyncio.run(_minimal_client(fake, recipients)), asyncio.run(_provider_alone(fake, recipients))
 
         def report(r: Round[tuple[float, float]]) -> dict[str, Any]:
             base_rate, provider_rate = r.baseline
@@ -236,7 +283,7 @@ def main(*, observe: Observe | None = None) -> Report:
                 "provider_ratio": provider_rate / base_rate,
                 "magpie_per_second": r.rate,
                 "ratio": r.rate / base_rate,
-                "recipients": RECIPIENTS,
+                "recipients": recipients,
             }
 
         try:
@@ -245,12 +292,15 @@ def main(*, observe: Observe | None = None) -> Report:
                 data=data,
                 processes=WORKER_PROCESSES,
                 worker_env={"MAGPIE_WORKER_CONCURRENCY": str(CONCURRENCY // WORKER_PROCESSES)},
-                recipients=RECIPIENTS,
+                recipients=recipients,
                 received=fake.delivered,
                 baseline=baseline,
-                accept=lambda writer, round_no: accept_all(
-                    writer, key=key, env_id=env.id, users=RECIPIENTS, round_no=round_no
+                accept=_nothing_accepted
+                if broadcast
+                else lambda writer, round_no: accept_all(
+                    writer, key=key, env_id=env.id, users=recipients, round_no=round_no
                 ),
+                plan=(lambda: _plan_occurrence(data, db, env.id)) if broadcast else None,
                 report=report,
                 fake_pid=fake.proc.pid,
                 observe=observe,
@@ -263,14 +313,14 @@ def main(*, observe: Observe | None = None) -> Report:
         "provider_per_second_median": round(median([r["provider_per_second"] for r in runs])),
         "magpie_per_second_median": round(median([r["magpie_per_second"] for r in runs])),
         "baseline_per_second_median": round(median([r["baseline_per_second"] for r in runs])),
-        "recipients_per_round": RECIPIENTS,
+        "recipients_per_round": recipients,
         "worker_processes": WORKER_PROCESSES,
         "concurrency": CONCURRENCY,
         "outcomes": outcomes,
     }
     report = Report(
-        name="delivery_fcm",
-        command="python -m bench.bench_delivery",
+        name="delivery_fcm_broadcast" if broadcast else "delivery_fcm",
+        command="python -m bench.bench_delivery" + (" broadcast" if broadcast else ""),
         target=(
             "against a minimal aiohttp FCM v1 client on the same fake server: "
             "magpie's FCM provider alone >= 0.9x, end-to-end delivery >= 0.7x"
@@ -278,15 +328,15 @@ def main(*, observe: Observe | None = None) -> Report:
         met=bool(
             summary["provider_ratio_median"] >= 0.9
             and summary["ratio_median"] >= 0.7
-            and outcomes.get("SENT") == RECIPIENTS * len(runs)
+            and outcomes.get("SENT") == recipients * len(runs)
         ),
         summary=summary,
         runs=runs,
     )
     report.save()
-    print(f"delivery_fcm: {'MET' if report.met else 'MISSED'} {summary}")
+    print(f"{report.name}: {'MET' if report.met else 'MISSED'} {summary}")
     return report
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() else 1)
+    sys.exit(0 if main(shape="broadcast" if "broadcast" in sys.argv[1:] else "trigger") else 1)
