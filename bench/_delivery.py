@@ -65,6 +65,23 @@ def accept_all(
     return [dispatch_id for dispatch_id, _ in writer.run_sync(FnJob(lambda tx: [job.run(tx) for job in jobs]))]
 
 
+async def send_now(runtime: Any, *, env_id: int, campaign_key: int = 1, channel: str = "push") -> int:
+    """Create a "send now" occurrence of a campaign through ``runtime``'s writer; its id."""
+    from magpie.store import broadcasts
+
+    occurrence_id = await runtime.writer.submit(
+        broadcasts.CreateOccurrence(
+            env_id=env_id,
+            campaign_key=campaign_key,
+            slot_ms=int(time.time() * 1000),
+            channel=channel,
+            kind=broadcasts.OccurrenceKind.NOW,
+        )
+    )
+    assert occurrence_id is not None
+    return int(occurrence_id)
+
+
 # magpie's own processes: the dispatch workers and their writers.
 OWN = ("workers", "writers")
 CPU_GROUPS = (*OWN, "postgres", "fake", "load")

@@ -36,6 +36,7 @@ from typing import Any
 
 import msgspec
 
+from bench._delivery import send_now
 from bench._harness import Report, median, rounds, workdir
 from bench.bench_dashboard import _Rows, settle
 from bench.bench_properties import _drop_pg, _pg_database
@@ -152,16 +153,7 @@ async def _measure(url: str, env_id: int, data_dir: Any, *, processes: bool) -> 
             )
         )
         reach_s = time.perf_counter() - started
-        occurrence_id = await runtime.writer.submit(
-            broadcasts.CreateOccurrence(
-                env_id=env_id,
-                campaign_key=1,
-                slot_ms=int(time.time() * 1000),
-                channel="push",
-                kind=broadcasts.OccurrenceKind.NOW,
-            )
-        )
-        assert occurrence_id is not None
+        occurrence_id = await send_now(runtime, env_id=env_id)
         started = time.perf_counter()
         await Scheduler(runtime, settings=settings).plan_one()
         plan_s = time.perf_counter() - started

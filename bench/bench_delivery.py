@@ -31,7 +31,7 @@ import aiohttp
 import httpx
 import jwt
 
-from bench._delivery import Observe, Round, accept_all, run_rounds
+from bench._delivery import Observe, Round, accept_all, run_rounds, send_now
 from bench._harness import PYTHON, ROOT, Report, median, workdir
 from magpie.domain.environment import parse_settings
 from magpie.providers.base import PushMessage
@@ -189,24 +189,14 @@ def _plan_occurrence(data: Path, db: Database, env_id: int) -> list[str]:
     from magpie.config import Settings
     from magpie.dispatch.scheduler import Scheduler
     from magpie.runtime import Runtime
-    from magpie.store import broadcasts
 
     async def plan() -> int:
         settings = Settings(data_dir=data, writer="thread", workers=0)
         runtime = Runtime.open(settings, migrate=False)
         try:
-            occurrence_id = await runtime.writer.submit(
-                broadcasts.CreateOccurrence(
-                    env_id=env_id,
-                    campaign_key=1,
-                    slot_ms=int(time.time() * 1000),
-                    channel="push",
-                    kind=broadcasts.OccurrenceKind.NOW,
-                )
-            )
-            assert occurrence_id is not None
+            occurrence_id = await send_now(runtime, env_id=env_id)
             await Scheduler(runtime, settings=settings).plan_one()
-            return int(occurrence_id)
+            return occurrence_id
         finally:
             await runtime.close()
 
