@@ -46,7 +46,9 @@ class _DispatchHead(NamedTuple):
     channel: str
 
 
-class _RecipientOutcome(NamedTuple):
+class RecipientOutcome(NamedTuple):
+    """A recipient row as the dispatch view and the CSV export read it."""
+
     idx: int
     user_id: str | None
     device_id: str | None
@@ -241,7 +243,7 @@ def dispatch_view(
         "SELECT idx, user_id, device_id, outcome, reason, updated_at FROM recipients "
         "WHERE dispatch_id = ? ORDER BY idx",
         (dispatch_id,),
-        _RecipientOutcome,
+        RecipientOutcome,
     )
     delivery_rows = db.fetchall_as(
         conn,

@@ -21,6 +21,7 @@ from magpie.domain.phone import mask
 from magpie.errors import InvalidRequest, NotFound
 from magpie.store.crypto import Cipher
 from magpie.store.db import Connection, Database
+from magpie.store.dispatches import RecipientOutcome
 from magpie.store.stats import HOUR_MS, Totals
 
 CHUNK = 1000
@@ -80,15 +81,6 @@ def check_outcome(outcome: str | None) -> str | None:
     return outcome or None
 
 
-class _RecipientRow(NamedTuple):
-    idx: int
-    user_id: str | None
-    device_id: str | None
-    outcome: str | None
-    reason: str | None
-    updated_at: int
-
-
 class _DeliveryRow(NamedTuple):
     recipient_idx: int
     provider: str
@@ -125,7 +117,7 @@ def recipient_chunk(
         f"SELECT idx, user_id, device_id, outcome, reason, updated_at FROM recipients WHERE {where} "
         "ORDER BY idx LIMIT ?",
         (*params, limit),
-        _RecipientRow,
+        RecipientOutcome,
     )
     if not rows:
         return [], None

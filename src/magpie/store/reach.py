@@ -434,7 +434,7 @@ def grouped_reach(
     return Reach(channel=campaign.channel, users=users, audience=audience, reachable=reachable, unreachable=unreachable)
 
 
-def _facts(group: _Grouped | _PageGroup) -> _Facts:
+def _facts(group: _Grouped | _PageGroup | _UserRow) -> _Facts:
     return _Facts(group.vals, group.marketing, group.information, group.token, group.phone, group.capped, group.cohorts)
 
 
@@ -489,7 +489,7 @@ def audience_page(
         members = _members(conn, db, env_id=env_id, cohorts=reads.cohorts, rows=rows, devices=devices)
     rules = _Rules(campaign, reads, now_ms)
     for row in rows:
-        facts = _Facts(row.vals, row.marketing, row.information, row.token, row.phone, row.capped, row.cohorts)
+        facts = _facts(row)
         if reads.ids or reads.cohorts:
             device_ids = tuple(devices.get(row.user_id, ()))
             known = {row.user_id, *device_ids}
