@@ -82,6 +82,48 @@ async def send_now(runtime: Any, *, env_id: int, campaign_key: int = 1, channel:
     return int(occurrence_id)
 
 
+def nothing_accepted(_writer: object, _round_no: int) -> list[str]:
+    return []  # a broadcast's dispatches are planned inside the round
+
+
+def plan_occurrence(
+    data: Path,
+    db: Database,
+    env_id: int,
+    *,
+    channel: str = "push",
+    database_url: str | None = None,
+    secret_key: str | None = None,
+) -> list[str]:
+    """A "send now" occurrence of campaign 1, planned whole by the scheduler's own code; its dispatch ids."""
+    import asyncio
+
+    from magpie.config import Settings
+    from magpie.dispatch.scheduler import Scheduler
+    from magpie.runtime import Runtime
+
+    async def plan() -> int:
+        settings = Settings(
+            data_dir=data, writer="thread", workers=0, database_url_override=database_url, secret_key=secret_key
+        )
+        runtime = Runtime.open(settings, migrate=False)
+        try:
+            occurrence_id = await send_now(runtime, env_id=env_id, channel=channel)
+            await Scheduler(runtime, settings=settings).plan_one()
+            return occurrence_id
+        finally:
+            await runtime.close()
+
+    occurrence_id = asyncio.run(plan())
+    with db.transaction(write=False) as conn:
+        return [
+            str(dispatch_id)
+            for (dispatch_id,) in db.fetchall(
+                conn, "SELECT dispatch_id FROM broadcast_dispatches WHERE occurrence_id = ?", (occurrence_id,)
+            )
+        ]
+
+
 # magpie's own processes: the dispatch workers and their writers.
 OWN = ("workers", "writers")
 CPU_GROUPS = (*OWN, "postgres", "fake", "load")

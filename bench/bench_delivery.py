@@ -31,7 +31,7 @@ import aiohttp
 import httpx
 import jwt
 
-from bench._delivery import Observe, Round, accept_all, run_rounds, send_now
+from bench._delivery import Observe, Round, accept_all, nothing_accepted, plan_occurrence, run_rounds
 from bench._harness import PYTHON, ROOT, Report, median, workdir
 from magpie.domain.environment import parse_settings
 from magpie.providers.base import PushMessage
@@ -180,36 +180,6 @@ def _seed(db: Database, env_id: int, users: int) -> None:
         )
 
 
-def _nothing_accepted(_writer: object, _round_no: int) -> list[str]:
-    return []  # a broadcast's dispatches are planned inside the round
-
-
-def _plan_occurrence(data: Path, db: Database, env_id: int) -> list[str]:
-    """A "send now" occurrence of campaign 1, planned whole by the scheduler's own code; its dispatch ids."""
-    from magpie.config import Settings
-    from magpie.dispatch.scheduler import Scheduler
-    from magpie.runtime import Runtime
-
-    async def plan() -> int:
-        settings = Settings(data_dir=data, writer="thread", workers=0)
-        runtime = Runtime.open(settings, migrate=False)
-        try:
-            occurrence_id = await send_now(runtime, env_id=env_id)
-            await Scheduler(runtime, settings=settings).plan_one()
-            return occurrence_id
-        finally:
-            await runtime.close()
-
-    occurrence_id = asyncio.run(plan())
-    with db.transaction(write=False) as conn:
-        return [
-            str(dispatch_id)
-            for (dispatch_id,) in db.fetchall(
-                conn, "SELECT dispatch_id FROM broadcast_dispatches WHERE occurrence_id = ?", (occurrence_id,)
-            )
-        ]
-
-
 def main(*, observe: Observe | None = None, shape: str = "trigger") -> Report:
     broadcast = shape == "broadcast"
     recipients = SLICE if broadcast else RECIPIENTS
@@ -285,12 +255,12 @@ def main(*, observe: Observe | None = None, shape: str = "trigger") -> Report:
                 recipients=recipients,
                 received=fake.delivered,
                 baseline=baseline,
-                accept=_nothing_accepted
+                accept=nothing_accepted
                 if broadcast
                 else lambda writer, round_no: accept_all(
                     writer, key=key, env_id=env.id, users=recipients, round_no=round_no
                 ),
-                plan=(lambda: _plan_occurrence(data, db, env.id)) if broadcast else None,
+                plan=(lambda: plan_occurrence(data, db, env.id)) if broadcast else None,
                 report=report,
                 fake_pid=fake.proc.pid,
                 observe=observe,

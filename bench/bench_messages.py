@@ -14,7 +14,14 @@ On PostgreSQL (``nhn-pg``, ``solapi-pg``) one worker's rounds are followed, on t
 two workers' rounds: magpie's CPU per recipient of two workers against one's. ``rss`` delivers
 one 10,000-recipient work item with a fresh worker and reads its peak resident set (``VmHWM``).
 
+``nhn-broadcast`` and ``solapi-broadcast`` (``-pg`` on PostgreSQL) deliver a broadcast's slice: a "send
+now" occurrence of ``BENCH_BROADCAST_SLICE`` users (100,000) with a phone number, planned in the round by
+the scheduler's own code into dispatches of 1,000 (the clock starts when the occurrence is created). Its
+baseline sends the same batches of 1,000 with as many in flight as the workers hold (their recipient budget,
+4,000 each), by two workers (``BENCH_WORKERS``). These run only when named.
+
     python -m bench.bench_messages [trigger] [nhn] [solapi] [nhn-pg] [solapi-pg] [rss]
+    python -m bench.bench_messages nhn-broadcast solapi-broadcast [nhn-broadcast-pg] [solapi-broadcast-pg]
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +44,10 @@ from bench._delivery import (
     Round,
     accept_all,
     cpu_summary,
+    nothing_accepted,
     outcomes,
     peak_rss_mb,
+    plan_occurrence,
     run_rounds,
     settled,
     start_workers,
@@ -70,6 +80,11 @@ RECIPIENTS = int(os.environ.get("BENCH_MESSAGES", "20000"))
 WORKER_PROCESSES = int(os.environ.get("BENCH_WORKERS", "1"))
 # The work item whose delivery the peak-RSS run measures.
 RSS_RECIPIENTS = 10_000
+# The broadcast slice: a "send now" occurrence of this many users, planned into dispatches of BROADCAST_PAGE
+# (MAGPIE_BROADCAST_PAGE_SIZE), a worker holding BROADCAST_BUDGET recipients at once (MAGPIE_WORKER_RECIPIENTS).
+SLICE = int(os.environ.get("BENCH_BROADCAST_SLICE", "100000"))
+BROADCAST_PAGE = 1000
+BROADCAST_BUDGET = int(os.environ.get("BENCH_WORKER_RECIPIENTS", "4000"))
 PG_SECRET = "A" * 43
 WORKER_CONCURRENCY = 32
 # Each dispatcher runs as many Kakao and SMS work items (one gateway batch each) at once as its concurrency.
@@ -88,6 +103,9 @@ ALIMTALK: dict[str, Any] = {
         "variables": {"name": "{{ user_properties.name }}", "order": "{{ api_properties.productNumber }}"},
     },
 }
+# A broadcast has no API properties: its order variable is the user's id.
+BROADCAST_VARIABLES = {"name": "{{ user_properties.name }}", "order": "{{ user.id }}"}
+BROADCAST_SMS_TEXT = "{{ user_properties.name }}님, 주문 {{ user.id }} 출발"
 SMS: dict[str, Any] = {
     "key": 1,
     "name": "bench",
@@ -194,11 +212,12 @@ def _phone(i: int) -> str:
     return f"+82104{i:07d}"
 
 
-def _messages(gateway: str, count: int) -> list[list[PhoneMessage]]:
+def _messages(gateway: str, count: int, size: int, *, broadcast: bool = False) -> list[list[PhoneMessage]]:
     batches = []
-    for start in range(0, count, 50):
+    for start in range(0, count, size):
         batch = []
-        for i in range(start, min(count, start + 50)):
+        for i in range(start, min(count, start + size)):
+            order = f"user-{i}" if broadcast else str(i)
             if gateway == "nhn":
                 batch.append(
                     PhoneMessage(
@@ -206,27 +225,29 @@ def _messages(gateway: str, count: int) -> list[list[PhoneMessage]]:
                         to=_phone(i),
                         channel="kakao",
                         kind="alimtalk",
-                        text=f"고객{i}님, 주문 {i}이 출발했어요",
+                        text=f"고객{i}님, 주문 {order}이 출발했어요",
                         template_code="ORDER_SHIPPED",
-                        template_parameters={"name": f"고객{i}", "order": str(i)},
+                        template_parameters={"name": f"고객{i}", "order": order},
                     )
                 )
             else:
-                text = f"고객{i}님, 주문 {i} 출발"
+                text = f"고객{i}님, 주문 {order} 출발"
                 batch.append(PhoneMessage(delivery_id=str(i), to=_phone(i), channel="sms", kind="SMS", text=text))
         batches.append(batch)
     return batches
 
 
-async def _blast(gateway: str, url: str, count: int) -> float:
-    """The baseline: the gateway client alone, ``IN_FLIGHT`` batches of 50 at a time."""
+async def _blast(
+    gateway: str, url: str, count: int, *, size: int = 50, in_flight: int = IN_FLIGHT, broadcast: bool = False
+) -> float:
+    """The baseline: the gateway client alone, ``in_flight`` batches of ``size`` at a time."""
     client: PhoneGateway
     if gateway == "nhn":
         client = NhnGateway(config=_config(gateway, url), sender_number="0212345678")
     else:
         client = SolapiGateway(config=_config(gateway, url), sender_number="0212345678")
-    batches = _messages(gateway, count)
-    slots = asyncio.Semaphore(IN_FLIGHT)
+    batches = _messages(gateway, count, size, broadcast=broadcast)
+    slots = asyncio.Semaphore(in_flight)
 
     async def one(n: int, batch: list[PhoneMessage]) -> None:
         async with slots:
@@ -257,7 +278,7 @@ def _seed(db: Database, cipher: Cipher, env_id: int, users: int) -> None:
 class _Store:
     """The benchmark's store, seeded: an environment, its gateway, the campaign and ``users`` users with phones."""
 
-    def __init__(self, tmp: Path, gateway: str, url: str, engine: str, users: int) -> None:
+    def __init__(self, tmp: Path, gateway: str, url: str, engine: str, users: int, *, broadcast: bool = False) -> None:
         self.channel = "kakao" if gateway == "nhn" else "sms"
         self.data = tmp / "data"
         self.pg_url = None if engine == "sqlite" else self._pg()
@@ -279,6 +300,13 @@ class _Store:
             ),
         )
         campaign = {**(ALIMTALK if self.channel == "kakao" else SMS), "provider": "gateway"}
+        if broadcast:
+            message = campaign["message"]
+            campaign["message"] = (
+                {**message, "variables": BROADCAST_VARIABLES}
+                if self.channel == "kakao"
+                else {**message, "text": BROADCAST_SMS_TEXT}
+            )
         campaigns.apply_campaign(self.db, env_id=env.id, raw=campaign)
         _seed(self.db, cipher, env.id, users)
 
@@ -293,7 +321,11 @@ class _Store:
         return None if self.pg_url is None else self.pg_url.rsplit("/", 1)[1]
 
     def worker_env(self) -> dict[str, str]:
-        env = {"MAGPIE_WORKER_CONCURRENCY": str(WORKER_CONCURRENCY), "MAGPIE_REPORT_POLL_SECONDS": "3600"}
+        env = {
+            "MAGPIE_WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
+            "MAGPIE_REPORT_POLL_SECONDS": "3600",
+            "MAGPIE_WORKER_RECIPIENTS": str(BROADCAST_BUDGET),
+        }
         if self.pg_url:
             env.update(MAGPIE_DATABASE_URL=self.pg_url, MAGPIE_SECRET_KEY=PG_SECRET)
         return env
@@ -315,15 +347,27 @@ class _Store:
             _drop_pg(self.pg_url)
 
 
-def delivery(gateway: str, *, engine: str = "sqlite", observe: Observe | None = None) -> Report:
-    """Rounds of ``RECIPIENTS`` recipients; on PostgreSQL, one worker's rounds and then two workers'."""
+def delivery(gateway: str, *, engine: str = "sqlite", observe: Observe | None = None, shape: str = "trigger") -> Report:
+    """Rounds of ``RECIPIENTS`` recipients; on PostgreSQL, one worker's rounds and then two workers'.
+
+    With ``shape="broadcast"``, rounds of a "send now" occurrence of ``SLICE`` users, planned in the round.
+    """
     from bench.bench_properties import PG_ADMIN
 
-    counts = [WORKER_PROCESSES] if engine == "sqlite" else [1, 2]
+    broadcast = shape == "broadcast"
+    recipients = SLICE if broadcast else RECIPIENTS
+    if broadcast:
+        # One `magpie worker` per core, as the push slice (``bench_delivery broadcast``) runs them.
+        counts = [int(os.environ.get("BENCH_WORKERS", "2"))]
+    else:
+        counts = [WORKER_PROCESSES] if engine == "sqlite" else [1, 2]
+    # The baseline sends the batches magpie's workers send: a broadcast's dispatches of 1,000, as many in
+    # flight as the workers hold (their recipient budget), or a trigger's 50 at the workers' concurrency.
+    size = BROADCAST_PAGE if broadcast else 50
     by_count: dict[int, list[dict[str, Any]]] = {}
-    with workdir(f"delivery-{gateway}-{engine}") as tmp:
+    with workdir(f"delivery-{gateway}-{engine}{'-broadcast' if broadcast else ''}") as tmp:
         fake = Fake(gateway)
-        store = _Store(tmp, gateway, fake.url, engine, RECIPIENTS)
+        store = _Store(tmp, gateway, fake.url, engine, recipients, broadcast=broadcast)
 
         def report(r: Round[float]) -> dict[str, Any]:
             print(
@@ -338,25 +382,40 @@ def delivery(gateway: str, *, engine: str = "sqlite", observe: Observe | None = 
                 "ratio": r.rate / r.baseline,
             }
 
+        def accept(writer: GroupCommitWriter, round_no: int) -> list[str]:
+            return accept_all(
+                writer, key=store.key, env_id=store.env_id, users=recipients, round_no=round_no, channel=store.channel
+            )
+
+        def blast(in_flight: int) -> float:
+            return asyncio.run(
+                _blast(gateway, fake.url, recipients, size=size, in_flight=in_flight, broadcast=broadcast)
+            )
+
+        def plan() -> list[str]:
+            return plan_occurrence(
+                store.data,
+                store.db,
+                store.env_id,
+                channel=store.channel,
+                database_url=store.pg_url,
+                secret_key=PG_SECRET if store.pg_url else None,
+            )
+
         try:
             for n, processes in enumerate(counts):
+                in_flight = processes * (BROADCAST_BUDGET // size if broadcast else WORKER_CONCURRENCY)
                 print(f"  [delivery {gateway} {engine}] {processes} worker process(es)", flush=True)
                 by_count[processes], found = run_rounds(
                     db=store.db,
                     data=store.data,
                     processes=processes,
                     worker_env=store.worker_env(),
-                    recipients=RECIPIENTS,
+                    recipients=recipients,
                     received=fake.accepted,
-                    baseline=lambda: asyncio.run(_blast(gateway, fake.url, RECIPIENTS)),
-                    accept=lambda writer, round_no: accept_all(
-                        writer,
-                        key=store.key,
-                        env_id=store.env_id,
-                        users=RECIPIENTS,
-                        round_no=round_no,
-                        channel=store.channel,
-                    ),
+                    baseline=partial(blast, in_flight),
+                    accept=nothing_accepted if broadcast else accept,
+                    plan=plan if broadcast else None,
                     report=report,
                     settle_seconds=60,
                     fake_pid=fake.proc.pid,
@@ -371,14 +430,15 @@ def delivery(gateway: str, *, engine: str = "sqlite", observe: Observe | None = 
             store.drop()
     runs = by_count[counts[0]]
     cpu = cpu_summary(runs)
-    sent = sum(len(r) for r in by_count.values()) * RECIPIENTS
+    sent = sum(len(r) for r in by_count.values()) * recipients
     summary: dict[str, Any] = {
         "engine": engine,
         "ratio_median": round(median([r["ratio"] for r in runs]), 3),
         "magpie_per_second_median": round(median([r["magpie_per_second"] for r in runs])),
         "baseline_per_second_median": round(median([r["baseline_per_second"] for r in runs])),
-        "recipients_per_round": RECIPIENTS,
-        "batches_in_flight": IN_FLIGHT,
+        "recipients_per_round": recipients,
+        "batch_size": size,
+        "batches_in_flight": counts[0] * (BROADCAST_BUDGET // size if broadcast else WORKER_CONCURRENCY),
         "worker_processes": counts[0],
         "cpu_us_per_recipient": cpu,
         "outcomes": found,
@@ -398,10 +458,11 @@ def delivery(gateway: str, *, engine: str = "sqlite", observe: Observe | None = 
         }
         target += "; two workers' CPU per recipient within 1.15x of one worker's"
         met = met and summary["two_workers"]["magpie_cpu_two_over_one"] <= 1.15
-    suffix = "" if engine == "sqlite" else f"_{engine}"
+    suffix = ("_broadcast" if broadcast else "") + ("" if engine == "sqlite" else f"_{engine}")
+    arg = gateway + ("-broadcast" if broadcast else "") + ("" if engine == "sqlite" else "-" + engine)
     report_ = Report(
         name=f"delivery_{gateway}{suffix}",
-        command=f"python -m bench.bench_messages {gateway}{'' if engine == 'sqlite' else '-' + engine}",
+        command=f"python -m bench.bench_messages {arg}",
         target=target,
         met=bool(met),
         summary=summary,
@@ -497,6 +558,10 @@ def main(which: list[str]) -> list[Report]:
             reports.append(delivery(gateway))
         if not which or f"{gateway}-pg" in which:
             reports.append(delivery(gateway, engine="pg"))
+        if f"{gateway}-broadcast" in which:
+            reports.append(delivery(gateway, shape="broadcast"))
+        if f"{gateway}-broadcast-pg" in which:
+            reports.append(delivery(gateway, engine="pg", shape="broadcast"))
     if not which or "rss" in which:
         reports.append(peak_rss())
     return reports

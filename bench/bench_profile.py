@@ -11,7 +11,7 @@ gateway while benchmark 4 (push to the fake FCM) or 8 (AlimTalk to the fake NHN 
 fake Solapi) delivers each round; CPU is reported per recipient.
 
     python -m bench.bench_profile [sqlite|pg]
-    python -m bench.bench_profile delivery [fcm|nhn|solapi|nhn-pg|solapi-pg]
+    python -m bench.bench_profile delivery [fcm|nhn|solapi|nhn-pg|solapi-pg|nhn-broadcast|solapi-broadcast]
 
 Experiments: the store of ``bench.bench_experiments`` (``BENCH_EXPERIMENTS_SCALE``, default 0.05 here), then the same
 slice of events stored through the writer's job (``StoreEvents``) in this process, once into the
@@ -310,9 +310,15 @@ def profile_delivery(target: str) -> Report:
     else:
         from bench import bench_messages
 
-        # ``nhn-pg``, ``solapi-pg``: on PostgreSQL, one worker's rounds and then two workers' (both profiled).
-        gateway, _, engine = target.partition("-")
-        bench_messages.delivery(gateway, engine=engine or "sqlite", observe=observer)
+        # ``nhn-pg``, ``solapi-pg``: on PostgreSQL, one worker's rounds and then two workers' (both profiled);
+        # ``nhn-broadcast``, ``solapi-broadcast`` (``-pg``): a broadcast's slice.
+        gateway, *rest = target.split("-")
+        bench_messages.delivery(
+            gateway,
+            engine="pg" if "pg" in rest else "sqlite",
+            observe=observer,
+            shape="broadcast" if "broadcast" in rest else "trigger",
+        )
     summary = observer.summary()
     for role, entry in summary.items():
         print(f"  [profile delivery {target}] {role}: {entry['cpu_us_per_recipient_median']:.0f} µs per recipient")

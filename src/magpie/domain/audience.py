@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final, TypeVar
 
+import msgspec
+
 from magpie.errors import InvalidCampaign
 
 Scalar = str | int | float | bool
@@ -257,11 +259,10 @@ class Audience:
 EVERYONE: Final = Audience()
 
 
-@dataclass(frozen=True)
-class Recipient:
+class Recipient(msgspec.Struct, frozen=True):
     user_id: str | None = None
     device_ids: tuple[str, ...] = ()
-    properties: Mapping[str, Any] = field(default_factory=dict)
+    properties: Mapping[str, Any] = msgspec.field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- #

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from io import StringIO
 from typing import Any, Final, Protocol, TextIO
 
+import msgspec
 from liquid import BoundTemplate, Environment, RenderContext
 from liquid.exceptions import LiquidError, LoopIterationLimitError, OutputStreamLimitError
 
@@ -769,8 +770,7 @@ DEMO_CAMPAIGN: Final[dict[str, Any]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class PhoneRendering:
+class PhoneRendering(msgspec.Struct, frozen=True):
     """A Kakao or SMS campaign message rendered for one recipient (the number is added at send time)."""
 
     kind: str  # alimtalk | brand | SMS | LMS | MMS

@@ -108,8 +108,7 @@ class Provider(Protocol):
 # -- Kakao and text messages ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Fallback:
+class Fallback(msgspec.Struct, frozen=True):
     """The text message an AlimTalk falls back to (대체발송) when Kakao cannot reach the phone."""
 
     kind: str  # SMS | LMS
@@ -117,8 +116,7 @@ class Fallback:
     title: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class PhoneMessage:
+class PhoneMessage(msgspec.Struct, frozen=True):
     """One Kakao or text message to one phone number, already rendered and sized.
 
     ``kind`` is ``alimtalk`` or ``brand`` on the kakao channel, ``SMS``, ``LMS`` or ``MMS`` on sms.
@@ -133,7 +131,7 @@ class PhoneMessage:
     text: str
     title: str | None = None
     template_code: str | None = None
-    template_parameters: dict[str, str] = field(default_factory=dict)
+    template_parameters: dict[str, str] = msgspec.field(default_factory=dict)
     buttons: tuple[dict[str, str], ...] = ()
     image_urls: tuple[str, ...] = ()
     fallback: Fallback | None = None
@@ -148,8 +146,7 @@ class PhoneMessage:
         return self.to.lstrip("+")
 
 
-@dataclass(frozen=True, slots=True)
-class PhoneResult:
+class PhoneResult(msgspec.Struct, frozen=True):
     """What a gateway said about one message of a batch.
 
     ``SENT``: accepted (the gateway took it and will try the phone); ``FAILED``: refused, with the

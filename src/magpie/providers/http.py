@@ -9,12 +9,12 @@ every DNS answer, is checked at connect time against ``address_allowed`` (docs/o
 from __future__ import annotations
 
 import ipaddress
-import json
 import socket
 from collections.abc import Iterable
 from typing import Any, Final
 
 import aiohttp
+import msgspec
 from yarl import URL
 
 from magpie.providers.base import ProviderUnavailable
@@ -36,7 +36,7 @@ async def request_json(
     except (aiohttp.ClientError, OSError) as exc:
         raise ProviderUnavailable("CONNECTION_ERROR", f"{what}: {type(exc).__name__}") from exc
     try:
-        return status, json.loads(raw) if raw else None
+        return status, msgspec.json.decode(raw) if raw else None
     except ValueError:
         return status, None
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 
+import msgspec
+
 from magpie.providers.base import DeliveryReport, PhoneMessage, PhoneResult, PushMessage, SendResult
 
 Record = Callable[[PushMessage, dict[str, object]], Awaitable[int]]
@@ -65,7 +67,7 @@ class SandboxGateway:
                 "templateCode": m.template_code,
                 "buttons": list(m.buttons),
                 "imageUrls": list(m.image_urls),
-                "fallback": None if m.fallback is None else asdict(m.fallback),
+                "fallback": None if m.fallback is None else msgspec.structs.asdict(m.fallback),
                 "marketing": m.marketing,
             }
             inbox_id = await self._record(self._env_id, m, payload, maybe_sent)

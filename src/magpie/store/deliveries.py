@@ -567,6 +567,14 @@ class PrepareRecipients(JobDefaults):
         self.paid_limit = paid_limit
         self.day = day
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Handed to the writer process: the planned recipients as plain tuples, which pickle several
+        # times faster than a thousand objects.
+        return {**self.__dict__, "planned": [msgspec.structs.astuple(p) for p in self.planned]}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, planned=[Planned(*p) for p in state["planned"]])
+
     def run(self, tx: Tx) -> tuple[dict[int, dict[str, int]], set[int]]:
         recipients = [(self.dispatch_id, i, self.env_id, *_idents(u), self.now_ms) for i, u in enumerate(self.users)]
         for chunk in _chunks(recipients):
@@ -968,6 +976,21 @@ class RecordOutcomes(JobDefaults):
         self.outcomes = outcomes
         self.results = results
         self.finish = finish
+
+    def __getstate__(self) -> dict[str, Any]:
+        # As ``PrepareRecipients``: the batch's rows as plain tuples on their way to the writer.
+        return {
+            **self.__dict__,
+            "outcomes": [tuple(o) for o in self.outcomes],
+            "results": [msgspec.structs.astuple(r) for r in self.results],
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(
+            state,
+            outcomes=list(map(OutcomeRow._make, state["outcomes"])),
+            results=[DeliveryResult(*r) for r in state["results"]],
+        )
 
     def run(self, tx: Tx) -> None:
         now = self.now_ms
