@@ -130,7 +130,11 @@ CPU_GROUPS = (*OWN, "postgres", "fake", "load")
 
 
 def groups(
-    workers: list[subprocess.Popen[bytes]], *, fake_pid: int | None, database: str | None, admin_url: str | None
+    workers: list[subprocess.Popen[bytes]],
+    *,
+    fake_pid: int | Callable[[], int] | None,
+    database: str | None,
+    admin_url: str | None,
 ) -> PidGroups:
     """The processes of one delivery round by role: the workers, their writer children, the database's
     backends (PostgreSQL), the fake, and this process (acceptance and watching the fake: the load)."""
@@ -138,7 +142,7 @@ def groups(
         "workers": [w.pid for w in workers],
         "writers": [child for w in workers for child in descendants(w.pid)],
         "postgres": [],
-        "fake": [fake_pid] if fake_pid is not None else [],
+        "fake": [] if fake_pid is None else [fake_pid() if callable(fake_pid) else fake_pid],
         "load": [os.getpid()],
     }
     if database is not None and admin_url is not None:
@@ -216,7 +220,7 @@ def run_rounds(
     accept: Callable[[GroupCommitWriter, int], list[str]],
     report: Callable[[Round[B]], dict[str, Any]],
     settle_seconds: float = 0.0,
-    fake_pid: int | None = None,
+    fake_pid: int | Callable[[], int] | None = None,
     observe: Observe | None = None,
     database: str | None = None,
     admin_url: str | None = None,

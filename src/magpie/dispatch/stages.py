@@ -274,14 +274,18 @@ def decide_one(batch: Batch, target: Target | None, night: NightRule) -> Decisio
             night=night,
         )
     members = batch.snap.memberships
-    ids = {target.user_id, *target.device_ids} - {None}
+
+    def in_cohort(name: str) -> bool:
+        # Asked only by a cohort condition: the recipient's ids are gathered then, not for everyone.
+        return any((name, i) in members for i in (target.user_id, *target.device_ids) if i is not None)
+
     return delivery.decide(
         campaign=campaign,
         recipient=Recipient(user_id=target.user_id, device_ids=target.device_ids, properties=target.properties),
         crm=target.crm,
         has_push_token=bool(target.tokens),
         has_phone=target.phone_enc is not None,
-        in_cohort=lambda name: any((name, i) in members for i in ids),
+        in_cohort=in_cohort,
         now_ms=now,
         night=night,
     )

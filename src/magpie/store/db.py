@@ -7,6 +7,7 @@ magpie writes its SQL once with ``?`` placeholders and the subset both engines s
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import random
@@ -117,6 +118,46 @@ DATA_ERRORS: tuple[type[BaseException], ...] = (
 
 class StorageDown(psycopg.OperationalError):
     """Refused without trying: PostgreSQL was unreachable moments ago and another thread is probing it."""
+
+
+class _WriteGate:
+    """Hands SQLite's write lock from one process to the next as soon as it is free.
+
+    SQLite's own lock stays the guarantee (``BEGIN IMMEDIATE`` still takes it), but a process that finds
+    it taken waits in SQLite's busy handler, which sleeps 1, 2, 5, 10, ... ms between tries: with several
+    writing processes (each `magpie serve` and `magpie worker` has a writer) the lock sat free while they
+    slept. Writers first take an exclusive ``flock`` on a file beside the database, which the kernel
+    gives to the next waiter the moment it is released. Within one process, writes already go through
+    one writer; a second thread writing at once goes straight to SQLite's lock, as before.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = f"{path}-writer.lock"
+        self._mutex = threading.Lock()
+        self._fd = -1
+        self._pid = 0
+        self._depth = 0
+
+    def enter(self) -> None:
+        with self._mutex:
+            if self._pid != os.getpid():
+                # A new process (forked with the parent's descriptor): a lock of its own.
+                if self._fd >= 0:
+                    os.close(self._fd)
+                self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                self._pid, self._depth = os.getpid(), 0
+            self._depth += 1
+            first, fd = self._depth == 1, self._fd
+        if first:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+
+    def leave(self) -> None:
+        with self._mutex:
+            if self._pid != os.getpid() or self._depth == 0:
+                return
+            self._depth -= 1
+            if self._depth == 0:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
 class _Outage:
@@ -237,6 +278,9 @@ class Database:
         self._readers: list[Connection] = []
         self._readers_lock = threading.Lock()
         self._outage = _Outage()
+        self._gate: _WriteGate | None = None
+        # Connections in a write transaction that holds the gate (SQLite).
+        self._gated: set[int] = set()
         if self.is_sqlite:
             _, marker, self.path = url.partition("sqlite:///")
             if not marker:
@@ -248,6 +292,7 @@ class Database:
                 for path in (store, Path(f"{store}-wal"), Path(f"{store}-shm")):
                     if path is store or path.exists():
                         private_file(path)
+                self._gate = _WriteGate(self.path)
         else:
             self.conninfo = url.replace("postgresql+psycopg://", "postgresql://")
 
@@ -317,19 +362,37 @@ class Database:
 
     def begin(self, conn: Connection, *, write: bool = True) -> None:
         if self.is_sqlite:
-            # IMMEDIATE takes the write lock up front, serialising writers across processes.
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            if write and self._gate is not None and id(conn) not in self._gated:
+                self._gate.enter()
+                self._gated.add(id(conn))
+            try:
+                # IMMEDIATE takes the write lock up front, serialising writers across processes.
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            except BaseException:
+                self._ungate(conn)
+                raise
         else:
             conn.execute("BEGIN")
 
     def commit(self, conn: Connection) -> None:
-        conn.execute("COMMIT")
+        try:
+            conn.execute("COMMIT")
+        finally:
+            # A failed COMMIT leaves the transaction to the caller's rollback; SQLite's lock still holds it.
+            self._ungate(conn)
 
     def rollback(self, conn: Connection) -> None:
         try:
             conn.execute("ROLLBACK")
         except Exception:
             pass
+        finally:
+            self._ungate(conn)
+
+    def _ungate(self, conn: Connection) -> None:
+        if self._gate is not None and id(conn) in self._gated:
+            self._gated.discard(id(conn))
+            self._gate.leave()
 
     def execute(self, conn: Connection, text: str, params: Sequence[Any] = ()) -> Cursor:
         return conn.execute(self.sql(text), params)
