@@ -19,6 +19,8 @@ from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
+
 from magpie.dispatch.retry import backoff
 from magpie.dispatch.stages import Batch, Context, Plan, Reserve, Reserved, record
 from magpie.domain.campaigns import Campaign, MessageTooLarge, PhoneRendering, RenderFailed, render_phone
@@ -49,8 +51,7 @@ log = logging.getLogger("magpie.worker")
 UNCONFIRMED = Reason.GATEWAY_UNCONFIRMED
 
 
-@dataclass(slots=True)
-class _Send:
+class _Send(msgspec.Struct):
     idx: int
     user_key: str
     rendering: PhoneRendering

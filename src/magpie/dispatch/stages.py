@@ -128,8 +128,7 @@ class Batch:
         )
 
 
-@dataclass(slots=True)
-class Plan:
+class Plan(msgspec.Struct):
     """A recipient to send to: what the store reserves, and the channel's message for it.
 
     ``campaign``: the recipient's campaign, a variant's for a variant recipient of an experiment.

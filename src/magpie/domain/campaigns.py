@@ -192,7 +192,8 @@ class _Interpolation:
                 continue
             value: Any = kwargs
             for name in part:
-                if not isinstance(value, Mapping) or name not in value:
+                # A dict (the usual context) is told apart without the ABC's slower check.
+                if not (type(value) is dict or isinstance(value, Mapping)) or name not in value:
                     return self.liquid.render(*args, **kwargs)
                 value = value[name]
             if isinstance(value, str):

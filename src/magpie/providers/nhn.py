@@ -301,7 +301,7 @@ class NhnGateway:
     def _alimtalk_recipient(self, m: PhoneMessage) -> dict[str, Any]:
         recipient: dict[str, Any] = {
             "recipientNo": m.national_number,
-            "templateParameter": dict(m.template_parameters),
+            "templateParameter": m.template_parameters,
             "recipientGroupingKey": m.delivery_id,
         }
         if m.fallback is not None:
