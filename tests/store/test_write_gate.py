@@ -10,10 +10,12 @@ from __future__ import annotations
 import fcntl
 import multiprocessing
 import os
+import time
 from pathlib import Path
 
 import pytest
 
+from magpie.store import db as store_db
 from magpie.store.db import Database
 
 
@@ -105,3 +107,35 @@ def test_a_forked_process_takes_the_gate_with_a_descriptor_of_its_own(store: tup
     finally:
         done.set()
         child.join(10)
+
+
+def test_every_database_of_one_process_shares_the_file_s_gate(store: tuple[Database, Path]) -> None:
+    db, path = store
+    other = Database(f"sqlite:///{path}")
+    assert other._gate is db._gate
+    with db.transaction() as conn:
+        db.execute(conn, "INSERT INTO t VALUES (1)")
+        # A second write of the same process would not queue behind its own first one.
+        assert other._gate is not None
+        other._gate.enter()
+        other._gate.leave()
+        assert _gate_taken(path)
+    assert not _gate_taken(path)
+
+
+def test_a_gate_held_elsewhere_too_long_is_passed_by(
+    store: tuple[Database, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, path = store
+    monkeypatch.setattr(store_db, "_GATE_WAIT_SECONDS", 0.2)
+    stuck = os.open(f"{path}-writer.lock", os.O_RDWR)
+    fcntl.flock(stuck, fcntl.LOCK_EX)  # another holder that never lets go
+    try:
+        started = time.monotonic()
+        with db.transaction() as conn:  # SQLite's own lock is free: the write goes through
+            db.execute(conn, "INSERT INTO t VALUES (3)")
+        assert 0.2 <= time.monotonic() - started < 5
+    finally:
+        os.close(stuck)
+    with db.transaction(write=False) as conn:
+        assert db.fetchall(conn, "SELECT n FROM t") == [(3,)]

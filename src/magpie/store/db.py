@@ -124,11 +124,13 @@ class _WriteGate:
     """Hands SQLite's write lock from one process to the next as soon as it is free.
 
     SQLite's own lock stays the guarantee (``BEGIN IMMEDIATE`` still takes it), but a process that finds
-    it taken waits in SQLite's busy handler, which sleeps 1, 2, 5, 10, ... ms between tries: with several
+    it taken waits in SQLite's busy handler, which sleeps 1, 2, 5, 10, ... 100 ms between tries: with several
     writing processes (each `magpie serve` and `magpie worker` has a writer) the lock sat free while they
-    slept. Writers first take an exclusive ``flock`` on a file beside the database, which the kernel
-    gives to the next waiter the moment it is released. Within one process, writes already go through
-    one writer; a second thread writing at once goes straight to SQLite's lock, as before.
+    slept. Writers first take an exclusive ``flock`` on a file beside the database, trying again every
+    2 ms at most. One gate per database file and process (``_gate_for``): a second transaction of the same
+    process, whichever thread or ``Database`` opens it, goes straight to SQLite's lock, as before, so a
+    process never waits for itself. A gate not had within ``_GATE_WAIT_SECONDS`` is passed by, leaving the
+    wait to SQLite's lock and its timeout.
     """
 
     def __init__(self, path: str) -> None:
@@ -137,6 +139,7 @@ class _WriteGate:
         self._fd = -1
         self._pid = 0
         self._depth = 0
+        self._held = False
 
     def enter(self) -> None:
         with self._mutex:
@@ -145,19 +148,50 @@ class _WriteGate:
                 if self._fd >= 0:
                     os.close(self._fd)
                 self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-                self._pid, self._depth = os.getpid(), 0
+                self._pid, self._depth, self._held = os.getpid(), 0, False
             self._depth += 1
-            first, fd = self._depth == 1, self._fd
-        if first:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            if self._depth > 1:
+                return
+            fd = self._fd
+        deadline = time.monotonic() + _GATE_WAIT_SECONDS
+        pause = 0.0002
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return
+                time.sleep(pause)
+                pause = min(pause * 2, 0.002)
+                continue
+            with self._mutex:
+                self._held = True
+            return
 
     def leave(self) -> None:
         with self._mutex:
             if self._pid != os.getpid() or self._depth == 0:
                 return
             self._depth -= 1
-            if self._depth == 0:
+            if self._depth == 0 and self._held:
+                self._held = False
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+# How long a writer waits at the gate before leaving the wait to SQLite's own lock (its busy timeout is 30 s).
+_GATE_WAIT_SECONDS: Final = 30.0
+_gates: dict[str, _WriteGate] = {}
+_gates_lock = threading.Lock()
+
+
+def _gate_for(path: str) -> _WriteGate:
+    """The one gate of this process for the database file at ``path``."""
+    key = os.path.realpath(path)
+    with _gates_lock:
+        gate = _gates.get(key)
+        if gate is None:
+            gate = _gates[key] = _WriteGate(path)
+        return gate
 
 
 class _Outage:
@@ -292,7 +326,7 @@ class Database:
                 for path in (store, Path(f"{store}-wal"), Path(f"{store}-shm")):
                     if path is store or path.exists():
                         private_file(path)
-                self._gate = _WriteGate(self.path)
+                self._gate = _gate_for(self.path)
         else:
             self.conninfo = url.replace("postgresql+psycopg://", "postgresql://")
 
